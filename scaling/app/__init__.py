@@ -1,0 +1,1 @@
+"""App layer: the public API (`simulate`) and the command-line interface."""

@@ -1,0 +1,170 @@
+"""The ``scaling`` command line.
+
+Bad input exits with code 2 and one line naming the file, line, field, value and what was
+expected — never a traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from functools import wraps
+from pathlib import Path
+from typing import Any
+
+import click
+
+from scaling.io.errors import ConfigError
+from scaling.model.simulation import InfeasibleJobError
+
+EXIT_BAD_INPUT = 2
+
+
+def _fail(msg: str) -> None:
+    click.echo(f"error: {msg}", err=True)
+    sys.exit(EXIT_BAD_INPUT)
+
+
+def _user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn the project's input errors into a one-line message and exit code 2."""
+
+    @wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except (ConfigError, InfeasibleJobError) as e:
+            _fail(str(e))
+
+    return wrapper
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="scaling")
+def main() -> None:
+    """Simulate distributed training (DDP) on GPU, MLU and NPU clusters and compare scaling."""
+
+
+def _format_table(df: Any) -> str:
+    cols = [
+        ("system", "system", "{}"),
+        ("nodes", "nodes", "{:d}"),
+        ("devices", "accel", "{:d}"),
+        ("step_time_s", "step (s)", "{:.4f}"),
+        ("tokens_per_s_per_device", "tok/s/accel", "{:,.0f}"),
+        ("scaling_efficiency", "scaling eff", "{:.3f}"),
+        ("exposed_comm_share", "exposed comm", "{:.1%}"),
+        ("mfu", "MFU", "{:.1%}"),
+    ]
+    rows = [[h for _, h, _ in cols]]
+    for _, r in df.iterrows():
+        rows.append([fmt.format(r[c]) for c, _, fmt in cols])
+    widths = [max(len(row[i]) for row in rows) for i in range(len(cols))]
+    lines = []
+    for k, row in enumerate(rows):
+        lines.append(
+            "  ".join(
+                v.ljust(w) if i == 0 else v.rjust(w)
+                for i, (v, w) in enumerate(zip(row, widths, strict=True))
+            )
+        )
+        if k == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _gap_summary(df: Any) -> list[str]:
+    """At the largest node count every system reached: each system's efficiency vs the best."""
+    top = df["nodes"].max()
+    last = df[df["nodes"] == top].sort_values("scaling_efficiency", ascending=False)
+    if len(last) < 2:
+        return []
+    best = last.iloc[0]
+    out = [f"At {top} nodes, scaling efficiency (1.000 = perfect weak scaling):"]
+    for _, r in last.iterrows():
+        gap = (r["scaling_efficiency"] - best["scaling_efficiency"]) * 100
+        rel = "" if r["system"] == best["system"] else f"  ({gap:+.1f} points vs {best['system']})"
+        out.append(f"  {r['system']:<12} {r['scaling_efficiency']:.3f}{rel}")
+    return out
+
+
+@main.command()
+@click.argument("config", type=click.Path(path_type=Path, dir_okay=True, exists=False))
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="Output folder (default: results/<experiment name>).",
+)
+@click.option(
+    "--set",
+    "overrides",
+    multiple=True,
+    metavar="PATH=VALUE",
+    help="Override a config field, e.g. --set nodes=[1,8,64] --set training.micro_batch_size=2.",
+)
+@click.option("--no-plot", is_flag=True, help="Skip the PNG plot.")
+@_user_errors
+def run(config: Path, out_dir: Path | None, overrides: tuple[str, ...], no_plot: bool) -> None:
+    """Run every (system, nodes) point of an experiment CONFIG; print and save the table."""
+    from scaling.app.api import run_experiment
+    from scaling.io.plots import plot_scaling_efficiency
+    from scaling.io.results import write_outputs
+
+    res = run_experiment(config, list(overrides), progress=sys.stderr.isatty())
+    exp = res.experiment
+    out = out_dir or Path("results") / exp.config.name
+    h = exp.config_hash()
+    paths = write_outputs(out, res.table, exp.resolved(), h)
+    click.echo(
+        f"{exp.config.name}: {exp.config.model}, {exp.config.strategy.kind.upper()}, "
+        f"micro-batch {exp.config.training.micro_batch_size} x seq {exp.config.training.seq_len}"
+        f" per accelerator (weak scaling); config hash {h}"
+    )
+    click.echo(_format_table(res.table))
+    for line in _gap_summary(res.table):
+        click.echo(line)
+    if not no_plot:
+        paths["plot"] = plot_scaling_efficiency(
+            res.table, out / "scaling_efficiency.png", f"{exp.config.name}: {exp.config.model}"
+        )
+    click.echo("wrote " + ", ".join(str(p) for p in paths.values()))
+
+
+@main.command()
+@_user_errors
+def systems() -> None:
+    """List the system catalog with the confidence of each headline number."""
+    from scaling.io.topology import available_systems, load_system
+
+    for name in available_systems():
+        s = load_system(name)
+        d, n = s.schema.device, s.schema.node
+        peak = d.peak_TFLOPS.get("bf16") or next(iter(d.peak_TFLOPS.values()))
+        click.echo(f"{name}: {s.schema.description}")
+        click.echo(
+            f"  peak bf16 {peak.value:g} TFLOPS [{peak.confidence}]; memory {d.mem_GB.value:g} GB "
+            f"[{d.mem_GB.confidence}] at {d.mem_bw_GBps.value:g} GB/s [{d.mem_bw_GBps.confidence}]"
+        )
+        click.echo(
+            f"  node: {n.devices.value} x {d.name}, {n.fabric.kind.value} "
+            f"{n.fabric.link_bw_GBps.value:g} GB/s/dir [{n.fabric.link_bw_GBps.confidence}]; "
+            f"{n.nics.count.value} x {n.nics.rate_Gbps.value:g} Gb/s NICs [{n.nics.count.confidence}]"
+        )
+        click.echo(
+            f"  power {d.power_busy_W.value:g} W busy [{d.power_busy_W.confidence}]; "
+            f"library {s.library.name} ({', '.join(s.library.algorithms)})"
+        )
+
+
+@main.command()
+def metrics() -> None:
+    """Print every metric's name, unit and definition."""
+    from scaling.model.metrics import METRICS
+
+    for m in METRICS.values():
+        click.echo(f"{m.name} [{m.unit}]: {m.definition}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

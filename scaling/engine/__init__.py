@@ -1,0 +1,1 @@
+"""Engine layer: SimPy helpers and the flow-level network. No ML concepts live here."""

@@ -1,0 +1,1 @@
+"""io layer: config schemas and loading, topology catalog, results tables, plots."""

@@ -1,0 +1,211 @@
+"""Experiment configs: YAML → pydantic v2 schemas (frozen, ``extra="forbid"``) → model ``Job``s.
+
+An experiment names a model preset, one or more systems (files in ``topologies/``), the node
+counts, a strategy and its knobs, the per-rank batch, dtypes and how many steps to simulate.
+It expands into one run per (system, nodes) point. ``--set path=value`` overrides any field.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from scaling.io.errors import ConfigError, LineMap, read_yaml, validate
+from scaling.io.topology import LoadedSystem, load_system
+from scaling.model.ddp import DDPSpec
+from scaling.model.simulation import Job, SimSpec, TrainingSpec
+from scaling.model.workload import PRESETS, Checkpointing, get_preset
+from scaling.units import MiB
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+PosInt = Annotated[int, Field(gt=0)]
+
+
+class DDPConfig(_Strict):
+    """PyTorch DDP knobs (names and defaults as in ``torch.nn.parallel.DistributedDataParallel``)."""
+
+    kind: Literal["ddp"] = "ddp"
+    bucket_cap_MB: Annotated[float, Field(gt=0)] = 25.0
+    first_bucket_MB: Annotated[float, Field(gt=0)] = 1.0
+    overlap: bool = True
+    gradient_as_bucket_view: bool = False
+
+    def to_spec(self) -> DDPSpec:
+        # PyTorch's "MB" are MiB: bucket_cap_mb * 1024 * 1024 bytes.
+        return DDPSpec(
+            self.bucket_cap_MB * MiB,
+            self.first_bucket_MB * MiB,
+            self.overlap,
+            self.gradient_as_bucket_view,
+        )
+
+
+class TrainingConfig(_Strict):
+    """Per-rank batch and numerics. Weak scaling: the per-rank batch is fixed as nodes grow."""
+
+    seq_len: PosInt = 2048
+    micro_batch_size: PosInt = 1
+    grad_accum_steps: PosInt = 1
+    dtype: Literal["bf16", "fp16", "fp32", "tf32", "fp8"] = "bf16"
+    activation_checkpointing: Checkpointing = Checkpointing.NONE
+    flash_attention: bool = True
+
+    def to_spec(self) -> TrainingSpec:
+        return TrainingSpec(
+            self.micro_batch_size,
+            self.grad_accum_steps,
+            self.seq_len,
+            self.dtype,
+            self.activation_checkpointing,
+            self.flash_attention,
+        )
+
+
+class SimulationConfig(_Strict):
+    """How long to simulate and with which seed."""
+
+    steps: PosInt = 2
+    warmup_steps: Annotated[int, Field(ge=0)] = 1
+    seed: Annotated[int, Field(ge=0)] = 0
+    compute_jitter_cv: Annotated[float, Field(ge=0, lt=1)] = 0.0
+
+    def to_spec(self) -> SimSpec:
+        return SimSpec(self.steps, self.warmup_steps, self.seed, self.compute_jitter_cv)
+
+
+class ExperimentConfig(_Strict):
+    """A runnable experiment: systems × node counts for one model and strategy."""
+
+    name: str = "experiment"
+    description: str = ""
+    model: str
+    systems: Annotated[list[str], Field(min_length=1)]
+    nodes: Annotated[list[PosInt], Field(min_length=1)]
+    strategy: DDPConfig = DDPConfig()
+    training: TrainingConfig = TrainingConfig()
+    simulation: SimulationConfig = SimulationConfig()
+
+    @field_validator("model")
+    @classmethod
+    def _known_model(cls, v: str) -> str:
+        if v not in PRESETS:
+            raise ValueError(f"a known model preset ({', '.join(PRESETS)})")
+        return v
+
+    @field_validator("systems", "nodes", mode="before")
+    @classmethod
+    def _scalar_to_list(cls, v: Any) -> Any:
+        return v if isinstance(v, list) else [v]
+
+
+def apply_overrides(
+    data: dict[str, Any], overrides: list[str], lines: LineMap | None = None
+) -> dict[str, Any]:
+    """Apply ``path=value`` overrides (value parsed as YAML) to a nested mapping, in place."""
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: expected PATH=VALUE, e.g. --set nodes=[1,2,4]")
+        path, raw = item.split("=", 1)
+        keys = path.strip().split(".")
+        if not all(keys):
+            raise ConfigError(f"--set {item!r}: empty field name in path {path!r}")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            raise ConfigError(f"--set {item!r}: value {raw!r} is not valid YAML") from None
+        node = data
+        for k in keys[:-1]:
+            nxt = node.get(k)
+            if nxt is None:
+                nxt = node[k] = {}
+            if not isinstance(nxt, dict):
+                raise ConfigError(f"--set {item!r}: {k!r} is not a mapping")
+            node = nxt
+        node[keys[-1]] = value
+        if lines is not None:
+            lines.mark_overridden(tuple(keys))
+    return data
+
+
+class LoadedExperiment:
+    """A validated experiment with its source, resolved systems and per-point jobs."""
+
+    def __init__(self, cfg: ExperimentConfig, where: str, base_dir: Path | None) -> None:
+        self.config = cfg
+        self.where = where
+        self.base_dir = base_dir
+        extra = [base_dir / "topologies", base_dir.parent / "topologies"] if base_dir else []
+        self.systems: dict[str, LoadedSystem] = {}
+        for i, name in enumerate(cfg.systems):
+            try:
+                self.systems[name] = load_system(name, extra)
+            except ConfigError as e:
+                if str(e).startswith("unknown system"):
+                    raise ConfigError(f"{where}: systems[{i}]: {e}") from None
+                raise
+
+    def jobs(self) -> list[Job]:
+        """One job per (system, nodes), systems in config order, nodes ascending."""
+        cfg = self.config
+        shape = get_preset(cfg.model)
+        out = []
+        for name in cfg.systems:
+            for n in sorted(set(cfg.nodes)):
+                out.append(
+                    Job(
+                        system=self.systems[name].spec,
+                        shape=shape,
+                        nodes=n,
+                        training=cfg.training.to_spec(),
+                        strategy=cfg.strategy.to_spec(),
+                        sim=cfg.simulation.to_spec(),
+                    )
+                )
+        return out
+
+    def resolved(self) -> dict[str, Any]:
+        """The fully resolved config (defaults filled in) plus the system files it used."""
+        return {
+            "experiment": self.config.model_dump(mode="json"),
+            "systems": {
+                n: {
+                    "file": str(s.path),
+                    "library_file": str(s.library_path),
+                    "content_hash": s.content_hash,
+                    "topology": s.schema.model_dump(mode="json"),
+                    "library": s.library.model_dump(mode="json"),
+                }
+                for n, s in self.systems.items()
+            },
+        }
+
+    def config_hash(self) -> str:
+        """SHA-256 (16 hex digits) of the resolved config: equal hashes mean equal inputs."""
+        blob = json.dumps(self.resolved(), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def load_experiment(path: str | Path, overrides: list[str] | None = None) -> LoadedExperiment:
+    """Read, override and validate an experiment file; every failure is a :class:`ConfigError`."""
+    p = Path(path)
+    data, lines = read_yaml(p, "experiment config")
+    if overrides:
+        data = apply_overrides(data, overrides, lines)
+    where = str(p)
+    cfg = validate(ExperimentConfig, data, where, lines)
+    return LoadedExperiment(cfg, where, p.resolve().parent)
+
+
+def experiment_from_dict(data: dict[str, Any], where: str = "<dict>") -> LoadedExperiment:
+    """Build an experiment from an in-memory mapping (notebooks, tests)."""
+    cfg = validate(ExperimentConfig, data, where, None)
+    return LoadedExperiment(cfg, where, None)

@@ -1,0 +1,176 @@
+"""Reading YAML with line numbers, and turning validation failures into one-line errors.
+
+Every user-facing input error is a :class:`ConfigError` whose message names the file, the line,
+the field path, the bad value and what was expected, e.g.::
+
+    configs/x.yaml:12: strategy.bucket_cap_MB: got -5; expected a number > 0
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+
+class ConfigError(Exception):
+    """Bad input: the message is one line meant for the user (the CLI exits with code 2)."""
+
+
+def _path_str(path: tuple[Any, ...]) -> str:
+    out = ""
+    for p in path:
+        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
+    return out or "(top level)"
+
+
+class LineMap:
+    """Maps a field path (tuple of keys / indices) to its 1-based line in the source file."""
+
+    def __init__(self) -> None:
+        self._lines: dict[tuple[Any, ...], int] = {}
+        self._overridden: set[tuple[Any, ...]] = set()
+
+    def mark_overridden(self, path: tuple[Any, ...]) -> None:
+        """The value at ``path`` came from the command line (``--set``), not from the file."""
+        self._overridden.add(tuple(path))
+
+    def overridden(self, path: tuple[Any, ...]) -> bool:
+        return any(tuple(path[:i]) in self._overridden for i in range(len(path) + 1))
+
+    def add(self, path: tuple[Any, ...], line: int) -> None:
+        self._lines[path] = line
+
+    def line_of(self, path: tuple[Any, ...]) -> int | None:
+        # Fall back to the closest ancestor that has a line (a missing field → its parent).
+        for i in range(len(path), -1, -1):
+            hit = self._lines.get(tuple(path[:i]))
+            if hit is not None:
+                return hit
+        return None
+
+
+def _walk(node: yaml.Node, path: tuple[Any, ...], lines: LineMap, where: str) -> None:
+    lines.add(path, node.start_mark.line + 1)
+    if isinstance(node, yaml.MappingNode):
+        seen: set[str] = set()
+        for k, v in node.value:
+            key = k.value
+            if key in seen:
+                raise ConfigError(
+                    f"{where}:{k.start_mark.line + 1}: {_path_str((*path, key))}: duplicate key"
+                )
+            seen.add(key)
+            lines.add((*path, key), k.start_mark.line + 1)
+            _walk(v, (*path, key), lines, where)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, v in enumerate(node.value):
+            _walk(v, (*path, i), lines, where)
+
+
+def read_yaml(path: str | Path, what: str = "config") -> tuple[dict[str, Any], LineMap]:
+    """Read a YAML mapping from ``path`` with a line map; every failure is a :class:`ConfigError`."""
+    p = Path(path)
+    if not p.exists():
+        raise ConfigError(f"{p}: no such file ({what} expected)")
+    if p.is_dir():
+        raise ConfigError(f"{p}: is a directory; expected a YAML {what} file")
+    try:
+        raw = p.read_bytes()
+    except OSError as e:
+        raise ConfigError(f"{p}: cannot read: {e.strerror}") from None
+    if b"\x00" in raw:
+        raise ConfigError(f"{p}: is a binary file (NUL bytes); expected a YAML {what} file")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(
+            f"{p}: is not UTF-8 text (byte {e.start}); expected a YAML {what} file"
+        ) from None
+    return parse_yaml(text, str(p), what)
+
+
+def parse_yaml(text: str, where: str, what: str = "config") -> tuple[dict[str, Any], LineMap]:
+    """Parse YAML text (``where`` names it in errors) into a mapping and its line map."""
+    if not text.strip() or all(
+        not ln.strip() or ln.lstrip().startswith("#") for ln in text.splitlines()
+    ):
+        raise ConfigError(f"{where}: file is empty; expected a YAML {what} mapping")
+    try:
+        loader = yaml.SafeLoader(text)
+        try:
+            node = loader.get_single_node()
+            if node is None:
+                raise ConfigError(f"{where}: file is empty; expected a YAML {what} mapping")
+            lines = LineMap()
+            _walk(node, (), lines, where)
+            data = loader.construct_document(node)
+        finally:
+            loader.dispose()
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        line = f":{mark.line + 1}" if mark else ""
+        msg = " ".join(str(x) for x in (e.context, e.problem) if x)
+        raise ConfigError(f"{where}{line}: YAML syntax error: {msg}") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{where}: not valid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"{where}:1: top level is a {type(data).__name__}; expected a YAML {what} mapping"
+        )
+    return data, lines
+
+
+def _expected(err: dict[str, Any]) -> str:
+    t, ctx = err["type"], err.get("ctx") or {}
+    if t == "extra_forbidden":
+        return "no such field (check the spelling; see the schema in the docs)"
+    if t == "missing":
+        return "this field is required"
+    if t in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
+        op = {
+            "greater_than": ">",
+            "greater_than_equal": ">=",
+            "less_than": "<",
+            "less_than_equal": "<=",
+        }[t]
+        bound = next(iter(ctx.values()))
+        return f"a number {op} {bound}"
+    if t == "literal_error" or t == "enum":
+        return f"one of {ctx.get('expected', '')}"
+    return err["msg"][0].lower() + err["msg"][1:]
+
+
+def validation_error(
+    exc: ValidationError, where: str, lines: LineMap | None, prefix: tuple[Any, ...] = ()
+) -> ConfigError:
+    """Turn the first pydantic error into a one-line :class:`ConfigError`."""
+    err = exc.errors(include_url=False)[0]
+    loc = (*prefix, *err["loc"])
+    # pydantic puts union-member/model names into loc for tagged unions; drop non-data parts.
+    data_loc = tuple(p for p in loc if not (isinstance(p, str) and p.startswith("function-")))
+    if lines is not None and lines.overridden(data_loc):
+        head = f"{where} (--set)"
+    else:
+        line = lines.line_of(data_loc) if lines else None
+        head = f"{where}:{line}" if line else where
+    got = ""
+    if err["type"] not in ("missing",) and "input" in err:
+        val = err["input"]
+        if not isinstance(val, dict | list):
+            got = f"got {val!r}; "
+        elif isinstance(val, dict) and err["type"] == "extra_forbidden":
+            got = ""
+    extra = len(exc.errors()) - 1
+    more = f" (and {extra} more error{'s' if extra > 1 else ''})" if extra else ""
+    return ConfigError(f"{head}: {_path_str(data_loc)}: {got}expected {_expected(err)}{more}")
+
+
+def validate(model: type[BaseModel], data: dict[str, Any], where: str, lines: LineMap | None):
+    """Validate ``data`` as ``model``; raise :class:`ConfigError` naming file, line and field."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as e:
+        raise validation_error(e, where, lines) from None

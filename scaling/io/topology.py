@@ -1,0 +1,347 @@
+"""System catalog: YAML files in ``topologies/`` → validated schemas → model ``SystemSpec``.
+
+Every number in a topology or library file is a *quantity*: ``{value, source, confidence}`` and an
+optional ``note``. Confidence is one of ``vendor spec``, ``measured``, ``secondary``,
+``assumption`` or ``calibrated``; an assumption must say its reasoning in ``note``. The catalog
+keeps this provenance so ``scaling systems`` can show how much to trust each number.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+import scaling
+from scaling.io.errors import ConfigError, LineMap, read_yaml, validate
+from scaling.model.hardware import (
+    DeviceSpec,
+    FabricKind,
+    FabricSpec,
+    LibraryProfile,
+    LinkClass,
+    NicSpec,
+    ScaleOutSpec,
+    SystemSpec,
+)
+from scaling.units import GB, TFLOPS, GBps, Gbps, GiB, us
+
+Confidence = Literal["vendor spec", "measured", "secondary", "assumption", "calibrated"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class _Q(_Strict):
+    source: str = Field(min_length=1)
+    confidence: Confidence
+    note: str = ""
+
+    @model_validator(mode="after")
+    def _assumption_has_reason(self) -> _Q:
+        if self.confidence == "assumption" and not self.note.strip():
+            raise ValueError("an assumption needs a 'note' giving its reasoning")
+        return self
+
+
+class PosQ(_Q):
+    value: Annotated[float, Field(gt=0)]
+
+
+class NonNegQ(_Q):
+    value: Annotated[float, Field(ge=0)]
+
+
+class FracQ(_Q):
+    value: Annotated[float, Field(gt=0, le=1)]
+
+
+class Frac0Q(_Q):
+    value: Annotated[float, Field(ge=0, lt=1)]
+
+
+class CountQ(_Q):
+    value: Annotated[int, Field(ge=1)]
+
+
+class OversubQ(_Q):
+    value: Annotated[float, Field(ge=1)]
+
+
+class DeviceSchema(_Strict):
+    name: str
+    peak_TFLOPS: dict[Literal["fp32", "tf32", "bf16", "fp16", "fp8"], PosQ] = Field(min_length=1)
+    matmul_efficiency: FracQ
+    mem_GB: PosQ
+    mem_bw_GBps: PosQ
+    mem_bw_efficiency: FracQ
+    kernel_launch_us: NonNegQ
+    reserved_mem_GiB: NonNegQ
+    power_idle_W: PosQ
+    power_busy_W: PosQ
+    price_per_hour_USD: PosQ
+    can_train: bool = True
+    cannot_train_reason: str = ""
+
+
+class FabricSchema(_Strict):
+    kind: FabricKind
+    link_bw_GBps: PosQ
+    link_latency_us: NonNegQ
+    link_efficiency: FracQ
+    group_size: CountQ | None = None
+    inter_group_bw_GBps: PosQ | None = None
+    pcie_latency_us: NonNegQ | None = None
+    pcie_efficiency: FracQ | None = None
+    in_switch_reduction: bool = False
+
+
+class NicSchema(_Strict):
+    count: CountQ
+    rate_Gbps: PosQ
+    latency_us: NonNegQ
+    efficiency: FracQ
+
+
+class NodeSchema(_Strict):
+    devices: CountQ
+    fabric: FabricSchema
+    nics: NicSchema
+    power_overhead_W: NonNegQ
+
+    @model_validator(mode="after")
+    def _groups(self) -> NodeSchema:
+        f = self.fabric
+        if f.kind in (FabricKind.BRIDGE_GROUPS, FabricKind.PCIE):
+            for fld in ("group_size", "inter_group_bw_GBps", "pcie_latency_us", "pcie_efficiency"):
+                if getattr(f, fld) is None:
+                    raise ValueError(f"fabric kind {f.kind.value!r} needs fabric.{fld}")
+        return self
+
+
+class ScaleOutSchema(_Strict):
+    nodes_per_leaf: CountQ
+    oversubscription: OversubQ
+    rail_optimized: bool
+    spine_latency_us: NonNegQ
+
+
+class SystemSchema(_Strict):
+    name: str
+    description: str
+    device: DeviceSchema
+    node: NodeSchema
+    scale_out: ScaleOutSchema
+    collective_library: str
+
+
+class LibrarySchema(_Strict):
+    name: str
+    version: str = ""
+    description: str = ""
+    call_latency_us: NonNegQ
+    step_latency_us: dict[LinkClass, NonNegQ]
+    bw_efficiency: dict[LinkClass, FracQ]
+    channels: CountQ
+    algorithms: list[Literal["ring", "tree"]] = Field(min_length=1)
+    tree_bw_factor: FracQ | None = None
+    compute_interference: Frac0Q
+
+    @model_validator(mode="after")
+    def _tree_factor(self) -> LibrarySchema:
+        if "tree" in self.algorithms and self.tree_bw_factor is None:
+            raise ValueError("a library with the 'tree' algorithm needs tree_bw_factor")
+        return self
+
+    @model_validator(mode="after")
+    def _all_classes(self) -> LibrarySchema:
+        for fld in ("step_latency_us", "bw_efficiency"):
+            missing = [c.value for c in LinkClass if c not in getattr(self, fld)]
+            if missing:
+                raise ValueError(f"{fld} needs an entry for every link class; missing {missing}")
+        return self
+
+
+# ---- catalog -------------------------------------------------------------------------------
+
+
+def bundled_topology_dir() -> Path:
+    """The catalog shipped with the package (wheel) or the source checkout's ``topologies/``."""
+    pkg = Path(scaling.__file__).resolve().parent
+    wheel = pkg / "_topologies"
+    return wheel if wheel.is_dir() else pkg.parent / "topologies"
+
+
+def search_dirs(extra: list[Path] | None = None) -> list[Path]:
+    """Where system names are looked up: ``extra`` dirs, ``$SCALING_TOPOLOGY_PATH``, bundled."""
+    dirs = list(extra or [])
+    env = os.environ.get("SCALING_TOPOLOGY_PATH", "")
+    dirs += [Path(p) for p in env.split(os.pathsep) if p]
+    dirs.append(bundled_topology_dir())
+    seen: list[Path] = []
+    for d in dirs:
+        if d.is_dir() and d.resolve() not in [s.resolve() for s in seen]:
+            seen.append(d)
+    return seen
+
+
+def available_systems(extra: list[Path] | None = None) -> list[str]:
+    """Names of every system file found on the search path."""
+    names: set[str] = set()
+    for d in search_dirs(extra):
+        names.update(p.stem for p in d.glob("*.yaml"))
+    return sorted(names)
+
+
+@dataclass(frozen=True)
+class LoadedSystem:
+    """A system with its validated source documents, their paths and a content hash."""
+
+    spec: SystemSpec
+    schema: SystemSchema
+    library: LibrarySchema
+    path: Path
+    library_path: Path
+    content_hash: str
+
+
+def _find(name: str, kind: str, extra: list[Path] | None, sub: str = "") -> Path:
+    if name.endswith((".yaml", ".yml")) or os.sep in name:
+        return Path(name)
+    for d in search_dirs(extra):
+        cand = d / sub / f"{name}.yaml" if sub else d / f"{name}.yaml"
+        if cand.is_file():
+            return cand
+    known = sorted(
+        {p.stem for d in search_dirs(extra) for p in (d / sub if sub else d).glob("*.yaml")}
+    )
+    raise ConfigError(f"unknown {kind} {name!r}; known: {', '.join(known) or '(none)'}")
+
+
+def _canon_hash(*docs: dict[str, Any]) -> str:
+    blob = json.dumps(docs, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def load_library(name: str, extra: list[Path] | None = None) -> tuple[LibrarySchema, Path, dict]:
+    """Load and validate a collective-library profile by name or path."""
+    path = _find(name, "collective library", extra, sub="libraries")
+    data, lines = read_yaml(path, "collective library")
+    return validate(LibrarySchema, data, str(path), lines), path, data
+
+
+def load_system(name: str, extra: list[Path] | None = None) -> LoadedSystem:
+    """Load a system by catalog name (``dgx-a100``) or by path to a YAML file."""
+    path = _find(name, "system", extra)
+    data, lines = read_yaml(path, "topology")
+    schema: SystemSchema = validate(SystemSchema, data, str(path), lines)
+    lib_dirs = [path.parent, *(extra or [])]
+    lib, lib_path, lib_data = load_library(schema.collective_library, lib_dirs)
+    return LoadedSystem(
+        to_system_spec(schema, lib), schema, lib, path, lib_path, _canon_hash(data, lib_data)
+    )
+
+
+def to_library_profile(lib: LibrarySchema) -> LibraryProfile:
+    """Strip provenance and convert to SI units."""
+    return LibraryProfile(
+        name=lib.name,
+        call_latency_s=lib.call_latency_us.value * us,
+        step_latency_s={c: q.value * us for c, q in lib.step_latency_us.items()},
+        bw_efficiency={c: q.value for c, q in lib.bw_efficiency.items()},
+        channels=lib.channels.value,
+        algorithms=tuple(lib.algorithms),
+        tree_bw_factor=lib.tree_bw_factor.value if lib.tree_bw_factor else 1.0,
+        compute_interference=lib.compute_interference.value,
+    )
+
+
+def to_system_spec(s: SystemSchema, lib: LibrarySchema) -> SystemSpec:
+    """Strip provenance and convert to the model layer's SI dataclasses."""
+    d, n, f = s.device, s.node, s.node.fabric
+    dev = DeviceSpec(
+        name=d.name,
+        peak_flops={k: q.value * TFLOPS for k, q in d.peak_TFLOPS.items()},
+        matmul_efficiency=d.matmul_efficiency.value,
+        mem_bytes=d.mem_GB.value * GB,
+        mem_bw_Bps=d.mem_bw_GBps.value * GBps,
+        mem_bw_efficiency=d.mem_bw_efficiency.value,
+        kernel_launch_s=d.kernel_launch_us.value * us,
+        reserved_mem_bytes=d.reserved_mem_GiB.value * GiB,
+        power_idle_W=d.power_idle_W.value,
+        power_busy_W=d.power_busy_W.value,
+        price_per_hour=d.price_per_hour_USD.value,
+        can_train=d.can_train,
+        cannot_train_reason=d.cannot_train_reason,
+    )
+    devices = n.devices.value
+    fabric = FabricSpec(
+        kind=f.kind,
+        link_bw_Bps=f.link_bw_GBps.value * GBps,
+        link_latency_s=f.link_latency_us.value * us,
+        link_efficiency=f.link_efficiency.value,
+        group_size=f.group_size.value if f.group_size else devices,
+        inter_group_bw_Bps=(f.inter_group_bw_GBps.value * GBps) if f.inter_group_bw_GBps else 0.0,
+        pcie_latency_s=(f.pcie_latency_us.value * us) if f.pcie_latency_us else 0.0,
+        pcie_efficiency=f.pcie_efficiency.value if f.pcie_efficiency else 1.0,
+        in_switch_reduction=f.in_switch_reduction,
+    )
+    nics = NicSpec(
+        n.nics.count.value,
+        n.nics.rate_Gbps.value * Gbps,
+        n.nics.latency_us.value * us,
+        n.nics.efficiency.value,
+    )
+    so = s.scale_out
+    scale_out = ScaleOutSpec(
+        nodes_per_leaf=so.nodes_per_leaf.value,
+        oversubscription=so.oversubscription.value,
+        rail_optimized=so.rail_optimized,
+        spine_latency_s=so.spine_latency_us.value * us,
+    )
+    return SystemSpec(
+        name=s.name,
+        description=s.description,
+        device=dev,
+        devices_per_node=devices,
+        fabric=fabric,
+        nics=nics,
+        scale_out=scale_out,
+        library=to_library_profile(lib),
+        node_power_overhead_W=n.power_overhead_W.value,
+    )
+
+
+def quantities(doc: BaseModel, prefix: str = "") -> list[tuple[str, float, str, str, str]]:
+    """Flatten a validated document into (field path, value, confidence, source, note) rows."""
+    rows: list[tuple[str, float, str, str, str]] = []
+    for name in type(doc).model_fields:
+        val = getattr(doc, name)
+        path = f"{prefix}{name}"
+        if isinstance(val, _Q):
+            rows.append((path, val.value, val.confidence, val.source, val.note))  # type: ignore[attr-defined]
+        elif isinstance(val, BaseModel):
+            rows += quantities(val, path + ".")
+        elif isinstance(val, dict):
+            for k, v in val.items():
+                if isinstance(v, _Q):
+                    key = k.value if hasattr(k, "value") else k
+                    rows.append((f"{path}.{key}", v.value, v.confidence, v.source, v.note))  # type: ignore[attr-defined]
+    return rows
+
+
+__all__ = [
+    "LineMap",
+    "LoadedSystem",
+    "available_systems",
+    "bundled_topology_dir",
+    "load_library",
+    "load_system",
+    "quantities",
+]

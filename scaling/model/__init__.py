@@ -1,0 +1,1 @@
+"""Model layer: devices, workloads, collectives and training strategies (no files, pandas or plots)."""

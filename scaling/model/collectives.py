@@ -1,0 +1,272 @@
+"""Collectives: operations, groups, cost models, and the SimPy communicator that runs them.
+
+The cost model here is the first cut (issue #2): alpha-beta closed forms whose bandwidth term is
+bounded by the slowest *cut* the algorithm crosses and whose latency term counts sequential steps
+per link class, in the form NCCL's own tuner uses (``reference/collective_cost_models.csv``,
+"NCCL model" rows)::
+
+    ring: t = call_latency + Σ_class steps_class · α_class + factor(p) · S / B_bus
+    tree: t = call_latency + 2((g−1)·α_intra + log2(N)·α_net) + 2·S / (B_bus · tree_bw_factor)
+
+The library picks, per call, the fastest of the algorithms it implements (as NCCL's tuner does);
+the tree (NCCL's double binary tree across nodes, a chain inside a node) exists only for
+all-reduce across more than one node.
+
+``B_bus`` is the bus bandwidth the ring can sustain: the minimum over the cuts it crosses of the
+cut's bandwidth per direction. A ring with C channels crosses every node boundary once per channel,
+so its bus bandwidth across nodes is the node's total NIC bandwidth (8 × 24 GB/s ≈ 192 GB/s on a
+DGX A100, the measured plateau), not one NIC's. The flow-level network engine replaces this model
+behind the same :class:`CollectiveCostModel` interface.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Protocol
+
+import simpy
+
+from scaling.model.hardware import FabricKind, LinkClass, SystemSpec
+
+
+class CollectiveOp(StrEnum):
+    ALL_REDUCE = "all_reduce"
+    REDUCE_SCATTER = "reduce_scatter"
+    ALL_GATHER = "all_gather"
+
+
+def busbw_factor(op: CollectiveOp, n: int) -> float:
+    """nccl-tests bus-bandwidth factor: busbw = algbw · factor."""
+    if op is CollectiveOp.ALL_REDUCE:
+        return 2.0 * (n - 1) / n
+    return (n - 1) / n
+
+
+@dataclass(frozen=True, slots=True)
+class Group:
+    """A communicator of ``nodes × per_node`` ranks, laid out node by node."""
+
+    nodes: int
+    per_node: int
+
+    @property
+    def size(self) -> int:
+        return self.nodes * self.per_node
+
+
+@dataclass(frozen=True, slots=True)
+class CollectiveCost:
+    """Cost of one uncontended collective call.
+
+    Attributes:
+        time_s: total time, s.
+        latency_s: the latency (alpha) part, s.
+        bus_bw_Bps: bus bandwidth bound used for the bandwidth part, bytes/s.
+        bottleneck: the link class whose cut bounds ``bus_bw_Bps``.
+        algorithm: algorithm name.
+        bytes_sent_per_rank: bytes each rank puts on the wire, bytes.
+    """
+
+    time_s: float
+    latency_s: float
+    bus_bw_Bps: float
+    bottleneck: LinkClass | None
+    algorithm: str
+    bytes_sent_per_rank: float
+
+
+class CollectiveCostModel(Protocol):
+    """Anything that can price a collective for a group (analytic now, flow-level next)."""
+
+    def cost(self, op: CollectiveOp, nbytes: float, group: Group) -> CollectiveCost: ...
+
+
+class AnalyticCostModel:
+    """Ring and tree collectives priced by alpha-beta forms over the cuts they cross."""
+
+    def __init__(self, system: SystemSpec) -> None:
+        self.system = system
+        self._memo: dict[tuple[CollectiveOp, float, Group], CollectiveCost] = {}
+
+    # -- bandwidth ---------------------------------------------------------------------------
+    def cut_bandwidths(self, group: Group) -> dict[LinkClass, float]:
+        """Bus bandwidth bound (bytes/s, per direction) of each link class the ring crosses."""
+        s, lib = self.system, self.system.library
+        fab, g, n = s.fabric, group.per_node, group.nodes
+        # Achievable = hardware fraction (fabric/NIC spec) × library fraction (software maturity).
+        eff = {
+            LinkClass.SCALE_UP: fab.link_efficiency * lib.bw_efficiency[LinkClass.SCALE_UP],
+            LinkClass.PCIE: fab.pcie_efficiency * lib.bw_efficiency[LinkClass.PCIE],
+            LinkClass.NETWORK: s.nics.efficiency * lib.bw_efficiency[LinkClass.NETWORK],
+        }
+        cuts: dict[LinkClass, float] = {}
+        if g > 1:
+            if fab.kind is FabricKind.SWITCH:
+                cuts[LinkClass.SCALE_UP] = fab.link_bw_Bps * eff[LinkClass.SCALE_UP]
+            elif fab.kind is FabricKind.FULL_MESH:
+                # Each channel's ring uses one of the g−1 peer links of a device.
+                links = min(lib.channels, g - 1)
+                cuts[LinkClass.SCALE_UP] = links * fab.link_bw_Bps * eff[LinkClass.SCALE_UP]
+            elif fab.kind is FabricKind.BRIDGE_GROUPS:
+                gs = min(fab.group_size, g)
+                if gs > 1:
+                    # A device's group bandwidth is spread over its gs−1 peers; channels use some.
+                    share = min(lib.channels, gs - 1) / (gs - 1)
+                    cuts[LinkClass.SCALE_UP] = fab.link_bw_Bps * share * eff[LinkClass.SCALE_UP]
+                if g > fab.group_size:
+                    cuts[LinkClass.PCIE] = fab.inter_group_bw_Bps * eff[LinkClass.PCIE]
+            else:  # PCIE
+                bw = fab.link_bw_Bps
+                if g > fab.group_size:
+                    bw = min(bw, fab.inter_group_bw_Bps)
+                cuts[LinkClass.PCIE] = bw * eff[LinkClass.PCIE]
+        if n > 1:
+            nics = min(lib.channels, s.nics.count)
+            node_out = nics * s.nics.bw_Bps
+            net = node_out
+            if n > s.scale_out.nodes_per_leaf:
+                # A leaf's uplinks carry the ring's crossing to the next leaf (one per channel).
+                net = min(net, s.scale_out.nodes_per_leaf * node_out / s.scale_out.oversubscription)
+            cuts[LinkClass.NETWORK] = net * eff[LinkClass.NETWORK]
+        return cuts
+
+    # -- latency -----------------------------------------------------------------------------
+    def steps_per_pass(self, group: Group) -> dict[LinkClass, int]:
+        """Sequential ring steps per pass (p−1 in all) by the class of link they cross.
+
+        Following NCCL's tuner, a pass charges ``nodes−1`` steps to the network; steps that cross
+        an MLU-Link group or PCIe-switch boundary inside a node are charged to PCIe; the rest to
+        the scale-up link.
+        """
+        fab, g, n = self.system.fabric, group.per_node, group.nodes
+        p = group.size
+        net = n - 1
+        if fab.kind is FabricKind.PCIE:
+            pcie = n * (g - 1)  # every intra-node hop crosses PCIe
+        elif fab.kind is FabricKind.BRIDGE_GROUPS:
+            pcie = n * (math.ceil(g / fab.group_size) - 1)
+        else:
+            pcie = 0
+        up = p - 1 - net - pcie
+        return {LinkClass.SCALE_UP: up, LinkClass.PCIE: pcie, LinkClass.NETWORK: net}
+
+    def ring(self, op: CollectiveOp, nbytes: float, group: Group) -> CollectiveCost:
+        """Ring collective of ``nbytes`` (nccl-tests size convention) on ``group``."""
+        lib = self.system.library
+        passes = 2 if op is CollectiveOp.ALL_REDUCE else 1
+        steps = self.steps_per_pass(group)
+        latency = lib.call_latency_s + passes * sum(
+            k * lib.step_latency_s[c] for c, k in steps.items()
+        )
+        cuts = self.cut_bandwidths(group)
+        bottleneck = min(cuts, key=lambda c: cuts[c])
+        bw = cuts[bottleneck]
+        wire = busbw_factor(op, group.size) * nbytes
+        return CollectiveCost(latency + wire / bw, latency, bw, bottleneck, "ring", wire)
+
+    def tree(self, op: CollectiveOp, nbytes: float, group: Group) -> CollectiveCost | None:
+        """NCCL-style tree all-reduce (chain in the node, double binary tree across nodes).
+
+        Returns None where the library has no tree for this call (not an all-reduce, one node).
+        """
+        lib = self.system.library
+        if op is not CollectiveOp.ALL_REDUCE or group.nodes < 2 or "tree" not in lib.algorithms:
+            return None
+        intra_class = LinkClass.SCALE_UP
+        if self.system.fabric.kind is FabricKind.PCIE:
+            intra_class = LinkClass.PCIE
+        latency = lib.call_latency_s + 2 * (
+            (group.per_node - 1) * lib.step_latency_s[intra_class]
+            + math.log2(group.nodes) * lib.step_latency_s[LinkClass.NETWORK]
+        )
+        cuts = self.cut_bandwidths(group)
+        bottleneck = min(cuts, key=lambda c: cuts[c])
+        bw = cuts[bottleneck] * lib.tree_bw_factor
+        # Each rank sends its data up the tree and receives the result down: ~2S per rank.
+        wire = 2.0 * nbytes
+        return CollectiveCost(latency + wire / bw, latency, bw, bottleneck, "tree", wire)
+
+    def cost(self, op: CollectiveOp, nbytes: float, group: Group) -> CollectiveCost:
+        """The library's choice for this call: the fastest algorithm it implements."""
+        key = (op, nbytes, group)
+        hit = self._memo.get(key)
+        if hit is not None:
+            return hit
+        if group.size == 1:
+            result = CollectiveCost(0.0, 0.0, math.inf, None, "none", 0.0)
+        else:
+            result = self.ring(op, nbytes, group)
+            tree = self.tree(op, nbytes, group)
+            if tree is not None and tree.time_s < result.time_s:
+                result = tree
+        self._memo[key] = result
+        return result
+
+
+@dataclass(slots=True)
+class CollectiveRecord:
+    """One completed collective as seen by the communicator (times in s, sizes in bytes)."""
+
+    key: tuple
+    op: CollectiveOp
+    nbytes: float
+    group_size: int
+    start_s: float
+    end_s: float
+    algorithm: str
+    bottleneck: str
+
+
+@dataclass(slots=True)
+class _Pending:
+    arrived: int
+    done: simpy.Event
+
+
+@dataclass
+class Communicator:
+    """Rendezvous of simulated ranks at a collective; completes it after its cost.
+
+    A collective starts when the last participating simulated rank has called it (so a slow
+    rank delays everyone, as in NCCL) and completes ``cost.time_s`` later.
+
+    Attributes:
+        env: the SimPy environment.
+        cost_model: prices a collective.
+        simulated_ranks: how many simulated ranks take part in every call (may be fewer than the
+            group size when identical ranks are simulated once; the cost still uses the group).
+    """
+
+    env: simpy.Environment
+    cost_model: CollectiveCostModel
+    simulated_ranks: int
+    records: list[CollectiveRecord] = field(default_factory=list)
+    _pending: dict[tuple, _Pending] = field(default_factory=dict)
+
+    def call(self, key: tuple, op: CollectiveOp, nbytes: float, group: Group) -> simpy.Event:
+        """Join collective ``key``; the returned event fires when it has completed."""
+        pend = self._pending.get(key)
+        if pend is None:
+            pend = _Pending(0, self.env.event())
+            self._pending[key] = pend
+        pend.arrived += 1
+        if pend.arrived == self.simulated_ranks:
+            del self._pending[key]
+            cost = self.cost_model.cost(op, nbytes, group)
+            start = self.env.now
+            rec = CollectiveRecord(
+                key,
+                op,
+                nbytes,
+                group.size,
+                start,
+                start + cost.time_s,
+                cost.algorithm,
+                str(cost.bottleneck or ""),
+            )
+            self.records.append(rec)
+            done = pend.done
+            self.env.timeout(cost.time_s).callbacks.append(lambda _ev: done.succeed(rec))
+        return pend.done

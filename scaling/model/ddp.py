@@ -1,0 +1,203 @@
+"""PyTorch DistributedDataParallel as a SimPy process per rank.
+
+What is modelled (PyTorch ``torch/nn/parallel/distributed.py`` and ``reducer.cpp`` semantics):
+
+* Gradient buckets are filled in *reverse* parameter-registration order; the first bucket is capped
+  at 1 MiB (``dist._DEFAULT_FIRST_BUCKET_BYTES``), the others at ``bucket_cap_mb`` (default 25, in
+  MiB). A tensor is never split: a bucket closes once its size reaches the cap.
+* A bucket's all-reduce is launched when the last gradient in it is produced, in bucket order, on
+  one in-order communication stream, overlapping the rest of backward.
+* Gradients of a transformer block are all taken as ready when that block's backward ends
+  (granularity: one block); head (final norm, untied output layer) gradients are ready after the
+  head's backward, embedding gradients after the last block's backward.
+* With gradient accumulation, non-final micro-batches skip communication (``no_sync``).
+* The optimizer step starts once every bucket is reduced.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from dataclasses import dataclass, field
+
+import numpy as np
+import simpy
+
+from scaling.model.collectives import CollectiveOp, Communicator, Group
+from scaling.model.compute import MicroBatchCompute, PhaseCost
+from scaling.model.workload import TransformerShape
+from scaling.units import MiB
+
+
+@dataclass(frozen=True, slots=True)
+class DDPSpec:
+    """DDP knobs.
+
+    Attributes:
+        bucket_cap_bytes: bucket size cap, bytes (PyTorch ``bucket_cap_mb`` × MiB).
+        first_bucket_bytes: cap of the first bucket, bytes.
+        overlap: launch each bucket as soon as it is ready (True, PyTorch's behaviour) or only
+            after the whole backward (False, for what-if comparisons).
+        gradient_as_bucket_view: gradients alias the bucket buffers (saves one gradient copy).
+    """
+
+    bucket_cap_bytes: float = 25 * MiB
+    first_bucket_bytes: float = 1 * MiB
+    overlap: bool = True
+    gradient_as_bucket_view: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Bucket:
+    """A gradient bucket: its size in bytes and the backward stage after which it is ready.
+
+    Stages count backward progress: 0 = head backward done, k = k blocks done (the last block
+    first), ``n_layers`` = whole backward done.
+    """
+
+    nbytes: float
+    ready_stage: int
+    n_tensors: int
+
+
+def param_tensors_with_stage(shape: TransformerShape) -> list[tuple[str, int, int]]:
+    """(name, elements, ready stage) of every parameter tensor in registration order."""
+    n_layers = shape.n_layers
+    tensors: list[tuple[str, int, int]] = [("wte", shape.vocab * shape.hidden, n_layers)]
+    if shape.max_seq:
+        tensors.append(("wpe", shape.max_seq * shape.hidden, n_layers))
+    for i in range(n_layers):
+        stage = n_layers - i  # block i finishes backward after the n_layers−i blocks above it
+        tensors += [(f"h{i}.{name}", n, stage) for name, n in shape.layer_param_tensors()]
+    tensors.append(("ln_f", shape.hidden * (2 if shape.bias else 1), 0))
+    if not shape.tied_embeddings:
+        tensors.append(("lm_head", shape.vocab * shape.hidden, 0))
+    return tensors
+
+
+def ddp_buckets(shape: TransformerShape, spec: DDPSpec, grad_bytes: float) -> list[Bucket]:
+    """Bucket assignment in launch order (reverse registration order, size-capped)."""
+    buckets: list[Bucket] = []
+    size, stage, count = 0.0, 0, 0
+    for _name, n, st in reversed(param_tensors_with_stage(shape)):
+        size += n * grad_bytes
+        stage = max(stage, st)
+        count += 1
+        cap = spec.first_bucket_bytes if not buckets else spec.bucket_cap_bytes
+        if size >= cap:
+            buckets.append(Bucket(size, stage, count))
+            size, stage, count = 0.0, 0, 0
+    if count:
+        buckets.append(Bucket(size, stage, count))
+    return buckets
+
+
+@dataclass(slots=True)
+class RankLog:
+    """What one simulated rank did, per step: start/end times and compute-busy time (s)."""
+
+    step_start: list[float] = field(default_factory=list)
+    step_end: list[float] = field(default_factory=list)
+    compute_busy: list[float] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class DDPWork:
+    """Everything a DDP rank needs, precomputed once per job."""
+
+    mb: MicroBatchCompute
+    optimizer: PhaseCost
+    n_layers: int
+    grad_accum: int
+    buckets: list[Bucket]
+    group: Group
+    spec: DDPSpec
+    #: bucket indices that become ready when each backward stage ends
+    stage_buckets: dict[int, list[int]] = field(default_factory=dict)
+
+    @classmethod
+    def build(
+        cls,
+        mb: MicroBatchCompute,
+        optimizer: PhaseCost,
+        n_layers: int,
+        grad_accum: int,
+        buckets: list[Bucket],
+        group: Group,
+        spec: DDPSpec,
+    ) -> DDPWork:
+        by_stage: dict[int, list[int]] = {}
+        for i, b in enumerate(buckets):
+            by_stage.setdefault(b.ready_stage, []).append(i)
+        return cls(mb, optimizer, n_layers, grad_accum, buckets, group, spec, by_stage)
+
+
+def ddp_rank(
+    env: simpy.Environment,
+    rank: int,
+    work: DDPWork,
+    comm: Communicator,
+    steps: int,
+    rng: np.random.Generator | None,
+    jitter_cv: float,
+    log: RankLog,
+) -> Generator[simpy.Event, object, None]:
+    """SimPy process of one DDP rank for ``steps`` training steps."""
+    mb, L = work.mb, work.n_layers
+    fwd = mb.head_fwd.time_s + L * mb.block_fwd.time_s  # forward has no communication in DDP
+
+    def noisy(t: float) -> float:
+        # Per-phase multiplicative compute noise, seeded per rank (a run's own RNG).
+        if rng is None:
+            return t
+        return t * max(0.05, 1.0 + jitter_cv * float(rng.standard_normal()))
+
+    for step in range(steps):
+        log.step_start.append(env.now)
+        busy = 0.0
+        for micro in range(work.grad_accum):
+            sync = micro == work.grad_accum - 1
+            t = noisy(fwd)
+            yield env.timeout(t)
+            busy += t
+            ready = [env.event() for _ in work.buckets] if sync else []
+            done = env.event()
+            if sync:
+                env.process(_comm_stream(env, rank, step, work, comm, ready, done))
+            stage_buckets = work.stage_buckets if (sync and work.spec.overlap) else {}
+            t = noisy(mb.head_bwd.time_s)
+            yield env.timeout(t)
+            busy += t
+            for b in stage_buckets.get(0, ()):
+                ready[b].succeed()
+            for k in range(1, L + 1):
+                t = noisy(mb.block_bwd.time_s)
+                yield env.timeout(t)
+                busy += t
+                for b in stage_buckets.get(k, ()):
+                    ready[b].succeed()
+            if sync:
+                if not work.spec.overlap:
+                    for ev in ready:
+                        ev.succeed()
+                yield done
+        t = noisy(work.optimizer.time_s)
+        yield env.timeout(t)
+        busy += t
+        log.step_end.append(env.now)
+        log.compute_busy.append(busy)
+
+
+def _comm_stream(
+    env: simpy.Environment,
+    rank: int,
+    step: int,
+    work: DDPWork,
+    comm: Communicator,
+    ready: list[simpy.Event],
+    done: simpy.Event,
+) -> Generator[simpy.Event, object, None]:
+    """The rank's communication stream: all-reduce buckets in order, each once it is ready."""
+    for i, bucket in enumerate(work.buckets):
+        yield ready[i]
+        yield comm.call(("ddp", step, i), CollectiveOp.ALL_REDUCE, bucket.nbytes, work.group)
+    done.succeed()

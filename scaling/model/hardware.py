@@ -1,0 +1,177 @@
+"""Hardware description used by the simulation: accelerator, node fabric, NICs, scale-out network.
+
+These are plain frozen dataclasses in SI units (FLOP/s, bytes, bytes/s, seconds, watts). They are
+built by the io layer from the YAML files in ``topologies/``, where every number carries its
+source and confidence; the model layer only sees the values.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+
+class FabricKind(StrEnum):
+    """How the accelerators inside one node are connected (DESIGN §3.2)."""
+
+    SWITCH = "switch"  # NVSwitch-like: one port per device into a non-blocking switch
+    FULL_MESH = "full_mesh"  # HCCS-like: one direct link per device pair
+    BRIDGE_GROUPS = "bridge_groups"  # MLU-Link-like: cards in groups; PCIe between groups
+    PCIE = "pcie"  # no accelerator link: peer traffic crosses PCIe switches / the host
+
+
+class LinkClass(StrEnum):
+    """The kinds of link a collective step can cross; latencies and efficiencies are per class."""
+
+    SCALE_UP = "scale_up"  # NVLink / HCCS / MLU-Link inside a node (or inside a bridge group)
+    PCIE = "pcie"  # PCIe between devices of one node (between MLU-Link groups, PCIe-only nodes)
+    NETWORK = "network"  # NIC + scale-out fabric between nodes
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceSpec:
+    """One accelerator (the unit that holds one data-parallel rank).
+
+    Attributes:
+        name: marketing name.
+        peak_flops: dense peak per dtype, FLOP/s (keys like ``"bf16"``, ``"fp16"``, ``"fp32"``).
+        matmul_efficiency: achievable fraction of peak for large matmuls (0–1].
+        mem_bytes: device memory capacity, bytes.
+        mem_bw_Bps: peak memory bandwidth, bytes/s.
+        mem_bw_efficiency: achievable fraction of ``mem_bw_Bps`` for streaming kernels (0–1].
+        kernel_launch_s: fixed overhead per kernel launch, s.
+        reserved_mem_bytes: memory the runtime/framework keeps for itself, bytes.
+        power_idle_W / power_busy_W: board power when idle / when computing, W.
+        price_per_hour: cost of one accelerator for one hour (currency of the catalog, USD).
+        can_train: False for inference-only parts; ``cannot_train_reason`` says why.
+    """
+
+    name: str
+    peak_flops: dict[str, float]
+    matmul_efficiency: float
+    mem_bytes: float
+    mem_bw_Bps: float
+    mem_bw_efficiency: float
+    kernel_launch_s: float
+    reserved_mem_bytes: float
+    power_idle_W: float
+    power_busy_W: float
+    price_per_hour: float
+    can_train: bool = True
+    cannot_train_reason: str = ""
+
+    def peak(self, dtype: str) -> float:
+        """Dense peak FLOP/s for ``dtype``; raises ``KeyError`` naming the dtypes it has."""
+        try:
+            return self.peak_flops[dtype]
+        except KeyError:
+            have = ", ".join(sorted(self.peak_flops))
+            raise KeyError(
+                f"{self.name} has no peak FLOP/s for dtype {dtype!r} (has: {have})"
+            ) from None
+
+
+@dataclass(frozen=True, slots=True)
+class FabricSpec:
+    """Intra-node accelerator fabric.
+
+    Attributes:
+        kind: see :class:`FabricKind`.
+        link_bw_Bps: per direction, bytes/s. SWITCH: one device's port into the switch. FULL_MESH:
+            one device-pair link. BRIDGE_GROUPS: one device's total scale-up bandwidth inside its
+            group. PCIE: one device's PCIe link.
+        link_latency_s: latency of one hop on the scale-up link, s.
+        link_efficiency: achievable fraction of ``link_bw_Bps`` (protocol/encoding overheads).
+        group_size: BRIDGE_GROUPS: devices per group; PCIE: devices per PCIe switch.
+        inter_group_bw_Bps: bandwidth per direction of the path between two groups / PCIe switches
+            (through the host), bytes/s.
+        pcie_latency_s: latency of one PCIe hop between devices, s.
+        pcie_efficiency: achievable fraction of PCIe bandwidth for peer traffic.
+        in_switch_reduction: the switch can reduce in-network (NVLS); unused until algorithms use it.
+    """
+
+    kind: FabricKind
+    link_bw_Bps: float
+    link_latency_s: float
+    link_efficiency: float
+    group_size: int
+    inter_group_bw_Bps: float
+    pcie_latency_s: float
+    pcie_efficiency: float
+    in_switch_reduction: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class NicSpec:
+    """Scale-out NICs of one node.
+
+    Attributes:
+        count: NICs per node.
+        bw_Bps: line rate of one NIC per direction, bytes/s.
+        latency_s: one-way NIC-to-NIC latency through one switch, s.
+        efficiency: achievable fraction of line rate (RDMA with GPU/accelerator-direct).
+    """
+
+    count: int
+    bw_Bps: float
+    latency_s: float
+    efficiency: float
+
+
+@dataclass(frozen=True, slots=True)
+class ScaleOutSpec:
+    """The network between nodes: a two-tier leaf-spine (folded Clos).
+
+    Attributes:
+        nodes_per_leaf: nodes whose NICs attach to one leaf switch (one rail when rail-optimized).
+        oversubscription: leaf down-link / up-link bandwidth ratio (1.0 = non-blocking).
+        rail_optimized: NIC i of every node goes to leaf i of its group (NVIDIA's layout).
+        spine_latency_s: extra one-way latency when a path crosses the spine, s.
+    """
+
+    nodes_per_leaf: int
+    oversubscription: float
+    rail_optimized: bool
+    spine_latency_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class LibraryProfile:
+    """What the collective library's maturity changes (NCCL, CNCL, HCCL …).
+
+    Attributes:
+        name: library name.
+        call_latency_s: fixed cost of one collective call (launch, setup), s.
+        step_latency_s: per sequential algorithm step, by the link class the step crosses, s.
+        bw_efficiency: fraction of the link's achievable bandwidth the library reaches, by link
+            class (0–1]; the hardware's own achievable fraction is in the fabric / NIC spec.
+        channels: rings/trees run concurrently; each may leave the node through a different NIC.
+        algorithms: algorithm names the library implements (``ring``, ``tree``).
+        tree_bw_factor: tree bandwidth relative to the ring's cut bound (NCCL: 0.92 × 0.9).
+        compute_interference: fractional slowdown of compute that overlaps communication.
+    """
+
+    name: str
+    call_latency_s: float
+    step_latency_s: dict[LinkClass, float]
+    bw_efficiency: dict[LinkClass, float]
+    channels: int
+    algorithms: tuple[str, ...] = ("ring",)
+    tree_bw_factor: float = 1.0
+    compute_interference: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class SystemSpec:
+    """A cluster building block: ``devices_per_node`` accelerators per node, N nodes per job."""
+
+    name: str
+    description: str
+    device: DeviceSpec
+    devices_per_node: int
+    fabric: FabricSpec
+    nics: NicSpec
+    scale_out: ScaleOutSpec
+    library: LibraryProfile
+    node_power_overhead_W: float = 0.0  # CPUs, NICs, fans per node, W
+    extra: dict[str, str] = field(default_factory=dict)

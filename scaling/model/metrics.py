@@ -1,0 +1,97 @@
+"""Metric definitions — the one place where each metric's name, unit and formula live.
+
+Every table, plot and report uses these names; the README's metric table is generated from
+:data:`METRICS` (``scaling metrics``) so documentation and code cannot drift apart.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Metric:
+    name: str
+    unit: str
+    definition: str
+
+
+METRICS: dict[str, Metric] = {
+    m.name: m
+    for m in (
+        Metric(
+            "step_time_s",
+            "s",
+            "wall time of one steady-state training step (mean over measured steps)",
+        ),
+        Metric("tokens_per_s", "tokens/s", "global batch tokens / step_time_s, whole cluster"),
+        Metric("tokens_per_s_per_device", "tokens/s", "tokens_per_s / number of accelerators"),
+        Metric(
+            "scaling_efficiency",
+            "1",
+            "tokens_per_s_per_device at N / tokens_per_s_per_device at the smallest N of the "
+            "same system in the sweep (weak scaling: fixed per-device batch)",
+        ),
+        Metric(
+            "mfu",
+            "1",
+            "model FLOP/s per device (6·N·tokens + attention, no recomputation) / dense peak FLOP/s "
+            "of the training dtype",
+        ),
+        Metric(
+            "compute_time_s",
+            "s",
+            "time the compute stream of a rank is busy in one step (forward, backward, optimizer)",
+        ),
+        Metric(
+            "exposed_comm_s",
+            "s",
+            "step_time_s − compute_time_s: time compute waits on communication (or on slower ranks)",
+        ),
+        Metric("exposed_comm_share", "1", "exposed_comm_s / step_time_s"),
+        Metric(
+            "comm_time_s",
+            "s",
+            "sum of the durations of the collectives one rank took part in during one step",
+        ),
+        Metric(
+            "overlap_fraction",
+            "1",
+            "1 − exposed_comm_s / comm_time_s: share of communication hidden behind compute",
+        ),
+        Metric(
+            "comm_bytes_per_rank",
+            "bytes",
+            "bytes one rank puts on the wire per step (ring all-reduce: 2(p−1)/p per gradient byte)",
+        ),
+        Metric(
+            "peak_mem_GiB",
+            "GiB",
+            "peak memory of one rank (weights, grads, optimizer, activations, buffers)",
+        ),
+        Metric(
+            "mem_bw_util",
+            "1",
+            "bytes moved to/from device memory by compute / (step_time_s · peak memory bandwidth)",
+        ),
+    )
+}
+
+
+def scaling_efficiency(
+    per_device_throughput: float, baseline_per_device_throughput: float
+) -> float:
+    """Scaling efficiency (1 = perfect) of a point relative to its baseline point."""
+    return per_device_throughput / baseline_per_device_throughput
+
+
+def exposed_share(exposed_s: float, step_s: float) -> float:
+    """Share of the step in which compute waited on communication."""
+    return exposed_s / step_s if step_s > 0 else 0.0
+
+
+def overlap_fraction(exposed_s: float, comm_s: float) -> float:
+    """Share of communication time hidden behind compute (1 when there is no communication)."""
+    if comm_s <= 0:
+        return 1.0
+    return min(max(1.0 - exposed_s / comm_s, 0.0), 1.0)

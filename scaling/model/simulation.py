@@ -1,0 +1,247 @@
+"""One simulated training job: feasibility checks, the SimPy run, and its result record.
+
+``run_job(job) -> RunResult`` is pure: the same ``Job`` (including its seed) gives bit-identical
+results. Ranks that nothing distinguishes (no compute noise) are simulated once — the collective
+still spans the whole group — which gives exactly the result of simulating every rank (a test
+checks this) at a fraction of the cost.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import simpy
+
+from scaling.model.collectives import AnalyticCostModel, CollectiveCostModel, Communicator, Group
+from scaling.model.compute import ComputeModel, micro_batch_compute
+from scaling.model.ddp import DDPSpec, DDPWork, RankLog, ddp_buckets, ddp_rank
+from scaling.model.hardware import SystemSpec
+from scaling.model.memory import GRAD_BYTES, MemoryBreakdown, ddp_memory
+from scaling.model.metrics import exposed_share, overlap_fraction
+from scaling.model.workload import Checkpointing, TransformerShape
+from scaling.units import GiB
+
+
+class InfeasibleJobError(ValueError):
+    """The job cannot run as configured (out of memory, a device that cannot train …)."""
+
+
+@dataclass(frozen=True, slots=True)
+class TrainingSpec:
+    """Per-rank batch and numerics.
+
+    Attributes:
+        micro_batch: sequences per micro-batch per rank.
+        grad_accum: micro-batches per step per rank.
+        seq_len: tokens per sequence.
+        dtype: compute dtype (``bf16``, ``fp16`` …).
+        checkpointing: activation checkpointing mode.
+        flash_attention: fused attention kernel (no s×s activations stored or streamed).
+    """
+
+    micro_batch: int
+    grad_accum: int
+    seq_len: int
+    dtype: str = "bf16"
+    checkpointing: Checkpointing = Checkpointing.NONE
+    flash_attention: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class SimSpec:
+    """How long and how to simulate.
+
+    Attributes:
+        steps: measured steady-state steps.
+        warmup_steps: steps run first and discarded.
+        seed: root of the run's random streams.
+        compute_jitter_cv: coefficient of variation of per-rank, per-phase compute time noise.
+        simulate_all_ranks: simulate every rank even when they are identical (for checks).
+    """
+
+    steps: int = 2
+    warmup_steps: int = 1
+    seed: int = 0
+    compute_jitter_cv: float = 0.0
+    simulate_all_ranks: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """A fully resolved training job on ``nodes`` nodes of ``system``."""
+
+    system: SystemSpec
+    shape: TransformerShape
+    nodes: int
+    training: TrainingSpec
+    strategy: DDPSpec
+    sim: SimSpec
+
+    @property
+    def devices(self) -> int:
+        return self.nodes * self.system.devices_per_node
+
+    @property
+    def global_batch(self) -> int:
+        """Sequences per optimizer step across the cluster."""
+        return self.devices * self.training.micro_batch * self.training.grad_accum
+
+
+@dataclass(frozen=True, slots=True)
+class StepRecord:
+    """One simulated step (s)."""
+
+    step: int
+    step_time_s: float
+    compute_time_s: float
+    warmup: bool
+
+
+@dataclass(frozen=True, slots=True)
+class RunResult:
+    """Scalars of one run (steady-state means; units in names) plus per-step records."""
+
+    system: str
+    model: str
+    strategy: str
+    nodes: int
+    devices: int
+    global_batch: int
+    tokens_per_step: int
+    step_time_s: float
+    tokens_per_s: float
+    tokens_per_s_per_device: float
+    mfu: float
+    compute_time_s: float
+    exposed_comm_s: float
+    exposed_comm_share: float
+    comm_time_s: float
+    overlap_fraction: float
+    comm_bytes_per_rank: float
+    n_collectives_per_step: int
+    peak_mem_GiB: float
+    mem_capacity_GiB: float
+    mem_bw_util: float
+    steps: tuple[StepRecord, ...] = field(default=())
+
+    def scalars(self) -> dict[str, float | int | str]:
+        """All scalar fields as a flat dict (per-step records excluded)."""
+        return {k: getattr(self, k) for k in self.__dataclass_fields__ if k != "steps"}
+
+
+def memory_of(job: Job) -> MemoryBreakdown:
+    """Peak memory of one rank of ``job``."""
+    t = job.training
+    return ddp_memory(
+        job.shape,
+        t.micro_batch,
+        t.seq_len,
+        t.checkpointing,
+        t.flash_attention,
+        job.system.device.reserved_mem_bytes,
+        job.strategy.gradient_as_bucket_view,
+    )
+
+
+def check_feasible(job: Job) -> MemoryBreakdown:
+    """Raise :class:`InfeasibleJobError` with the numbers if ``job`` cannot run."""
+    dev = job.system.device
+    if not dev.can_train:
+        raise InfeasibleJobError(
+            f"{job.system.name}: {dev.name} cannot train: {dev.cannot_train_reason}"
+        )
+    if job.training.dtype not in dev.peak_flops:
+        have = ", ".join(sorted(dev.peak_flops))
+        raise InfeasibleJobError(
+            f"{job.system.name}: {dev.name} has no {job.training.dtype} peak (has {have})"
+        )
+    mem = memory_of(job)
+    if mem.total > dev.mem_bytes:
+        raise InfeasibleJobError(
+            f"{job.system.name}: {job.shape.name} with DDP needs {mem.total / GiB:.1f} GiB per rank "
+            f"but {dev.name} has {dev.mem_bytes / GiB:.1f} GiB ({mem.describe()} GiB); try a smaller "
+            "micro-batch, activation checkpointing, or a sharded strategy (FSDP)"
+        )
+    return mem
+
+
+def run_job(job: Job, cost_model: CollectiveCostModel | None = None) -> RunResult:
+    """Simulate ``job`` and return its steady-state metrics."""
+    mem = check_feasible(job)
+    sysm, shape, tr, sim = job.system, job.shape, job.training, job.sim
+    cm = ComputeModel(sysm.device, tr.dtype)
+    mb = micro_batch_compute(
+        cm, shape, tr.micro_batch, tr.seq_len, tr.checkpointing, tr.flash_attention
+    )
+    opt = cm.optimizer_cost(shape.params())
+    group = Group(job.nodes, sysm.devices_per_node)
+    buckets = ddp_buckets(shape, job.strategy, GRAD_BYTES)
+    work = DDPWork.build(mb, opt, shape.n_layers, tr.grad_accum, buckets, group, job.strategy)
+
+    env = simpy.Environment()
+    noisy = sim.compute_jitter_cv > 0
+    n_sim = group.size if (noisy or sim.simulate_all_ranks) else 1
+    comm = Communicator(env, cost_model or AnalyticCostModel(sysm), n_sim)
+    seeds = np.random.SeedSequence(sim.seed).spawn(n_sim)
+    total_steps = sim.warmup_steps + sim.steps
+    logs = [RankLog() for _ in range(n_sim)]
+    for r in range(n_sim):
+        rng = np.random.default_rng(seeds[r]) if noisy else None
+        env.process(ddp_rank(env, r, work, comm, total_steps, rng, sim.compute_jitter_cv, logs[r]))
+    env.run()
+
+    ends = np.array([lg.step_end for lg in logs])  # [ranks, steps]
+    boundary = np.concatenate([[0.0], ends.max(axis=0)])
+    step_times = np.diff(boundary)
+    busy = np.array([lg.compute_busy for lg in logs]).mean(axis=0)
+    records = tuple(
+        StepRecord(k, float(step_times[k]), float(busy[k]), k < sim.warmup_steps)
+        for k in range(total_steps)
+    )
+    measured = slice(sim.warmup_steps, total_steps)
+    step_time = float(step_times[measured].mean())
+    compute = float(busy[measured].mean())
+    exposed = max(step_time - compute, 0.0)
+
+    per_step = [r for r in comm.records if r.key[1] >= sim.warmup_steps]
+    comm_time = sum(r.end_s - r.start_s for r in per_step) / sim.steps
+    cost_model_used = comm.cost_model
+    comm_bytes = (
+        sum(cost_model_used.cost(r.op, r.nbytes, group).bytes_sent_per_rank for r in per_step)
+        / sim.steps
+    )
+
+    tokens_per_step = job.global_batch * tr.seq_len
+    tps = tokens_per_step / step_time
+    model_flops_per_device = mb.model_flops * tr.grad_accum
+    compute_bytes = (
+        tr.grad_accum * (mb.head_fwd.bytes + mb.head_bwd.bytes)
+        + tr.grad_accum * shape.n_layers * (mb.block_fwd.bytes + mb.block_bwd.bytes)
+        + opt.bytes
+    )
+    dev = sysm.device
+    return RunResult(
+        system=sysm.name,
+        model=shape.name,
+        strategy="ddp",
+        nodes=job.nodes,
+        devices=job.devices,
+        global_batch=job.global_batch,
+        tokens_per_step=tokens_per_step,
+        step_time_s=step_time,
+        tokens_per_s=tps,
+        tokens_per_s_per_device=tps / job.devices,
+        mfu=model_flops_per_device / step_time / dev.peak(tr.dtype),
+        compute_time_s=compute,
+        exposed_comm_s=exposed,
+        exposed_comm_share=exposed_share(exposed, step_time),
+        comm_time_s=comm_time,
+        overlap_fraction=overlap_fraction(exposed, comm_time),
+        comm_bytes_per_rank=comm_bytes,
+        n_collectives_per_step=len(per_step) // sim.steps,
+        peak_mem_GiB=mem.total / GiB,
+        mem_capacity_GiB=dev.mem_bytes / GiB,
+        mem_bw_util=compute_bytes / (step_time * dev.mem_bw_Bps),
+        steps=records,
+    )

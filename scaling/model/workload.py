@@ -1,0 +1,173 @@
+"""Transformer workloads: model presets, parameter counts, per-layer FLOPs and bytes.
+
+Shapes are the published ones (GPT-3 paper Table 2.1; Megatron-LM SC'21 Table 1; Llama-2/3 model
+cards). FLOP counts follow the usual convention (Narayanan et al. SC'21, Appendix): a matmul of
+(m×k)·(k×n) costs 2·m·k·n FLOP; backward costs 2× forward; attention scores and the weighted sum
+are counted over the full s×s matrix (causal masking is not subtracted, as in Megatron's formula).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class Checkpointing(StrEnum):
+    """Activation checkpointing mode."""
+
+    NONE = "none"
+    SELECTIVE = "selective"  # recompute attention core only (Korthikanti et al. 2022)
+    FULL = "full"  # keep layer inputs only; re-run each layer's forward during backward
+
+
+@dataclass(frozen=True, slots=True)
+class TransformerShape:
+    """Decoder-only transformer shape.
+
+    Attributes:
+        name: preset name.
+        n_layers: transformer blocks.
+        hidden: model width h.
+        n_heads: attention heads.
+        ffn_hidden: MLP inner width.
+        vocab: vocabulary size.
+        max_seq: context length of the learned position table (0 = rotary, no table).
+        kv_heads: key/value heads (grouped-query attention); equals ``n_heads`` for MHA.
+        gated_mlp: SwiGLU-style MLP with three weight matrices (Llama) instead of two (GPT).
+        bias: linear layers and norms have biases (GPT) or not (Llama).
+        tied_embeddings: the output projection reuses the input embedding.
+    """
+
+    name: str
+    n_layers: int
+    hidden: int
+    n_heads: int
+    ffn_hidden: int
+    vocab: int
+    max_seq: int
+    kv_heads: int
+    gated_mlp: bool = False
+    bias: bool = True
+    tied_embeddings: bool = True
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden // self.n_heads
+
+    @property
+    def kv_dim(self) -> int:
+        return self.kv_heads * self.head_dim
+
+    # ---- parameters -------------------------------------------------------------------------
+    def layer_param_tensors(self) -> list[tuple[str, int]]:
+        """(name, element count) of one block's parameter tensors, in registration order."""
+        h, f, kv = self.hidden, self.ffn_hidden, self.kv_dim
+        t: list[tuple[str, int]] = [("ln1.weight", h)]
+        if self.bias:
+            t.append(("ln1.bias", h))
+        t.append(("attn.qkv.weight", h * (h + 2 * kv)))
+        if self.bias:
+            t.append(("attn.qkv.bias", h + 2 * kv))
+        t.append(("attn.proj.weight", h * h))
+        if self.bias:
+            t.append(("attn.proj.bias", h))
+        t.append(("ln2.weight", h))
+        if self.bias:
+            t.append(("ln2.bias", h))
+        n_in = 2 if self.gated_mlp else 1
+        t.append(("mlp.fc_in.weight", n_in * h * f))
+        if self.bias:
+            t.append(("mlp.fc_in.bias", n_in * f))
+        t.append(("mlp.fc_out.weight", f * h))
+        if self.bias:
+            t.append(("mlp.fc_out.bias", h))
+        return t
+
+    def layer_params(self) -> int:
+        """Parameters of one transformer block."""
+        return sum(n for _, n in self.layer_param_tensors())
+
+    def embedding_params(self) -> int:
+        """Token (+ learned position) embedding parameters."""
+        return self.vocab * self.hidden + self.max_seq * self.hidden
+
+    def head_params(self) -> int:
+        """Final norm and (if untied) output projection parameters."""
+        norm = self.hidden * (2 if self.bias else 1)
+        return norm + (0 if self.tied_embeddings else self.vocab * self.hidden)
+
+    def params(self) -> int:
+        """Total trainable parameters."""
+        return self.embedding_params() + self.n_layers * self.layer_params() + self.head_params()
+
+    # ---- FLOPs ------------------------------------------------------------------------------
+    def layer_matmul_flops_fwd(self, tokens: int, seq: int) -> float:
+        """Forward matmul FLOP of one block for ``tokens`` tokens in sequences of length ``seq``."""
+        h, f, kv = self.hidden, self.ffn_hidden, self.kv_dim
+        n_in = 2 if self.gated_mlp else 1
+        dense = 2 * tokens * (h * (h + 2 * kv) + h * h + n_in * h * f + f * h)
+        attn = 2 * 2 * tokens * seq * h  # QK^T and A·V over the full s×s score matrix
+        return float(dense + attn)
+
+    def logits_flops_fwd(self, tokens: int) -> float:
+        """Forward FLOP of the output projection onto the vocabulary."""
+        return 2.0 * tokens * self.hidden * self.vocab
+
+    def flops_per_token(self, seq: int) -> float:
+        """Training FLOP per token (forward + backward, no recomputation)."""
+        fwd = self.n_layers * self.layer_matmul_flops_fwd(1, seq) + self.logits_flops_fwd(1)
+        return 3.0 * fwd
+
+
+def _gpt3(name: str, n_layers: int, hidden: int, n_heads: int) -> TransformerShape:
+    # GPT-3 (Brown et al. 2020, Table 2.1): ffn = 4h, vocab 50257, context 2048, learned positions.
+    return TransformerShape(name, n_layers, hidden, n_heads, 4 * hidden, 50257, 2048, n_heads)
+
+
+def _llama(
+    name: str, n_layers: int, hidden: int, n_heads: int, kv_heads: int, ffn: int, vocab: int
+) -> TransformerShape:
+    return TransformerShape(
+        name,
+        n_layers,
+        hidden,
+        n_heads,
+        ffn,
+        vocab,
+        0,
+        kv_heads,
+        gated_mlp=True,
+        bias=False,
+        tied_embeddings=False,
+    )
+
+
+#: Published shapes. Parameter counts are checked against the published totals in the tests.
+PRESETS: dict[str, TransformerShape] = {
+    s.name: s
+    for s in (
+        _gpt3("gpt3-125m", 12, 768, 12),
+        _gpt3("gpt3-350m", 24, 1024, 16),
+        _gpt3("gpt3-1.3b", 24, 2048, 16),
+        _gpt3("gpt3-2.7b", 32, 2560, 32),
+        _gpt3("gpt3-6.7b", 32, 4096, 32),
+        _gpt3("gpt3-13b", 40, 5140, 40),
+        _gpt3("gpt3-175b", 96, 12288, 96),
+        # Megatron-LM SC'21 Table 1 first row: h=2304, 24 layers, 24 heads, vocab 51,200.
+        TransformerShape("megatron-1.7b", 24, 2304, 24, 4 * 2304, 51200, 2048, 24),
+        # Llama-2 (Touvron et al. 2023) and Llama-3 (Meta model cards).
+        _llama("llama2-7b", 32, 4096, 32, 32, 11008, 32000),
+        _llama("llama2-13b", 40, 5120, 40, 40, 13824, 32000),
+        _llama("llama2-70b", 80, 8192, 64, 8, 28672, 32000),
+        _llama("llama3-8b", 32, 4096, 32, 8, 14336, 128256),
+        _llama("llama3-70b", 80, 8192, 64, 8, 28672, 128256),
+    )
+}
+
+
+def get_preset(name: str) -> TransformerShape:
+    """Look up a preset by name; ``KeyError`` lists the known names."""
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise KeyError(f"unknown model preset {name!r}; known: {', '.join(PRESETS)}") from None
