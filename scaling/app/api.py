@@ -54,13 +54,14 @@ class ExperimentResult:
 
 def feasibility_errors(exp: LoadedExperiment) -> list[str]:
     """One message per point that would be refused (out of memory, cannot train)."""
-    errs = []
+    errs: list[str] = []
     for job in exp.jobs():
         try:
             check_feasible(job)
         except InfeasibleJobError as e:
-            errs.append(f"{job.nodes} node(s): {e}")
-    return sorted(set(errs), key=errs.index)
+            if str(e) not in errs:  # memory per rank does not depend on the node count
+                errs.append(str(e))
+    return errs
 
 
 def run_experiment(

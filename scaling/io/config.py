@@ -139,7 +139,13 @@ def apply_overrides(
 class LoadedExperiment:
     """A validated experiment with its source, resolved systems and per-point jobs."""
 
-    def __init__(self, cfg: ExperimentConfig, where: str, base_dir: Path | None) -> None:
+    def __init__(
+        self,
+        cfg: ExperimentConfig,
+        where: str,
+        base_dir: Path | None,
+        lines: LineMap | None = None,
+    ) -> None:
         self.config = cfg
         self.where = where
         self.base_dir = base_dir
@@ -150,7 +156,9 @@ class LoadedExperiment:
                 self.systems[name] = load_system(name, extra)
             except ConfigError as e:
                 if str(e).startswith("unknown system"):
-                    raise ConfigError(f"{where}: systems[{i}]: {e}") from None
+                    line = lines.line_of(("systems", i)) if lines else None
+                    head = f"{where}:{line}" if line else where
+                    raise ConfigError(f"{head}: systems[{i}]: {e}") from None
                 raise
 
     def jobs(self) -> list[Job]:
@@ -202,7 +210,7 @@ def load_experiment(path: str | Path, overrides: list[str] | None = None) -> Loa
         data = apply_overrides(data, overrides, lines)
     where = str(p)
     cfg = validate(ExperimentConfig, data, where, lines)
-    return LoadedExperiment(cfg, where, p.resolve().parent)
+    return LoadedExperiment(cfg, where, p.resolve().parent, lines)
 
 
 def experiment_from_dict(data: dict[str, Any], where: str = "<dict>") -> LoadedExperiment:

@@ -140,6 +140,24 @@ def _expected(err: dict[str, Any]) -> str:
         return f"a number {op} {bound}"
     if t == "literal_error" or t == "enum":
         return f"one of {ctx.get('expected', '')}"
+    simple = {
+        "int_parsing": "an integer",
+        "int_type": "an integer",
+        "int_from_float": "a whole number",
+        "float_parsing": "a number",
+        "float_type": "a number",
+        "bool_parsing": "true or false",
+        "bool_type": "true or false",
+        "string_type": "a string",
+        "list_type": "a list",
+        "dict_type": "a mapping",
+        "model_type": "a mapping",
+        "too_short": "a non-empty list",
+    }
+    if t in simple:
+        return simple[t]
+    if t == "value_error":
+        return err["msg"].removeprefix("Value error, ")
     return err["msg"][0].lower() + err["msg"][1:]
 
 

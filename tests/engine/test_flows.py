@@ -398,7 +398,15 @@ def test_flow_joining_half_way() -> None:
     env = simpy.Environment()
     net = FlowNetwork(env, [GB], [1e-3])
     p = net.path_id([0])
+    seen: list[dict[int, float]] = []
+
+    def probe():
+        yield env.timeout(0.75)
+        seen.append(net.current_rates())
+
+    env.process(probe())
     ta, tb = run_transfers(net, [(0.0, p, GB, 1), (0.5, p, GB, 1)])
+    assert seen == [{p: 0.5 * GB}]
     assert ta == pytest.approx(1.5 + 1e-3, rel=1e-12)
     assert tb == pytest.approx(2.0 + 1e-3, rel=1e-12)
     # Changes: A starts, B joins, A leaves (B's leaving empties the set: no solve).
