@@ -2,8 +2,8 @@
 
 ``run_job(job) -> RunResult`` is pure: the same ``Job`` (including its seed) gives bit-identical
 results. Ranks that nothing distinguishes (no compute noise) are simulated once — the collective
-still spans the whole group — which gives exactly the result of simulating every rank (a test
-checks this) at a fraction of the cost.
+still spans the whole group — which gives the result of simulating every rank (equal up to the
+rounding of means across ranks; a test checks this) at a fraction of the cost.
 """
 
 from __future__ import annotations
