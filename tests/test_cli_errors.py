@@ -51,7 +51,7 @@ CASES = [
     (
         "unknown system",
         "model: gpt3-125m\nsystems: [dgx-a1000]\nnodes: [1]\n",
-        [":2:", "systems[0]", "dgx-a1000", "known: dgx-a100"],
+        [":2:", "systems[0]", "dgx-a1000", "known:", " dgx-a100,"],
     ),
     (
         "unknown model",

@@ -655,8 +655,12 @@ class FlowNetwork:
         self._mult = np.zeros(0, dtype=np.int64)
         self._seq = np.zeros(0, dtype=np.int64)  # start order, for deterministic event order
         self._active = np.zeros(0, dtype=bool)
+        self._bundle = np.zeros(0, dtype=np.int64)  # bundle id per slot, -1 = own event
         self._events: list[simpy.Event | None] = []
         self._free: list[int] = []
+        # Bundles: many flows, one completion event (see transfer_many).
+        self._bundles: dict[int, list] = {}  # id -> [flows left, event, latency]
+        self._next_bundle = 0
         self._n_active = 0
         self._next_seq = 0
 
@@ -784,16 +788,85 @@ class FlowNetwork:
         self._seq[slot] = self._next_seq
         self._next_seq += 1
         self._active[slot] = True
+        self._bundle[slot] = -1
         self._events[slot] = event
         self._n_active += 1
         self._dirty = True
+        self._schedule_flush()
+        return event
+
+    def transfer_many(
+        self,
+        path_ids: Sequence[int] | npt.ArrayLike,
+        nbytes: Sequence[float] | npt.ArrayLike,
+        multiplicity: Sequence[int] | npt.ArrayLike | None = None,
+    ) -> simpy.Event:
+        """Start many flows at once; one event fires when the last of them is delivered.
+
+        This is how a collective phase enters the network: thousands of flows cost one
+        vectorised slot allocation and one completion event instead of one event per flow.
+        The event's value is the completion time: the last byte's delivery plus the largest
+        path latency in the bundle (a bundle's latency is taken once, at the end).
+
+        Args:
+            path_ids: registered path ids, shape [F].
+            nbytes: bytes per flow, shape [F], finite and >= 0.
+            multiplicity: identical flows per entry, shape [F], ints >= 1 (default 1).
+        """
+        pids = np.asarray(path_ids, dtype=np.int64).reshape(-1)
+        size = np.asarray(nbytes, dtype=np.float64).reshape(-1)
+        mult = (
+            np.ones(pids.size, dtype=np.int64)
+            if multiplicity is None
+            else np.asarray(multiplicity, dtype=np.int64).reshape(-1)
+        )
+        if not (pids.size == size.size == mult.size):
+            raise ValueError("path_ids, nbytes and multiplicity must have the same length")
+        if pids.size and (pids.min() < 0 or pids.max() >= self.solver.n_paths):
+            raise KeyError("unknown path id in transfer_many")
+        if not np.all(np.isfinite(size)) or np.any(size < 0):
+            raise ValueError("nbytes must be finite and >= 0")
+        if np.any(mult < 1):
+            raise ValueError("multiplicity must be >= 1")
+        self.path_latency(int(pids.max())) if pids.size else None  # sync path latencies
+        event = self.env.event()
+        now = float(self.env.now)
+        ptr = self.solver._ptr
+        real = (size > 0) & (ptr[pids + 1] > ptr[pids])
+        path_lat = np.asarray(self._path_lat)[pids] if pids.size else np.zeros(0)
+        lat = float(path_lat.max()) if pids.size else 0.0
+        n_real = int(real.sum())
+        done_now = pids.size - n_real
+        self.transfers_completed += done_now
+        self.flows_completed += int(mult[~real].sum())
+        if n_real == 0:
+            self._deliver([event], now, lat)
+            return event
+        bid = self._next_bundle
+        self._next_bundle += 1
+        self._bundles[bid] = [n_real, event, lat]
+        slots = self._alloc_many(n_real)
+        self._rem[slots] = size[real]
+        self._size[slots] = size[real]
+        self._rate[slots] = 0.0
+        self._pid[slots] = pids[real]
+        self._mult[slots] = mult[real]
+        self._seq[slots] = np.arange(self._next_seq, self._next_seq + n_real)
+        self._next_seq += n_real
+        self._active[slots] = True
+        self._bundle[slots] = bid
+        self._n_active += n_real
+        self._dirty = True
+        self._schedule_flush()
+        return event
+
+    def _schedule_flush(self) -> None:
         if not self._flush_pending:
             # One zero-delay flush per burst of same-instant transfers (batched re-solve).
             self._flush_pending = True
             flush = self.env.event()
             flush.callbacks.append(self._on_flush)
             flush.succeed()
-        return event
 
     # -- internals --------------------------------------------------------------------------
 
@@ -809,10 +882,18 @@ class FlowNetwork:
         self._mult = np.concatenate([self._mult, np.zeros(grow, dtype=np.int64)])
         self._seq = np.concatenate([self._seq, np.zeros(grow, dtype=np.int64)])
         self._active = np.concatenate([self._active, np.zeros(grow, dtype=bool)])
+        self._bundle = np.concatenate([self._bundle, np.full(grow, -1, dtype=np.int64)])
         self._events.extend([None] * grow)
         # Reversed so that pop() hands out the lowest slot first.
         self._free.extend(range(n + grow - 1, n, -1))
         return n
+
+    def _alloc_many(self, n: int) -> IntArray:
+        while len(self._free) < n:
+            # Grow the tables (doubling); _alloc hands out the lowest new slot, put it back.
+            self._free.append(self._alloc())
+        out = [self._free.pop() for _ in range(n)]
+        return np.asarray(out, dtype=np.int64)
 
     def _deliver(self, events: list[simpy.Event], t_done: float, lat: float) -> None:
         """Succeed `events` (whose last byte left at `t_done`) after `lat` seconds."""
@@ -879,13 +960,24 @@ class FlowNetwork:
         # fire in start order within a group, and groups in latency order (their times).
         by_latency: dict[float, list[simpy.Event]] = {}
         events, path_lat = self._events, self._path_lat
-        slot_list = slots.tolist()
-        for s, pid in zip(slot_list, pids.tolist(), strict=True):
+        bundle_of = self._bundle[slots]
+        own = bundle_of < 0
+        own_slots = slots[own].tolist()
+        for s, pid in zip(own_slots, pids[own].tolist(), strict=True):
             event = events[s]
             assert event is not None
             events[s] = None
             by_latency.setdefault(path_lat[pid], []).append(event)
-        self._free.extend(reversed(slot_list))
+        if not own.all():
+            bids, counts = np.unique(bundle_of[~own], return_counts=True)
+            for bid, cnt in zip(bids.tolist(), counts.tolist(), strict=True):
+                entry = self._bundles[bid]
+                entry[0] -= cnt
+                if entry[0] == 0:
+                    del self._bundles[bid]
+                    by_latency.setdefault(entry[2], []).append(entry[1])
+            self._bundle[slots] = -1
+        self._free.extend(reversed(slots.tolist()))
         for lat, group in by_latency.items():
             self._deliver(group, now, lat)
         self._dirty = True

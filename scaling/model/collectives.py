@@ -23,37 +23,23 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import Protocol
 
 import simpy
 
+from scaling.model.algorithms import CollectiveOp, Group, busbw_factor
 from scaling.model.hardware import FabricKind, LinkClass, SystemSpec
 
-
-class CollectiveOp(StrEnum):
-    ALL_REDUCE = "all_reduce"
-    REDUCE_SCATTER = "reduce_scatter"
-    ALL_GATHER = "all_gather"
-
-
-def busbw_factor(op: CollectiveOp, n: int) -> float:
-    """nccl-tests bus-bandwidth factor: busbw = algbw · factor."""
-    if op is CollectiveOp.ALL_REDUCE:
-        return 2.0 * (n - 1) / n
-    return (n - 1) / n
-
-
-@dataclass(frozen=True, slots=True)
-class Group:
-    """A communicator of ``nodes × per_node`` ranks, laid out node by node."""
-
-    nodes: int
-    per_node: int
-
-    @property
-    def size(self) -> int:
-        return self.nodes * self.per_node
+__all__ = [
+    "AnalyticCostModel",
+    "CollectiveCost",
+    "CollectiveCostModel",
+    "CollectiveOp",
+    "CollectiveRecord",
+    "Communicator",
+    "Group",
+    "busbw_factor",
+]
 
 
 @dataclass(frozen=True, slots=True)

@@ -136,6 +136,25 @@ class ScaleOutSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class Protocol:
+    """A wire protocol of a collective library (NCCL: LL, LL128, Simple).
+
+    Attributes:
+        name: protocol name.
+        call_latency_s: base latency of one call with this protocol, s.
+        step_latency_s: per sequential algorithm step, by link class, s.
+        bw_fraction: share of the link bandwidth that carries data (LL: 4 data bytes per 8).
+        max_busbw_Bps: cap on bus bandwidth with this protocol (NCCL's llMaxBw), bytes/s.
+    """
+
+    name: str
+    call_latency_s: float
+    step_latency_s: dict[LinkClass, float]
+    bw_fraction: float = 1.0
+    max_busbw_Bps: float = float("inf")
+
+
+@dataclass(frozen=True, slots=True)
 class LibraryProfile:
     """What the collective library's maturity changes (NCCL, CNCL, HCCL …).
 
@@ -146,9 +165,13 @@ class LibraryProfile:
         bw_efficiency: fraction of the link's achievable bandwidth the library reaches, by link
             class (0–1]; the hardware's own achievable fraction is in the fabric / NIC spec.
         channels: rings/trees run concurrently; each may leave the node through a different NIC.
-        algorithms: algorithm names the library implements (``ring``, ``tree``).
+        algorithms: algorithm names the library implements (see ``model.algorithms``).
         tree_bw_factor: tree bandwidth relative to the ring's cut bound (NCCL: 0.92 × 0.9).
         compute_interference: fractional slowdown of compute that overlaps communication.
+        protocols: wire protocols the tuner chooses among (empty: one "simple" protocol).
+        call_overhead_s: host-side cost of launching one collective, on top of the protocol's
+            base latency, s.
+        ramp_half_bytes / ramp_exponent: the size-efficiency ramp (:meth:`size_efficiency`).
     """
 
     name: str
@@ -159,6 +182,25 @@ class LibraryProfile:
     algorithms: tuple[str, ...] = ("ring",)
     tree_bw_factor: float = 1.0
     compute_interference: float = 0.0
+    protocols: tuple[Protocol, ...] = ()
+    call_overhead_s: float = 0.0
+    ramp_half_bytes: float = 0.0
+    ramp_exponent: float = 1.0
+
+    def all_protocols(self) -> tuple[Protocol, ...]:
+        """The library's protocols; a library without a list has one ("simple") built from
+        its top-level latencies."""
+        if self.protocols:
+            return self.protocols
+        return (Protocol("simple", self.call_latency_s, self.step_latency_s),)
+
+    def size_efficiency(self, nbytes: float) -> float:
+        """Share of the achievable bandwidth reached by a call of ``nbytes`` (0–1]:
+        ``1 / (1 + (half/nbytes)^exponent)`` — fewer channels and pipeline fill for mid-size
+        messages. 1 when the library has no ramp."""
+        if self.ramp_half_bytes <= 0 or nbytes <= 0:
+            return 1.0
+        return 1.0 / (1.0 + (self.ramp_half_bytes / nbytes) ** self.ramp_exponent)
 
 
 @dataclass(frozen=True, slots=True)

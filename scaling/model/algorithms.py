@@ -1,0 +1,316 @@
+"""Collective algorithms decomposed into phases of concurrent flows plus latency terms.
+
+A phase is a set of flows ``(src device, dst device, bytes = coeff · S)`` that run concurrently;
+a phase ends when its slowest flow ends. An algorithm is a sequence of phases and a number of
+sequential steps per link class (its latency term, priced by the library's per-step latency).
+Pipelined algorithms (ring, tree, chain broadcast) are one phase whose flows carry the total
+bytes each link sees over the whole collective — so the uncontended time of a ring all-reduce is
+exactly ``2(p−1)·α + 2(p−1)/p · S/B`` — and their step count carries the latency.
+
+S follows nccl-tests: the per-rank buffer for all-reduce and broadcast, the full gathered size
+for all-gather / reduce-scatter, the per-rank send buffer for all-to-all.
+
+Ring orders. Channel ``c`` enters node ``n`` at local device ``s_c`` and walks the node's devices
+in order, reversing direction on odd nodes, so the edge from node n to n+1 joins two devices with
+the same local index — the same NIC rail (NCCL builds its rings so that each crosses every node
+boundary once per channel on one rail). On fabrics with groups (MLU-Link bridges, PCIe switches)
+``s_c`` is a group's first device, so a ring crosses each group boundary once per node.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+import numpy as np
+
+from scaling.model.hardware import FabricKind, LinkClass, SystemSpec
+
+
+class CollectiveOp(StrEnum):
+    ALL_REDUCE = "all_reduce"
+    REDUCE_SCATTER = "reduce_scatter"
+    ALL_GATHER = "all_gather"
+    BROADCAST = "broadcast"
+    ALL_TO_ALL = "all_to_all"
+
+
+def busbw_factor(op: CollectiveOp, n: int) -> float:
+    """nccl-tests bus-bandwidth factor: busbw = algbw · factor."""
+    if op is CollectiveOp.ALL_REDUCE:
+        return 2.0 * (n - 1) / n
+    if op is CollectiveOp.BROADCAST:
+        return 1.0
+    return (n - 1) / n
+
+
+@dataclass(frozen=True, slots=True)
+class Group:
+    """A communicator of ``nodes × per_node`` ranks laid out node by node.
+
+    Rank ``i`` is local device ``i % per_node`` of node ``first_node + i // per_node``.
+    """
+
+    nodes: int
+    per_node: int
+    first_node: int = 0
+
+    @property
+    def size(self) -> int:
+        return self.nodes * self.per_node
+
+    def devices(self, devices_per_node: int) -> np.ndarray:
+        """Global device ids of the ranks, in rank order."""
+        n = np.arange(self.first_node, self.first_node + self.nodes)
+        return (n[:, None] * devices_per_node + np.arange(self.per_node)[None, :]).reshape(-1)
+
+
+@dataclass(frozen=True, slots=True)
+class Phase:
+    """Concurrent flows: ``src``/``dst`` global device ids, ``coeff`` bytes per byte of S."""
+
+    src: np.ndarray
+    dst: np.ndarray
+    coeff: np.ndarray
+
+
+@dataclass(frozen=True, slots=True)
+class Schedule:
+    """An algorithm instance on a group: its phases and its latency steps per link class."""
+
+    algorithm: str
+    phases: tuple[Phase, ...]
+    steps: dict[LinkClass, float] = field(default_factory=dict)
+    wire_per_rank: float = 0.0  # bytes each rank sends per byte of S
+
+
+class NotApplicable(Exception):
+    """This algorithm does not exist for this op, group or fabric."""
+
+
+def _phase(edges: list[tuple[int, int, float]]) -> Phase:
+    a = np.array(edges, dtype=np.float64).reshape(-1, 3)
+    return Phase(a[:, 0].astype(np.int64), a[:, 1].astype(np.int64), a[:, 2])
+
+
+def _merge(edges: list[tuple[int, int, float]]) -> list[tuple[int, int, float]]:
+    """Sum the bytes of flows with the same (src, dst): one flow per device pair and phase."""
+    acc: dict[tuple[int, int], float] = {}
+    for s, d, c in edges:
+        acc[(s, d)] = acc.get((s, d), 0.0) + c
+    return [(s, d, c) for (s, d), c in acc.items()]
+
+
+def _inorder_parents(n: int) -> list[int]:
+    """Parent of each rank in the balanced in-order binary tree over ranks 0..n−1 (root: −1)."""
+    parent = [-1] * n
+    stack = [(0, n, -1)]
+    while stack:
+        lo, hi, par = stack.pop()
+        if lo >= hi:
+            continue
+        mid = (lo + hi) // 2
+        parent[mid] = par
+        stack.append((lo, mid, mid))
+        stack.append((mid + 1, hi, mid))
+    return parent
+
+
+class Algorithms:
+    """Builds schedules for one system; all methods raise :class:`NotApplicable` when needed."""
+
+    def __init__(self, system: SystemSpec, channels: int) -> None:
+        self.system = system
+        self.g = system.devices_per_node
+        self.channels = channels
+        fab = system.fabric
+        self.grouped = fab.kind in (FabricKind.BRIDGE_GROUPS, FabricKind.PCIE)
+        self.gs = fab.group_size if self.grouped else self.g
+
+    # ---- helpers -------------------------------------------------------------------------
+    def _start(self, c: int, per_node: int) -> int:
+        if self.grouped and per_node > self.gs:
+            n_groups = math.ceil(per_node / self.gs)
+            return (c % n_groups) * self.gs
+        return (c * per_node // self.channels) % per_node
+
+    def ring_order(self, group: Group, c: int) -> list[int]:
+        """Global device ids of channel ``c``'s ring, in ring order."""
+        k, g = group.per_node, self.g
+        s = self._start(c, k)
+        fwd = [(s + i) % k for i in range(k)]
+        order: list[int] = []
+        for i in range(group.nodes):
+            node = group.first_node + i
+            # odd nodes walk backwards, starting where the previous node's walk ended
+            local = fwd if i % 2 == 0 else [fwd[(-1 - j) % k] for j in range(k)]
+            order += [node * g + d for d in local]
+        return order
+
+    def _class_steps(self, group: Group, passes: int) -> dict[LinkClass, float]:
+        """Sequential ring steps per link class (NCCL's tuner convention), × passes."""
+        fab, k, n = self.system.fabric, group.per_node, group.nodes
+        net = n - 1
+        if fab.kind is FabricKind.PCIE:
+            pcie = n * (k - 1)
+        elif fab.kind is FabricKind.BRIDGE_GROUPS:
+            pcie = n * (math.ceil(k / fab.group_size) - 1)
+        else:
+            pcie = 0
+        up = group.size - 1 - net - pcie
+        return {LinkClass.SCALE_UP: passes * up, LinkClass.PCIE: passes * pcie, LinkClass.NETWORK: passes * net}
+
+    def _intra_class(self) -> LinkClass:
+        return LinkClass.PCIE if self.system.fabric.kind is FabricKind.PCIE else LinkClass.SCALE_UP
+
+    # ---- algorithms ----------------------------------------------------------------------
+    def ring(self, op: CollectiveOp, group: Group) -> Schedule:
+        p = group.size
+        if op is CollectiveOp.ALL_TO_ALL:
+            raise NotApplicable("ring all-to-all is not implemented by any library profile")
+        if op is CollectiveOp.BROADCAST:
+            coeff, passes, wire = 1.0, 1, 1.0
+        elif op is CollectiveOp.ALL_REDUCE:
+            coeff, passes, wire = 2.0 * (p - 1) / p, 2, 2.0 * (p - 1) / p
+        else:
+            coeff, passes, wire = (p - 1) / p, 1, (p - 1) / p
+        edges: list[tuple[int, int, float]] = []
+        for c in range(self.channels):
+            order = self.ring_order(group, c)
+            hops = len(order) if op is not CollectiveOp.BROADCAST else len(order) - 1
+            for i in range(hops):
+                edges.append((order[i], order[(i + 1) % len(order)], coeff / self.channels))
+        return Schedule("ring", (_phase(_merge(edges)),), self._class_steps(group, passes), wire)
+
+    def tree(self, op: CollectiveOp, group: Group) -> Schedule:
+        """NCCL-style tree all-reduce: a chain inside each node, a double binary tree across
+        nodes; reduce and broadcast pipelined, so every edge carries its bytes both ways."""
+        if op is not CollectiveOp.ALL_REDUCE or group.nodes < 2:
+            raise NotApplicable("tree exists for all-reduce across more than one node")
+        n, k, g = group.nodes, group.per_node, self.g
+        edges: list[tuple[int, int, float]] = []
+        per_ch = 1.0 / self.channels
+        for c in range(self.channels):
+            s = self._start(c, k)
+            chain = [(s + i) % k for i in range(k)]
+            nodes = [group.first_node + i for i in range(n)]
+            for node in nodes:
+                for a, b in zip(chain, chain[1:], strict=False):
+                    edges.append((node * g + a, node * g + b, per_ch))  # broadcast down the chain
+                    edges.append((node * g + b, node * g + a, per_ch))  # reduce up the chain
+            head = chain[0]
+            # Double binary tree: an in-order tree on node ranks and the same tree on ranks
+            # shifted by one, each carrying half of the data; a node that is a leaf in one tree
+            # is interior in the other (NCCL's complementary trees).
+            parents = _inorder_parents(n)
+            for shift in (0, 1):
+                for i in range(n):
+                    if parents[i] < 0:
+                        continue
+                    child, parent = nodes[(i + shift) % n], nodes[(parents[i] + shift) % n]
+                    edges.append((child * g + head, parent * g + head, per_ch / 2))
+                    edges.append((parent * g + head, child * g + head, per_ch / 2))
+        steps = {
+            self._intra_class(): 2.0 * (k - 1),
+            LinkClass.NETWORK: 2.0 * math.log2(n),
+        }
+        return Schedule("tree", (_phase(_merge(edges)),), steps, 2.0)
+
+    def rhd(self, op: CollectiveOp, group: Group) -> Schedule:
+        """Recursive halving-doubling (Rabenseifner) all-reduce, p a power of two."""
+        p = group.size
+        if op is not CollectiveOp.ALL_REDUCE or p & (p - 1) or p < 2:
+            raise NotApplicable("recursive halving-doubling: all-reduce on a power-of-two group")
+        devs = group.devices(self.g)
+        phases: list[Phase] = []
+        steps: dict[LinkClass, float] = {}
+        rounds = int(math.log2(p))
+        dists = [p >> (r + 1) for r in range(rounds)]  # halving: far partners first
+        for r, dist in enumerate(dists + dists[::-1]):
+            frac = 1.0 / (2 ** (r + 1)) if r < rounds else 1.0 / (2 ** (2 * rounds - r))
+            ranks = np.arange(p)
+            partner = ranks ^ dist
+            phases.append(Phase(devs[ranks], devs[partner], np.full(p, frac)))
+            same_node = (ranks // group.per_node) == (partner // group.per_node)
+            cls = self._intra_class() if bool(same_node.all()) else LinkClass.NETWORK
+            steps[cls] = steps.get(cls, 0.0) + 1.0
+        return Schedule("rhd", tuple(phases), steps, 2.0 * (p - 1) / p)
+
+    def direct(self, op: CollectiveOp, group: Group) -> Schedule:
+        """Direct (mesh): every rank exchanges its share with every other rank at once."""
+        p = group.size
+        if p > 64:
+            raise NotApplicable("direct/mesh algorithms are limited to 64 ranks (p² flows)")
+        devs = group.devices(self.g)
+        src, dst = np.meshgrid(devs, devs, indexing="ij")
+        mask = src != dst
+        pairs = (src[mask], dst[mask])
+        share = Phase(pairs[0], pairs[1], np.full(mask.sum(), 1.0 / p))
+        cls = self._intra_class() if group.nodes == 1 else LinkClass.NETWORK
+        if op is CollectiveOp.ALL_REDUCE:
+            return Schedule("direct", (share, share), {cls: 2.0}, 2.0 * (p - 1) / p)
+        if op in (CollectiveOp.REDUCE_SCATTER, CollectiveOp.ALL_GATHER, CollectiveOp.ALL_TO_ALL):
+            return Schedule("direct", (share,), {cls: 1.0}, (p - 1) / p)
+        raise NotApplicable("direct broadcast is not modelled")
+
+    def hierarchical(self, op: CollectiveOp, group: Group) -> Schedule:
+        """Intra-node ring reduce-scatter → inter-node ring all-reduce of S/g (one ring per
+        local index, i.e. per rail) → intra-node ring all-gather."""
+        if op is not CollectiveOp.ALL_REDUCE or group.nodes < 2 or group.per_node < 2:
+            raise NotApplicable("hierarchical all-reduce needs several nodes of several ranks")
+        n, k, g = group.nodes, group.per_node, self.g
+        intra: list[tuple[int, int, float]] = []
+        for i in range(n):
+            node = group.first_node + i
+            sub = Group(1, k, node)
+            for c in range(self.channels):
+                order = self.ring_order(sub, c)
+                for j in range(k):
+                    intra.append((order[j], order[(j + 1) % k], (k - 1) / k / self.channels))
+        inter: list[tuple[int, int, float]] = []
+        for d in range(k):
+            for i in range(n):
+                a = (group.first_node + i) * g + d
+                b = (group.first_node + (i + 1) % n) * g + d
+                inter.append((a, b, 2.0 * (n - 1) / n / k))
+        ph_intra = _phase(_merge(intra))
+        steps = {
+            self._intra_class(): 2.0 * (k - 1),
+            LinkClass.NETWORK: 2.0 * (n - 1),
+        }
+        wire = 2.0 * (k - 1) / k + 2.0 * (n - 1) / n / k
+        return Schedule("hierarchical", (ph_intra, _phase(inter), ph_intra), steps, wire)
+
+    def nvls(self, op: CollectiveOp, group: Group) -> Schedule:
+        """In-switch reduction (NVLS): each device sends S into the switch and receives the
+        reduced S back; busbw may exceed the link rate (nccl-tests definition)."""
+        fab = self.system.fabric
+        if (
+            op is not CollectiveOp.ALL_REDUCE
+            or group.nodes != 1
+            or fab.kind is not FabricKind.SWITCH
+            or not fab.in_switch_reduction
+            or group.size < 2
+        ):
+            raise NotApplicable("NVLS: single-node all-reduce on a switch with in-switch reduction")
+        devs = group.devices(self.g)
+        nxt = np.roll(devs, -1)
+        # A flow a→b uses a's up link and b's down link: each carries S once.
+        return Schedule("nvls", (Phase(devs, nxt, np.ones(devs.size)),), {LinkClass.SCALE_UP: 2.0}, 1.0)
+
+    def build(self, name: str, op: CollectiveOp, group: Group) -> Schedule:
+        fn = {
+            "ring": self.ring,
+            "tree": self.tree,
+            "rhd": self.rhd,
+            "direct": self.direct,
+            "hierarchical": self.hierarchical,
+            "nvls": self.nvls,
+        }.get(name)
+        if fn is None:
+            raise NotApplicable(f"unknown algorithm {name!r}")
+        return fn(op, group)
+
+
+ALGORITHMS = ("ring", "tree", "rhd", "direct", "hierarchical", "nvls")

@@ -1,0 +1,178 @@
+"""Collectives on the flow-level network: the library's tuner, and contention-aware execution.
+
+:class:`FlowCollectives` is the network a job runs on. For each call it
+
+1. *chooses* an algorithm and protocol the way NCCL's tuner does — by predicted time, from the
+   library's latencies and the algorithm's uncontended bandwidth on this topology (each phase's
+   max-min rates solved alone, memoised, so a prediction is ``S · Σ_phase max(coeff/rate)``);
+2. *runs* it: each phase's flows enter the shared :class:`~scaling.engine.flows.FlowNetwork`
+   as one bundle and share links max-min fairly with everything else in flight (other
+   collectives of the same job, other groups); then the latency term elapses.
+
+Uncontended, the run takes exactly the predicted time. A protocol's ``bw_fraction`` and the
+library's size-efficiency ramp are modelled as extra bytes on the wire (time scales by their
+inverse); the per-step latency is not bandwidth and is added after the phases.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Generator
+from dataclasses import dataclass
+
+import numpy as np
+import simpy
+
+from scaling.engine.flows import FlowNetwork
+from scaling.model.algorithms import (
+    Algorithms,
+    CollectiveOp,
+    Group,
+    NotApplicable,
+    Phase,
+    Schedule,
+    busbw_factor,
+)
+from scaling.model.collectives import CollectiveCost
+from scaling.model.hardware import Protocol, SystemSpec
+from scaling.model.network import ClusterNetwork
+
+
+@dataclass(frozen=True, slots=True)
+class Choice:
+    """What the tuner picked for one call, and its uncontended prediction (s)."""
+
+    algorithm: str
+    protocol: str
+    time_s: float
+    latency_s: float
+    bw_s_per_byte: float  # Σ over phases of max(coeff/rate), seconds per byte of S
+    scale: float  # bytes on the wire per byte of S from protocol and size ramp (≥ 1)
+    wire_per_rank: float
+
+
+class FlowCollectives:
+    """Prices and runs collectives of one system's cluster on a shared flow network."""
+
+    def __init__(self, env: simpy.Environment, system: SystemSpec, nodes: int) -> None:
+        self.env = env
+        self.system = system
+        self.lib = system.library
+        self.cluster = ClusterNetwork(system, nodes)
+        self.net = FlowNetwork(env, self.cluster.capacity())
+        self.algos = Algorithms(system, self.lib.channels)
+        self._sched: dict[tuple[str, CollectiveOp, Group], Schedule | None] = {}
+        self._phase_pids: dict[int, np.ndarray] = {}
+        self._phase_k: dict[int, float] = {}
+        self._choice: dict[tuple[CollectiveOp, float, Group, str | None, str | None], Choice] = {}
+
+    # ---- schedules and their uncontended cost --------------------------------------------
+    def schedule(self, algorithm: str, op: CollectiveOp, group: Group) -> Schedule | None:
+        """The algorithm's schedule on ``group``, or None where it does not apply (memoised)."""
+        key = (algorithm, op, group)
+        if key not in self._sched:
+            try:
+                self._sched[key] = self.algos.build(algorithm, op, group)
+            except NotApplicable:
+                self._sched[key] = None
+        return self._sched[key]
+
+    def _pids(self, phase: Phase) -> np.ndarray:
+        pids = self._phase_pids.get(id(phase))
+        if pids is None:
+            route, reg = self.cluster.route, self.net.path_id
+            pids = np.array(
+                [reg(route(int(a), int(b))) for a, b in zip(phase.src, phase.dst, strict=True)],
+                dtype=np.int64,
+            )
+            self._phase_pids[id(phase)] = pids
+        return pids
+
+    def phase_seconds_per_byte(self, phase: Phase) -> float:
+        """max over the phase's flows of coeff / rate with the phase alone on the network."""
+        k = self._phase_k.get(id(phase))
+        if k is None:
+            pids = self._pids(phase)
+            uniq, inv = np.unique(pids, return_inverse=True)
+            mult = np.bincount(inv).astype(np.int64)
+            sol = self.net.solver.solve_arrays(uniq, mult)
+            rate = sol.rates[inv]
+            k = float(np.max(phase.coeff / rate)) if pids.size else 0.0
+            self._phase_k[id(phase)] = k
+        return k
+
+    def _latency(self, sched: Schedule, proto: Protocol) -> float:
+        steps = sum(n * proto.step_latency_s[c] for c, n in sched.steps.items())
+        return self.lib.call_overhead_s + proto.call_latency_s + steps
+
+    def predict(
+        self,
+        op: CollectiveOp,
+        nbytes: float,
+        group: Group,
+        algorithm: str | None = None,
+        protocol: str | None = None,
+    ) -> Choice:
+        """The tuner: the fastest (algorithm, protocol) the library has for this call, or the
+        named ones. Raises ``ValueError`` if nothing applies."""
+        key = (op, nbytes, group, algorithm, protocol)
+        hit = self._choice.get(key)
+        if hit is not None:
+            return hit
+        algos = [algorithm] if algorithm else list(self.lib.algorithms)
+        protos = [p for p in self.lib.all_protocols() if protocol in (None, p.name)]
+        if not protos:
+            have = ", ".join(p.name for p in self.lib.all_protocols())
+            raise ValueError(f"{self.lib.name} has no protocol {protocol!r} (has {have})")
+        ramp = self.lib.size_efficiency(nbytes)
+        best: Choice | None = None
+        p = group.size
+        for name in algos:
+            sched = self.schedule(name, op, group)
+            if sched is None:
+                continue
+            k = sum(self.phase_seconds_per_byte(ph) for ph in sched.phases)
+            for proto in protos:
+                scale = 1.0 / (proto.bw_fraction * ramp)
+                bw_time = nbytes * k * scale
+                if math.isfinite(proto.max_busbw_Bps) and nbytes > 0:
+                    # the protocol's bus-bandwidth cap bounds the algorithm bandwidth
+                    bw_time = max(bw_time, nbytes * busbw_factor(op, p) / proto.max_busbw_Bps)
+                    scale = bw_time / (nbytes * k) if k > 0 else scale
+                lat = self._latency(sched, proto)
+                c = Choice(name, proto.name, lat + bw_time, lat, k, scale, sched.wire_per_rank)
+                if best is None or c.time_s < best.time_s:
+                    best = c
+        if best is None:
+            raise ValueError(
+                f"{self.lib.name} has no algorithm for {op.value} on {group.nodes}x{group.per_node} "
+                f"ranks (library algorithms: {', '.join(self.lib.algorithms)})"
+            )
+        self._choice[key] = best
+        return best
+
+    def cost(self, op: CollectiveOp, nbytes: float, group: Group) -> CollectiveCost:
+        """Uncontended cost of the tuner's choice (the ``CollectiveCostModel`` interface)."""
+        if group.size == 1:
+            return CollectiveCost(0.0, 0.0, math.inf, None, "none", 0.0)
+        ch = self.predict(op, nbytes, group)
+        bw_time = ch.time_s - ch.latency_s
+        busbw = nbytes * busbw_factor(op, group.size) / bw_time if bw_time > 0 else math.inf
+        return CollectiveCost(
+            ch.time_s, ch.latency_s, busbw, None, f"{ch.algorithm}/{ch.protocol}", ch.wire_per_rank * nbytes
+        )
+
+    # ---- execution -------------------------------------------------------------------------
+    def run(
+        self, op: CollectiveOp, nbytes: float, group: Group
+    ) -> Generator[simpy.Event, object, Choice | None]:
+        """SimPy process body: run one collective on the shared network; returns the choice."""
+        if group.size == 1 or nbytes <= 0:
+            return None
+        ch = self.predict(op, nbytes, group)
+        sched = self.schedule(ch.algorithm, op, group)
+        assert sched is not None
+        for ph in sched.phases:
+            yield self.net.transfer_many(self._pids(ph), ph.coeff * (nbytes * ch.scale))
+        yield self.env.timeout(ch.latency_s)
+        return ch

@@ -1,0 +1,244 @@
+"""A cluster's links as a graph: node fabric, NICs and a two-tier leaf-spine, with routing.
+
+Devices are numbered ``node * devices_per_node + local``. Every link is directed and carries an
+*achievable* capacity: raw bandwidth × the hardware's efficiency (topology file) × the collective
+library's efficiency for that link class (library file). Per node (DESIGN §3.2):
+
+* ``switch`` (NVSwitch): device → switch and switch → device links of ``link_bw`` each.
+* ``full_mesh`` (HCCS): one link per ordered device pair of ``link_bw``.
+* ``bridge_groups`` (MLU-Link): inside a group, one link per ordered pair carrying an equal share
+  of the device's ``link_bw`` (assumption: the bridge splits a card's bandwidth evenly over its
+  peers); between groups, device → PCIe switch → host → PCIe switch → device, the device and
+  uplink legs at ``inter_group_bw`` (PCIe x16).
+* ``pcie``: device ↔ PCIe switch at ``link_bw``; switch ↔ host at ``inter_group_bw``.
+
+NIC ``k`` serves devices ``k·g/nics … (k+1)·g/nics − 1`` (its PCIe neighbours). On ``switch`` and
+``full_mesh`` nodes a device reaches its NIC over its own PCIe switch, which is not a bottleneck
+(GPUDirect RDMA; not modelled as a link). On ``bridge_groups``/``pcie`` nodes the path to the NIC
+crosses the device's PCIe switch link and, for a NIC under another switch, the host.
+
+Scale-out: nodes are grouped ``nodes_per_leaf`` to a pod. Rail-optimized fabrics give every NIC
+index its own leaf per pod (rail ``k`` of pod ``P``); otherwise all NICs of a pod share one leaf.
+Each leaf has ``ceil(down-ports / oversubscription)`` uplinks at the NIC rate, one to each spine
+(so the spine count follows from the leaf's ports and the oversubscription). Routing between
+leaves is deterministic ECMP: the spine is a hash of (source NIC, destination NIC).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from scaling.model.hardware import FabricKind, LinkClass, SystemSpec
+
+
+@dataclass(frozen=True, slots=True)
+class Link:
+    """One directed link: a name for diagnostics, achievable capacity (bytes/s), latency (s)."""
+
+    name: str
+    capacity_Bps: float
+    latency_s: float
+    cls: LinkClass
+
+
+def _ecmp(a: int, b: int, n: int) -> int:
+    """Deterministic ECMP choice among ``n`` next hops for a (source, destination) pair."""
+    h = (a * 0x9E3779B1 + b * 0x85EBCA77) & 0xFFFFFFFF
+    h ^= h >> 15
+    h = (h * 0x2C1B3C6D) & 0xFFFFFFFF
+    h ^= h >> 12
+    return h % n
+
+
+class ClusterNetwork:
+    """Links and routes of ``nodes`` nodes of ``system``."""
+
+    def __init__(self, system: SystemSpec, nodes: int) -> None:
+        if nodes < 1:
+            raise ValueError("nodes must be >= 1")
+        self.system = system
+        self.nodes = nodes
+        self.g = system.devices_per_node
+        self.links: list[Link] = []
+        self._index: dict[tuple, int] = {}
+        lib = system.library.bw_efficiency
+        fab, nic = system.fabric, system.nics
+        self._eff = {
+            LinkClass.SCALE_UP: fab.link_efficiency * lib[LinkClass.SCALE_UP],
+            LinkClass.PCIE: fab.pcie_efficiency * lib[LinkClass.PCIE],
+            LinkClass.NETWORK: nic.efficiency * lib[LinkClass.NETWORK],
+        }
+        self._routes: dict[tuple[int, int], tuple[int, ...]] = {}
+        self._build()
+
+    # ---- construction ------------------------------------------------------------------
+    def _add(self, key: tuple, raw_bw: float, latency: float, cls: LinkClass) -> int:
+        idx = len(self.links)
+        name = "/".join(str(k) for k in key)
+        self.links.append(Link(name, raw_bw * self._eff[cls], latency, cls))
+        self._index[key] = idx
+        return idx
+
+    def _build(self) -> None:
+        s, fab, g = self.system, self.system.fabric, self.g
+        for n in range(self.nodes):
+            if fab.kind is FabricKind.SWITCH:
+                for d in range(g):
+                    self._add(("up", n, d), fab.link_bw_Bps, fab.link_latency_s / 2, LinkClass.SCALE_UP)
+                    self._add(("dn", n, d), fab.link_bw_Bps, fab.link_latency_s / 2, LinkClass.SCALE_UP)
+            elif fab.kind is FabricKind.FULL_MESH:
+                for a in range(g):
+                    for b in range(g):
+                        if a != b:
+                            self._add(("p2p", n, a, b), fab.link_bw_Bps, fab.link_latency_s, LinkClass.SCALE_UP)
+            elif fab.kind is FabricKind.BRIDGE_GROUPS:
+                gs = fab.group_size
+                for a in range(g):
+                    for b in range(g):
+                        if a != b and a // gs == b // gs:
+                            share = fab.link_bw_Bps / (min(gs, g) - 1)
+                            self._add(("p2p", n, a, b), share, fab.link_latency_s, LinkClass.SCALE_UP)
+            if fab.kind in (FabricKind.BRIDGE_GROUPS, FabricKind.PCIE):
+                dev_bw = fab.link_bw_Bps if fab.kind is FabricKind.PCIE else fab.inter_group_bw_Bps
+                for d in range(g):
+                    self._add(("pci_up", n, d), dev_bw, fab.pcie_latency_s / 2, LinkClass.PCIE)
+                    self._add(("pci_dn", n, d), dev_bw, fab.pcie_latency_s / 2, LinkClass.PCIE)
+                for sw in range(self.n_switches):
+                    self._add(("sw_up", n, sw), fab.inter_group_bw_Bps, fab.pcie_latency_s / 2, LinkClass.PCIE)
+                    self._add(("sw_dn", n, sw), fab.inter_group_bw_Bps, fab.pcie_latency_s / 2, LinkClass.PCIE)
+            if self.nodes > 1:
+                for k in range(s.nics.count):
+                    if self._nic_behind_switch:
+                        sw = self.nic_switch(k)
+                        self._add(("sw_nic", n, k), fab.inter_group_bw_Bps, 0.0, LinkClass.PCIE)
+                        self._add(("nic_sw", n, k), fab.inter_group_bw_Bps, 0.0, LinkClass.PCIE)
+                        del sw
+                    self._add(("nic_tx", n, k), s.nics.bw_Bps, s.nics.latency_s / 2, LinkClass.NETWORK)
+                    self._add(("nic_rx", n, k), s.nics.bw_Bps, s.nics.latency_s / 2, LinkClass.NETWORK)
+        if self.n_leaves > 1:
+            for leaf in range(self.n_leaves):
+                for sp in range(self.n_spines):
+                    lat = s.scale_out.spine_latency_s / 2
+                    self._add(("l2s", leaf, sp), s.nics.bw_Bps, lat, LinkClass.NETWORK)
+                    self._add(("s2l", sp, leaf), s.nics.bw_Bps, lat, LinkClass.NETWORK)
+
+    # ---- shape -------------------------------------------------------------------------
+    @property
+    def n_devices(self) -> int:
+        return self.nodes * self.g
+
+    @property
+    def n_switches(self) -> int:
+        """PCIe switches per node (bridge groups / PCIe fabrics)."""
+        return math.ceil(self.g / self.system.fabric.group_size)
+
+    @property
+    def _nic_behind_switch(self) -> bool:
+        return self.system.fabric.kind in (FabricKind.BRIDGE_GROUPS, FabricKind.PCIE)
+
+    def nic_of(self, local: int) -> int:
+        """The NIC index a device (local index) uses: its PCIe neighbour."""
+        return local * self.system.nics.count // self.g
+
+    def nic_switch(self, k: int) -> int:
+        """The PCIe switch NIC ``k`` sits under (bridge groups / PCIe fabrics)."""
+        first_dev = -(-k * self.g // self.system.nics.count)  # ceil(k·g/nics)
+        return first_dev // self.system.fabric.group_size
+
+    @property
+    def pods(self) -> int:
+        return math.ceil(self.nodes / self.system.scale_out.nodes_per_leaf)
+
+    @property
+    def leaves_per_pod(self) -> int:
+        return self.system.nics.count if self.system.scale_out.rail_optimized else 1
+
+    @property
+    def n_leaves(self) -> int:
+        return self.pods * self.leaves_per_pod if self.nodes > 1 else 0
+
+    @property
+    def n_spines(self) -> int:
+        so = self.system.scale_out
+        per_leaf_nics = so.nodes_per_leaf * (1 if so.rail_optimized else self.system.nics.count)
+        return max(1, math.ceil(per_leaf_nics / so.oversubscription))
+
+    def leaf_of(self, node: int, nic: int) -> int:
+        pod = node // self.system.scale_out.nodes_per_leaf
+        return pod * self.leaves_per_pod + (nic if self.system.scale_out.rail_optimized else 0)
+
+    # ---- routing -----------------------------------------------------------------------
+    def _l(self, *key) -> int:
+        return self._index[key]
+
+    def _intra(self, n: int, a: int, b: int) -> list[int]:
+        fab = self.system.fabric
+        if fab.kind is FabricKind.SWITCH:
+            return [self._l("up", n, a), self._l("dn", n, b)]
+        if fab.kind is FabricKind.FULL_MESH:
+            return [self._l("p2p", n, a, b)]
+        gs = fab.group_size
+        if fab.kind is FabricKind.BRIDGE_GROUPS and a // gs == b // gs:
+            return [self._l("p2p", n, a, b)]
+        sa, sb = a // gs, b // gs
+        path = [self._l("pci_up", n, a)]
+        if sa != sb:
+            path += [self._l("sw_up", n, sa), self._l("sw_dn", n, sb)]
+        return [*path, self._l("pci_dn", n, b)]
+
+    def _to_nic(self, n: int, d: int, k: int) -> list[int]:
+        if not self._nic_behind_switch:
+            return []
+        gs = self.system.fabric.group_size
+        sd, sk = d // gs, self.nic_switch(k)
+        path = [self._l("pci_up", n, d)]
+        if sd != sk:
+            path += [self._l("sw_up", n, sd), self._l("sw_dn", n, sk)]
+        return [*path, self._l("sw_nic", n, k)]
+
+    def _from_nic(self, n: int, k: int, d: int) -> list[int]:
+        if not self._nic_behind_switch:
+            return []
+        gs = self.system.fabric.group_size
+        sd, sk = d // gs, self.nic_switch(k)
+        path = [self._l("nic_sw", n, k)]
+        if sd != sk:
+            path += [self._l("sw_up", n, sk), self._l("sw_dn", n, sd)]
+        return [*path, self._l("pci_dn", n, d)]
+
+    def route(self, src: int, dst: int) -> tuple[int, ...]:
+        """Link ids from device ``src`` to device ``dst`` (global ids); memoised."""
+        key = (src, dst)
+        hit = self._routes.get(key)
+        if hit is not None:
+            return hit
+        g = self.g
+        ns, a = divmod(src, g)
+        nd, b = divmod(dst, g)
+        if src == dst:
+            path: list[int] = []
+        elif ns == nd:
+            path = self._intra(ns, a, b)
+        else:
+            ka, kb = self.nic_of(a), self.nic_of(b)
+            path = self._to_nic(ns, a, ka) + [self._l("nic_tx", ns, ka)]
+            la, lb = self.leaf_of(ns, ka), self.leaf_of(nd, kb)
+            if la != lb:
+                sp = _ecmp(ns * self.system.nics.count + ka, nd * self.system.nics.count + kb, self.n_spines)
+                path += [self._l("l2s", la, sp), self._l("s2l", sp, lb)]
+            path += [self._l("nic_rx", nd, kb), *self._from_nic(nd, kb, b)]
+        out = tuple(path)
+        self._routes[key] = out
+        return out
+
+    # ---- arrays for the flow engine ----------------------------------------------------
+    def capacity(self) -> np.ndarray:
+        """Achievable capacity per link, bytes/s."""
+        return np.array([lk.capacity_Bps for lk in self.links])
+
+    def latency(self) -> np.ndarray:
+        """Latency per link, s."""
+        return np.array([lk.latency_s for lk in self.links])
