@@ -26,10 +26,11 @@ from scaling.model.hardware import (
     LibraryProfile,
     LinkClass,
     NicSpec,
+    Protocol,
     ScaleOutSpec,
     SystemSpec,
 )
-from scaling.units import GB, TFLOPS, GBps, Gbps, GiB, us
+from scaling.units import GB, MB, TFLOPS, GBps, Gbps, GiB, us
 
 Confidence = Literal["vendor spec", "measured", "secondary", "assumption", "calibrated"]
 
@@ -141,6 +142,14 @@ class SystemSchema(_Strict):
     collective_library: str
 
 
+class ProtocolSchema(_Strict):
+    name: str
+    call_latency_us: NonNegQ
+    step_latency_us: dict[LinkClass, NonNegQ]
+    bw_fraction: FracQ
+    max_busbw_GBps: PosQ | None = None
+
+
 class LibrarySchema(_Strict):
     name: str
     version: str = ""
@@ -149,9 +158,15 @@ class LibrarySchema(_Strict):
     step_latency_us: dict[LinkClass, NonNegQ]
     bw_efficiency: dict[LinkClass, FracQ]
     channels: CountQ
-    algorithms: list[Literal["ring", "tree"]] = Field(min_length=1)
+    algorithms: list[Literal["ring", "tree", "rhd", "direct", "hierarchical", "nvls"]] = Field(
+        min_length=1
+    )
     tree_bw_factor: FracQ | None = None
     compute_interference: Frac0Q
+    protocols: list[ProtocolSchema] = []
+    call_overhead_us: NonNegQ | None = None
+    ramp_half_MB: PosQ | None = None
+    ramp_exponent: PosQ | None = None
 
     @model_validator(mode="after")
     def _tree_factor(self) -> LibrarySchema:
@@ -161,8 +176,10 @@ class LibrarySchema(_Strict):
 
     @model_validator(mode="after")
     def _all_classes(self) -> LibrarySchema:
-        for fld in ("step_latency_us", "bw_efficiency"):
-            missing = [c.value for c in LinkClass if c not in getattr(self, fld)]
+        tables = [("step_latency_us", self.step_latency_us), ("bw_efficiency", self.bw_efficiency)]
+        tables += [(f"protocols[{p.name}].step_latency_us", p.step_latency_us) for p in self.protocols]
+        for fld, table in tables:
+            missing = [c.value for c in LinkClass if c not in table]
             if missing:
                 raise ValueError(f"{fld} needs an entry for every link class; missing {missing}")
         return self
@@ -258,6 +275,19 @@ def to_library_profile(lib: LibrarySchema) -> LibraryProfile:
         channels=lib.channels.value,
         algorithms=tuple(lib.algorithms),
         tree_bw_factor=lib.tree_bw_factor.value if lib.tree_bw_factor else 1.0,
+        protocols=tuple(
+            Protocol(
+                name=p.name,
+                call_latency_s=p.call_latency_us.value * us,
+                step_latency_s={c: q.value * us for c, q in p.step_latency_us.items()},
+                bw_fraction=p.bw_fraction.value,
+                max_busbw_Bps=p.max_busbw_GBps.value * GBps if p.max_busbw_GBps else float("inf"),
+            )
+            for p in lib.protocols
+        ),
+        call_overhead_s=lib.call_overhead_us.value * us if lib.call_overhead_us else 0.0,
+        ramp_half_bytes=lib.ramp_half_MB.value * MB if lib.ramp_half_MB else 0.0,
+        ramp_exponent=lib.ramp_exponent.value if lib.ramp_exponent else 1.0,
         compute_interference=lib.compute_interference.value,
     )
 
@@ -333,6 +363,10 @@ def quantities(doc: BaseModel, prefix: str = "") -> list[tuple[str, float, str, 
                 if isinstance(v, _Q):
                     key = k.value if hasattr(k, "value") else k
                     rows.append((f"{path}.{key}", v.value, v.confidence, v.source, v.note))  # type: ignore[attr-defined]
+        elif isinstance(val, list):
+            for i, item in enumerate(val):
+                if isinstance(item, BaseModel):
+                    rows += quantities(item, f"{path}[{i}].")
     return rows
 
 

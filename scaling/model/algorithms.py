@@ -139,12 +139,24 @@ class Algorithms:
         """Global device ids of channel ``c``'s ring, in ring order."""
         k, g = group.per_node, self.g
         s = self._start(c, k)
-        fwd = [(s + i) % k for i in range(k)]
+        # On a rail-optimized fabric odd nodes walk backwards, starting where the previous node's
+        # walk ended, so each inter-node edge stays on one rail.
+        reverse_odd = self.system.scale_out.rail_optimized
+        stride = 1
+        if self.system.fabric.kind is FabricKind.FULL_MESH and k > 2:
+            # Rings with different strides coprime with k use different peer links of the mesh
+            # (edge-disjoint Hamiltonian cycles), so channels add bandwidth on HCCS-like fabrics.
+            # A reversed walk of stride d uses stride k−d: keep d < k/2 when walks reverse.
+            strides = [d for d in range(1, k) if math.gcd(d, k) == 1]
+            if reverse_odd:
+                strides = [d for d in strides if 2 * d < k] or [1]
+            stride = strides[c % len(strides)]
+        fwd = [(s + i * stride) % k for i in range(k)]
         order: list[int] = []
         for i in range(group.nodes):
             node = group.first_node + i
-            # odd nodes walk backwards, starting where the previous node's walk ended
-            local = fwd if i % 2 == 0 else [fwd[(-1 - j) % k] for j in range(k)]
+            backwards = reverse_odd and i % 2 == 1
+            local = [fwd[(-1 - j) % k] for j in range(k)] if backwards else fwd
             order += [node * g + d for d in local]
         return order
 
@@ -261,8 +273,14 @@ class Algorithms:
             raise NotApplicable("hierarchical all-reduce needs several nodes of several ranks")
         n, k, g = group.nodes, group.per_node, self.g
         intra: list[tuple[int, int, float]] = []
+        mesh = self.system.fabric.kind is FabricKind.FULL_MESH
         for i in range(n):
             node = group.first_node + i
+            if mesh:
+                # HCCL's intra-server Mesh: every rank exchanges its 1/k share with each peer.
+                base = node * g
+                intra += [(base + a, base + b, 1.0 / k) for a in range(k) for b in range(k) if a != b]
+                continue
             sub = Group(1, k, node)
             for c in range(self.channels):
                 order = self.ring_order(sub, c)
@@ -276,7 +294,7 @@ class Algorithms:
                 inter.append((a, b, 2.0 * (n - 1) / n / k))
         ph_intra = _phase(_merge(intra))
         steps = {
-            self._intra_class(): 2.0 * (k - 1),
+            self._intra_class(): 2.0 if mesh else 2.0 * (k - 1),
             LinkClass.NETWORK: 2.0 * (n - 1),
         }
         wire = 2.0 * (k - 1) / k + 2.0 * (n - 1) / n / k

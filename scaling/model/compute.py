@@ -1,16 +1,30 @@
 """Compute-time model: ops with FLOPs and bytes, timed by a roofline on one device.
 
-``time(op) = max(flops / (peak · matmul_eff), bytes / (mem_bw · mem_eff)) + kernel_launch``
+``time(op) = max(flops_exec / (peak · eff(op)), bytes / (mem_bw · mem_eff)) + kernel_launch``
 
-The matmul efficiency is the device's measured/assumed achievable fraction of peak for large
-matmuls (e.g. A100 BF16: 271.2 of 312 TFLOP/s, stas00/ml-engineering MAMF table); it is applied
-to every matmul and to the fused attention kernel. Element-wise ops (norms, activations, residual
-adds, softmax when attention is not fused) are memory-bound and timed by bytes moved.
+``eff(op)`` is the achievable fraction of the dtype's dense peak for that kernel:
+
+* **GEMMs** (:func:`matmul_efficiency`): the device's best-shape efficiency ``E`` (the measured
+  maximum achievable matmul FLOP/s, e.g. A100 BF16 271.2 of 312 TFLOP/s at 1024x10240x5120, the
+  stas00/ml-engineering MAMF table, reference/training_scaling.csv), times two saturating,
+  monotone factors for what a smaller GEMM loses: idle/tail compute units when the output has few
+  tiles, and the pipeline fill of a short reduction. Low arithmetic intensity is *not* in the
+  efficiency: the roofline's memory term handles it.
+* **Fused (flash) attention** (:func:`flash_attention_efficiency`): FlashAttention-2's measured
+  fraction of peak on A100 (forward and backward separately), scaled to other devices by their
+  best-shape efficiency; only the causal (lower-triangle) blocks are executed.
+* Element-wise ops (norms, activations, residual adds, softmax when attention is not fused) are
+  memory-bound and timed by bytes moved.
+
+``Op.flops`` are the *counted* FLOPs of the workload (full s×s attention, as in Megatron's formula,
+backward = 2× forward); ``flops_exec`` is what the kernel really executes (a causal flash kernel
+skips the upper triangle; its backward recomputes the scores: 2.5× forward, Dao 2023 §3.1).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, replace
 
 from scaling.model.hardware import DeviceSpec
 from scaling.model.workload import Checkpointing, TransformerShape
@@ -22,20 +36,148 @@ DTYPE_BYTES: dict[str, int] = {"fp32": 4, "tf32": 4, "bf16": 2, "fp16": 2, "fp8"
 #: weight (4+4+4+2). The step is memory-bound (≈ 10 FLOP per parameter).
 ADAM_BYTES_PER_PARAM = 28.0
 
+# ---- GEMM efficiency constants ----------------------------------------------------------------
+
+#: Parallel compute units that each run one output tile at a time: the A100's 108 SMs
+#: (reference/hardware_specs.csv). Applied to every device until ``DeviceSpec`` carries its own
+#: count (assumption: H100 has 132 SMs, an MLU370-X8 32 cores; the saturation scale differs by
+#: well under one wave for the GEMMs of the presets).
+GEMM_PARALLEL_UNITS = 108
+
+#: Output tile edge, elements. cuBLAS's sm80 half-precision kernels use 128x128 … 256x128 tiles
+#: and fall back to smaller ones (or split-K) when a GEMM has few tiles (NVIDIA "Matrix
+#: Multiplication Background" guide §2.3); 128x128 sets the scale at which the device fills up.
+GEMM_TILE = 128
+
+#: Reduction depth, elements, lost per output tile to the software pipeline's fill and drain:
+#: cuBLAS's sm80 GEMMs (kernel names ``…_stages_32x3_…`` / ``…_stages_64x3_…``) keep 3 k-slices in
+#: flight, so about two 32-deep slices are loaded before the first MMA and the epilogue is not
+#: overlapped with MMAs of the same tile. Assumption, not a fit.
+GEMM_K_FILL = 64
+
+# ---- fused attention constants ----------------------------------------------------------------
+
+#: FlashAttention-2 on A100-SXM4-80GB, fraction of the 312 TFLOP/s peak at sequence 1–4k, causal,
+#: head dim 64–128, FLOPs counted over the computed (causal) half. Forward ≈ 150–160 TFLOP/s
+#: (liangan1/GPU_travel performance/flash-attn: 144 TFLOP/s causal at s=1k, 156–159 at s=4k; Dao
+#: 2023 "FlashAttention-2" Fig. 5: up to 183–197 at s=16k) → 0.50. Backward ≈ 0.85× forward at
+#: these lengths (Dao 2023 Fig. 6: 166–186 at s=16k) → 0.42.
+FLASH_FWD_EFF_A100 = 0.50
+FLASH_BWD_EFF_A100 = 0.42
+#: The A100's best-shape GEMM efficiency the two numbers above are measured against (MAMF table).
+A100_BEST_MATMUL_EFF = 271.2 / 312.0
+#: FlashAttention-2's block size along the key axis on sm80 (head dim ≤ 128); with a causal mask
+#: the kernel skips blocks above the diagonal and computes the diagonal blocks in full.
+FLASH_BLOCK = 128
+#: FLOPs of a flash backward pass relative to its forward (5 matmuls vs 2: scores recomputed).
+FLASH_BWD_FLOP_RATIO = 2.5
+
+
+def matmul_efficiency(
+    m: int,
+    k: int,
+    n: int,
+    best: float,
+    *,
+    batch: int = 1,
+    units: int = GEMM_PARALLEL_UNITS,
+    tile: int = GEMM_TILE,
+    k_fill: int = GEMM_K_FILL,
+) -> float:
+    """Achievable fraction of dense peak for a GEMM ``(m×k)·(k×n)`` (``batch`` of them at once).
+
+    ``eff = best · (1 − exp(−W)) · k / (k + k_fill)``,  ``W = batch·m·n / (tile² · units)``
+
+    * ``best``: the device's best-shape efficiency (measured MAMF / peak, 0–1].
+    * ``W`` is the number of waves of ``tile × tile`` output tiles over ``units`` compute units.
+      With ``W ≪ 1`` most units idle (eff ∝ W); with a few waves only the last, partly filled wave
+      is lost. ``1 − exp(−W)`` is a smooth, monotone stand-in for the saw-tooth ``W / ceil(W)``:
+      cuBLAS smooths it by picking smaller tiles or split-K for small grids, and a monotone
+      envelope cannot reproduce the lucky shapes a MAMF sweep finds, so the best shape itself
+      keeps ~0.3 % of loss here.
+    * ``k / (k + k_fill)``: per output tile, the reduction loop runs ``k`` deep behind a fill and
+      drain worth ``k_fill`` of it (see :data:`GEMM_K_FILL`).
+
+    Units: m, k, n, tile, k_fill in elements; the result is dimensionless. Never exceeds ``best``
+    and is non-decreasing in m, k, n and batch. Memory-bound shapes (small k or n) are left to the
+    roofline's bytes term, not to this function.
+    """
+    if min(m, k, n, batch) <= 0:
+        raise ValueError(f"GEMM dimensions must be positive, got m={m} k={k} n={n} batch={batch}")
+    waves = batch * m * n / (tile * tile * units)
+    return best * -math.expm1(-waves) * (k / (k + k_fill))
+
+
+def flash_attention_efficiency(best: float, *, backward: bool) -> float:
+    """Achievable fraction of dense peak of a fused (flash) attention kernel.
+
+    ``eff = best · FLASH_{FWD,BWD}_EFF_A100 / A100_BEST_MATMUL_EFF``: FlashAttention-2's A100
+    fraction of peak (forward 0.50, backward 0.42; see the constants) relative to the A100's
+    best-shape GEMM efficiency (0.869), applied to this device's ``best``. Devices whose GEMMs
+    reach less of their peak are taken to reach proportionally less in attention too. The FLOPs
+    it applies to are those executed (causal half, backward 2.5× forward), see :func:`causal_fraction`.
+    """
+    ref = FLASH_BWD_EFF_A100 if backward else FLASH_FWD_EFF_A100
+    return best * ref / A100_BEST_MATMUL_EFF
+
+
+def causal_fraction(seq: int, block: int = FLASH_BLOCK) -> float:
+    """Share of the s×s score blocks a causal flash kernel computes: ``(nb + 1) / (2·nb)``.
+
+    ``nb = ceil(seq / block)`` key blocks per query block row; the kernel computes the blocks on
+    and below the diagonal (diagonal blocks in full, masked inside). 0.53 at s = 2048.
+    """
+    nb = max(1, math.ceil(seq / block))
+    return (nb + 1) / (2 * nb)
+
+
+@dataclass(frozen=True, slots=True)
+class GemmShape:
+    """A GEMM ``(m×k)·(k×n)``, ``batch`` independent ones in one (strided-batched) kernel."""
+
+    m: int
+    k: int
+    n: int
+    batch: int = 1
+
+    def backward(self) -> tuple[GemmShape, GemmShape]:
+        """The two backward GEMMs of ``Y = X·W``: data gradient ``dY·Wᵀ`` (m×n)·(n×k) and weight
+        gradient ``Xᵀ·dY`` (k×m)·(m×n)."""
+        return (
+            GemmShape(self.m, self.n, self.k, self.batch),
+            GemmShape(self.k, self.m, self.n, self.batch),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class FlashShape:
+    """A fused attention kernel over sequences of ``seq`` tokens (causal mask or not)."""
+
+    seq: int
+    causal: bool = True
+
 
 @dataclass(frozen=True, slots=True)
 class Op:
-    """One kernel: FLOPs, bytes moved to/from device memory, and whether it runs on matmul units."""
+    """One kernel: FLOPs, bytes moved to/from device memory, and whether it runs on matmul units.
+
+    ``gemm`` / ``flash`` give the kernel's shape when it has one; a matmul op with neither runs at
+    the device's best-shape efficiency. ``backward`` marks a backward-pass kernel (flash attention
+    runs at a different efficiency there).
+    """
 
     name: str
     flops: float
     bytes: float
     matmul: bool
+    gemm: GemmShape | None = None
+    flash: FlashShape | None = None
+    backward: bool = False
 
 
 @dataclass(frozen=True, slots=True)
 class PhaseCost:
-    """Totals of a list of ops on one device: time (s), FLOP executed and bytes moved."""
+    """Totals of a list of ops on one device: time (s), FLOP counted and bytes moved."""
 
     time_s: float
     flops: float
@@ -57,8 +199,13 @@ class PhaseCost:
 ZERO = PhaseCost(0.0, 0.0, 0.0, 0)
 
 
+def _gemm_bytes(g: GemmShape, e: int) -> float:
+    return float(e * g.batch * (g.m * g.k + g.k * g.n + g.m * g.n))
+
+
 def _matmul(name: str, m: int, k: int, n: int, e: int) -> Op:
-    return Op(name, 2.0 * m * k * n, float(e * (m * k + k * n + m * n)), True)
+    g = GemmShape(m, k, n)
+    return Op(name, 2.0 * m * k * n, _gemm_bytes(g, e), True, gemm=g)
 
 
 def block_forward_ops(
@@ -75,13 +222,37 @@ def block_forward_ops(
     attn_flops = 4.0 * t * seq * h
     if flash:
         # Fused kernel: reads Q, K, V once and writes the output; the s×s scores stay on chip.
-        ops.append(Op("attention", attn_flops, float(e * t * (2 * h + 2 * kv)), True))
+        # Decoder-only presets are causal.
+        ops.append(
+            Op(
+                "attention",
+                attn_flops,
+                float(e * t * (2 * h + 2 * kv)),
+                True,
+                flash=FlashShape(seq, causal=True),
+            )
+        )
     else:
-        scores = float(micro_batch * shape.n_heads * seq * seq)
+        # Unfused (Megatron-style) attention: strided-batched GEMMs over micro_batch·heads, the
+        # full s×s scores written, then softmax, then A·V; the mask is applied, not exploited.
+        bh, d = micro_batch * shape.n_heads, shape.head_dim
+        scores = float(bh * seq * seq)
         ops += [
-            Op("attn.scores", attn_flops / 2, e * (t * (h + kv)) + e * scores, True),
+            Op(
+                "attn.scores",
+                attn_flops / 2,
+                e * (t * (h + kv)) + e * scores,
+                True,
+                gemm=GemmShape(seq, d, seq, bh),
+            ),
             Op("attn.softmax", 5.0 * scores, 2.0 * e * scores, False),
-            Op("attn.av", attn_flops / 2, e * scores + e * t * (kv + h), True),
+            Op(
+                "attn.av",
+                attn_flops / 2,
+                e * scores + e * t * (kv + h),
+                True,
+                gemm=GemmShape(seq, seq, d, bh),
+            ),
         ]
     ops += [
         _matmul("proj", t, h, h, e),
@@ -116,29 +287,69 @@ class ComputeModel:
         self.device = device
         self.dtype = dtype
         self.dtype_bytes = DTYPE_BYTES[dtype]
-        self._flops_rate = device.peak(dtype) * device.matmul_efficiency
+        self._peak = device.peak(dtype)
+        self._best = device.matmul_efficiency
         # Non-matmul FLOPs run on vector units; they are never the bound for these ops in
         # practice, so they are timed by bytes only (their FLOPs still count as executed work).
         self._mem_rate = device.mem_bw_Bps * device.mem_bw_efficiency
 
+    def efficiency(self, op: Op) -> float:
+        """Achievable fraction of peak of a matmul-unit op (see the module docstring)."""
+        if op.flash is not None:
+            return flash_attention_efficiency(self._best, backward=op.backward)
+        if op.gemm is not None:
+            g = op.gemm
+            return matmul_efficiency(g.m, g.k, g.n, self._best, batch=g.batch)
+        return self._best
+
+    def executed_flops(self, op: Op) -> float:
+        """FLOPs the kernel really executes: a causal flash kernel skips the upper-triangle blocks
+        and its backward recomputes the scores (2.5× the forward's FLOPs instead of 2×)."""
+        if op.flash is None:
+            return op.flops
+        frac = causal_fraction(op.flash.seq) if op.flash.causal else 1.0
+        # op.flops of a backward flash op is the counted 2× forward.
+        scale = FLASH_BWD_FLOP_RATIO / 2.0 if op.backward else 1.0
+        return op.flops * frac * scale
+
     def op_time(self, op: Op) -> float:
         """Roofline time of one kernel, s."""
         t_mem = op.bytes / self._mem_rate
-        t = max(op.flops / self._flops_rate, t_mem) if op.matmul else t_mem
+        if op.matmul:
+            t = max(self.executed_flops(op) / (self._peak * self.efficiency(op)), t_mem)
+        else:
+            t = t_mem
         return t + self.device.kernel_launch_s
 
+    def _backward_kernels(self, op: Op) -> list[Op]:
+        """The backward kernels of a forward op (2× its counted FLOPs and bytes in total)."""
+        if op.gemm is not None:
+            # Data and weight gradients: two GEMMs, each with the forward's FLOPs and bytes.
+            return [
+                replace(op, gemm=g, backward=True, name=f"{op.name}.{part}")
+                for g, part in zip(op.gemm.backward(), ("dgrad", "wgrad"), strict=True)
+            ]
+        if op.matmul and op.flash is None:
+            # A matmul without a shape: two kernels at the best-shape efficiency.
+            half = replace(op, backward=True)
+            return [half, replace(half, name=f"{op.name}.wgrad")]
+        return [replace(op, flops=2.0 * op.flops, bytes=2.0 * op.bytes, backward=True)]
+
     def cost(self, ops: list[Op], *, backward: bool = False) -> PhaseCost:
-        """Time/FLOP/bytes of ``ops``; ``backward`` applies the 2× FLOP and bytes of backward."""
-        k = 2.0 if backward else 1.0
+        """Time/FLOP/bytes of ``ops``; ``backward`` applies the 2× FLOP and bytes of backward.
+
+        In backward a GEMM becomes its data- and weight-gradient GEMMs (each timed with its own
+        shape); other ops run once with twice the FLOPs and bytes.
+        """
         time = flops = nbytes = 0.0
+        kernels = 0
         for op in ops:
-            scaled = Op(op.name, op.flops * k, op.bytes * k, op.matmul)
-            # Backward runs two kernels per matmul (data and weight gradients).
-            launches = 2 if (backward and op.matmul) else 1
-            time += self.op_time(scaled) + (launches - 1) * self.device.kernel_launch_s
-            flops += scaled.flops
-            nbytes += scaled.bytes
-        return PhaseCost(time, flops, nbytes, len(ops) * (2 if backward else 1))
+            for kop in self._backward_kernels(op) if backward else [op]:
+                time += self.op_time(kop)
+                flops += kop.flops
+                nbytes += kop.bytes
+                kernels += 1
+        return PhaseCost(time, flops, nbytes, kernels)
 
     def optimizer_cost(self, n_params: float) -> PhaseCost:
         """One fused mixed-precision Adam step over ``n_params`` parameters (memory-bound)."""
