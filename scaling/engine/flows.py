@@ -871,10 +871,13 @@ class FlowNetwork:
     # -- internals --------------------------------------------------------------------------
 
     def _alloc(self) -> int:
-        if self._free:
-            return self._free.pop()
+        if not self._free:
+            self._grow(max(16, self._rem.size))
+        return self._free.pop()
+
+    def _grow(self, grow: int) -> None:
+        """Add ``grow`` free slots to the tables."""
         n = self._rem.size
-        grow = max(16, n)
         self._rem = np.concatenate([self._rem, np.zeros(grow)])
         self._size = np.concatenate([self._size, np.zeros(grow)])
         self._rate = np.concatenate([self._rate, np.zeros(grow)])
@@ -884,15 +887,14 @@ class FlowNetwork:
         self._active = np.concatenate([self._active, np.zeros(grow, dtype=bool)])
         self._bundle = np.concatenate([self._bundle, np.full(grow, -1, dtype=np.int64)])
         self._events.extend([None] * grow)
-        # Reversed so that pop() hands out the lowest slot first.
-        self._free.extend(range(n + grow - 1, n, -1))
-        return n
+        # Reversed so that pop() hands out the lowest slot first (deterministic reuse).
+        self._free[:0] = range(n + grow - 1, n - 1, -1)
 
     def _alloc_many(self, n: int) -> IntArray:
-        while len(self._free) < n:
-            # Grow the tables (doubling); _alloc hands out the lowest new slot, put it back.
-            self._free.append(self._alloc())
-        out = [self._free.pop() for _ in range(n)]
+        if len(self._free) < n:
+            self._grow(max(n - len(self._free), self._rem.size, 16))
+        out = self._free[-n:][::-1]
+        del self._free[-n:]
         return np.asarray(out, dtype=np.int64)
 
     def _deliver(self, events: list[simpy.Event], t_done: float, lat: float) -> None:

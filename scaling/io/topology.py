@@ -177,7 +177,9 @@ class LibrarySchema(_Strict):
     @model_validator(mode="after")
     def _all_classes(self) -> LibrarySchema:
         tables = [("step_latency_us", self.step_latency_us), ("bw_efficiency", self.bw_efficiency)]
-        tables += [(f"protocols[{p.name}].step_latency_us", p.step_latency_us) for p in self.protocols]
+        tables += [
+            (f"protocols[{p.name}].step_latency_us", p.step_latency_us) for p in self.protocols
+        ]
         for fld, table in tables:
             missing = [c.value for c in LinkClass if c not in table]
             if missing:

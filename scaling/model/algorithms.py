@@ -19,6 +19,7 @@ boundary once per channel on one rail). On fabrics with groups (MLU-Link bridges
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -171,7 +172,11 @@ class Algorithms:
         else:
             pcie = 0
         up = group.size - 1 - net - pcie
-        return {LinkClass.SCALE_UP: passes * up, LinkClass.PCIE: passes * pcie, LinkClass.NETWORK: passes * net}
+        return {
+            LinkClass.SCALE_UP: passes * up,
+            LinkClass.PCIE: passes * pcie,
+            LinkClass.NETWORK: passes * net,
+        }
 
     def _intra_class(self) -> LinkClass:
         return LinkClass.PCIE if self.system.fabric.kind is FabricKind.PCIE else LinkClass.SCALE_UP
@@ -208,7 +213,7 @@ class Algorithms:
             chain = [(s + i) % k for i in range(k)]
             nodes = [group.first_node + i for i in range(n)]
             for node in nodes:
-                for a, b in zip(chain, chain[1:], strict=False):
+                for a, b in itertools.pairwise(chain):
                     edges.append((node * g + a, node * g + b, per_ch))  # broadcast down the chain
                     edges.append((node * g + b, node * g + a, per_ch))  # reduce up the chain
             head = chain[0]
@@ -279,7 +284,9 @@ class Algorithms:
             if mesh:
                 # HCCL's intra-server Mesh: every rank exchanges its 1/k share with each peer.
                 base = node * g
-                intra += [(base + a, base + b, 1.0 / k) for a in range(k) for b in range(k) if a != b]
+                intra += [
+                    (base + a, base + b, 1.0 / k) for a in range(k) for b in range(k) if a != b
+                ]
                 continue
             sub = Group(1, k, node)
             for c in range(self.channels):
@@ -315,7 +322,9 @@ class Algorithms:
         devs = group.devices(self.g)
         nxt = np.roll(devs, -1)
         # A flow a→b uses a's up link and b's down link: each carries S once.
-        return Schedule("nvls", (Phase(devs, nxt, np.ones(devs.size)),), {LinkClass.SCALE_UP: 2.0}, 1.0)
+        return Schedule(
+            "nvls", (Phase(devs, nxt, np.ones(devs.size)),), {LinkClass.SCALE_UP: 2.0}, 1.0
+        )
 
     def build(self, name: str, op: CollectiveOp, group: Group) -> Schedule:
         fn = {

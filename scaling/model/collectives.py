@@ -22,6 +22,7 @@ behind the same :class:`CollectiveCostModel` interface.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -38,7 +39,9 @@ __all__ = [
     "CollectiveRecord",
     "Communicator",
     "Group",
+    "Runner",
     "busbw_factor",
+    "timed_runner",
 ]
 
 
@@ -202,7 +205,6 @@ class CollectiveRecord:
     start_s: float
     end_s: float
     algorithm: str
-    bottleneck: str
 
 
 @dataclass(slots=True)
@@ -211,22 +213,38 @@ class _Pending:
     done: simpy.Event
 
 
+Runner = Callable[[CollectiveOp, float, Group], simpy.Event]
+"""Starts one collective now; the event fires when it is done, with the algorithm name."""
+
+
+def timed_runner(env: simpy.Environment, model: CollectiveCostModel) -> Runner:
+    """A runner that takes each collective's uncontended cost from ``model`` (no contention)."""
+
+    def start(op: CollectiveOp, nbytes: float, group: Group) -> simpy.Event:
+        cost = model.cost(op, nbytes, group)
+        return env.timeout(cost.time_s, value=cost.algorithm)
+
+    return start
+
+
 @dataclass
 class Communicator:
-    """Rendezvous of simulated ranks at a collective; completes it after its cost.
+    """Rendezvous of simulated ranks at a collective, then runs it.
 
     A collective starts when the last participating simulated rank has called it (so a slow
-    rank delays everyone, as in NCCL) and completes ``cost.time_s`` later.
+    rank delays everyone, as in NCCL) and completes when the runner says so: after its
+    uncontended cost (:func:`timed_runner`) or when its flows have crossed the shared network
+    (:meth:`scaling.model.flowcoll.FlowCollectives.start`).
 
     Attributes:
         env: the SimPy environment.
-        cost_model: prices a collective.
+        runner: starts a collective and returns its completion event.
         simulated_ranks: how many simulated ranks take part in every call (may be fewer than the
-            group size when identical ranks are simulated once; the cost still uses the group).
+            group size when identical ranks are simulated once; the collective spans the group).
     """
 
     env: simpy.Environment
-    cost_model: CollectiveCostModel
+    runner: Runner
     simulated_ranks: int
     records: list[CollectiveRecord] = field(default_factory=list)
     _pending: dict[tuple, _Pending] = field(default_factory=dict)
@@ -240,19 +258,15 @@ class Communicator:
         pend.arrived += 1
         if pend.arrived == self.simulated_ranks:
             del self._pending[key]
-            cost = self.cost_model.cost(op, nbytes, group)
             start = self.env.now
-            rec = CollectiveRecord(
-                key,
-                op,
-                nbytes,
-                group.size,
-                start,
-                start + cost.time_s,
-                cost.algorithm,
-                str(cost.bottleneck or ""),
-            )
-            self.records.append(rec)
             done = pend.done
-            self.env.timeout(cost.time_s).callbacks.append(lambda _ev: done.succeed(rec))
+
+            def finish(ev: simpy.Event) -> None:
+                rec = CollectiveRecord(
+                    key, op, nbytes, group.size, start, self.env.now, str(ev.value or "")
+                )
+                self.records.append(rec)
+                done.succeed(rec)
+
+            self.runner(op, nbytes, group).callbacks.append(finish)
         return pend.done

@@ -159,10 +159,24 @@ class FlowCollectives:
         bw_time = ch.time_s - ch.latency_s
         busbw = nbytes * busbw_factor(op, group.size) / bw_time if bw_time > 0 else math.inf
         return CollectiveCost(
-            ch.time_s, ch.latency_s, busbw, None, f"{ch.algorithm}/{ch.protocol}", ch.wire_per_rank * nbytes
+            ch.time_s,
+            ch.latency_s,
+            busbw,
+            None,
+            f"{ch.algorithm}/{ch.protocol}",
+            ch.wire_per_rank * nbytes,
         )
 
     # ---- execution -------------------------------------------------------------------------
+    def start(self, op: CollectiveOp, nbytes: float, group: Group) -> simpy.Event:
+        """Start one collective now (a :data:`~scaling.model.collectives.Runner`); the event's
+        value is ``"algorithm/protocol"``."""
+        return self.env.process(self._run_named(op, nbytes, group))
+
+    def _run_named(self, op: CollectiveOp, nbytes: float, group: Group):
+        ch = yield from self.run(op, nbytes, group)
+        return f"{ch.algorithm}/{ch.protocol}" if ch else "none"
+
     def run(
         self, op: CollectiveOp, nbytes: float, group: Group
     ) -> Generator[simpy.Event, object, Choice | None]:

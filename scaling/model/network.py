@@ -87,28 +87,49 @@ class ClusterNetwork:
         for n in range(self.nodes):
             if fab.kind is FabricKind.SWITCH:
                 for d in range(g):
-                    self._add(("up", n, d), fab.link_bw_Bps, fab.link_latency_s / 2, LinkClass.SCALE_UP)
-                    self._add(("dn", n, d), fab.link_bw_Bps, fab.link_latency_s / 2, LinkClass.SCALE_UP)
+                    self._add(
+                        ("up", n, d), fab.link_bw_Bps, fab.link_latency_s / 2, LinkClass.SCALE_UP
+                    )
+                    self._add(
+                        ("dn", n, d), fab.link_bw_Bps, fab.link_latency_s / 2, LinkClass.SCALE_UP
+                    )
             elif fab.kind is FabricKind.FULL_MESH:
                 for a in range(g):
                     for b in range(g):
                         if a != b:
-                            self._add(("p2p", n, a, b), fab.link_bw_Bps, fab.link_latency_s, LinkClass.SCALE_UP)
+                            self._add(
+                                ("p2p", n, a, b),
+                                fab.link_bw_Bps,
+                                fab.link_latency_s,
+                                LinkClass.SCALE_UP,
+                            )
             elif fab.kind is FabricKind.BRIDGE_GROUPS:
                 gs = fab.group_size
                 for a in range(g):
                     for b in range(g):
                         if a != b and a // gs == b // gs:
                             share = fab.link_bw_Bps / (min(gs, g) - 1)
-                            self._add(("p2p", n, a, b), share, fab.link_latency_s, LinkClass.SCALE_UP)
+                            self._add(
+                                ("p2p", n, a, b), share, fab.link_latency_s, LinkClass.SCALE_UP
+                            )
             if fab.kind in (FabricKind.BRIDGE_GROUPS, FabricKind.PCIE):
                 dev_bw = fab.link_bw_Bps if fab.kind is FabricKind.PCIE else fab.inter_group_bw_Bps
                 for d in range(g):
                     self._add(("pci_up", n, d), dev_bw, fab.pcie_latency_s / 2, LinkClass.PCIE)
                     self._add(("pci_dn", n, d), dev_bw, fab.pcie_latency_s / 2, LinkClass.PCIE)
                 for sw in range(self.n_switches):
-                    self._add(("sw_up", n, sw), fab.inter_group_bw_Bps, fab.pcie_latency_s / 2, LinkClass.PCIE)
-                    self._add(("sw_dn", n, sw), fab.inter_group_bw_Bps, fab.pcie_latency_s / 2, LinkClass.PCIE)
+                    self._add(
+                        ("sw_up", n, sw),
+                        fab.inter_group_bw_Bps,
+                        fab.pcie_latency_s / 2,
+                        LinkClass.PCIE,
+                    )
+                    self._add(
+                        ("sw_dn", n, sw),
+                        fab.inter_group_bw_Bps,
+                        fab.pcie_latency_s / 2,
+                        LinkClass.PCIE,
+                    )
             if self.nodes > 1:
                 for k in range(s.nics.count):
                     if self._nic_behind_switch:
@@ -116,8 +137,12 @@ class ClusterNetwork:
                         self._add(("sw_nic", n, k), fab.inter_group_bw_Bps, 0.0, LinkClass.PCIE)
                         self._add(("nic_sw", n, k), fab.inter_group_bw_Bps, 0.0, LinkClass.PCIE)
                         del sw
-                    self._add(("nic_tx", n, k), s.nics.bw_Bps, s.nics.latency_s / 2, LinkClass.NETWORK)
-                    self._add(("nic_rx", n, k), s.nics.bw_Bps, s.nics.latency_s / 2, LinkClass.NETWORK)
+                    self._add(
+                        ("nic_tx", n, k), s.nics.bw_Bps, s.nics.latency_s / 2, LinkClass.NETWORK
+                    )
+                    self._add(
+                        ("nic_rx", n, k), s.nics.bw_Bps, s.nics.latency_s / 2, LinkClass.NETWORK
+                    )
         if self.n_leaves > 1:
             for leaf in range(self.n_leaves):
                 for sp in range(self.n_spines):
@@ -224,10 +249,14 @@ class ClusterNetwork:
             path = self._intra(ns, a, b)
         else:
             ka, kb = self.nic_of(a), self.nic_of(b)
-            path = self._to_nic(ns, a, ka) + [self._l("nic_tx", ns, ka)]
+            path = [*self._to_nic(ns, a, ka), self._l("nic_tx", ns, ka)]
             la, lb = self.leaf_of(ns, ka), self.leaf_of(nd, kb)
             if la != lb:
-                sp = _ecmp(ns * self.system.nics.count + ka, nd * self.system.nics.count + kb, self.n_spines)
+                sp = _ecmp(
+                    ns * self.system.nics.count + ka,
+                    nd * self.system.nics.count + kb,
+                    self.n_spines,
+                )
                 path += [self._l("l2s", la, sp), self._l("s2l", sp, lb)]
             path += [self._l("nic_rx", nd, kb), *self._from_nic(nd, kb, b)]
         out = tuple(path)

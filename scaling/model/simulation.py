@@ -13,9 +13,16 @@ from dataclasses import dataclass, field
 import numpy as np
 import simpy
 
-from scaling.model.collectives import AnalyticCostModel, CollectiveCostModel, Communicator, Group
+from scaling.model.collectives import (
+    AnalyticCostModel,
+    CollectiveCostModel,
+    Communicator,
+    Group,
+    timed_runner,
+)
 from scaling.model.compute import ComputeModel, micro_batch_compute
 from scaling.model.ddp import DDPSpec, DDPWork, RankLog, ddp_buckets, ddp_rank
+from scaling.model.flowcoll import FlowCollectives
 from scaling.model.hardware import SystemSpec
 from scaling.model.memory import GRAD_BYTES, MemoryBreakdown, ddp_memory
 from scaling.model.metrics import exposed_share, overlap_fraction
@@ -58,6 +65,9 @@ class SimSpec:
         seed: root of the run's random streams.
         compute_jitter_cv: coefficient of variation of per-rank, per-phase compute time noise.
         simulate_all_ranks: simulate every rank even when they are identical (for checks).
+        network: ``"flow"`` runs collectives as flows on the cluster's links (contention,
+            algorithm choice by the library's tuner); ``"analytic"`` prices each collective by
+            the closed-form cut model and ignores contention.
     """
 
     steps: int = 2
@@ -65,6 +75,7 @@ class SimSpec:
     seed: int = 0
     compute_jitter_cv: float = 0.0
     simulate_all_ranks: bool = False
+    network: str = "flow"
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,7 +193,16 @@ def run_job(job: Job, cost_model: CollectiveCostModel | None = None) -> RunResul
     env = simpy.Environment()
     noisy = sim.compute_jitter_cv > 0
     n_sim = group.size if (noisy or sim.simulate_all_ranks) else 1
-    comm = Communicator(env, cost_model or AnalyticCostModel(sysm), n_sim)
+    if cost_model is not None:
+        pricing: CollectiveCostModel = cost_model
+        runner = timed_runner(env, cost_model)
+    elif sim.network == "analytic":
+        pricing = AnalyticCostModel(sysm)
+        runner = timed_runner(env, pricing)
+    else:
+        flows = FlowCollectives(env, sysm, job.nodes)
+        pricing, runner = flows, flows.start
+    comm = Communicator(env, runner, n_sim)
     seeds = np.random.SeedSequence(sim.seed).spawn(n_sim)
     total_steps = sim.warmup_steps + sim.steps
     logs = [RankLog() for _ in range(n_sim)]
@@ -206,10 +226,8 @@ def run_job(job: Job, cost_model: CollectiveCostModel | None = None) -> RunResul
 
     per_step = [r for r in comm.records if r.key[1] >= sim.warmup_steps]
     comm_time = sum(r.end_s - r.start_s for r in per_step) / sim.steps
-    cost_model_used = comm.cost_model
     comm_bytes = (
-        sum(cost_model_used.cost(r.op, r.nbytes, group).bytes_sent_per_rank for r in per_step)
-        / sim.steps
+        sum(pricing.cost(r.op, r.nbytes, group).bytes_sent_per_rank for r in per_step) / sim.steps
     )
 
     tokens_per_step = job.global_batch * tr.seq_len
