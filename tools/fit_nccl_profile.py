@@ -49,7 +49,9 @@ def predict(params: np.ndarray, sizes: np.ndarray) -> np.ndarray:
     )
     system = dataclasses.replace(base, library=lib)
     fc = FlowCollectives(simpy.Environment(), system, 1)
-    return np.array([fc.predict(CollectiveOp.ALL_REDUCE, float(s), Group(1, 8)).time_s for s in sizes])
+    return np.array(
+        [fc.predict(CollectiveOp.ALL_REDUCE, float(s), Group(1, 8)).time_s for s in sizes]
+    )
 
 
 def main() -> None:
@@ -60,8 +62,19 @@ def main() -> None:
         return float(np.mean(np.abs(np.log(predict(p, sizes) / meas))))
 
     best = min(
-        (minimize(loss, x0, method="Nelder-Mead", options={"xatol": 1e-4, "fatol": 1e-6, "maxiter": 2000})
-         for x0 in ([25.0, np.log(8.0), 1.0], [30.0, np.log(30.0), 0.7], [20.0, np.log(2.0), 1.5])),
+        (
+            minimize(
+                loss,
+                x0,
+                method="Nelder-Mead",
+                options={"xatol": 1e-4, "fatol": 1e-6, "maxiter": 2000},
+            )
+            for x0 in (
+                [25.0, np.log(8.0), 1.0],
+                [30.0, np.log(30.0), 0.7],
+                [20.0, np.log(2.0), 1.5],
+            )
+        ),
         key=lambda r: r.fun,
     )
     o, lh, e = best.x
@@ -71,7 +84,9 @@ def main() -> None:
     for s, m, p_, x in zip(sizes, meas, pred, err, strict=True):
         print(f"{s:>12.0f} B  measured {m * 1e6:9.1f} us  model {p_ * 1e6:9.1f} us  {x:+6.1%}")
     big = sizes >= 2**20
-    print(f"MAPE >= 1 MiB: {np.mean(np.abs(err[big])):.1%}   < 1 MiB: {np.mean(np.abs(err[~big])):.1%}")
+    print(
+        f"MAPE >= 1 MiB: {np.mean(np.abs(err[big])):.1%}   < 1 MiB: {np.mean(np.abs(err[~big])):.1%}"
+    )
 
 
 if __name__ == "__main__":

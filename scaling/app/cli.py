@@ -15,6 +15,7 @@ from typing import Any
 import click
 
 from scaling.io.errors import ConfigError
+from scaling.model.algorithms import CollectiveOp
 from scaling.model.simulation import InfeasibleJobError
 
 EXIT_BAD_INPUT = 2
@@ -129,6 +130,78 @@ def run(config: Path, out_dir: Path | None, overrides: tuple[str, ...], no_plot:
             res.table, out / "scaling_efficiency.png", f"{exp.config.name}: {exp.config.model}"
         )
     click.echo("wrote " + ", ".join(str(p) for p in paths.values()))
+
+
+@main.command()
+@click.option(
+    "--system", "system_name", required=True, help="System name (topologies/) or YAML path."
+)
+@click.option(
+    "--nodes", type=click.IntRange(min=1), default=1, show_default=True, help="Nodes in the group."
+)
+@click.option(
+    "--per-node",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Ranks per node (default: all devices).",
+)
+@click.option(
+    "--op",
+    type=click.Choice([o.value for o in CollectiveOp]),
+    default="all_reduce",
+    show_default=True,
+)
+@click.option(
+    "--sizes", default="32K:16G", show_default=True, help="MIN:MAX (x2 steps), or a comma list."
+)
+@click.option(
+    "--factor", type=click.IntRange(min=2), default=2, show_default=True, help="Size step factor."
+)
+@click.option("--algo", default=None, help="Force an algorithm (default: the library's tuner).")
+@click.option("--proto", default=None, help="Force a protocol (default: the library's tuner).")
+@click.option(
+    "--out",
+    "out_file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="Write the table as CSV.",
+)
+@_user_errors
+def collective(
+    system_name: str,
+    nodes: int,
+    per_node: int | None,
+    op: str,
+    sizes: str,
+    factor: int,
+    algo: str | None,
+    proto: str | None,
+    out_file: Path | None,
+) -> None:
+    """nccl-tests-like table for one collective on a system: size, time, algbw, busbw."""
+    from scaling.app.collective import collective_table, format_table, size_range
+    from scaling.io.topology import load_system
+
+    loaded = load_system(system_name)
+    spec = loaded.spec
+    if per_node is not None and per_node > spec.devices_per_node:
+        _fail(f"--per-node {per_node}: {spec.name} has {spec.devices_per_node} devices per node")
+    known = ("ring", "tree", "rhd", "direct", "hierarchical", "nvls")
+    if algo is not None and algo not in known:
+        _fail(f"--algo {algo!r}: expected one of {', '.join(known)}")
+    table = collective_table(
+        spec, nodes, CollectiveOp(op), size_range(sizes, factor), algo, proto, per_node
+    )
+    ranks = int(table.ranks.iloc[0])
+    click.echo(
+        f"# {op} on {spec.name}: {nodes} node(s) x {per_node or spec.devices_per_node} = {ranks} ranks, "
+        f"library {spec.library.name}"
+    )
+    click.echo(format_table(table))
+    if out_file is not None:
+        out_file.parent.mkdir(parents=True, exist_ok=True)
+        table.to_csv(out_file, index=False)
+        click.echo(f"wrote {out_file}")
 
 
 @main.command()

@@ -69,11 +69,14 @@ class Group:
 
 @dataclass(frozen=True, slots=True)
 class Phase:
-    """Concurrent flows: ``src``/``dst`` global device ids, ``coeff`` bytes per byte of S."""
+    """Concurrent flows: ``src``/``dst`` global device ids, ``coeff`` bytes per byte of S, and
+    ``mult`` identical flows per entry (several channels between the same two devices are
+    separate flows: each gets its own max-min share)."""
 
     src: np.ndarray
     dst: np.ndarray
     coeff: np.ndarray
+    mult: np.ndarray
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,16 +94,22 @@ class NotApplicable(Exception):
 
 
 def _phase(edges: list[tuple[int, int, float]]) -> Phase:
-    a = np.array(edges, dtype=np.float64).reshape(-1, 3)
-    return Phase(a[:, 0].astype(np.int64), a[:, 1].astype(np.int64), a[:, 2])
-
-
-def _merge(edges: list[tuple[int, int, float]]) -> list[tuple[int, int, float]]:
-    """Sum the bytes of flows with the same (src, dst): one flow per device pair and phase."""
-    acc: dict[tuple[int, int], float] = {}
-    for s, d, c in edges:
-        acc[(s, d)] = acc.get((s, d), 0.0) + c
-    return [(s, d, c) for (s, d), c in acc.items()]
+    """Flows as a phase; identical (src, dst, bytes) flows become one entry with a multiplicity
+    (first-seen order, so the result is deterministic)."""
+    acc: dict[tuple[int, int, float], int] = {}
+    for e in edges:
+        acc[e] = acc.get(e, 0) + 1
+    if not acc:
+        z = np.zeros(0, dtype=np.int64)
+        return Phase(z, z, np.zeros(0), z)
+    keys = list(acc)
+    a = np.array(keys, dtype=np.float64)
+    return Phase(
+        a[:, 0].astype(np.int64),
+        a[:, 1].astype(np.int64),
+        a[:, 2],
+        np.array([acc[k] for k in keys], dtype=np.int64),
+    )
 
 
 def _inorder_parents(n: int) -> list[int]:
@@ -128,31 +137,87 @@ class Algorithms:
         fab = system.fabric
         self.grouped = fab.kind in (FabricKind.BRIDGE_GROUPS, FabricKind.PCIE)
         self.gs = fab.group_size if self.grouped else self.g
+        self._walks: dict[int, list[list[int]]] = {}
 
     # ---- helpers -------------------------------------------------------------------------
-    def _start(self, c: int, per_node: int) -> int:
-        if self.grouped and per_node > self.gs:
-            n_groups = math.ceil(per_node / self.gs)
-            return (c % n_groups) * self.gs
-        return (c * per_node // self.channels) % per_node
+    def mesh_strides(self, k: int) -> list[int]:
+        """Walk strides that give edge-disjoint Hamiltonian cycles over ``k`` directly linked
+        devices (strides coprime with k). A reversed walk of stride d uses stride k−d, so where
+        odd nodes walk backwards (rail-optimized fabrics) only d < k/2 is used."""
+        strides = [d for d in range(1, k) if math.gcd(d, k) == 1] or [1]
+        if self.system.scale_out.rail_optimized:
+            strides = [d for d in strides if 2 * d < k] or [1]
+        return strides
+
+    def local_walk(self, k: int, c: int) -> list[int]:
+        """Local device order of channel ``c`` inside one node of ``k`` ranks (entry first)."""
+        walks = self._walks.get(k)
+        if walks is None:
+            walks = self._walks[k] = self._build_walks(k)
+        return walks[c]
+
+    def _candidates(self, k: int, c: int) -> list[list[int]]:
+        """Valid walks for channel ``c``: their cyclic structure is fixed by the fabric; where
+        the walk is cut (its entry and exit devices) is free."""
+        fab = self.system.fabric
+        if self.grouped and k > self.gs:
+            # Whole groups one after another, so the ring crosses each group boundary once;
+            # channels alternate the first group and, on MLU-Link bridges, the stride inside a
+            # group (to use more of its peer links).
+            n_groups = math.ceil(k / self.gs)
+            first = c % n_groups
+            parts: list[list[int]] = []
+            for j in range(n_groups):
+                base = ((first + j) % n_groups) * self.gs
+                size = min(self.gs, k - base)
+                st = 1
+                if fab.kind is FabricKind.BRIDGE_GROUPS and size > 2:
+                    strides = [d for d in range(1, size) if math.gcd(d, size) == 1]
+                    st = strides[(c // n_groups) % len(strides)]
+                parts.append([base + (i * st) % size for i in range(size)])
+            # rotate the first and the last group's walk: choose entry and exit devices
+            out = []
+            for r0 in range(len(parts[0])):
+                for r1 in range(len(parts[-1])) if len(parts) > 1 else [0]:
+                    ps = [list(p) for p in parts]
+                    ps[0] = ps[0][r0:] + ps[0][:r0]
+                    if len(ps) > 1:
+                        ps[-1] = ps[-1][r1:] + ps[-1][:r1]
+                    out.append([d for p in ps for d in p])
+            return out
+        st = 1
+        if fab.kind in (FabricKind.FULL_MESH, FabricKind.BRIDGE_GROUPS) and k > 2:
+            strides = self.mesh_strides(k)
+            st = strides[c % len(strides)]
+        return [[(start + i * st) % k for i in range(k)] for start in range(k)]
+
+    def _build_walks(self, k: int) -> list[list[int]]:
+        """One walk per channel, cut so that the channels' exits (sends to the next node) and
+        entries (receives from the previous node) spread evenly over the NICs."""
+        nics = self.system.nics.count
+        tx = [0] * nics
+        rx = [0] * nics
+        walks = []
+        for c in range(self.channels):
+            best, best_key = None, None
+            for cand in self._candidates(k, c):
+                ti, ri = cand[-1] * nics // self.g, cand[0] * nics // self.g
+                key = (max(tx[ti] + 1, rx[ri] + 1), tx[ti] + rx[ri])
+                if best_key is None or key < best_key:
+                    best, best_key = cand, key
+            assert best is not None
+            tx[best[-1] * nics // self.g] += 1
+            rx[best[0] * nics // self.g] += 1
+            walks.append(best)
+        return walks
 
     def ring_order(self, group: Group, c: int) -> list[int]:
         """Global device ids of channel ``c``'s ring, in ring order."""
         k, g = group.per_node, self.g
-        s = self._start(c, k)
+        fwd = self.local_walk(k, c)
         # On a rail-optimized fabric odd nodes walk backwards, starting where the previous node's
         # walk ended, so each inter-node edge stays on one rail.
         reverse_odd = self.system.scale_out.rail_optimized
-        stride = 1
-        if self.system.fabric.kind is FabricKind.FULL_MESH and k > 2:
-            # Rings with different strides coprime with k use different peer links of the mesh
-            # (edge-disjoint Hamiltonian cycles), so channels add bandwidth on HCCS-like fabrics.
-            # A reversed walk of stride d uses stride k−d: keep d < k/2 when walks reverse.
-            strides = [d for d in range(1, k) if math.gcd(d, k) == 1]
-            if reverse_odd:
-                strides = [d for d in strides if 2 * d < k] or [1]
-            stride = strides[c % len(strides)]
-        fwd = [(s + i * stride) % k for i in range(k)]
         order: list[int] = []
         for i in range(group.nodes):
             node = group.first_node + i
@@ -198,7 +263,7 @@ class Algorithms:
             hops = len(order) if op is not CollectiveOp.BROADCAST else len(order) - 1
             for i in range(hops):
                 edges.append((order[i], order[(i + 1) % len(order)], coeff / self.channels))
-        return Schedule("ring", (_phase(_merge(edges)),), self._class_steps(group, passes), wire)
+        return Schedule("ring", (_phase(edges),), self._class_steps(group, passes), wire)
 
     def tree(self, op: CollectiveOp, group: Group) -> Schedule:
         """NCCL-style tree all-reduce: a chain inside each node, a double binary tree across
@@ -209,8 +274,7 @@ class Algorithms:
         edges: list[tuple[int, int, float]] = []
         per_ch = 1.0 / self.channels
         for c in range(self.channels):
-            s = self._start(c, k)
-            chain = [(s + i) % k for i in range(k)]
+            chain = self.local_walk(k, c)
             nodes = [group.first_node + i for i in range(n)]
             for node in nodes:
                 for a, b in itertools.pairwise(chain):
@@ -232,7 +296,7 @@ class Algorithms:
             self._intra_class(): 2.0 * (k - 1),
             LinkClass.NETWORK: 2.0 * math.log2(n),
         }
-        return Schedule("tree", (_phase(_merge(edges)),), steps, 2.0)
+        return Schedule("tree", (_phase(edges),), steps, 2.0)
 
     def rhd(self, op: CollectiveOp, group: Group) -> Schedule:
         """Recursive halving-doubling (Rabenseifner) all-reduce, p a power of two."""
@@ -248,7 +312,9 @@ class Algorithms:
             frac = 1.0 / (2 ** (r + 1)) if r < rounds else 1.0 / (2 ** (2 * rounds - r))
             ranks = np.arange(p)
             partner = ranks ^ dist
-            phases.append(Phase(devs[ranks], devs[partner], np.full(p, frac)))
+            phases.append(
+                Phase(devs[ranks], devs[partner], np.full(p, frac), np.ones(p, dtype=np.int64))
+            )
             same_node = (ranks // group.per_node) == (partner // group.per_node)
             cls = self._intra_class() if bool(same_node.all()) else LinkClass.NETWORK
             steps[cls] = steps.get(cls, 0.0) + 1.0
@@ -263,7 +329,9 @@ class Algorithms:
         src, dst = np.meshgrid(devs, devs, indexing="ij")
         mask = src != dst
         pairs = (src[mask], dst[mask])
-        share = Phase(pairs[0], pairs[1], np.full(mask.sum(), 1.0 / p))
+        share = Phase(
+            pairs[0], pairs[1], np.full(mask.sum(), 1.0 / p), np.ones(mask.sum(), dtype=np.int64)
+        )
         cls = self._intra_class() if group.nodes == 1 else LinkClass.NETWORK
         if op is CollectiveOp.ALL_REDUCE:
             return Schedule("direct", (share, share), {cls: 2.0}, 2.0 * (p - 1) / p)
@@ -299,7 +367,7 @@ class Algorithms:
                 a = (group.first_node + i) * g + d
                 b = (group.first_node + (i + 1) % n) * g + d
                 inter.append((a, b, 2.0 * (n - 1) / n / k))
-        ph_intra = _phase(_merge(intra))
+        ph_intra = _phase(intra)
         steps = {
             self._intra_class(): 2.0 if mesh else 2.0 * (k - 1),
             LinkClass.NETWORK: 2.0 * (n - 1),
@@ -323,7 +391,10 @@ class Algorithms:
         nxt = np.roll(devs, -1)
         # A flow a→b uses a's up link and b's down link: each carries S once.
         return Schedule(
-            "nvls", (Phase(devs, nxt, np.ones(devs.size)),), {LinkClass.SCALE_UP: 2.0}, 1.0
+            "nvls",
+            (Phase(devs, nxt, np.ones(devs.size), np.ones(devs.size, dtype=np.int64)),),
+            {LinkClass.SCALE_UP: 2.0},
+            1.0,
         )
 
     def build(self, name: str, op: CollectiveOp, group: Group) -> Schedule:

@@ -28,7 +28,7 @@ from typing import Protocol
 
 import simpy
 
-from scaling.model.algorithms import CollectiveOp, Group, busbw_factor
+from scaling.model.algorithms import Algorithms, CollectiveOp, Group, busbw_factor
 from scaling.model.hardware import FabricKind, LinkClass, SystemSpec
 
 __all__ = [
@@ -95,15 +95,25 @@ class AnalyticCostModel:
             if fab.kind is FabricKind.SWITCH:
                 cuts[LinkClass.SCALE_UP] = fab.link_bw_Bps * eff[LinkClass.SCALE_UP]
             elif fab.kind is FabricKind.FULL_MESH:
-                # Each channel's ring uses one of the g−1 peer links of a device.
-                links = min(lib.channels, g - 1)
+                # Channels cycle over the walk strides (model.algorithms): the busiest peer link
+                # carries ceil(C / strides) channel flows.
+                ns = len(Algorithms(s, lib.channels).mesh_strides(g)) if g > 2 else 1
+                links = lib.channels / math.ceil(lib.channels / ns)
                 cuts[LinkClass.SCALE_UP] = links * fab.link_bw_Bps * eff[LinkClass.SCALE_UP]
             elif fab.kind is FabricKind.BRIDGE_GROUPS:
                 gs = min(fab.group_size, g)
                 if gs > 1:
-                    # A device's group bandwidth is spread over its gs−1 peers; channels use some.
-                    share = min(lib.channels, gs - 1) / (gs - 1)
-                    cuts[LinkClass.SCALE_UP] = fab.link_bw_Bps * share * eff[LinkClass.SCALE_UP]
+                    # A device's bridge bandwidth is split over its gs−1 peers; channels use
+                    # one peer link per walk stride.
+                    if g > fab.group_size:
+                        ns = len([d for d in range(1, gs) if math.gcd(d, gs) == 1]) if gs > 2 else 1
+                        per_stride = math.ceil(lib.channels / math.ceil(g / gs))
+                        links = per_stride / math.ceil(per_stride / ns)
+                    else:
+                        ns = len(Algorithms(s, lib.channels).mesh_strides(g)) if g > 2 else 1
+                        links = lib.channels / math.ceil(lib.channels / ns)
+                    share = fab.link_bw_Bps / (gs - 1)
+                    cuts[LinkClass.SCALE_UP] = links * share * eff[LinkClass.SCALE_UP]
                 if g > fab.group_size:
                     cuts[LinkClass.PCIE] = fab.inter_group_bw_Bps * eff[LinkClass.PCIE]
             else:  # PCIE

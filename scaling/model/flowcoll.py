@@ -77,7 +77,8 @@ class FlowCollectives:
                 self._sched[key] = None
         return self._sched[key]
 
-    def _pids(self, phase: Phase) -> np.ndarray:
+    def path_ids(self, phase: Phase) -> np.ndarray:
+        """Registered path id of each flow of ``phase`` (memoised per phase)."""
         pids = self._phase_pids.get(id(phase))
         if pids is None:
             route, reg = self.cluster.route, self.net.path_id
@@ -92,9 +93,9 @@ class FlowCollectives:
         """max over the phase's flows of coeff / rate with the phase alone on the network."""
         k = self._phase_k.get(id(phase))
         if k is None:
-            pids = self._pids(phase)
+            pids = self.path_ids(phase)
             uniq, inv = np.unique(pids, return_inverse=True)
-            mult = np.bincount(inv).astype(np.int64)
+            mult = np.bincount(inv, weights=phase.mult).astype(np.int64)
             sol = self.net.solver.solve_arrays(uniq, mult)
             rate = sol.rates[inv]
             k = float(np.max(phase.coeff / rate)) if pids.size else 0.0
@@ -132,8 +133,10 @@ class FlowCollectives:
             if sched is None:
                 continue
             k = sum(self.phase_seconds_per_byte(ph) for ph in sched.phases)
+            # NCCL's tree runs below the bandwidth its edges allow (treeCorrectionFactor).
+            algo_eff = self.lib.tree_bw_factor if name == "tree" else 1.0
             for proto in protos:
-                scale = 1.0 / (proto.bw_fraction * ramp)
+                scale = 1.0 / (proto.bw_fraction * ramp * algo_eff)
                 bw_time = nbytes * k * scale
                 if math.isfinite(proto.max_busbw_Bps) and nbytes > 0:
                     # the protocol's bus-bandwidth cap bounds the algorithm bandwidth
@@ -178,15 +181,21 @@ class FlowCollectives:
         return f"{ch.algorithm}/{ch.protocol}" if ch else "none"
 
     def run(
-        self, op: CollectiveOp, nbytes: float, group: Group
+        self,
+        op: CollectiveOp,
+        nbytes: float,
+        group: Group,
+        algorithm: str | None = None,
+        protocol: str | None = None,
     ) -> Generator[simpy.Event, object, Choice | None]:
-        """SimPy process body: run one collective on the shared network; returns the choice."""
+        """SimPy process body: run one collective on the shared network (the tuner's choice,
+        or the named algorithm/protocol); returns the choice."""
         if group.size == 1 or nbytes <= 0:
             return None
-        ch = self.predict(op, nbytes, group)
+        ch = self.predict(op, nbytes, group, algorithm, protocol)
         sched = self.schedule(ch.algorithm, op, group)
         assert sched is not None
         for ph in sched.phases:
-            yield self.net.transfer_many(self._pids(ph), ph.coeff * (nbytes * ch.scale))
+            yield self.net.transfer_many(self.path_ids(ph), ph.coeff * (nbytes * ch.scale), ph.mult)
         yield self.env.timeout(ch.latency_s)
         return ch
