@@ -17,7 +17,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from scaling.io.errors import ConfigError, LineMap, read_yaml, validate
 from scaling.io.topology import LoadedSystem, load_system
+from scaling.model.compute import DTYPE_BYTES
 from scaling.model.ddp import DDPSpec
+from scaling.model.fsdp import BackwardPrefetch, FSDPSpec, ShardingStrategy
 from scaling.model.simulation import Job, SimSpec, TrainingSpec
 from scaling.model.workload import PRESETS, Checkpointing, get_preset
 from scaling.units import MiB
@@ -46,6 +48,28 @@ class DDPConfig(_Strict):
             self.first_bucket_MB * MiB,
             self.overlap,
             self.gradient_as_bucket_view,
+        )
+
+
+class FSDPConfig(_Strict):
+    """PyTorch FSDP knobs (names as in ``torch.distributed.fsdp``; lower case)."""
+
+    kind: Literal["fsdp"]
+    sharding: ShardingStrategy = ShardingStrategy.FULL_SHARD
+    backward_prefetch: BackwardPrefetch = BackwardPrefetch.BACKWARD_PRE
+    forward_prefetch: bool = False
+    limit_all_gathers: Annotated[int, Field(ge=0)] = 2
+    param_dtype: Literal["bf16", "fp16", "fp32"] = "bf16"
+    reduce_dtype: Literal["bf16", "fp16", "fp32"] = "bf16"
+
+    def to_spec(self) -> FSDPSpec:
+        return FSDPSpec(
+            self.sharding,
+            self.backward_prefetch,
+            self.forward_prefetch,
+            self.limit_all_gathers,
+            float(DTYPE_BYTES[self.param_dtype]),
+            float(DTYPE_BYTES[self.reduce_dtype]),
         )
 
 
@@ -90,7 +114,7 @@ class ExperimentConfig(_Strict):
     model: str
     systems: Annotated[list[str], Field(min_length=1)]
     nodes: Annotated[list[PosInt], Field(min_length=1)]
-    strategy: DDPConfig = DDPConfig()
+    strategy: Annotated[DDPConfig | FSDPConfig, Field(discriminator="kind")] = DDPConfig()
     training: TrainingConfig = TrainingConfig()
     simulation: SimulationConfig = SimulationConfig()
 
@@ -202,6 +226,14 @@ class LoadedExperiment:
         return hashlib.sha256(blob).hexdigest()[:16]
 
 
+def _default_strategy_kind(data: dict[str, Any]) -> dict[str, Any]:
+    """``strategy.kind`` may be left out for DDP, the default strategy."""
+    strat = data.get("strategy")
+    if isinstance(strat, dict) and "kind" not in strat:
+        data = {**data, "strategy": {"kind": "ddp", **strat}}
+    return data
+
+
 def load_experiment(path: str | Path, overrides: list[str] | None = None) -> LoadedExperiment:
     """Read, override and validate an experiment file; every failure is a :class:`ConfigError`."""
     p = Path(path)
@@ -209,11 +241,11 @@ def load_experiment(path: str | Path, overrides: list[str] | None = None) -> Loa
     if overrides:
         data = apply_overrides(data, overrides, lines)
     where = str(p)
-    cfg = validate(ExperimentConfig, data, where, lines)
+    cfg = validate(ExperimentConfig, _default_strategy_kind(data), where, lines)
     return LoadedExperiment(cfg, where, p.resolve().parent, lines)
 
 
 def experiment_from_dict(data: dict[str, Any], where: str = "<dict>") -> LoadedExperiment:
     """Build an experiment from an in-memory mapping (notebooks, tests)."""
-    cfg = validate(ExperimentConfig, data, where, None)
+    cfg = validate(ExperimentConfig, _default_strategy_kind(data), where, None)
     return LoadedExperiment(cfg, where, None)

@@ -158,17 +158,43 @@ def _expected(err: dict[str, Any]) -> str:
         return simple[t]
     if t == "value_error":
         return err["msg"].removeprefix("Value error, ")
+    if t == "union_tag_invalid":
+        return f"kind to be one of {ctx.get('expected_tags', '')}"
+    if t == "union_tag_not_found":
+        return f"a '{ctx.get('discriminator', 'kind').strip(chr(39))}' field"
     return err["msg"][0].lower() + err["msg"][1:]
 
 
+def _data_path(loc: tuple[Any, ...], data: Any) -> tuple[Any, ...]:
+    """The error location as a path into the data: pydantic inserts a tagged union's member
+    name (``strategy.fsdp.sharding``); it equals the mapping's ``kind`` value and is dropped."""
+    out: list[Any] = []
+    node = data
+    for part in loc:
+        if isinstance(node, dict) and part not in node and node.get("kind") == part:
+            continue
+        out.append(part)
+        if isinstance(node, dict):
+            node = node.get(part)
+        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+            node = node[part]
+        else:
+            node = None
+    return tuple(out)
+
+
 def validation_error(
-    exc: ValidationError, where: str, lines: LineMap | None, prefix: tuple[Any, ...] = ()
+    exc: ValidationError,
+    where: str,
+    lines: LineMap | None,
+    prefix: tuple[Any, ...] = (),
+    data: Any = None,
 ) -> ConfigError:
     """Turn the first pydantic error into a one-line :class:`ConfigError`."""
     err = exc.errors(include_url=False)[0]
     loc = (*prefix, *err["loc"])
-    # pydantic puts union-member/model names into loc for tagged unions; drop non-data parts.
-    data_loc = tuple(p for p in loc if not (isinstance(p, str) and p.startswith("function-")))
+    loc = tuple(p for p in loc if not (isinstance(p, str) and p.startswith("function-")))
+    data_loc = _data_path(loc, data) if data is not None else loc
     if lines is not None and lines.overridden(data_loc):
         head = f"{where} (--set)"
     else:
@@ -191,4 +217,4 @@ def validate(model: type[BaseModel], data: dict[str, Any], where: str, lines: Li
     try:
         return model.model_validate(data)
     except ValidationError as e:
-        raise validation_error(e, where, lines) from None
+        raise validation_error(e, where, lines, data=data) from None

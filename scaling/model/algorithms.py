@@ -50,21 +50,33 @@ def busbw_factor(op: CollectiveOp, n: int) -> float:
 class Group:
     """A communicator of ``nodes × per_node`` ranks laid out node by node.
 
-    Rank ``i`` is local device ``i % per_node`` of node ``first_node + i // per_node``.
+    Rank ``i`` is local device ``local_base + i % per_node`` of node ``first_node + i //
+    per_node``. ``lanes > 1`` stands for that many sibling communicators running the same
+    collective at the same time, lane ``j`` on local devices shifted by ``j`` (HSDP's replicate
+    groups: local rank j of every node); ``size`` is one lane's.
     """
 
     nodes: int
     per_node: int
     first_node: int = 0
+    local_base: int = 0
+    lanes: int = 1
 
     @property
     def size(self) -> int:
         return self.nodes * self.per_node
 
+    def lane(self, j: int) -> Group:
+        """The ``j``-th sibling communicator on its own."""
+        return Group(
+            self.nodes, self.per_node, self.first_node, self.local_base + j * self.per_node
+        )
+
     def devices(self, devices_per_node: int) -> np.ndarray:
         """Global device ids of the ranks, in rank order."""
         n = np.arange(self.first_node, self.first_node + self.nodes)
-        return (n[:, None] * devices_per_node + np.arange(self.per_node)[None, :]).reshape(-1)
+        local = self.local_base + np.arange(self.per_node)
+        return (n[:, None] * devices_per_node + local[None, :]).reshape(-1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,7 +235,7 @@ class Algorithms:
             node = group.first_node + i
             backwards = reverse_odd and i % 2 == 1
             local = [fwd[(-1 - j) % k] for j in range(k)] if backwards else fwd
-            order += [node * g + d for d in local]
+            order += [node * g + group.local_base + d for d in local]
         return order
 
     def _class_steps(self, group: Group, passes: int) -> dict[LinkClass, float]:
@@ -271,6 +283,7 @@ class Algorithms:
         if op is not CollectiveOp.ALL_REDUCE or group.nodes < 2:
             raise NotApplicable("tree exists for all-reduce across more than one node")
         n, k, g = group.nodes, group.per_node, self.g
+        base = group.local_base
         edges: list[tuple[int, int, float]] = []
         per_ch = 1.0 / self.channels
         for c in range(self.channels):
@@ -278,8 +291,8 @@ class Algorithms:
             nodes = [group.first_node + i for i in range(n)]
             for node in nodes:
                 for a, b in itertools.pairwise(chain):
-                    edges.append((node * g + a, node * g + b, per_ch))  # broadcast down the chain
-                    edges.append((node * g + b, node * g + a, per_ch))  # reduce up the chain
+                    edges.append((base + node * g + a, base + node * g + b, per_ch))  # bcast down
+                    edges.append((base + node * g + b, base + node * g + a, per_ch))  # reduce up
             head = chain[0]
             # Double binary tree: an in-order tree on node ranks and the same tree on ranks
             # shifted by one, each carrying half of the data; a node that is a leaf in one tree
@@ -290,8 +303,9 @@ class Algorithms:
                     if parents[i] < 0:
                         continue
                     child, parent = nodes[(i + shift) % n], nodes[(parents[i] + shift) % n]
-                    edges.append((child * g + head, parent * g + head, per_ch / 2))
-                    edges.append((parent * g + head, child * g + head, per_ch / 2))
+                    c_dev, p_dev = base + child * g + head, base + parent * g + head
+                    edges.append((c_dev, p_dev, per_ch / 2))
+                    edges.append((p_dev, c_dev, per_ch / 2))
         steps = {
             self._intra_class(): 2.0 * (k - 1),
             LinkClass.NETWORK: 2.0 * math.log2(n),
@@ -364,8 +378,8 @@ class Algorithms:
         inter: list[tuple[int, int, float]] = []
         for d in range(k):
             for i in range(n):
-                a = (group.first_node + i) * g + d
-                b = (group.first_node + (i + 1) % n) * g + d
+                a = (group.first_node + i) * g + group.local_base + d
+                b = (group.first_node + (i + 1) % n) * g + group.local_base + d
                 inter.append((a, b, 2.0 * (n - 1) / n / k))
         ph_intra = _phase(intra)
         steps = {
@@ -398,6 +412,19 @@ class Algorithms:
         )
 
     def build(self, name: str, op: CollectiveOp, group: Group) -> Schedule:
+        if group.lanes > 1:
+            # sibling communicators at once: the union of their flows, phase by phase
+            parts = [self.build(name, op, group.lane(j)) for j in range(group.lanes)]
+            phases = tuple(
+                Phase(
+                    np.concatenate([p.phases[i].src for p in parts]),
+                    np.concatenate([p.phases[i].dst for p in parts]),
+                    np.concatenate([p.phases[i].coeff for p in parts]),
+                    np.concatenate([p.phases[i].mult for p in parts]),
+                )
+                for i in range(len(parts[0].phases))
+            )
+            return Schedule(parts[0].algorithm, phases, parts[0].steps, parts[0].wire_per_rank)
         fn = {
             "ring": self.ring,
             "tree": self.tree,

@@ -211,7 +211,7 @@ class CollectiveRecord:
     key: tuple
     op: CollectiveOp
     nbytes: float
-    group_size: int
+    group: Group
     start_s: float
     end_s: float
     algorithm: str
@@ -259,21 +259,26 @@ class Communicator:
     records: list[CollectiveRecord] = field(default_factory=list)
     _pending: dict[tuple, _Pending] = field(default_factory=dict)
 
-    def call(self, key: tuple, op: CollectiveOp, nbytes: float, group: Group) -> simpy.Event:
-        """Join collective ``key``; the returned event fires when it has completed."""
+    def call(
+        self, key: tuple, op: CollectiveOp, nbytes: float, group: Group, expected: int | None = None
+    ) -> simpy.Event:
+        """Join collective ``key``; the returned event fires when it has completed.
+
+        ``expected``: simulated ranks that take part (default: all of them).
+        """
         pend = self._pending.get(key)
         if pend is None:
             pend = _Pending(0, self.env.event())
             self._pending[key] = pend
         pend.arrived += 1
-        if pend.arrived == self.simulated_ranks:
+        if pend.arrived == (expected or self.simulated_ranks):
             del self._pending[key]
             start = self.env.now
             done = pend.done
 
             def finish(ev: simpy.Event) -> None:
                 rec = CollectiveRecord(
-                    key, op, nbytes, group.size, start, self.env.now, str(ev.value or "")
+                    key, op, nbytes, group, start, self.env.now, str(ev.value or "")
                 )
                 self.records.append(rec)
                 done.succeed(rec)

@@ -134,6 +134,7 @@ class DDPWork:
 def ddp_rank(
     env: simpy.Environment,
     rank: int,
+    *,
     work: DDPWork,
     comm: Communicator,
     steps: int,

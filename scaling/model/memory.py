@@ -103,3 +103,50 @@ def ddp_memory(
         comm_buffers=buckets,
         reserved=reserved_bytes,
     )
+
+
+def fsdp_memory(
+    shape: TransformerShape,
+    sharding: str,
+    shard_size: int,
+    limit_all_gathers: int,
+    micro_batch: int,
+    seq: int,
+    checkpointing: Checkpointing,
+    flash_attention: bool,
+    reserved_bytes: float,
+    param_bytes: float = 2.0,
+) -> MemoryBreakdown:
+    """Peak memory of one FSDP rank (mixed precision, Adam).
+
+    Sharded state: fp32 flat parameters, fp32 gradients and Adam's two moments, 16 bytes per
+    parameter over ``shard_size`` ranks (NO_SHARD: the whole model). Unsharded working copies in
+    ``param_bytes``: the root unit (kept for the whole step), plus the blocks in flight — up to
+    ``limit_all_gathers`` + 1 under FULL/HYBRID_SHARD (PyTorch's rate limiter), every block under
+    SHARD_GRAD_OP (kept from forward to backward). Unsharded gradients of the block being reduced
+    (two: one computing, one reduce-scattering).
+    """
+    n = float(shape.params())
+    block = float(shape.layer_params())
+    root = n - shape.n_layers * block
+    if sharding == "no_shard":
+        weights, grads, opt = n * WEIGHT_BYTES, n * GRAD_BYTES, n * OPTIMIZER_BYTES
+        comm = 0.0
+    else:
+        weights = 4.0 * n / shard_size
+        grads = 4.0 * n / shard_size
+        opt = 8.0 * n / shard_size
+        if sharding == "shard_grad_op":
+            in_flight = shape.n_layers
+        else:
+            in_flight = min(shape.n_layers, (limit_all_gathers or shape.n_layers) + 1)
+        weights += (root + in_flight * block) * param_bytes
+        comm = 2 * block * GRAD_BYTES
+    return MemoryBreakdown(
+        weights=weights,
+        gradients=grads,
+        optimizer=opt,
+        activations=activation_bytes(shape, micro_batch, seq, checkpointing, flash_attention),
+        comm_buffers=comm,
+        reserved=reserved_bytes,
+    )

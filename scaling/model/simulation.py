@@ -9,6 +9,7 @@ rounding of means across ranks; a test checks this) at a fraction of the cost.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import partial
 
 import numpy as np
 import simpy
@@ -23,8 +24,9 @@ from scaling.model.collectives import (
 from scaling.model.compute import ComputeModel, micro_batch_compute
 from scaling.model.ddp import DDPSpec, DDPWork, RankLog, ddp_buckets, ddp_rank
 from scaling.model.flowcoll import FlowCollectives
+from scaling.model.fsdp import FSDPSpec, FSDPWork, ShardingStrategy, fsdp_rank, unit_params
 from scaling.model.hardware import SystemSpec
-from scaling.model.memory import GRAD_BYTES, MemoryBreakdown, ddp_memory
+from scaling.model.memory import GRAD_BYTES, MemoryBreakdown, ddp_memory, fsdp_memory
 from scaling.model.metrics import exposed_share, overlap_fraction
 from scaling.model.workload import Checkpointing, TransformerShape
 from scaling.units import GiB
@@ -86,7 +88,7 @@ class Job:
     shape: TransformerShape
     nodes: int
     training: TrainingSpec
-    strategy: DDPSpec
+    strategy: DDPSpec | FSDPSpec
     sim: SimSpec
 
     @property
@@ -141,9 +143,33 @@ class RunResult:
         return {k: getattr(self, k) for k in self.__dataclass_fields__ if k != "steps"}
 
 
+def strategy_name(spec: DDPSpec | FSDPSpec) -> str:
+    """Short label of a strategy for tables: ``ddp`` or ``fsdp-full_shard`` etc."""
+    return "ddp" if isinstance(spec, DDPSpec) else f"fsdp-{spec.sharding.value}"
+
+
 def memory_of(job: Job) -> MemoryBreakdown:
     """Peak memory of one rank of ``job``."""
     t = job.training
+    if isinstance(job.strategy, FSDPSpec):
+        sp = job.strategy
+        shard = (
+            job.system.devices_per_node
+            if sp.sharding is ShardingStrategy.HYBRID_SHARD
+            else job.devices
+        )
+        return fsdp_memory(
+            job.shape,
+            sp.sharding.value,
+            shard,
+            sp.limit_all_gathers,
+            t.micro_batch,
+            t.seq_len,
+            t.checkpointing,
+            t.flash_attention,
+            job.system.device.reserved_mem_bytes,
+            sp.param_bytes,
+        )
     return ddp_memory(
         job.shape,
         t.micro_batch,
@@ -170,7 +196,8 @@ def check_feasible(job: Job) -> MemoryBreakdown:
     mem = memory_of(job)
     if mem.total > dev.mem_bytes:
         raise InfeasibleJobError(
-            f"{job.system.name}: {job.shape.name} with DDP needs {mem.total / GiB:.1f} GiB per rank "
+            f"{job.system.name}: {job.shape.name} with {strategy_name(job.strategy)} on "
+            f"{job.devices} devices needs {mem.total / GiB:.1f} GiB per rank "
             f"but {dev.name} has {dev.mem_bytes / GiB:.1f} GiB ({mem.describe()} GiB); try a smaller "
             "micro-batch, activation checkpointing, or a sharded strategy (FSDP)"
         )
@@ -185,10 +212,24 @@ def run_job(job: Job, cost_model: CollectiveCostModel | None = None) -> RunResul
     mb = micro_batch_compute(
         cm, shape, tr.micro_batch, tr.seq_len, tr.checkpointing, tr.flash_attention
     )
-    opt = cm.optimizer_cost(shape.params())
     group = Group(job.nodes, sysm.devices_per_node)
-    buckets = ddp_buckets(shape, job.strategy, GRAD_BYTES)
-    work = DDPWork.build(mb, opt, shape.n_layers, tr.grad_accum, buckets, group, job.strategy)
+    spec = job.strategy
+    if isinstance(spec, FSDPSpec):
+        # the optimizer updates only this rank's shard
+        shard = {
+            ShardingStrategy.NO_SHARD: 1,
+            ShardingStrategy.HYBRID_SHARD: sysm.devices_per_node,
+        }.get(spec.sharding, job.devices)
+        opt = cm.optimizer_cost(shape.params() / shard)
+        fwork = FSDPWork(
+            mb, opt, unit_params(shape), tr.grad_accum, job.nodes, sysm.devices_per_node, spec
+        )
+        rank_process = partial(fsdp_rank, work=fwork)
+    else:
+        opt = cm.optimizer_cost(shape.params())
+        buckets = ddp_buckets(shape, spec, GRAD_BYTES)
+        dwork = DDPWork.build(mb, opt, shape.n_layers, tr.grad_accum, buckets, group, spec)
+        rank_process = partial(ddp_rank, work=dwork)
 
     env = simpy.Environment()
     noisy = sim.compute_jitter_cv > 0
@@ -208,7 +249,17 @@ def run_job(job: Job, cost_model: CollectiveCostModel | None = None) -> RunResul
     logs = [RankLog() for _ in range(n_sim)]
     for r in range(n_sim):
         rng = np.random.default_rng(seeds[r]) if noisy else None
-        env.process(ddp_rank(env, r, work, comm, total_steps, rng, sim.compute_jitter_cv, logs[r]))
+        env.process(
+            rank_process(
+                env,
+                r,
+                comm=comm,
+                steps=total_steps,
+                rng=rng,
+                jitter_cv=sim.compute_jitter_cv,
+                log=logs[r],
+            )
+        )
     env.run()
 
     ends = np.array([lg.step_end for lg in logs])  # [ranks, steps]
@@ -227,7 +278,7 @@ def run_job(job: Job, cost_model: CollectiveCostModel | None = None) -> RunResul
     per_step = [r for r in comm.records if r.key[1] >= sim.warmup_steps]
     comm_time = sum(r.end_s - r.start_s for r in per_step) / sim.steps
     comm_bytes = (
-        sum(pricing.cost(r.op, r.nbytes, group).bytes_sent_per_rank for r in per_step) / sim.steps
+        sum(pricing.cost(r.op, r.nbytes, r.group).bytes_sent_per_rank for r in per_step) / sim.steps
     )
 
     tokens_per_step = job.global_batch * tr.seq_len
@@ -242,7 +293,7 @@ def run_job(job: Job, cost_model: CollectiveCostModel | None = None) -> RunResul
     return RunResult(
         system=sysm.name,
         model=shape.name,
-        strategy="ddp",
+        strategy=strategy_name(spec),
         nodes=job.nodes,
         devices=job.devices,
         global_batch=job.global_batch,
