@@ -101,9 +101,12 @@ class SimulationConfig(_Strict):
     warmup_steps: Annotated[int, Field(ge=0)] = 1
     seed: Annotated[int, Field(ge=0)] = 0
     compute_jitter_cv: Annotated[float, Field(ge=0, lt=1)] = 0.0
+    network: Literal["flow", "analytic"] = "flow"
 
     def to_spec(self) -> SimSpec:
-        return SimSpec(self.steps, self.warmup_steps, self.seed, self.compute_jitter_cv)
+        return SimSpec(
+            self.steps, self.warmup_steps, self.seed, self.compute_jitter_cv, network=self.network
+        )
 
 
 class ExperimentConfig(_Strict):

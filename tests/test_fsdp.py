@@ -1,0 +1,190 @@
+"""FSDP schedules: communication volume rules, limits, prefetch, memory, sharding variants."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from scaling.app.api import simulate
+from scaling.io.config import experiment_from_dict
+from scaling.model.collectives import CollectiveCost
+from scaling.model.fsdp import unit_params
+from scaling.model.memory import GRAD_BYTES
+from scaling.model.simulation import InfeasibleJobError, run_job
+from scaling.model.workload import get_preset
+
+
+def job(model="gpt3-350m", system="dgx-a100", nodes=4, training=None, **strategy):
+    cfg = {
+        "model": model,
+        "systems": [system],
+        "nodes": [nodes],
+        "strategy": {"kind": "fsdp", **strategy},
+        "training": training or {},
+    }
+    return experiment_from_dict(cfg).jobs()[0]
+
+
+@pytest.mark.parametrize(
+    ("sharding", "expected_units_of_psi"),
+    [
+        # FULL_SHARD: all-gather in forward (every unit), again in backward (every unit but the
+        # root, which PyTorch never reshards after forward), reduce-scatter of every unit.
+        ("full_shard", lambda psi, root: 3 * psi - root),
+        # SHARD_GRAD_OP: one all-gather per unit, one reduce-scatter.
+        ("shard_grad_op", lambda psi, root: 2 * psi),
+        # NO_SHARD: all-reduce of the gradients (2(p−1)/p), like DDP.
+        ("no_shard", lambda psi, root: 2 * psi),
+    ],
+)
+def test_bytes_per_rank_follow_the_standard_result(sharding, expected_units_of_psi) -> None:
+    j = job(sharding=sharding)
+    res = run_job(j)
+    p = j.devices
+    shape = j.shape
+    psi = shape.params() * GRAD_BYTES
+    root = unit_params(shape)[0] * GRAD_BYTES
+    expected = expected_units_of_psi(psi, root) * (p - 1) / p
+    print(f"\n{sharding}: {res.comm_bytes_per_rank / psi:.4f} Ψ per rank (p={p})")
+    assert res.comm_bytes_per_rank == pytest.approx(expected, rel=1e-9)
+
+
+def test_full_shard_is_about_1p5x_ddp() -> None:
+    fsdp = run_job(job(sharding="full_shard"))
+    ddp = simulate({"model": "gpt3-350m", "systems": ["dgx-a100"], "nodes": [4]})
+    ratio = fsdp.comm_bytes_per_rank / ddp.comm_bytes_per_rank
+    print(f"\nFULL_SHARD / DDP bytes per rank: {ratio:.3f}")
+    assert 1.4 < ratio <= 1.5
+
+
+class _Free:
+    def cost(self, op, nbytes, group):
+        return CollectiveCost(0.0, 0.0, float("inf"), None, "free", 0.0)
+
+
+class _Fixed:
+    def __init__(self, t: float) -> None:
+        self.t = t
+
+    def cost(self, op, nbytes, group):
+        return CollectiveCost(self.t, self.t, 1.0, None, "fixed", nbytes)
+
+
+@pytest.mark.parametrize("sharding", ["full_shard", "shard_grad_op", "hybrid_shard", "no_shard"])
+def test_free_network_gives_compute_time(sharding) -> None:
+    res = run_job(job(sharding=sharding), cost_model=_Free())
+    assert res.step_time_s == pytest.approx(res.compute_time_s, rel=1e-12)
+
+
+def _zero_compute(j):
+    dev = dataclasses.replace(
+        j.system.device,
+        peak_flops={k: 1e30 for k in j.system.device.peak_flops},
+        mem_bw_Bps=1e30,
+        kernel_launch_s=0.0,
+    )
+    return dataclasses.replace(j, system=dataclasses.replace(j.system, device=dev))
+
+
+@pytest.mark.parametrize("sharding", ["full_shard", "shard_grad_op", "no_shard"])
+def test_zero_compute_gives_serialized_communication(sharding) -> None:
+    t = 1e-3
+    j = _zero_compute(job(sharding=sharding))
+    res = run_job(j, cost_model=_Fixed(t))
+    assert res.compute_time_s < 1e-9
+    # one process group, one queue: every collective of the step back to back
+    assert res.step_time_s == pytest.approx(res.n_collectives_per_step * t, rel=1e-6)
+
+
+def test_ddp_zero_compute_gives_serialized_communication() -> None:
+    t = 1e-3
+    j = _zero_compute(
+        experiment_from_dict({"model": "gpt3-350m", "systems": ["dgx-a100"], "nodes": [4]}).jobs()[
+            0
+        ]
+    )
+    res = run_job(j, cost_model=_Fixed(t))
+    assert res.step_time_s == pytest.approx(res.n_collectives_per_step * t, rel=1e-6)
+
+
+def test_backward_prefetch_speeds_up_gpt3_175b() -> None:
+    times = {}
+    for pf in ("backward_pre", "none"):
+        r = run_job(
+            job(
+                "gpt3-175b",
+                nodes=64,
+                training={"micro_batch_size": 1, "activation_checkpointing": "full"},
+                backward_prefetch=pf,
+            )
+        )
+        times[pf] = r.step_time_s
+    speedup = times["none"] / times["backward_pre"] - 1
+    print(
+        f"\nGPT-3 175B FULL_SHARD on 512 A100: BACKWARD_PRE {times['backward_pre']:.2f} s, "
+        f"none {times['none']:.2f} s, speed-up {speedup:.1%} (FSDP paper: ~18%)"
+    )
+    assert speedup > 0.05
+
+
+def test_gpt3_175b_fits_with_full_shard_and_checkpointing_only() -> None:
+    ddp = {"model": "gpt3-175b", "systems": ["dgx-a100"], "nodes": [64]}
+    with pytest.raises(InfeasibleJobError, match="needs"):
+        simulate(ddp)
+    ok = run_job(
+        job(
+            "gpt3-175b",
+            nodes=64,
+            training={"micro_batch_size": 1, "activation_checkpointing": "full"},
+        )
+    )
+    assert ok.peak_mem_GiB < ok.mem_capacity_GiB
+    with pytest.raises(InfeasibleJobError, match=r"fsdp-full_shard on 512 devices needs"):
+        run_job(job("gpt3-175b", nodes=64, training={"micro_batch_size": 1}))
+
+
+def test_hybrid_shard_moves_less_across_nodes_than_full_shard() -> None:
+    # HSDP keeps all-gathers inside the node; only 1/g of the gradients cross nodes.
+    full = run_job(job(system="mlu370-x8", nodes=8, sharding="full_shard"))
+    hybrid = run_job(job(system="mlu370-x8", nodes=8, sharding="hybrid_shard"))
+    print(
+        f"\nmlu370-x8 x8 nodes: FULL_SHARD step {full.step_time_s:.3f} s, HYBRID {hybrid.step_time_s:.3f} s"
+    )
+    assert hybrid.step_time_s < full.step_time_s
+
+
+def test_fsdp_runs_are_deterministic_and_noise_reproducible() -> None:
+    j = job(sharding="hybrid_shard", nodes=2)
+    assert run_job(j) == run_job(j)
+    noisy = dataclasses.replace(j, sim=dataclasses.replace(j.sim, compute_jitter_cv=0.05, seed=3))
+    assert run_job(noisy) == run_job(noisy)
+    assert run_job(noisy).step_time_s > run_job(j).step_time_s
+
+
+def test_bucket_size_curve_is_u_shaped_on_mlu() -> None:
+    caps = [0.25, 25, 200, 4000]
+    steps = []
+    for cap in caps:
+        r = simulate(
+            {
+                "model": "gpt3-1.3b",
+                "systems": ["mlu370-x8"],
+                "nodes": [64],
+                "strategy": {"kind": "ddp", "bucket_cap_MB": cap},
+                "training": {"micro_batch_size": 4},
+                "simulation": {"steps": 1},
+            }
+        )
+        steps.append(r.step_time_s)
+    print("\nGPT-3 1.3B DDP, 64 mlu370-x8 nodes: bucket_cap_MB -> step (s)")
+    for c, s in zip(caps, steps, strict=True):
+        print(f"  {c:>7} MB  {s:.4f}")
+    best = min(steps)
+    assert steps[0] > best and steps[-1] > best
+    assert steps.index(best) not in (0, len(steps) - 1)
+
+
+def test_unit_parameters_sum_to_the_model() -> None:
+    shape = get_preset("gpt3-1.3b")
+    assert sum(unit_params(shape)) == shape.params()
