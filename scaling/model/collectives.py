@@ -257,6 +257,7 @@ class Communicator:
     runner: Runner
     simulated_ranks: int
     records: list[CollectiveRecord] = field(default_factory=list)
+    in_flight: int = 0  # collectives started and not yet completed
     _pending: dict[tuple, _Pending] = field(default_factory=dict)
 
     def call(
@@ -275,8 +276,10 @@ class Communicator:
             del self._pending[key]
             start = self.env.now
             done = pend.done
+            self.in_flight += 1
 
             def finish(ev: simpy.Event) -> None:
+                self.in_flight -= 1
                 rec = CollectiveRecord(
                     key, op, nbytes, group, start, self.env.now, str(ev.value or "")
                 )

@@ -19,11 +19,11 @@ from __future__ import annotations
 from collections.abc import Generator
 from dataclasses import dataclass, field
 
-import numpy as np
 import simpy
 
 from scaling.model.collectives import CollectiveOp, Communicator, Group
 from scaling.model.compute import MicroBatchCompute, PhaseCost
+from scaling.model.rank import ComputeStream
 from scaling.model.workload import TransformerShape
 from scaling.units import MiB
 
@@ -91,15 +91,6 @@ def ddp_buckets(shape: TransformerShape, spec: DDPSpec, grad_bytes: float) -> li
     return buckets
 
 
-@dataclass(slots=True)
-class RankLog:
-    """What one simulated rank did, per step: start/end times and compute-busy time (s)."""
-
-    step_start: list[float] = field(default_factory=list)
-    step_end: list[float] = field(default_factory=list)
-    compute_busy: list[float] = field(default_factory=list)
-
-
 @dataclass(frozen=True, slots=True)
 class DDPWork:
     """Everything a DDP rank needs, precomputed once per job."""
@@ -138,54 +129,35 @@ def ddp_rank(
     work: DDPWork,
     comm: Communicator,
     steps: int,
-    rng: np.random.Generator | None,
-    jitter_cv: float,
-    log: RankLog,
+    cs: ComputeStream,
 ) -> Generator[simpy.Event, object, None]:
     """SimPy process of one DDP rank for ``steps`` training steps."""
     mb, L = work.mb, work.n_layers
     fwd = mb.head_fwd.time_s + L * mb.block_fwd.time_s  # forward has no communication in DDP
-
-    def noisy(t: float) -> float:
-        # Per-phase multiplicative compute noise, seeded per rank (a run's own RNG).
-        if rng is None:
-            return t
-        return t * max(0.05, 1.0 + jitter_cv * float(rng.standard_normal()))
-
     for step in range(steps):
-        log.step_start.append(env.now)
-        busy = 0.0
+        cs.begin_step(step)
         for micro in range(work.grad_accum):
             sync = micro == work.grad_accum - 1
-            t = noisy(fwd)
-            yield env.timeout(t)
-            busy += t
+            yield from cs.run(fwd, "forward", micro=micro)
             ready = [env.event() for _ in work.buckets] if sync else []
             done = env.event()
             if sync:
                 env.process(_comm_stream(env, rank, step, work, comm, ready, done))
             stage_buckets = work.stage_buckets if (sync and work.spec.overlap) else {}
-            t = noisy(mb.head_bwd.time_s)
-            yield env.timeout(t)
-            busy += t
+            yield from cs.run(mb.head_bwd.time_s, "backward:head", micro=micro)
             for b in stage_buckets.get(0, ()):
                 ready[b].succeed()
             for k in range(1, L + 1):
-                t = noisy(mb.block_bwd.time_s)
-                yield env.timeout(t)
-                busy += t
+                yield from cs.run(mb.block_bwd.time_s, f"backward:block{L - k}", micro=micro)
                 for b in stage_buckets.get(k, ()):
                     ready[b].succeed()
             if sync:
                 if not work.spec.overlap:
                     for ev in ready:
                         ev.succeed()
-                yield done
-        t = noisy(work.optimizer.time_s)
-        yield env.timeout(t)
-        busy += t
-        log.step_end.append(env.now)
-        log.compute_busy.append(busy)
+                yield from cs.wait(done, "all_reduce")
+        yield from cs.run(work.optimizer.time_s, "optimizer")
+        cs.end_step()
 
 
 def _comm_stream(

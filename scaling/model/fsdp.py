@@ -31,13 +31,12 @@ from collections.abc import Generator
 from dataclasses import dataclass
 from enum import StrEnum
 
-import numpy as np
 import simpy
 
 from scaling.model.algorithms import CollectiveOp, Group
 from scaling.model.collectives import Communicator
 from scaling.model.compute import MicroBatchCompute, PhaseCost
-from scaling.model.ddp import RankLog
+from scaling.model.rank import ComputeStream
 from scaling.model.workload import TransformerShape
 
 
@@ -153,9 +152,7 @@ def fsdp_rank(
     work: FSDPWork,
     comm: Communicator,
     steps: int,
-    rng: np.random.Generator | None,
-    jitter_cv: float,
-    log: RankLog,
+    cs: ComputeStream,
 ) -> Generator[simpy.Event, object, None]:
     """SimPy process of one FSDP rank for ``steps`` training steps."""
     spec, mb = work.spec, work.mb
@@ -172,11 +169,6 @@ def fsdp_rank(
     n_units = len(work.units)
     limit = spec.limit_all_gathers or n_units + 1
 
-    def noisy(t: float) -> float:
-        if rng is None:
-            return t
-        return t * max(0.05, 1.0 + jitter_cv * float(rng.standard_normal()))
-
     def fwd_cost(u: int) -> float:
         return mb.head_fwd.time_s if u == 0 else mb.block_fwd.time_s
 
@@ -190,8 +182,7 @@ def fsdp_rank(
         return work.units[u] * spec.reduce_bytes
 
     for step in range(steps):
-        log.step_start.append(env.now)
-        busy = 0.0
+        cs.begin_step(step)
         pending_grad: list[simpy.Event] = []
         for micro in range(work.grad_accum):
             sync = micro == work.grad_accum - 1
@@ -212,10 +203,8 @@ def fsdp_rank(
                     )
             for u in order:
                 if sharded:
-                    yield gathered[u]
-                t = noisy(fwd_cost(u))
-                yield env.timeout(t)
-                busy += t
+                    yield from cs.wait(gathered[u], f"all_gather:unit{u}")
+                yield from cs.run(fwd_cost(u), f"forward:unit{u}", micro=micro)
                 if not reshard_fwd or u == 0:
                     continue  # SHARD_GRAD_OP keeps everything; the root is never resharded
                 freed[u].succeed()
@@ -236,10 +225,8 @@ def fsdp_rank(
                 if nxt is not None and spec.backward_prefetch is BackwardPrefetch.BACKWARD_PRE:
                     issue_ag(nxt)
                 if u in bgather:
-                    yield bgather[u]
-                t = noisy(bwd_cost(u))
-                yield env.timeout(t)
-                busy += t
+                    yield from cs.wait(bgather[u], f"all_gather:unit{u}")
+                yield from cs.run(bwd_cost(u), f"backward:unit{u}", micro=micro)
                 if nxt is not None and spec.backward_prefetch is BackwardPrefetch.BACKWARD_POST:
                     issue_ag(nxt)
                 if sync:
@@ -260,10 +247,6 @@ def fsdp_rank(
                             )
                         pending_grad.append(rs)
         for ev in pending_grad:
-            if not ev.processed:
-                yield ev
-        t = noisy(work.optimizer.time_s)
-        yield env.timeout(t)
-        busy += t
-        log.step_end.append(env.now)
-        log.compute_busy.append(busy)
+            yield from cs.wait(ev, "reduce_scatter" if sharded else "all_reduce")
+        yield from cs.run(work.optimizer.time_s, "optimizer")
+        cs.end_step()

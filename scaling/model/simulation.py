@@ -22,12 +22,13 @@ from scaling.model.collectives import (
     timed_runner,
 )
 from scaling.model.compute import ComputeModel, micro_batch_compute
-from scaling.model.ddp import DDPSpec, DDPWork, RankLog, ddp_buckets, ddp_rank
+from scaling.model.ddp import DDPSpec, DDPWork, ddp_buckets, ddp_rank
 from scaling.model.flowcoll import FlowCollectives
 from scaling.model.fsdp import FSDPSpec, FSDPWork, ShardingStrategy, fsdp_rank, unit_params
 from scaling.model.hardware import SystemSpec
 from scaling.model.memory import GRAD_BYTES, MemoryBreakdown, ddp_memory, fsdp_memory
 from scaling.model.metrics import exposed_share, overlap_fraction
+from scaling.model.rank import ComputeStream, RankLog
 from scaling.model.workload import Checkpointing, TransformerShape
 from scaling.units import GiB
 
@@ -249,17 +250,10 @@ def run_job(job: Job, cost_model: CollectiveCostModel | None = None) -> RunResul
     logs = [RankLog() for _ in range(n_sim)]
     for r in range(n_sim):
         rng = np.random.default_rng(seeds[r]) if noisy else None
-        env.process(
-            rank_process(
-                env,
-                r,
-                comm=comm,
-                steps=total_steps,
-                rng=rng,
-                jitter_cv=sim.compute_jitter_cv,
-                log=logs[r],
-            )
+        cs = ComputeStream(
+            env, comm, rng, sim.compute_jitter_cv, sysm.library.compute_interference, logs[r]
         )
+        env.process(rank_process(env, r, comm=comm, steps=total_steps, cs=cs))
     env.run()
 
     ends = np.array([lg.step_end for lg in logs])  # [ranks, steps]
