@@ -204,6 +204,127 @@ def collective(
         click.echo(f"wrote {out_file}")
 
 
+def _parse_ranks(text: str | None, devices: int) -> list[int]:
+    if not text:
+        return list(range(min(devices, 16)))
+    out: list[int] = []
+    for part in text.split(","):
+        lo, _, hi = part.partition("-")
+        try:
+            a, b = int(lo), int(hi or lo)
+        except ValueError:
+            _fail(f"--ranks {text!r}: expected ranks like 0-15 or 0,8,16")
+        if not 0 <= a <= b < devices:
+            _fail(f"--ranks {text!r}: ranks must lie in 0..{devices - 1}")
+        out += range(a, b + 1)
+    return sorted(set(out))
+
+
+def _one_job(config: Path, overrides: tuple[str, ...], what: str):
+    from dataclasses import replace
+
+    from scaling.io.config import load_experiment
+
+    exp = load_experiment(config, list(overrides))
+    jobs = exp.jobs()
+    if len(jobs) != 1:
+        _fail(
+            f"{config}: {what} needs one point but the config has {len(jobs)} (systems x nodes); "
+            "narrow it, e.g. --set systems=[mlu370-x8] --set nodes=[64]"
+        )
+    job = jobs[0]
+    # trace every rank when there are not too many: noise and HSDP groups differ per rank
+    if job.devices <= 512:
+        job = replace(job, sim=replace(job.sim, simulate_all_ranks=True))
+    return exp, job
+
+
+@main.command()
+@click.argument("config", type=click.Path(path_type=Path))
+@click.option(
+    "--out",
+    "out_file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    required=True,
+    help="Trace JSON to write.",
+)
+@click.option(
+    "--ranks", default=None, help="Ranks to include, e.g. 0-15 or 0,8 (default: the first 16)."
+)
+@click.option(
+    "--set", "overrides", multiple=True, metavar="PATH=VALUE", help="Override a config field."
+)
+@_user_errors
+def trace(config: Path, out_file: Path, ranks: str | None, overrides: tuple[str, ...]) -> None:
+    """Write one steady-state step as Chrome Trace Event JSON (open it in ui.perfetto.dev)."""
+    import json
+
+    from scaling.io.trace import chrome_trace
+    from scaling.model.simulation import run_job_detailed
+
+    exp, job = _one_job(config, overrides, "trace")
+    res, tl = run_job_detailed(job, trace=True)
+    chosen = _parse_ranks(ranks, job.devices)
+    step = len(res.steps) - 1
+    meta = {
+        "config_hash": exp.config_hash(),
+        "system": res.system,
+        "model": res.model,
+        "strategy": res.strategy,
+        "nodes": res.nodes,
+        "step": step,
+        "step_time_s": res.step_time_s,
+    }
+    doc = chrome_trace(tl, step, chosen, meta)
+    out_file.parent.mkdir(parents=True, exist_ok=True)
+    out_file.write_text(json.dumps(doc))
+    click.echo(
+        f"wrote {out_file}: step {step} of {res.system} x{res.nodes} nodes ({res.strategy}), "
+        f"{len(chosen)} ranks, {len(doc['traceEvents'])} events; open it in ui.perfetto.dev"
+    )
+
+
+@main.command()
+@click.argument("config", type=click.Path(path_type=Path))
+@click.option(
+    "--set", "overrides", multiple=True, metavar="PATH=VALUE", help="Override a config field."
+)
+@click.option(
+    "--top",
+    type=click.IntRange(min=0),
+    default=5,
+    show_default=True,
+    help="Most exposed collectives to list.",
+)
+@_user_errors
+def explain(config: Path, overrides: tuple[str, ...], top: int) -> None:
+    """Where each point's step went: compute, exposed communication by collective and tier."""
+    from scaling.app.api import feasibility_errors
+    from scaling.io.config import load_experiment
+    from scaling.model.explain import explain_step
+    from scaling.model.simulation import run_job_detailed
+
+    exp = load_experiment(config, list(overrides))
+    errs = feasibility_errors(exp)
+    if errs:
+        raise InfeasibleJobError("; ".join(errs))
+    for job in exp.jobs():
+        res, tl = run_job_detailed(job, trace=True)
+        b = explain_step(tl, len(res.steps) - 1)
+        click.echo(
+            f"{res.system} x{res.nodes} nodes ({res.devices} accel), {res.model}, {res.strategy}: "
+            f"step {b.step_s * 1e3:.2f} ms"
+        )
+        for label, t in b.parts():
+            click.echo(f"  {label:<40} {t * 1e3:10.2f} ms  {t / b.step_s:6.1%}")
+        total = sum(t for _, t in b.parts())
+        click.echo(f"  {'total':<40} {total * 1e3:10.2f} ms")
+        if top and b.exposed_by_collective:
+            click.echo("  most exposed collectives:")
+            for lab, t in sorted(b.exposed_by_collective.items(), key=lambda kv: -kv[1])[:top]:
+                click.echo(f"    {lab:<46} {t * 1e3:8.2f} ms")
+
+
 @main.command()
 @_user_errors
 def systems() -> None:

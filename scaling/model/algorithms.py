@@ -72,6 +72,13 @@ class Group:
             self.nodes, self.per_node, self.first_node, self.local_base + j * self.per_node
         )
 
+    def contains(self, device: int, devices_per_node: int) -> bool:
+        """Whether global device ``device`` is a rank of this group (of any of its lanes)."""
+        node, local = divmod(device, devices_per_node)
+        if not self.first_node <= node < self.first_node + self.nodes:
+            return False
+        return self.local_base <= local < self.local_base + self.per_node * self.lanes
+
     def devices(self, devices_per_node: int) -> np.ndarray:
         """Global device ids of the ranks, in rank order."""
         n = np.arange(self.first_node, self.first_node + self.nodes)

@@ -34,7 +34,7 @@ from scaling.model.algorithms import (
     busbw_factor,
 )
 from scaling.model.collectives import CollectiveCost
-from scaling.model.hardware import Protocol, SystemSpec
+from scaling.model.hardware import LinkClass, Protocol, SystemSpec
 from scaling.model.network import ClusterNetwork
 
 
@@ -49,6 +49,7 @@ class Choice:
     bw_s_per_byte: float  # Σ over phases of max(coeff/rate), seconds per byte of S
     scale: float  # bytes on the wire per byte of S from protocol and size ramp (≥ 1)
     wire_per_rank: float
+    bottleneck: str = ""  # link class of the slowest phase's bottleneck link
 
 
 class FlowCollectives:
@@ -63,7 +64,7 @@ class FlowCollectives:
         self.algos = Algorithms(system, self.lib.channels)
         self._sched: dict[tuple[str, CollectiveOp, Group], Schedule | None] = {}
         self._phase_pids: dict[int, np.ndarray] = {}
-        self._phase_k: dict[int, float] = {}
+        self._phase_k: dict[int, tuple[float, str]] = {}
         self._choice: dict[tuple[CollectiveOp, float, Group, str | None, str | None], Choice] = {}
 
     # ---- schedules and their uncontended cost --------------------------------------------
@@ -91,16 +92,32 @@ class FlowCollectives:
 
     def phase_seconds_per_byte(self, phase: Phase) -> float:
         """max over the phase's flows of coeff / rate with the phase alone on the network."""
-        k = self._phase_k.get(id(phase))
-        if k is None:
+        return self._phase_info(phase)[0]
+
+    def _phase_info(self, phase: Phase) -> tuple[float, str]:
+        """(max coeff/rate, link class of the slowest flow's bottleneck), phase alone; memoised."""
+        hit = self._phase_k.get(id(phase))
+        if hit is None:
             pids = self.path_ids(phase)
-            uniq, inv = np.unique(pids, return_inverse=True)
-            mult = np.bincount(inv, weights=phase.mult).astype(np.int64)
-            sol = self.net.solver.solve_arrays(uniq, mult)
-            rate = sol.rates[inv]
-            k = float(np.max(phase.coeff / rate)) if pids.size else 0.0
-            self._phase_k[id(phase)] = k
-        return k
+            if not pids.size:
+                hit = (0.0, "")
+            else:
+                uniq, inv = np.unique(pids, return_inverse=True)
+                mult = np.bincount(inv, weights=phase.mult).astype(np.int64)
+                sol = self.net.solver.solve_arrays(uniq, mult)
+                rate = sol.rates[inv]
+                ratio = phase.coeff / rate
+                slow = int(np.argmax(ratio))
+                # the slowest flow's bottleneck: its link with the least capacity per flow
+                load = np.zeros(self.net.n_links)
+                for pid, m in zip(uniq.tolist(), mult.tolist(), strict=True):
+                    load[self.net.solver.path_links(pid)] += m
+                links = self.net.solver.path_links(int(pids[slow]))
+                share = self.net.capacity[links] / load[links]
+                cls = self.cluster.links[int(links[int(np.argmin(share))])].cls.value
+                hit = (float(ratio[slow]), cls)
+            self._phase_k[id(phase)] = hit
+        return hit
 
     def _latency(self, sched: Schedule, proto: Protocol) -> float:
         steps = sum(n * proto.step_latency_s[c] for c, n in sched.steps.items())
@@ -132,7 +149,9 @@ class FlowCollectives:
             sched = self.schedule(name, op, group)
             if sched is None:
                 continue
-            k = sum(self.phase_seconds_per_byte(ph) for ph in sched.phases)
+            infos = [self._phase_info(ph) for ph in sched.phases]
+            k = sum(i[0] for i in infos)
+            neck = max(infos, key=lambda i: i[0])[1] if infos else ""
             # NCCL's tree runs below the bandwidth its edges allow (treeCorrectionFactor).
             algo_eff = self.lib.tree_bw_factor if name == "tree" else 1.0
             for proto in protos:
@@ -143,7 +162,9 @@ class FlowCollectives:
                     bw_time = max(bw_time, nbytes * busbw_factor(op, p) / proto.max_busbw_Bps)
                     scale = bw_time / (nbytes * k) if k > 0 else scale
                 lat = self._latency(sched, proto)
-                c = Choice(name, proto.name, lat + bw_time, lat, k, scale, sched.wire_per_rank)
+                c = Choice(
+                    name, proto.name, lat + bw_time, lat, k, scale, sched.wire_per_rank, neck
+                )
                 if best is None or c.time_s < best.time_s:
                     best = c
         if best is None:
@@ -165,7 +186,7 @@ class FlowCollectives:
             ch.time_s,
             ch.latency_s,
             busbw,
-            None,
+            LinkClass(ch.bottleneck) if ch.bottleneck else None,
             f"{ch.algorithm}/{ch.protocol}",
             ch.wire_per_rank * nbytes,
         )

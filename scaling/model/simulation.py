@@ -17,6 +17,7 @@ import simpy
 from scaling.model.collectives import (
     AnalyticCostModel,
     CollectiveCostModel,
+    CollectiveRecord,
     Communicator,
     Group,
     timed_runner,
@@ -205,8 +206,45 @@ def check_feasible(job: Job) -> MemoryBreakdown:
     return mem
 
 
+@dataclass(frozen=True)
+class Timeline:
+    """What happened in a run, for traces and explanations.
+
+    Attributes:
+        logs: per simulated rank (rank id = index), its steps and spans (when traced).
+        collectives: every collective, with its group and times (s).
+        bottleneck: link class that bounded each collective (by record key), where known.
+        devices_per_node: to place ranks on nodes.
+        all_ranks: every rank was simulated (else rank 0 stands for all identical ranks).
+    """
+
+    logs: tuple[RankLog, ...]
+    collectives: tuple[CollectiveRecord, ...]
+    bottleneck: dict[tuple, str]
+    devices_per_node: int
+    all_ranks: bool
+
+    def step_window(self, step: int) -> tuple[float, float]:
+        """Start and end (s) of ``step`` across the simulated ranks."""
+        return (
+            min(lg.step_start[step] for lg in self.logs),
+            max(lg.step_end[step] for lg in self.logs),
+        )
+
+    def rank_collectives(self, rank: int) -> list[CollectiveRecord]:
+        """Collectives rank ``rank`` took part in."""
+        return [r for r in self.collectives if r.group.contains(rank, self.devices_per_node)]
+
+
 def run_job(job: Job, cost_model: CollectiveCostModel | None = None) -> RunResult:
     """Simulate ``job`` and return its steady-state metrics."""
+    return run_job_detailed(job, cost_model)[0]
+
+
+def run_job_detailed(
+    job: Job, cost_model: CollectiveCostModel | None = None, trace: bool = False
+) -> tuple[RunResult, Timeline]:
+    """Simulate ``job``; return its metrics and its timeline (spans recorded when ``trace``)."""
     mem = check_feasible(job)
     sysm, shape, tr, sim = job.system, job.shape, job.training, job.sim
     cm = ComputeModel(sysm.device, tr.dtype)
@@ -247,7 +285,7 @@ def run_job(job: Job, cost_model: CollectiveCostModel | None = None) -> RunResul
     comm = Communicator(env, runner, n_sim)
     seeds = np.random.SeedSequence(sim.seed).spawn(n_sim)
     total_steps = sim.warmup_steps + sim.steps
-    logs = [RankLog() for _ in range(n_sim)]
+    logs = [RankLog(spans=[] if trace else None) for _ in range(n_sim)]
     for r in range(n_sim):
         rng = np.random.default_rng(seeds[r]) if noisy else None
         cs = ComputeStream(
@@ -269,7 +307,9 @@ def run_job(job: Job, cost_model: CollectiveCostModel | None = None) -> RunResul
     compute = float(busy[measured].mean())
     exposed = max(step_time - compute, 0.0)
 
-    per_step = [r for r in comm.records if r.key[1] >= sim.warmup_steps]
+    # rank 0's collectives (other nodes' HSDP shard groups are their own business)
+    mine = [r for r in comm.records if r.group.contains(0, sysm.devices_per_node)]
+    per_step = [r for r in mine if r.key[1] >= sim.warmup_steps]
     comm_time = sum(r.end_s - r.start_s for r in per_step) / sim.steps
     comm_bytes = (
         sum(pricing.cost(r.op, r.nbytes, r.group).bytes_sent_per_rank for r in per_step) / sim.steps
@@ -284,7 +324,17 @@ def run_job(job: Job, cost_model: CollectiveCostModel | None = None) -> RunResul
         + opt.bytes
     )
     dev = sysm.device
-    return RunResult(
+    timeline = Timeline(
+        tuple(logs),
+        tuple(comm.records),
+        {
+            r.key: str(pricing.cost(r.op, r.nbytes, r.group).bottleneck or "")
+            for r in (comm.records if trace else ())
+        },
+        sysm.devices_per_node,
+        n_sim == group.size,
+    )
+    result = RunResult(
         system=sysm.name,
         model=shape.name,
         strategy=strategy_name(spec),
@@ -308,3 +358,4 @@ def run_job(job: Job, cost_model: CollectiveCostModel | None = None) -> RunResul
         mem_bw_util=compute_bytes / (step_time * dev.mem_bw_Bps),
         steps=records,
     )
+    return result, timeline

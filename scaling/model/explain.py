@@ -1,0 +1,115 @@
+"""Where a step went: compute, exposed communication by collective and network tier, idle.
+
+Built from one rank's timeline (spans of its compute stream, and the collectives it took part
+in). A wait of the compute stream on communication is *exposed* time; it is split among the
+collectives in flight during it, equally at each instant (a wait with none in flight — waiting
+for slower ranks to arrive at a collective — counts as ``waiting for other ranks``). The parts add
+up to the rank's step time exactly.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+
+from scaling.model.collectives import CollectiveRecord
+from scaling.model.simulation import Timeline
+
+
+@dataclass
+class Breakdown:
+    """Seconds of one step of one rank, by part; ``exposed`` keyed by (op, tier)."""
+
+    step_s: float
+    forward_s: float = 0.0
+    backward_s: float = 0.0
+    optimizer_s: float = 0.0
+    other_compute_s: float = 0.0
+    exposed: dict[tuple[str, str], float] = field(default_factory=dict)
+    waiting_for_ranks_s: float = 0.0
+    idle_s: float = 0.0
+    exposed_by_collective: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def compute_s(self) -> float:
+        return self.forward_s + self.backward_s + self.optimizer_s + self.other_compute_s
+
+    @property
+    def exposed_s(self) -> float:
+        return sum(self.exposed.values()) + self.waiting_for_ranks_s
+
+    def parts(self) -> list[tuple[str, float]]:
+        """(label, seconds) rows that add up to ``step_s``."""
+        rows = [
+            ("compute: forward", self.forward_s),
+            ("compute: backward", self.backward_s),
+            ("compute: optimizer", self.optimizer_s),
+        ]
+        if self.other_compute_s:
+            rows.append(("compute: other", self.other_compute_s))
+        for (op, tier), t in sorted(self.exposed.items(), key=lambda kv: -kv[1]):
+            rows.append((f"exposed {op} ({tier or 'unknown'} bound)", t))
+        if self.waiting_for_ranks_s:
+            rows.append(("waiting for other ranks", self.waiting_for_ranks_s))
+        rows.append(("idle", self.idle_s))
+        return rows
+
+
+def _label(rec: CollectiveRecord) -> str:
+    k = rec.key
+    if k[0] == "ddp":
+        return f"bucket {k[2]} ({rec.nbytes / 2**20:.1f} MiB all_reduce)"
+    if k[0] == "ag":
+        return f"unit {k[4]} all_gather ({'forward' if k[3] == 'f' else 'backward'})"
+    if k[0] == "grad":
+        return f"unit {k[3]} {rec.op.value}"
+    if k[0] == "rep":
+        return f"unit {k[3]} all_reduce across nodes"
+    return str(k)
+
+
+def explain_step(timeline: Timeline, step: int, rank: int = 0) -> Breakdown:
+    """Break rank ``rank``'s step ``step`` into parts (requires a traced timeline)."""
+    log = timeline.logs[rank if timeline.all_ranks else 0]
+    if log.spans is None:
+        raise ValueError("explain_step needs a timeline recorded with trace=True")
+    start, end = log.step_start[step], log.step_end[step]
+    out = Breakdown(step_s=end - start)
+    colls = [r for r in timeline.rank_collectives(rank) if r.end_s > start and r.start_s < end]
+    covered = 0.0
+    for sp in log.spans:
+        if sp.step != step:
+            continue
+        dur = sp.end_s - sp.start_s
+        covered += dur
+        if sp.name.startswith("forward"):
+            out.forward_s += dur
+        elif sp.name.startswith("backward"):
+            out.backward_s += dur
+        elif sp.name == "optimizer":
+            out.optimizer_s += dur
+        elif sp.name.startswith("wait:"):
+            _split_wait(sp.start_s, sp.end_s, colls, timeline, out)
+        else:
+            out.other_compute_s += dur
+    out.idle_s = max(out.step_s - covered, 0.0)
+    return out
+
+
+def _split_wait(
+    a: float, b: float, colls: list[CollectiveRecord], tl: Timeline, out: Breakdown
+) -> None:
+    active = [r for r in colls if r.end_s > a and r.start_s < b]
+    cuts = sorted({a, b, *(t for r in active for t in (r.start_s, r.end_s) if a < t < b)})
+    for lo, hi in itertools.pairwise(cuts):
+        mid = 0.5 * (lo + hi)
+        now = [r for r in active if r.start_s <= mid < r.end_s]
+        if not now:
+            out.waiting_for_ranks_s += hi - lo
+            continue
+        share = (hi - lo) / len(now)
+        for r in now:
+            key = (r.op.value, tl.bottleneck.get(r.key, ""))
+            out.exposed[key] = out.exposed.get(key, 0.0) + share
+            lab = _label(r)
+            out.exposed_by_collective[lab] = out.exposed_by_collective.get(lab, 0.0) + share
