@@ -48,6 +48,7 @@ def main() -> None:
 def _format_table(df: Any) -> str:
     cols = [
         ("system", "system", "{}"),
+        ("strategy", "strategy", "{}"),
         ("nodes", "nodes", "{:d}"),
         ("devices", "accel", "{:d}"),
         ("step_time_s", "step (s)", "{:.4f}"),
@@ -74,17 +75,25 @@ def _format_table(df: Any) -> str:
 
 
 def _gap_summary(df: Any) -> list[str]:
-    """At the largest node count every system reached: each system's efficiency vs the best."""
+    """At the largest node count: each system's efficiency vs the best, per strategy."""
     top = df["nodes"].max()
-    last = df[df["nodes"] == top].sort_values("scaling_efficiency", ascending=False)
-    if len(last) < 2:
-        return []
-    best = last.iloc[0]
-    out = [f"At {top} nodes, scaling efficiency (1.000 = perfect weak scaling):"]
-    for _, r in last.iterrows():
-        gap = (r["scaling_efficiency"] - best["scaling_efficiency"]) * 100
-        rel = "" if r["system"] == best["system"] else f"  ({gap:+.1f} points vs {best['system']})"
-        out.append(f"  {r['system']:<12} {r['scaling_efficiency']:.3f}{rel}")
+    out: list[str] = []
+    for strategy, g in df[df["nodes"] == top].groupby("strategy", sort=False):
+        last = g.sort_values("scaling_efficiency", ascending=False)
+        if len(last) < 2:
+            continue
+        best = last.iloc[0]
+        out.append(
+            f"At {top} nodes with {strategy}, scaling efficiency (1.000 = perfect weak scaling):"
+        )
+        for _, r in last.iterrows():
+            gap = (r["scaling_efficiency"] - best["scaling_efficiency"]) * 100
+            rel = (
+                ""
+                if r["system"] == best["system"]
+                else f"  ({gap:+.1f} points vs {best['system']})"
+            )
+            out.append(f"  {r['system']:<12} {r['scaling_efficiency']:.3f}{rel}")
     return out
 
 
@@ -118,7 +127,8 @@ def run(config: Path, out_dir: Path | None, overrides: tuple[str, ...], no_plot:
     h = exp.config_hash()
     paths = write_outputs(out, res.table, exp.resolved(), h)
     click.echo(
-        f"{exp.config.name}: {exp.config.model}, {exp.config.strategy.kind.upper()}, "
+        f"{exp.config.name}: {exp.config.model}, "
+        f"{'/'.join(sorted({st.kind.upper() for st in exp.config.all_strategies()}))}, "
         f"micro-batch {exp.config.training.micro_batch_size} x seq {exp.config.training.seq_len}"
         f" per accelerator (weak scaling); config hash {h}"
     )

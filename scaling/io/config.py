@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from scaling.io.errors import ConfigError, LineMap, read_yaml, validate
 from scaling.io.topology import LoadedSystem, load_system
@@ -82,6 +82,7 @@ class TrainingConfig(_Strict):
     dtype: Literal["bf16", "fp16", "fp32", "tf32", "fp8"] = "bf16"
     activation_checkpointing: Checkpointing = Checkpointing.NONE
     flash_attention: bool = True
+    token_budget: Annotated[float, Field(gt=0)] | None = None  # default: 20 tokens per parameter
 
     def to_spec(self) -> TrainingSpec:
         return TrainingSpec(
@@ -91,6 +92,7 @@ class TrainingConfig(_Strict):
             self.dtype,
             self.activation_checkpointing,
             self.flash_attention,
+            self.token_budget,
         )
 
 
@@ -118,6 +120,13 @@ class ExperimentConfig(_Strict):
     systems: Annotated[list[str], Field(min_length=1)]
     nodes: Annotated[list[PosInt], Field(min_length=1)]
     strategy: Annotated[DDPConfig | FSDPConfig, Field(discriminator="kind")] = DDPConfig()
+    strategies: (
+        Annotated[
+            list[Annotated[DDPConfig | FSDPConfig, Field(discriminator="kind")]],
+            Field(min_length=1),
+        ]
+        | None
+    ) = None
     training: TrainingConfig = TrainingConfig()
     simulation: SimulationConfig = SimulationConfig()
 
@@ -127,6 +136,16 @@ class ExperimentConfig(_Strict):
         if v not in PRESETS:
             raise ValueError(f"a known model preset ({', '.join(PRESETS)})")
         return v
+
+    @model_validator(mode="after")
+    def _one_strategy_field(self) -> ExperimentConfig:
+        if self.strategies is not None and "strategy" in self.model_fields_set:
+            raise ValueError("give either 'strategy' or 'strategies' (a list), not both")
+        return self
+
+    def all_strategies(self) -> list[DDPConfig | FSDPConfig]:
+        """The strategies to run: ``strategies`` if given, else the one ``strategy``."""
+        return list(self.strategies) if self.strategies is not None else [self.strategy]
 
     @field_validator("systems", "nodes", mode="before")
     @classmethod
@@ -189,22 +208,24 @@ class LoadedExperiment:
                 raise
 
     def jobs(self) -> list[Job]:
-        """One job per (system, nodes), systems in config order, nodes ascending."""
+        """One job per (system, strategy, nodes): systems and strategies in config order, nodes
+        ascending."""
         cfg = self.config
         shape = get_preset(cfg.model)
         out = []
         for name in cfg.systems:
-            for n in sorted(set(cfg.nodes)):
-                out.append(
-                    Job(
-                        system=self.systems[name].spec,
-                        shape=shape,
-                        nodes=n,
-                        training=cfg.training.to_spec(),
-                        strategy=cfg.strategy.to_spec(),
-                        sim=cfg.simulation.to_spec(),
+            for strat in cfg.all_strategies():
+                for n in sorted(set(cfg.nodes)):
+                    out.append(
+                        Job(
+                            system=self.systems[name].spec,
+                            shape=shape,
+                            nodes=n,
+                            training=cfg.training.to_spec(),
+                            strategy=strat.to_spec(),
+                            sim=cfg.simulation.to_spec(),
+                        )
                     )
-                )
         return out
 
     def resolved(self) -> dict[str, Any]:
@@ -230,10 +251,16 @@ class LoadedExperiment:
 
 
 def _default_strategy_kind(data: dict[str, Any]) -> dict[str, Any]:
-    """``strategy.kind`` may be left out for DDP, the default strategy."""
+    """``kind`` may be left out for DDP, the default strategy."""
     strat = data.get("strategy")
     if isinstance(strat, dict) and "kind" not in strat:
         data = {**data, "strategy": {"kind": "ddp", **strat}}
+    strats = data.get("strategies")
+    if isinstance(strats, list):
+        fixed = [
+            {"kind": "ddp", **x} if isinstance(x, dict) and "kind" not in x else x for x in strats
+        ]
+        data = {**data, "strategies": fixed}
     return data
 
 

@@ -445,7 +445,10 @@ def micro_batch_compute(
     if checkpointing is Checkpointing.FULL:
         block_bwd = block_bwd + block_fwd
     elif checkpointing is Checkpointing.SELECTIVE:
-        attn = [op for op in fwd_ops if op.name.startswith("attn")]
+        # Selective recompute re-runs the attention core (scores, softmax, dropout, A·V) in
+        # backward. With a fused flash kernel ("attention") its backward already recomputes the
+        # scores, so there is nothing more to re-run: only the unfused "attn.*" ops count.
+        attn = [op for op in fwd_ops if op.name.startswith("attn.")]
         block_bwd = block_bwd + cm.cost(attn)
     head_ops = head_forward_ops(shape, micro_batch, seq, e)
     head_fwd = cm.cost(head_ops)

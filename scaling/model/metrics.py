@@ -74,6 +74,24 @@ METRICS: dict[str, Metric] = {
             "1",
             "bytes moved to/from device memory by compute / (step_time_s · peak memory bandwidth)",
         ),
+        Metric(
+            "avg_power_per_device_W",
+            "W",
+            "idle + (busy − idle) · compute_time_s/step_time_s, plus the node's non-accelerator "
+            "power divided among its accelerators",
+        ),
+        Metric(
+            "energy_per_token_J",
+            "J",
+            "avg_power_per_device_W / tokens_per_s_per_device",
+        ),
+        Metric(
+            "cost_per_million_tokens_USD",
+            "USD",
+            "price per accelerator-hour / 3600 / tokens_per_s_per_device · 1e6",
+        ),
+        Metric("token_budget", "tokens", "tokens to train for (default 20 per parameter)"),
+        Metric("time_to_train_h", "h", "token_budget / tokens_per_s / 3600"),
     )
 }
 
@@ -95,3 +113,26 @@ def overlap_fraction(exposed_s: float, comm_s: float) -> float:
     if comm_s <= 0:
         return 1.0
     return min(max(1.0 - exposed_s / comm_s, 0.0), 1.0)
+
+
+def average_power_per_device(
+    idle_W: float, busy_W: float, compute_share: float, overhead_W: float
+) -> float:
+    """Average electrical power of one accelerator and its share of the node, W."""
+    share = min(max(compute_share, 0.0), 1.0)
+    return idle_W + (busy_W - idle_W) * share + overhead_W
+
+
+def energy_per_token(power_W: float, tokens_per_s_per_device: float) -> float:
+    """Joules per token."""
+    return power_W / tokens_per_s_per_device
+
+
+def cost_per_million_tokens(price_per_hour: float, tokens_per_s_per_device: float) -> float:
+    """Currency per million tokens from the accelerator's hourly price."""
+    return price_per_hour / 3600.0 / tokens_per_s_per_device * 1e6
+
+
+def time_to_train_h(token_budget: float, tokens_per_s: float) -> float:
+    """Hours to process ``token_budget`` tokens at the cluster's throughput."""
+    return token_budget / tokens_per_s / 3600.0

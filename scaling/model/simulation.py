@@ -28,7 +28,14 @@ from scaling.model.flowcoll import FlowCollectives
 from scaling.model.fsdp import FSDPSpec, FSDPWork, ShardingStrategy, fsdp_rank, unit_params
 from scaling.model.hardware import SystemSpec
 from scaling.model.memory import GRAD_BYTES, MemoryBreakdown, ddp_memory, fsdp_memory
-from scaling.model.metrics import exposed_share, overlap_fraction
+from scaling.model.metrics import (
+    average_power_per_device,
+    cost_per_million_tokens,
+    energy_per_token,
+    exposed_share,
+    overlap_fraction,
+    time_to_train_h,
+)
 from scaling.model.rank import ComputeStream, RankLog
 from scaling.model.workload import Checkpointing, TransformerShape
 from scaling.units import GiB
@@ -49,6 +56,8 @@ class TrainingSpec:
         dtype: compute dtype (``bf16``, ``fp16`` …).
         checkpointing: activation checkpointing mode.
         flash_attention: fused attention kernel (no s×s activations stored or streamed).
+        token_budget: tokens to train for the time-to-train metric; None = 20 per parameter
+            (the compute-optimal ratio of Hoffmann et al. 2022).
     """
 
     micro_batch: int
@@ -57,6 +66,7 @@ class TrainingSpec:
     dtype: str = "bf16"
     checkpointing: Checkpointing = Checkpointing.NONE
     flash_attention: bool = True
+    token_budget: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,6 +148,11 @@ class RunResult:
     peak_mem_GiB: float
     mem_capacity_GiB: float
     mem_bw_util: float
+    avg_power_per_device_W: float
+    energy_per_token_J: float
+    cost_per_million_tokens_USD: float
+    token_budget: float
+    time_to_train_h: float
     steps: tuple[StepRecord, ...] = field(default=())
 
     def scalars(self) -> dict[str, float | int | str]:
@@ -324,6 +339,13 @@ def run_job_detailed(
         + opt.bytes
     )
     dev = sysm.device
+    power = average_power_per_device(
+        dev.power_idle_W,
+        dev.power_busy_W,
+        compute / step_time,
+        sysm.node_power_overhead_W / sysm.devices_per_node,
+    )
+    budget = tr.token_budget or 20.0 * shape.params()
     timeline = Timeline(
         tuple(logs),
         tuple(comm.records),
@@ -356,6 +378,11 @@ def run_job_detailed(
         peak_mem_GiB=mem.total / GiB,
         mem_capacity_GiB=dev.mem_bytes / GiB,
         mem_bw_util=compute_bytes / (step_time * dev.mem_bw_Bps),
+        avg_power_per_device_W=power,
+        energy_per_token_J=energy_per_token(power, tps / job.devices),
+        cost_per_million_tokens_USD=cost_per_million_tokens(dev.price_per_hour, tps / job.devices),
+        token_budget=budget,
+        time_to_train_h=time_to_train_h(budget, tps),
         steps=records,
     )
     return result, timeline
