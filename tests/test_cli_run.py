@@ -35,7 +35,9 @@ def test_run_main_config_writes_outputs(repo, tmp_path) -> None:
         assert col in res.output
     assert "points vs dgx-a100" in res.output
     df = pd.read_csv(out / "results.csv")
-    assert len(df) == 6 and set(df.system) == {"dgx-a100", "mlu370-x8"}
+    # 2 systems x 2 strategies (DDP, FSDP) x 3 node counts
+    assert len(df) == 12 and set(df.system) == {"dgx-a100", "mlu370-x8"}
+    assert set(df.strategy) == {"ddp", "fsdp-full_shard"}
     assert df.config_hash.nunique() == 1
     resolved = yaml.safe_load((out / "resolved_config.yaml").read_text())
     assert resolved["config_hash"] == df.config_hash.iloc[0]
