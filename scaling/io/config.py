@@ -83,6 +83,7 @@ class TrainingConfig(_Strict):
     activation_checkpointing: Checkpointing = Checkpointing.NONE
     flash_attention: bool = True
     token_budget: Annotated[float, Field(gt=0)] | None = None  # default: 20 tokens per parameter
+    sparsity: bool = False  # weight GEMMs on the structured-sparsity engine (device's speed-up)
 
     def to_spec(self) -> TrainingSpec:
         return TrainingSpec(
@@ -93,6 +94,7 @@ class TrainingConfig(_Strict):
             self.activation_checkpointing,
             self.flash_attention,
             self.token_budget,
+            self.sparsity,
         )
 
 

@@ -89,6 +89,7 @@ class DeviceSchema(_Strict):
     price_per_hour_USD: PosQ
     can_train: bool = True
     cannot_train_reason: str = ""
+    sparsity_speedup: OversubQ | None = None
 
 
 class FabricSchema(_Strict):
@@ -311,6 +312,7 @@ def to_system_spec(s: SystemSchema, lib: LibrarySchema) -> SystemSpec:
         price_per_hour=d.price_per_hour_USD.value,
         can_train=d.can_train,
         cannot_train_reason=d.cannot_train_reason,
+        sparsity_speedup=d.sparsity_speedup.value if d.sparsity_speedup else 1.0,
     )
     devices = n.devices.value
     fabric = FabricSpec(

@@ -328,14 +328,19 @@ def head_forward_ops(
 class ComputeModel:
     """Times ops on one device with the roofline in the module docstring."""
 
-    def __init__(self, device: DeviceSpec, dtype: str, *, sustained: bool = True) -> None:
+    def __init__(
+        self, device: DeviceSpec, dtype: str, *, sustained: bool = True, sparse: bool = False
+    ) -> None:
         """``sustained``: time GEMMs at the training-loop rate (:data:`SUSTAINED_MATMUL_FRACTION`
-        of the burst rate); ``False`` times an isolated kernel the way a MAMF benchmark does."""
+        of the burst rate); ``False`` times an isolated kernel the way a MAMF benchmark does.
+        ``sparse``: weight GEMMs run on the device's structured-sparsity engine, at
+        ``peak × device.sparsity_speedup`` (attention and element-wise ops stay dense)."""
         self.device = device
         self.dtype = dtype
         self.dtype_bytes = DTYPE_BYTES[dtype]
         self.sustained = sustained
         self._peak = device.peak(dtype)
+        self._gemm_peak = self._peak * (device.sparsity_speedup if sparse else 1.0)
         self._best = device.matmul_efficiency
         self._gemm_scale = SUSTAINED_MATMUL_FRACTION if sustained else 1.0
         # Non-matmul FLOPs run on vector units; they are never the bound for these ops in
@@ -367,7 +372,8 @@ class ComputeModel:
         """Roofline time of one kernel, s."""
         t_mem = op.bytes / self._mem_rate
         if op.matmul:
-            t = max(self.executed_flops(op) / (self._peak * self.efficiency(op)), t_mem)
+            peak = self._gemm_peak if op.gemm is not None else self._peak
+            t = max(self.executed_flops(op) / (peak * self.efficiency(op)), t_mem)
         else:
             t = t_mem
         return t + self.device.kernel_launch_s

@@ -44,6 +44,8 @@ class DeviceSpec:
         power_idle_W / power_busy_W: board power when idle / when computing, W.
         price_per_hour: cost of one accelerator for one hour (currency of the catalog, USD).
         can_train: False for inference-only parts; ``cannot_train_reason`` says why.
+        sparsity_speedup: GEMM speed-up of the structured-sparsity engine (A100 2:4 sparsity:
+            2×); used only when a job asks for sparse training.
     """
 
     name: str
@@ -59,6 +61,7 @@ class DeviceSpec:
     price_per_hour: float
     can_train: bool = True
     cannot_train_reason: str = ""
+    sparsity_speedup: float = 1.0
 
     def peak(self, dtype: str) -> float:
         """Dense peak FLOP/s for ``dtype``; raises ``KeyError`` naming the dtypes it has."""

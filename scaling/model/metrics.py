@@ -75,6 +75,11 @@ METRICS: dict[str, Metric] = {
             "bytes moved to/from device memory by compute / (step_time_s · peak memory bandwidth)",
         ),
         Metric(
+            "avg_board_power_W",
+            "W",
+            "accelerator board power: idle + (busy − idle) · compute_time_s/step_time_s",
+        ),
+        Metric(
             "avg_power_per_device_W",
             "W",
             "idle + (busy − idle) · compute_time_s/step_time_s, plus the node's non-accelerator "

@@ -58,6 +58,8 @@ class TrainingSpec:
         flash_attention: fused attention kernel (no s×s activations stored or streamed).
         token_budget: tokens to train for the time-to-train metric; None = 20 per parameter
             (the compute-optimal ratio of Hoffmann et al. 2022).
+        sparsity: run weight GEMMs on the structured-sparsity engine (the device's
+            ``sparsity_speedup``); model FLOPs and MFU stay dense.
     """
 
     micro_batch: int
@@ -67,6 +69,7 @@ class TrainingSpec:
     checkpointing: Checkpointing = Checkpointing.NONE
     flash_attention: bool = True
     token_budget: float | None = None
+    sparsity: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,6 +151,7 @@ class RunResult:
     peak_mem_GiB: float
     mem_capacity_GiB: float
     mem_bw_util: float
+    avg_board_power_W: float
     avg_power_per_device_W: float
     energy_per_token_J: float
     cost_per_million_tokens_USD: float
@@ -262,7 +266,7 @@ def run_job_detailed(
     """Simulate ``job``; return its metrics and its timeline (spans recorded when ``trace``)."""
     mem = check_feasible(job)
     sysm, shape, tr, sim = job.system, job.shape, job.training, job.sim
-    cm = ComputeModel(sysm.device, tr.dtype)
+    cm = ComputeModel(sysm.device, tr.dtype, sparse=tr.sparsity)
     mb = micro_batch_compute(
         cm, shape, tr.micro_batch, tr.seq_len, tr.checkpointing, tr.flash_attention
     )
@@ -378,6 +382,7 @@ def run_job_detailed(
         peak_mem_GiB=mem.total / GiB,
         mem_capacity_GiB=dev.mem_bytes / GiB,
         mem_bw_util=compute_bytes / (step_time * dev.mem_bw_Bps),
+        avg_board_power_W=power - sysm.node_power_overhead_W / sysm.devices_per_node,
         avg_power_per_device_W=power,
         energy_per_token_J=energy_per_token(power, tps / job.devices),
         cost_per_million_tokens_USD=cost_per_million_tokens(dev.price_per_hour, tps / job.devices),
