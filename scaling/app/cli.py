@@ -294,6 +294,55 @@ def trace(config: Path, out_file: Path, ranks: str | None, overrides: tuple[str,
     )
 
 
+def _explain_vs(
+    config: Path,
+    overrides: tuple[str, ...],
+    vs: tuple[str, str],
+    nodes: str | None,
+    out: Path | None,
+) -> None:
+    """Shapley attribution of the throughput gap between two systems (see model.attribution)."""
+    from dataclasses import replace
+
+    from scaling.io.attribution_plot import plot_attribution
+    from scaling.io.config import load_experiment
+    from scaling.io.topology import load_system
+    from scaling.model.attribution import COMPONENTS, attribute
+    from scaling.model.simulation import strategy_name
+
+    a_name, b_name = vs
+    exp = load_experiment(config, [*overrides, f"systems=[{a_name}]"])
+    base = exp.jobs()[0]
+    a, b = load_system(a_name).spec, load_system(b_name).spec
+    try:
+        counts = [int(x) for x in nodes.split(",")] if nodes else sorted(set(exp.config.nodes))
+    except ValueError:
+        _fail(f"--nodes {nodes!r}: expected a comma list of node counts, e.g. 1,8,64,256")
+    if any(c < 1 for c in counts):
+        _fail(f"--nodes {nodes!r}: node counts must be >= 1")
+    results = [attribute(replace(base, nodes=n), a, b) for n in counts]
+    click.echo(
+        f"{b_name} vs {a_name}: {base.shape.name}, {strategy_name(base.strategy)}; per-device "
+        "throughput (tokens/s) and each component's Shapley part of the gap (share)"
+    )
+    head = f"{'component':<22}" + "".join(f"{str(r.nodes) + ' nodes':>17}" for r in results)
+    click.echo(head)
+    click.echo("-" * len(head))
+    click.echo(f"{a_name:<22}" + "".join(f"{r.value_a:>17,.0f}" for r in results))
+    click.echo(f"{b_name:<22}" + "".join(f"{r.value_b:>17,.0f}" for r in results))
+    click.echo(f"{'gap':<22}" + "".join(f"{r.gap:>17,.0f}" for r in results))
+    for comp in COMPONENTS:
+        cells = "".join(f"{r.parts[comp]:>10,.0f} {r.shares().get(comp, 0):>6.1%}" for r in results)
+        click.echo(f"{comp:<22}{cells}")
+    net = ("scale-up link", "scale-out network", "collective library")
+    inter = [sum(r.shares().get(c, 0) for c in net) for r in results]
+    click.echo(f"{'interconnect+library':<22}" + "".join(f"{x:>17.1%}" for x in inter))
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        png = plot_attribution(results, out / f"attribution_{a_name}_vs_{b_name}.png")
+        click.echo(f"wrote {png}")
+
+
 @main.command()
 @click.argument("config", type=click.Path(path_type=Path))
 @click.option(
@@ -306,9 +355,35 @@ def trace(config: Path, out_file: Path, ranks: str | None, overrides: tuple[str,
     show_default=True,
     help="Most exposed collectives to list.",
 )
+@click.option(
+    "--vs", nargs=2, default=None, metavar="A B", help="Attribute the gap between systems A and B."
+)
+@click.option("--nodes", default=None, help="With --vs: node counts, e.g. 1,8,64,256.")
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="With --vs: folder for the bar chart.",
+)
 @_user_errors
-def explain(config: Path, overrides: tuple[str, ...], top: int) -> None:
-    """Where each point's step went: compute, exposed communication by collective and tier."""
+def explain(
+    config: Path,
+    overrides: tuple[str, ...],
+    top: int,
+    vs: tuple[str, str] | None,
+    nodes: str | None,
+    out_dir: Path | None,
+) -> None:
+    """Where each point's step went (compute, exposed communication by collective and tier).
+
+    With --vs A B: why B trails A — the per-device throughput gap split into peak compute,
+    memory bandwidth, memory capacity, scale-up link, scale-out network and collective library by
+    Shapley values over swapping those components between the systems.
+    """
+    if vs:
+        _explain_vs(config, overrides, vs, nodes, out_dir)
+        return
     from scaling.app.api import feasibility_errors
     from scaling.io.config import load_experiment
     from scaling.model.explain import explain_step

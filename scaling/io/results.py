@@ -12,19 +12,77 @@ import yaml
 from scaling.model.metrics import scaling_efficiency
 from scaling.model.simulation import RunResult
 
+#: Columns that identify a sweep run and its outcome (``scaling sweep`` tables); every other
+#: column that is not a :class:`RunResult` field or ``scaling_efficiency`` is a sweep axis.
+SWEEP_META_COLUMNS = ("config_hash", "point", "status", "error")
+
+#: A run's cross-run baseline group: efficiency compares runs of one system, model and strategy.
+EFFICIENCY_GROUP = ("system", "model", "strategy")
+
+
+def add_scaling_efficiency(df: pd.DataFrame, by: tuple[str, ...] = ()) -> pd.DataFrame:
+    """Add ``scaling_efficiency`` to a table of runs, in place, and return it.
+
+    Each run is compared with the run with the fewest devices in its group — same system, model
+    and strategy, plus the columns ``by`` (a sweep's point). Rows without a throughput (refused
+    or failed sweep runs) get NaN and are never a baseline.
+    """
+    if df.empty:
+        return df
+    keys = [*by, *EFFICIENCY_GROUP]
+    valid = df[df["tokens_per_s_per_device"].notna()]
+    base: dict[tuple, float] = {}
+    if not valid.empty:
+        first = valid.loc[valid.groupby(keys, dropna=False)["devices"].idxmin()]
+        base = dict(
+            zip(
+                first[keys].itertuples(index=False, name=None),
+                first["tokens_per_s_per_device"],
+                strict=True,
+            )
+        )
+    df["scaling_efficiency"] = [
+        scaling_efficiency(t, base[k]) if pd.notna(t) and k in base else float("nan")
+        for t, k in zip(
+            df["tokens_per_s_per_device"], df[keys].itertuples(index=False, name=None), strict=True
+        )
+    ]
+    return df
+
 
 def results_frame(results: list[RunResult]) -> pd.DataFrame:
     """One row per run, plus ``scaling_efficiency`` relative to each system's smallest run."""
-    df = pd.DataFrame([r.scalars() for r in results])
-    if df.empty:
-        return df
-    base = df.loc[df.groupby(["system", "model", "strategy"])["devices"].idxmin()]
-    base = base.set_index(["system", "model", "strategy"])["tokens_per_s_per_device"]
-    keys = list(zip(df["system"], df["model"], df["strategy"], strict=True))
-    df["scaling_efficiency"] = [
-        scaling_efficiency(t, base[k])
-        for t, k in zip(df["tokens_per_s_per_device"], keys, strict=True)
-    ]
+    return add_scaling_efficiency(pd.DataFrame([r.scalars() for r in results]))
+
+
+def load_results(path: str | Path) -> pd.DataFrame:
+    """Read a results table: a ``.parquet`` or ``.csv`` file, or a ``scaling run``/``scaling
+    sweep`` output folder holding ``results.parquet`` or ``results.csv``."""
+    from scaling.io.errors import ConfigError
+
+    p = Path(path)
+    if p.is_dir():
+        found = [p / n for n in ("results.parquet", "results.csv") if (p / n).is_file()]
+        if not found:
+            raise ConfigError(f"{p}: no results.parquet or results.csv in this folder")
+        p = found[0]
+    if not p.exists():
+        raise ConfigError(f"{p}: no such file (results .parquet/.csv or an output folder expected)")
+    try:
+        if p.suffix == ".parquet":
+            df = pd.read_parquet(p)
+        elif p.suffix == ".csv":
+            df = pd.read_csv(p)
+        else:
+            raise ConfigError(f"{p}: expected a .parquet or .csv results file")
+    except ConfigError:
+        raise
+    except Exception as e:  # pyarrow / parser errors: unreadable input
+        raise ConfigError(f"{p}: cannot read results: {type(e).__name__}: {e}") from None
+    needed = {"system", "strategy", "devices", "tokens_per_s_per_device"}
+    missing = sorted(needed - set(df.columns))
+    if missing:
+        raise ConfigError(f"{p}: not a results table (no column {', '.join(missing)})")
     return df
 
 
