@@ -135,6 +135,16 @@ def run(config: Path, out_dir: Path | None, overrides: tuple[str, ...], no_plot:
     click.echo(_format_table(res.table))
     for line in _gap_summary(res.table):
         click.echo(line)
+    if exp.config.report is not None:
+        from scaling.app import seed
+
+        if exp.config.report == "seed-table1":
+            t = seed.table1(res.table)
+            click.echo(seed.format_table1(t))
+        else:
+            t = seed.table2(res.table)
+            click.echo(seed.format_table2(t))
+        t.to_csv(out / f"{exp.config.report}.csv", index=False)
     if not no_plot:
         paths["plot"] = plot_scaling_efficiency(
             res.table, out / "scaling_efficiency.png", f"{exp.config.name}: {exp.config.model}"

@@ -131,6 +131,7 @@ class ExperimentConfig(_Strict):
     ) = None
     training: TrainingConfig = TrainingConfig()
     simulation: SimulationConfig = SimulationConfig()
+    report: Literal["seed-table1", "seed-table2"] | None = None  # extra table after the run
 
     @field_validator("model")
     @classmethod

@@ -1,8 +1,14 @@
-"""Plots of scaling results (matplotlib, Agg backend: no display needed)."""
+"""Plots of scaling results (matplotlib, Agg backend: no display needed).
+
+Every plot has accelerators on a log2 x axis and one line per (system, strategy) — and, for a
+sweep, per value of its axes (the table's axis columns, named in the legend).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -10,22 +16,132 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import pandas as pd
 
+from scaling.io.results import SWEEP_META_COLUMNS
+from scaling.model.simulation import RunResult
 
-def plot_scaling_efficiency(df: pd.DataFrame, path: Path, title: str = "") -> Path:
-    """Scaling efficiency vs accelerators (log2 x axis), one line per system and strategy."""
-    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
-    for (system, strategy), g in df.groupby(["system", "strategy"], sort=False):
-        g = g.sort_values("devices")
-        ax.plot(g["devices"], g["scaling_efficiency"], marker="o", label=f"{system} ({strategy})")
+_KNOWN_COLUMNS = {*RunResult.__dataclass_fields__, "scaling_efficiency", *SWEEP_META_COLUMNS}
+
+#: The sweep plots: file stem → (column, y label, y limits, shown as a percentage)
+SWEEP_PLOTS: dict[str, tuple[str, str, tuple[float, float] | None, bool]] = {
+    "scaling_efficiency": (
+        "scaling_efficiency",
+        "scaling efficiency (per-device throughput / smallest run)",
+        (0, 1.05),
+        False,
+    ),
+    "tokens_per_device": ("tokens_per_s_per_device", "tokens/s per accelerator", None, False),
+    "exposed_comm": ("exposed_comm_share", "exposed communication (% of step time)", None, True),
+}
+
+
+def axis_columns(df: pd.DataFrame) -> list[str]:
+    """A results table's sweep-axis columns: every column that is not a metric, the run's
+    identity or a sweep bookkeeping column (``config_hash``, ``point``, ``status``, ``error``)."""
+    return [c for c in df.columns if c not in _KNOWN_COLUMNS and not c.startswith("Unnamed:")]
+
+
+def _short(col: str) -> str:
+    return col.removeprefix("axis.").rsplit(".", 1)[-1]
+
+
+def _fmt(v: Any) -> str:
+    return f"{v:g}" if isinstance(v, float) else str(v)
+
+
+def _ok_rows(df: pd.DataFrame) -> pd.DataFrame:
+    return df[df["status"] == "ok"] if "status" in df.columns else df
+
+
+def _series(df: pd.DataFrame, axes: Sequence[str]) -> list[tuple[str, pd.DataFrame]]:
+    keys = ["system", "strategy"]
+    if "model" in df.columns and df["model"].nunique() > 1:
+        keys.insert(1, "model")
+    keys += [a for a in axes if a not in keys]
+    shorts = [_short(a) for a in axes]
+    names = shorts if len(set(shorts)) == len(shorts) else [a.removeprefix("axis.") for a in axes]
+    out = []
+    for values, g in df.groupby(keys, sort=False, dropna=False):
+        vals = dict(zip(keys, values, strict=True))
+        head = vals["system"] + (f" {vals['model']}" if "model" in vals else "")
+        label = f"{head} ({vals['strategy']})"
+        if axes:
+            label += ": " + ", ".join(
+                f"{n}={_fmt(vals[a])}" for n, a in zip(names, axes, strict=True)
+            )
+        out.append((label, g.sort_values("devices")))
+    return out
+
+
+def plot_vs_devices(
+    df: pd.DataFrame,
+    column: str,
+    paths: Sequence[Path],
+    ylabel: str,
+    title: str = "",
+    axes: Sequence[str] | None = None,
+    ylim: tuple[float, float] | None = None,
+    percent: bool = False,
+) -> list[Path]:
+    """``column`` vs accelerators, one line per (system, strategy, axis values); the figure is
+    saved to each of ``paths`` (format from the suffix: ``.png``, ``.svg``, ``.pdf``)."""
+    df = _ok_rows(df)
+    axes = axis_columns(df) if axes is None else list(axes)
+    series = _series(df, axes)
+    many = len(series) > 6
+    fig, ax = plt.subplots(figsize=(9.5 if many else 7, 4.5), dpi=120)
+    cmap = plt.get_cmap("tab10" if len(series) <= 10 else "tab20")
+    markers = "osD^v<>ph*"
+    for k, (label, g) in enumerate(series):
+        y = g[column] * (100 if percent else 1)
+        ax.plot(
+            g["devices"],
+            y,
+            marker=markers[k % len(markers)] if many else "o",
+            color=cmap(k % cmap.N),
+            label=label,
+        )
     ax.set_xscale("log", base=2)
     ax.set_xlabel("accelerators")
-    ax.set_ylabel("scaling efficiency (per-device throughput / smallest run)")
-    ax.set_ylim(0, 1.05)
+    ax.set_ylabel(ylabel)
+    if ylim is not None:
+        ax.set_ylim(*ylim)
+    else:
+        ax.set_ylim(bottom=0)
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend()
+    if series:
+        if many:
+            ax.legend(fontsize="small", loc="center left", bbox_to_anchor=(1.01, 0.5))
+        else:
+            ax.legend()
     if title:
         ax.set_title(title)
     fig.tight_layout()
-    fig.savefig(path)
+    for p in paths:
+        fig.savefig(p)
     plt.close(fig)
+    return list(paths)
+
+
+def plot_scaling_efficiency(df: pd.DataFrame, path: Path, title: str = "") -> Path:
+    """Scaling efficiency vs accelerators (log2 x axis), one line per system and strategy."""
+    stem = "scaling_efficiency"
+    column, ylabel, ylim, percent = SWEEP_PLOTS[stem]
+    plot_vs_devices(df, column, [path], ylabel, title, ylim=ylim, percent=percent)
     return path
+
+
+def plot_sweep(
+    df: pd.DataFrame,
+    out_dir: Path,
+    title: str = "",
+    formats: Sequence[str] = ("png", "svg"),
+    axes: Sequence[str] | None = None,
+) -> list[Path]:
+    """The three sweep plots — scaling efficiency, tokens/s per accelerator and exposed-
+    communication share vs accelerators — in each of ``formats``; returns the files written."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    for stem, (column, ylabel, ylim, percent) in SWEEP_PLOTS.items():
+        paths = [out_dir / f"{stem}.{fmt}" for fmt in formats]
+        written += plot_vs_devices(df, column, paths, ylabel, title, axes, ylim, percent)
+    return written

@@ -1,0 +1,308 @@
+"""``scaling sweep`` and ``scaling plot``: parameter sweeps and the plots of any results table.
+
+The commands are registered on the main group in :mod:`scaling.app.cli`; this module also runs
+standalone: ``python -m scaling.app.sweep_cmd sweep SPEC --out DIR``. Bad input exits with
+code 2 and one line (as every ``scaling`` command); a sweep with failed runs exits with 1 and an
+interrupted one with 130, its finished runs saved for ``--resume``.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from collections.abc import Callable
+from functools import wraps
+from pathlib import Path
+from typing import Any
+
+import click
+
+from scaling.io.errors import ConfigError
+from scaling.model.simulation import InfeasibleJobError
+
+EXIT_BAD_INPUT = 2
+EXIT_FAILED_RUNS = 1
+EXIT_INTERRUPTED = 130
+#: the summary lists every run up to this many rows, else only each line's ends
+MAX_TABLE_ROWS = 60
+
+
+def _fail(msg: str, code: int = EXIT_BAD_INPUT) -> None:
+    click.echo(f"error: {msg}", err=True)
+    sys.exit(code)
+
+
+def _user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Input errors → one line and exit code 2 (the convention of :mod:`scaling.app.cli`)."""
+
+    @wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except (ConfigError, InfeasibleJobError) as e:
+            _fail(str(e))
+
+    return wrapper
+
+
+def _cell(v: Any, fmt: str) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "-"
+    try:
+        return fmt.format(v)
+    except (ValueError, TypeError):
+        return str(v)
+
+
+def _short_axis(col: str) -> str:
+    return col.removeprefix("axis.").rsplit(".", 1)[-1]
+
+
+def format_summary(df: Any, axes: list[str]) -> str:
+    """The sweep's table as aligned text: axis values, identity, headline metrics, status."""
+    cols = [(a, _short_axis(a), "{:g}" if df[a].dtype.kind == "f" else "{}") for a in axes]
+    cols += [
+        ("system", "system", "{}"),
+        ("strategy", "strategy", "{}"),
+        ("nodes", "nodes", "{:d}"),
+        ("devices", "accel", "{:d}"),
+        ("step_time_s", "step (s)", "{:.4f}"),
+        ("tokens_per_s_per_device", "tok/s/accel", "{:,.0f}"),
+        ("scaling_efficiency", "scaling eff", "{:.3f}"),
+        ("exposed_comm_share", "exposed comm", "{:.1%}"),
+        ("mfu", "MFU", "{:.1%}"),
+        ("status", "status", "{}"),
+    ]
+    cols = [c for c in cols if c[0] in df.columns]
+    rows = [[h for _, h, _ in cols]]
+    for rec in df.to_dict("records"):
+        rows.append([_cell(rec[c], fmt) for c, _, fmt in cols])
+    widths = [max(len(r[i]) for r in rows) for i in range(len(cols))]
+    text_cols = {"system", "strategy", "status"} | set(axes)
+    lines = []
+    for k, row in enumerate(rows):
+        lines.append(
+            "  ".join(
+                v.ljust(w) if c in text_cols else v.rjust(w)
+                for v, w, (c, _, _) in zip(row, widths, cols, strict=True)
+            ).rstrip()
+        )
+        if k == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _table_rows(df: Any) -> Any:
+    """All rows of a small table; of a large one, each line's smallest and largest run."""
+    if len(df) <= MAX_TABLE_ROWS:
+        return df
+    keys = [k for k in ("point", "system", "strategy") if k in df.columns]
+    g = df.groupby(keys, sort=False)["nodes"]
+    keep = (df["nodes"] == g.transform("min")) | (df["nodes"] == g.transform("max"))
+    return df[keep]
+
+
+def _problems(df: Any, status: str, limit: int = 5) -> list[str]:
+    bad = df[df["status"] == status]
+    if bad.empty:
+        return []
+    reasons: dict[str, int] = {}
+    for msg in bad["error"].astype(str):
+        reasons[msg] = reasons.get(msg, 0) + 1
+    out = [f"{len(bad)} run(s) {status}:"]
+    for msg, n in list(reasons.items())[:limit]:
+        short = msg if len(msg) <= 300 else msg[:297] + "..."
+        out.append(f"  {short}" + (f"  (x{n})" if n > 1 else ""))
+    if len(reasons) > limit:
+        out.append(f"  ... and {len(reasons) - limit} more (see the error column)")
+    return out
+
+
+@click.command("sweep")
+@click.argument("spec", type=click.Path(path_type=Path))
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="Output folder (default: results/<sweep name>); holds runs/, results.parquet, sweep.yaml.",
+)
+@click.option(
+    "--jobs",
+    "-j",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Local worker processes (default: one per CPU; 1 = in this process).",
+)
+@click.option(
+    "--scheduler",
+    default=None,
+    metavar="ADDRESS",
+    help="Run on a Dask cluster, e.g. tcp://host:8786 (scaling installed on its workers).",
+)
+@click.option(
+    "--dask-local",
+    type=click.IntRange(min=1),
+    default=None,
+    metavar="N",
+    help="Start a local Dask cluster of N worker processes (1 thread each) and run on it.",
+)
+@click.option(
+    "--resume/--no-resume",
+    default=True,
+    show_default=True,
+    help="Reuse finished runs in OUT/runs (failed runs are retried); --no-resume reruns all.",
+)
+@click.option("--csv", "write_csv", is_flag=True, help="Also write results.csv.")
+@click.option(
+    "--set",
+    "overrides",
+    multiple=True,
+    metavar="PATH=VALUE",
+    help="Override a field of the base experiment, e.g. --set nodes=[1,8,64].",
+)
+@click.option(
+    "--progress/--no-progress",
+    default=None,
+    help="Progress bar with ETA on stderr (default: when stderr is a terminal).",
+)
+@click.option("--no-plot", is_flag=True, help="Skip the plots.")
+@_user_errors
+def sweep(
+    spec: Path,
+    out_dir: Path | None,
+    jobs: int | None,
+    scheduler: str | None,
+    dask_local: int | None,
+    resume: bool,
+    write_csv: bool,
+    overrides: tuple[str, ...],
+    progress: bool | None,
+    no_plot: bool,
+) -> None:
+    """Run a parameter sweep SPEC (or a plain experiment: one point) point by point.
+
+    Each finished run is saved at once in OUT/runs/<config hash>.parquet, so an interrupted
+    sweep resumes where it stopped; then every run is gathered into OUT/results.parquet with
+    scaling efficiency, and the plots are drawn.
+    """
+    from scaling.sweep import expand, load_sweep, make_executor, run_sweep
+
+    executor = make_executor(jobs, scheduler, dask_local)
+    loaded = load_sweep(spec, list(overrides))
+    out = out_dir or Path("results") / loaded.name
+    n_points, n_runs = len(loaded.points()), len({r.key for r in expand(loaded)})
+    click.echo(
+        f"sweep {loaded.name}: {n_points} point(s), {n_runs} run(s), on {executor.describe()}"
+        f"; writing {out}"
+    )
+    finished = 0
+
+    def count(_run: Any, _row: Any) -> None:
+        nonlocal finished
+        finished += 1
+
+    t0 = time.perf_counter()
+    try:
+        with executor:
+            df = run_sweep(
+                loaded,
+                out,
+                executor,
+                resume=resume,
+                progress=progress,
+                csv=write_csv,
+                on_run=count,
+            )
+    except KeyboardInterrupt:
+        _fail(
+            f"interrupted: {finished} run(s) finished now are saved in {out / 'runs'}; "
+            "run the same command again to resume",
+            EXIT_INTERRUPTED,
+        )
+        return
+    wall = time.perf_counter() - t0
+    axes = df.attrs.get("axis_columns", [])
+    counts = df["status"].value_counts().to_dict()
+    click.echo(
+        f"{df.attrs.get('ran', 0)} run(s) simulated, {df.attrs.get('reused', 0)} reused; "
+        + ", ".join(f"{counts.get(s, 0)} {s}" for s in ("ok", "refused", "failed"))
+        + f"; {wall:.1f} s"
+    )
+    shown = _table_rows(df)
+    click.echo(format_summary(shown, axes))
+    if len(shown) < len(df):
+        click.echo(f"(the smallest and largest run of each line: {len(shown)} of {len(df)} rows)")
+    for line in _problems(df, "refused") + _problems(df, "failed"):
+        click.echo(line)
+    written = [out / "results.parquet"] + ([out / "results.csv"] if write_csv else [])
+    written.append(out / "sweep.yaml")
+    if not no_plot and (df["status"] == "ok").any():
+        from scaling.io.plots import plot_sweep
+
+        models = "/".join(dict.fromkeys(df.loc[df["status"] == "ok", "model"]))
+        written += plot_sweep(df, out, f"{loaded.name}: {models}", axes=axes)
+    click.echo("wrote " + ", ".join(str(p) for p in written))
+    if counts.get("failed", 0):
+        _fail(
+            f"{counts['failed']} run(s) failed; run the same command again to retry them",
+            EXIT_FAILED_RUNS,
+        )
+
+
+@click.command("plot")
+@click.argument("results", type=click.Path(path_type=Path))
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="Folder for the plots (default: the results' folder).",
+)
+@click.option(
+    "--format",
+    "formats",
+    type=click.Choice(["png", "svg", "pdf"]),
+    multiple=True,
+    default=("png", "svg"),
+    show_default=True,
+    help="Image formats (repeat for several).",
+)
+@click.option("--title", default=None, help="Plot title (default: the model).")
+@_user_errors
+def plot(results: Path, out_dir: Path | None, formats: tuple[str, ...], title: str | None) -> None:
+    """Plot a results table: RESULTS is a results.parquet/.csv file or a run/sweep folder.
+
+    Draws scaling efficiency, tokens/s per accelerator and exposed-communication share against
+    accelerators, one line per system and strategy (and per sweep-axis value).
+    """
+    from scaling.io.plots import axis_columns, plot_sweep
+    from scaling.io.results import load_results
+
+    df = load_results(results)
+    ok = df[df["status"] == "ok"] if "status" in df.columns else df
+    if ok.empty:
+        _fail(f"{results}: no successful runs to plot")
+    out = out_dir or (results if results.is_dir() else results.parent)
+    if title is None:
+        title = "/".join(str(m) for m in dict.fromkeys(ok["model"])) if "model" in ok else ""
+    try:
+        written = plot_sweep(df, out, title, formats)
+    except OSError as e:
+        raise ConfigError(f"{out}: cannot write plots: {e.strerror or e}") from None
+    axes = axis_columns(df)
+    lines = ok.groupby(["system", "strategy", *axes], dropna=False).ngroups
+    click.echo(f"{lines} line(s) per plot; wrote " + ", ".join(str(p) for p in written))
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def _standalone() -> None:
+    """scaling sweep / plot (standalone entry point)."""
+
+
+_standalone.add_command(sweep)
+_standalone.add_command(plot)
+
+if __name__ == "__main__":  # pragma: no cover
+    _standalone()

@@ -1,0 +1,301 @@
+"""Where sweep runs execute: in process, on a local process pool, or on a Dask cluster.
+
+Every executor has one method, :meth:`SweepExecutor.imap_unordered`: call ``fn(arg)`` for every
+argument and yield ``(index, ok, value)`` as each call finishes — ``value`` is the result, or a
+one-line description of the error when ``ok`` is false. A call that raises, or whose worker
+process dies, costs only that call: the executor reports it and goes on with the others.
+
+``fn`` and its arguments travel to worker processes by pickle: ``fn`` must be a module-level
+function importable on the workers (``scaling`` installed there) and the arguments plain data.
+Executors start their pool or cluster on first use and are context managers (``close``).
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import signal
+from abc import ABC, abstractmethod
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from typing import Any
+
+from scaling.io.errors import ConfigError
+
+Outcome = tuple[int, bool, Any]
+
+
+def describe_error(exc: BaseException) -> str:
+    """One line: the exception's type and message."""
+    msg = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {msg}" if msg else type(exc).__name__
+
+
+class SweepExecutor(ABC):
+    """Runs many independent calls; see the module docstring."""
+
+    #: how many calls run at once (for progress messages)
+    workers: int = 1
+
+    @abstractmethod
+    def imap_unordered(self, fn: Callable[[Any], Any], args: Sequence[Any]) -> Iterator[Outcome]:
+        """Yield ``(index into args, ok, result or error line)`` in completion order."""
+
+    def describe(self) -> str:
+        return type(self).__name__
+
+    def close(self) -> None:  # noqa: B027 (optional: most executors hold nothing)
+        """Release workers (idempotent)."""
+
+    def __enter__(self) -> SweepExecutor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class SerialExecutor(SweepExecutor):
+    """Runs every call in the calling process, one after the other (``--jobs 1``)."""
+
+    def imap_unordered(self, fn: Callable[[Any], Any], args: Sequence[Any]) -> Iterator[Outcome]:
+        for i, a in enumerate(args):
+            try:
+                value = fn(a)
+            except Exception as e:
+                yield i, False, describe_error(e)
+            else:
+                yield i, True, value
+
+    def describe(self) -> str:
+        return "in process"
+
+
+def _ignore_sigint() -> None:
+    # Ctrl-C is the parent's to handle: it stops the sweep; workers just get shut down.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+class LocalPoolExecutor(SweepExecutor):
+    """A :class:`concurrent.futures.ProcessPoolExecutor` of ``jobs`` worker processes.
+
+    At most ``jobs`` calls are in flight, so when a worker dies (killed, out of memory) the pool
+    knows which calls it may have been running. Those are retried one at a time in a fresh pool:
+    the one that kills its worker again is reported as failed; the others complete.
+
+    Args:
+        jobs: worker processes (default: ``os.cpu_count()``).
+        start_method: multiprocessing start method (default ``spawn``: fresh interpreters,
+            safe with threads in the parent, the same on every OS).
+    """
+
+    def __init__(self, jobs: int | None = None, start_method: str = "spawn") -> None:
+        self.workers = max(1, jobs or os.cpu_count() or 1)
+        self._ctx = multiprocessing.get_context(start_method)
+        self._pool: ProcessPoolExecutor | None = None
+
+    def describe(self) -> str:
+        return f"local pool of {self.workers} process{'es' if self.workers > 1 else ''}"
+
+    def _new_pool(self) -> ProcessPoolExecutor:
+        return ProcessPoolExecutor(
+            max_workers=self.workers, mp_context=self._ctx, initializer=_ignore_sigint
+        )
+
+    def _drop_pool(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is None:
+            return
+        pool.shutdown(wait=False, cancel_futures=True)
+        # Workers may be mid-run (a sweep interrupted): stop them now rather than at exit.
+        for proc in list((getattr(pool, "_processes", None) or {}).values()):
+            if proc.is_alive():
+                proc.terminate()
+        for proc in list((getattr(pool, "_processes", None) or {}).values()):
+            proc.join(timeout=5)
+
+    def close(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+    def imap_unordered(self, fn: Callable[[Any], Any], args: Sequence[Any]) -> Iterator[Outcome]:
+        pending: deque[int] = deque(range(len(args)))
+        suspects: deque[int] = deque()  # were in flight when a worker died
+        inflight: dict[Future[Any], int] = {}
+        completed = 0  # calls that came back from a worker (with a result or an error)
+        dead_pools = 0  # pools broken before any call came back
+        try:
+            while pending or suspects or inflight:
+                if self._pool is None:
+                    self._pool = self._new_pool()
+                # suspects run alone, so a second death names its cause
+                source, limit = (suspects, 1) if suspects else (pending, self.workers)
+                broken: list[int] = []
+                while source and len(inflight) < limit:
+                    i = source.popleft()
+                    try:
+                        inflight[self._pool.submit(fn, args[i])] = i
+                    except BrokenProcessPool:
+                        broken.append(i)
+                        break
+                if inflight:
+                    done, _ = wait(inflight, return_when=FIRST_COMPLETED)
+                    for fut in done:
+                        i = inflight.pop(fut)
+                        exc = fut.exception()
+                        if isinstance(exc, BrokenProcessPool):
+                            broken.append(i)
+                            continue
+                        completed += 1
+                        if exc is None:
+                            yield i, True, fut.result()
+                        else:
+                            yield i, False, describe_error(exc)
+                if not broken:
+                    continue
+                # A worker died: every call still in flight in this pool is lost with it.
+                wait(inflight)
+                for fut, i in list(inflight.items()):
+                    exc = fut.exception()
+                    if exc is None:
+                        yield i, True, fut.result()
+                    else:
+                        broken.append(i)
+                inflight.clear()
+                self._drop_pool()
+                dead_pools += completed == 0
+                if dead_pools >= 3:
+                    raise RuntimeError(
+                        "worker processes die before finishing any run; with the 'spawn' start "
+                        "method the main module must be importable and guard its top-level "
+                        "code with `if __name__ == '__main__':`"
+                    )
+                if len(broken) == 1:
+                    yield broken[0], False, "worker process died while running this call"
+                else:
+                    suspects.extend(sorted(broken))
+        except BaseException:
+            # interrupted (Ctrl-C) or the consumer stopped early: do not wait for running calls
+            self._drop_pool()
+            raise
+
+
+class DaskExecutor(SweepExecutor):
+    """Runs calls as tasks on a Dask cluster.
+
+    Args:
+        scheduler_address: a running scheduler, e.g. ``tcp://10.0.0.5:8786`` (``--scheduler``);
+            ``scaling`` must be installed on its workers.
+        local_workers: instead, start a :class:`dask.distributed.LocalCluster` of this many
+            worker processes with one thread each (``--dask-local N``).
+
+    A worker lost mid-sweep is Dask's to handle: it reruns that worker's tasks elsewhere and
+    gives up on a task (``KilledWorker``) after it has killed several workers; that task is
+    reported as failed, the others go on.
+    """
+
+    def __init__(
+        self, scheduler_address: str | None = None, local_workers: int | None = None
+    ) -> None:
+        if (scheduler_address is None) == (local_workers is None):
+            raise ValueError("give exactly one of scheduler_address or local_workers")
+        self.address = scheduler_address
+        self.local_workers = local_workers
+        self.workers = local_workers or 1
+        self._client: Any = None
+        self._cluster: Any = None
+
+    def describe(self) -> str:
+        if self.address:
+            return f"Dask scheduler {self.address} ({self.workers} worker threads)"
+        return f"Dask LocalCluster of {self.local_workers} worker processes"
+
+    def _start(self) -> Any:
+        if self._client is not None:
+            return self._client
+        try:
+            from dask.distributed import Client, LocalCluster
+        except ImportError:
+            raise ConfigError(
+                "Dask is not installed; install it with: pip install 'scaling[dask]'"
+            ) from None
+        if self.address is not None:
+            try:
+                self._client = Client(self.address, timeout="15s")
+            except (OSError, TimeoutError, ValueError) as e:
+                raise ConfigError(
+                    f"--scheduler {self.address}: cannot connect to a Dask scheduler: "
+                    f"{describe_error(e)}"
+                ) from None
+            self.workers = max(1, sum(self._client.nthreads().values()))
+        else:
+            self._cluster = LocalCluster(
+                n_workers=self.local_workers,
+                threads_per_worker=1,
+                processes=True,
+                dashboard_address=None,
+                silence_logs=logging.ERROR,
+            )
+            self._client = Client(self._cluster)
+        return self._client
+
+    def close(self) -> None:
+        client, cluster = self._client, self._cluster
+        self._client = self._cluster = None
+        if client is not None:
+            client.close()
+        if cluster is not None:
+            cluster.close()
+
+    def imap_unordered(self, fn: Callable[[Any], Any], args: Sequence[Any]) -> Iterator[Outcome]:
+        if not args:
+            return
+        from dask.distributed import as_completed
+
+        client = self._start()
+        futures = [client.submit(fn, a, pure=False) for a in args]
+        index = {f.key: i for i, f in enumerate(futures)}
+        try:
+            seen: set[int] = set()
+            for fut in as_completed(futures):
+                i = index[fut.key]
+                if i in seen:
+                    continue
+                seen.add(i)
+                # a result lost with its worker is recomputed: result() waits for it
+                try:
+                    value = fut.result()
+                except Exception as e:
+                    yield i, False, describe_error(e)
+                else:
+                    yield i, True, value
+                fut.release()
+        finally:
+            client.cancel([f for f in futures if not f.done()])
+
+
+def make_executor(
+    jobs: int | None = None, scheduler: str | None = None, dask_local: int | None = None
+) -> SweepExecutor:
+    """The executor the CLI options name: ``--jobs N`` (1 = in process), ``--scheduler ADDR``
+    or ``--dask-local N``; none of them = a local pool with one process per CPU."""
+    given = [
+        n
+        for n, v in (("--jobs", jobs), ("--scheduler", scheduler), ("--dask-local", dask_local))
+        if v is not None
+    ]
+    if len(given) > 1:
+        raise ConfigError(f"{' and '.join(given)}: give only one way to run the sweep")
+    if scheduler is not None:
+        return DaskExecutor(scheduler_address=scheduler)
+    if dask_local is not None:
+        if dask_local < 1:
+            raise ConfigError(f"--dask-local {dask_local}: expected at least 1 worker")
+        return DaskExecutor(local_workers=dask_local)
+    if jobs is not None and jobs < 1:
+        raise ConfigError(f"--jobs {jobs}: expected at least 1")
+    n = jobs or os.cpu_count() or 1
+    return SerialExecutor() if n == 1 else LocalPoolExecutor(n)

@@ -1,0 +1,289 @@
+"""Running a sweep: point-by-point result files, resume, and the consolidated table.
+
+Output folder layout::
+
+    OUT/sweep.yaml            the resolved spec: points, runs, systems, and its hash
+    OUT/runs/<hash>.parquet   one row per finished run, written atomically (temp file + rename)
+    OUT/results.parquet       every run of the spec, with scaling_efficiency (+ results.csv)
+
+A run's file is its checkpoint: with ``resume`` a run whose file holds an ``ok`` or ``refused``
+row is not run again, and a ``failed`` one is retried. A sweep stopped at any moment (Ctrl-C,
+``kill -9``, a lost machine) loses at most the runs in flight and resumes from its files.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import yaml
+
+from scaling.io.errors import ConfigError
+from scaling.io.results import add_scaling_efficiency
+from scaling.model.simulation import InfeasibleJobError, Job, run_job
+from scaling.sweep.executors import SweepExecutor, make_executor
+from scaling.sweep.spec import LoadedSweep, RunSpec, expand, load_sweep, run_key, sweep_from_dict
+
+#: statuses of a run: simulated, refused before simulating (infeasible), or errored / lost
+OK, REFUSED, FAILED = "ok", "refused", "failed"
+#: statuses that are final: a resume does not run them again
+FINAL = (OK, REFUSED)
+
+RESULTS_FILE = "results.parquet"
+SPEC_FILE = "sweep.yaml"
+RUNS_DIR = "runs"
+
+
+def execute_run(job: Job) -> dict[str, Any]:
+    """Worker entry point: simulate one job; return its status, error and scalar metrics.
+
+    An infeasible job is an answer, not a failure: ``status="refused"`` with the reason.
+    """
+    try:
+        result = run_job(job)
+    except InfeasibleJobError as e:
+        return {"status": REFUSED, "error": str(e)}
+    return {"status": OK, "error": "", **result.scalars()}
+
+
+def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    """Write via a temp file in the same folder and ``os.replace``: readers (and a resume after
+    a crash) see the old file or the whole new one, never a partial one."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _run_row(run: RunSpec, outcome: dict[str, Any]) -> dict[str, Any]:
+    row: dict[str, Any] = {"config_hash": run.key, "status": outcome.get("status", FAILED)}
+    row["error"] = outcome.get("error", "")
+    row.update(run.identity())
+    row.update({k: v for k, v in outcome.items() if k not in ("status", "error")})
+    return row
+
+
+def _write_run(runs_dir: Path, row: dict[str, Any]) -> None:
+    frame = pd.DataFrame([row])
+    _atomic_write(runs_dir / f"{row['config_hash']}.parquet", lambda p: frame.to_parquet(p))
+
+
+def _read_run(runs_dir: Path, key: str) -> dict[str, Any] | None:
+    path = runs_dir / f"{key}.parquet"
+    if not path.exists():
+        return None
+    try:
+        frame = pd.read_parquet(path)
+    except Exception:  # unreadable (should not happen with atomic writes): run it again
+        return None
+    if len(frame) != 1 or frame["config_hash"].iloc[0] != key:
+        return None
+    return frame.iloc[0].to_dict()
+
+
+def _clean_temp(runs_dir: Path) -> None:
+    """Remove temp files a killed sweep left behind."""
+    for p in runs_dir.glob(".*.tmp"):
+        p.unlink(missing_ok=True)
+
+
+def resolved_spec(sweep: LoadedSweep, runs: list[RunSpec]) -> dict[str, Any]:
+    """The resolved sweep: its source, every point's experiment, every run's key, the systems."""
+    systems: dict[str, Any] = {}
+    points = []
+    for p in sweep.points():
+        res = p.experiment.resolved()
+        for name, s in res["systems"].items():
+            systems.setdefault(name, s)
+        points.append(
+            {
+                "point": p.index,
+                "overrides": p.overrides(),
+                "config_hash": p.experiment.config_hash(),
+                "experiment": res["experiment"],
+            }
+        )
+    doc = {
+        "name": sweep.name,
+        "source": sweep.where,
+        "base_source": sweep.base_where,
+        "base": sweep.base,
+        "axes": sweep.spec.axes,
+        "zip": sweep.spec.zip_groups,
+        "columns": sweep.axis_columns(),
+        "points": points,
+        "runs": [
+            {
+                "config_hash": r.key,
+                "point": r.point,
+                "system": r.system,
+                "strategy": r.strategy,
+                "nodes": r.nodes,
+            }
+            for r in runs
+        ],
+        "systems": systems,
+    }
+    doc = json.loads(json.dumps(doc, default=str))
+    return {"spec_hash": run_key(doc), **doc}
+
+
+def _write_spec(out: Path, doc: dict[str, Any]) -> Path:
+    path = out / SPEC_FILE
+
+    def write(p: Path) -> None:
+        with p.open("w") as fh:
+            fh.write(f"# resolved sweep {doc['name']}; spec hash {doc['spec_hash']}\n")
+            yaml.safe_dump(doc, fh, sort_keys=False)
+
+    _atomic_write(path, write)
+    return path
+
+
+def consolidate(sweep: LoadedSweep, runs: list[RunSpec], out_dir: str | Path) -> pd.DataFrame:
+    """The sweep's table from its run files: one row per run of the spec, in ``expand`` order,
+    with ``scaling_efficiency`` per (point, system, model, strategy). Runs without a file are
+    rows with ``status="missing"``."""
+    runs_dir = Path(out_dir) / RUNS_DIR
+    rows = []
+    cache: dict[str, dict[str, Any] | None] = {}
+    for r in runs:
+        if r.key not in cache:
+            cache[r.key] = _read_run(runs_dir, r.key)
+        stored = cache[r.key]
+        row: dict[str, Any] = {"config_hash": r.key, "point": r.point, **dict(r.axes)}
+        if stored is None:
+            row.update({"status": "missing", "error": "no result file", **r.identity()})
+        else:
+            row.update({k: v for k, v in stored.items() if k != "config_hash"})
+            row.update(r.identity())
+        rows.append(row)
+    df = pd.DataFrame(rows)
+    if df.empty:
+        return df
+    if "tokens_per_s_per_device" not in df:
+        df["tokens_per_s_per_device"] = float("nan")
+    return add_scaling_efficiency(df, by=("point",))
+
+
+def _load(spec: LoadedSweep | dict[str, Any] | str | Path, overrides: list[str] | None):
+    if isinstance(spec, LoadedSweep):
+        if overrides:
+            raise ValueError("overrides apply when loading; pass them to load_sweep()")
+        return spec
+    if isinstance(spec, dict):
+        return sweep_from_dict(spec, overrides)
+    return load_sweep(spec, overrides)
+
+
+def run_sweep(
+    spec: LoadedSweep | dict[str, Any] | str | Path,
+    out_dir: str | Path,
+    executor: SweepExecutor | None = None,
+    resume: bool = True,
+    progress: bool | None = True,
+    csv: bool = False,
+    overrides: list[str] | None = None,
+    on_run: Callable[[RunSpec, dict[str, Any]], None] | None = None,
+) -> pd.DataFrame:
+    """Run every run of a sweep, writing each result as it finishes; return the full table.
+
+    Args:
+        spec: a sweep spec or experiment (file path, mapping, or :func:`load_sweep` result).
+        out_dir: output folder (created): ``runs/``, ``results.parquet``, ``sweep.yaml``.
+        executor: where runs execute (default: a local process pool, one process per CPU);
+            left open if given, closed if created here.
+        resume: skip runs whose result file is final (``ok``/``refused``); retry ``failed``
+            ones. ``False`` runs everything again.
+        progress: a tqdm bar on stderr with ETA (``None``: only when stderr is a terminal).
+        csv: also write ``results.csv``.
+        overrides: ``PATH=VALUE`` overrides of the base experiment (as ``--set``).
+        on_run: called with each finished run and its row (after its file is written).
+
+    Returns the consolidated table (also written to ``results.parquet``): one row per run, in
+    :func:`expand` order, with the axis columns, ``status`` (``ok``/``refused``/``failed``),
+    ``error`` and the metrics. Raises :class:`ConfigError` for a bad spec before running.
+    """
+    sweep = _load(spec, overrides)
+    runs = expand(sweep)
+    out = Path(out_dir)
+    runs_dir = out / RUNS_DIR
+    try:
+        runs_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"{out}: cannot create the output folder: {e.strerror}") from None
+    _clean_temp(runs_dir)
+    _write_spec(out, resolved_spec(sweep, runs))
+
+    unique: dict[str, RunSpec] = {}
+    for r in runs:
+        unique.setdefault(r.key, r)
+    todo = []
+    for key, r in unique.items():
+        stored = _read_run(runs_dir, key) if resume else None
+        if stored is None or stored.get("status") not in FINAL:
+            todo.append(r)
+    # largest first: the long runs start early and the pool drains evenly
+    todo.sort(key=lambda r: -r.job.devices)
+
+    if progress is None:
+        progress = sys.stderr.isatty()
+    bar = None
+    if progress and todo:
+        from tqdm import tqdm
+
+        bar = tqdm(
+            total=len(unique),
+            initial=len(unique) - len(todo),
+            desc=f"sweep {sweep.name}",
+            unit="run",
+            file=sys.stderr,
+            dynamic_ncols=True,
+        )
+    own = executor is None
+    ex = executor or make_executor()
+    counts = {OK: 0, REFUSED: 0, FAILED: 0}
+    try:
+        if todo:
+            for i, ok, value in ex.imap_unordered(execute_run, [r.job for r in todo]):
+                run = todo[i]
+                outcome = value if ok else {"status": FAILED, "error": value}
+                row = _run_row(run, outcome)
+                _write_run(runs_dir, row)
+                counts[row["status"]] = counts.get(row["status"], 0) + 1
+                if bar is not None:
+                    bar.update(1)
+                    if counts[REFUSED] or counts[FAILED]:
+                        bar.set_postfix(refused=counts[REFUSED], failed=counts[FAILED])
+                if on_run is not None:
+                    on_run(run, row)
+    finally:
+        if bar is not None:
+            bar.close()
+        if own:
+            ex.close()
+
+    df = consolidate(sweep, runs, out)
+    _atomic_write(out / RESULTS_FILE, lambda p: df.to_parquet(p, index=False))
+    if csv:
+        _atomic_write(out / "results.csv", lambda p: df.to_csv(p, index=False))
+    df.attrs.update(
+        {
+            "sweep": sweep.name,
+            "points": len(sweep.points()),
+            "axis_columns": list(sweep.axis_columns().values()),
+            "ran": len(todo),
+            "reused": len(unique) - len(todo),
+        }
+    )
+    return df
