@@ -249,6 +249,9 @@ def test_compare_difference_exit_1_names_point_metric_values(tmp_path) -> None:
     fail = res.output.split("beyond tolerance:")[1]
     assert "step_time_s" in fail and f"{old:.6g}" in fail and f"{old * 1.01:.6g}" in fail
     assert "+1.00%" in fail and "DIFFERENT: 1 value(s) at 1 of 40 points" in res.output
+    res = _invoke(tmp_path / "results.parquet", HEAD, "--failures-only")
+    assert res.exit_code == 1 and "* = beyond tolerance" not in res.output
+    assert len(res.output.splitlines()) == 6  # title, "beyond tolerance:", head, rule, row, verdict
     # a looser tolerance accepts it; so does leaving the metric out
     assert _invoke(tmp_path / "results.parquet", HEAD, "--rtol", "0.02").exit_code == 0
     assert (
@@ -260,7 +263,8 @@ def test_compare_missing_points(tmp_path) -> None:
     df = pd.read_csv(HEAD / RESULTS_FILE)
     df[df.nodes <= 8].to_csv(tmp_path / "r.csv", index=False)
     res = _invoke(tmp_path / "r.csv", HEAD)
-    assert res.exit_code == 1 and "only in BASELINE" in res.output and "nodes=512" in res.output
+    assert res.exit_code == 1 and "only in BASELINE" in res.output
+    assert "mlu370-x8 ddp gpt3-1.3b nodes=16, 32, 64, 128, 256, 512" in res.output
     assert _invoke(tmp_path / "r.csv", HEAD, "--common-only").exit_code == 0
 
 

@@ -7,36 +7,17 @@ expected — never a traceback.
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
-from functools import wraps
 from pathlib import Path
 from typing import Any
 
 import click
 
-from scaling.io.errors import ConfigError
+from scaling.app.errors import fail, user_errors
 from scaling.model.algorithms import CollectiveOp
 from scaling.model.simulation import InfeasibleJobError
 
-EXIT_BAD_INPUT = 2
-
-
-def _fail(msg: str) -> None:
-    click.echo(f"error: {msg}", err=True)
-    sys.exit(EXIT_BAD_INPUT)
-
-
-def _user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn the project's input errors into a one-line message and exit code 2."""
-
-    @wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except (ConfigError, InfeasibleJobError) as e:
-            _fail(str(e))
-
-    return wrapper
+_fail = fail
+_user_errors = user_errors
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -453,6 +434,12 @@ def metrics() -> None:
 
     for m in METRICS.values():
         click.echo(f"{m.name} [{m.unit}]: {m.definition}")
+
+
+from scaling.app.golden_cmd import baseline, compare  # noqa: E402
+
+main.add_command(baseline)
+main.add_command(compare)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -7,32 +7,14 @@ invariant violated: nothing written), 2 bad input (one line, like every ``scalin
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
-from functools import wraps
 from pathlib import Path
-from typing import Any
 
 import click
 
-from scaling.io.errors import ConfigError
-from scaling.model.simulation import InfeasibleJobError
+from scaling.app.errors import user_errors
 
 EXIT_DIFFERENT = 1
-EXIT_BAD_INPUT = 2
-
-
-def _user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Input errors → ``error: <one line>`` on stderr and exit code 2."""
-
-    @wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except (ConfigError, InfeasibleJobError) as e:
-            click.echo(f"error: {e}", err=True)
-            sys.exit(EXIT_BAD_INPUT)
-
-    return wrapper
+_user_errors = user_errors
 
 
 @click.group()
@@ -146,7 +128,7 @@ def compare(
         DEFAULT_ATOL,
         DEFAULT_RTOL,
         compare_frames,
-        point_name,
+        curve_names,
         read_results,
     )
 
@@ -175,7 +157,9 @@ def compare(
         ("only in RESULTS (not in BASELINE)", cmp.only_in_results),
     ):
         if keys:
-            click.echo(f"{label}: " + "; ".join(point_name(k) for k in keys))
+            click.echo(f"{label}:")
+            for curve in curve_names(keys):
+                click.echo(f"  {curve}")
     verdict = "OK" if cmp.ok else "DIFFERENT"
     click.echo(f"{verdict}: {cmp.summary()}")
     if not cmp.ok:

@@ -248,8 +248,13 @@ class LoadedExperiment:
         }
 
     def config_hash(self) -> str:
-        """SHA-256 (16 hex digits) of the resolved config: equal hashes mean equal inputs."""
-        blob = json.dumps(self.resolved(), sort_keys=True).encode()
+        """SHA-256 (16 hex digits) of the resolved config's values: equal hashes mean equal
+        inputs, wherever the files live (paths are left out)."""
+        data = self.resolved()
+        for sysd in data["systems"].values():
+            sysd.pop("file", None)
+            sysd.pop("library_file", None)
+        blob = json.dumps(data, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
 

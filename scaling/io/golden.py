@@ -140,7 +140,7 @@ def read_results(path: str | Path, what: str = "results") -> pd.DataFrame:
 
 
 def _values_only(node: Any) -> Any:
-    """A topology/library dump without provenance: ``{value, source, confidence, note}`` → value."""
+    """A topology or library dump without provenance: each quantity becomes its value."""
     if isinstance(node, dict):
         if "value" in node and "confidence" in node:
             return node["value"]
@@ -352,7 +352,7 @@ def _meta(run: GoldenRun, created: str) -> dict[str, Any]:
 
 _HEADER = (
     "# Golden scaling curve written by `scaling baseline update`; never edit by hand.\n"
-    "# config_hash is the SHA-256 of resolved_config.yaml's content (the model's inputs).\n"
+    "# config_hash: SHA-256 of the inputs in resolved_config.yaml (equal hashes, equal inputs).\n"
 )
 _INPUTS_HEADER = (
     "# The inputs of this baseline: the experiment with every default filled in and each\n"
@@ -585,14 +585,18 @@ class Comparison:
         return format_table(header, rows, left=5) + more
 
     def summary(self) -> str:
-        n_bad = len(self.failures)
-        pts = len(self.failing_points)
         tol = f"rtol={self.rtol:g}, atol={self.atol:g}"
-        if n_bad == 0:
+        if len(self.failures) == 0:
             worst = self.values["rel_diff"].abs().max() if len(self.values) else 0.0
-            head = f"all {self.n_points} common points within tolerance ({tol}; largest relative difference {worst:.1e})"
+            head = (
+                f"all {self.n_points} common points within tolerance ({tol}; "
+                f"largest relative difference {worst:.1e})"
+            )
         else:
-            head = f"{n_bad} value(s) at {pts} of {self.n_points} points beyond tolerance ({tol})"
+            head = (
+                f"{len(self.failures)} value(s) at {len(self.failing_points)} of {self.n_points} "
+                f"points beyond tolerance ({tol})"
+            )
         if self.only_in_results or self.only_in_baseline:
             head += (
                 f"; {len(self.only_in_baseline)} point(s) only in the baseline, "

@@ -88,7 +88,7 @@ def plot_vs_devices(
     axes = axis_columns(df) if axes is None else list(axes)
     series = _series(df, axes)
     many = len(series) > 6
-    fig, ax = plt.subplots(figsize=(9.5 if many else 7, 4.5), dpi=120)
+    fig, ax = plt.subplots(figsize=(11 if many else 7, 4.5), dpi=120)
     cmap = plt.get_cmap("tab10" if len(series) <= 10 else "tab20")
     markers = "osD^v<>ph*"
     for k, (label, g) in enumerate(series):

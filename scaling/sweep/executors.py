@@ -210,7 +210,7 @@ class DaskExecutor(SweepExecutor):
 
     def describe(self) -> str:
         if self.address:
-            return f"Dask scheduler {self.address} ({self.workers} worker threads)"
+            return f"Dask scheduler {self.address}"
         return f"Dask LocalCluster of {self.local_workers} worker processes"
 
     def _start(self) -> Any:

@@ -1,0 +1,34 @@
+"""The command line's convention for bad input: one line on stderr, exit code 2, no traceback."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from functools import wraps
+from typing import Any, NoReturn
+
+import click
+
+from scaling.io.errors import ConfigError
+from scaling.model.simulation import InfeasibleJobError
+
+EXIT_BAD_INPUT = 2
+
+
+def fail(msg: str) -> NoReturn:
+    """Print ``error: msg`` and exit with code 2."""
+    click.echo(f"error: {msg}", err=True)
+    sys.exit(EXIT_BAD_INPUT)
+
+
+def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn the project's input errors into a one-line message and exit code 2."""
+
+    @wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except (ConfigError, InfeasibleJobError) as e:
+            fail(str(e))
+
+    return wrapper
