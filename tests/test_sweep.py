@@ -4,6 +4,7 @@ results, resume after kill -9, refused and failed runs, and the `sweep` / `plot`
 from __future__ import annotations
 
 import os
+import pickle
 import signal
 import subprocess
 import sys
@@ -76,6 +77,7 @@ def test_expand_grid_and_zip_in_deterministic_order() -> None:
         ("mlu370-x8", 2),
     ]
     assert [r.key for r in expand(sweep_from_dict(spec))] == [r.key for r in runs]
+    assert pickle.loads(pickle.dumps(runs[5].job)) == runs[5].job  # what workers receive
 
 
 def test_run_key_is_the_run_content_not_its_neighbours(repo) -> None:
@@ -89,6 +91,13 @@ def test_run_key_is_the_run_content_not_its_neighbours(repo) -> None:
     plain = load_sweep(repo / "configs" / "mlu-vs-gpu.yaml", ["nodes=[1,2]"])
     runs = expand(plain)
     assert len(plain.points()) == 1 and len(runs) == 8 and runs[0].axes == ()
+
+
+def test_example_sweep_spec_expands(repo) -> None:
+    sw = load_sweep(repo / "configs" / "sweeps" / "ddp-buckets.yaml")
+    runs = expand(sw)
+    assert len(sw.points()) == 6 and len(runs) == 60 and len({r.key for r in runs}) == 60
+    assert {r.job.training.micro_batch * r.job.training.grad_accum for r in runs} == {4}
 
 
 def test_base_config_is_relative_to_the_spec_and_lists_index_by_position(tmp_path, repo) -> None:
@@ -124,7 +133,7 @@ def test_base_config_is_relative_to_the_spec_and_lists_index_by_position(tmp_pat
         (
             "base:\n  model: gpt3-125m\n  systems: [dgx-a100]\n  nodes: [1]\n"
             "axis:\n  training.micro_batch_size: [1]\n",
-            ":6: axis: expected no such field",  # the line of its value
+            ":5: axis: expected no such field",  # the line of the key
             "",
         ),
         (

@@ -11,17 +11,14 @@ from __future__ import annotations
 import math
 import sys
 import time
-from collections.abc import Callable
-from functools import wraps
 from pathlib import Path
 from typing import Any
 
 import click
 
+from scaling.app.errors import EXIT_BAD_INPUT, fail, user_errors
 from scaling.io.errors import ConfigError
-from scaling.model.simulation import InfeasibleJobError
 
-EXIT_BAD_INPUT = 2
 EXIT_FAILED_RUNS = 1
 EXIT_INTERRUPTED = 130
 #: the summary lists every run up to this many rows, else only each line's ends
@@ -29,21 +26,13 @@ MAX_TABLE_ROWS = 60
 
 
 def _fail(msg: str, code: int = EXIT_BAD_INPUT) -> None:
+    if code == EXIT_BAD_INPUT:
+        fail(msg)
     click.echo(f"error: {msg}", err=True)
     sys.exit(code)
 
 
-def _user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Input errors → one line and exit code 2 (the convention of :mod:`scaling.app.cli`)."""
-
-    @wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except (ConfigError, InfeasibleJobError) as e:
-            _fail(str(e))
-
-    return wrapper
+_user_errors = user_errors
 
 
 def _cell(v: Any, fmt: str) -> str:
@@ -79,7 +68,9 @@ def format_summary(df: Any, axes: list[str]) -> str:
     for rec in df.to_dict("records"):
         rows.append([_cell(rec[c], fmt) for c, _, fmt in cols])
     widths = [max(len(r[i]) for r in rows) for i in range(len(cols))]
-    text_cols = {"system", "strategy", "status"} | set(axes)
+    text_cols = {"system", "strategy", "status"} | {
+        a for a in axes if df[a].dtype.kind not in "iuf"
+    }
     lines = []
     for k, row in enumerate(rows):
         lines.append(

@@ -258,7 +258,7 @@ class LoadedExperiment:
         return hashlib.sha256(blob).hexdigest()[:16]
 
 
-def _default_strategy_kind(data: dict[str, Any]) -> dict[str, Any]:
+def default_strategy_kind(data: dict[str, Any]) -> dict[str, Any]:
     """``kind`` may be left out for DDP, the default strategy."""
     strat = data.get("strategy")
     if isinstance(strat, dict) and "kind" not in strat:
@@ -279,11 +279,11 @@ def load_experiment(path: str | Path, overrides: list[str] | None = None) -> Loa
     if overrides:
         data = apply_overrides(data, overrides, lines)
     where = str(p)
-    cfg = validate(ExperimentConfig, _default_strategy_kind(data), where, lines)
+    cfg = validate(ExperimentConfig, default_strategy_kind(data), where, lines)
     return LoadedExperiment(cfg, where, p.resolve().parent, lines)
 
 
 def experiment_from_dict(data: dict[str, Any], where: str = "<dict>") -> LoadedExperiment:
     """Build an experiment from an in-memory mapping (notebooks, tests)."""
-    cfg = validate(ExperimentConfig, _default_strategy_kind(data), where, None)
+    cfg = validate(ExperimentConfig, default_strategy_kind(data), where, None)
     return LoadedExperiment(cfg, where, None)

@@ -43,6 +43,9 @@ class LineMap:
     def add(self, path: tuple[Any, ...], line: int) -> None:
         self._lines[path] = line
 
+    def line_of_exact(self, path: tuple[Any, ...]) -> int | None:
+        return self._lines.get(tuple(path))
+
     def line_of(self, path: tuple[Any, ...]) -> int | None:
         # Fall back to the closest ancestor that has a line (a missing field → its parent).
         for i in range(len(path), -1, -1):
@@ -53,7 +56,9 @@ class LineMap:
 
 
 def _walk(node: yaml.Node, path: tuple[Any, ...], lines: LineMap, where: str) -> None:
-    lines.add(path, node.start_mark.line + 1)
+    # A key's own line wins over its value's (a block mapping starts at its first child).
+    if lines.line_of_exact(path) is None:
+        lines.add(path, node.start_mark.line + 1)
     if isinstance(node, yaml.MappingNode):
         seen: set[str] = set()
         for k, v in node.value:
@@ -165,7 +170,7 @@ def _expected(err: dict[str, Any]) -> str:
     return err["msg"][0].lower() + err["msg"][1:]
 
 
-def _data_path(loc: tuple[Any, ...], data: Any) -> tuple[Any, ...]:
+def data_path(loc: tuple[Any, ...], data: Any) -> tuple[Any, ...]:
     """The error location as a path into the data: pydantic inserts a tagged union's member
     name (``strategy.fsdp.sharding``); it equals the mapping's ``kind`` value and is dropped."""
     out: list[Any] = []
@@ -194,7 +199,7 @@ def validation_error(
     err = exc.errors(include_url=False)[0]
     loc = (*prefix, *err["loc"])
     loc = tuple(p for p in loc if not (isinstance(p, str) and p.startswith("function-")))
-    data_loc = _data_path(loc, data) if data is not None else loc
+    data_loc = data_path(loc, data) if data is not None else loc
     if lines is not None and lines.overridden(data_loc):
         head = f"{where} (--set)"
     else:

@@ -9,6 +9,7 @@ from typing import Any
 import pandas as pd
 import yaml
 
+from scaling.io.errors import ConfigError
 from scaling.model.metrics import scaling_efficiency
 from scaling.model.simulation import RunResult
 
@@ -58,8 +59,6 @@ def results_frame(results: list[RunResult]) -> pd.DataFrame:
 def load_results(path: str | Path) -> pd.DataFrame:
     """Read a results table: a ``.parquet`` or ``.csv`` file, or a ``scaling run``/``scaling
     sweep`` output folder holding ``results.parquet`` or ``results.csv``."""
-    from scaling.io.errors import ConfigError
-
     p = Path(path)
     if p.is_dir():
         found = [p / n for n in ("results.parquet", "results.csv") if (p / n).is_file()]

@@ -1,7 +1,7 @@
 """Parameter sweeps: a base experiment × axes → runs on a local pool or a Dask cluster.
 
 >>> from scaling.sweep import load_sweep, expand, run_sweep, LocalPoolExecutor
->>> df = run_sweep("sweeps/bucket.yaml", "out/bucket", LocalPoolExecutor(jobs=4))  # doctest: +SKIP
+>>> df = run_sweep("configs/sweeps/ddp-buckets.yaml", "out/ddp", LocalPoolExecutor(jobs=4))  # doctest: +SKIP
 
 See :mod:`scaling.sweep.spec` for the spec format, :mod:`scaling.sweep.runner` for the output
 folder and resume, :mod:`scaling.sweep.executors` for where runs execute.

@@ -52,6 +52,15 @@ def execute_run(job: Job) -> dict[str, Any]:
     return {"status": OK, "error": "", **result.scalars()}
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_FILE_MODE = 0o666 & ~_umask()  # what open() would give; mkstemp's files are 0600
+
+
 def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     """Write via a temp file in the same folder and ``os.replace``: readers (and a resume after
     a crash) see the old file or the whole new one, never a partial one."""
@@ -59,6 +68,7 @@ def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     os.close(fd)
     try:
         write(Path(tmp))
+        os.chmod(tmp, _FILE_MODE)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -38,8 +38,8 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 from scaling.io.config import (
     ExperimentConfig,
     LoadedExperiment,
-    _default_strategy_kind,
     apply_overrides,
+    default_strategy_kind,
 )
 from scaling.io.errors import ConfigError, LineMap, read_yaml, validate, validation_error
 from scaling.io.results import EFFICIENCY_GROUP, SWEEP_META_COLUMNS
@@ -113,7 +113,7 @@ class SweepSpec(BaseModel):
                 raise ValueError(f"each path to vary once ({a!r} and {b!r} overlap)")
         return self
 
-    def dimensions(self) -> list[list[tuple[str, ...]]]:
+    def dimensions(self) -> list[list[str]]:
         """The grid's dimensions: one per axis, one per zip group; each a list of its paths."""
         return [[p] for p in self.axes] + [list(g) for g in self.zip_groups]
 
@@ -272,7 +272,7 @@ class LoadedSweep:
         data = copy.deepcopy(self.base)
         for v in values:
             _set_path(data, v.path, v.value, self._axis_where(v))
-        data = _default_strategy_kind(data)
+        data = default_strategy_kind(data)
         label = ", ".join(f"{v.path}={v.value!r}" for v in values)
         try:
             cfg = ExperimentConfig.model_validate(data)
@@ -304,9 +304,9 @@ class LoadedSweep:
         index: int,
         label: str,
     ) -> ConfigError:
-        from scaling.io.errors import _data_path
+        from scaling.io.errors import data_path
 
-        loc = _data_path(tuple(e.errors(include_url=False)[0]["loc"]), data)
+        loc = data_path(tuple(e.errors(include_url=False)[0]["loc"]), data)
         hit = next((v for v in values if loc[: len(_keys(v.path))] == _keys(v.path)), None)
         if hit is not None:
             # the bad value came from an axis: point at it in the sweep file
