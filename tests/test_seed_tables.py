@@ -39,3 +39,14 @@ def test_table2_ratios_and_verdicts(repo) -> None:
     for product in ("Ascend 910B", "BR100", "MLU590", "MTT S4000"):
         assert 0 < row.loc[product, "ratio"] < 2
         assert "[" in row.loc[product, "drivers"]  # confidence of each driving number shown
+
+
+def test_price_and_power_are_overridable_in_config() -> None:
+    base = {"model": "gpt3-125m", "systems": ["mlu370-x8"], "nodes": [1]}
+    a = run_experiment(base).table.iloc[0]
+    b = run_experiment(
+        {**base, "economics": {"mlu370-x8": {"price_per_hour_USD": 0.45, "power_busy_W": 125}}}
+    ).table.iloc[0]
+    assert b.cost_per_million_tokens_USD == pytest.approx(a.cost_per_million_tokens_USD / 2)
+    assert b.avg_board_power_W < a.avg_board_power_W
+    assert b.step_time_s == a.step_time_s  # economics never changes the simulation

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -20,6 +21,7 @@ from scaling.io.topology import LoadedSystem, load_system
 from scaling.model.compute import DTYPE_BYTES
 from scaling.model.ddp import DDPSpec
 from scaling.model.fsdp import BackwardPrefetch, FSDPSpec, ShardingStrategy
+from scaling.model.hardware import SystemSpec
 from scaling.model.simulation import Job, SimSpec, TrainingSpec
 from scaling.model.workload import PRESETS, Checkpointing, get_preset
 from scaling.units import MiB
@@ -113,6 +115,15 @@ class SimulationConfig(_Strict):
         )
 
 
+class EconomicsConfig(_Strict):
+    """Per-system overrides of the catalog's price and power assumptions (for cost/energy)."""
+
+    price_per_hour_USD: Annotated[float, Field(gt=0)] | None = None
+    power_idle_W: Annotated[float, Field(ge=0)] | None = None
+    power_busy_W: Annotated[float, Field(gt=0)] | None = None
+    node_power_overhead_W: Annotated[float, Field(ge=0)] | None = None
+
+
 class ExperimentConfig(_Strict):
     """A runnable experiment: systems × node counts for one model and strategy."""
 
@@ -132,6 +143,7 @@ class ExperimentConfig(_Strict):
     training: TrainingConfig = TrainingConfig()
     simulation: SimulationConfig = SimulationConfig()
     report: Literal["seed-table1", "seed-table2"] | None = None  # extra table after the run
+    economics: dict[str, EconomicsConfig] = {}  # system name -> price/power overrides
 
     @field_validator("model")
     @classmethod
@@ -154,6 +166,25 @@ class ExperimentConfig(_Strict):
     @classmethod
     def _scalar_to_list(cls, v: Any) -> Any:
         return v if isinstance(v, list) else [v]
+
+
+def _with_economics(system: SystemSpec, eco: EconomicsConfig | None) -> SystemSpec:
+    """The system with the config's price/power overrides applied."""
+    if eco is None:
+        return system
+    dev = system.device
+    dev = replace(
+        dev,
+        price_per_hour=eco.price_per_hour_USD
+        if eco.price_per_hour_USD is not None
+        else dev.price_per_hour,
+        power_idle_W=eco.power_idle_W if eco.power_idle_W is not None else dev.power_idle_W,
+        power_busy_W=eco.power_busy_W if eco.power_busy_W is not None else dev.power_busy_W,
+    )
+    overhead = system.node_power_overhead_W
+    if eco.node_power_overhead_W is not None:
+        overhead = eco.node_power_overhead_W
+    return replace(system, device=dev, node_power_overhead_W=overhead)
 
 
 def apply_overrides(
@@ -209,6 +240,7 @@ class LoadedExperiment:
                     head = f"{where}:{line}" if line else where
                     raise ConfigError(f"{head}: systems[{i}]: {e}") from None
                 raise
+        self._check_economics()
 
     def jobs(self) -> list[Job]:
         """One job per (system, strategy, nodes): systems and strategies in config order, nodes
@@ -217,11 +249,12 @@ class LoadedExperiment:
         shape = get_preset(cfg.model)
         out = []
         for name in cfg.systems:
+            system = _with_economics(self.systems[name].spec, cfg.economics.get(name))
             for strat in cfg.all_strategies():
                 for n in sorted(set(cfg.nodes)):
                     out.append(
                         Job(
-                            system=self.systems[name].spec,
+                            system=system,
                             shape=shape,
                             nodes=n,
                             training=cfg.training.to_spec(),
@@ -230,6 +263,14 @@ class LoadedExperiment:
                         )
                     )
         return out
+
+    def _check_economics(self) -> None:
+        unknown = sorted(set(self.config.economics) - set(self.config.systems))
+        if unknown:
+            raise ConfigError(
+                f"{self.where}: economics: {unknown[0]!r} is not one of the config's systems "
+                f"({', '.join(self.config.systems)})"
+            )
 
     def resolved(self) -> dict[str, Any]:
         """The fully resolved config (defaults filled in) plus the system files it used."""
