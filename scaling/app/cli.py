@@ -18,6 +18,13 @@ from scaling.model.simulation import InfeasibleJobError
 
 _fail = fail
 _user_errors = user_errors
+_set_option = click.option(
+    "--set",
+    "overrides",
+    multiple=True,
+    metavar="PATH=VALUE",
+    help="Override a config field, e.g. --set nodes=[1,8,64] --set training.micro_batch_size=2.",
+)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -87,13 +94,7 @@ def _gap_summary(df: Any) -> list[str]:
     default=None,
     help="Output folder (default: results/<experiment name>).",
 )
-@click.option(
-    "--set",
-    "overrides",
-    multiple=True,
-    metavar="PATH=VALUE",
-    help="Override a config field, e.g. --set nodes=[1,8,64] --set training.micro_batch_size=2.",
-)
+@_set_option
 @click.option("--no-plot", is_flag=True, help="Skip the PNG plot.")
 @_user_errors
 def run(config: Path, out_dir: Path | None, overrides: tuple[str, ...], no_plot: bool) -> None:
@@ -252,9 +253,7 @@ def _one_job(config: Path, overrides: tuple[str, ...], what: str):
 @click.option(
     "--ranks", default=None, help="Ranks to include, e.g. 0-15 or 0,8 (default: the first 16)."
 )
-@click.option(
-    "--set", "overrides", multiple=True, metavar="PATH=VALUE", help="Override a config field."
-)
+@_set_option
 @_user_errors
 def trace(config: Path, out_file: Path, ranks: str | None, overrides: tuple[str, ...]) -> None:
     """Write one steady-state step as Chrome Trace Event JSON (open it in ui.perfetto.dev)."""
@@ -336,9 +335,7 @@ def _explain_vs(
 
 @main.command()
 @click.argument("config", type=click.Path(path_type=Path))
-@click.option(
-    "--set", "overrides", multiple=True, metavar="PATH=VALUE", help="Override a config field."
-)
+@_set_option
 @click.option(
     "--top",
     type=click.IntRange(min=0),

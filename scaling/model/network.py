@@ -133,10 +133,9 @@ class ClusterNetwork:
             if self.nodes > 1:
                 for k in range(s.nics.count):
                     if self._nic_behind_switch:
-                        sw = self.nic_switch(k)
+                        # the NIC's x16 slot under its PCIe switch (see nic_switch)
                         self._add(("sw_nic", n, k), fab.inter_group_bw_Bps, 0.0, LinkClass.PCIE)
                         self._add(("nic_sw", n, k), fab.inter_group_bw_Bps, 0.0, LinkClass.PCIE)
-                        del sw
                     self._add(
                         ("nic_tx", n, k), s.nics.bw_Bps, s.nics.latency_s / 2, LinkClass.NETWORK
                     )
