@@ -52,3 +52,11 @@ def test_systems_and_metrics_commands() -> None:
     assert res.exit_code == 0 and "mlu370-x8" in res.output and "[assumption]" in res.output
     res = runner.invoke(main, ["metrics"])
     assert res.exit_code == 0 and "scaling_efficiency [1]" in res.output
+
+
+def test_readme_metric_table_matches_the_definitions(repo) -> None:
+    from scaling.model.metrics import METRICS
+
+    readme = (repo / "README.md").read_text()
+    for m in METRICS.values():
+        assert f"| `{m.name}` | {m.unit} | {m.definition} |" in readme, m.name
