@@ -13,6 +13,7 @@ from typing import Any
 import click
 
 from scaling.app.errors import fail, user_errors
+from scaling.io.results import format_results_table
 from scaling.model.algorithms import CollectiveOp
 from scaling.model.simulation import InfeasibleJobError
 
@@ -31,35 +32,6 @@ _set_option = click.option(
 @click.version_option(package_name="scaling")
 def main() -> None:
     """Simulate distributed training (DDP) on GPU, MLU and NPU clusters and compare scaling."""
-
-
-def _format_table(df: Any) -> str:
-    cols = [
-        ("system", "system", "{}"),
-        ("strategy", "strategy", "{}"),
-        ("nodes", "nodes", "{:d}"),
-        ("devices", "accel", "{:d}"),
-        ("step_time_s", "step (s)", "{:.4f}"),
-        ("tokens_per_s_per_device", "tok/s/accel", "{:,.0f}"),
-        ("scaling_efficiency", "scaling eff", "{:.3f}"),
-        ("exposed_comm_share", "exposed comm", "{:.1%}"),
-        ("mfu", "MFU", "{:.1%}"),
-    ]
-    rows = [[h for _, h, _ in cols]]
-    for _, r in df.iterrows():
-        rows.append([fmt.format(r[c]) for c, _, fmt in cols])
-    widths = [max(len(row[i]) for row in rows) for i in range(len(cols))]
-    lines = []
-    for k, row in enumerate(rows):
-        lines.append(
-            "  ".join(
-                v.ljust(w) if i == 0 else v.rjust(w)
-                for i, (v, w) in enumerate(zip(row, widths, strict=True))
-            )
-        )
-        if k == 0:
-            lines.append("  ".join("-" * w for w in widths))
-    return "\n".join(lines)
 
 
 def _gap_summary(df: Any) -> list[str]:
@@ -114,7 +86,7 @@ def run(config: Path, out_dir: Path | None, overrides: tuple[str, ...], no_plot:
         f"micro-batch {exp.config.training.micro_batch_size} x seq {exp.config.training.seq_len}"
         f" per accelerator (weak scaling); config hash {h}"
     )
-    click.echo(_format_table(res.table))
+    click.echo(format_results_table(res.table))
     for line in _gap_summary(res.table):
         click.echo(line)
     if exp.config.report is not None:

@@ -8,7 +8,6 @@ interrupted one with 130, its finished runs saved for ``--resume``.
 
 from __future__ import annotations
 
-import math
 import sys
 import time
 from pathlib import Path
@@ -18,6 +17,7 @@ import click
 
 from scaling.app.errors import EXIT_BAD_INPUT, fail, user_errors
 from scaling.io.errors import ConfigError
+from scaling.io.results import format_results_table
 
 EXIT_FAILED_RUNS = 1
 EXIT_INTERRUPTED = 130
@@ -33,55 +33,6 @@ def _fail(msg: str, code: int = EXIT_BAD_INPUT) -> None:
 
 
 _user_errors = user_errors
-
-
-def _cell(v: Any, fmt: str) -> str:
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return "-"
-    try:
-        return fmt.format(v)
-    except (ValueError, TypeError):
-        return str(v)
-
-
-def _short_axis(col: str) -> str:
-    return col.removeprefix("axis.").rsplit(".", 1)[-1]
-
-
-def format_summary(df: Any, axes: list[str]) -> str:
-    """The sweep's table as aligned text: axis values, identity, headline metrics, status."""
-    cols = [(a, _short_axis(a), "{:g}" if df[a].dtype.kind == "f" else "{}") for a in axes]
-    cols += [
-        ("system", "system", "{}"),
-        ("strategy", "strategy", "{}"),
-        ("nodes", "nodes", "{:d}"),
-        ("devices", "accel", "{:d}"),
-        ("step_time_s", "step (s)", "{:.4f}"),
-        ("tokens_per_s_per_device", "tok/s/accel", "{:,.0f}"),
-        ("scaling_efficiency", "scaling eff", "{:.3f}"),
-        ("exposed_comm_share", "exposed comm", "{:.1%}"),
-        ("mfu", "MFU", "{:.1%}"),
-        ("status", "status", "{}"),
-    ]
-    cols = [c for c in cols if c[0] in df.columns]
-    rows = [[h for _, h, _ in cols]]
-    for rec in df.to_dict("records"):
-        rows.append([_cell(rec[c], fmt) for c, _, fmt in cols])
-    widths = [max(len(r[i]) for r in rows) for i in range(len(cols))]
-    text_cols = {"system", "strategy", "status"} | {
-        a for a in axes if df[a].dtype.kind not in "iuf"
-    }
-    lines = []
-    for k, row in enumerate(rows):
-        lines.append(
-            "  ".join(
-                v.ljust(w) if c in text_cols else v.rjust(w)
-                for v, w, (c, _, _) in zip(row, widths, cols, strict=True)
-            ).rstrip()
-        )
-        if k == 0:
-            lines.append("  ".join("-" * w for w in widths))
-    return "\n".join(lines)
 
 
 def _table_rows(df: Any) -> Any:
@@ -222,7 +173,7 @@ def sweep(
         + f"; {wall:.1f} s"
     )
     shown = _table_rows(df)
-    click.echo(format_summary(shown, axes))
+    click.echo(format_results_table(shown, axes))
     if len(shown) < len(df):
         click.echo(f"(the smallest and largest run of each line: {len(shown)} of {len(df)} rows)")
     for line in _problems(df, "refused") + _problems(df, "failed"):

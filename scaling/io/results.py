@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -100,3 +102,52 @@ def write_outputs(
             {"config_hash": config_hash, **json.loads(json.dumps(resolved))}, fh, sort_keys=False
         )
     return paths
+
+
+def _cell(v: Any, fmt: str) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "-"
+    try:
+        return fmt.format(v)
+    except (ValueError, TypeError):
+        return str(v)
+
+
+def _short_axis(col: str) -> str:
+    return col.removeprefix("axis.").rsplit(".", 1)[-1]
+
+
+def format_results_table(df: Any, axes: Sequence[str] = ()) -> str:
+    """A results table as aligned text: axis values, identity, headline metrics, status."""
+    cols = [(a, _short_axis(a), "{:g}" if df[a].dtype.kind == "f" else "{}") for a in axes]
+    cols += [
+        ("system", "system", "{}"),
+        ("strategy", "strategy", "{}"),
+        ("nodes", "nodes", "{:d}"),
+        ("devices", "accel", "{:d}"),
+        ("step_time_s", "step (s)", "{:.4f}"),
+        ("tokens_per_s_per_device", "tok/s/accel", "{:,.0f}"),
+        ("scaling_efficiency", "scaling eff", "{:.3f}"),
+        ("exposed_comm_share", "exposed comm", "{:.1%}"),
+        ("mfu", "MFU", "{:.1%}"),
+        ("status", "status", "{}"),
+    ]
+    cols = [c for c in cols if c[0] in df.columns]
+    rows = [[h for _, h, _ in cols]]
+    for rec in df.to_dict("records"):
+        rows.append([_cell(rec[c], fmt) for c, _, fmt in cols])
+    widths = [max(len(r[i]) for r in rows) for i in range(len(cols))]
+    text_cols = {"system", "strategy", "status"} | {
+        a for a in axes if df[a].dtype.kind not in "iuf"
+    }
+    lines = []
+    for k, row in enumerate(rows):
+        lines.append(
+            "  ".join(
+                v.ljust(w) if c in text_cols else v.rjust(w)
+                for v, w, (c, _, _) in zip(row, widths, cols, strict=True)
+            ).rstrip()
+        )
+        if k == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)
