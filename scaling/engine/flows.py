@@ -644,6 +644,7 @@ class FlowNetwork:
                 raise ValueError("link latencies must be finite and >= 0")
         self._lat = _readonly(lat)
         self._path_lat: list[float] = []
+        self._path_lat_arr = np.zeros(0)  # the same as an array, rebuilt when paths are added
         self._finish_rtol = float(finish_rtol)
 
         # Slot table for active transfers (parallel numpy arrays so that advancing time and
@@ -705,11 +706,18 @@ class FlowNetwork:
     def path_id(self, links: Sequence[int] | np.ndarray) -> int:
         """Register a path (link indices, each at most once) once and return its id."""
         pid = self.solver.register(links)
+        self._sync_paths()
+        return pid
+
+    def _sync_paths(self) -> None:
+        """Compute the latency of every path registered on the solver since the last call."""
+        if len(self._path_lat) == self.solver.n_paths:
+            return
         while len(self._path_lat) < self.solver.n_paths:
             k = len(self._path_lat)
             # fsum: exactly rounded and independent of summation order.
             self._path_lat.append(math.fsum(self._lat[self.solver.path_links(k)].tolist()))
-        return pid
+        self._path_lat_arr = np.asarray(self._path_lat)
 
     def path_latency(self, path_id: int) -> float:
         """Sum of the link latencies of a registered path, in seconds."""
@@ -828,13 +836,12 @@ class FlowNetwork:
             raise ValueError("nbytes must be finite and >= 0")
         if np.any(mult < 1):
             raise ValueError("multiplicity must be >= 1")
-        self.path_latency(int(pids.max())) if pids.size else None  # sync path latencies
+        self._sync_paths()
         event = self.env.event()
         now = float(self.env.now)
         ptr = self.solver._ptr
         real = (size > 0) & (ptr[pids + 1] > ptr[pids])
-        path_lat = np.asarray(self._path_lat)[pids] if pids.size else np.zeros(0)
-        lat = float(path_lat.max()) if pids.size else 0.0
+        lat = float(self._path_lat_arr[pids].max()) if pids.size else 0.0
         n_real = int(real.sum())
         done_now = pids.size - n_real
         self.transfers_completed += done_now

@@ -131,6 +131,25 @@ def _phase(edges: list[tuple[int, int, float]]) -> Phase:
     )
 
 
+def ring_steps_per_pass(system: SystemSpec, group: Group) -> dict[LinkClass, int]:
+    """Sequential ring steps per pass (p−1 in all) by the class of link they cross.
+
+    Following NCCL's tuner, a pass charges ``nodes−1`` steps to the network; steps that cross an
+    MLU-Link group or PCIe-switch boundary inside a node are charged to PCIe; the rest to the
+    scale-up link.
+    """
+    fab, k, n = system.fabric, group.per_node, group.nodes
+    net = n - 1
+    if fab.kind is FabricKind.PCIE:
+        pcie = n * (k - 1)  # every intra-node hop crosses PCIe
+    elif fab.kind is FabricKind.BRIDGE_GROUPS:
+        pcie = n * (math.ceil(k / fab.group_size) - 1)
+    else:
+        pcie = 0
+    up = group.size - 1 - net - pcie
+    return {LinkClass.SCALE_UP: up, LinkClass.PCIE: pcie, LinkClass.NETWORK: net}
+
+
 def _inorder_parents(n: int) -> list[int]:
     """Parent of each rank in the balanced in-order binary tree over ranks 0..n−1 (root: −1)."""
     parent = [-1] * n
@@ -246,21 +265,8 @@ class Algorithms:
         return order
 
     def _class_steps(self, group: Group, passes: int) -> dict[LinkClass, float]:
-        """Sequential ring steps per link class (NCCL's tuner convention), × passes."""
-        fab, k, n = self.system.fabric, group.per_node, group.nodes
-        net = n - 1
-        if fab.kind is FabricKind.PCIE:
-            pcie = n * (k - 1)
-        elif fab.kind is FabricKind.BRIDGE_GROUPS:
-            pcie = n * (math.ceil(k / fab.group_size) - 1)
-        else:
-            pcie = 0
-        up = group.size - 1 - net - pcie
-        return {
-            LinkClass.SCALE_UP: passes * up,
-            LinkClass.PCIE: passes * pcie,
-            LinkClass.NETWORK: passes * net,
-        }
+        """Sequential ring steps per link class, × passes."""
+        return {c: passes * k for c, k in ring_steps_per_pass(self.system, group).items()}
 
     def _intra_class(self) -> LinkClass:
         return LinkClass.PCIE if self.system.fabric.kind is FabricKind.PCIE else LinkClass.SCALE_UP

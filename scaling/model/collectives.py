@@ -28,7 +28,13 @@ from typing import Protocol
 
 import simpy
 
-from scaling.model.algorithms import Algorithms, CollectiveOp, Group, busbw_factor
+from scaling.model.algorithms import (
+    Algorithms,
+    CollectiveOp,
+    Group,
+    busbw_factor,
+    ring_steps_per_pass,
+)
 from scaling.model.hardware import FabricKind, LinkClass, SystemSpec
 
 __all__ = [
@@ -132,30 +138,11 @@ class AnalyticCostModel:
         return cuts
 
     # -- latency -----------------------------------------------------------------------------
-    def steps_per_pass(self, group: Group) -> dict[LinkClass, int]:
-        """Sequential ring steps per pass (p−1 in all) by the class of link they cross.
-
-        Following NCCL's tuner, a pass charges ``nodes−1`` steps to the network; steps that cross
-        an MLU-Link group or PCIe-switch boundary inside a node are charged to PCIe; the rest to
-        the scale-up link.
-        """
-        fab, g, n = self.system.fabric, group.per_node, group.nodes
-        p = group.size
-        net = n - 1
-        if fab.kind is FabricKind.PCIE:
-            pcie = n * (g - 1)  # every intra-node hop crosses PCIe
-        elif fab.kind is FabricKind.BRIDGE_GROUPS:
-            pcie = n * (math.ceil(g / fab.group_size) - 1)
-        else:
-            pcie = 0
-        up = p - 1 - net - pcie
-        return {LinkClass.SCALE_UP: up, LinkClass.PCIE: pcie, LinkClass.NETWORK: net}
-
     def ring(self, op: CollectiveOp, nbytes: float, group: Group) -> CollectiveCost:
         """Ring collective of ``nbytes`` (nccl-tests size convention) on ``group``."""
         lib = self.system.library
         passes = 2 if op is CollectiveOp.ALL_REDUCE else 1
-        steps = self.steps_per_pass(group)
+        steps = ring_steps_per_pass(self.system, group)
         latency = lib.call_latency_s + passes * sum(
             k * lib.step_latency_s[c] for c, k in steps.items()
         )

@@ -142,7 +142,7 @@ def ddp_rank(
             ready = [env.event() for _ in work.buckets] if sync else []
             done = env.event()
             if sync:
-                env.process(_comm_stream(env, rank, step, work, comm, ready, done))
+                env.process(_comm_stream(env, step, work, comm, ready, done))
             stage_buckets = work.stage_buckets if (sync and work.spec.overlap) else {}
             yield from cs.run(mb.head_bwd.time_s, "backward:head", micro=micro)
             for b in stage_buckets.get(0, ()):
@@ -162,7 +162,6 @@ def ddp_rank(
 
 def _comm_stream(
     env: simpy.Environment,
-    rank: int,
     step: int,
     work: DDPWork,
     comm: Communicator,

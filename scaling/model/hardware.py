@@ -7,7 +7,7 @@ source and confidence; the model layer only sees the values.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import StrEnum
 
 
@@ -219,4 +219,3 @@ class SystemSpec:
     scale_out: ScaleOutSpec
     library: LibraryProfile
     node_power_overhead_W: float = 0.0  # CPUs, NICs, fans per node, W
-    extra: dict[str, str] = field(default_factory=dict)
