@@ -498,6 +498,12 @@ class MaxMinSolver:
         gather = np.arange(total, dtype=np.int64) + np.repeat(starts - offset, lengths)
         return self._buf[gather], lengths
 
+    def link_flows(self, path_ids: IntArray, multiplicity: IntArray) -> FloatArray:
+        """Number of flows crossing each link, shape [L], for paths with multiplicities."""
+        links, lengths = self._gather(np.asarray(path_ids, dtype=np.int64))
+        weights = np.repeat(np.asarray(multiplicity, dtype=np.float64), lengths)
+        return np.bincount(links, weights=weights, minlength=self.n_links)
+
     # -- solving ----------------------------------------------------------------------------
 
     @property
@@ -644,7 +650,7 @@ class FlowNetwork:
                 raise ValueError("link latencies must be finite and >= 0")
         self._lat = _readonly(lat)
         self._path_lat: list[float] = []
-        self._path_lat_arr = np.zeros(0)  # the same as an array, rebuilt when paths are added
+        self._path_lat_arr = np.zeros(0)  # the same as an array, see _path_latencies
         self._finish_rtol = float(finish_rtol)
 
         # Slot table for active transfers (parallel numpy arrays so that advancing time and
@@ -717,7 +723,13 @@ class FlowNetwork:
             k = len(self._path_lat)
             # fsum: exactly rounded and independent of summation order.
             self._path_lat.append(math.fsum(self._lat[self.solver.path_links(k)].tolist()))
-        self._path_lat_arr = np.asarray(self._path_lat)
+
+    def _path_latencies(self) -> FloatArray:
+        """Latency of every registered path as an array (rebuilt only after paths were added)."""
+        self._sync_paths()
+        if self._path_lat_arr.size != len(self._path_lat):
+            self._path_lat_arr = np.asarray(self._path_lat)
+        return self._path_lat_arr
 
     def path_latency(self, path_id: int) -> float:
         """Sum of the link latencies of a registered path, in seconds."""
@@ -836,12 +848,11 @@ class FlowNetwork:
             raise ValueError("nbytes must be finite and >= 0")
         if np.any(mult < 1):
             raise ValueError("multiplicity must be >= 1")
-        self._sync_paths()
         event = self.env.event()
         now = float(self.env.now)
         ptr = self.solver._ptr
         real = (size > 0) & (ptr[pids + 1] > ptr[pids])
-        lat = float(self._path_lat_arr[pids].max()) if pids.size else 0.0
+        lat = float(self._path_latencies()[pids].max()) if pids.size else 0.0
         n_real = int(real.sum())
         done_now = pids.size - n_real
         self.transfers_completed += done_now

@@ -109,9 +109,7 @@ class FlowCollectives:
                 ratio = phase.coeff / rate
                 slow = int(np.argmax(ratio))
                 # the slowest flow's bottleneck: its link with the least capacity per flow
-                load = np.zeros(self.net.n_links)
-                for pid, m in zip(uniq.tolist(), mult.tolist(), strict=True):
-                    load[self.net.solver.path_links(pid)] += m
+                load = self.net.solver.link_flows(uniq, mult)
                 links = self.net.solver.path_links(int(pids[slow]))
                 share = self.net.capacity[links] / load[links]
                 cls = self.cluster.links[int(links[int(np.argmin(share))])].cls.value
