@@ -8,7 +8,7 @@ import pytest
 
 from scaling.io.config import experiment_from_dict
 from scaling.io.topology import load_system
-from scaling.model.attribution import (
+from scaling.model.analysis.attribution import (
     COMPONENTS,
     attribute,
     hybrid,

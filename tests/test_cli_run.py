@@ -55,7 +55,7 @@ def test_systems_and_metrics_commands() -> None:
 
 
 def test_readme_metric_table_matches_the_definitions(repo) -> None:
-    from scaling.model.metrics import METRICS
+    from scaling.model.analysis.metrics import METRICS
 
     readme = (repo / "README.md").read_text()
     for m in METRICS.values():

@@ -10,9 +10,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from scaling.io.topology import load_system
-from scaling.model import analytic
-from scaling.model.collectives import AnalyticCostModel, CollectiveOp, Group, busbw_factor
-from scaling.model.hardware import LinkClass, SystemSpec
+from scaling.model.comm import analytic
+from scaling.model.comm.collectives import AnalyticCostModel, CollectiveOp, Group, busbw_factor
+from scaling.model.hardware.system import LinkClass, SystemSpec
 from scaling.units import GBps, MiB
 
 

@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 
 from scaling.app.api import simulate
 from scaling.io.topology import load_system
-from scaling.model.compute import (
+from scaling.model.hardware.compute import (
     DTYPE_BYTES,
     SUSTAINED_MATMUL_FRACTION,
     ComputeModel,
@@ -32,7 +32,7 @@ from scaling.model.compute import (
     flash_attention_efficiency,
     matmul_efficiency,
 )
-from scaling.model.workload import get_preset
+from scaling.model.hardware.workload import get_preset
 
 A100 = load_system("dgx-a100").spec.device
 MAMF_TFLOPS = 271.2

@@ -12,12 +12,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from scaling.io.topology import load_system
-from scaling.model import analytic
-from scaling.model.algorithms import CollectiveOp, Group, busbw_factor
-from scaling.model.collectives import AnalyticCostModel
-from scaling.model.flowcoll import FlowCollectives
-from scaling.model.hardware import LinkClass, SystemSpec
-from scaling.model.network import ClusterNetwork
+from scaling.model.comm import analytic
+from scaling.model.comm.algorithms import CollectiveOp, Group, busbw_factor
+from scaling.model.comm.collectives import AnalyticCostModel
+from scaling.model.comm.flowcoll import FlowCollectives
+from scaling.model.comm.network import ClusterNetwork
+from scaling.model.hardware.system import LinkClass, SystemSpec
 
 AR = CollectiveOp.ALL_REDUCE
 

@@ -8,11 +8,11 @@ import pytest
 
 from scaling.app.api import simulate
 from scaling.io.config import experiment_from_dict
-from scaling.model.collectives import CollectiveCost
-from scaling.model.fsdp import unit_params
-from scaling.model.memory import GRAD_BYTES
+from scaling.model.comm.collectives import CollectiveCost
+from scaling.model.hardware.memory import GRAD_BYTES
+from scaling.model.hardware.workload import get_preset
 from scaling.model.simulation import InfeasibleJobError, run_job
-from scaling.model.workload import get_preset
+from scaling.model.strategies.fsdp import unit_params
 
 
 def job(model="gpt3-350m", system="dgx-a100", nodes=4, training=None, **strategy):

@@ -9,12 +9,12 @@ import pytest
 
 from scaling.app.api import run_experiment, simulate
 from scaling.io.config import experiment_from_dict
-from scaling.model.collectives import CollectiveCost, CollectiveOp, Group
-from scaling.model.compute import ComputeModel, micro_batch_compute
-from scaling.model.ddp import DDPSpec, ddp_buckets, param_tensors_with_stage
-from scaling.model.memory import GRAD_BYTES
+from scaling.model.comm.collectives import CollectiveCost, CollectiveOp, Group
+from scaling.model.hardware.compute import ComputeModel, micro_batch_compute
+from scaling.model.hardware.memory import GRAD_BYTES
+from scaling.model.hardware.workload import get_preset
 from scaling.model.simulation import InfeasibleJobError, run_job
-from scaling.model.workload import get_preset
+from scaling.model.strategies.ddp import DDPSpec, ddp_buckets, param_tensors_with_stage
 from scaling.units import MiB
 
 

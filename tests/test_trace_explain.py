@@ -9,7 +9,7 @@ from click.testing import CliRunner
 
 from scaling.app.cli import main
 from scaling.io.config import experiment_from_dict
-from scaling.model.explain import explain_step
+from scaling.model.analysis.explain import explain_step
 from scaling.model.simulation import run_job_detailed
 
 

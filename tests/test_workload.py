@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from scaling.model.workload import PRESETS, get_preset
+from scaling.model.hardware.workload import PRESETS, get_preset
 
 # Published totals (billions): GPT-3 paper Table 2.1; Megatron-LM SC'21 Table 1 ("1.7B");
 # Llama-2 paper / model cards (6.74B, 13.0B, 69.0B); Llama-3 model cards (8.03B, 70.6B).

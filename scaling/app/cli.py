@@ -14,7 +14,7 @@ import click
 
 from scaling.app.errors import fail, user_errors
 from scaling.io.results import format_results_table
-from scaling.model.algorithms import CollectiveOp
+from scaling.model.comm.algorithms import CollectiveOp
 from scaling.model.simulation import InfeasibleJobError
 
 _fail = fail
@@ -269,7 +269,7 @@ def _explain_vs(
     from scaling.io.attribution_plot import plot_attribution
     from scaling.io.config import load_experiment
     from scaling.io.topology import load_system
-    from scaling.model.attribution import COMPONENTS, attribute
+    from scaling.model.analysis.attribution import COMPONENTS, attribute
     from scaling.model.simulation import strategy_name
 
     a_name, b_name = vs
@@ -346,7 +346,7 @@ def explain(
         return
     from scaling.app.api import feasibility_errors
     from scaling.io.config import load_experiment
-    from scaling.model.explain import explain_step
+    from scaling.model.analysis.explain import explain_step
     from scaling.model.simulation import run_job_detailed
 
     exp = load_experiment(config, list(overrides))
@@ -399,7 +399,7 @@ def systems() -> None:
 @main.command()
 def metrics() -> None:
     """Print every metric's name, unit and definition."""
-    from scaling.model.metrics import METRICS
+    from scaling.model.analysis.metrics import METRICS
 
     for m in METRICS.values():
         click.echo(f"{m.name} [{m.unit}]: {m.definition}")

@@ -9,7 +9,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-from scaling.model.attribution import COMPONENTS, Attribution
+from scaling.model.analysis.attribution import COMPONENTS, Attribution
 
 
 def plot_attribution(results: list[Attribution], path: Path) -> Path:

@@ -18,12 +18,12 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from scaling.io.errors import ConfigError, LineMap, read_yaml, validate
 from scaling.io.topology import LoadedSystem, load_system
-from scaling.model.compute import DTYPE_BYTES
-from scaling.model.ddp import DDPSpec
-from scaling.model.fsdp import BackwardPrefetch, FSDPSpec, ShardingStrategy
-from scaling.model.hardware import SystemSpec
+from scaling.model.hardware.compute import DTYPE_BYTES
+from scaling.model.hardware.system import SystemSpec
+from scaling.model.hardware.workload import PRESETS, Checkpointing, get_preset
 from scaling.model.simulation import Job, SimSpec, TrainingSpec
-from scaling.model.workload import PRESETS, Checkpointing, get_preset
+from scaling.model.strategies.ddp import DDPSpec
+from scaling.model.strategies.fsdp import BackwardPrefetch, FSDPSpec, ShardingStrategy
 from scaling.units import MiB
 
 

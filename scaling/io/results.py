@@ -12,7 +12,7 @@ import pandas as pd
 import yaml
 
 from scaling.io.errors import ConfigError
-from scaling.model.metrics import scaling_efficiency
+from scaling.model.analysis.metrics import scaling_efficiency
 from scaling.model.simulation import RunResult
 
 #: Columns that identify a sweep run and its outcome (``scaling sweep`` tables); every other

@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 import scaling
 from scaling.io.errors import ConfigError, LineMap, read_yaml, validate
-from scaling.model.hardware import (
+from scaling.model.hardware.system import (
     DeviceSpec,
     FabricKind,
     FabricSpec,

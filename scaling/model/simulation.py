@@ -14,21 +14,7 @@ from functools import partial
 import numpy as np
 import simpy
 
-from scaling.model.collectives import (
-    AnalyticCostModel,
-    CollectiveCostModel,
-    CollectiveRecord,
-    Communicator,
-    Group,
-    timed_runner,
-)
-from scaling.model.compute import ComputeModel, micro_batch_compute
-from scaling.model.ddp import DDPSpec, DDPWork, ddp_buckets, ddp_rank
-from scaling.model.flowcoll import FlowCollectives
-from scaling.model.fsdp import FSDPSpec, FSDPWork, ShardingStrategy, fsdp_rank, unit_params
-from scaling.model.hardware import SystemSpec
-from scaling.model.memory import GRAD_BYTES, MemoryBreakdown, ddp_memory, fsdp_memory
-from scaling.model.metrics import (
+from scaling.model.analysis.metrics import (
     average_power_per_device,
     cost_per_million_tokens,
     energy_per_token,
@@ -36,8 +22,28 @@ from scaling.model.metrics import (
     overlap_fraction,
     time_to_train_h,
 )
-from scaling.model.rank import ComputeStream, RankLog
-from scaling.model.workload import Checkpointing, TransformerShape
+from scaling.model.comm.collectives import (
+    AnalyticCostModel,
+    CollectiveCostModel,
+    CollectiveRecord,
+    Communicator,
+    Group,
+    timed_runner,
+)
+from scaling.model.comm.flowcoll import FlowCollectives
+from scaling.model.hardware.compute import ComputeModel, micro_batch_compute
+from scaling.model.hardware.memory import GRAD_BYTES, MemoryBreakdown, ddp_memory, fsdp_memory
+from scaling.model.hardware.system import SystemSpec
+from scaling.model.hardware.workload import Checkpointing, TransformerShape
+from scaling.model.strategies.ddp import DDPSpec, DDPWork, ddp_buckets, ddp_rank
+from scaling.model.strategies.fsdp import (
+    FSDPSpec,
+    FSDPWork,
+    ShardingStrategy,
+    fsdp_rank,
+    unit_params,
+)
+from scaling.model.strategies.rank import ComputeStream, RankLog
 from scaling.units import GiB
 
 

@@ -26,7 +26,7 @@ from enum import StrEnum
 
 import numpy as np
 
-from scaling.model.hardware import FabricKind, LinkClass, SystemSpec
+from scaling.model.hardware.system import FabricKind, LinkClass, SystemSpec
 
 
 class CollectiveOp(StrEnum):

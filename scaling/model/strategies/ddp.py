@@ -21,10 +21,10 @@ from dataclasses import dataclass, field
 
 import simpy
 
-from scaling.model.collectives import CollectiveOp, Communicator, Group
-from scaling.model.compute import MicroBatchCompute, PhaseCost
-from scaling.model.rank import ComputeStream
-from scaling.model.workload import TransformerShape
+from scaling.model.comm.collectives import CollectiveOp, Communicator, Group
+from scaling.model.hardware.compute import MicroBatchCompute, PhaseCost
+from scaling.model.hardware.workload import TransformerShape
+from scaling.model.strategies.rank import ComputeStream
 from scaling.units import MiB
 
 

@@ -25,7 +25,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from scaling.model.hardware import SystemSpec
+from scaling.model.hardware.system import SystemSpec
 from scaling.model.simulation import InfeasibleJobError, Job, check_feasible, run_job
 
 COMPONENTS = (

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from scaling.model.workload import Checkpointing, TransformerShape
+from scaling.model.hardware.workload import Checkpointing, TransformerShape
 from scaling.units import GiB
 
 #: Mixed-precision Adam (ZeRO paper §3.1): 16-bit weight and gradient (2+2) plus fp32 master

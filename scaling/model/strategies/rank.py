@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import simpy
 
-from scaling.model.collectives import Communicator
+from scaling.model.comm.collectives import Communicator
 
 
 @dataclass(slots=True)

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from scaling.model.hardware import FabricKind, LinkClass, SystemSpec
+from scaling.model.hardware.system import FabricKind, LinkClass, SystemSpec
 
 
 @dataclass(frozen=True, slots=True)

@@ -33,11 +33,11 @@ from enum import StrEnum
 
 import simpy
 
-from scaling.model.algorithms import CollectiveOp, Group
-from scaling.model.collectives import Communicator
-from scaling.model.compute import MicroBatchCompute, PhaseCost
-from scaling.model.rank import ComputeStream
-from scaling.model.workload import TransformerShape
+from scaling.model.comm.algorithms import CollectiveOp, Group
+from scaling.model.comm.collectives import Communicator
+from scaling.model.hardware.compute import MicroBatchCompute, PhaseCost
+from scaling.model.hardware.workload import TransformerShape
+from scaling.model.strategies.rank import ComputeStream
 
 
 class ShardingStrategy(StrEnum):

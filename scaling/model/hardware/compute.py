@@ -34,8 +34,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 
-from scaling.model.hardware import DeviceSpec
-from scaling.model.workload import Checkpointing, TransformerShape
+from scaling.model.hardware.system import DeviceSpec
+from scaling.model.hardware.workload import Checkpointing, TransformerShape
 
 DTYPE_BYTES: dict[str, int] = {"fp32": 4, "tf32": 4, "bf16": 2, "fp16": 2, "fp8": 1}
 

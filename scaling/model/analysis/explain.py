@@ -12,7 +12,7 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass, field
 
-from scaling.model.collectives import CollectiveRecord
+from scaling.model.comm.collectives import CollectiveRecord
 from scaling.model.simulation import Timeline
 
 

@@ -28,14 +28,14 @@ from typing import Protocol
 
 import simpy
 
-from scaling.model.algorithms import (
+from scaling.model.comm.algorithms import (
     Algorithms,
     CollectiveOp,
     Group,
     busbw_factor,
     ring_steps_per_pass,
 )
-from scaling.model.hardware import FabricKind, LinkClass, SystemSpec
+from scaling.model.hardware.system import FabricKind, LinkClass, SystemSpec
 
 __all__ = [
     "AnalyticCostModel",

@@ -24,7 +24,7 @@ import numpy as np
 import simpy
 
 from scaling.engine.flows import FlowNetwork
-from scaling.model.algorithms import (
+from scaling.model.comm.algorithms import (
     Algorithms,
     CollectiveOp,
     Group,
@@ -33,9 +33,9 @@ from scaling.model.algorithms import (
     Schedule,
     busbw_factor,
 )
-from scaling.model.collectives import CollectiveCost
-from scaling.model.hardware import LinkClass, Protocol, SystemSpec
-from scaling.model.network import ClusterNetwork
+from scaling.model.comm.collectives import CollectiveCost
+from scaling.model.comm.network import ClusterNetwork
+from scaling.model.hardware.system import LinkClass, Protocol, SystemSpec
 
 
 @dataclass(frozen=True, slots=True)

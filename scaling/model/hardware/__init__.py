@@ -1,0 +1,1 @@
+"""Hardware and workload: system specs, transformer shapes, the compute-time and memory models."""

@@ -1,0 +1,1 @@
+"""Training strategies as SimPy rank processes (DDP, FSDP) and what every rank shares."""
