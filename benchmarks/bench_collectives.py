@@ -14,8 +14,8 @@ import time
 import simpy
 
 from scaling.io.topology import load_system
-from scaling.model.comm.algorithms import CollectiveOp, Group
 from scaling.model.comm.flowcoll import FlowCollectives
+from scaling.model.comm.ops import CollectiveOp, Group
 
 
 def once(system_name: str, nodes: int) -> dict[str, float]:

@@ -11,7 +11,8 @@ from hypothesis import strategies as st
 
 from scaling.io.topology import load_system
 from scaling.model.comm import analytic
-from scaling.model.comm.collectives import AnalyticCostModel, CollectiveOp, Group, busbw_factor
+from scaling.model.comm.collectives import AnalyticCostModel
+from scaling.model.comm.ops import CollectiveOp, Group, busbw_factor
 from scaling.model.hardware.system import LinkClass, SystemSpec
 from scaling.units import GBps, MiB
 

@@ -13,10 +13,10 @@ from hypothesis import strategies as st
 
 from scaling.io.topology import load_system
 from scaling.model.comm import analytic
-from scaling.model.comm.algorithms import CollectiveOp, Group, busbw_factor
 from scaling.model.comm.collectives import AnalyticCostModel
 from scaling.model.comm.flowcoll import FlowCollectives
 from scaling.model.comm.network import ClusterNetwork
+from scaling.model.comm.ops import CollectiveOp, Group, busbw_factor
 from scaling.model.hardware.system import LinkClass, SystemSpec
 
 AR = CollectiveOp.ALL_REDUCE

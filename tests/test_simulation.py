@@ -9,7 +9,8 @@ import pytest
 
 from scaling.app.api import run_experiment, simulate
 from scaling.io.config import experiment_from_dict
-from scaling.model.comm.collectives import CollectiveCost, CollectiveOp, Group
+from scaling.model.comm.collectives import CollectiveCost
+from scaling.model.comm.ops import CollectiveOp, Group
 from scaling.model.hardware.compute import ComputeModel, micro_batch_compute
 from scaling.model.hardware.memory import GRAD_BYTES
 from scaling.model.hardware.workload import get_preset

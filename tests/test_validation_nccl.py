@@ -13,7 +13,7 @@ import pytest
 from scaling.app.collective import collective_table
 from scaling.io.reference import nccl_busbw
 from scaling.io.topology import load_system
-from scaling.model.comm.algorithms import CollectiveOp
+from scaling.model.comm.ops import CollectiveOp
 
 
 def test_a100_single_node_allreduce_curve() -> None:

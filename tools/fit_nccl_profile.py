@@ -22,8 +22,8 @@ import simpy
 from scipy.optimize import minimize
 
 from scaling.io.topology import load_system
-from scaling.model.comm.algorithms import CollectiveOp, Group
 from scaling.model.comm.flowcoll import FlowCollectives
+from scaling.model.comm.ops import CollectiveOp, Group
 from scaling.units import MB, us
 
 REF = Path(__file__).resolve().parents[1] / "scaling" / "data" / "reference" / "nccl_busbw.csv"

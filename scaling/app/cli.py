@@ -14,7 +14,7 @@ import click
 
 from scaling.app.errors import fail, user_errors
 from scaling.io.results import format_results_table
-from scaling.model.comm.algorithms import CollectiveOp
+from scaling.model.comm.ops import ALGORITHMS, CollectiveOp
 from scaling.model.simulation import InfeasibleJobError
 
 _fail = fail
@@ -160,9 +160,8 @@ def collective(
     spec = loaded.spec
     if per_node is not None and per_node > spec.devices_per_node:
         _fail(f"--per-node {per_node}: {spec.name} has {spec.devices_per_node} devices per node")
-    known = ("ring", "tree", "rhd", "direct", "hierarchical", "nvls")
-    if algo is not None and algo not in known:
-        _fail(f"--algo {algo!r}: expected one of {', '.join(known)}")
+    if algo is not None and algo not in ALGORITHMS:
+        _fail(f"--algo {algo!r}: expected one of {', '.join(ALGORITHMS)}")
     table = collective_table(
         spec, nodes, CollectiveOp(op), size_range(sizes, factor), algo, proto, per_node
     )

@@ -8,8 +8,8 @@ import pandas as pd
 import simpy
 
 from scaling.io.errors import ConfigError
-from scaling.model.comm.algorithms import CollectiveOp, Group, busbw_factor
 from scaling.model.comm.flowcoll import FlowCollectives
+from scaling.model.comm.ops import CollectiveOp, Group, busbw_factor
 from scaling.model.hardware.system import SystemSpec
 
 _UNITS = {"": 1, "B": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 import scaling
 from scaling.io.errors import ConfigError, LineMap, read_yaml, validate
+from scaling.model.comm.ops import AlgorithmName
 from scaling.model.hardware.system import (
     DeviceSpec,
     FabricKind,
@@ -159,9 +160,7 @@ class LibrarySchema(_Strict):
     step_latency_us: dict[LinkClass, NonNegQ]
     bw_efficiency: dict[LinkClass, FracQ]
     channels: CountQ
-    algorithms: list[Literal["ring", "tree", "rhd", "direct", "hierarchical", "nvls"]] = Field(
-        min_length=1
-    )
+    algorithms: list[AlgorithmName] = Field(min_length=1)
     tree_bw_factor: FracQ | None = None
     compute_interference: Frac0Q
     protocols: list[ProtocolSchema] = []

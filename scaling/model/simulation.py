@@ -27,10 +27,10 @@ from scaling.model.comm.collectives import (
     CollectiveCostModel,
     CollectiveRecord,
     Communicator,
-    Group,
     timed_runner,
 )
 from scaling.model.comm.flowcoll import FlowCollectives
+from scaling.model.comm.ops import Group
 from scaling.model.hardware.compute import ComputeModel, micro_batch_compute
 from scaling.model.hardware.memory import GRAD_BYTES, MemoryBreakdown, ddp_memory, fsdp_memory
 from scaling.model.hardware.system import SystemSpec

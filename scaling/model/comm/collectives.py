@@ -28,25 +28,17 @@ from typing import Protocol
 
 import simpy
 
-from scaling.model.comm.algorithms import (
-    Algorithms,
-    CollectiveOp,
-    Group,
-    busbw_factor,
-    ring_steps_per_pass,
-)
+from scaling.model.comm.algorithms import Algorithms, ring_steps_per_pass
+from scaling.model.comm.ops import CollectiveOp, Group, busbw_factor
 from scaling.model.hardware.system import FabricKind, LinkClass, SystemSpec
 
 __all__ = [
     "AnalyticCostModel",
     "CollectiveCost",
     "CollectiveCostModel",
-    "CollectiveOp",
     "CollectiveRecord",
     "Communicator",
-    "Group",
     "Runner",
-    "busbw_factor",
     "timed_runner",
 ]
 

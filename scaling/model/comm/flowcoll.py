@@ -24,17 +24,10 @@ import numpy as np
 import simpy
 
 from scaling.engine.flows import FlowNetwork
-from scaling.model.comm.algorithms import (
-    Algorithms,
-    CollectiveOp,
-    Group,
-    NotApplicable,
-    Phase,
-    Schedule,
-    busbw_factor,
-)
+from scaling.model.comm.algorithms import Algorithms, NotApplicable, Phase, Schedule
 from scaling.model.comm.collectives import CollectiveCost
 from scaling.model.comm.network import ClusterNetwork
+from scaling.model.comm.ops import CollectiveOp, Group, busbw_factor
 from scaling.model.hardware.system import LinkClass, Protocol, SystemSpec
 
 

@@ -21,7 +21,8 @@ from dataclasses import dataclass, field
 
 import simpy
 
-from scaling.model.comm.collectives import CollectiveOp, Communicator, Group
+from scaling.model.comm.collectives import Communicator
+from scaling.model.comm.ops import CollectiveOp, Group
 from scaling.model.hardware.compute import MicroBatchCompute, PhaseCost
 from scaling.model.hardware.workload import TransformerShape
 from scaling.model.strategies.rank import ComputeStream

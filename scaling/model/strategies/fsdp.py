@@ -33,8 +33,8 @@ from enum import StrEnum
 
 import simpy
 
-from scaling.model.comm.algorithms import CollectiveOp, Group
 from scaling.model.comm.collectives import Communicator
+from scaling.model.comm.ops import CollectiveOp, Group
 from scaling.model.hardware.compute import MicroBatchCompute, PhaseCost
 from scaling.model.hardware.workload import TransformerShape
 from scaling.model.strategies.rank import ComputeStream
