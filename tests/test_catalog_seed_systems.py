@@ -18,7 +18,7 @@ import pytest
 
 from scaling.app.api import run_experiment
 from scaling.io.topology import available_systems, load_system, quantities
-from scaling.model.simulation import InfeasibleJobError
+from scaling.model.job import InfeasibleJobError
 from scaling.units import GB, GiB
 
 #: SEED.md Table 2 product -> catalog system (and a word its device name must contain).

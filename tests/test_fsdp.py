@@ -11,7 +11,8 @@ from scaling.io.config import experiment_from_dict
 from scaling.model.comm.collectives import CollectiveCost
 from scaling.model.hardware.memory import GRAD_BYTES
 from scaling.model.hardware.workload import get_preset
-from scaling.model.simulation import InfeasibleJobError, run_job
+from scaling.model.job import InfeasibleJobError
+from scaling.model.simulation import run_job
 from scaling.model.strategies.fsdp import unit_params
 
 

@@ -14,7 +14,8 @@ from scaling.model.comm.ops import CollectiveOp, Group
 from scaling.model.hardware.compute import ComputeModel, micro_batch_compute
 from scaling.model.hardware.memory import GRAD_BYTES
 from scaling.model.hardware.workload import get_preset
-from scaling.model.simulation import InfeasibleJobError, run_job
+from scaling.model.job import InfeasibleJobError
+from scaling.model.simulation import run_job
 from scaling.model.strategies.ddp import DDPSpec, ddp_buckets, param_tensors_with_stage
 from scaling.units import MiB
 

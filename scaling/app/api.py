@@ -11,7 +11,9 @@ import pandas as pd
 from scaling.io.config import LoadedExperiment, experiment_from_dict, load_experiment
 from scaling.io.errors import ConfigError
 from scaling.io.results import results_frame
-from scaling.model.simulation import InfeasibleJobError, Job, RunResult, check_feasible, run_job
+from scaling.model.analysis.metrics import RunResult
+from scaling.model.job import InfeasibleJobError, Job
+from scaling.model.simulation import check_feasible, run_job
 
 
 def _load(config: LoadedExperiment | dict[str, Any] | str | Path, overrides: list[str] | None):

@@ -15,7 +15,7 @@ import click
 from scaling.app.errors import fail, user_errors
 from scaling.io.results import format_results_table
 from scaling.model.comm.ops import ALGORITHMS, CollectiveOp
-from scaling.model.simulation import InfeasibleJobError
+from scaling.model.job import InfeasibleJobError
 
 _fail = fail
 _user_errors = user_errors

@@ -21,7 +21,7 @@ from scaling.io.topology import LoadedSystem, load_system
 from scaling.model.hardware.compute import DTYPE_BYTES
 from scaling.model.hardware.system import SystemSpec
 from scaling.model.hardware.workload import PRESETS, Checkpointing, get_preset
-from scaling.model.simulation import Job, SimSpec, TrainingSpec
+from scaling.model.job import Job, SimSpec, TrainingSpec
 from scaling.model.strategies.ddp import DDPSpec
 from scaling.model.strategies.fsdp import BackwardPrefetch, FSDPSpec, ShardingStrategy
 from scaling.units import MiB

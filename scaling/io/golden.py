@@ -40,13 +40,9 @@ from scaling.io.config import LoadedExperiment, experiment_from_dict, load_exper
 from scaling.io.errors import ConfigError
 from scaling.io.results import results_frame
 from scaling.io.topology import bundled_topology_dir
-from scaling.model.simulation import (
-    InfeasibleJobError,
-    RunResult,
-    check_feasible,
-    run_job,
-    strategy_name,
-)
+from scaling.model.analysis.metrics import RunResult
+from scaling.model.job import InfeasibleJobError
+from scaling.model.simulation import check_feasible, run_job, strategy_name
 
 #: Columns that identify a point of a scaling curve.
 KEY_COLUMNS: tuple[str, ...] = ("system", "strategy", "model", "nodes")

@@ -17,7 +17,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 from scaling.io.results import SWEEP_META_COLUMNS
-from scaling.model.simulation import RunResult
+from scaling.model.analysis.metrics import RunResult
 
 _KNOWN_COLUMNS = {*RunResult.__dataclass_fields__, "scaling_efficiency", *SWEEP_META_COLUMNS}
 

@@ -12,8 +12,7 @@ import pandas as pd
 import yaml
 
 from scaling.io.errors import ConfigError
-from scaling.model.analysis.metrics import scaling_efficiency
-from scaling.model.simulation import RunResult
+from scaling.model.analysis.metrics import RunResult, scaling_efficiency
 
 #: Columns that identify a sweep run and its outcome (``scaling sweep`` tables); every other
 #: column that is not a :class:`RunResult` field or ``scaling_efficiency`` is a sweep axis.

@@ -8,13 +8,15 @@ rounding of means across ranks; a test checks this) at a fraction of the cost.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 
 import numpy as np
 import simpy
 
 from scaling.model.analysis.metrics import (
+    RunResult,
+    StepRecord,
     average_power_per_device,
     cost_per_million_tokens,
     energy_per_token,
@@ -33,8 +35,7 @@ from scaling.model.comm.flowcoll import FlowCollectives
 from scaling.model.comm.ops import Group
 from scaling.model.hardware.compute import ComputeModel, micro_batch_compute
 from scaling.model.hardware.memory import GRAD_BYTES, MemoryBreakdown, ddp_memory, fsdp_memory
-from scaling.model.hardware.system import SystemSpec
-from scaling.model.hardware.workload import Checkpointing, TransformerShape
+from scaling.model.job import InfeasibleJobError, Job
 from scaling.model.strategies.ddp import DDPSpec, DDPWork, ddp_buckets, ddp_rank
 from scaling.model.strategies.fsdp import (
     FSDPSpec,
@@ -45,129 +46,6 @@ from scaling.model.strategies.fsdp import (
 )
 from scaling.model.strategies.rank import ComputeStream, RankLog
 from scaling.units import GiB
-
-
-class InfeasibleJobError(ValueError):
-    """The job cannot run as configured (out of memory, a device that cannot train …)."""
-
-
-@dataclass(frozen=True, slots=True)
-class TrainingSpec:
-    """Per-rank batch and numerics.
-
-    Attributes:
-        micro_batch: sequences per micro-batch per rank.
-        grad_accum: micro-batches per step per rank.
-        seq_len: tokens per sequence.
-        dtype: compute dtype (``bf16``, ``fp16`` …).
-        checkpointing: activation checkpointing mode.
-        flash_attention: fused attention kernel (no s×s activations stored or streamed).
-        token_budget: tokens to train for the time-to-train metric; None = 20 per parameter
-            (the compute-optimal ratio of Hoffmann et al. 2022).
-        sparsity: run weight GEMMs on the structured-sparsity engine (the device's
-            ``sparsity_speedup``); model FLOPs and MFU stay dense.
-    """
-
-    micro_batch: int
-    grad_accum: int
-    seq_len: int
-    dtype: str = "bf16"
-    checkpointing: Checkpointing = Checkpointing.NONE
-    flash_attention: bool = True
-    token_budget: float | None = None
-    sparsity: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class SimSpec:
-    """How long and how to simulate.
-
-    Attributes:
-        steps: measured steady-state steps.
-        warmup_steps: steps run first and discarded.
-        seed: root of the run's random streams.
-        compute_jitter_cv: coefficient of variation of per-rank, per-phase compute time noise.
-        simulate_all_ranks: simulate every rank even when they are identical (for checks).
-        network: ``"flow"`` runs collectives as flows on the cluster's links (contention,
-            algorithm choice by the library's tuner); ``"analytic"`` prices each collective by
-            the closed-form cut model and ignores contention.
-    """
-
-    steps: int = 2
-    warmup_steps: int = 1
-    seed: int = 0
-    compute_jitter_cv: float = 0.0
-    simulate_all_ranks: bool = False
-    network: str = "flow"
-
-
-@dataclass(frozen=True, slots=True)
-class Job:
-    """A fully resolved training job on ``nodes`` nodes of ``system``."""
-
-    system: SystemSpec
-    shape: TransformerShape
-    nodes: int
-    training: TrainingSpec
-    strategy: DDPSpec | FSDPSpec
-    sim: SimSpec
-
-    @property
-    def devices(self) -> int:
-        return self.nodes * self.system.devices_per_node
-
-    @property
-    def global_batch(self) -> int:
-        """Sequences per optimizer step across the cluster."""
-        return self.devices * self.training.micro_batch * self.training.grad_accum
-
-
-@dataclass(frozen=True, slots=True)
-class StepRecord:
-    """One simulated step (s)."""
-
-    step: int
-    step_time_s: float
-    compute_time_s: float
-    warmup: bool
-
-
-@dataclass(frozen=True, slots=True)
-class RunResult:
-    """Scalars of one run (steady-state means; units in names) plus per-step records."""
-
-    system: str
-    model: str
-    strategy: str
-    nodes: int
-    devices: int
-    global_batch: int
-    tokens_per_step: int
-    step_time_s: float
-    tokens_per_s: float
-    tokens_per_s_per_device: float
-    mfu: float
-    compute_time_s: float
-    exposed_comm_s: float
-    exposed_comm_share: float
-    comm_time_s: float
-    overlap_fraction: float
-    comm_bytes_per_rank: float
-    n_collectives_per_step: int
-    peak_mem_GiB: float
-    mem_capacity_GiB: float
-    mem_bw_util: float
-    avg_board_power_W: float
-    avg_power_per_device_W: float
-    energy_per_token_J: float
-    cost_per_million_tokens_USD: float
-    token_budget: float
-    time_to_train_h: float
-    steps: tuple[StepRecord, ...] = field(default=())
-
-    def scalars(self) -> dict[str, float | int | str]:
-        """All scalar fields as a flat dict (per-step records excluded)."""
-        return {k: getattr(self, k) for k in self.__dataclass_fields__ if k != "steps"}
 
 
 def strategy_name(spec: DDPSpec | FSDPSpec) -> str:

@@ -26,7 +26,8 @@ import yaml
 
 from scaling.io.errors import ConfigError
 from scaling.io.results import add_scaling_efficiency
-from scaling.model.simulation import InfeasibleJobError, Job, run_job
+from scaling.model.job import InfeasibleJobError, Job
+from scaling.model.simulation import run_job
 from scaling.sweep.executors import SweepExecutor, make_executor
 from scaling.sweep.spec import LoadedSweep, RunSpec, expand, load_sweep, run_key, sweep_from_dict
 

@@ -43,7 +43,9 @@ from scaling.io.config import (
 )
 from scaling.io.errors import ConfigError, LineMap, read_yaml, validate, validation_error
 from scaling.io.results import EFFICIENCY_GROUP, SWEEP_META_COLUMNS
-from scaling.model.simulation import Job, RunResult, strategy_name
+from scaling.model.analysis.metrics import RunResult
+from scaling.model.job import Job
+from scaling.model.simulation import strategy_name
 
 #: Bump when the content of a run key changes meaning (old run files then no longer match).
 RUN_KEY_VERSION = "scaling-run/1"

@@ -26,7 +26,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from scaling.model.hardware.system import SystemSpec
-from scaling.model.simulation import InfeasibleJobError, Job, check_feasible, run_job
+from scaling.model.job import InfeasibleJobError, Job
+from scaling.model.simulation import check_feasible, run_job
 
 COMPONENTS = (
     "peak compute",

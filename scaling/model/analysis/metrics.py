@@ -6,7 +6,7 @@ Every table, plot and report uses these names; the README's metric table is gene
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,3 +141,51 @@ def cost_per_million_tokens(price_per_hour: float, tokens_per_s_per_device: floa
 def time_to_train_h(token_budget: float, tokens_per_s: float) -> float:
     """Hours to process ``token_budget`` tokens at the cluster's throughput."""
     return token_budget / tokens_per_s / 3600.0
+
+
+@dataclass(frozen=True, slots=True)
+class StepRecord:
+    """One simulated step (s)."""
+
+    step: int
+    step_time_s: float
+    compute_time_s: float
+    warmup: bool
+
+
+@dataclass(frozen=True, slots=True)
+class RunResult:
+    """Scalars of one run (steady-state means; units in names) plus per-step records."""
+
+    system: str
+    model: str
+    strategy: str
+    nodes: int
+    devices: int
+    global_batch: int
+    tokens_per_step: int
+    step_time_s: float
+    tokens_per_s: float
+    tokens_per_s_per_device: float
+    mfu: float
+    compute_time_s: float
+    exposed_comm_s: float
+    exposed_comm_share: float
+    comm_time_s: float
+    overlap_fraction: float
+    comm_bytes_per_rank: float
+    n_collectives_per_step: int
+    peak_mem_GiB: float
+    mem_capacity_GiB: float
+    mem_bw_util: float
+    avg_board_power_W: float
+    avg_power_per_device_W: float
+    energy_per_token_J: float
+    cost_per_million_tokens_USD: float
+    token_budget: float
+    time_to_train_h: float
+    steps: tuple[StepRecord, ...] = field(default=())
+
+    def scalars(self) -> dict[str, float | int | str]:
+        """All scalar fields as a flat dict (per-step records excluded)."""
+        return {k: getattr(self, k) for k in self.__dataclass_fields__ if k != "steps"}

@@ -1,0 +1,86 @@
+"""One training job, fully resolved: the system, the model, the batch and numerics, the strategy
+and how to simulate it. The description every stage of a run reads (feasibility, strategy plan,
+SimPy setup, metrics)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from scaling.model.hardware.system import SystemSpec
+from scaling.model.hardware.workload import Checkpointing, TransformerShape
+from scaling.model.strategies.base import Strategy
+
+
+class InfeasibleJobError(ValueError):
+    """The job cannot run as configured (out of memory, a device that cannot train …)."""
+
+
+@dataclass(frozen=True, slots=True)
+class TrainingSpec:
+    """Per-rank batch and numerics.
+
+    Attributes:
+        micro_batch: sequences per micro-batch per rank.
+        grad_accum: micro-batches per step per rank.
+        seq_len: tokens per sequence.
+        dtype: compute dtype (``bf16``, ``fp16`` …).
+        checkpointing: activation checkpointing mode.
+        flash_attention: fused attention kernel (no s×s activations stored or streamed).
+        token_budget: tokens to train for the time-to-train metric; None = 20 per parameter
+            (the compute-optimal ratio of Hoffmann et al. 2022).
+        sparsity: run weight GEMMs on the structured-sparsity engine (the device's
+            ``sparsity_speedup``); model FLOPs and MFU stay dense.
+    """
+
+    micro_batch: int
+    grad_accum: int
+    seq_len: int
+    dtype: str = "bf16"
+    checkpointing: Checkpointing = Checkpointing.NONE
+    flash_attention: bool = True
+    token_budget: float | None = None
+    sparsity: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class SimSpec:
+    """How long and how to simulate.
+
+    Attributes:
+        steps: measured steady-state steps.
+        warmup_steps: steps run first and discarded.
+        seed: root of the run's random streams.
+        compute_jitter_cv: coefficient of variation of per-rank, per-phase compute time noise.
+        simulate_all_ranks: simulate every rank even when they are identical (for checks).
+        network: ``"flow"`` runs collectives as flows on the cluster's links (contention,
+            algorithm choice by the library's tuner); ``"analytic"`` prices each collective by
+            the closed-form cut model and ignores contention.
+    """
+
+    steps: int = 2
+    warmup_steps: int = 1
+    seed: int = 0
+    compute_jitter_cv: float = 0.0
+    simulate_all_ranks: bool = False
+    network: str = "flow"
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """A fully resolved training job on ``nodes`` nodes of ``system``."""
+
+    system: SystemSpec
+    shape: TransformerShape
+    nodes: int
+    training: TrainingSpec
+    strategy: Strategy
+    sim: SimSpec
+
+    @property
+    def devices(self) -> int:
+        return self.nodes * self.system.devices_per_node
+
+    @property
+    def global_batch(self) -> int:
+        """Sequences per optimizer step across the cluster."""
+        return self.devices * self.training.micro_batch * self.training.grad_accum
