@@ -269,7 +269,6 @@ def _explain_vs(
     from scaling.io.config import load_experiment
     from scaling.io.topology import load_system
     from scaling.model.analysis.attribution import COMPONENTS, attribute
-    from scaling.model.simulation import strategy_name
 
     a_name, b_name = vs
     exp = load_experiment(config, [*overrides, f"systems=[{a_name}]"])
@@ -283,7 +282,7 @@ def _explain_vs(
         _fail(f"--nodes {nodes!r}: node counts must be >= 1")
     results = [attribute(replace(base, nodes=n), a, b) for n in counts]
     click.echo(
-        f"{b_name} vs {a_name}: {base.shape.name}, {strategy_name(base.strategy)}; per-device "
+        f"{b_name} vs {a_name}: {base.shape.name}, {base.strategy.label}; per-device "
         "throughput (tokens/s) and each component's Shapley part of the gap (share)"
     )
     head = f"{'component':<22}" + "".join(f"{str(r.nodes) + ' nodes':>17}" for r in results)

@@ -59,7 +59,6 @@ class FSDPConfig(_Strict):
     kind: Literal["fsdp"]
     sharding: ShardingStrategy = ShardingStrategy.FULL_SHARD
     backward_prefetch: BackwardPrefetch = BackwardPrefetch.BACKWARD_PRE
-    forward_prefetch: bool = False
     limit_all_gathers: Annotated[int, Field(ge=0)] = 2
     param_dtype: Literal["bf16", "fp16", "fp32"] = "bf16"
     reduce_dtype: Literal["bf16", "fp16", "fp32"] = "bf16"
@@ -68,7 +67,6 @@ class FSDPConfig(_Strict):
         return FSDPSpec(
             self.sharding,
             self.backward_prefetch,
-            self.forward_prefetch,
             self.limit_all_gathers,
             float(DTYPE_BYTES[self.param_dtype]),
             float(DTYPE_BYTES[self.reduce_dtype]),

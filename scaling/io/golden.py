@@ -42,7 +42,7 @@ from scaling.io.results import results_frame
 from scaling.io.topology import bundled_topology_dir
 from scaling.model.analysis.metrics import RunResult
 from scaling.model.job import InfeasibleJobError
-from scaling.model.simulation import check_feasible, run_job, strategy_name
+from scaling.model.simulation import check_feasible, run_job
 
 #: Columns that identify a point of a scaling curve.
 KEY_COLUMNS: tuple[str, ...] = ("system", "strategy", "model", "nodes")
@@ -260,7 +260,7 @@ def run_golden(
         try:
             check_feasible(job)
         except InfeasibleJobError as e:
-            refused.setdefault((job.system.name, strategy_name(job.strategy)), []).append(
+            refused.setdefault((job.system.name, job.strategy.label), []).append(
                 (job.nodes, str(e))
             )
             continue

@@ -54,9 +54,9 @@ def chrome_trace(timeline: Timeline, step: int, ranks: list[int], meta: dict[str
                 }
             )
         for rec in timeline.rank_collectives(r):
-            if rec.key[1] != step:
+            if rec.key.step != step:
                 continue
-            stream = "comm:replicate" if rec.key[0] == "rep" else "comm"
+            stream = rec.key.stream
             events.append(
                 {
                     "ph": "X",
@@ -73,7 +73,9 @@ def chrome_trace(timeline: Timeline, step: int, ranks: list[int], meta: dict[str
                         + (f" x {rec.group.lanes} lanes" if rec.group.lanes > 1 else ""),
                         "group_size": rec.group.size,
                         "bottleneck": timeline.bottleneck.get(rec.key, ""),
-                        "key": [str(k) for k in rec.key],
+                        "collective": rec.key.label,
+                        "phase": rec.key.phase,
+                        "micro_batch": rec.key.micro,
                     },
                 }
             )

@@ -45,7 +45,6 @@ from scaling.io.errors import ConfigError, LineMap, read_yaml, validate, validat
 from scaling.io.results import EFFICIENCY_GROUP, SWEEP_META_COLUMNS
 from scaling.model.analysis.metrics import RunResult
 from scaling.model.job import Job
-from scaling.model.simulation import strategy_name
 
 #: Bump when the content of a run key changes meaning (old run files then no longer match).
 RUN_KEY_VERSION = "scaling-run/1"
@@ -165,7 +164,7 @@ class RunSpec:
 
     @property
     def strategy(self) -> str:
-        return strategy_name(self.job.strategy)
+        return self.job.strategy.label
 
     @property
     def nodes(self) -> int:

@@ -55,19 +55,6 @@ class Breakdown:
         return rows
 
 
-def _label(rec: CollectiveRecord) -> str:
-    k = rec.key
-    if k[0] == "ddp":
-        return f"bucket {k[2]} ({rec.nbytes / 2**20:.1f} MiB all_reduce)"
-    if k[0] == "ag":
-        return f"unit {k[4]} all_gather ({'forward' if k[3] == 'f' else 'backward'})"
-    if k[0] == "grad":
-        return f"unit {k[3]} {rec.op.value}"
-    if k[0] == "rep":
-        return f"unit {k[3]} all_reduce across nodes"
-    return str(k)
-
-
 def explain_step(timeline: Timeline, step: int, rank: int = 0) -> Breakdown:
     """Break rank ``rank``'s step ``step`` into parts (requires a traced timeline)."""
     log = timeline.logs[rank if timeline.all_ranks else 0]
@@ -111,5 +98,5 @@ def _split_wait(
         for r in now:
             key = (r.op.value, tl.bottleneck.get(r.key, ""))
             out.exposed[key] = out.exposed.get(key, 0.0) + share
-            lab = _label(r)
+            lab = r.key.label or f"{r.op.value} ({r.key.kind} {r.key.index})"
             out.exposed_by_collective[lab] = out.exposed_by_collective.get(lab, 0.0) + share

@@ -7,6 +7,14 @@ Every table, plot and report uses these names; the README's metric table is gene
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from scaling.units import GiB
+
+if TYPE_CHECKING:
+    from scaling.model.job import Job
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,3 +197,76 @@ class RunResult:
     def scalars(self) -> dict[str, float | int | str]:
         """All scalar fields as a flat dict (per-step records excluded)."""
         return {k: getattr(self, k) for k in self.__dataclass_fields__ if k != "steps"}
+
+
+@dataclass(frozen=True, slots=True)
+class Measured:
+    """What one simulation produced, before any metric is formed.
+
+    Attributes:
+        steps: every simulated step, warm-up included.
+        comm_time_s: summed duration of the collectives rank 0 took part in, per measured step.
+        comm_bytes_per_rank: bytes rank 0 put on the wire per measured step.
+        n_collectives_per_step: collectives rank 0 took part in per measured step.
+        model_flops_per_device: model FLOPs of one rank per step (no recomputation).
+        compute_bytes: bytes one rank's compute moves to and from device memory per step.
+        peak_mem_bytes: peak memory of one rank.
+    """
+
+    steps: tuple[StepRecord, ...]
+    comm_time_s: float
+    comm_bytes_per_rank: float
+    n_collectives_per_step: int
+    model_flops_per_device: float
+    compute_bytes: float
+    peak_mem_bytes: float
+
+
+def run_result(job: Job, m: Measured) -> RunResult:
+    """Every metric of one run, by the definitions in :data:`METRICS`.
+
+    ``step_time_s`` and ``compute_time_s`` are means over the measured (non-warm-up) steps.
+    """
+    measured = [s for s in m.steps if not s.warmup]
+    step_time = float(np.mean([s.step_time_s for s in measured]))
+    compute = float(np.mean([s.compute_time_s for s in measured]))
+    exposed = max(step_time - compute, 0.0)
+    sysm, dev, tr = job.system, job.system.device, job.training
+    tokens_per_step = job.global_batch * tr.seq_len
+    tps = tokens_per_step / step_time
+    tps_dev = tps / job.devices
+    overhead = sysm.node_power_overhead_W / sysm.devices_per_node
+    power = average_power_per_device(
+        dev.power_idle_W, dev.power_busy_W, compute / step_time, overhead
+    )
+    budget = tr.token_budget or 20.0 * job.shape.params()
+    return RunResult(
+        system=sysm.name,
+        model=job.shape.name,
+        strategy=job.strategy.label,
+        nodes=job.nodes,
+        devices=job.devices,
+        global_batch=job.global_batch,
+        tokens_per_step=tokens_per_step,
+        step_time_s=step_time,
+        tokens_per_s=tps,
+        tokens_per_s_per_device=tps_dev,
+        mfu=m.model_flops_per_device / step_time / dev.peak(tr.dtype),
+        compute_time_s=compute,
+        exposed_comm_s=exposed,
+        exposed_comm_share=exposed_share(exposed, step_time),
+        comm_time_s=m.comm_time_s,
+        overlap_fraction=overlap_fraction(exposed, m.comm_time_s),
+        comm_bytes_per_rank=m.comm_bytes_per_rank,
+        n_collectives_per_step=m.n_collectives_per_step,
+        peak_mem_GiB=m.peak_mem_bytes / GiB,
+        mem_capacity_GiB=dev.mem_bytes / GiB,
+        mem_bw_util=m.compute_bytes / (step_time * dev.mem_bw_Bps),
+        avg_board_power_W=power - overhead,
+        avg_power_per_device_W=power,
+        energy_per_token_J=energy_per_token(power, tps_dev),
+        cost_per_million_tokens_USD=cost_per_million_tokens(dev.price_per_hour, tps_dev),
+        token_budget=budget,
+        time_to_train_h=time_to_train_h(budget, tps),
+        steps=m.steps,
+    )

@@ -183,11 +183,36 @@ class AnalyticCostModel:
         return result
 
 
+@dataclass(frozen=True, slots=True)
+class CollectiveKey:
+    """Names one collective call of a run; simulated ranks calling with equal keys meet in it.
+
+    Attributes:
+        step: training step (0 = the first simulated step).
+        phase: where in the step it is issued: ``forward``, ``backward``, ``optimizer``, ``setup``.
+        kind: what the strategy calls it (``bucket``, ``all_gather``, ``grad``, ``replicate`` …).
+        index: the bucket (DDP) or unit (FSDP) it belongs to.
+        micro: micro-batch of the step.
+        stream: the communication stream it is issued on (a trace track).
+        tag: tells apart sibling groups that issue the same call (HSDP: the node).
+        label: a readable description for explanations and traces (not part of the identity).
+    """
+
+    step: int
+    phase: str
+    kind: str
+    index: int
+    micro: int = 0
+    stream: str = "comm"
+    tag: tuple[int, ...] = ()
+    label: str = field(default="", compare=False)
+
+
 @dataclass(slots=True)
 class CollectiveRecord:
     """One completed collective as seen by the communicator (times in s, sizes in bytes)."""
 
-    key: tuple
+    key: CollectiveKey
     op: CollectiveOp
     nbytes: float
     group: Group
@@ -237,10 +262,15 @@ class Communicator:
     simulated_ranks: int
     records: list[CollectiveRecord] = field(default_factory=list)
     in_flight: int = 0  # collectives started and not yet completed
-    _pending: dict[tuple, _Pending] = field(default_factory=dict)
+    _pending: dict[CollectiveKey, _Pending] = field(default_factory=dict)
 
     def call(
-        self, key: tuple, op: CollectiveOp, nbytes: float, group: Group, expected: int | None = None
+        self,
+        key: CollectiveKey,
+        op: CollectiveOp,
+        nbytes: float,
+        group: Group,
+        expected: int | None = None,
     ) -> simpy.Event:
         """Join collective ``key``; the returned event fires when it has completed.
 

@@ -18,15 +18,20 @@ from __future__ import annotations
 
 from collections.abc import Generator
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import simpy
 
-from scaling.model.comm.collectives import Communicator
+from scaling.model.comm.collectives import CollectiveKey, Communicator
 from scaling.model.comm.ops import CollectiveOp, Group
-from scaling.model.hardware.compute import MicroBatchCompute, PhaseCost
+from scaling.model.hardware.compute import ComputeModel, MicroBatchCompute, PhaseCost
+from scaling.model.hardware.memory import GRAD_BYTES, MemoryBreakdown, ddp_memory
 from scaling.model.hardware.workload import TransformerShape
 from scaling.model.strategies.rank import ComputeStream
 from scaling.units import MiB
+
+if TYPE_CHECKING:
+    from scaling.model.job import Job
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +50,37 @@ class DDPSpec:
     first_bucket_bytes: float = 1 * MiB
     overlap: bool = True
     gradient_as_bucket_view: bool = False
+
+    @property
+    def label(self) -> str:
+        """``ddp``."""
+        return "ddp"
+
+    def memory(self, job: Job) -> MemoryBreakdown:
+        """A full replica of weights, gradients and Adam states per rank, plus the buckets."""
+        t = job.training
+        return ddp_memory(
+            job.shape,
+            t.micro_batch,
+            t.seq_len,
+            t.checkpointing,
+            t.flash_attention,
+            job.system.device.reserved_mem_bytes,
+            self.gradient_as_bucket_view,
+        )
+
+    def plan(self, job: Job, compute: ComputeModel, mb: MicroBatchCompute) -> DDPWork:
+        """Buckets in launch order over the whole cluster; every rank updates every parameter."""
+        shape = job.shape
+        return DDPWork.build(
+            mb,
+            compute.optimizer_cost(shape.params()),
+            shape.n_layers,
+            job.training.grad_accum,
+            ddp_buckets(shape, self, GRAD_BYTES),
+            Group(job.nodes, job.system.devices_per_node),
+            self,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,7 +130,7 @@ def ddp_buckets(shape: TransformerShape, spec: DDPSpec, grad_bytes: float) -> li
 
 @dataclass(frozen=True, slots=True)
 class DDPWork:
-    """Everything a DDP rank needs, precomputed once per job."""
+    """Everything a DDP rank needs, precomputed once per job (implements ``RankWork``)."""
 
     mb: MicroBatchCompute
     optimizer: PhaseCost
@@ -117,48 +153,47 @@ class DDPWork:
         group: Group,
         spec: DDPSpec,
     ) -> DDPWork:
+        """Index the buckets by the backward stage that makes them ready."""
         by_stage: dict[int, list[int]] = {}
         for i, b in enumerate(buckets):
             by_stage.setdefault(b.ready_stage, []).append(i)
         return cls(mb, optimizer, n_layers, grad_accum, buckets, group, spec, by_stage)
 
-
-def ddp_rank(
-    env: simpy.Environment,
-    rank: int,
-    *,
-    work: DDPWork,
-    comm: Communicator,
-    steps: int,
-    cs: ComputeStream,
-) -> Generator[simpy.Event, object, None]:
-    """SimPy process of one DDP rank for ``steps`` training steps."""
-    mb, L = work.mb, work.n_layers
-    fwd = mb.head_fwd.time_s + L * mb.block_fwd.time_s  # forward has no communication in DDP
-    for step in range(steps):
-        cs.begin_step(step)
-        for micro in range(work.grad_accum):
-            sync = micro == work.grad_accum - 1
-            yield from cs.run(fwd, "forward", micro=micro)
-            ready = [env.event() for _ in work.buckets] if sync else []
-            done = env.event()
-            if sync:
-                env.process(_comm_stream(env, step, work, comm, ready, done))
-            stage_buckets = work.stage_buckets if (sync and work.spec.overlap) else {}
-            yield from cs.run(mb.head_bwd.time_s, "backward:head", micro=micro)
-            for b in stage_buckets.get(0, ()):
-                ready[b].succeed()
-            for k in range(1, L + 1):
-                yield from cs.run(mb.block_bwd.time_s, f"backward:block{L - k}", micro=micro)
-                for b in stage_buckets.get(k, ()):
+    def run(
+        self,
+        env: simpy.Environment,
+        rank: int,
+        comm: Communicator,
+        steps: int,
+        cs: ComputeStream,
+    ) -> Generator[simpy.Event, object, None]:
+        """SimPy process of one DDP rank for ``steps`` training steps."""
+        mb, L = self.mb, self.n_layers
+        fwd = mb.head_fwd.time_s + L * mb.block_fwd.time_s  # forward has no communication in DDP
+        for step in range(steps):
+            cs.begin_step(step)
+            for micro in range(self.grad_accum):
+                sync = micro == self.grad_accum - 1
+                yield from cs.run(fwd, "forward", micro=micro)
+                ready = [env.event() for _ in self.buckets] if sync else []
+                done = env.event()
+                if sync:
+                    env.process(_comm_stream(env, step, self, comm, ready, done))
+                stage_buckets = self.stage_buckets if (sync and self.spec.overlap) else {}
+                yield from cs.run(mb.head_bwd.time_s, "backward:head", micro=micro)
+                for b in stage_buckets.get(0, ()):
                     ready[b].succeed()
-            if sync:
-                if not work.spec.overlap:
-                    for ev in ready:
-                        ev.succeed()
-                yield from cs.wait(done, "all_reduce")
-        yield from cs.run(work.optimizer.time_s, "optimizer")
-        cs.end_step()
+                for k in range(1, L + 1):
+                    yield from cs.run(mb.block_bwd.time_s, f"backward:block{L - k}", micro=micro)
+                    for b in stage_buckets.get(k, ()):
+                        ready[b].succeed()
+                if sync:
+                    if not self.spec.overlap:
+                        for ev in ready:
+                            ev.succeed()
+                    yield from cs.wait(done, "all_reduce")
+            yield from cs.run(self.optimizer.time_s, "optimizer")
+            cs.end_step()
 
 
 def _comm_stream(
@@ -172,5 +207,12 @@ def _comm_stream(
     """The rank's communication stream: all-reduce buckets in order, each once it is ready."""
     for i, bucket in enumerate(work.buckets):
         yield ready[i]
-        yield comm.call(("ddp", step, i), CollectiveOp.ALL_REDUCE, bucket.nbytes, work.group)
+        key = CollectiveKey(
+            step,
+            "backward",
+            "bucket",
+            i,
+            label=f"bucket {i} ({bucket.nbytes / MiB:.1f} MiB all_reduce)",
+        )
+        yield comm.call(key, CollectiveOp.ALL_REDUCE, bucket.nbytes, work.group)
     done.succeed()

@@ -28,16 +28,21 @@ Rules, with their source (torch/distributed/fsdp, PyTorch 2.x; Zhao et al., VLDB
 from __future__ import annotations
 
 from collections.abc import Generator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
 import simpy
 
-from scaling.model.comm.collectives import Communicator
+from scaling.model.comm.collectives import CollectiveKey, Communicator
 from scaling.model.comm.ops import CollectiveOp, Group
-from scaling.model.hardware.compute import MicroBatchCompute, PhaseCost
+from scaling.model.hardware.compute import ComputeModel, MicroBatchCompute, PhaseCost
+from scaling.model.hardware.memory import MemoryBreakdown, fsdp_memory
 from scaling.model.hardware.workload import TransformerShape
 from scaling.model.strategies.rank import ComputeStream
+
+if TYPE_CHECKING:
+    from scaling.model.job import Job
 
 
 class ShardingStrategy(StrEnum):
@@ -60,8 +65,6 @@ class FSDPSpec:
     Attributes:
         sharding: sharding strategy.
         backward_prefetch: when the next unit's all-gather is issued in backward.
-        forward_prefetch: issue the next unit's all-gather explicitly at the start of a unit's
-            forward (only matters when the CPU cannot run ahead; kept for completeness).
         limit_all_gathers: at most this many units unsharded at once (PyTorch's rate limiter
             allows 2); 0 = unlimited.
         param_bytes: bytes per parameter all-gathered (mixed-precision ``param_dtype``).
@@ -70,10 +73,53 @@ class FSDPSpec:
 
     sharding: ShardingStrategy = ShardingStrategy.FULL_SHARD
     backward_prefetch: BackwardPrefetch = BackwardPrefetch.BACKWARD_PRE
-    forward_prefetch: bool = False
     limit_all_gathers: int = 2
     param_bytes: float = 2.0
     reduce_bytes: float = 2.0
+
+    @property
+    def label(self) -> str:
+        """``fsdp-<sharding>``, e.g. ``fsdp-full_shard``."""
+        return f"fsdp-{self.sharding.value}"
+
+    def shard_size(self, job: Job) -> int:
+        """Ranks one parameter shard is split over: the node (HYBRID_SHARD), one (NO_SHARD) or
+        the whole cluster."""
+        if self.sharding is ShardingStrategy.NO_SHARD:
+            return 1
+        if self.sharding is ShardingStrategy.HYBRID_SHARD:
+            return job.system.devices_per_node
+        return job.devices
+
+    def memory(self, job: Job) -> MemoryBreakdown:
+        """Sharded state plus the unsharded units in flight (see :func:`fsdp_memory`)."""
+        t = job.training
+        # NO_SHARD's memory is a full replica: fsdp_memory ignores the shard size there
+        shard = job.devices if self.sharding is ShardingStrategy.NO_SHARD else self.shard_size(job)
+        return fsdp_memory(
+            job.shape,
+            self.sharding.value,
+            shard,
+            self.limit_all_gathers,
+            t.micro_batch,
+            t.seq_len,
+            t.checkpointing,
+            t.flash_attention,
+            job.system.device.reserved_mem_bytes,
+            self.param_bytes,
+        )
+
+    def plan(self, job: Job, compute: ComputeModel, mb: MicroBatchCompute) -> FSDPWork:
+        """Units and the optimizer step over this rank's shard only."""
+        return FSDPWork(
+            mb,
+            compute.optimizer_cost(job.shape.params() / self.shard_size(job)),
+            unit_params(job.shape),
+            job.training.grad_accum,
+            job.nodes,
+            job.system.devices_per_node,
+            self,
+        )
 
 
 def unit_params(shape: TransformerShape) -> list[int]:
@@ -108,12 +154,23 @@ class FSDPWork:
             return None
         return Group(self.nodes, 1, lanes=self.per_node)
 
+    def run(
+        self,
+        env: simpy.Environment,
+        rank: int,
+        comm: Communicator,
+        steps: int,
+        cs: ComputeStream,
+    ) -> Generator[simpy.Event, object, None]:
+        """SimPy process of one FSDP rank for ``steps`` training steps."""
+        return _rank_process(env, rank, self, comm, steps, cs)
+
 
 class _Queue:
     """One in-order communication queue (one NCCL communicator) of a rank."""
 
     def __init__(
-        self, env: simpy.Environment, comm: Communicator, expected: int, tag: tuple = ()
+        self, env: simpy.Environment, comm: Communicator, expected: int, tag: tuple[int, ...] = ()
     ) -> None:
         self.env = env
         self.comm = comm
@@ -123,7 +180,7 @@ class _Queue:
 
     def submit(
         self,
-        key: tuple,
+        key: CollectiveKey,
         op: CollectiveOp,
         nbytes: float,
         group: Group,
@@ -135,20 +192,28 @@ class _Queue:
         self.env.process(self._run(key, op, nbytes, group, prev, after, done))
         return done
 
-    def _run(self, key, op, nbytes, group, prev, after, done) -> Generator:
+    def _run(
+        self,
+        key: CollectiveKey,
+        op: CollectiveOp,
+        nbytes: float,
+        group: Group,
+        prev: simpy.Event | None,
+        after: simpy.Event | None,
+        done: simpy.Event,
+    ) -> Generator[simpy.Event, object, None]:
         if prev is not None and not prev.processed:
             yield prev
         if after is not None and not after.processed:
             yield after
         if group.size > 1 and nbytes > 0:
-            yield self.comm.call((*key, *self.tag), op, nbytes, group, self.expected)
+            yield self.comm.call(replace(key, tag=self.tag), op, nbytes, group, self.expected)
         done.succeed()
 
 
-def fsdp_rank(
+def _rank_process(
     env: simpy.Environment,
     rank: int,
-    *,
     work: FSDPWork,
     comm: Communicator,
     steps: int,
@@ -162,7 +227,7 @@ def fsdp_rank(
     reshard_fwd = spec.sharding in (ShardingStrategy.FULL_SHARD, ShardingStrategy.HYBRID_SHARD)
     all_ranks = comm.simulated_ranks > 1
     if spec.sharding is ShardingStrategy.HYBRID_SHARD:
-        q = _Queue(env, comm, shard.size if all_ranks else 1, ("node", shard.first_node))
+        q = _Queue(env, comm, shard.size if all_ranks else 1, (shard.first_node,))
     else:
         q = _Queue(env, comm, comm.simulated_ranks)
     q_rep = _Queue(env, comm, comm.simulated_ranks) if rep_group is not None else None
@@ -195,7 +260,14 @@ def fsdp_rank(
                 for u in order:
                     gate = freed[u - limit] if (reshard_fwd and u - limit >= 1) else None
                     gathered[u] = q.submit(
-                        ("ag", step, micro, "f", u),
+                        CollectiveKey(
+                            step,
+                            "forward",
+                            "all_gather",
+                            u,
+                            micro,
+                            label=f"unit {u} all_gather (forward)",
+                        ),
                         CollectiveOp.ALL_GATHER,
                         ag_bytes(u),
                         shard,
@@ -215,9 +287,15 @@ def fsdp_rank(
             def issue_ag(u: int, bgather=bgather, step=step, micro=micro) -> None:
                 # a resharded block is gathered again before its backward, once
                 if reshard_fwd and u != 0 and u not in bgather:
-                    bgather[u] = q.submit(
-                        ("ag", step, micro, "b", u), CollectiveOp.ALL_GATHER, ag_bytes(u), shard
+                    key = CollectiveKey(
+                        step,
+                        "backward",
+                        "all_gather",
+                        u,
+                        micro,
+                        label=f"unit {u} all_gather (backward)",
                     )
+                    bgather[u] = q.submit(key, CollectiveOp.ALL_GATHER, ag_bytes(u), shard)
 
             for i, u in enumerate(border):
                 issue_ag(u)  # no-op if prefetched or never resharded
@@ -230,7 +308,10 @@ def fsdp_rank(
                 if nxt is not None and spec.backward_prefetch is BackwardPrefetch.BACKWARD_POST:
                     issue_ag(nxt)
                 if sync:
-                    key = ("grad", step, micro, u)
+                    grad_op = CollectiveOp.REDUCE_SCATTER if sharded else CollectiveOp.ALL_REDUCE
+                    key = CollectiveKey(
+                        step, "backward", "grad", u, micro, label=f"unit {u} {grad_op.value}"
+                    )
                     if spec.sharding is ShardingStrategy.NO_SHARD:
                         pending_grad.append(
                             q.submit(key, CollectiveOp.ALL_REDUCE, grad_bytes(u), shard)
@@ -239,7 +320,15 @@ def fsdp_rank(
                         rs = q.submit(key, CollectiveOp.REDUCE_SCATTER, grad_bytes(u), shard)
                         if q_rep is not None and rep_group is not None:
                             rs = q_rep.submit(
-                                ("rep", step, micro, u),
+                                CollectiveKey(
+                                    step,
+                                    "backward",
+                                    "replicate",
+                                    u,
+                                    micro,
+                                    stream="comm:replicate",
+                                    label=f"unit {u} all_reduce across nodes",
+                                ),
                                 CollectiveOp.ALL_REDUCE,
                                 grad_bytes(u) / shard.size,
                                 rep_group,
