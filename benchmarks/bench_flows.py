@@ -1,4 +1,4 @@
-"""Benchmark of the flow-level network engine (`scaling.engine.flows`).
+"""Benchmark of the flow-level network engine (`scaling.engine.maxmin`, `scaling.engine.network`).
 
 Run with ``python benchmarks/bench_flows.py``. Prints medians of 5 runs; asserts nothing about
 time. Scenarios:
@@ -25,10 +25,12 @@ import numpy as np
 import simpy
 
 try:
-    from scaling.engine.flows import FlowNetwork, Incidence, maxmin_rates
+    from scaling.engine.maxmin import Incidence, maxmin_rates
+    from scaling.engine.network import FlowNetwork
 except ModuleNotFoundError:  # running from a source checkout without installing
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from scaling.engine.flows import FlowNetwork, Incidence, maxmin_rates
+    from scaling.engine.maxmin import Incidence, maxmin_rates
+    from scaling.engine.network import FlowNetwork
 
 N_ENDPOINTS = 4096
 PER_LEAF = 32
@@ -52,9 +54,6 @@ class FatTree:
         cap = np.full(self.n_links, FABRIC_BPS)
         cap[: 2 * N_ENDPOINTS] = HOST_BPS
         self.capacity = cap
-        lat = np.full(self.n_links, 0.5e-6)
-        lat[: 2 * N_ENDPOINTS] = 0.3e-6
-        self.latency = lat
 
     def path(self, src: int, dst: int) -> list[int]:
         ls, ld = src // PER_LEAF, dst // PER_LEAF
@@ -73,13 +72,14 @@ def run_engine(sizes: list[float], steps: int = 1) -> dict[str, float]:
     tree = FatTree()
     t0 = time.perf_counter()
     env = simpy.Environment()
-    net = FlowNetwork(env, tree.capacity, tree.latency)
+    net = FlowNetwork(env, tree.capacity)
     pids = [net.path_id(p) for p in tree.ring_paths()]
     t1 = time.perf_counter()
 
     def collective():
         for _ in range(steps):
-            yield simpy.AllOf(env, [net.transfer(p, s) for p, s in zip(pids, sizes, strict=True)])
+            # one bundle per collective, as scaling.model.comm.flowcoll issues a phase
+            yield net.transfer_many(pids, sizes)
 
     env.process(collective())
     env.run()

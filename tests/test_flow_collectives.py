@@ -17,7 +17,7 @@ from scaling.model.comm.collectives import AnalyticCostModel
 from scaling.model.comm.flowcoll import FlowCollectives
 from scaling.model.comm.network import ClusterNetwork
 from scaling.model.comm.ops import CollectiveOp, Group, busbw_factor
-from scaling.model.hardware.system import LinkClass, SystemSpec
+from scaling.model.hardware.system import LinkClass, Protocol, SystemSpec
 
 AR = CollectiveOp.ALL_REDUCE
 
@@ -25,18 +25,24 @@ AR = CollectiveOp.ALL_REDUCE
 def plain(
     system: SystemSpec, alpha: float, algorithms=None, big_leaves: bool = False
 ) -> SystemSpec:
-    """One protocol, no call overhead or size ramp, the same per-step latency on every class."""
+    """One protocol, no call overhead or size ramp, the same per-step latency α on every class:
+    a quarter from the library, three quarters from the hop's hardware (none at the spine)."""
     lib = dataclasses.replace(
         system.library,
-        protocols=(),
+        protocols=(Protocol("simple", 0.0, dict.fromkeys(LinkClass, 0.25 * alpha)),),
         call_overhead_s=0.0,
         ramp_half_bytes=0.0,
-        call_latency_s=0.0,
-        step_latency_s=dict.fromkeys(LinkClass, alpha),
         tree_bw_factor=1.0,
         algorithms=algorithms or system.library.algorithms,
     )
-    out = dataclasses.replace(system, library=lib)
+    hw = 0.75 * alpha
+    out = dataclasses.replace(
+        system,
+        library=lib,
+        fabric=dataclasses.replace(system.fabric, link_latency_s=hw, pcie_latency_s=hw),
+        nics=dataclasses.replace(system.nics, latency_s=hw),
+        scale_out=dataclasses.replace(system.scale_out, spine_latency_s=0.0),
+    )
     if big_leaves:
         out = dataclasses.replace(
             out, scale_out=dataclasses.replace(out.scale_out, nodes_per_leaf=4096)
@@ -237,3 +243,64 @@ def test_tuner_picks_the_fastest_prediction() -> None:
             for proto in ("LL", "LL128", "Simple"):
                 assert best.time_s <= fc.predict(AR, size, g, algo, proto).time_s
     assert math.isclose(fc.cost(AR, 4e9, g).time_s, fc.predict(AR, 4e9, g).time_s)
+
+
+def test_hierarchical_respects_the_group_device_offset() -> None:
+    # Group(2, 4, local_base=4): local devices 4-7 of nodes 0 and 1 (global 4-7 and 12-15).
+    system = load_system("dgx-a100").spec
+    fc = FlowCollectives(simpy.Environment(), system, 2)
+    group = Group(2, 4, local_base=4)
+    sched = fc.schedule("hierarchical", AR, group)
+    assert sched is not None
+    ranks = set(group.devices(8).tolist())
+    assert ranks == {4, 5, 6, 7, 12, 13, 14, 15}
+    for ph in sched.phases:
+        assert set(ph.src.tolist()) <= ranks and set(ph.dst.tolist()) <= ranks
+    # the same on a full-mesh node (HCCL's intra-server mesh)
+    atlas = load_system("atlas-800t-a2").spec
+    g = atlas.devices_per_node // 2
+    mesh = FlowCollectives(simpy.Environment(), atlas, 2).schedule(
+        "hierarchical", AR, Group(2, g, local_base=g)
+    )
+    assert mesh is not None
+    used = set(mesh.phases[0].src.tolist()) | set(mesh.phases[0].dst.tolist())
+    assert used == set(Group(2, g, local_base=g).devices(atlas.devices_per_node).tolist())
+
+
+def _scaled(system: SystemSpec, part: str, field: str, k: float) -> SystemSpec:
+    sub = getattr(system, part)
+    return dataclasses.replace(
+        system, **{part: dataclasses.replace(sub, **{field: k * getattr(sub, field)})}
+    )
+
+
+def test_hardware_latencies_change_collective_times() -> None:
+    # A step crosses real links: the hop's hardware latency is part of every step's α.
+    base = load_system("dgx-a100").spec
+
+    def t(system: SystemSpec, nodes: int) -> float:
+        fc = FlowCollectives(simpy.Environment(), system, nodes)
+        return fc.cost(AR, 1024.0, Group(nodes, 8)).time_s
+
+    # 1 KiB all-reduce across 16 nodes: doubling the NIC latency slows it
+    assert t(_scaled(base, "nics", "latency_s", 2.0), 16) > t(base, 16)
+    # one node: the NVLink hop latency counts, the NIC's does not
+    assert t(_scaled(base, "fabric", "link_latency_s", 2.0), 1) > t(base, 1)
+    assert t(_scaled(base, "nics", "latency_s", 2.0), 1) == t(base, 1)
+    # the spine only once the group spans two pods (SuperPOD: 20 nodes per leaf)
+    spine = _scaled(base, "scale_out", "spine_latency_s", 2.0)
+    assert t(spine, 16) == t(base, 16)
+    assert t(spine, 32) > t(base, 32)
+
+
+def test_nccl_steps_on_a_dgx_sum_to_the_tuning_constants() -> None:
+    # nccl.yaml holds the software part; with the DGX hop latency the step is tuning.cc's hwLat
+    # (NVLINK Ring: LL 0.6, LL128 1.9, Simple 3.4 us; reference/nccl_tuning_constants.csv).
+    system = load_system("dgx-a100").spec
+    fc = FlowCollectives(simpy.Environment(), system, 1)
+    base = {"LL": 6.6, "LL128": 14.0, "Simple": 8.4}
+    step = {"LL": 0.6, "LL128": 1.9, "Simple": 3.4}
+    for proto in ("LL", "LL128", "Simple"):
+        lat = fc.predict(AR, 1024.0, Group(1, 8), "ring", proto).latency_s
+        want = system.library.call_overhead_s + (base[proto] + 2 * 7 * step[proto]) * 1e-6
+        assert lat == pytest.approx(want, rel=1e-12)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from scaling.io.errors import ConfigError
 from scaling.io.topology import available_systems, load_system, quantities
 
 REQUIRED = {"dgx-a100", "dgx-h100", "mlu370-x8", "mlu370-s4"}
@@ -51,3 +52,39 @@ def test_content_hash_changes_with_content(tmp_path) -> None:
     (tmp_path / "libraries").mkdir()
     (tmp_path / "libraries" / "nccl.yaml").write_text(src.library_path.read_text())
     assert load_system(str(tmp_path / "x.yaml")).content_hash != src.content_hash
+
+
+def _copy_catalog(tmp_path, edit_system=None, edit_library=None):
+    """dgx-a100 and nccl copied to ``tmp_path`` with optional text edits; returns the path."""
+    src = load_system("dgx-a100")
+    text, lib = src.path.read_text(), src.library_path.read_text()
+    (tmp_path / "libraries").mkdir()
+    (tmp_path / "x.yaml").write_text(edit_system(text) if edit_system else text)
+    (tmp_path / "libraries" / "nccl.yaml").write_text(edit_library(lib) if edit_library else lib)
+    return str(tmp_path / "x.yaml")
+
+
+def test_top_level_latencies_beside_protocols_are_refused(tmp_path) -> None:
+    # nccl has protocols: a top-level step latency would be ignored, so it is refused
+    def add(lib: str) -> str:
+        return lib.replace(
+            "bw_efficiency:",
+            'call_latency_us: {value: 8.4, source: "x", confidence: secondary}\nbw_efficiency:',
+            1,
+        )
+
+    with pytest.raises(ConfigError, match="call_latency_us would be ignored"):
+        load_system(_copy_catalog(tmp_path, edit_library=add))
+
+
+def test_pcie_fields_on_a_switch_node_are_refused(tmp_path) -> None:
+    def add(text: str) -> str:
+        return text.replace(
+            "    link_efficiency:",
+            '    pcie_latency_us: {value: 1.0, source: "x", confidence: secondary}\n'
+            "    link_efficiency:",
+            1,
+        )
+
+    with pytest.raises(ConfigError, match=r"remove fabric\.pcie_latency_us"):
+        load_system(_copy_catalog(tmp_path, edit_system=add))

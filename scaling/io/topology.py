@@ -121,10 +121,15 @@ class NodeSchema(_Strict):
     @model_validator(mode="after")
     def _groups(self) -> NodeSchema:
         f = self.fabric
-        if f.kind in (FabricKind.BRIDGE_GROUPS, FabricKind.PCIE):
-            for fld in ("group_size", "inter_group_bw_GBps", "pcie_latency_us", "pcie_efficiency"):
-                if getattr(f, fld) is None:
-                    raise ValueError(f"fabric kind {f.kind.value!r} needs fabric.{fld}")
+        grouped = f.kind in (FabricKind.BRIDGE_GROUPS, FabricKind.PCIE)
+        for fld in ("group_size", "inter_group_bw_GBps", "pcie_latency_us", "pcie_efficiency"):
+            if grouped and getattr(f, fld) is None:
+                raise ValueError(f"fabric kind {f.kind.value!r} needs fabric.{fld}")
+            if not grouped and getattr(f, fld) is not None:
+                # no link of a switch / full-mesh node is a PCIe peer path: it would be ignored
+                raise ValueError(
+                    f"fabric kind {f.kind.value!r} has no PCIe groups; remove fabric.{fld}"
+                )
         return self
 
 
@@ -156,8 +161,8 @@ class LibrarySchema(_Strict):
     name: str
     version: str = ""
     description: str = ""
-    call_latency_us: NonNegQ
-    step_latency_us: dict[LinkClass, NonNegQ]
+    call_latency_us: NonNegQ | None = None
+    step_latency_us: dict[LinkClass, NonNegQ] | None = None
     bw_efficiency: dict[LinkClass, FracQ]
     channels: CountQ
     algorithms: list[AlgorithmName] = Field(min_length=1)
@@ -175,8 +180,25 @@ class LibrarySchema(_Strict):
         return self
 
     @model_validator(mode="after")
+    def _latencies_once(self) -> LibrarySchema:
+        # One place for the latencies: the protocols' own, or (no protocols) the top level's.
+        top = [f for f in ("call_latency_us", "step_latency_us") if getattr(self, f) is not None]
+        if self.protocols and top:
+            raise ValueError(
+                f"{' and '.join(top)} would be ignored: with protocols, each protocol carries its "
+                "own call and step latencies; remove the top-level ones"
+            )
+        if not self.protocols and len(top) < 2:
+            raise ValueError(
+                "a library without protocols needs call_latency_us and step_latency_us"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _all_classes(self) -> LibrarySchema:
-        tables = [("step_latency_us", self.step_latency_us), ("bw_efficiency", self.bw_efficiency)]
+        tables = [("bw_efficiency", self.bw_efficiency)]
+        if self.step_latency_us is not None:
+            tables.append(("step_latency_us", self.step_latency_us))
         tables += [
             (f"protocols[{p.name}].step_latency_us", p.step_latency_us) for p in self.protocols
         ]
@@ -269,15 +291,8 @@ def load_system(name: str, extra: list[Path] | None = None) -> LoadedSystem:
 
 def to_library_profile(lib: LibrarySchema) -> LibraryProfile:
     """Strip provenance and convert to SI units."""
-    return LibraryProfile(
-        name=lib.name,
-        call_latency_s=lib.call_latency_us.value * us,
-        step_latency_s={c: q.value * us for c, q in lib.step_latency_us.items()},
-        bw_efficiency={c: q.value for c, q in lib.bw_efficiency.items()},
-        channels=lib.channels.value,
-        algorithms=tuple(lib.algorithms),
-        tree_bw_factor=lib.tree_bw_factor.value if lib.tree_bw_factor else 1.0,
-        protocols=tuple(
+    if lib.protocols:
+        protocols = tuple(
             Protocol(
                 name=p.name,
                 call_latency_s=p.call_latency_us.value * us,
@@ -286,7 +301,23 @@ def to_library_profile(lib: LibrarySchema) -> LibraryProfile:
                 max_busbw_Bps=p.max_busbw_GBps.value * GBps if p.max_busbw_GBps else float("inf"),
             )
             for p in lib.protocols
-        ),
+        )
+    else:
+        assert lib.call_latency_us is not None and lib.step_latency_us is not None  # validated
+        protocols = (
+            Protocol(
+                "simple",
+                lib.call_latency_us.value * us,
+                {c: q.value * us for c, q in lib.step_latency_us.items()},
+            ),
+        )
+    return LibraryProfile(
+        name=lib.name,
+        protocols=protocols,
+        bw_efficiency={c: q.value for c, q in lib.bw_efficiency.items()},
+        channels=lib.channels.value,
+        algorithms=tuple(lib.algorithms),
+        tree_bw_factor=lib.tree_bw_factor.value if lib.tree_bw_factor else 1.0,
         call_overhead_s=lib.call_overhead_us.value * us if lib.call_overhead_us else 0.0,
         ramp_half_bytes=lib.ramp_half_MB.value * MB if lib.ramp_half_MB else 0.0,
         ramp_exponent=lib.ramp_exponent.value if lib.ramp_exponent else 1.0,

@@ -2,7 +2,9 @@
 
 A phase is a set of flows ``(src device, dst device, bytes = coeff · S)`` that run concurrently;
 a phase ends when its slowest flow ends. An algorithm is a sequence of phases and a number of
-sequential steps per link class (its latency term, priced by the library's per-step latency).
+sequential steps per link class (its latency term). One step costs the library's software
+latency for that class plus the hardware latency of the hop it crosses (:func:`hop_latency_s`):
+latency lives here, per step, not in the flow engine, whose links carry bandwidth only.
 Pipelined algorithms (ring, tree, chain broadcast) are one phase whose flows carry the total
 bytes each link sees over the whole collective — so the uncontended time of a ring all-reduce is
 exactly ``2(p−1)·α + 2(p−1)/p · S/B`` — and their step count carries the latency.
@@ -26,7 +28,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from scaling.model.comm.ops import CollectiveOp, Group
-from scaling.model.hardware.system import FabricKind, LinkClass, SystemSpec
+from scaling.model.hardware.system import FabricKind, LinkClass, Protocol, SystemSpec
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +51,7 @@ class Schedule:
     phases: tuple[Phase, ...]
     steps: dict[LinkClass, float] = field(default_factory=dict)
     wire_per_rank: float = 0.0  # bytes each rank sends per byte of S
+    cross_rail: bool = False  # network flows join NICs of different local indices (rails)
 
 
 class NotApplicable(Exception):
@@ -91,6 +94,57 @@ def ring_steps_per_pass(system: SystemSpec, group: Group) -> dict[LinkClass, int
         pcie = 0
     up = group.size - 1 - net - pcie
     return {LinkClass.SCALE_UP: up, LinkClass.PCIE: pcie, LinkClass.NETWORK: net}
+
+
+def hop_latency_s(
+    system: SystemSpec, group: Group, *, cross_rail: bool = False
+) -> dict[LinkClass, float]:
+    """Hardware latency of one sequential step on ``group``, by the link class it crosses, s.
+
+    All ranks take a step at once and the step ends with its slowest hop, so each class is
+    charged the latency of the longest real path of that class the group uses:
+
+    * scale-up: ``fabric.link_latency`` (through the NVSwitch, over the HCCS / MLU-Link link);
+    * PCIe: ``fabric.pcie_latency`` where the path crosses PCIe switches through the host
+      (between MLU-Link groups; between PCIe switches), else ``fabric.link_latency`` (two devices
+      under one PCIe switch);
+    * network: ``nics.latency`` (NIC tx, one leaf switch, NIC rx) plus
+      ``scale_out.spine_latency`` when a hop leaves its leaf: the group spans several pods, or
+      (``cross_rail``) its flows join different rails of a rail-optimized fabric.
+    """
+    fab, so = system.fabric, system.scale_out
+    pcie = 0.0
+    if fab.kind in (FabricKind.BRIDGE_GROUPS, FabricKind.PCIE):
+        gs, k = fab.group_size, group.per_node
+        lows = [group.local_base + j * k for j in range(group.lanes)]  # each lane's first device
+        spans_switches = any(lo // gs != (lo + k - 1) // gs for lo in lows)
+        if fab.kind is FabricKind.BRIDGE_GROUPS or spans_switches:
+            pcie = fab.pcie_latency_s
+        else:
+            pcie = fab.link_latency_s
+    net = 0.0
+    if group.nodes > 1:
+        npl = so.nodes_per_leaf
+        pods = (group.first_node + group.nodes - 1) // npl - group.first_node // npl + 1
+        rails = cross_rail and so.rail_optimized and system.nics.count > 1
+        net = system.nics.latency_s + (so.spine_latency_s if pods > 1 or rails else 0.0)
+    return {LinkClass.SCALE_UP: fab.link_latency_s, LinkClass.PCIE: pcie, LinkClass.NETWORK: net}
+
+
+def latency_s(
+    system: SystemSpec,
+    proto: Protocol,
+    group: Group,
+    steps: dict[LinkClass, float],
+    *,
+    cross_rail: bool = False,
+) -> float:
+    """Latency term of one call on ``group``, s: the library's host overhead + the protocol's
+    base latency + Σ over link classes of steps × (library step latency + hardware hop
+    latency, :func:`hop_latency_s`)."""
+    hop = hop_latency_s(system, group, cross_rail=cross_rail)
+    total = sum(n * (proto.step_latency_s[c] + hop[c]) for c, n in steps.items())
+    return system.library.call_overhead_s + proto.call_latency_s + total
 
 
 def _inorder_parents(n: int) -> list[int]:
@@ -303,10 +357,11 @@ class Algorithms:
             pairs[0], pairs[1], np.full(mask.sum(), 1.0 / p), np.ones(mask.sum(), dtype=np.int64)
         )
         cls = self._intra_class() if group.nodes == 1 else LinkClass.NETWORK
+        cross = group.nodes > 1 and group.per_node > 1  # local rank a talks to local rank b != a
         if op is CollectiveOp.ALL_REDUCE:
-            return Schedule("direct", (share, share), {cls: 2.0}, 2.0 * (p - 1) / p)
+            return Schedule("direct", (share, share), {cls: 2.0}, 2.0 * (p - 1) / p, cross)
         if op in (CollectiveOp.REDUCE_SCATTER, CollectiveOp.ALL_GATHER, CollectiveOp.ALL_TO_ALL):
-            return Schedule("direct", (share,), {cls: 1.0}, (p - 1) / p)
+            return Schedule("direct", (share,), {cls: 1.0}, (p - 1) / p, cross)
         raise NotApplicable("direct broadcast is not modelled")
 
     def hierarchical(self, op: CollectiveOp, group: Group) -> Schedule:
@@ -321,12 +376,12 @@ class Algorithms:
             node = group.first_node + i
             if mesh:
                 # HCCL's intra-server Mesh: every rank exchanges its 1/k share with each peer.
-                base = node * g
+                base = node * g + group.local_base
                 intra += [
                     (base + a, base + b, 1.0 / k) for a in range(k) for b in range(k) if a != b
                 ]
                 continue
-            sub = Group(1, k, node)
+            sub = Group(1, k, node, group.local_base)
             for c in range(self.channels):
                 order = self.ring_order(sub, c)
                 for j in range(k):
@@ -380,7 +435,10 @@ class Algorithms:
                 )
                 for i in range(len(parts[0].phases))
             )
-            return Schedule(parts[0].algorithm, phases, parts[0].steps, parts[0].wire_per_rank)
+            first = parts[0]
+            return Schedule(
+                first.algorithm, phases, first.steps, first.wire_per_rank, first.cross_rail
+            )
         fn = {
             "ring": self.ring,
             "tree": self.tree,

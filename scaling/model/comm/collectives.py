@@ -8,6 +8,10 @@ per link class, in the form NCCL's own tuner uses (``reference/collective_cost_m
     ring: t = call_latency + Σ_class steps_class · α_class + factor(p) · S / B_bus
     tree: t = call_latency + 2((g−1)·α_intra + log2(N)·α_net) + 2·S / (B_bus · tree_bw_factor)
 
+where ``α_class`` is the library's step latency for that class plus the hardware latency of the
+hop (``algorithms.latency_s``), and each of the library's protocols is tried (its bandwidth share
+and bus-bandwidth cap applied), the fastest kept.
+
 The library picks, per call, the fastest of the algorithms it implements (as NCCL's tuner does);
 the tree (NCCL's double binary tree across nodes, a chain inside a node) exists only for
 all-reduce across more than one node.
@@ -28,7 +32,7 @@ from typing import Protocol
 
 import simpy
 
-from scaling.model.comm.algorithms import Algorithms, ring_steps_per_pass
+from scaling.model.comm.algorithms import Algorithms, latency_s, ring_steps_per_pass
 from scaling.model.comm.ops import CollectiveOp, Group, busbw_factor
 from scaling.model.hardware.system import FabricKind, LinkClass, SystemSpec
 
@@ -130,19 +134,41 @@ class AnalyticCostModel:
         return cuts
 
     # -- latency -----------------------------------------------------------------------------
+    def _fastest(
+        self,
+        name: str,
+        op: CollectiveOp,
+        nbytes: float,
+        group: Group,
+        steps: dict[LinkClass, float],
+        bw: float,
+        bottleneck: LinkClass,
+        wire: float,
+    ) -> CollectiveCost:
+        """The best of the library's protocols for one algorithm: latency from ``steps``; the
+        ``wire`` bytes move at ``bw`` (bytes/s) × the protocol's data share, and no faster than
+        its bus-bandwidth cap allows (nccl-tests busbw = factor(p)·S / t ≤ cap)."""
+        best: CollectiveCost | None = None
+        for proto in self.system.library.protocols:
+            latency = latency_s(self.system, proto, group, steps)
+            bw_time = wire / (bw * proto.bw_fraction)
+            if math.isfinite(proto.max_busbw_Bps):
+                bw_time = max(bw_time, busbw_factor(op, group.size) * nbytes / proto.max_busbw_Bps)
+            eff_bw = wire / bw_time if bw_time > 0 else bw
+            cost = CollectiveCost(latency + bw_time, latency, eff_bw, bottleneck, name, wire)
+            if best is None or cost.time_s < best.time_s:
+                best = cost
+        assert best is not None  # a library has at least one protocol
+        return best
+
     def ring(self, op: CollectiveOp, nbytes: float, group: Group) -> CollectiveCost:
         """Ring collective of ``nbytes`` (nccl-tests size convention) on ``group``."""
-        lib = self.system.library
         passes = 2 if op is CollectiveOp.ALL_REDUCE else 1
-        steps = ring_steps_per_pass(self.system, group)
-        latency = lib.call_latency_s + passes * sum(
-            k * lib.step_latency_s[c] for c, k in steps.items()
-        )
+        steps = {c: passes * k for c, k in ring_steps_per_pass(self.system, group).items()}
         cuts = self.cut_bandwidths(group)
         bottleneck = min(cuts, key=lambda c: cuts[c])
-        bw = cuts[bottleneck]
         wire = busbw_factor(op, group.size) * nbytes
-        return CollectiveCost(latency + wire / bw, latency, bw, bottleneck, "ring", wire)
+        return self._fastest("ring", op, nbytes, group, steps, cuts[bottleneck], bottleneck, wire)
 
     def tree(self, op: CollectiveOp, nbytes: float, group: Group) -> CollectiveCost | None:
         """NCCL-style tree all-reduce (chain in the node, double binary tree across nodes).
@@ -155,16 +181,16 @@ class AnalyticCostModel:
         intra_class = LinkClass.SCALE_UP
         if self.system.fabric.kind is FabricKind.PCIE:
             intra_class = LinkClass.PCIE
-        latency = lib.call_latency_s + 2 * (
-            (group.per_node - 1) * lib.step_latency_s[intra_class]
-            + math.log2(group.nodes) * lib.step_latency_s[LinkClass.NETWORK]
-        )
+        steps = {
+            intra_class: 2.0 * (group.per_node - 1),
+            LinkClass.NETWORK: 2.0 * math.log2(group.nodes),
+        }
         cuts = self.cut_bandwidths(group)
         bottleneck = min(cuts, key=lambda c: cuts[c])
         bw = cuts[bottleneck] * lib.tree_bw_factor
         # Each rank sends its data up the tree and receives the result down: ~2S per rank.
         wire = 2.0 * nbytes
-        return CollectiveCost(latency + wire / bw, latency, bw, bottleneck, "tree", wire)
+        return self._fastest("tree", op, nbytes, group, steps, bw, bottleneck, wire)
 
     def cost(self, op: CollectiveOp, nbytes: float, group: Group) -> CollectiveCost:
         """The library's choice for this call: the fastest algorithm it implements."""
@@ -210,7 +236,11 @@ class CollectiveKey:
 
 @dataclass(slots=True)
 class CollectiveRecord:
-    """One completed collective as seen by the communicator (times in s, sizes in bytes)."""
+    """One completed collective as seen by the communicator (times in s, sizes in bytes).
+
+    ``issue`` orders calls as the ranks issued them (a rank may queue a call before it can
+    start); ``dtype`` is the element type on the wire (empty: not stated by the strategy).
+    """
 
     key: CollectiveKey
     op: CollectiveOp
@@ -219,11 +249,14 @@ class CollectiveRecord:
     start_s: float
     end_s: float
     algorithm: str
+    issue: int = 0
+    dtype: str = ""
 
 
 @dataclass(slots=True)
 class _Pending:
     arrived: int
+    issue: int
     done: simpy.Event
 
 
@@ -262,6 +295,7 @@ class Communicator:
     simulated_ranks: int
     records: list[CollectiveRecord] = field(default_factory=list)
     in_flight: int = 0  # collectives started and not yet completed
+    _issued: int = 0
     _pending: dict[CollectiveKey, _Pending] = field(default_factory=dict)
 
     def call(
@@ -271,14 +305,19 @@ class Communicator:
         nbytes: float,
         group: Group,
         expected: int | None = None,
+        *,
+        dtype: str | None = None,
+        issue: int | None = None,
     ) -> simpy.Event:
         """Join collective ``key``; the returned event fires when it has completed.
 
-        ``expected``: simulated ranks that take part (default: all of them).
+        ``expected``: simulated ranks that take part (default: all of them). ``dtype``: element
+        type on the wire, for reports. ``issue``: the number :meth:`next_issue` gave the call
+        when it was queued (default: a new one now).
         """
         pend = self._pending.get(key)
         if pend is None:
-            pend = _Pending(0, self.env.event())
+            pend = _Pending(0, self.next_issue() if issue is None else issue, self.env.event())
             self._pending[key] = pend
         pend.arrived += 1
         if pend.arrived == (expected or self.simulated_ranks):
@@ -290,10 +329,23 @@ class Communicator:
             def finish(ev: simpy.Event) -> None:
                 self.in_flight -= 1
                 rec = CollectiveRecord(
-                    key, op, nbytes, group, start, self.env.now, str(ev.value or "")
+                    key,
+                    op,
+                    nbytes,
+                    group,
+                    start,
+                    self.env.now,
+                    str(ev.value or ""),
+                    pend.issue,
+                    dtype or "",
                 )
                 self.records.append(rec)
                 done.succeed(rec)
 
             self.runner(op, nbytes, group).callbacks.append(finish)
         return pend.done
+
+    def next_issue(self) -> int:
+        """A new issue number (calls are numbered in the order ranks issue them)."""
+        self._issued += 1
+        return self._issued

@@ -5,13 +5,15 @@
 1. *chooses* an algorithm and protocol the way NCCL's tuner does — by predicted time, from the
    library's latencies and the algorithm's uncontended bandwidth on this topology (each phase's
    max-min rates solved alone, memoised, so a prediction is ``S · Σ_phase max(coeff/rate)``);
-2. *runs* it: each phase's flows enter the shared :class:`~scaling.engine.flows.FlowNetwork`
+2. *runs* it: each phase's flows enter the shared :class:`~scaling.engine.network.FlowNetwork`
    as one bundle and share links max-min fairly with everything else in flight (other
    collectives of the same job, other groups); then the latency term elapses.
 
 Uncontended, the run takes exactly the predicted time. A protocol's ``bw_fraction`` and the
 library's size-efficiency ramp are modelled as extra bytes on the wire (time scales by their
-inverse); the per-step latency is not bandwidth and is added after the phases.
+inverse); the latency term (library step latency + hardware hop latency per sequential step,
+:func:`~scaling.model.comm.algorithms.latency_s`) is not bandwidth and is added after the
+phases: the engine's links carry no latency of their own.
 """
 
 from __future__ import annotations
@@ -23,12 +25,12 @@ from dataclasses import dataclass
 import numpy as np
 import simpy
 
-from scaling.engine.flows import FlowNetwork
-from scaling.model.comm.algorithms import Algorithms, NotApplicable, Phase, Schedule
+from scaling.engine.network import FlowNetwork
+from scaling.model.comm.algorithms import Algorithms, NotApplicable, Phase, Schedule, latency_s
 from scaling.model.comm.collectives import CollectiveCost
 from scaling.model.comm.network import ClusterNetwork
 from scaling.model.comm.ops import CollectiveOp, Group, busbw_factor
-from scaling.model.hardware.system import LinkClass, Protocol, SystemSpec
+from scaling.model.hardware.system import LinkClass, SystemSpec
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,10 +112,6 @@ class FlowCollectives:
             self._phase_k[id(phase)] = hit
         return hit
 
-    def _latency(self, sched: Schedule, proto: Protocol) -> float:
-        steps = sum(n * proto.step_latency_s[c] for c, n in sched.steps.items())
-        return self.lib.call_overhead_s + proto.call_latency_s + steps
-
     def predict(
         self,
         op: CollectiveOp,
@@ -129,9 +127,9 @@ class FlowCollectives:
         if hit is not None:
             return hit
         algos = [algorithm] if algorithm else list(self.lib.algorithms)
-        protos = [p for p in self.lib.all_protocols() if protocol in (None, p.name)]
+        protos = [p for p in self.lib.protocols if protocol in (None, p.name)]
         if not protos:
-            have = ", ".join(p.name for p in self.lib.all_protocols())
+            have = ", ".join(p.name for p in self.lib.protocols)
             raise ValueError(f"{self.lib.name} has no protocol {protocol!r} (has {have})")
         ramp = self.lib.size_efficiency(nbytes)
         best: Choice | None = None
@@ -152,7 +150,7 @@ class FlowCollectives:
                     # the protocol's bus-bandwidth cap bounds the algorithm bandwidth
                     bw_time = max(bw_time, nbytes * busbw_factor(op, p) / proto.max_busbw_Bps)
                     scale = bw_time / (nbytes * k) if k > 0 else scale
-                lat = self._latency(sched, proto)
+                lat = latency_s(self.system, proto, group, sched.steps, cross_rail=sched.cross_rail)
                 c = Choice(
                     name, proto.name, lat + bw_time, lat, k, scale, sched.wire_per_rank, neck
                 )

@@ -2,7 +2,8 @@
 
 Devices are numbered ``node * devices_per_node + local``. Every link is directed and carries an
 *achievable* capacity: raw bandwidth × the hardware's efficiency (topology file) × the collective
-library's efficiency for that link class (library file). Per node (DESIGN §3.2):
+library's efficiency for that link class (library file). Links carry no latency: a collective's
+latency is priced per sequential step (``algorithms.hop_latency_s``). Per node (DESIGN §3.2):
 
 * ``switch`` (NVSwitch): device → switch and switch → device links of ``link_bw`` each.
 * ``full_mesh`` (HCCS): one link per ordered device pair of ``link_bw``.
@@ -36,11 +37,10 @@ from scaling.model.hardware.system import FabricKind, LinkClass, SystemSpec
 
 @dataclass(frozen=True, slots=True)
 class Link:
-    """One directed link: a name for diagnostics, achievable capacity (bytes/s), latency (s)."""
+    """One directed link: a name for diagnostics, achievable capacity (bytes/s), its class."""
 
     name: str
     capacity_Bps: float
-    latency_s: float
     cls: LinkClass
 
 
@@ -75,10 +75,10 @@ class ClusterNetwork:
         self._build()
 
     # ---- construction ------------------------------------------------------------------
-    def _add(self, key: tuple, raw_bw: float, latency: float, cls: LinkClass) -> int:
+    def _add(self, key: tuple, raw_bw: float, cls: LinkClass) -> int:
         idx = len(self.links)
         name = "/".join(str(k) for k in key)
-        self.links.append(Link(name, raw_bw * self._eff[cls], latency, cls))
+        self.links.append(Link(name, raw_bw * self._eff[cls], cls))
         self._index[key] = idx
         return idx
 
@@ -87,12 +87,8 @@ class ClusterNetwork:
         for n in range(self.nodes):
             if fab.kind is FabricKind.SWITCH:
                 for d in range(g):
-                    self._add(
-                        ("up", n, d), fab.link_bw_Bps, fab.link_latency_s / 2, LinkClass.SCALE_UP
-                    )
-                    self._add(
-                        ("dn", n, d), fab.link_bw_Bps, fab.link_latency_s / 2, LinkClass.SCALE_UP
-                    )
+                    self._add(("up", n, d), fab.link_bw_Bps, LinkClass.SCALE_UP)
+                    self._add(("dn", n, d), fab.link_bw_Bps, LinkClass.SCALE_UP)
             elif fab.kind is FabricKind.FULL_MESH:
                 for a in range(g):
                     for b in range(g):
@@ -100,7 +96,6 @@ class ClusterNetwork:
                             self._add(
                                 ("p2p", n, a, b),
                                 fab.link_bw_Bps,
-                                fab.link_latency_s,
                                 LinkClass.SCALE_UP,
                             )
             elif fab.kind is FabricKind.BRIDGE_GROUPS:
@@ -109,45 +104,36 @@ class ClusterNetwork:
                     for b in range(g):
                         if a != b and a // gs == b // gs:
                             share = fab.link_bw_Bps / (min(gs, g) - 1)
-                            self._add(
-                                ("p2p", n, a, b), share, fab.link_latency_s, LinkClass.SCALE_UP
-                            )
+                            self._add(("p2p", n, a, b), share, LinkClass.SCALE_UP)
             if fab.kind in (FabricKind.BRIDGE_GROUPS, FabricKind.PCIE):
                 dev_bw = fab.link_bw_Bps if fab.kind is FabricKind.PCIE else fab.inter_group_bw_Bps
                 for d in range(g):
-                    self._add(("pci_up", n, d), dev_bw, fab.pcie_latency_s / 2, LinkClass.PCIE)
-                    self._add(("pci_dn", n, d), dev_bw, fab.pcie_latency_s / 2, LinkClass.PCIE)
+                    self._add(("pci_up", n, d), dev_bw, LinkClass.PCIE)
+                    self._add(("pci_dn", n, d), dev_bw, LinkClass.PCIE)
                 for sw in range(self.n_switches):
                     self._add(
                         ("sw_up", n, sw),
                         fab.inter_group_bw_Bps,
-                        fab.pcie_latency_s / 2,
                         LinkClass.PCIE,
                     )
                     self._add(
                         ("sw_dn", n, sw),
                         fab.inter_group_bw_Bps,
-                        fab.pcie_latency_s / 2,
                         LinkClass.PCIE,
                     )
             if self.nodes > 1:
                 for k in range(s.nics.count):
                     if self._nic_behind_switch:
                         # the NIC's x16 slot under its PCIe switch (see nic_switch)
-                        self._add(("sw_nic", n, k), fab.inter_group_bw_Bps, 0.0, LinkClass.PCIE)
-                        self._add(("nic_sw", n, k), fab.inter_group_bw_Bps, 0.0, LinkClass.PCIE)
-                    self._add(
-                        ("nic_tx", n, k), s.nics.bw_Bps, s.nics.latency_s / 2, LinkClass.NETWORK
-                    )
-                    self._add(
-                        ("nic_rx", n, k), s.nics.bw_Bps, s.nics.latency_s / 2, LinkClass.NETWORK
-                    )
+                        self._add(("sw_nic", n, k), fab.inter_group_bw_Bps, LinkClass.PCIE)
+                        self._add(("nic_sw", n, k), fab.inter_group_bw_Bps, LinkClass.PCIE)
+                    self._add(("nic_tx", n, k), s.nics.bw_Bps, LinkClass.NETWORK)
+                    self._add(("nic_rx", n, k), s.nics.bw_Bps, LinkClass.NETWORK)
         if self.n_leaves > 1:
             for leaf in range(self.n_leaves):
                 for sp in range(self.n_spines):
-                    lat = s.scale_out.spine_latency_s / 2
-                    self._add(("l2s", leaf, sp), s.nics.bw_Bps, lat, LinkClass.NETWORK)
-                    self._add(("s2l", sp, leaf), s.nics.bw_Bps, lat, LinkClass.NETWORK)
+                    self._add(("l2s", leaf, sp), s.nics.bw_Bps, LinkClass.NETWORK)
+                    self._add(("s2l", sp, leaf), s.nics.bw_Bps, LinkClass.NETWORK)
 
     # ---- shape -------------------------------------------------------------------------
     @property
@@ -266,7 +252,3 @@ class ClusterNetwork:
     def capacity(self) -> np.ndarray:
         """Achievable capacity per link, bytes/s."""
         return np.array([lk.capacity_Bps for lk in self.links])
-
-    def latency(self) -> np.ndarray:
-        """Latency per link, s."""
-        return np.array([lk.latency_s for lk in self.links])

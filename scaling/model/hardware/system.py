@@ -83,12 +83,16 @@ class FabricSpec:
         link_bw_Bps: per direction, bytes/s. SWITCH: one device's port into the switch. FULL_MESH:
             one device-pair link. BRIDGE_GROUPS: one device's total scale-up bandwidth inside its
             group. PCIE: one device's PCIe link.
-        link_latency_s: latency of one hop on the scale-up link, s.
+        link_latency_s: hardware latency of one device-to-device hop inside a node, s: through the
+            switch (SWITCH), over the direct link (FULL_MESH, BRIDGE_GROUPS inside a group), or
+            through the shared PCIe switch (PCIE, two devices under one switch). Added to every
+            sequential algorithm step that crosses such a hop (``comm.algorithms.hop_latency_s``).
         link_efficiency: achievable fraction of ``link_bw_Bps`` (protocol/encoding overheads).
         group_size: BRIDGE_GROUPS: devices per group; PCIE: devices per PCIe switch.
         inter_group_bw_Bps: bandwidth per direction of the path between two groups / PCIe switches
             (through the host), bytes/s.
-        pcie_latency_s: latency of one PCIe hop between devices, s.
+        pcie_latency_s: hardware latency of one device-to-device hop that crosses PCIe switches
+            through the host (BRIDGE_GROUPS between groups, PCIE between switches), s.
         pcie_efficiency: achievable fraction of PCIe bandwidth for peer traffic.
         in_switch_reduction: the switch can reduce in-network (NVLS); unused until algorithms use it.
     """
@@ -111,7 +115,8 @@ class NicSpec:
     Attributes:
         count: NICs per node.
         bw_Bps: line rate of one NIC per direction, bytes/s.
-        latency_s: one-way NIC-to-NIC latency through one switch, s.
+        latency_s: one-way NIC-to-NIC latency through one (leaf) switch, s: the hardware part of
+            every sequential algorithm step that crosses the network.
         efficiency: achievable fraction of line rate (RDMA with GPU/accelerator-direct).
     """
 
@@ -129,7 +134,8 @@ class ScaleOutSpec:
         nodes_per_leaf: nodes whose NICs attach to one leaf switch (one rail when rail-optimized).
         oversubscription: leaf down-link / up-link bandwidth ratio (1.0 = non-blocking).
         rail_optimized: NIC i of every node goes to leaf i of its group (NVIDIA's layout).
-        spine_latency_s: extra one-way latency when a path crosses the spine, s.
+        spine_latency_s: extra one-way latency when a path crosses the spine (leaf → spine →
+            leaf), s; added to a network step when one of its hops leaves its leaf.
     """
 
     nodes_per_leaf: int
@@ -145,7 +151,8 @@ class Protocol:
     Attributes:
         name: protocol name.
         call_latency_s: base latency of one call with this protocol, s.
-        step_latency_s: per sequential algorithm step, by link class, s.
+        step_latency_s: the library's (software) part of one sequential algorithm step, by link
+            class, s; the hardware part of the hop is the topology's (``hop_latency_s``).
         bw_fraction: share of the link bandwidth that carries data (LL: 4 data bytes per 8).
         max_busbw_Bps: cap on bus bandwidth with this protocol (NCCL's llMaxBw), bytes/s.
     """
@@ -163,39 +170,33 @@ class LibraryProfile:
 
     Attributes:
         name: library name.
-        call_latency_s: fixed cost of one collective call (launch, setup), s.
-        step_latency_s: per sequential algorithm step, by the link class the step crosses, s.
         bw_efficiency: fraction of the link's achievable bandwidth the library reaches, by link
             class (0–1]; the hardware's own achievable fraction is in the fabric / NIC spec.
         channels: rings/trees run concurrently; each may leave the node through a different NIC.
         algorithms: algorithm names the library implements (see ``model.algorithms``).
         tree_bw_factor: tree bandwidth relative to the ring's cut bound (NCCL: 0.92 × 0.9).
         compute_interference: fractional slowdown of compute that overlaps communication.
-        protocols: wire protocols the tuner chooses among (empty: one "simple" protocol).
+        protocols: wire protocols the tuner chooses among (at least one; a library file without
+            a list describes one "simple" protocol with its top-level latencies).
         call_overhead_s: host-side cost of launching one collective, on top of the protocol's
             base latency, s.
         ramp_half_bytes / ramp_exponent: the size-efficiency ramp (:meth:`size_efficiency`).
     """
 
     name: str
-    call_latency_s: float
-    step_latency_s: dict[LinkClass, float]
+    protocols: tuple[Protocol, ...]
     bw_efficiency: dict[LinkClass, float]
     channels: int
     algorithms: tuple[str, ...] = ("ring",)
     tree_bw_factor: float = 1.0
     compute_interference: float = 0.0
-    protocols: tuple[Protocol, ...] = ()
     call_overhead_s: float = 0.0
     ramp_half_bytes: float = 0.0
     ramp_exponent: float = 1.0
 
-    def all_protocols(self) -> tuple[Protocol, ...]:
-        """The library's protocols; a library without a list has one ("simple") built from
-        its top-level latencies."""
-        if self.protocols:
-            return self.protocols
-        return (Protocol("simple", self.call_latency_s, self.step_latency_s),)
+    def __post_init__(self) -> None:
+        if not self.protocols:
+            raise ValueError(f"library {self.name!r} needs at least one protocol")
 
     def size_efficiency(self, nbytes: float) -> float:
         """Share of the achievable bandwidth reached by a call of ``nbytes`` (0–1]:

@@ -1,0 +1,364 @@
+"""Flow-level network process: flows drain at max-min fair rates inside a SimPy environment.
+
+A *bundle* of flows (one collective phase) enters the network at once; each flow moves a number
+of bytes over a registered path. Concurrent flows share links max-min fairly
+(:class:`~scaling.engine.maxmin.MaxMinSolver`); rates are recomputed only when the set of active
+flows changes, and in between every flow drains linearly ("fluid" model). There is no packet,
+chunk or time-step granularity anywhere: the simulation cost is proportional to the number of
+flow-set changes, not to bytes or time.
+
+Links carry bandwidth only. Latency is not a property of the engine: the model prices it per
+sequential algorithm step (``scaling.model.comm``), which a fluid flow cannot see.
+
+Units everywhere: bytes, seconds, bytes/s. This module knows nothing about ML; it imports only
+the standard library, numpy, simpy and :mod:`scaling.engine.maxmin`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from functools import partial
+
+import numpy as np
+import numpy.typing as npt
+import simpy
+
+from scaling.engine.maxmin import (
+    DEFAULT_SOLVER_RTOL,
+    FloatArray,
+    IntArray,
+    MaxMinSolver,
+    as_capacity,
+)
+
+__all__ = ["DEFAULT_FINISH_RTOL", "FlowNetwork"]
+
+#: Default relative tolerance (fraction of a flow's own size) under which a flow whose remaining
+#: bytes are not exactly zero is considered finished at a wake-up. This is what makes flows that
+#: finish "at the same instant" up to rounding finish together in one re-solve.
+DEFAULT_FINISH_RTOL = 1e-9
+
+
+class FlowNetwork:
+    """Fluid flow-level network running inside a :class:`simpy.Environment`.
+
+    Model:
+        * :meth:`transfer_many` starts a bundle of flow classes; a class of multiplicity k is k
+          identical flows on one path, each carrying its ``nbytes``. The bundle's event fires
+          once, when its last byte has been delivered. A zero-byte flow, or one on an empty path
+          (a local copy), is delivered at once.
+        * Active flows share links max-min fairly. Rates are re-solved only when the set of
+          active flows changes; in between, remaining bytes decrease linearly in time.
+
+    Scheduling:
+        * Bundles started at the same simulated instant are batched: :meth:`transfer_many` only
+          marks the flow set dirty and schedules one zero-delay flush, so several collectives
+          starting together cost one re-solve.
+        * Exactly one live timer exists: it fires at the earliest predicted completion. Any
+          flow-set change bumps a generation counter, which turns the old timer into a no-op
+          (counted in :attr:`stale_wakeups`) and schedules a new one.
+        * At a wake-up, every flow whose remaining bytes are within ``finish_rtol`` of its size
+          finishes, so flows that end simultaneously up to rounding cause a single re-solve.
+
+    Determinism: no randomness, and no iteration over unordered containers; completion events
+    of simultaneous finishes fire in the order the bundles were started.
+    """
+
+    def __init__(
+        self,
+        env: simpy.Environment,
+        capacity_Bps: Sequence[float] | npt.ArrayLike,
+        *,
+        finish_rtol: float = DEFAULT_FINISH_RTOL,
+        solver_rtol: float = DEFAULT_SOLVER_RTOL,
+        cache_size: int | None = 1024,
+    ) -> None:
+        """Args:
+        env: the SimPy environment (time unit: seconds).
+        capacity_Bps: per-link capacity in bytes/s, shape [L], finite and > 0.
+        finish_rtol: a flow is finished at a wake-up when its remaining bytes are
+            <= finish_rtol * its size.
+        solver_rtol: tie tolerance of the water-filling.
+        cache_size: memo size of the underlying :class:`MaxMinSolver`.
+        """
+        self.env = env
+        cap = as_capacity(capacity_Bps, allow_zero=False)
+        self.solver = MaxMinSolver(cap, rtol=solver_rtol, cache_size=cache_size)
+        self._finish_rtol = float(finish_rtol)
+
+        # Slot table for active flows (parallel numpy arrays so that advancing time and
+        # finding completions are vectorised; freed slots are reused LIFO, deterministically).
+        self._rem = np.zeros(0)  # remaining bytes per flow of the class
+        self._size = np.zeros(0)  # nbytes per flow
+        self._rate = np.zeros(0)  # current per-flow rate, bytes/s
+        self._pid = np.zeros(0, dtype=np.int64)
+        self._mult = np.zeros(0, dtype=np.int64)
+        self._seq = np.zeros(0, dtype=np.int64)  # start order, for deterministic event order
+        self._active = np.zeros(0, dtype=bool)
+        self._bundle = np.zeros(0, dtype=np.int64)  # bundle id per slot, -1 = free
+        self._free: list[int] = []
+        self._bundles: dict[int, list] = {}  # id -> [flows left, event]
+        self._next_bundle = 0
+        self._n_active = 0
+        self._next_seq = 0
+
+        self._last_t = float(env.now)  # time up to which `_rem` and link bytes are integrated
+        self._gen = 0  # bumped at every re-solve; older timers become no-ops
+        self._wake_at = math.inf  # time of the live timer
+        self._due = np.zeros(0, dtype=np.int64)  # slots predicted to finish at `_wake_at`
+        self._dirty = False
+        self._flush_pending = False
+        self._link_idx = np.zeros(0, dtype=np.int64)
+        self._link_rate = np.zeros(0)
+        self._link_bytes = np.zeros(cap.size)
+
+        self.resolves = 0
+        """Flow-set changes that left >= 1 active flow (each asks the solver for rates)."""
+        self.wakeups = 0
+        """Live timer firings (each completes >= 1 flow)."""
+        self.stale_wakeups = 0
+        """Timers that fired after being superseded by a later flow-set change (no-ops)."""
+        self.flows_completed = 0
+        """Completed flows, counting multiplicity."""
+        self.transfers_completed = 0
+        """Completed flow classes (entries of :meth:`transfer_many` calls)."""
+
+    # -- topology ---------------------------------------------------------------------------
+
+    @property
+    def n_links(self) -> int:
+        """Number of links L."""
+        return self.solver.n_links
+
+    @property
+    def capacity(self) -> FloatArray:
+        """Link capacities in bytes/s (read-only), shape [L]."""
+        return self.solver.capacity
+
+    def path_id(self, links: Sequence[int] | np.ndarray) -> int:
+        """Register a path (link indices, each at most once) once and return its id."""
+        return self.solver.register(links)
+
+    # -- diagnostics ------------------------------------------------------------------------
+
+    @property
+    def cache_hits(self) -> int:
+        """Solver memo hits."""
+        return self.solver.hits
+
+    @property
+    def cache_misses(self) -> int:
+        """Solver memo misses (actual water-filling runs)."""
+        return self.solver.misses
+
+    @property
+    def active_transfers(self) -> int:
+        """Number of flow classes currently sending bytes."""
+        return self._n_active
+
+    @property
+    def bytes_per_link(self) -> FloatArray:
+        """Bytes carried by each link so far (copy), shape [L].
+
+        Integrated from the fluid rates (plus each flow's sub-tolerance residue when it
+        finishes), up to the last flow-set change or wake-up. Once all flows have finished it
+        equals, per link, the sum of ``nbytes * multiplicity`` over flows crossing it.
+        """
+        return self._link_bytes.copy()
+
+    def current_rates(self) -> dict[int, float]:
+        """Per-flow rate in bytes/s of each active path at the last re-solve."""
+        act = np.flatnonzero(self._active)
+        return dict(zip(self._pid[act].tolist(), self._rate[act].tolist(), strict=True))
+
+    # -- transfers --------------------------------------------------------------------------
+
+    def transfer_many(
+        self,
+        path_ids: Sequence[int] | npt.ArrayLike,
+        nbytes: Sequence[float] | npt.ArrayLike,
+        multiplicity: Sequence[int] | npt.ArrayLike | None = None,
+    ) -> simpy.Event:
+        """Start a bundle of flows; one event fires when the last of them is delivered.
+
+        This is how a collective phase enters the network: thousands of flows cost one
+        vectorised slot allocation and one completion event instead of one event per flow.
+
+        Args:
+            path_ids: registered path ids, shape [F].
+            nbytes: bytes per flow, shape [F], finite and >= 0.
+            multiplicity: identical flows per entry, shape [F], ints >= 1 (default 1).
+
+        Returns:
+            A SimPy event whose value is the completion time in seconds.
+        """
+        pids = np.asarray(path_ids, dtype=np.int64).reshape(-1)
+        size = np.asarray(nbytes, dtype=np.float64).reshape(-1)
+        mult = (
+            np.ones(pids.size, dtype=np.int64)
+            if multiplicity is None
+            else np.asarray(multiplicity, dtype=np.int64).reshape(-1)
+        )
+        if not (pids.size == size.size == mult.size):
+            raise ValueError("path_ids, nbytes and multiplicity must have the same length")
+        if pids.size and (pids.min() < 0 or pids.max() >= self.solver.n_paths):
+            raise KeyError("unknown path id in transfer_many")
+        if not np.all(np.isfinite(size)) or np.any(size < 0):
+            raise ValueError("nbytes must be finite and >= 0")
+        if np.any(mult < 1):
+            raise ValueError("multiplicity must be >= 1")
+        event = self.env.event()
+        real = (size > 0) & (self.solver.path_lengths(pids) > 0)
+        n_real = int(real.sum())
+        self.transfers_completed += pids.size - n_real
+        self.flows_completed += int(mult[~real].sum())
+        if n_real == 0:
+            # Nothing to share: no flow enters the solver, so no re-solve either.
+            event.succeed(float(self.env.now))
+            return event
+        bid = self._next_bundle
+        self._next_bundle += 1
+        self._bundles[bid] = [n_real, event]
+        slots = self._alloc_many(n_real)
+        self._rem[slots] = size[real]
+        self._size[slots] = size[real]
+        self._rate[slots] = 0.0  # until the flush re-solves; no time passes before then
+        self._pid[slots] = pids[real]
+        self._mult[slots] = mult[real]
+        self._seq[slots] = np.arange(self._next_seq, self._next_seq + n_real)
+        self._next_seq += n_real
+        self._active[slots] = True
+        self._bundle[slots] = bid
+        self._n_active += n_real
+        self._dirty = True
+        self._schedule_flush()
+        return event
+
+    def _schedule_flush(self) -> None:
+        if not self._flush_pending:
+            # One zero-delay flush per burst of same-instant bundles (batched re-solve).
+            self._flush_pending = True
+            flush = self.env.event()
+            flush.callbacks.append(self._on_flush)
+            flush.succeed()
+
+    # -- internals --------------------------------------------------------------------------
+
+    def _grow(self, grow: int) -> None:
+        """Add ``grow`` free slots to the tables."""
+        n = self._rem.size
+        self._rem = np.concatenate([self._rem, np.zeros(grow)])
+        self._size = np.concatenate([self._size, np.zeros(grow)])
+        self._rate = np.concatenate([self._rate, np.zeros(grow)])
+        self._pid = np.concatenate([self._pid, np.zeros(grow, dtype=np.int64)])
+        self._mult = np.concatenate([self._mult, np.zeros(grow, dtype=np.int64)])
+        self._seq = np.concatenate([self._seq, np.zeros(grow, dtype=np.int64)])
+        self._active = np.concatenate([self._active, np.zeros(grow, dtype=bool)])
+        self._bundle = np.concatenate([self._bundle, np.full(grow, -1, dtype=np.int64)])
+        # Reversed so that the lowest slot is handed out first (deterministic reuse).
+        self._free[:0] = range(n + grow - 1, n - 1, -1)
+
+    def _alloc_many(self, n: int) -> IntArray:
+        if len(self._free) < n:
+            self._grow(max(n - len(self._free), self._rem.size, 16))
+        out = self._free[-n:][::-1]
+        del self._free[-n:]
+        return np.asarray(out, dtype=np.int64)
+
+    def _on_flush(self, _event: simpy.Event) -> None:
+        self._flush_pending = False
+        self._step()
+
+    def _on_wake(self, gen: int, _event: simpy.Event) -> None:
+        if gen != self._gen:
+            self.stale_wakeups += 1
+            return
+        self.wakeups += 1
+        self._step()
+
+    def _advance(self) -> None:
+        """Drain every active flow linearly from `_last_t` to now at the current rates."""
+        now = float(self.env.now)
+        dt = now - self._last_t
+        if dt > 0.0 and self._n_active:
+            act = self._active
+            self._rem[act] -= self._rate[act] * dt
+            self._link_bytes[self._link_idx] += self._link_rate * dt
+        self._last_t = now
+
+    def _step(self) -> None:
+        """Advance time, retire finished flows, and re-solve if the flow set changed."""
+        self._advance()
+        now = self._last_t
+        done = self._active & (self._rem <= self._finish_rtol * self._size)
+        if now >= self._wake_at and self._due.size:
+            # The timer's own flows are finished by definition, whatever the rounding.
+            done[self._due] = True
+        if done.any():
+            self._complete(np.flatnonzero(done), now)
+        if self._dirty:
+            self._resolve()
+
+    def _complete(self, slots: IntArray, now: float) -> None:
+        slots = slots[np.argsort(self._seq[slots], kind="stable")]
+        pids = self._pid[slots]
+        mults = self._mult[slots]
+        rems = self._rem[slots]
+        # Credit the sub-tolerance residue (or overshoot) so link byte counts are exact.
+        nz = rems != 0.0
+        if nz.any():
+            links, lengths = self.solver.gather(pids[nz])
+            np.add.at(self._link_bytes, links, np.repeat(rems[nz] * mults[nz], lengths))
+        self._active[slots] = False
+        self._rate[slots] = 0.0
+        self._rem[slots] = 0.0
+        self._n_active -= int(slots.size)
+        self.transfers_completed += int(slots.size)
+        self.flows_completed += int(mults.sum())
+
+        # Bundles fire in the order their first flow was started (np.unique sorts bundle ids,
+        # which are handed out in start order).
+        bids, counts = np.unique(self._bundle[slots], return_counts=True)
+        finished: list[simpy.Event] = []
+        for bid, cnt in zip(bids.tolist(), counts.tolist(), strict=True):
+            entry = self._bundles[bid]
+            entry[0] -= cnt
+            if entry[0] == 0:
+                del self._bundles[bid]
+                finished.append(entry[1])
+        self._bundle[slots] = -1
+        self._free.extend(reversed(slots.tolist()))
+        for event in finished:
+            event.succeed(now)
+        self._dirty = True
+
+    def _resolve(self) -> None:
+        self._dirty = False
+        self._gen += 1  # any pending timer is now stale
+        self._wake_at = math.inf
+        self._due = np.zeros(0, dtype=np.int64)
+        if self._n_active == 0:
+            self._link_idx = np.zeros(0, dtype=np.int64)
+            self._link_rate = np.zeros(0)
+            return
+        act = np.flatnonzero(self._active)
+        pids, inv = np.unique(self._pid[act], return_inverse=True)
+        mults = np.bincount(inv, weights=self._mult[act]).astype(np.int64)
+        sol = self.solver.solve_arrays(pids, mults)
+        self.resolves += 1
+        rate = sol.rates[inv]
+        self._rate[act] = rate
+        self._link_idx = sol.link_idx
+        self._link_rate = sol.link_rate
+
+        with np.errstate(divide="ignore"):
+            t_left = self._rem[act] / rate  # rate 0 (zero-capacity link) -> never finishes
+        dt = float(t_left.min())
+        if not math.isfinite(dt):
+            return
+        dt = max(dt, 0.0)
+        self._due = act[t_left <= dt]
+        timer = self.env.timeout(dt)
+        self._wake_at = float(self.env.now) + dt  # same arithmetic simpy uses to schedule
+        timer.callbacks.append(partial(self._on_wake, self._gen))
