@@ -21,3 +21,14 @@ def nccl_busbw() -> pd.DataFrame:
 def training_scaling() -> pd.DataFrame:
     """End-to-end training results (reference/training_scaling.csv)."""
     return pd.read_csv(REFERENCE_DIR / "training_scaling.csv")
+
+
+def mpt_benchmarks() -> pd.DataFrame:
+    """MosaicML MPT training benchmark rows, A100-80GB and H100-80GB BF16
+    (reference/mpt_benchmarks.csv, from mosaicml/llm-foundry scripts/train/benchmarking)."""
+    return pd.read_csv(REFERENCE_DIR / "mpt_benchmarks.csv")
+
+
+def ascend_training() -> pd.DataFrame:
+    """Published Ascend 910B (Atlas 800T A2) training rows (reference/ascend_training.csv)."""
+    return pd.read_csv(REFERENCE_DIR / "ascend_training.csv")

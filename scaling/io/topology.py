@@ -84,6 +84,12 @@ class DeviceSchema(_Strict):
     mem_bw_GBps: PosQ
     mem_bw_efficiency: FracQ
     kernel_launch_us: NonNegQ
+    # compute-model facts of this device (model.hardware.compute); required so that no device
+    # inherits another's unit count or calibration silently
+    compute_units: CountQ
+    sustained_matmul_fraction: FracQ
+    attention_efficiency: FracQ
+    host_launch_us: NonNegQ
     reserved_mem_GiB: NonNegQ
     power_idle_W: PosQ
     power_busy_W: PosQ
@@ -336,6 +342,10 @@ def to_system_spec(s: SystemSchema, lib: LibrarySchema) -> SystemSpec:
         mem_bw_Bps=d.mem_bw_GBps.value * GBps,
         mem_bw_efficiency=d.mem_bw_efficiency.value,
         kernel_launch_s=d.kernel_launch_us.value * us,
+        compute_units=d.compute_units.value,
+        sustained_matmul_fraction=d.sustained_matmul_fraction.value,
+        attention_efficiency=d.attention_efficiency.value,
+        host_launch_s=d.host_launch_us.value * us,
         reserved_mem_bytes=d.reserved_mem_GiB.value * GiB,
         power_idle_W=d.power_idle_W.value,
         power_busy_W=d.power_busy_W.value,

@@ -1,32 +1,43 @@
 """Compute-time model: ops with FLOPs and bytes, timed by a roofline on one device.
 
-``time(op) = max(flops_exec / (peak · eff(op)), bytes / (mem_bw · mem_eff)) + kernel_launch``
+``time(op) = max(flops_exec / (peak · eff(op)), bytes / (mem_bw · mem_eff)) + kernel_gap``, and a
+phase (a list of kernels the host issues back to back) takes ``max(Σ time(op), n · host_launch)``:
+the host runs ahead of the device and queues kernels, so its per-kernel issue cost only shows
+when the kernels are, on average, shorter than it (small micro-batches, small models).
+
+Every device-specific number comes from the device's own entry (``DeviceSpec``, i.e. its
+``topologies/*.yaml`` section with source and confidence); nothing here is an A100 fact applied to
+every device.
 
 ``eff(op)`` is the achievable fraction of the dtype's dense peak for that kernel:
 
 * **GEMMs** (:func:`matmul_efficiency`): the device's best-shape efficiency ``E`` (the measured
-  maximum achievable matmul FLOP/s, e.g. A100 BF16 271.2 of 312 TFLOP/s at 1024x10240x5120, the
+  maximum achievable matmul FLOP/s, e.g. A100 BF16 271.2 of 312 TFLOP/s, H100 794.5 of 989, the
   stas00/ml-engineering MAMF table, reference/training_scaling.csv), times two saturating,
   monotone factors for what a smaller GEMM loses: idle/tail compute units when the output has few
-  tiles, and the pipeline fill of a short reduction. Low arithmetic intensity is *not* in the
-  efficiency: the roofline's memory term handles it.
-* **Fused (flash) attention** (:func:`flash_attention_efficiency`): FlashAttention-2's measured
-  fraction of peak on A100 (forward and backward separately), scaled to other devices by their
-  best-shape efficiency; only the causal (lower-triangle) blocks are executed.
-* Inside a training loop GEMMs run at :data:`SUSTAINED_MATMUL_FRACTION` (0.80, **calibrated** to
-  FlashAttention-2's end-to-end GPT3-1.3B run, 196 TFLOP/s per A100) of that burst rate: a training
-  step holds the device at its power limit, below the boost clock a MAMF burst runs at.
-  ``ComputeModel(..., sustained=False)`` times an isolated kernel (the MAMF benchmark's setting).
-* Element-wise ops (norms, activations, residual adds, softmax and dropout when attention is not
-  fused) are memory-bound and timed by bytes moved.
+  tiles (over the device's own ``compute_units``: 108 SMs on an A100, 132 on an H100 …), and the
+  pipeline fill of a short reduction. Low arithmetic intensity is *not* in the efficiency: the
+  roofline's memory term handles it.
+* Inside a training loop GEMMs run at the device's ``sustained_matmul_fraction`` of that burst
+  rate: a training step holds the device at its power limit, below the boost clock a MAMF burst
+  runs at, plus in-loop losses. **Calibrated** per device where published training throughputs
+  exist (A100, H100: tools/fit_compute.py, calibration points named in the YAML); an explicit
+  assumption elsewhere. ``ComputeModel(..., sustained=False)`` times an isolated kernel.
+* **Fused (flash) attention** (:func:`flash_attention_efficiency`): the device's
+  ``attention_efficiency`` (forward, fraction of dense peak in a training loop); the backward runs
+  at :data:`FLASH_BWD_OVER_FWD` of it. Only the causal (lower-triangle) blocks are executed.
+* **Everything that is not a GEMM** is memory-bound and timed by the bytes it moves at the
+  device's achievable bandwidth (``mem_bw_efficiency``): layer norms, activations, residual adds,
+  dropout and softmax (when attention is not fused), the embedding gather, the cast / log-softmax /
+  NLL kernels of the cross-entropy over the vocabulary, and the optimizer step.
 
 ``Op.flops`` are the *counted* FLOPs of the workload (full s×s attention, as in Megatron's formula,
 backward = 2× forward); ``flops_exec`` is what the kernel really executes (a causal flash kernel
 skips the upper triangle; its backward recomputes the scores: 2.5× forward, Dao 2023 §3.1).
 
-Checks (tests/test_compute.py): the MAMF best shape reproduces 271.2 TFLOP/s in burst mode;
-Megatron-LM SC'21 Table 1 (GPT 1.7B, 32 A100, 137 TFLOP/s per GPU counted with recomputation) is
-an independent check, not a calibration target.
+Checks (tests/test_compute.py): the MAMF best shape reproduces 271.2 TFLOP/s in burst mode; the
+calibration and validation of the training-loop constants are ``scaling validate``'s compute
+studies (scaling/app/validate.py), with the points used for fitting kept apart.
 """
 
 from __future__ import annotations
@@ -46,12 +57,6 @@ ADAM_BYTES_PER_PARAM = 28.0
 
 # ---- GEMM efficiency constants ----------------------------------------------------------------
 
-#: Parallel compute units that each run one output tile at a time: the A100's 108 SMs
-#: (reference/hardware_specs.csv). Applied to every device until ``DeviceSpec`` carries its own
-#: count (assumption: H100 has 132 SMs, an MLU370-X8 32 cores; the saturation scale differs by
-#: well under one wave for the GEMMs of the presets).
-GEMM_PARALLEL_UNITS = 108
-
 #: Output tile edge, elements. cuBLAS's sm80 half-precision kernels use 128x128 … 256x128 tiles
 #: and fall back to smaller ones (or split-K) when a GEMM has few tiles (NVIDIA "Matrix
 #: Multiplication Background" guide §2.3); 128x128 sets the scale at which the device fills up.
@@ -65,38 +70,17 @@ GEMM_K_FILL = 64
 
 # ---- fused attention constants ----------------------------------------------------------------
 
-#: FlashAttention-2 on A100-SXM4-80GB, fraction of the 312 TFLOP/s peak at sequence 1–4k, causal,
-#: head dim 64–128, FLOPs counted over the computed (causal) half. Forward ≈ 150–160 TFLOP/s
-#: (liangan1/GPU_travel performance/flash-attn: 144 TFLOP/s causal at s=1k, 156–159 at s=4k, with
-#: the clock at ~1200 MHz; Dao 2023 "FlashAttention-2" Fig. 5: up to 183–197 at s=16k) → 0.50.
-#: Backward: 166–186 TFLOP/s at s=16k (Dao 2023 Fig. 6), ~0.9× forward there; taken as 0.85×
-#: forward at 1–4k, where it lags more (assumption) → 0.42.
-FLASH_FWD_EFF_A100 = 0.50
-FLASH_BWD_EFF_A100 = 0.42
-#: The A100's best-shape GEMM efficiency the two numbers above are measured against (MAMF table).
-A100_BEST_MATMUL_EFF = 271.2 / 312.0
+#: Backward over forward fraction of peak of a flash-attention kernel: FlashAttention-2 on
+#: A100-SXM4-80GB at sequence 1–4k, causal, head dim 64–128: forward ≈ 0.50 of peak
+#: (liangan1/GPU_travel performance/flash-attn: 144–159 TFLOP/s; Dao 2023 Fig. 5), backward ≈ 0.42
+#: (Dao 2023 Fig. 6: ~0.9× forward at 16k, lagging more at 1–4k) → 0.84. Assumption for other
+#: devices and kernels: the backward's extra matmuls and atomics cost the same share everywhere.
+FLASH_BWD_OVER_FWD = 0.42 / 0.50
 #: FlashAttention-2's block size along the key axis on sm80 (head dim ≤ 128); with a causal mask
 #: the kernel skips blocks above the diagonal and computes the diagonal blocks in full.
 FLASH_BLOCK = 128
 #: FLOPs of a flash backward pass relative to its forward (5 matmuls vs 2: scores recomputed).
 FLASH_BWD_FLOP_RATIO = 2.5
-
-# ---- training-loop (sustained) GEMM rate -------------------------------------------------------
-
-#: GEMM rate inside a training loop relative to the isolated-kernel (burst) rate that the MAMF
-#: table and :func:`matmul_efficiency` describe. **Calibrated** (one constant, one target): the
-#: FlashAttention-2 paper's end-to-end GPT3-1.3B run, 2k context, 8x A100-80GB SXM, bf16, micro-batch
-#: 8, no activation checkpointing: 196 TFLOP/s per GPU (Dao 2023, arXiv:2307.08691, Table 1; config
-#: Dao-AILab/flash-attention training/configs/experiment/pile/gpt3xl-flash.yaml). With this value
-#: the model gives 196 TFLOP/s for that run. It is *not* fitted to Megatron-LM's 137 TFLOP/s, which
-#: stays an independent check. Physical reading: MAMF runs short bursts at the boost clock, while
-#: a training step holds the A100 at its 400 W limit, where the SM clock settles near 1200 of
-#: 1410 MHz (0.85; liangan1/GPU_travel performance/flash-attn; the reason stas00's mamf-finder v4
-#: adds a "sustainable" MSMF beside MAMF), plus ~6 % of in-loop losses (backward layouts, L2
-#: sharing with concurrent kernels). Applied to every device until ``DeviceSpec`` carries its own
-#: sustained fraction (assumption for non-A100 devices, whose best-shape efficiencies are
-#: MAMF-like burst figures too). Not applied to the flash constants, measured under sustained load.
-SUSTAINED_MATMUL_FRACTION = 0.80
 
 # ---- unfused attention -------------------------------------------------------------------------
 
@@ -111,7 +95,7 @@ def matmul_efficiency(
     best: float,
     *,
     batch: int = 1,
-    units: int = GEMM_PARALLEL_UNITS,
+    units: int,
     tile: int = GEMM_TILE,
     k_fill: int = GEMM_K_FILL,
 ) -> float:
@@ -120,7 +104,8 @@ def matmul_efficiency(
     ``eff = best · (1 − exp(−W)) · k / (k + k_fill)``,  ``W = batch·m·n / (tile² · units)``
 
     * ``best``: the device's best-shape efficiency (measured MAMF / peak, 0–1].
-    * ``W`` is the number of waves of ``tile × tile`` output tiles over ``units`` compute units.
+    * ``W`` is the number of waves of ``tile × tile`` output tiles over the device's ``units``
+      compute units (SMs, MLU cores, AI cores; ``DeviceSpec.compute_units``).
       With ``W ≪ 1`` most units idle (eff ∝ W); with a few waves only the last, partly filled wave
       is lost. ``1 − exp(−W)`` is a smooth, monotone stand-in for the saw-tooth ``W / ceil(W)``:
       cuBLAS smooths it by picking smaller tiles or split-K for small grids, and a monotone
@@ -139,17 +124,14 @@ def matmul_efficiency(
     return best * -math.expm1(-waves) * (k / (k + k_fill))
 
 
-def flash_attention_efficiency(best: float, *, backward: bool) -> float:
+def flash_attention_efficiency(forward_eff: float, *, backward: bool) -> float:
     """Achievable fraction of dense peak of a fused (flash) attention kernel.
 
-    ``eff = best · FLASH_{FWD,BWD}_EFF_A100 / A100_BEST_MATMUL_EFF``: FlashAttention-2's A100
-    fraction of peak (forward 0.50, backward 0.42; see the constants) relative to the A100's
-    best-shape GEMM efficiency (0.869), applied to this device's ``best``. Devices whose GEMMs
-    reach less of their peak are taken to reach proportionally less in attention too. The FLOPs
-    it applies to are those executed (causal half, backward 2.5× forward), see :func:`causal_fraction`.
+    ``forward_eff`` is the device's in-loop forward fraction (``DeviceSpec.attention_efficiency``);
+    the backward reaches :data:`FLASH_BWD_OVER_FWD` of it. The FLOPs it applies to are those
+    executed (causal half, backward 2.5× forward), see :func:`causal_fraction`.
     """
-    ref = FLASH_BWD_EFF_A100 if backward else FLASH_FWD_EFF_A100
-    return best * ref / A100_BEST_MATMUL_EFF
+    return forward_eff * (FLASH_BWD_OVER_FWD if backward else 1.0)
 
 
 def causal_fraction(seq: int, block: int = FLASH_BLOCK) -> float:
@@ -311,18 +293,59 @@ def block_forward_ops(
     return ops
 
 
+#: Bytes per logit element of PyTorch's unfused cross-entropy under autocast (the default of
+#: ``torch.nn.CrossEntropyLoss`` on 16-bit logits; aten/src/ATen/native/cuda/SoftMax.cu,
+#: LossNLL.cu): forward = cast to float32 (read e, write 4) + log_softmax (read 4, write 4); the
+#: NLL gather is per token, not per logit. Backward = NLL backward (write a float32 zero-filled
+#: gradient, 4) + log_softmax backward (read grad and output, write: 12) + cast back (read 4,
+#: write e). With e = 2: 14 forward, 22 backward (2× would be 28: the NLL forward has no logit
+#: traffic but its backward does).
+CE_FWD_BYTES_FP32 = 4.0 + 4.0 + 4.0  # + e (read of the 16-bit logits)
+CE_BWD_BYTES_FP32 = 4.0 + 12.0 + 4.0  # + e (write of the 16-bit gradient)
+
+
 def head_forward_ops(
     shape: TransformerShape, micro_batch: int, seq: int, dtype_bytes: int
 ) -> list[Op]:
-    """Embedding lookup, final norm, logits and the cross-entropy loss (float32)."""
+    """Embedding lookup, final norm, logits and the (float32) cross-entropy over the vocabulary."""
     t = micro_batch * seq
     h, v, e = shape.hidden, shape.vocab, dtype_bytes
+    tv = float(t * v)
     return [
         Op("embedding", float(t * h), 2.0 * e * t * h, False),
         Op("ln_f", 5.0 * t * h, 2.0 * e * t * h, False),
         _matmul("logits", t, h, v, e),
-        Op("cross_entropy", 5.0 * t * v, float(t * v * (e + 4)), False),
+        Op(
+            "cross_entropy",
+            5.0 * tv,
+            tv * (e + CE_FWD_BYTES_FP32),
+            False,
+            backward_bytes=tv * (e + CE_BWD_BYTES_FP32),
+        ),
     ]
+
+
+#: How :func:`op_category` groups kernels for explanations (prefix of the op name → label).
+OP_CATEGORIES: tuple[tuple[str, str], ...] = (
+    ("attention", "attention (fused)"),
+    ("attn.softmax", "softmax / dropout (attention)"),
+    ("attn.dropout", "softmax / dropout (attention)"),
+    ("attn.", "attention GEMMs"),
+    ("ln", "layer norms"),
+    ("act", "activations"),
+    ("residual", "residual adds"),
+    ("cross_entropy", "cross-entropy (vocabulary)"),
+    ("embedding", "embedding"),
+    ("logits", "GEMMs"),
+)
+
+
+def op_category(name: str) -> str:
+    """The explanation label of a kernel (``"GEMMs"`` for the dense weight GEMMs)."""
+    for prefix, label in OP_CATEGORIES:
+        if name.startswith(prefix):
+            return label
+    return "GEMMs"
 
 
 class ComputeModel:
@@ -331,10 +354,11 @@ class ComputeModel:
     def __init__(
         self, device: DeviceSpec, dtype: str, *, sustained: bool = True, sparse: bool = False
     ) -> None:
-        """``sustained``: time GEMMs at the training-loop rate (:data:`SUSTAINED_MATMUL_FRACTION`
-        of the burst rate); ``False`` times an isolated kernel the way a MAMF benchmark does.
-        ``sparse``: weight GEMMs run on the device's structured-sparsity engine, at
-        ``peak × device.sparsity_speedup`` (attention and element-wise ops stay dense)."""
+        """``sustained``: time GEMMs at the training-loop rate (the device's
+        ``sustained_matmul_fraction`` of the burst rate); ``False`` times an isolated kernel the
+        way a MAMF benchmark does. ``sparse``: weight GEMMs run on the device's
+        structured-sparsity engine, at ``peak × device.sparsity_speedup`` (attention and
+        element-wise ops stay dense)."""
         self.device = device
         self.dtype = dtype
         self.dtype_bytes = DTYPE_BYTES[dtype]
@@ -342,7 +366,8 @@ class ComputeModel:
         self._peak = device.peak(dtype)
         self._gemm_peak = self._peak * (device.sparsity_speedup if sparse else 1.0)
         self._best = device.matmul_efficiency
-        self._gemm_scale = SUSTAINED_MATMUL_FRACTION if sustained else 1.0
+        self._units = device.compute_units
+        self._gemm_scale = device.sustained_matmul_fraction if sustained else 1.0
         # Non-matmul FLOPs run on vector units; they are never the bound for these ops in
         # practice, so they are timed by bytes only (their FLOPs still count as executed work).
         self._mem_rate = device.mem_bw_Bps * device.mem_bw_efficiency
@@ -350,10 +375,13 @@ class ComputeModel:
     def efficiency(self, op: Op) -> float:
         """Achievable fraction of peak of a matmul-unit op (see the module docstring)."""
         if op.flash is not None:
-            return flash_attention_efficiency(self._best, backward=op.backward)
+            # an in-loop figure already: the sustained fraction is not applied again
+            return flash_attention_efficiency(
+                self.device.attention_efficiency, backward=op.backward
+            )
         if op.gemm is not None:
             g = op.gemm
-            eff = matmul_efficiency(g.m, g.k, g.n, self._best, batch=g.batch)
+            eff = matmul_efficiency(g.m, g.k, g.n, self._best, batch=g.batch, units=self._units)
         else:
             eff = self._best
         return eff * self._gemm_scale
@@ -369,7 +397,7 @@ class ComputeModel:
         return op.flops * frac * scale
 
     def op_time(self, op: Op) -> float:
-        """Roofline time of one kernel, s."""
+        """Device time of one kernel, s: roofline plus the device's per-kernel gap."""
         t_mem = op.bytes / self._mem_rate
         if op.matmul:
             peak = self._gemm_peak if op.gemm is not None else self._peak
@@ -393,29 +421,35 @@ class ComputeModel:
         nbytes = 2.0 * op.bytes if op.backward_bytes is None else op.backward_bytes
         return [replace(op, flops=2.0 * op.flops, bytes=nbytes, backward=True)]
 
+    def kernels(self, ops: list[Op], *, backward: bool = False) -> list[Op]:
+        """The kernels ``ops`` run as, forward or backward (see :meth:`cost`)."""
+        if not backward:
+            return list(ops)
+        return [k for op in ops for k in self._backward_kernels(op)]
+
     def cost(self, ops: list[Op], *, backward: bool = False) -> PhaseCost:
         """Time/FLOP/bytes of ``ops``; ``backward`` applies the 2× FLOP and bytes of backward.
 
         In backward a GEMM becomes its data- and weight-gradient GEMMs (each timed with its own
         shape); other ops run once with twice the FLOPs and twice the bytes (or their
-        ``backward_bytes``).
+        ``backward_bytes``). The phase takes ``max(Σ device time, kernels · host_launch_s)``:
+        the host queues kernels ahead of the device, so its issue cost only bounds the phase
+        when the kernels are on average shorter than it.
         """
         time = flops = nbytes = 0.0
         kernels = 0
-        for op in ops:
-            for kop in self._backward_kernels(op) if backward else [op]:
-                time += self.op_time(kop)
-                flops += kop.flops
-                nbytes += kop.bytes
-                kernels += 1
-        return PhaseCost(time, flops, nbytes, kernels)
+        for kop in self.kernels(ops, backward=backward):
+            time += self.op_time(kop)
+            flops += kop.flops
+            nbytes += kop.bytes
+            kernels += 1
+        return PhaseCost(max(time, kernels * self.device.host_launch_s), flops, nbytes, kernels)
 
     def optimizer_cost(self, n_params: float) -> PhaseCost:
         """One fused mixed-precision Adam step over ``n_params`` parameters (memory-bound)."""
         nbytes = ADAM_BYTES_PER_PARAM * n_params
-        return PhaseCost(
-            nbytes / self._mem_rate + self.device.kernel_launch_s, 10.0 * n_params, nbytes, 1
-        )
+        t = nbytes / self._mem_rate + self.device.kernel_launch_s
+        return PhaseCost(max(t, self.device.host_launch_s), 10.0 * n_params, nbytes, 1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -462,3 +496,47 @@ def micro_batch_compute(
     tokens = micro_batch * seq
     model_flops = shape.flops_per_token(seq) * tokens
     return MicroBatchCompute(block_fwd, block_bwd, head_fwd, head_bwd, model_flops)
+
+
+def compute_breakdown(
+    cm: ComputeModel,
+    shape: TransformerShape,
+    micro_batch: int,
+    seq: int,
+    checkpointing: Checkpointing,
+    flash_attention: bool,
+) -> dict[str, float]:
+    """Device time of one micro-batch's forward + backward (all blocks and the head), s, split by
+    kind of kernel (:func:`op_category`), with ``"kernel gaps"`` (the per-kernel device gap) and
+    ``"host-bound wait"`` (what :meth:`ComputeModel.cost`'s host bound adds) apart. The parts add
+    up to ``n_layers · (block_fwd + block_bwd) + head_fwd + head_bwd`` of
+    :func:`micro_batch_compute` for the same arguments."""
+    e = cm.dtype_bytes
+    fwd_ops = block_forward_ops(shape, micro_batch, seq, e, flash_attention)
+    head_ops = head_forward_ops(shape, micro_batch, seq, e)
+    recompute: list[Op] = []
+    if checkpointing is Checkpointing.FULL:
+        recompute = fwd_ops
+    elif checkpointing is Checkpointing.SELECTIVE:
+        recompute = [op for op in fwd_ops if op.name.startswith("attn.")]
+    # each phase is costed on its own, as micro_batch_compute does: (kernels, repetitions)
+    phases = [
+        (cm.kernels(fwd_ops), shape.n_layers),
+        (cm.kernels(fwd_ops, backward=True), shape.n_layers),
+        (cm.kernels(recompute), shape.n_layers),
+        (cm.kernels(head_ops), 1),
+        (cm.kernels(head_ops, backward=True), 1),
+    ]
+    out: dict[str, float] = {}
+    gap = cm.device.kernel_launch_s
+    for kernels, reps in phases:
+        device_time = 0.0
+        for k in kernels:
+            t = cm.op_time(k)
+            label = op_category(k.name)
+            out[label] = out.get(label, 0.0) + reps * (t - gap)
+            out["kernel gaps"] = out.get("kernel gaps", 0.0) + reps * gap
+            device_time += t
+        wait = max(0.0, len(kernels) * cm.device.host_launch_s - device_time)
+        out["host-bound wait"] = out.get("host-bound wait", 0.0) + reps * wait
+    return out

@@ -39,7 +39,16 @@ class DeviceSpec:
         mem_bytes: device memory capacity, bytes.
         mem_bw_Bps: peak memory bandwidth, bytes/s.
         mem_bw_efficiency: achievable fraction of ``mem_bw_Bps`` for streaming kernels (0–1].
-        kernel_launch_s: fixed overhead per kernel launch, s.
+        kernel_launch_s: device-side gap per kernel (launch latency, drain of the previous
+            kernel), added to every kernel, s.
+        compute_units: parallel units that each run one GEMM output tile at a time (NVIDIA SMs,
+            MLU cores, Ascend AI cores …): the wave-quantisation scale of the GEMM model.
+        sustained_matmul_fraction: GEMM rate inside a training loop relative to the isolated,
+            best-shape burst rate (power/clock limits, in-loop losses), (0–1].
+        attention_efficiency: fraction of dense peak a fused (flash) attention forward reaches in
+            a training loop; the backward runs at a fixed share of it (model.hardware.compute).
+        host_launch_s: CPU time to issue one kernel (framework dispatch + driver launch), s; a
+            kernel shorter than this leaves the device waiting on the host.
         reserved_mem_bytes: memory the runtime/framework keeps for itself, bytes.
         power_idle_W / power_busy_W: board power when idle / when computing, W.
         price_per_hour: cost of one accelerator for one hour (currency of the catalog, USD).
@@ -55,6 +64,10 @@ class DeviceSpec:
     mem_bw_Bps: float
     mem_bw_efficiency: float
     kernel_launch_s: float
+    compute_units: int
+    sustained_matmul_fraction: float
+    attention_efficiency: float
+    host_launch_s: float
     reserved_mem_bytes: float
     power_idle_W: float
     power_busy_W: float
