@@ -23,5 +23,5 @@ def small_exp() -> dict:
         "systems": ["dgx-a100", "mlu370-x8"],
         "nodes": [1, 2, 8, 32],
         "training": {"micro_batch_size": 4, "seq_len": 2048},
-        "simulation": {"steps": 1, "warmup_steps": 1},
+        "simulation": {"steps": 1, "warmup_steps": 2},
     }

@@ -26,7 +26,7 @@ def _job(nodes: int, model: str = "gpt3-350m"):
             "systems": ["dgx-a100"],
             "nodes": [nodes],
             "training": {"micro_batch_size": 4},
-            "simulation": {"steps": 1, "warmup_steps": 1},
+            "simulation": {"steps": 1, "warmup_steps": 2},
         }
     ).jobs()[0]
 

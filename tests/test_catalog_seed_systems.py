@@ -100,7 +100,7 @@ def _experiment(system: str) -> dict:
         "nodes": [1, *NODES],  # one node is the scaling-efficiency baseline
         "strategy": {"kind": "ddp"},
         "training": {"micro_batch_size": 1},
-        "simulation": {"steps": 1, "warmup_steps": 1},
+        "simulation": {"steps": 1, "warmup_steps": 2},
     }
 
 

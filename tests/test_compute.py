@@ -183,7 +183,7 @@ def test_megatron_1p7b_data_parallel_within_15_percent() -> None:
                 "activation_checkpointing": "full",
                 "flash_attention": False,
             },
-            "simulation": {"steps": 1, "warmup_steps": 1},
+            "simulation": {"steps": 1, "warmup_steps": 2},
         }
     )
     assert res.devices == 32 and res.global_batch == 512

@@ -12,12 +12,13 @@ from scaling.io.config import experiment_from_dict
 from scaling.model.comm.collectives import CollectiveCost
 from scaling.model.comm.ops import CollectiveOp, Group
 from scaling.model.hardware.compute import ComputeModel, micro_batch_compute
-from scaling.model.hardware.memory import GRAD_BYTES
 from scaling.model.hardware.workload import get_preset
 from scaling.model.job import InfeasibleJobError
 from scaling.model.simulation import run_job
 from scaling.model.strategies.ddp import DDPSpec, ddp_buckets, param_tensors_with_stage
 from scaling.units import MiB
+
+FP32 = 4.0  # AMP: fp32 gradients, so DDP buckets hold 4-byte elements
 
 
 def test_efficiency_at_most_one_and_non_increasing(small_exp) -> None:
@@ -119,7 +120,7 @@ def test_without_overlap_communication_is_fully_exposed() -> None:
     job = _job(overlap=False)
     t = 0.01
     res = run_job(job, cost_model=_Serial(t))
-    n_buckets = len(ddp_buckets(job.shape, job.strategy, GRAD_BYTES))
+    n_buckets = len(ddp_buckets(job.shape, job.strategy, FP32))
     assert res.n_collectives_per_step == n_buckets
     assert res.exposed_comm_s == pytest.approx(n_buckets * t, rel=1e-9)
 
@@ -135,12 +136,12 @@ def test_overlap_hides_communication_behind_backward() -> None:
 def test_buckets_follow_pytorch_rules() -> None:
     shape = get_preset("gpt3-1.3b")
     spec = DDPSpec()
-    buckets = ddp_buckets(shape, spec, GRAD_BYTES)
+    buckets = ddp_buckets(shape, spec, FP32)
     total = sum(b.nbytes for b in buckets)
-    assert total == pytest.approx(shape.params() * GRAD_BYTES)
+    assert total == pytest.approx(shape.params() * FP32)
     assert sum(b.n_tensors for b in buckets) == len(param_tensors_with_stage(shape))
     # first bucket reaches 1 MiB with its last tensor; the others reach the 25 MiB cap
-    largest = max(n for _, n, _ in param_tensors_with_stage(shape)) * GRAD_BYTES
+    largest = max(n for _, n, _ in param_tensors_with_stage(shape)) * FP32
     assert buckets[0].nbytes >= 1 * MiB
     for b in buckets[1:-1]:
         assert 25 * MiB <= b.nbytes < 25 * MiB + largest
@@ -189,3 +190,77 @@ def test_headline_mlu_scales_worse_than_a100_at_128_nodes() -> None:
     eff = df[df.nodes == 128].set_index("system")["scaling_efficiency"]
     print(f"\nscaling efficiency at 128 nodes: {eff.to_dict()}")
     assert eff["mlu370-x8"] < eff["dgx-a100"]
+
+
+# ---- PyTorch DDP rules (distributed.py / reducer.cpp) -----------------------------------------
+
+
+def _schedule(cfg: dict, step: int) -> list[dict]:
+    from scaling.model.analysis.schedule import rank_schedule
+    from scaling.model.simulation import run_job_detailed
+
+    job = experiment_from_dict(cfg).jobs()[0]
+    job = dataclasses.replace(job, sim=dataclasses.replace(job.sim, warmup_steps=0, steps=3))
+    return rank_schedule(run_job_detailed(job, trace=True)[1], step)
+
+
+TINY = {
+    "model": {"vocab": 512, "hidden": 64, "layers": 2, "heads": 4, "max_positions": 32},
+    "systems": ["dgx-a100"],
+    "nodes": [1],
+    "training": {"seq_len": 32},
+}
+
+
+def test_fp32_gradients_double_ddp_bytes() -> None:
+    base = {"model": "gpt3-350m", "systems": ["dgx-a100"], "nodes": [2]}
+    amp = simulate(base)  # default: fp32 parameters and gradients (AMP)
+    bf16 = simulate(base | {"training": {"param_dtype": "bf16"}})
+    hook = simulate(base | {"strategy": {"comm_hook": "bf16_compress"}})
+    assert amp.comm_bytes_per_rank == pytest.approx(2 * bf16.comm_bytes_per_rank, rel=1e-12)
+    assert hook.comm_bytes_per_rank == pytest.approx(bf16.comm_bytes_per_rank, rel=1e-12)
+    assert amp.peak_mem_GiB > bf16.peak_mem_GiB  # fp32 weights, grads, Adam moments, buckets
+
+
+def test_first_bucket_is_small_only_when_bucket_cap_is_not_passed() -> None:
+    shape = get_preset("gpt3-125m")
+    default = ddp_buckets(shape, DDPSpec(), FP32)
+    explicit = ddp_buckets(shape, DDPSpec(bucket_cap_bytes=25 * MiB), FP32)
+    assert 1 * MiB <= default[0].nbytes < 25 * MiB  # closes at dist._DEFAULT_FIRST_BUCKET_BYTES
+    assert explicit[0].nbytes >= 25 * MiB  # bucket_cap_mb passed: the first cap is the cap
+    with pytest.raises(Exception, match="first_bucket_MB only applies"):
+        experiment_from_dict(TINY | {"strategy": {"bucket_cap_MB": 25, "first_bucket_MB": 2}})
+
+
+def test_iteration_zero_is_one_bucket_then_rebuilt_with_index_broadcasts() -> None:
+    cfg = TINY | {"strategy": {"bucket_cap_MB": 0.05}}
+    it0, it1, it2 = (_schedule(cfg, k) for k in range(3))
+    n_tensors = len(param_tensors_with_stage(experiment_from_dict(cfg).jobs()[0].shape))
+    total = sum(
+        n for _, n, _ in param_tensors_with_stage(experiment_from_dict(cfg).jobs()[0].shape)
+    )
+    assert [c["op"] for c in it0] == ["all_reduce"]
+    assert it0[0]["bytes"] == 4 * total and len(it0[0]["bucket"]["params"]) == n_tensors
+    # iteration 1: sync_bucket_indices broadcasts (int32: tensors + 1, then one per bucket)
+    assert [c["op"] for c in it1[:2]] == ["broadcast", "broadcast"]
+    n_buckets = len(it2)
+    assert [c["bytes"] for c in it1[:2]] == [4 * (n_tensors + 1), 4 * n_buckets]
+    assert it1[2:] == it2 and n_buckets > 1
+    assert sum(c["bytes"] for c in it2) == 4 * total
+    assert (
+        it2[0]["bucket"]["params"][0] == "lm_head.weight" or "ln_f" in it2[0]["bucket"]["params"][0]
+    )
+
+
+def test_find_unused_parameters_keeps_registration_order_buckets_and_adds_the_bitmap() -> None:
+    cfg = TINY | {"strategy": {"bucket_cap_MB": 0.05, "find_unused_parameters": True}}
+    shape = experiment_from_dict(cfg).jobs()[0].shape
+    n_tensors = len(param_tensors_with_stage(shape))
+    it0, it2 = _schedule(cfg, 0), _schedule(cfg, 2)
+    assert it0 == it2  # never rebuilt
+    assert it2[-1]["op"] == "all_reduce" and it2[-1]["dtype"] == "int32"
+    assert it2[-1]["bytes"] == 4 * n_tensors  # local_used_map: one int32 per parameter tensor
+    # formed in registration order, then reversed: the bucket holding wte is launched last
+    assert it2[-2]["bucket"]["params"][0] == "wte.weight"
+    static = _schedule(TINY | {"strategy": {"bucket_cap_MB": 0.05, "static_graph": True}}, 0)
+    assert [c["op"] for c in static] == ["all_reduce", "all_reduce"]  # one bucket + bitmap

@@ -30,6 +30,9 @@ class TrainingSpec:
             (the compute-optimal ratio of Hoffmann et al. 2022).
         sparsity: run weight GEMMs on the structured-sparsity engine (the device's
             ``sparsity_speedup``); model FLOPs and MFU stay dense.
+        param_dtype: dtype of the parameters and their gradients as the model holds them.
+            ``fp32`` with ``dtype=bf16`` is PyTorch AMP (``torch.autocast``): fp32 weights,
+            gradients and Adam states, bf16 matmuls — what DDP buckets and all-reduces.
     """
 
     micro_batch: int
@@ -40,6 +43,7 @@ class TrainingSpec:
     flash_attention: bool = True
     token_budget: float | None = None
     sparsity: bool = False
+    param_dtype: str = "fp32"
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,7 +62,7 @@ class SimSpec:
     """
 
     steps: int = 2
-    warmup_steps: int = 1
+    warmup_steps: int = 2
     seed: int = 0
     compute_jitter_cv: float = 0.0
     simulate_all_ranks: bool = False

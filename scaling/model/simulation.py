@@ -12,7 +12,7 @@ across ranks; a test checks this) at a fraction of the cost.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import simpy
@@ -69,6 +69,8 @@ class Timeline:
         bottleneck: link class that bounded each collective (by record key), where known.
         devices_per_node: to place ranks on nodes.
         all_ranks: every rank was simulated (else rank 0 stands for all identical ranks).
+        details: what the strategy says about each collective (DDP: its bucket's parameters;
+            FSDP: its unit), when traced.
     """
 
     logs: tuple[RankLog, ...]
@@ -76,6 +78,7 @@ class Timeline:
     bottleneck: dict[CollectiveKey, str]
     devices_per_node: int
     all_ranks: bool
+    details: dict[CollectiveKey, dict[str, object]] = field(default_factory=dict)
 
     def step_window(self, step: int) -> tuple[float, float]:
         """Start and end (s) of ``step`` across the simulated ranks."""
@@ -125,6 +128,7 @@ def run_job_detailed(
         else {},
         job.system.devices_per_node,
         len(logs) == job.devices,
+        {r.key: work.describe(r.key) for r in comm.records} if trace else {},
     )
     return run_result(job, measured), timeline
 

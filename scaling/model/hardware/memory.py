@@ -14,11 +14,9 @@ from dataclasses import dataclass
 from scaling.model.hardware.workload import Checkpointing, TransformerShape
 from scaling.units import GiB
 
-#: Mixed-precision Adam (ZeRO paper §3.1): 16-bit weight and gradient (2+2) plus fp32 master
-#: weight, momentum and variance (4+4+4) = 16 bytes per parameter.
-WEIGHT_BYTES = 2.0
-GRAD_BYTES = 2.0
-OPTIMIZER_BYTES = 12.0
+#: ``torch.optim.Adam`` keeps two moments (``exp_avg``, ``exp_avg_sq``) per parameter, each in
+#: the parameter's dtype (``torch.zeros_like(p)`` in torch/optim/adam.py ``_init_group``).
+ADAM_STATES = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,20 +85,27 @@ def ddp_memory(
     flash_attention: bool,
     reserved_bytes: float,
     gradient_as_bucket_view: bool = False,
+    *,
+    param_bytes: float = 4.0,
+    compute_bytes: float = 2.0,
 ) -> MemoryBreakdown:
-    """Memory of one DDP rank: full replica of weights, grads and Adam states.
+    """Memory of one DDP rank: a full replica of weights, grads and Adam states, bytes.
 
-    PyTorch DDP copies gradients into flat bucket buffers unless ``gradient_as_bucket_view`` is
-    set, which costs one more gradient-sized buffer.
+    ``param_bytes`` per parameter for weights, gradients and each Adam moment (fp32 under
+    AMP). When the compute dtype is narrower, ``torch.autocast`` keeps a ``compute_bytes`` copy
+    of every weight for forward and backward (its cast cache), counted with the weights. DDP
+    copies gradients into flat bucket buffers unless ``gradient_as_bucket_view`` is set, which
+    costs one more gradient-sized buffer.
     """
     n = float(shape.params())
-    buckets = 0.0 if gradient_as_bucket_view else n * GRAD_BYTES
+    casts = n * compute_bytes if compute_bytes < param_bytes else 0.0
+    grads = n * param_bytes
     return MemoryBreakdown(
-        weights=n * WEIGHT_BYTES,
-        gradients=n * GRAD_BYTES,
-        optimizer=n * OPTIMIZER_BYTES,
+        weights=n * param_bytes + casts,
+        gradients=grads,
+        optimizer=ADAM_STATES * n * param_bytes,
         activations=activation_bytes(shape, micro_batch, seq, checkpointing, flash_attention),
-        comm_buffers=buckets,
+        comm_buffers=0.0 if gradient_as_bucket_view else grads,
         reserved=reserved_bytes,
     )
 
@@ -115,33 +120,39 @@ def fsdp_memory(
     checkpointing: Checkpointing,
     flash_attention: bool,
     reserved_bytes: float,
-    param_bytes: float = 2.0,
+    gather_bytes: float = 2.0,
+    *,
+    param_bytes: float = 4.0,
+    reduce_bytes: float = 4.0,
 ) -> MemoryBreakdown:
-    """Peak memory of one FSDP rank (mixed precision, Adam).
+    """Peak memory of one FSDP rank (Adam), bytes.
 
-    Sharded state: fp32 flat parameters, fp32 gradients and Adam's two moments, 16 bytes per
-    parameter over ``shard_size`` ranks (NO_SHARD: the whole model). Unsharded working copies in
-    ``param_bytes``: the root unit (kept for the whole step), plus the blocks in flight — up to
-    ``limit_all_gathers`` + 1 under FULL/HYBRID_SHARD (PyTorch's rate limiter), every block under
-    SHARD_GRAD_OP (kept from forward to backward). Unsharded gradients of the block being reduced
-    (two: one computing, one reduce-scattering).
+    Sharded state in the parameter dtype (``param_bytes``: fp32 flat parameters as FSDP keeps
+    them): parameters, gradients and Adam's two moments, over ``shard_size`` ranks (NO_SHARD:
+    a full replica, like DDP without buckets). Unsharded working copies in ``gather_bytes``
+    (``MixedPrecision.param_dtype``): the root unit (kept for the whole step), plus the blocks
+    in flight — up to ``limit_all_gathers`` + 1 under FULL/HYBRID_SHARD (PyTorch's rate
+    limiter), every block under SHARD_GRAD_OP (kept from forward to backward). Unsharded
+    gradients of the blocks being reduced, in ``reduce_bytes`` (two: one computing, one
+    reduce-scattering).
     """
     n = float(shape.params())
     block = float(shape.layer_params())
     root = n - shape.n_layers * block
     if sharding == "no_shard":
-        weights, grads, opt = n * WEIGHT_BYTES, n * GRAD_BYTES, n * OPTIMIZER_BYTES
+        weights, grads = n * param_bytes, n * param_bytes
+        opt = ADAM_STATES * n * param_bytes
         comm = 0.0
     else:
-        weights = 4.0 * n / shard_size
-        grads = 4.0 * n / shard_size
-        opt = 8.0 * n / shard_size
+        weights = param_bytes * n / shard_size
+        grads = param_bytes * n / shard_size
+        opt = ADAM_STATES * param_bytes * n / shard_size
         if sharding == "shard_grad_op":
             in_flight = shape.n_layers
         else:
             in_flight = min(shape.n_layers, (limit_all_gathers or shape.n_layers) + 1)
-        weights += (root + in_flight * block) * param_bytes
-        comm = 2 * block * GRAD_BYTES
+        weights += (root + in_flight * block) * gather_bytes
+        comm = 2 * block * reduce_bytes
     return MemoryBreakdown(
         weights=weights,
         gradients=grads,

@@ -20,6 +20,13 @@ class Checkpointing(StrEnum):
     FULL = "full"  # keep layer inputs only; re-run each layer's forward during backward
 
 
+class Norm(StrEnum):
+    """Normalisation layer type."""
+
+    LAYERNORM = "layernorm"
+    RMSNORM = "rmsnorm"
+
+
 @dataclass(frozen=True, slots=True)
 class TransformerShape:
     """Decoder-only transformer shape.
@@ -34,8 +41,10 @@ class TransformerShape:
         max_seq: context length of the learned position table (0 = rotary, no table).
         kv_heads: key/value heads (grouped-query attention); equals ``n_heads`` for MHA.
         gated_mlp: SwiGLU-style MLP with three weight matrices (Llama) instead of two (GPT).
-        bias: linear layers and norms have biases (GPT) or not (Llama).
+        bias: linear layers (and LayerNorms) have biases (GPT) or not (Llama).
         tied_embeddings: the output projection reuses the input embedding.
+        norm: ``layernorm`` (``nn.LayerNorm``: weight, and bias when ``bias``) or ``rmsnorm``
+            (``nn.RMSNorm``: weight only).
     """
 
     name: str
@@ -49,6 +58,7 @@ class TransformerShape:
     gated_mlp: bool = False
     bias: bool = True
     tied_embeddings: bool = True
+    norm: Norm = Norm.LAYERNORM
 
     @property
     def head_dim(self) -> int:
@@ -59,29 +69,59 @@ class TransformerShape:
         return self.kv_heads * self.head_dim
 
     # ---- parameters -------------------------------------------------------------------------
+    # Tensors and their order are those ``torch.nn`` registers for the equivalent module: a
+    # module's parameters in the order its ``__init__`` assigns them (``nn.Module.__setattr__``),
+    # ``nn.Linear``/``nn.LayerNorm`` as ``weight`` then ``bias`` (two tensors), ``nn.RMSNorm`` as
+    # ``weight`` only, a tied output layer registering nothing of its own.
+    def _norm_tensors(self, name: str) -> list[tuple[str, int]]:
+        h = self.hidden
+        t = [(f"{name}.weight", h)]
+        if self.norm is Norm.LAYERNORM and self.bias:
+            t.append((f"{name}.bias", h))
+        return t
+
+    def _linear_tensors(self, name: str, n_in: int, n_out: int) -> list[tuple[str, int]]:
+        t = [(f"{name}.weight", n_in * n_out)]
+        if self.bias:
+            t.append((f"{name}.bias", n_out))
+        return t
+
     def layer_param_tensors(self) -> list[tuple[str, int]]:
         """(name, element count) of one block's parameter tensors, in registration order."""
         h, f, kv = self.hidden, self.ffn_hidden, self.kv_dim
-        t: list[tuple[str, int]] = [("ln1.weight", h)]
-        if self.bias:
-            t.append(("ln1.bias", h))
-        t.append(("attn.qkv.weight", h * (h + 2 * kv)))
-        if self.bias:
-            t.append(("attn.qkv.bias", h + 2 * kv))
-        t.append(("attn.proj.weight", h * h))
-        if self.bias:
-            t.append(("attn.proj.bias", h))
-        t.append(("ln2.weight", h))
-        if self.bias:
-            t.append(("ln2.bias", h))
         n_in = 2 if self.gated_mlp else 1
-        t.append(("mlp.fc_in.weight", n_in * h * f))
-        if self.bias:
-            t.append(("mlp.fc_in.bias", n_in * f))
-        t.append(("mlp.fc_out.weight", f * h))
-        if self.bias:
-            t.append(("mlp.fc_out.bias", h))
+        return [
+            *self._norm_tensors("ln1"),
+            *self._linear_tensors("attn.qkv", h, h + 2 * kv),
+            *self._linear_tensors("attn.proj", h, h),
+            *self._norm_tensors("ln2"),
+            *self._linear_tensors("mlp.fc_in", h, n_in * f),
+            *self._linear_tensors("mlp.fc_out", f, h),
+        ]
+
+    def embedding_tensors(self) -> list[tuple[str, int]]:
+        """Token embedding ``wte`` and, with a learned position table, ``wpe``."""
+        t = [("wte.weight", self.vocab * self.hidden)]
+        if self.max_seq:
+            t.append(("wpe.weight", self.max_seq * self.hidden))
         return t
+
+    def head_tensors(self) -> list[tuple[str, int]]:
+        """Final norm ``ln_f`` and, when untied, the output layer ``lm_head``."""
+        t = self._norm_tensors("ln_f")
+        if not self.tied_embeddings:
+            t += self._linear_tensors("lm_head", self.hidden, self.vocab)
+        return t
+
+    def param_tensors(self) -> list[tuple[str, int]]:
+        """Every parameter tensor of the model, in registration order: embeddings, blocks
+        ``h{i}.…``, final norm, output layer (the order of ``model.parameters()``)."""
+        blocks = [
+            (f"h{i}.{name}", n)
+            for i in range(self.n_layers)
+            for name, n in self.layer_param_tensors()
+        ]
+        return [*self.embedding_tensors(), *blocks, *self.head_tensors()]
 
     def layer_params(self) -> int:
         """Parameters of one transformer block."""
@@ -89,12 +129,11 @@ class TransformerShape:
 
     def embedding_params(self) -> int:
         """Token (+ learned position) embedding parameters."""
-        return self.vocab * self.hidden + self.max_seq * self.hidden
+        return sum(n for _, n in self.embedding_tensors())
 
     def head_params(self) -> int:
-        """Final norm and (if untied) output projection parameters."""
-        norm = self.hidden * (2 if self.bias else 1)
-        return norm + (0 if self.tied_embeddings else self.vocab * self.hidden)
+        """Final norm and (if untied) output layer parameters."""
+        return sum(n for _, n in self.head_tensors())
 
     def params(self) -> int:
         """Total trainable parameters."""
@@ -139,6 +178,7 @@ def _llama(
         gated_mlp=True,
         bias=False,
         tied_embeddings=False,
+        norm=Norm.RMSNORM,
     )
 
 

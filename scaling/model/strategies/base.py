@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 import simpy
 
 if TYPE_CHECKING:
-    from scaling.model.comm.collectives import Communicator
+    from scaling.model.comm.collectives import CollectiveKey, Communicator
     from scaling.model.hardware.compute import ComputeModel, MicroBatchCompute, PhaseCost
     from scaling.model.hardware.memory import MemoryBreakdown
     from scaling.model.job import Job
@@ -39,6 +39,10 @@ class RankWork(Protocol):
         cs: ComputeStream,
     ) -> Generator[simpy.Event, object, None]:
         """SimPy process of rank ``rank`` for ``steps`` training steps."""
+        ...
+
+    def describe(self, key: CollectiveKey) -> dict[str, object]:
+        """What the strategy knows about one of its collectives, for schedules (JSON-ready)."""
         ...
 
 

@@ -1,15 +1,32 @@
 """PyTorch DistributedDataParallel as a SimPy process per rank.
 
-What is modelled (PyTorch ``torch/nn/parallel/distributed.py`` and ``reducer.cpp`` semantics):
+What is modelled, with the rule's source (PyTorch 2.x ``torch/nn/parallel/distributed.py``,
+``torch/csrc/distributed/c10d/reducer.cpp``):
 
-* Gradient buckets are filled in *reverse* parameter-registration order; the first bucket is capped
-  at 1 MiB (``dist._DEFAULT_FIRST_BUCKET_BYTES``), the others at ``bucket_cap_mb`` (default 25, in
-  MiB). A tensor is never split: a bucket closes once its size reaches the cap.
-* A bucket's all-reduce is launched when the last gradient in it is produced, in bucket order, on
-  one in-order communication stream, overlapping the rest of backward.
-* Gradients of a transformer block are all taken as ready when that block's backward ends
-  (granularity: one block); head (final norm, untied output layer) gradients are ready after the
-  head's backward, embedding gradients after the last block's backward.
+* **Bucket assignment** (``_compute_bucket_assignment_by_size``): tensors are taken in a given
+  order and added to the open bucket of their dtype; a bucket closes once its size reaches its
+  limit (a tensor is never split). The limits are a list whose last entry repeats.
+* **Which limits** (``DistributedDataParallel.__init__`` / ``_ddp_init_helper``): the
+  construction-time buckets use ``[sys.maxsize]`` — one bucket holding every parameter — unless
+  ``find_unused_parameters=True`` (and not ``static_graph``), which uses the real limits. The
+  real limits are ``[first, bucket_cap]`` where ``first`` is
+  ``dist._DEFAULT_FIRST_BUCKET_BYTES`` (1 MiB) **only when ``bucket_cap_mb`` is not passed**;
+  passing it makes ``first`` equal to the cap.
+* **Order**: construction-time buckets are formed in registration order and then reversed;
+  after iteration 0 the reducer rebuilds them (``Reducer::rebuild_buckets``, only without
+  ``find_unused_parameters`` or with ``static_graph``) in the order gradients became ready —
+  reverse registration order here (a block's gradients are taken as ready together when its
+  backward ends) — and rank 0 broadcasts the new assignment (``sync_bucket_indices``: an int32
+  tensor of ``tensors + 1`` elements, then an int32 tensor of one size per bucket).
+* A bucket's all-reduce is launched when its last gradient is produced, in bucket order
+  (``mark_bucket_ready``: "buckets are reduced in sequence"), on one in-order communication
+  stream, overlapping the rest of backward.
+* **Dtypes**: buckets hold gradients in the parameter dtype (fp32 under AMP, so the bucket cap
+  counts 4-byte elements); a compression comm hook (``bf16_compress_hook``,
+  ``fp16_compress_hook``) halves what goes on the wire, not the bucket.
+* ``find_unused_parameters=True`` (and ``static_graph``'s first iteration) all-reduces the
+  ``local_used_map`` (one int32 per parameter tensor) once the last bucket is launched
+  (``Reducer::mark_variable_ready`` → ``all_reduce_local_used_map``).
 * With gradient accumulation, non-final micro-batches skip communication (``no_sync``).
 * The optimizer step starts once every bucket is reduced.
 """
@@ -18,14 +35,20 @@ from __future__ import annotations
 
 from collections.abc import Generator
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import TYPE_CHECKING
 
 import simpy
 
 from scaling.model.comm.collectives import CollectiveKey, Communicator
 from scaling.model.comm.ops import CollectiveOp, Group
-from scaling.model.hardware.compute import ComputeModel, MicroBatchCompute, PhaseCost
-from scaling.model.hardware.memory import GRAD_BYTES, MemoryBreakdown, ddp_memory
+from scaling.model.hardware.compute import (
+    DTYPE_BYTES,
+    ComputeModel,
+    MicroBatchCompute,
+    PhaseCost,
+)
+from scaling.model.hardware.memory import MemoryBreakdown, ddp_memory
 from scaling.model.hardware.workload import TransformerShape
 from scaling.model.strategies.rank import ComputeStream
 from scaling.units import MiB
@@ -33,28 +56,67 @@ from scaling.units import MiB
 if TYPE_CHECKING:
     from scaling.model.job import Job
 
+#: ``dist._DEFAULT_FIRST_BUCKET_BYTES`` (torch/distributed/distributed_c10d.py).
+DEFAULT_FIRST_BUCKET_BYTES = 1 * MiB
+#: DDP's default ``bucket_cap_mb`` (distributed.py), in bytes.
+DEFAULT_BUCKET_CAP_BYTES = 25 * MiB
+#: ``sys.maxsize``: the construction-time limit that puts every parameter in one bucket.
+_ONE_BUCKET = float(2**63 - 1)
+#: ``local_used_map`` and bucket-index tensors are int32.
+_INT32 = 4
+
+
+class CommHook(StrEnum):
+    """DDP communication hooks that change what goes on the wire
+    (``torch.distributed.algorithms.ddp_comm_hooks.default_hooks``)."""
+
+    NONE = "none"
+    BF16_COMPRESS = "bf16_compress"  # cast the bucket to bf16, all-reduce, cast back
+    FP16_COMPRESS = "fp16_compress"
+
+    @property
+    def wire_dtype(self) -> str | None:
+        """The dtype the all-reduce runs in, or None for the bucket's own dtype."""
+        return {"bf16_compress": "bf16", "fp16_compress": "fp16"}.get(self.value)
+
 
 @dataclass(frozen=True, slots=True)
 class DDPSpec:
-    """DDP knobs.
+    """DDP knobs (names as in ``torch.nn.parallel.DistributedDataParallel``).
 
     Attributes:
-        bucket_cap_bytes: bucket size cap, bytes (PyTorch ``bucket_cap_mb`` × MiB).
-        first_bucket_bytes: cap of the first bucket, bytes.
+        bucket_cap_bytes: ``bucket_cap_mb`` × MiB, or None when it is not passed (25 MiB, and
+            the first bucket capped at ``first_bucket_bytes``).
+        first_bucket_bytes: ``dist._DEFAULT_FIRST_BUCKET_BYTES``; used only when
+            ``bucket_cap_bytes`` is None, as in PyTorch.
         overlap: launch each bucket as soon as it is ready (True, PyTorch's behaviour) or only
             after the whole backward (False, for what-if comparisons).
         gradient_as_bucket_view: gradients alias the bucket buffers (saves one gradient copy).
+        find_unused_parameters: registration-order buckets that are never rebuilt, plus the
+            used-parameter bitmap all-reduce every iteration.
+        static_graph: one bucket in iteration 0 with the bitmap all-reduce, rebuilt after it.
+        comm_hook: a compression hook (the all-reduce runs in bf16/fp16).
     """
 
-    bucket_cap_bytes: float = 25 * MiB
-    first_bucket_bytes: float = 1 * MiB
+    bucket_cap_bytes: float | None = None
+    first_bucket_bytes: float = DEFAULT_FIRST_BUCKET_BYTES
     overlap: bool = True
     gradient_as_bucket_view: bool = False
+    find_unused_parameters: bool = False
+    static_graph: bool = False
+    comm_hook: CommHook = CommHook.NONE
 
     @property
     def label(self) -> str:
         """``ddp``."""
         return "ddp"
+
+    @property
+    def size_limits(self) -> tuple[float, ...]:
+        """The reducer's real bucket size limits, bytes (the last one repeats)."""
+        if self.bucket_cap_bytes is None:
+            return (self.first_bucket_bytes, DEFAULT_BUCKET_CAP_BYTES)
+        return (self.bucket_cap_bytes,)
 
     def memory(self, job: Job) -> MemoryBreakdown:
         """A full replica of weights, gradients and Adam states per rank, plus the buckets."""
@@ -67,65 +129,142 @@ class DDPSpec:
             t.flash_attention,
             job.system.device.reserved_mem_bytes,
             self.gradient_as_bucket_view,
+            param_bytes=DTYPE_BYTES[t.param_dtype],
+            compute_bytes=DTYPE_BYTES[t.dtype],
         )
 
     def plan(self, job: Job, compute: ComputeModel, mb: MicroBatchCompute) -> DDPWork:
-        """Buckets in launch order over the whole cluster; every rank updates every parameter."""
+        """Buckets per iteration over the whole cluster; every rank updates every parameter."""
         shape = job.shape
-        return DDPWork.build(
+        param_dtype = job.training.param_dtype
+        wire = self.comm_hook.wire_dtype or param_dtype
+        return DDPWork(
             mb,
             compute.optimizer_cost(shape.params()),
             shape.n_layers,
             job.training.grad_accum,
-            ddp_buckets(shape, self, GRAD_BYTES),
             Group(job.nodes, job.system.devices_per_node),
             self,
+            wire,
+            iteration_plans(shape, self, param_dtype, wire),
         )
 
 
 @dataclass(frozen=True, slots=True)
 class Bucket:
-    """A gradient bucket: its size in bytes and the backward stage after which it is ready.
+    """A gradient bucket.
 
-    Stages count backward progress: 0 = head backward done, k = k blocks done (the last block
-    first), ``n_layers`` = whole backward done.
+    Attributes:
+        nbytes: bytes all-reduced (elements × the wire dtype's size).
+        ready_stage: backward stage after which it is ready: 0 = head backward done, k = k
+            blocks done (the last block first), ``n_layers`` = whole backward done.
+        params: names of its parameter tensors, in bucket order.
     """
 
     nbytes: float
     ready_stage: int
-    n_tensors: int
+    params: tuple[str, ...]
+
+    @property
+    def n_tensors(self) -> int:
+        """Parameter tensors in the bucket."""
+        return len(self.params)
 
 
 def param_tensors_with_stage(shape: TransformerShape) -> list[tuple[str, int, int]]:
-    """(name, elements, ready stage) of every parameter tensor in registration order."""
-    n_layers = shape.n_layers
-    tensors: list[tuple[str, int, int]] = [("wte", shape.vocab * shape.hidden, n_layers)]
-    if shape.max_seq:
-        tensors.append(("wpe", shape.max_seq * shape.hidden, n_layers))
-    for i in range(n_layers):
-        stage = n_layers - i  # block i finishes backward after the n_layers−i blocks above it
-        tensors += [(f"h{i}.{name}", n, stage) for name, n in shape.layer_param_tensors()]
-    tensors.append(("ln_f", shape.hidden * (2 if shape.bias else 1), 0))
-    if not shape.tied_embeddings:
-        tensors.append(("lm_head", shape.vocab * shape.hidden, 0))
-    return tensors
+    """(name, elements, ready stage) of every parameter tensor in registration order.
+
+    Stages: the head (final norm, untied output layer) is ready after the head's backward
+    (stage 0); block i after the ``n_layers − i`` blocks above it; the embeddings only when the
+    whole backward is done (stage ``n_layers``).
+    """
+    L = shape.n_layers
+    out: list[tuple[str, int, int]] = [(n, k, L) for n, k in shape.embedding_tensors()]
+    for i in range(L):
+        out += [(f"h{i}.{name}", k, L - i) for name, k in shape.layer_param_tensors()]
+    out += [(n, k, 0) for n, k in shape.head_tensors()]
+    return out
+
+
+def assign_buckets(
+    tensors: list[tuple[str, int, int]],
+    limits: tuple[float, ...],
+    elem_bytes: float,
+    wire_bytes: float,
+) -> list[Bucket]:
+    """``_compute_bucket_assignment_by_size`` over ``tensors`` (name, elements, stage) in the
+    given order: close a bucket once it reaches the current limit (the last limit repeats).
+    Sizes count ``elem_bytes`` per element; ``nbytes`` of a bucket counts ``wire_bytes``."""
+    buckets: list[Bucket] = []
+    names: list[str] = []
+    size, elems, stage = 0.0, 0, 0
+    for name, n, st in tensors:
+        names.append(name)
+        size += n * elem_bytes
+        elems += n
+        stage = max(stage, st)
+        if size >= limits[min(len(buckets), len(limits) - 1)]:
+            buckets.append(Bucket(elems * wire_bytes, stage, tuple(names)))
+            names, size, elems, stage = [], 0.0, 0, 0
+    if names:
+        buckets.append(Bucket(elems * wire_bytes, stage, tuple(names)))
+    return buckets
 
 
 def ddp_buckets(shape: TransformerShape, spec: DDPSpec, grad_bytes: float) -> list[Bucket]:
-    """Bucket assignment in launch order (reverse registration order, size-capped)."""
-    buckets: list[Bucket] = []
-    size, stage, count = 0.0, 0, 0
-    for _name, n, st in reversed(param_tensors_with_stage(shape)):
-        size += n * grad_bytes
-        stage = max(stage, st)
-        count += 1
-        cap = spec.first_bucket_bytes if not buckets else spec.bucket_cap_bytes
-        if size >= cap:
-            buckets.append(Bucket(size, stage, count))
-            size, stage, count = 0.0, 0, 0
-    if count:
-        buckets.append(Bucket(size, stage, count))
-    return buckets
+    """Steady-state (rebuilt) buckets in launch order: reverse registration order, with the
+    real size limits; sizes and bytes in ``grad_bytes`` per element."""
+    order = list(reversed(param_tensors_with_stage(shape)))
+    return assign_buckets(order, spec.size_limits, grad_bytes, grad_bytes)
+
+
+@dataclass(frozen=True, slots=True)
+class IterationPlan:
+    """What DDP communicates in one iteration.
+
+    Attributes:
+        buckets: in launch order.
+        stage_buckets: bucket indices that become ready when each backward stage ends.
+        rebuild_broadcasts: int32 broadcasts (bytes) at the start of the iteration's forward
+            (``sync_bucket_indices`` after a rebuild).
+        used_map_bytes: bytes of the ``local_used_map`` all-reduce after the last bucket, or 0.
+    """
+
+    buckets: tuple[Bucket, ...]
+    stage_buckets: dict[int, list[int]]
+    rebuild_broadcasts: tuple[float, ...] = ()
+    used_map_bytes: float = 0.0
+
+    @classmethod
+    def of(
+        cls,
+        buckets: list[Bucket],
+        rebuild_broadcasts: tuple[float, ...] = (),
+        used_map_bytes: float = 0.0,
+    ) -> IterationPlan:
+        """Index ``buckets`` by the backward stage that makes them ready."""
+        by_stage: dict[int, list[int]] = {}
+        for i, b in enumerate(buckets):
+            by_stage.setdefault(b.ready_stage, []).append(i)
+        return cls(tuple(buckets), by_stage, rebuild_broadcasts, used_map_bytes)
+
+
+def iteration_plans(
+    shape: TransformerShape, spec: DDPSpec, param_dtype: str, wire_dtype: str
+) -> tuple[IterationPlan, ...]:
+    """Plans for iterations 0, 1 and every later one (the last entry repeats)."""
+    tensors = param_tensors_with_stage(shape)
+    elem, wire = float(DTYPE_BYTES[param_dtype]), float(DTYPE_BYTES[wire_dtype])
+    used_map = _INT32 * len(tensors)
+    rebuilt = assign_buckets(list(reversed(tensors)), spec.size_limits, elem, wire)
+    if spec.find_unused_parameters and not spec.static_graph:
+        # registration-order buckets with the real limits, reversed, never rebuilt
+        initial = list(reversed(assign_buckets(tensors, spec.size_limits, elem, wire)))
+        return (IterationPlan.of(initial, used_map_bytes=used_map),)
+    one = list(reversed(assign_buckets(tensors, (_ONE_BUCKET,), elem, wire)))
+    sync = (_INT32 * (len(tensors) + 1), _INT32 * len(rebuilt))
+    first = IterationPlan.of(one, used_map_bytes=used_map if spec.static_graph else 0.0)
+    return (first, IterationPlan.of(rebuilt, rebuild_broadcasts=sync), IterationPlan.of(rebuilt))
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,28 +275,28 @@ class DDPWork:
     optimizer: PhaseCost
     n_layers: int
     grad_accum: int
-    buckets: list[Bucket]
     group: Group
     spec: DDPSpec
-    #: bucket indices that become ready when each backward stage ends
-    stage_buckets: dict[int, list[int]] = field(default_factory=dict)
+    #: dtype of the gradient all-reduces on the wire
+    wire_dtype: str
+    #: iteration 0, 1, … (the last entry repeats)
+    plans: tuple[IterationPlan, ...] = field(default=())
 
-    @classmethod
-    def build(
-        cls,
-        mb: MicroBatchCompute,
-        optimizer: PhaseCost,
-        n_layers: int,
-        grad_accum: int,
-        buckets: list[Bucket],
-        group: Group,
-        spec: DDPSpec,
-    ) -> DDPWork:
-        """Index the buckets by the backward stage that makes them ready."""
-        by_stage: dict[int, list[int]] = {}
-        for i, b in enumerate(buckets):
-            by_stage.setdefault(b.ready_stage, []).append(i)
-        return cls(mb, optimizer, n_layers, grad_accum, buckets, group, spec, by_stage)
+    def plan_of(self, step: int) -> IterationPlan:
+        """The communication plan of iteration ``step``."""
+        return self.plans[min(step, len(self.plans) - 1)]
+
+    @property
+    def buckets(self) -> tuple[Bucket, ...]:
+        """Steady-state buckets in launch order."""
+        return self.plans[-1].buckets
+
+    def describe(self, key: CollectiveKey) -> dict[str, object]:
+        """A bucket all-reduce: its index and parameter names."""
+        if key.kind != "bucket":
+            return {}
+        bucket = self.plan_of(key.step).buckets[key.index]
+        return {"bucket": {"index": key.index, "params": list(bucket.params)}}
 
     def run(
         self,
@@ -172,14 +311,22 @@ class DDPWork:
         fwd = mb.head_fwd.time_s + L * mb.block_fwd.time_s  # forward has no communication in DDP
         for step in range(steps):
             cs.begin_step(step)
+            plan = self.plan_of(step)
+            for i, nbytes in enumerate(plan.rebuild_broadcasts):
+                # the rebuild's index broadcasts block the forward (``->wait()`` in reducer.cpp)
+                key = CollectiveKey(step, "forward", "rebuild", i, label="bucket rebuild indices")
+                yield from cs.wait(
+                    comm.call(key, CollectiveOp.BROADCAST, nbytes, self.group, dtype="int32"),
+                    "broadcast",
+                )
             for micro in range(self.grad_accum):
                 sync = micro == self.grad_accum - 1
                 yield from cs.run(fwd, "forward", micro=micro)
-                ready = [env.event() for _ in self.buckets] if sync else []
+                ready = [env.event() for _ in plan.buckets] if sync else []
                 done = env.event()
                 if sync:
-                    env.process(_comm_stream(env, step, self, comm, ready, done))
-                stage_buckets = self.stage_buckets if (sync and self.spec.overlap) else {}
+                    env.process(_comm_stream(step, plan, self, comm, ready, done))
+                stage_buckets = plan.stage_buckets if (sync and self.spec.overlap) else {}
                 yield from cs.run(mb.head_bwd.time_s, "backward:head", micro=micro)
                 for b in stage_buckets.get(0, ()):
                     ready[b].succeed()
@@ -197,15 +344,17 @@ class DDPWork:
 
 
 def _comm_stream(
-    env: simpy.Environment,
     step: int,
+    plan: IterationPlan,
     work: DDPWork,
     comm: Communicator,
     ready: list[simpy.Event],
     done: simpy.Event,
 ) -> Generator[simpy.Event, object, None]:
-    """The rank's communication stream: all-reduce buckets in order, each once it is ready."""
-    for i, bucket in enumerate(work.buckets):
+    """The rank's communication stream: all-reduce buckets in order, each once it is ready,
+    then (``find_unused_parameters``) the used-parameter bitmap."""
+    wire = work.wire_dtype
+    for i, bucket in enumerate(plan.buckets):
         yield ready[i]
         key = CollectiveKey(
             step,
@@ -214,5 +363,10 @@ def _comm_stream(
             i,
             label=f"bucket {i} ({bucket.nbytes / MiB:.1f} MiB all_reduce)",
         )
-        yield comm.call(key, CollectiveOp.ALL_REDUCE, bucket.nbytes, work.group)
+        yield comm.call(key, CollectiveOp.ALL_REDUCE, bucket.nbytes, work.group, dtype=wire)
+    if plan.used_map_bytes:
+        key = CollectiveKey(step, "backward", "used_map", 0, label="local_used_map all_reduce")
+        yield comm.call(
+            key, CollectiveOp.ALL_REDUCE, plan.used_map_bytes, work.group, dtype="int32"
+        )
     done.succeed()

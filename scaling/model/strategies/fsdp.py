@@ -36,7 +36,7 @@ import simpy
 
 from scaling.model.comm.collectives import CollectiveKey, Communicator
 from scaling.model.comm.ops import CollectiveOp, Group
-from scaling.model.hardware.compute import ComputeModel, MicroBatchCompute, PhaseCost
+from scaling.model.hardware.compute import DTYPE_BYTES, ComputeModel, MicroBatchCompute, PhaseCost
 from scaling.model.hardware.memory import MemoryBreakdown, fsdp_memory
 from scaling.model.hardware.workload import TransformerShape
 from scaling.model.strategies.rank import ComputeStream
@@ -67,15 +67,22 @@ class FSDPSpec:
         backward_prefetch: when the next unit's all-gather is issued in backward.
         limit_all_gathers: at most this many units unsharded at once (PyTorch's rate limiter
             allows 2); 0 = unlimited.
-        param_bytes: bytes per parameter all-gathered (mixed-precision ``param_dtype``).
-        reduce_bytes: bytes per gradient element reduced (``reduce_dtype``).
+        param_dtype: ``MixedPrecision.param_dtype``, the dtype units are all-gathered and
+            computed in; None = the parameters' own dtype (PyTorch's default: no mixed precision).
+        reduce_dtype: ``MixedPrecision.reduce_dtype``, the dtype gradients are reduced in; None
+            = ``param_dtype`` (as PyTorch resolves it).
     """
 
     sharding: ShardingStrategy = ShardingStrategy.FULL_SHARD
     backward_prefetch: BackwardPrefetch = BackwardPrefetch.BACKWARD_PRE
     limit_all_gathers: int = 2
-    param_bytes: float = 2.0
-    reduce_bytes: float = 2.0
+    param_dtype: str | None = "bf16"
+    reduce_dtype: str | None = "fp32"
+
+    def dtypes(self, job: Job) -> tuple[str, str]:
+        """(all-gather dtype, reduce dtype) of ``job``, defaults resolved as PyTorch does."""
+        gather = self.param_dtype or job.training.param_dtype
+        return gather, self.reduce_dtype or gather
 
     @property
     def label(self) -> str:
@@ -94,6 +101,7 @@ class FSDPSpec:
     def memory(self, job: Job) -> MemoryBreakdown:
         """Sharded state plus the unsharded units in flight (see :func:`fsdp_memory`)."""
         t = job.training
+        gather, reduce = self.dtypes(job)
         # NO_SHARD's memory is a full replica: fsdp_memory ignores the shard size there
         shard = job.devices if self.sharding is ShardingStrategy.NO_SHARD else self.shard_size(job)
         return fsdp_memory(
@@ -106,7 +114,9 @@ class FSDPSpec:
             t.checkpointing,
             t.flash_attention,
             job.system.device.reserved_mem_bytes,
-            self.param_bytes,
+            DTYPE_BYTES[gather],
+            param_bytes=DTYPE_BYTES[t.param_dtype],
+            reduce_bytes=DTYPE_BYTES[reduce],
         )
 
     def plan(self, job: Job, compute: ComputeModel, mb: MicroBatchCompute) -> FSDPWork:
@@ -119,6 +129,7 @@ class FSDPSpec:
             job.nodes,
             job.system.devices_per_node,
             self,
+            *self.dtypes(job),
         )
 
 
@@ -140,6 +151,8 @@ class FSDPWork:
     nodes: int
     per_node: int
     spec: FSDPSpec
+    gather_dtype: str
+    reduce_dtype: str
 
     def shard_group(self, rank: int) -> Group:
         """The group a rank shards over: its node (HYBRID_SHARD) or every rank."""
@@ -165,6 +178,22 @@ class FSDPWork:
         """SimPy process of one FSDP rank for ``steps`` training steps."""
         return _rank_process(env, rank, self, comm, steps, cs)
 
+    def describe(self, key: CollectiveKey) -> dict[str, object]:
+        """The unit a collective belongs to (0 = the root unit)."""
+        return {"unit": key.index}
+
+
+@dataclass(frozen=True, slots=True)
+class _Call:
+    """A queued collective: what to call once the queue reaches it, and when it was issued."""
+
+    key: CollectiveKey
+    op: CollectiveOp
+    nbytes: float
+    group: Group
+    dtype: str
+    issue: int
+
 
 class _Queue:
     """One in-order communication queue (one NCCL communicator) of a rank."""
@@ -184,20 +213,19 @@ class _Queue:
         op: CollectiveOp,
         nbytes: float,
         group: Group,
+        dtype: str,
         after: simpy.Event | None = None,
     ) -> simpy.Event:
         """Queue a collective behind everything issued before it (and behind ``after``)."""
         done = self.env.event()
         prev, self._tail = self._tail, done
-        self.env.process(self._run(key, op, nbytes, group, prev, after, done))
+        call = _Call(replace(key, tag=self.tag), op, nbytes, group, dtype, self.comm.next_issue())
+        self.env.process(self._run(call, prev, after, done))
         return done
 
     def _run(
         self,
-        key: CollectiveKey,
-        op: CollectiveOp,
-        nbytes: float,
-        group: Group,
+        call: _Call,
         prev: simpy.Event | None,
         after: simpy.Event | None,
         done: simpy.Event,
@@ -206,8 +234,16 @@ class _Queue:
             yield prev
         if after is not None and not after.processed:
             yield after
-        if group.size > 1 and nbytes > 0:
-            yield self.comm.call(replace(key, tag=self.tag), op, nbytes, group, self.expected)
+        if call.group.size > 1 and call.nbytes > 0:
+            yield self.comm.call(
+                call.key,
+                call.op,
+                call.nbytes,
+                call.group,
+                self.expected,
+                dtype=call.dtype,
+                issue=call.issue,
+            )
         done.succeed()
 
 
@@ -241,10 +277,10 @@ def _rank_process(
         return mb.head_bwd.time_s if u == 0 else mb.block_bwd.time_s
 
     def ag_bytes(u: int) -> float:
-        return work.units[u] * spec.param_bytes  # full gathered size (nccl-tests convention)
+        return work.units[u] * DTYPE_BYTES[work.gather_dtype]  # full gathered size
 
     def grad_bytes(u: int) -> float:
-        return work.units[u] * spec.reduce_bytes
+        return work.units[u] * DTYPE_BYTES[work.reduce_dtype]
 
     for step in range(steps):
         cs.begin_step(step)
@@ -271,6 +307,7 @@ def _rank_process(
                         CollectiveOp.ALL_GATHER,
                         ag_bytes(u),
                         shard,
+                        work.gather_dtype,
                         gate,
                     )
             for u in order:
@@ -295,7 +332,9 @@ def _rank_process(
                         micro,
                         label=f"unit {u} all_gather (backward)",
                     )
-                    bgather[u] = q.submit(key, CollectiveOp.ALL_GATHER, ag_bytes(u), shard)
+                    bgather[u] = q.submit(
+                        key, CollectiveOp.ALL_GATHER, ag_bytes(u), shard, work.gather_dtype
+                    )
 
             for i, u in enumerate(border):
                 issue_ag(u)  # no-op if prefetched or never resharded
@@ -314,10 +353,22 @@ def _rank_process(
                     )
                     if spec.sharding is ShardingStrategy.NO_SHARD:
                         pending_grad.append(
-                            q.submit(key, CollectiveOp.ALL_REDUCE, grad_bytes(u), shard)
+                            q.submit(
+                                key,
+                                CollectiveOp.ALL_REDUCE,
+                                grad_bytes(u),
+                                shard,
+                                work.reduce_dtype,
+                            )
                         )
                     else:
-                        rs = q.submit(key, CollectiveOp.REDUCE_SCATTER, grad_bytes(u), shard)
+                        rs = q.submit(
+                            key,
+                            CollectiveOp.REDUCE_SCATTER,
+                            grad_bytes(u),
+                            shard,
+                            work.reduce_dtype,
+                        )
                         if q_rep is not None and rep_group is not None:
                             rs = q_rep.submit(
                                 CollectiveKey(
@@ -332,6 +383,7 @@ def _rank_process(
                                 CollectiveOp.ALL_REDUCE,
                                 grad_bytes(u) / shard.size,
                                 rep_group,
+                                work.reduce_dtype,
                                 rs,
                             )
                         pending_grad.append(rs)

@@ -1,0 +1,42 @@
+"""The collective schedule of one rank in one step: what it issued, in issue order.
+
+This is the form in which a user checks the simulator against their own PyTorch job, collective
+by collective (``scaling schedule``; ``tools/record_torch_schedule.py`` records the same form
+from real PyTorch). Sizes follow the torch.distributed buffers: all-reduce and broadcast the
+tensor, all-gather the gathered output, reduce-scatter the full input.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from scaling.model.simulation import Timeline
+
+
+def rank_schedule(timeline: Timeline, step: int, rank: int = 0) -> list[dict[str, Any]]:
+    """Collectives ``rank`` issued in ``step``, in issue order, one dict each (JSON-ready).
+
+    Keys: ``op``, ``bytes`` (int), ``dtype``, ``group_size``, ``phase``, ``micro_batch``, plus the
+    strategy's own (``bucket`` {index, params} for DDP, ``unit`` for FSDP) and ``label``. Needs a
+    timeline recorded with ``trace=True``.
+    """
+    if not timeline.details and timeline.collectives:
+        raise ValueError("rank_schedule needs a timeline recorded with trace=True")
+    # identical ranks were simulated once: rank 0's calls stand for every rank's
+    who = rank if timeline.all_ranks else 0
+    calls = sorted(
+        (r for r in timeline.rank_collectives(who) if r.key.step == step), key=lambda r: r.issue
+    )
+    return [
+        {
+            "op": r.op.value,
+            "bytes": round(r.nbytes),
+            "dtype": r.dtype,
+            "group_size": r.group.size,
+            "phase": r.key.phase,
+            "micro_batch": r.key.micro,
+            **timeline.details.get(r.key, {}),
+            "label": r.key.label,
+        }
+        for r in calls
+    ]
