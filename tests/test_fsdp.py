@@ -223,3 +223,43 @@ def test_bucket_size_curve_is_u_shaped_on_mlu() -> None:
 def test_unit_parameters_sum_to_the_model() -> None:
     shape = get_preset("gpt3-1.3b")
     assert sum(unit_params(shape)) == shape.params()
+
+
+def _fsdp_schedule(step: int = 2, training=None, **strategy) -> list[dict]:
+    from scaling.model.analysis.schedule import rank_schedule
+    from scaling.model.simulation import run_job_detailed
+
+    j = job(model="gpt3-125m", nodes=1, training=training, **strategy)
+    j = dataclasses.replace(j, sim=dataclasses.replace(j.sim, warmup_steps=0, steps=step + 1))
+    return rank_schedule(run_job_detailed(j, trace=True)[1], step)
+
+
+def test_root_unit_gradients_are_reduced_last_and_clip_adds_one_all_reduce() -> None:
+    calls = _fsdp_schedule()
+    grads = [c["unit"] for c in calls if c["op"] == "reduce_scatter"]
+    n_blocks = get_preset("gpt3-125m").n_layers
+    assert grads == [*range(n_blocks, 0, -1), 0]  # blocks last to first, then the root
+    clipped = _fsdp_schedule(clip_grad_norm=True)
+    assert clipped[:-1] == calls
+    assert (clipped[-1]["op"], clipped[-1]["bytes"], clipped[-1]["phase"]) == (
+        "all_reduce",
+        4,
+        "optimizer",
+    )
+
+
+def test_gradient_accumulation_with_and_without_no_sync() -> None:
+    ga = {"grad_accum_steps": 2}
+    with_no_sync = _fsdp_schedule(training=ga)
+    without = _fsdp_schedule(training=ga, no_sync=False)
+    n_units = get_preset("gpt3-125m").n_layers + 1
+    count = lambda calls, op: sum(c["op"] == op for c in calls)  # noqa: E731
+    # FULL_SHARD re-gathers every micro-batch either way (forward: every unit; backward: blocks)
+    assert (
+        count(with_no_sync, "all_gather") == count(without, "all_gather") == 2 * (2 * n_units - 1)
+    )
+    assert count(with_no_sync, "reduce_scatter") == n_units  # once per step
+    assert count(without, "reduce_scatter") == 2 * n_units  # every micro-batch
+    # no_sync holds the unsharded gradients between micro-batches
+    mem = lambda **kw: run_job(job(training=ga, **kw)).peak_mem_GiB  # noqa: E731
+    assert mem() > mem(no_sync=False)

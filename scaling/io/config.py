@@ -7,6 +7,7 @@ It expands into one run per (system, nodes) point. ``--set path=value`` override
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 from dataclasses import replace
@@ -18,11 +19,16 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from scaling.io.errors import ConfigError, LineMap, read_yaml, validate
 from scaling.io.topology import LoadedSystem, load_system
-from scaling.model.hardware.compute import DTYPE_BYTES
 from scaling.model.hardware.system import SystemSpec
-from scaling.model.hardware.workload import PRESETS, Checkpointing, get_preset
+from scaling.model.hardware.workload import (
+    PRESETS,
+    Checkpointing,
+    Norm,
+    TransformerShape,
+    get_preset,
+)
 from scaling.model.job import Job, SimSpec, TrainingSpec
-from scaling.model.strategies.ddp import DDPSpec
+from scaling.model.strategies.ddp import CommHook, DDPSpec
 from scaling.model.strategies.fsdp import BackwardPrefetch, FSDPSpec, ShardingStrategy
 from scaling.units import MiB
 
@@ -38,18 +44,37 @@ class DDPConfig(_Strict):
     """PyTorch DDP knobs (names and defaults as in ``torch.nn.parallel.DistributedDataParallel``)."""
 
     kind: Literal["ddp"] = "ddp"
-    bucket_cap_MB: Annotated[float, Field(gt=0)] = 25.0
-    first_bucket_MB: Annotated[float, Field(gt=0)] = 1.0
+    # None = not passed: 25 MiB buckets after a first bucket of first_bucket_MB (PyTorch's
+    # dist._DEFAULT_FIRST_BUCKET_BYTES); passing it makes the first bucket this size too.
+    bucket_cap_MB: Annotated[float, Field(gt=0)] | None = None
+    first_bucket_MB: Annotated[float, Field(gt=0)] | None = None
     overlap: bool = True
     gradient_as_bucket_view: bool = False
+    find_unused_parameters: bool = False
+    static_graph: bool = False
+    comm_hook: CommHook = CommHook.NONE
+
+    @model_validator(mode="after")
+    def _first_bucket_needs_default_cap(self) -> DDPConfig:
+        if self.first_bucket_MB is not None and self.bucket_cap_MB is not None:
+            raise ValueError(
+                "first_bucket_MB only applies when bucket_cap_MB is not given: PyTorch caps the "
+                "first bucket at dist._DEFAULT_FIRST_BUCKET_BYTES only when bucket_cap_mb is not "
+                "passed (remove one of them)"
+            )
+        return self
 
     def to_spec(self) -> DDPSpec:
         # PyTorch's "MB" are MiB: bucket_cap_mb * 1024 * 1024 bytes.
+        first = self.first_bucket_MB
         return DDPSpec(
-            self.bucket_cap_MB * MiB,
-            self.first_bucket_MB * MiB,
+            None if self.bucket_cap_MB is None else self.bucket_cap_MB * MiB,
+            (1.0 if first is None else first) * MiB,
             self.overlap,
             self.gradient_as_bucket_view,
+            self.find_unused_parameters,
+            self.static_graph,
+            self.comm_hook,
         )
 
 
@@ -60,16 +85,25 @@ class FSDPConfig(_Strict):
     sharding: ShardingStrategy = ShardingStrategy.FULL_SHARD
     backward_prefetch: BackwardPrefetch = BackwardPrefetch.BACKWARD_PRE
     limit_all_gathers: Annotated[int, Field(ge=0)] = 2
-    param_dtype: Literal["bf16", "fp16", "fp32"] = "bf16"
-    reduce_dtype: Literal["bf16", "fp16", "fp32"] = "bf16"
+    # MixedPrecision(param_dtype, reduce_dtype); null = no mixed precision for that field
+    # (PyTorch: gather in the parameters' dtype; reduce in param_dtype). The defaults are what
+    # large-model FSDP recipes run (bf16 compute, fp32 gradient reduction: torchtitan's
+    # mixed_precision_reduce, llm-foundry's DEFAULT policy).
+    param_dtype: Literal["bf16", "fp16", "fp32"] | None = "bf16"
+    reduce_dtype: Literal["bf16", "fp16", "fp32"] | None = "fp32"
+    # gradient accumulation: non-final micro-batches under no_sync() (reduce once per step)
+    no_sync: bool = True
+    clip_grad_norm: bool = False  # FSDP.clip_grad_norm_ before the optimizer (one all-reduce)
 
     def to_spec(self) -> FSDPSpec:
         return FSDPSpec(
             self.sharding,
             self.backward_prefetch,
             self.limit_all_gathers,
-            float(DTYPE_BYTES[self.param_dtype]),
-            float(DTYPE_BYTES[self.reduce_dtype]),
+            self.param_dtype,
+            self.reduce_dtype,
+            self.no_sync,
+            self.clip_grad_norm,
         )
 
 
@@ -84,6 +118,9 @@ class TrainingConfig(_Strict):
     flash_attention: bool = True
     token_budget: Annotated[float, Field(gt=0)] | None = None  # default: 20 tokens per parameter
     sparsity: bool = False  # weight GEMMs on the structured-sparsity engine (device's speed-up)
+    # Dtype the parameters (and so their gradients and Adam states) are held in. fp32 with
+    # dtype bf16 is PyTorch AMP (torch.autocast): what most users run, and what DDP all-reduces.
+    param_dtype: Literal["fp32", "bf16", "fp16"] = "fp32"
 
     def to_spec(self) -> TrainingSpec:
         return TrainingSpec(
@@ -95,6 +132,7 @@ class TrainingConfig(_Strict):
             self.flash_attention,
             self.token_budget,
             self.sparsity,
+            self.param_dtype,
         )
 
 
@@ -102,7 +140,8 @@ class SimulationConfig(_Strict):
     """How long to simulate and with which seed."""
 
     steps: PosInt = 2
-    warmup_steps: Annotated[int, Field(ge=0)] = 1
+    # DDP differs in iterations 0 (one bucket) and 1 (bucket rebuild): steady state from 2 on
+    warmup_steps: Annotated[int, Field(ge=0)] = 2
     seed: Annotated[int, Field(ge=0)] = 0
     compute_jitter_cv: Annotated[float, Field(ge=0, lt=1)] = 0.0
     network: Literal["flow", "analytic"] = "flow"
@@ -122,12 +161,54 @@ class EconomicsConfig(_Strict):
     node_power_overhead_W: Annotated[float, Field(ge=0)] | None = None
 
 
+class ModelConfig(_Strict):
+    """A decoder-only transformer described field by field; its parameter tensors are those
+    ``torch.nn`` registers for the equivalent module (see ``TransformerShape.param_tensors``)."""
+
+    name: str = "custom"
+    vocab: PosInt
+    hidden: PosInt
+    layers: PosInt
+    heads: PosInt
+    kv_heads: PosInt | None = None  # grouped-query attention; default: heads (MHA)
+    ffn: PosInt | None = None  # MLP inner width; default 4·hidden
+    max_positions: Annotated[int, Field(ge=0)] = 0  # learned position table rows; 0 = none (rotary)
+    tied_embeddings: bool = True  # output layer reuses wte (no lm_head tensor)
+    bias: bool = True  # nn.Linear (incl. an untied lm_head) and LayerNorm biases
+    norm: Norm = Norm.LAYERNORM
+    gated_mlp: bool = False  # SwiGLU-style MLP: fc_in holds two ffn-wide projections
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ModelConfig:
+        if self.hidden % self.heads:
+            raise ValueError(f"hidden ({self.hidden}) divisible by heads ({self.heads})")
+        if self.kv_heads is not None and self.heads % self.kv_heads:
+            raise ValueError(f"heads ({self.heads}) divisible by kv_heads ({self.kv_heads})")
+        return self
+
+    def to_shape(self) -> TransformerShape:
+        return TransformerShape(
+            self.name,
+            self.layers,
+            self.hidden,
+            self.heads,
+            self.ffn or 4 * self.hidden,
+            self.vocab,
+            self.max_positions,
+            self.kv_heads or self.heads,
+            gated_mlp=self.gated_mlp,
+            bias=self.bias,
+            tied_embeddings=self.tied_embeddings,
+            norm=self.norm,
+        )
+
+
 class ExperimentConfig(_Strict):
     """A runnable experiment: systems × node counts for one model and strategy."""
 
     name: str = "experiment"
     description: str = ""
-    model: str
+    model: str | ModelConfig  # a preset name, or a mapping describing the model
     systems: Annotated[list[str], Field(min_length=1)]
     nodes: Annotated[list[PosInt], Field(min_length=1)]
     strategy: Annotated[DDPConfig | FSDPConfig, Field(discriminator="kind")] = DDPConfig()
@@ -145,8 +226,8 @@ class ExperimentConfig(_Strict):
 
     @field_validator("model")
     @classmethod
-    def _known_model(cls, v: str) -> str:
-        if v not in PRESETS:
+    def _known_model(cls, v: str | ModelConfig) -> str | ModelConfig:
+        if isinstance(v, str) and v not in PRESETS:
             raise ValueError(f"a known model preset ({', '.join(PRESETS)})")
         return v
 
@@ -155,6 +236,11 @@ class ExperimentConfig(_Strict):
         if self.strategies is not None and "strategy" in self.model_fields_set:
             raise ValueError("give either 'strategy' or 'strategies' (a list), not both")
         return self
+
+    @property
+    def model_name(self) -> str:
+        """The preset's name, or the described model's ``name``."""
+        return self.model if isinstance(self.model, str) else self.model.name
 
     def all_strategies(self) -> list[DDPConfig | FSDPConfig]:
         """The strategies to run: ``strategies`` if given, else the one ``strategy``."""
@@ -185,32 +271,76 @@ def _with_economics(system: SystemSpec, eco: EconomicsConfig | None) -> SystemSp
     return replace(system, device=dev, node_power_overhead_W=overhead)
 
 
+def path_keys(path: str) -> tuple[str | int, ...]:
+    """A dotted field path as the key tuple of a :class:`LineMap`: names for mapping keys,
+    integers for list items (``strategies.1.sharding`` → ``("strategies", 1, "sharding")``)."""
+    return tuple(int(k) if k.isdigit() else k for k in path.split("."))
+
+
+def set_path(data: dict[str, Any], path: str, value: Any, where: str) -> tuple[str | int, ...]:
+    """Set ``value`` (a copy) at the dotted ``path`` of a nested mapping, in place: mapping keys
+    by name, list items by index (``strategies.1.backward_prefetch``); a missing (or null) mapping
+    on the way is created. The one setter of ``--set`` and of sweep axes. Returns the path's key
+    tuple; a bad path is a :class:`ConfigError` starting with ``where``."""
+    keys = path.split(".")
+    if not all(k.strip() for k in keys):
+        raise ConfigError(f"{where}: empty field name in path {path!r}")
+    node: Any = data
+    used: list[str | int] = []
+    for depth, k in enumerate(keys):
+        last = depth == len(keys) - 1
+        above = ".".join(keys[:depth]) or "(top level)"
+        if isinstance(node, list):
+            if not (k.isdigit() and int(k) < len(node)):
+                raise ConfigError(
+                    f"{where}: {path}: {above} is a list of {len(node)}; expected an index "
+                    f"0..{len(node) - 1}, got {k!r}"
+                )
+            i = int(k)
+            used.append(i)
+            if last:
+                node[i] = copy.deepcopy(value)
+            else:
+                node = node[i]
+            continue
+        if not isinstance(node, dict):
+            raise ConfigError(f"{where}: {path}: {above} is not a mapping; cannot set {k!r}")
+        used.append(k)
+        if last:
+            node[k] = copy.deepcopy(value)
+        else:
+            if node.get(k) is None:
+                node[k] = {}
+            node = node[k]
+    return tuple(used)
+
+
+def parse_override(item: str) -> tuple[str, Any]:
+    """``PATH=VALUE`` (as ``--set``) → the path and the value parsed as YAML."""
+    if "=" not in item:
+        raise ConfigError(f"--set {item!r}: expected PATH=VALUE, e.g. --set nodes=[1,2,4]")
+    path, raw = item.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        raise ConfigError(f"--set {item!r}: value {raw!r} is not valid YAML") from None
+    return path.strip(), value
+
+
 def apply_overrides(
-    data: dict[str, Any], overrides: list[str], lines: LineMap | None = None
+    data: dict[str, Any],
+    overrides: list[str],
+    lines: LineMap | None = None,
+    prefix: tuple[Any, ...] = (),
 ) -> dict[str, Any]:
-    """Apply ``path=value`` overrides (value parsed as YAML) to a nested mapping, in place."""
+    """Apply ``PATH=VALUE`` overrides (value parsed as YAML; list items by index, as sweep axes)
+    to a nested mapping, in place. Each overridden path is marked in ``lines`` (under
+    ``prefix``: the mapping's place in its file) so that an error names ``--set``, not a line."""
     for item in overrides:
-        if "=" not in item:
-            raise ConfigError(f"--set {item!r}: expected PATH=VALUE, e.g. --set nodes=[1,2,4]")
-        path, raw = item.split("=", 1)
-        keys = path.strip().split(".")
-        if not all(keys):
-            raise ConfigError(f"--set {item!r}: empty field name in path {path!r}")
-        try:
-            value = yaml.safe_load(raw) if raw.strip() else ""
-        except yaml.YAMLError:
-            raise ConfigError(f"--set {item!r}: value {raw!r} is not valid YAML") from None
-        node = data
-        for k in keys[:-1]:
-            nxt = node.get(k)
-            if nxt is None:
-                nxt = node[k] = {}
-            if not isinstance(nxt, dict):
-                raise ConfigError(f"--set {item!r}: {k!r} is not a mapping")
-            node = nxt
-        node[keys[-1]] = value
+        path, value = parse_override(item)
+        keys = set_path(data, path, value, f"--set {item!r}")
         if lines is not None:
-            lines.mark_overridden(tuple(keys))
+            lines.mark_overridden((*prefix, *keys))
     return data
 
 
@@ -244,7 +374,7 @@ class LoadedExperiment:
         """One job per (system, strategy, nodes): systems and strategies in config order, nodes
         ascending."""
         cfg = self.config
-        shape = get_preset(cfg.model)
+        shape = get_preset(cfg.model) if isinstance(cfg.model, str) else cfg.model.to_shape()
         out = []
         for name in cfg.systems:
             system = _with_economics(self.systems[name].spec, cfg.economics.get(name))
@@ -286,15 +416,48 @@ class LoadedExperiment:
             },
         }
 
+    def inputs(self) -> dict[str, Any]:
+        """Everything that determines this experiment's results, independent of where files
+        live: the experiment with defaults filled in (its description left out) and each
+        system's topology and collective-library *values* (provenance — ``source``,
+        ``confidence``, ``note``, descriptions — stripped: editing it changes no result)."""
+        systems: dict[str, Any] = {}
+        for s in self.systems.values():
+            systems[s.schema.name] = {
+                "topology": _values_only(s.schema.model_dump(mode="json")),
+                "library": _values_only(s.library.model_dump(mode="json")),
+            }
+        experiment = self.config.model_dump(mode="json")
+        experiment.pop("description", None)
+        return json.loads(json.dumps({"experiment": experiment, "systems": systems}))
+
     def config_hash(self) -> str:
-        """SHA-256 (16 hex digits) of the resolved config's values: equal hashes mean equal
-        inputs, wherever the files live (paths are left out)."""
-        data = self.resolved()
-        for sysd in data["systems"].values():
-            sysd.pop("file", None)
-            sysd.pop("library_file", None)
-        blob = json.dumps(data, sort_keys=True).encode()
-        return hashlib.sha256(blob).hexdigest()[:16]
+        """The experiment's config hash: :func:`content_hash` of :meth:`inputs` (equal hashes,
+        equal inputs). ``scaling run`` writes it per row, golden baselines record it; a sweep
+        keys each *run* by its own :func:`~scaling.sweep.spec.run_key` instead."""
+        return content_hash(self.inputs())
+
+
+#: Fields of a topology or library dump that describe rather than determine a result.
+_NOT_INPUTS = frozenset({"description", "cannot_train_reason"})
+
+
+def _values_only(node: Any) -> Any:
+    """A topology or library dump without provenance: each quantity becomes its value."""
+    if isinstance(node, dict):
+        if "value" in node and "confidence" in node:
+            return node["value"]
+        return {k: _values_only(v) for k, v in node.items() if k not in _NOT_INPUTS}
+    if isinstance(node, list):
+        return [_values_only(v) for v in node]
+    return node
+
+
+def content_hash(doc: Any) -> str:
+    """SHA-256 (16 hex digits) of a JSON-able document, keys sorted: the one hasher behind every
+    config hash, run key and sweep-spec hash (equal hashes, equal documents)."""
+    blob = json.dumps(doc, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
 
 
 def default_strategy_kind(data: dict[str, Any]) -> dict[str, Any]:
@@ -322,7 +485,26 @@ def load_experiment(path: str | Path, overrides: list[str] | None = None) -> Loa
     return LoadedExperiment(cfg, where, p.resolve().parent, lines)
 
 
-def experiment_from_dict(data: dict[str, Any], where: str = "<dict>") -> LoadedExperiment:
-    """Build an experiment from an in-memory mapping (notebooks, tests)."""
+def experiment_from_dict(
+    data: dict[str, Any], overrides: list[str] | None = None, where: str = "<dict>"
+) -> LoadedExperiment:
+    """Build an experiment from an in-memory mapping (notebooks, tests), with optional
+    ``PATH=VALUE`` overrides (as ``--set``; the mapping itself is not changed)."""
+    if overrides:
+        data = apply_overrides(copy.deepcopy(data), overrides)
     cfg = validate(ExperimentConfig, default_strategy_kind(data), where, None)
     return LoadedExperiment(cfg, where, None)
+
+
+def as_experiment(
+    config: LoadedExperiment | dict[str, Any] | str | Path, overrides: list[str] | None = None
+) -> LoadedExperiment:
+    """The one experiment loader of the API: a loaded experiment as is, a mapping, or a YAML
+    file, with optional ``PATH=VALUE`` overrides (which need a mapping or a file)."""
+    if isinstance(config, LoadedExperiment):
+        if overrides:
+            raise ValueError("overrides apply when loading: pass a file or a mapping with them")
+        return config
+    if isinstance(config, dict):
+        return experiment_from_dict(config, overrides)
+    return load_experiment(config, overrides)

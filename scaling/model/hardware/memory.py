@@ -124,6 +124,7 @@ def fsdp_memory(
     *,
     param_bytes: float = 4.0,
     reduce_bytes: float = 4.0,
+    unsharded_grads: bool = False,
 ) -> MemoryBreakdown:
     """Peak memory of one FSDP rank (Adam), bytes.
 
@@ -134,7 +135,8 @@ def fsdp_memory(
     in flight — up to ``limit_all_gathers`` + 1 under FULL/HYBRID_SHARD (PyTorch's rate
     limiter), every block under SHARD_GRAD_OP (kept from forward to backward). Unsharded
     gradients of the blocks being reduced, in ``reduce_bytes`` (two: one computing, one
-    reduce-scattering).
+    reduce-scattering). ``unsharded_grads``: gradient accumulation under ``no_sync`` keeps every
+    unit's unsharded gradient (``gather_bytes`` each) between micro-batches.
     """
     n = float(shape.params())
     block = float(shape.layer_params())
@@ -153,6 +155,8 @@ def fsdp_memory(
             in_flight = min(shape.n_layers, (limit_all_gathers or shape.n_layers) + 1)
         weights += (root + in_flight * block) * gather_bytes
         comm = 2 * block * reduce_bytes
+        if unsharded_grads:
+            grads += n * gather_bytes
     return MemoryBreakdown(
         weights=weights,
         gradients=grads,

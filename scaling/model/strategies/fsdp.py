@@ -21,8 +21,11 @@ Rules, with their source (torch/distributed/fsdp, PyTorch 2.x; Zhao et al., VLDB
   In backward the next all-gather is issued: before the current unit's gradient computation
   (BACKWARD_PRE), after it but before its reduce-scatter (BACKWARD_POST), or only when the next
   unit's backward begins, i.e. after the reduce-scatter (none) — which is why prefetching helps.
-* Gradient accumulation (``no_sync``): non-final micro-batches keep unsharded gradients and
-  skip the reduce-scatter; all-gathers still happen every micro-batch.
+* Gradient accumulation: under ``no_sync`` non-final micro-batches keep unsharded gradients and
+  skip the reduce-scatter; all-gathers still happen every micro-batch (FULL_SHARD re-gathers).
+  Without it every micro-batch reduce-scatters and the shards accumulate.
+* The root unit's gradient reduction is issued last (its embedding gradient is the last one
+  backward produces). ``clip_grad_norm_`` adds one scalar all-reduce before the optimizer.
 """
 
 from __future__ import annotations
@@ -71,6 +74,9 @@ class FSDPSpec:
             computed in; None = the parameters' own dtype (PyTorch's default: no mixed precision).
         reduce_dtype: ``MixedPrecision.reduce_dtype``, the dtype gradients are reduced in; None
             = ``param_dtype`` (as PyTorch resolves it).
+        no_sync: with gradient accumulation, run non-final micro-batches under ``no_sync()``
+            (keep unsharded gradients, reduce once per step); False reduces every micro-batch.
+        clip_grad_norm: call ``FSDP.clip_grad_norm_`` before the optimizer (one all-reduce).
     """
 
     sharding: ShardingStrategy = ShardingStrategy.FULL_SHARD
@@ -78,6 +84,8 @@ class FSDPSpec:
     limit_all_gathers: int = 2
     param_dtype: str | None = "bf16"
     reduce_dtype: str | None = "fp32"
+    no_sync: bool = True
+    clip_grad_norm: bool = False
 
     def dtypes(self, job: Job) -> tuple[str, str]:
         """(all-gather dtype, reduce dtype) of ``job``, defaults resolved as PyTorch does."""
@@ -117,6 +125,7 @@ class FSDPSpec:
             DTYPE_BYTES[gather],
             param_bytes=DTYPE_BYTES[t.param_dtype],
             reduce_bytes=DTYPE_BYTES[reduce],
+            unsharded_grads=self.no_sync and t.grad_accum > 1,
         )
 
     def plan(self, job: Job, compute: ComputeModel, mb: MicroBatchCompute) -> FSDPWork:
@@ -282,11 +291,37 @@ def _rank_process(
     def grad_bytes(u: int) -> float:
         return work.units[u] * DTYPE_BYTES[work.reduce_dtype]
 
+    def reduce_grad(u: int, step: int, micro: int) -> simpy.Event:
+        """Issue unit ``u``'s gradient reduction (and HSDP's replicate all-reduce after it)."""
+        op = CollectiveOp.REDUCE_SCATTER if sharded else CollectiveOp.ALL_REDUCE
+        key = CollectiveKey(step, "backward", "grad", u, micro, label=f"unit {u} {op.value}")
+        done = q.submit(key, op, grad_bytes(u), shard, work.reduce_dtype)
+        if q_rep is not None and rep_group is not None:
+            rep = CollectiveKey(
+                step,
+                "backward",
+                "replicate",
+                u,
+                micro,
+                stream="comm:replicate",
+                label=f"unit {u} all_reduce across nodes",
+            )
+            done = q_rep.submit(
+                rep,
+                CollectiveOp.ALL_REDUCE,
+                grad_bytes(u) / shard.size,
+                rep_group,
+                work.reduce_dtype,
+                done,
+            )
+        return done
+
     for step in range(steps):
         cs.begin_step(step)
         pending_grad: list[simpy.Event] = []
         for micro in range(work.grad_accum):
-            sync = micro == work.grad_accum - 1
+            # with no_sync, non-final micro-batches keep unsharded gradients and reduce nothing
+            reduce_now = micro == work.grad_accum - 1 or not spec.no_sync
             gathered: dict[int, simpy.Event] = {}
             freed: list[simpy.Event] = [env.event() for _ in range(n_units)]
             # ---- forward: root first, then blocks; the CPU issues all-gathers ahead --------
@@ -346,48 +381,24 @@ def _rank_process(
                 yield from cs.run(bwd_cost(u), f"backward:unit{u}", micro=micro)
                 if nxt is not None and spec.backward_prefetch is BackwardPrefetch.BACKWARD_POST:
                     issue_ag(nxt)
-                if sync:
-                    grad_op = CollectiveOp.REDUCE_SCATTER if sharded else CollectiveOp.ALL_REDUCE
-                    key = CollectiveKey(
-                        step, "backward", "grad", u, micro, label=f"unit {u} {grad_op.value}"
-                    )
-                    if spec.sharding is ShardingStrategy.NO_SHARD:
-                        pending_grad.append(
-                            q.submit(
-                                key,
-                                CollectiveOp.ALL_REDUCE,
-                                grad_bytes(u),
-                                shard,
-                                work.reduce_dtype,
-                            )
-                        )
-                    else:
-                        rs = q.submit(
-                            key,
-                            CollectiveOp.REDUCE_SCATTER,
-                            grad_bytes(u),
-                            shard,
-                            work.reduce_dtype,
-                        )
-                        if q_rep is not None and rep_group is not None:
-                            rs = q_rep.submit(
-                                CollectiveKey(
-                                    step,
-                                    "backward",
-                                    "replicate",
-                                    u,
-                                    micro,
-                                    stream="comm:replicate",
-                                    label=f"unit {u} all_reduce across nodes",
-                                ),
-                                CollectiveOp.ALL_REDUCE,
-                                grad_bytes(u) / shard.size,
-                                rep_group,
-                                work.reduce_dtype,
-                                rs,
-                            )
-                        pending_grad.append(rs)
+                # The root's gradients are complete only after the embedding's backward, the
+                # last op of backward: its reduction is issued after every block's (PyTorch
+                # runs it in the post-backward hook of the root's flat parameter, which fires
+                # last; torch/distributed/fsdp/_runtime_utils.py ``_post_backward_hook``).
+                if reduce_now and u != 0:
+                    pending_grad.append(reduce_grad(u, step, micro))
+            if reduce_now:
+                pending_grad.append(reduce_grad(0, step, micro))
         for ev in pending_grad:
             yield from cs.wait(ev, "reduce_scatter" if sharded else "all_reduce")
+        if spec.clip_grad_norm:
+            # FSDP.clip_grad_norm_: each rank's shard norm, all-reduced (one fp32 scalar) over
+            # the shard group before the optimizer (torch/distributed/fsdp/
+            # fully_sharded_data_parallel.py ``clip_grad_norm_``)
+            key = CollectiveKey(
+                step, "optimizer", "grad_norm", 0, label="clip_grad_norm_ all_reduce"
+            )
+            norm = q.submit(key, CollectiveOp.ALL_REDUCE, 4.0, shard, "fp32")
+            yield from cs.wait(norm, "all_reduce")
         yield from cs.run(work.optimizer.time_s, "optimizer")
         cs.end_step()
