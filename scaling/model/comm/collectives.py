@@ -118,11 +118,12 @@ class AnalyticCostModel:
                     cuts[LinkClass.SCALE_UP] = links * share * eff[LinkClass.SCALE_UP]
                 if g > fab.group_size:
                     cuts[LinkClass.PCIE] = fab.inter_group_bw_Bps * eff[LinkClass.PCIE]
-            else:  # PCIE
-                bw = fab.link_bw_Bps
+            else:  # PCIE: the device's PCIe link at link_efficiency, switch-host legs at pcie's
+                lib_pcie = lib.bw_efficiency[LinkClass.PCIE]
+                bw = fab.link_bw_Bps * (fab.link_efficiency * lib_pcie)
                 if g > fab.group_size:
-                    bw = min(bw, fab.inter_group_bw_Bps)
-                cuts[LinkClass.PCIE] = bw * eff[LinkClass.PCIE]
+                    bw = min(bw, fab.inter_group_bw_Bps * eff[LinkClass.PCIE])
+                cuts[LinkClass.PCIE] = bw
         if n > 1:
             nics = min(lib.channels, s.nics.count)
             node_out = nics * s.nics.bw_Bps

@@ -64,7 +64,7 @@ class ClusterNetwork:
         self.g = system.devices_per_node
         self.links: list[Link] = []
         self._index: dict[tuple, int] = {}
-        lib = system.library.bw_efficiency
+        lib = self._lib = system.library.bw_efficiency
         fab, nic = system.fabric, system.nics
         self._eff = {
             LinkClass.SCALE_UP: fab.link_efficiency * lib[LinkClass.SCALE_UP],
@@ -75,10 +75,12 @@ class ClusterNetwork:
         self._build()
 
     # ---- construction ------------------------------------------------------------------
-    def _add(self, key: tuple, raw_bw: float, cls: LinkClass) -> int:
+    def _add(self, key: tuple, raw_bw: float, cls: LinkClass, hw_eff: float | None = None) -> int:
+        """Add a link of ``raw_bw`` × hardware efficiency (default: the class's) × library's."""
         idx = len(self.links)
         name = "/".join(str(k) for k in key)
-        self.links.append(Link(name, raw_bw * self._eff[cls], cls))
+        eff = self._eff[cls] if hw_eff is None else hw_eff * self._lib[cls]
+        self.links.append(Link(name, raw_bw * eff, cls))
         self._index[key] = idx
         return idx
 
@@ -106,10 +108,14 @@ class ClusterNetwork:
                             share = fab.link_bw_Bps / (min(gs, g) - 1)
                             self._add(("p2p", n, a, b), share, LinkClass.SCALE_UP)
             if fab.kind in (FabricKind.BRIDGE_GROUPS, FabricKind.PCIE):
-                dev_bw = fab.link_bw_Bps if fab.kind is FabricKind.PCIE else fab.inter_group_bw_Bps
+                # On a PCIe-only node the device's own PCIe link is the fabric's link (link_bw at
+                # link_efficiency); the switch-host legs are PCIe at pcie_efficiency.
+                pcie_only = fab.kind is FabricKind.PCIE
+                dev_bw = fab.link_bw_Bps if pcie_only else fab.inter_group_bw_Bps
+                dev_eff = fab.link_efficiency if pcie_only else None
                 for d in range(g):
-                    self._add(("pci_up", n, d), dev_bw, LinkClass.PCIE)
-                    self._add(("pci_dn", n, d), dev_bw, LinkClass.PCIE)
+                    self._add(("pci_up", n, d), dev_bw, LinkClass.PCIE, dev_eff)
+                    self._add(("pci_dn", n, d), dev_bw, LinkClass.PCIE, dev_eff)
                 for sw in range(self.n_switches):
                     self._add(
                         ("sw_up", n, sw),
