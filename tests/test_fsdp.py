@@ -263,3 +263,27 @@ def test_gradient_accumulation_with_and_without_no_sync() -> None:
     # no_sync holds the unsharded gradients between micro-batches
     mem = lambda **kw: run_job(job(training=ga, **kw)).peak_mem_GiB  # noqa: E731
     assert mem() > mem(no_sync=False)
+
+
+def test_fsdp2_reshard_after_forward_to_an_intra_node_group() -> None:
+    from scaling.model.analysis.schedule import rank_schedule
+    from scaling.model.simulation import run_job_detailed
+
+    def sched(**kw):
+        j = job(model="gpt3-125m", nodes=2, **kw)
+        j = dataclasses.replace(j, sim=dataclasses.replace(j.sim, warmup_steps=0, steps=3))
+        return rank_schedule(run_job_detailed(j, trace=True)[1], 2), run_job(j)
+
+    full, r_full = sched(reshard_after_forward=True)
+    part, r_part = sched(reshard_after_forward=4)
+    zero2, _ = sched(reshard_after_forward=False)
+    bwd = lambda calls: [  # noqa: E731
+        c for c in calls if c["op"] == "all_gather" and c["phase"] == "backward"
+    ]
+    assert [c["group_size"] for c in bwd(full)] == [16] * 12
+    assert [c["group_size"] for c in bwd(part)] == [4] * 12  # gathered inside groups of 4
+    assert [c["bytes"] for c in bwd(part)] == [c["bytes"] for c in bwd(full)]
+    assert bwd(zero2) == []  # never resharded: ZeRO-2 / SHARD_GRAD_OP
+    assert r_part.peak_mem_GiB > r_full.peak_mem_GiB  # keeps 1/4 of every block
+    with pytest.raises(InfeasibleJobError, match="divides the node's 8 devices"):
+        run_job(job(model="gpt3-125m", nodes=2, reshard_after_forward=3))

@@ -94,16 +94,34 @@ class FSDPConfig(_Strict):
     # gradient accumulation: non-final micro-batches under no_sync() (reduce once per step)
     no_sync: bool = True
     clip_grad_norm: bool = False  # FSDP.clip_grad_norm_ before the optimizer (one all-reduce)
+    # FSDP2 fully_shard(reshard_after_forward=…): true = full_shard, false = shard_grad_op, an
+    # int k = reshard each block over k ranks of its node after forward (backward gathers in k)
+    reshard_after_forward: bool | PosInt | None = None
+
+    @model_validator(mode="after")
+    def _reshard_needs_full_shard(self) -> FSDPConfig:
+        if (
+            self.reshard_after_forward is not None
+            and self.sharding is not ShardingStrategy.FULL_SHARD
+        ):
+            raise ValueError(
+                "reshard_after_forward (FSDP2) goes with sharding full_shard; it replaces the "
+                "choice between full_shard (true) and shard_grad_op (false)"
+            )
+        return self
 
     def to_spec(self) -> FSDPSpec:
+        raf = self.reshard_after_forward
+        sharding = ShardingStrategy.SHARD_GRAD_OP if raf is False else self.sharding
         return FSDPSpec(
-            self.sharding,
+            sharding,
             self.backward_prefetch,
             self.limit_all_gathers,
             self.param_dtype,
             self.reduce_dtype,
             self.no_sync,
             self.clip_grad_norm,
+            raf if (raf is not None and raf is not True and raf is not False) else None,
         )
 
 

@@ -125,6 +125,7 @@ def fsdp_memory(
     param_bytes: float = 4.0,
     reduce_bytes: float = 4.0,
     unsharded_grads: bool = False,
+    post_forward_shard: int | None = None,
 ) -> MemoryBreakdown:
     """Peak memory of one FSDP rank (Adam), bytes.
 
@@ -137,6 +138,8 @@ def fsdp_memory(
     gradients of the blocks being reduced, in ``reduce_bytes`` (two: one computing, one
     reduce-scattering). ``unsharded_grads``: gradient accumulation under ``no_sync`` keeps every
     unit's unsharded gradient (``gather_bytes`` each) between micro-batches.
+    ``post_forward_shard`` (FSDP2 ``reshard_after_forward=k``): every block keeps a 1/k shard
+    from forward to its backward.
     """
     n = float(shape.params())
     block = float(shape.layer_params())
@@ -157,6 +160,8 @@ def fsdp_memory(
         comm = 2 * block * reduce_bytes
         if unsharded_grads:
             grads += n * gather_bytes
+        if post_forward_shard:
+            weights += shape.n_layers * block * gather_bytes / post_forward_shard
     return MemoryBreakdown(
         weights=weights,
         gradients=grads,

@@ -47,6 +47,8 @@ from scaling.model.strategies.rank import ComputeStream
 if TYPE_CHECKING:
     from scaling.model.job import Job
 
+from scaling.model.job import InfeasibleJobError
+
 
 class ShardingStrategy(StrEnum):
     FULL_SHARD = "full_shard"
@@ -77,6 +79,9 @@ class FSDPSpec:
         no_sync: with gradient accumulation, run non-final micro-batches under ``no_sync()``
             (keep unsharded gradients, reduce once per step); False reduces every micro-batch.
         clip_grad_norm: call ``FSDP.clip_grad_norm_`` before the optimizer (one all-reduce).
+        post_forward_shard: FSDP2 ``fully_shard(reshard_after_forward=k)``: after forward each
+            block is resharded over k ranks of its node only (1/k kept per rank), so backward
+            all-gathers run inside groups of k; None = reshard to the whole shard group.
     """
 
     sharding: ShardingStrategy = ShardingStrategy.FULL_SHARD
@@ -86,6 +91,16 @@ class FSDPSpec:
     reduce_dtype: str | None = "fp32"
     no_sync: bool = True
     clip_grad_norm: bool = False
+    post_forward_shard: int | None = None
+
+    def _check_post_forward(self, job: Job) -> None:
+        k, g = self.post_forward_shard, job.system.devices_per_node
+        if k is not None and (self.sharding is not ShardingStrategy.FULL_SHARD or g % k):
+            raise InfeasibleJobError(
+                f"{job.system.name}: reshard_after_forward={k} needs sharding full_shard and a "
+                f"group size that divides the node's {g} devices (FSDP2 reshards to a smaller, "
+                "intra-node mesh after forward)"
+            )
 
     def dtypes(self, job: Job) -> tuple[str, str]:
         """(all-gather dtype, reduce dtype) of ``job``, defaults resolved as PyTorch does."""
@@ -108,6 +123,7 @@ class FSDPSpec:
 
     def memory(self, job: Job) -> MemoryBreakdown:
         """Sharded state plus the unsharded units in flight (see :func:`fsdp_memory`)."""
+        self._check_post_forward(job)
         t = job.training
         gather, reduce = self.dtypes(job)
         # NO_SHARD's memory is a full replica: fsdp_memory ignores the shard size there
@@ -126,6 +142,7 @@ class FSDPSpec:
             param_bytes=DTYPE_BYTES[t.param_dtype],
             reduce_bytes=DTYPE_BYTES[reduce],
             unsharded_grads=self.no_sync and t.grad_accum > 1,
+            post_forward_shard=self.post_forward_shard,
         )
 
     def plan(self, job: Job, compute: ComputeModel, mb: MicroBatchCompute) -> FSDPWork:
@@ -202,6 +219,7 @@ class _Call:
     group: Group
     dtype: str
     issue: int
+    expected: int
 
 
 class _Queue:
@@ -224,11 +242,27 @@ class _Queue:
         group: Group,
         dtype: str,
         after: simpy.Event | None = None,
+        *,
+        expected: int | None = None,
+        tag: tuple[int, ...] | None = None,
     ) -> simpy.Event:
-        """Queue a collective behind everything issued before it (and behind ``after``)."""
+        """Queue a collective behind everything issued before it (and behind ``after``).
+
+        ``expected``/``tag``: for a call on a smaller group than the queue's (FSDP2's
+        post-forward mesh), the simulated ranks in it and what tells its sibling groups apart.
+        """
         done = self.env.event()
         prev, self._tail = self._tail, done
-        call = _Call(replace(key, tag=self.tag), op, nbytes, group, dtype, self.comm.next_issue())
+        tag = self.tag if tag is None else tag
+        call = _Call(
+            replace(key, tag=tag),
+            op,
+            nbytes,
+            group,
+            dtype,
+            self.comm.next_issue(),
+            self.expected if expected is None else expected,
+        )
         self.env.process(self._run(call, prev, after, done))
         return done
 
@@ -249,7 +283,7 @@ class _Queue:
                 call.op,
                 call.nbytes,
                 call.group,
-                self.expected,
+                call.expected,
                 dtype=call.dtype,
                 issue=call.issue,
             )
@@ -278,6 +312,14 @@ def _rank_process(
     q_rep = _Queue(env, comm, comm.simulated_ranks) if rep_group is not None else None
     n_units = len(work.units)
     limit = spec.limit_all_gathers or n_units + 1
+    # backward all-gathers: the shard group, or FSDP2's smaller post-forward group of k ranks
+    bwd_group, bwd_expected, bwd_tag = shard, None, None
+    if spec.post_forward_shard is not None:
+        k = spec.post_forward_shard
+        node, local = divmod(rank, work.per_node)
+        bwd_group = Group(1, k, node, (local // k) * k)
+        bwd_expected = k if all_ranks else 1
+        bwd_tag = (node, (local // k) * k)
 
     def fwd_cost(u: int) -> float:
         return mb.head_fwd.time_s if u == 0 else mb.block_fwd.time_s
@@ -368,7 +410,13 @@ def _rank_process(
                         label=f"unit {u} all_gather (backward)",
                     )
                     bgather[u] = q.submit(
-                        key, CollectiveOp.ALL_GATHER, ag_bytes(u), shard, work.gather_dtype
+                        key,
+                        CollectiveOp.ALL_GATHER,
+                        ag_bytes(u),
+                        bwd_group,
+                        work.gather_dtype,
+                        expected=bwd_expected,
+                        tag=bwd_tag,
                     )
 
             for i, u in enumerate(border):
