@@ -19,24 +19,24 @@ from typing import Any
 
 import pandas as pd
 
-from scaling.io.config import LoadedExperiment
-from scaling.io.golden import (
+from scaling.golden import (
     DEFAULT_ATOL,
     DEFAULT_RTOL,
     UPDATE_COMMAND,
     Comparison,
     GoldenRun,
+    Invariants,
     check_invariants,
     compare_frames,
     curve_names,
-    golden_inputs,
     input_differences,
-    inputs_hash,
     load_baseline,
+    load_invariants,
     point_name,
-    read_results,
     run_golden,
 )
+from scaling.io.config import LoadedExperiment
+from scaling.io.results import read_results
 
 __all__ = ["assert_scaling_curve_matches", "assert_scaling_invariants", "curve_of"]
 
@@ -53,9 +53,7 @@ def curve_of(config_or_results: Any) -> GoldenRun | pd.DataFrame:
     if isinstance(x, GoldenRun | pd.DataFrame):
         return x
     if isinstance(x, ExperimentResult):
-        return GoldenRun(
-            x.experiment.config.name, x.table, (), golden_inputs(x.experiment), x.experiment
-        )
+        return GoldenRun(x.experiment.config.name, x.table, (), x.experiment.inputs(), x.experiment)
     if isinstance(x, str | Path):
         p = Path(x)
         if p.is_dir() or p.suffix.lower() in _RESULTS_SUFFIXES:
@@ -86,7 +84,7 @@ def assert_scaling_curve_matches(
             DataFrame.
         rtol, atol: a value passes when ``|result − baseline| ≤ atol + rtol·|baseline|``.
         metrics: metric columns to compare (list or ``"a,b"``); default
-            :data:`scaling.io.golden.DEFAULT_METRICS`.
+            :data:`scaling.golden.DEFAULT_METRICS`.
 
     Every point of the baseline must be in the results and vice versa (a point the model now
     refuses, or one it used to refuse, is a difference). Returns the :class:`Comparison` when all
@@ -136,20 +134,29 @@ def assert_scaling_curve_matches(
             lines += [f"  {d}" for d in diffs]
         else:
             lines.append(
-                f"note: the inputs equal the baseline's (config hash {inputs_hash(run.inputs)}), "
+                f"note: the inputs equal the baseline's (config hash {run.config_hash}), "
                 "so the model changed; if that is intended, regenerate with "
                 f"`{UPDATE_COMMAND}` and review the diff"
             )
     raise AssertionError("\n".join(lines))
 
 
-def assert_scaling_invariants(config_or_results: Any) -> None:
-    """Assert :func:`scaling.io.golden.check_invariants` holds on a curve (a config is run; a
-    baseline folder, results file, ``ExperimentResult`` or DataFrame is checked as is)."""
+def assert_scaling_invariants(
+    config_or_results: Any, invariants: Invariants | str | Path | None = None
+) -> None:
+    """Assert :func:`scaling.golden.check_invariants` holds on a curve (a config is run; a
+    baseline folder, results file, ``ExperimentResult`` or DataFrame is checked as is).
+
+    ``invariants``: what the curve may deviate from the generic rules and must show — an
+    :class:`~scaling.golden.Invariants`, or the path of an invariants YAML file such as
+    ``configs/golden/invariants.yaml`` (FSDP's super-linear allowance, MLU370-X8 below DGX A100);
+    default: the generic rules alone (efficiency finite, in (0, 1] and non-increasing).
+    """
     __tracebackhide__ = True
     curve = curve_of(config_or_results)
     table = curve.table if isinstance(curve, GoldenRun) else curve
-    bad = check_invariants(table)
+    inv = load_invariants(invariants) if isinstance(invariants, str | Path) else invariants
+    bad = check_invariants(table, inv)
     if bad:
         raise AssertionError(
             "scaling-curve invariants violated:\n" + "\n".join(f"  {b}" for b in bad)

@@ -107,6 +107,12 @@ def test_bad_override(tmp_path) -> None:
     assert code == 2 and "(--set)" in out and "training.micro_batch_size" in out
     code, out = run_cli("run", str(path), "--set", "nodes")
     assert code == 2 and "PATH=VALUE" in out
+    # list items by index, as sweep axes: a bad index names the list and its length
+    code, out = run_cli("run", str(path), "--set", "nodes.3=4")
+    assert code == 2 and out.count("\n") == 1
+    assert "nodes.3: nodes is a list of 1; expected an index 0..0, got '3'" in out
+    code, out = run_cli("run", str(path), "--set", "model.x=1")
+    assert code == 2 and "model is not a mapping; cannot set 'x'" in out
 
 
 def test_out_of_memory_refused_with_numbers(tmp_path) -> None:

@@ -36,7 +36,7 @@ SMALL = {
         "model": "gpt3-125m",
         "systems": ["dgx-a100", "mlu370-x8"],
         "nodes": [1, 2],
-        "simulation": {"steps": 1, "warmup_steps": 1},
+        "simulation": {"steps": 1, "warmup_steps": 2},
     },
     "axes": {"training.micro_batch_size": [1, 2]},
 }
@@ -48,7 +48,7 @@ def _write(path: Path, doc: dict | str) -> Path:
 
 
 def _by_hash(df: pd.DataFrame) -> pd.DataFrame:
-    return df.sort_values("config_hash").reset_index(drop=True)
+    return df.sort_values("run_key").reset_index(drop=True)
 
 
 # ---- spec and expansion --------------------------------------------------------------------
@@ -179,6 +179,24 @@ def test_spec_errors_name_file_line_and_field(tmp_path, text, where, expected) -
     assert len(lines) == 1 and lines[0].startswith(f"error: {spec}")
 
 
+def test_set_and_axes_share_one_setter_with_list_indices(repo) -> None:
+    """`--set strategies.1.x=...` indexes lists as sweep axes do, with the same errors."""
+    from scaling.io.config import load_experiment
+
+    main = repo / "configs" / "mlu-vs-gpu.yaml"
+    exp = load_experiment(main, ["strategies.1.backward_prefetch=none", "nodes=[1]"])
+    assert [s.kind for s in exp.config.all_strategies()] == ["ddp", "fsdp"]
+    assert exp.config.all_strategies()[1].backward_prefetch.value == "none"
+    sw = load_sweep(main, ["strategies.1.backward_prefetch=none", "nodes=[1]"])
+    assert [r.job.strategy for r in expand(sw)] == [j.strategy for j in exp.jobs()]
+    with pytest.raises(ConfigError, match=r"strategies is a list of 2; expected an index 0\.\.1"):
+        load_experiment(main, ["strategies.2.sharding=no_shard"])
+    spec = {**SMALL, "base": {**SMALL["base"], "strategies": [{"kind": "ddp"}]}}
+    spec["axes"] = {"strategies.2.bucket_cap_MB": [5]}
+    with pytest.raises(ConfigError, match=r"strategies is a list of 1; expected an index 0\.\.0"):
+        sweep_from_dict(spec)
+
+
 def test_set_on_an_axis_and_conflicting_executors_are_refused(tmp_path) -> None:
     spec = _write(tmp_path / "s.yaml", SMALL)
     with pytest.raises(ConfigError, match="is a sweep axis"):
@@ -203,7 +221,7 @@ def test_dask_local_cluster_and_process_pool_give_identical_tables(tmp_path) -> 
     assert len(a) == 8 and (a["status"] == "ok").all()
     pd.testing.assert_frame_equal(_by_hash(a), _by_hash(b))
     pd.testing.assert_frame_equal(_by_hash(a), _by_hash(c))
-    assert list(a["config_hash"]) == list(c["config_hash"])  # same (expand) order too
+    assert list(a["run_key"]) == list(c["run_key"])  # same (expand) order too
     pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "dask" / "results.parquet"), b)
     # efficiency is per point: each point's smallest run is its baseline
     assert (a.loc[a["nodes"] == 1, "scaling_efficiency"] == 1.0).all()
@@ -268,7 +286,7 @@ def test_refused_runs_are_rows_with_their_reason(tmp_path) -> None:
             "model": "gpt3-125m",
             "systems": ["dgx-a100", "enflame-t20"],
             "nodes": [1, 2],
-            "simulation": {"steps": 1, "warmup_steps": 1},
+            "simulation": {"steps": 1, "warmup_steps": 2},
         },
         "axes": {"model": ["gpt3-125m", "gpt3-13b"]},
     }
@@ -293,7 +311,7 @@ KILL_SPEC = {
         "model": "gpt3-1.3b",
         "systems": ["dgx-a100", "mlu370-x8"],
         "nodes": [32, 64, 128],
-        "simulation": {"steps": 1, "warmup_steps": 1},
+        "simulation": {"steps": 1, "warmup_steps": 2},
     },
     "axes": {"training.micro_batch_size": [1, 2]},
 }
@@ -329,7 +347,7 @@ def test_kill_9_mid_sweep_then_resume_gives_the_uninterrupted_table(tmp_path) ->
     )
     assert len(rerun) == 12 - len(saved) and not saved & set(rerun)  # redoes none, loses none
     assert resumed.attrs["reused"] == len(saved)
-    assert len(resumed) == 12 and resumed["config_hash"].is_unique
+    assert len(resumed) == 12 and resumed["run_key"].is_unique
     assert not list(runs.glob(".*.tmp"))
 
     whole = run_sweep(spec, tmp_path / "whole", SerialExecutor(), progress=False)
@@ -354,7 +372,15 @@ def test_sweep_command_on_the_main_config_then_resume_and_plot(repo, tmp_path) -
     csv = pd.read_csv(out / "results.csv")  # (an empty error reads back as NaN)
     pd.testing.assert_frame_equal(csv.drop(columns="error"), df.drop(columns="error"))
     resolved = yaml.safe_load((out / "sweep.yaml").read_text())
-    assert [r["config_hash"] for r in resolved["runs"]] == list(df["config_hash"])
+    assert [r["run_key"] for r in resolved["runs"]] == list(df["run_key"])
+    # the point's config hash is the experiment's, as `scaling run` writes it; not a run key
+    from scaling.io.config import load_experiment
+
+    exp = load_experiment(
+        repo / "configs" / "mlu-vs-gpu.yaml", ["nodes=[1,2]", "systems=[dgx-a100]"]
+    )
+    assert resolved["points"][0]["config_hash"] == exp.config_hash()
+    assert exp.config_hash() not in set(df["run_key"])
     assert resolved["points"][0]["experiment"]["nodes"] == [1, 2]
     assert len(list((out / "runs").glob("*.parquet"))) == 4
     for stem in ("scaling_efficiency", "tokens_per_device", "exposed_comm"):

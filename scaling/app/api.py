@@ -8,20 +8,12 @@ from typing import Any
 
 import pandas as pd
 
-from scaling.io.config import LoadedExperiment, experiment_from_dict, load_experiment
+from scaling.io.config import LoadedExperiment, as_experiment
 from scaling.io.errors import ConfigError
 from scaling.io.results import results_frame
 from scaling.model.analysis.metrics import RunResult
 from scaling.model.job import InfeasibleJobError, Job
 from scaling.model.simulation import check_feasible, run_job
-
-
-def _load(config: LoadedExperiment | dict[str, Any] | str | Path, overrides: list[str] | None):
-    if isinstance(config, LoadedExperiment):
-        return config
-    if isinstance(config, dict):
-        return experiment_from_dict(config)
-    return load_experiment(config, overrides)
 
 
 def simulate(
@@ -36,7 +28,7 @@ def simulate(
     """
     if isinstance(config, Job):
         return run_job(config)
-    jobs = _load(config, overrides).jobs()
+    jobs = as_experiment(config, overrides).jobs()
     if len(jobs) != 1:
         raise ConfigError(
             f"simulate() runs one point but the config expands to {len(jobs)} "
@@ -72,7 +64,7 @@ def run_experiment(
     progress: bool = False,
 ) -> ExperimentResult:
     """Run every (system, nodes) point; refuses the whole experiment if any point is infeasible."""
-    exp = _load(config, overrides)
+    exp = as_experiment(config, overrides)
     errs = feasibility_errors(exp)
     if errs:
         raise InfeasibleJobError("; ".join(errs))

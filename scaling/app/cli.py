@@ -153,7 +153,7 @@ def collective(
     out_file: Path | None,
 ) -> None:
     """nccl-tests-like table for one collective on a system: size, time, algbw, busbw."""
-    from scaling.app.collective import collective_table, format_table, size_range
+    from scaling.app.collective import collective_table, format_collective_table, size_range
     from scaling.io.topology import load_system
 
     loaded = load_system(system_name)
@@ -170,7 +170,7 @@ def collective(
         f"# {op} on {spec.name}: {nodes} node(s) x {per_node or spec.devices_per_node} = {ranks} ranks, "
         f"library {spec.library.name}"
     )
-    click.echo(format_table(table))
+    click.echo(format_collective_table(table))
     if out_file is not None:
         out_file.parent.mkdir(parents=True, exist_ok=True)
         table.to_csv(out_file, index=False)

@@ -8,6 +8,7 @@ import pandas as pd
 import simpy
 
 from scaling.io.errors import ConfigError
+from scaling.io.results import format_table
 from scaling.model.comm.flowcoll import FlowCollectives
 from scaling.model.comm.ops import CollectiveOp, Group, busbw_factor
 from scaling.model.hardware.system import SystemSpec
@@ -77,12 +78,27 @@ def collective_table(
     return pd.DataFrame(rows)
 
 
-def format_table(df: pd.DataFrame) -> str:
-    head = f"{'size (B)':>14} {'count':>12} {'time (us)':>11} {'algbw (GB/s)':>13} {'busbw (GB/s)':>13}  algorithm"
-    lines = [head, "-" * len(head)]
-    for _, r in df.iterrows():
-        lines.append(
-            f"{int(r.size_bytes):>14d} {int(r.size_bytes) // 4:>12d} {r.time_us:>11.1f} "
-            f"{r.algbw_GBps:>13.2f} {r.busbw_GBps:>13.2f}  {r.algorithm}/{r.protocol}"
+def format_collective_table(df: pd.DataFrame) -> str:
+    """The table as nccl-tests prints it: size, element count (4-byte elements), time, algbw,
+    busbw, and the algorithm/protocol the tuner chose."""
+    header = ["size (B)", "count", "time (us)", "algbw (GB/s)", "busbw (GB/s)", "algorithm"]
+    rows = [
+        [
+            f"{size:d}",
+            f"{size // 4:d}",
+            f"{t:.1f}",
+            f"{alg:.2f}",
+            f"{bus:.2f}",
+            f"{algo}/{proto}",
+        ]
+        for size, t, alg, bus, algo, proto in zip(
+            df["size_bytes"].astype(int),
+            df["time_us"],
+            df["algbw_GBps"],
+            df["busbw_GBps"],
+            df["algorithm"],
+            df["protocol"],
+            strict=True,
         )
-    return "\n".join(lines)
+    ]
+    return format_table(header, rows, align="rrrrrl")

@@ -1,4 +1,5 @@
-"""``scaling baseline update`` and ``scaling compare``: golden scaling curves on the command line.
+"""``scaling baseline update`` and ``scaling compare``: golden scaling curves on the command line,
+a thin layer over :mod:`scaling.golden` (which runs, stores, compares and checks them).
 
 Exit codes: 0 all within tolerance (or baselines written), 1 a difference beyond tolerance (or an
 invariant violated: nothing written), 2 bad input (one line, like every ``scaling`` command).
@@ -47,13 +48,14 @@ def baseline() -> None:
 )
 @_user_errors
 def update(out_dir: Path, config_dir: Path, only: tuple[str, ...]) -> None:
-    """Run every golden experiment, check the invariants, and (re)write the baselines.
+    """Run every golden experiment, check the invariants (CONFIGS/invariants.yaml), and
+    (re)write the baselines.
 
     A baseline whose inputs and values did not change is left untouched (date included), so
     regenerating gives no diff; a changed one shows what moved. If any invariant is violated
     nothing is written and the exit code is 1.
     """
-    from scaling.io.golden import update_baselines
+    from scaling.golden import update_baselines
 
     def progress(name: str) -> None:
         click.echo(f"running {name} ...", err=True)
@@ -72,7 +74,7 @@ def update(out_dir: Path, config_dir: Path, only: tuple[str, ...]) -> None:
         )
         click.echo(
             f"{run.name}: {len(run.table)} points{refused}; invariants hold; "
-            f"{status} ({out_dir / run.name}, config hash {run.inputs_hash})"
+            f"{status} ({out_dir / run.name}, config hash {run.config_hash})"
         )
         cmp = rep.changes.get(run.name)
         if cmp is not None:
@@ -124,13 +126,8 @@ def compare(
     relative difference of each metric per point; exit code 0 when all are within tolerance,
     1 when not (the values are listed), 2 for bad input.
     """
-    from scaling.io.golden import (
-        DEFAULT_ATOL,
-        DEFAULT_RTOL,
-        compare_frames,
-        curve_names,
-        read_results,
-    )
+    from scaling.golden import DEFAULT_ATOL, DEFAULT_RTOL, compare_frames, curve_names
+    from scaling.io.results import read_results
 
     res = read_results(results, "RESULTS")
     base = read_results(baseline_path, "BASELINE")

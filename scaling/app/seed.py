@@ -12,6 +12,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
+from scaling.io.results import format_table
 from scaling.io.topology import load_system, quantities
 
 SEED_FILE = Path(__file__).resolve().parents[1] / "data" / "seed_tables.yaml"
@@ -109,27 +110,41 @@ def _num(x: float) -> str:
 
 
 def format_table1(t: pd.DataFrame) -> str:
+    """Table 1 as text: the model's two systems, the article's values, and the errors."""
     cols = list(t.columns)
-    lines = ["Seed Table 1: model vs article (errors: model / article - 1; gap error in points)"]
-    lines.append(
-        f"{'metric':<32}{cols[1]:>18}{cols[2]:>19}{'gap':>8} |{'A100 art.':>10}{'MLU art.':>9}"
-        f"{'gap':>8} |{'err A':>8}{'err B':>8}{'gap err':>9}"
-    )
-    for _, r in t.iterrows():
-        lines.append(
-            f"{r['metric']:<32}{_num(r[cols[1]]):>18}{_num(r[cols[2]]):>19}"
-            f"{r['gap model (%)']:>7.1f}% |{_num(r['A100 (article)']):>10}{_num(r['MLU (article)']):>9}"
-            f"{r['gap article (%)']:>7.1f}% |{r['error A (%)']:>7.1f}%{r['error B (%)']:>7.1f}%"
-            f"{r['gap error (pp)']:>7.1f}pp"
-        )
-    return "\n".join(lines)
+    header = ["metric", cols[1], cols[2], "gap", "A100 art.", "MLU art.", "gap art."]
+    header += ["err A", "err B", "gap err"]
+    rows = [
+        [
+            r["metric"],
+            _num(r[cols[1]]),
+            _num(r[cols[2]]),
+            f"{r['gap model (%)']:.1f}%",
+            _num(r["A100 (article)"]),
+            _num(r["MLU (article)"]),
+            f"{r['gap article (%)']:.1f}%",
+            f"{r['error A (%)']:.1f}%",
+            f"{r['error B (%)']:.1f}%",
+            f"{r['gap error (pp)']:.1f}pp",
+        ]
+        for _, r in t.iterrows()
+    ]
+    title = "Seed Table 1: model vs article (errors: model / article - 1; gap error in points)"
+    return title + "\n" + format_table(header, rows, align="l")
 
 
 def format_table2(t: pd.DataFrame) -> str:
-    lines = ["Seed Table 2 (training performance relative to the first system):"]
-    for _, r in t.iterrows():
-        ratio = "     -" if pd.isna(r["ratio"]) else f"{r['ratio']:6.0%}"
-        lines.append(
-            f"  {r['product']:<12} {ratio}  article {r['article']:<8} {r['verdict']:<10} {r['drivers']}"
-        )
-    return "\n".join(lines)
+    """Table 2 as text: each system's throughput relative to the first, against the article."""
+    rows = [
+        [
+            r["product"],
+            "-" if pd.isna(r["ratio"]) else f"{r['ratio']:.0%}",
+            r["article"],
+            r["verdict"],
+            r["drivers"],
+        ]
+        for _, r in t.iterrows()
+    ]
+    title = "Seed Table 2 (training performance relative to the first system):"
+    header = ["product", "ratio", "article", "verdict", "drivers"]
+    return title + "\n" + format_table(header, rows, align="lrlll")

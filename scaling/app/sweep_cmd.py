@@ -23,6 +23,9 @@ EXIT_FAILED_RUNS = 1
 EXIT_INTERRUPTED = 130
 #: the summary lists every run up to this many rows, else only each line's ends
 MAX_TABLE_ROWS = 60
+#: what `scaling plot` needs of a results table: a line per system and strategy, accelerators
+#: on x, throughput on y
+PLOT_COLUMNS = ("system", "strategy", "devices", "tokens_per_s_per_device")
 
 
 def _fail(msg: str, code: int = EXIT_BAD_INPUT) -> None:
@@ -125,7 +128,7 @@ def sweep(
 ) -> None:
     """Run a parameter sweep SPEC (or a plain experiment: one point) point by point.
 
-    Each finished run is saved at once in OUT/runs/<config hash>.parquet, so an interrupted
+    Each finished run is saved at once in OUT/runs/<run key>.parquet, so an interrupted
     sweep resumes where it stopped; then every run is gathered into OUT/results.parquet with
     scaling efficiency, and the plots are drawn.
     """
@@ -220,9 +223,9 @@ def plot(results: Path, out_dir: Path | None, formats: tuple[str, ...], title: s
     accelerators, one line per system and strategy (and per sweep-axis value).
     """
     from scaling.io.plots import axis_columns, plot_sweep
-    from scaling.io.results import load_results
+    from scaling.io.results import read_results
 
-    df = load_results(results)
+    df = read_results(results, "RESULTS", PLOT_COLUMNS)
     ok = df[df["status"] == "ok"] if "status" in df.columns else df
     if ok.empty:
         _fail(f"{results}: no successful runs to plot")

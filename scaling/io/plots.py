@@ -16,10 +16,10 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from scaling.io.results import SWEEP_META_COLUMNS
+from scaling.io.results import META_COLUMNS
 from scaling.model.analysis.metrics import RunResult
 
-_KNOWN_COLUMNS = {*RunResult.__dataclass_fields__, "scaling_efficiency", *SWEEP_META_COLUMNS}
+_KNOWN_COLUMNS = {*RunResult.__dataclass_fields__, "scaling_efficiency", *META_COLUMNS}
 
 #: The sweep plots: file stem → (column, y label, y limits, shown as a percentage)
 SWEEP_PLOTS: dict[str, tuple[str, str, tuple[float, float] | None, bool]] = {
@@ -36,7 +36,7 @@ SWEEP_PLOTS: dict[str, tuple[str, str, tuple[float, float] | None, bool]] = {
 
 def axis_columns(df: pd.DataFrame) -> list[str]:
     """A results table's sweep-axis columns: every column that is not a metric, the run's
-    identity or a sweep bookkeeping column (``config_hash``, ``point``, ``status``, ``error``)."""
+    identity or a bookkeeping column (``config_hash``, ``run_key``, ``point``, ``status``, ``error``)."""
     return [c for c in df.columns if c not in _KNOWN_COLUMNS and not c.startswith("Unnamed:")]
 
 

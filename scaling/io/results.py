@@ -14,9 +14,14 @@ import yaml
 from scaling.io.errors import ConfigError
 from scaling.model.analysis.metrics import RunResult, scaling_efficiency
 
-#: Columns that identify a sweep run and its outcome (``scaling sweep`` tables); every other
-#: column that is not a :class:`RunResult` field or ``scaling_efficiency`` is a sweep axis.
-SWEEP_META_COLUMNS = ("config_hash", "point", "status", "error")
+#: Bookkeeping columns of results tables: ``scaling run`` writes the experiment's
+#: ``config_hash`` on each row; ``scaling sweep`` keys each run by its ``run_key`` and adds its
+#: point and outcome. Every other column that is not a :class:`RunResult` field or
+#: ``scaling_efficiency`` is a sweep axis.
+META_COLUMNS = ("config_hash", "run_key", "point", "status", "error")
+
+#: Columns that identify a point of a scaling curve (what ``scaling compare`` matches on).
+KEY_COLUMNS: tuple[str, ...] = ("system", "strategy", "model", "nodes")
 
 #: A run's cross-run baseline group: efficiency compares runs of one system, model and strategy.
 EFFICIENCY_GROUP = ("system", "model", "strategy")
@@ -57,32 +62,49 @@ def results_frame(results: list[RunResult]) -> pd.DataFrame:
     return add_scaling_efficiency(pd.DataFrame([r.scalars() for r in results]))
 
 
-def load_results(path: str | Path) -> pd.DataFrame:
-    """Read a results table: a ``.parquet`` or ``.csv`` file, or a ``scaling run``/``scaling
-    sweep`` output folder holding ``results.parquet`` or ``results.csv``."""
+def read_results(
+    path: str | Path, what: str = "results", require: Sequence[str] = KEY_COLUMNS
+) -> pd.DataFrame:
+    """The one reader of results tables: a ``.csv`` or ``.parquet`` file written by ``scaling
+    run``, ``scaling sweep`` or ``scaling baseline update``, or a folder holding
+    ``results.parquet`` or ``results.csv`` (the Parquet file first: it keeps every type).
+
+    ``what`` names the table in errors (``BASELINE``); ``require`` lists the columns it must
+    have (default: the point keys :data:`KEY_COLUMNS`). Every failure is a :class:`ConfigError`.
+    """
     p = Path(path)
     if p.is_dir():
-        found = [p / n for n in ("results.parquet", "results.csv") if (p / n).is_file()]
-        if not found:
-            raise ConfigError(f"{p}: no results.parquet or results.csv in this folder")
-        p = found[0]
-    if not p.exists():
-        raise ConfigError(f"{p}: no such file (results .parquet/.csv or an output folder expected)")
-    try:
-        if p.suffix == ".parquet":
-            df = pd.read_parquet(p)
-        elif p.suffix == ".csv":
-            df = pd.read_csv(p)
+        for name in ("results.parquet", "results.csv"):
+            if (p / name).is_file():
+                p = p / name
+                break
         else:
-            raise ConfigError(f"{p}: expected a .parquet or .csv results file")
+            raise ConfigError(f"{p}: folder holds no results.csv or results.parquet ({what})")
+    elif not p.exists():
+        raise ConfigError(f"{p}: no such file ({what}: a results CSV/Parquet file or its folder)")
+    suffix = p.suffix.lower()
+    try:
+        if suffix == ".csv":
+            df = pd.read_csv(p)
+        elif suffix in (".parquet", ".pq"):
+            df = pd.read_parquet(p)
+        else:
+            raise ConfigError(
+                f"{p}: unknown results format {suffix or '(none)'!r}; expected .csv or .parquet"
+            )
     except ConfigError:
         raise
-    except Exception as e:  # pyarrow / parser errors: unreadable input
-        raise ConfigError(f"{p}: cannot read results: {type(e).__name__}: {e}") from None
-    needed = {"system", "strategy", "devices", "tokens_per_s_per_device"}
-    missing = sorted(needed - set(df.columns))
+    except pd.errors.EmptyDataError:
+        raise ConfigError(f"{p}: file is empty; expected a results table ({what})") from None
+    except Exception as e:  # parser, pyarrow and OS errors: unreadable input
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ConfigError(f"{p}: cannot read as a results table ({what}): {first}") from None
+    missing = [c for c in require if c not in df.columns]
     if missing:
-        raise ConfigError(f"{p}: not a results table (no column {', '.join(missing)})")
+        raise ConfigError(
+            f"{p}: not a results table ({what}): missing column(s) {', '.join(missing)}; "
+            f"expected {', '.join(require)} and metric columns"
+        )
     return df
 
 
@@ -101,6 +123,24 @@ def write_outputs(
             {"config_hash": config_hash, **json.loads(json.dumps(resolved))}, fh, sort_keys=False
         )
     return paths
+
+
+def format_table(header: Sequence[str], rows: Sequence[Sequence[str]], align: str = "") -> str:
+    """The one plain-text table of the project: columns two spaces apart, a rule of dashes under
+    the header, trailing blanks stripped. ``align`` gives each column ``l`` (left) or ``r``
+    (right); columns past its end are right-aligned (numbers)."""
+    allrows = [list(header), *(list(r) for r in rows)]
+    widths = [max(len(r[i]) for r in allrows) for i in range(len(header))]
+    just = [(align[i] if i < len(align) else "r") for i in range(len(header))]
+
+    def line(r: list[str]) -> str:
+        return "  ".join(
+            v.ljust(w) if j == "l" else v.rjust(w) for v, w, j in zip(r, widths, just, strict=True)
+        ).rstrip()
+
+    return "\n".join(
+        [line(allrows[0]), "  ".join("-" * w for w in widths), *map(line, allrows[1:])]
+    )
 
 
 def _cell(v: Any, fmt: str) -> str:
@@ -132,21 +172,9 @@ def format_results_table(df: Any, axes: Sequence[str] = ()) -> str:
         ("status", "status", "{}"),
     ]
     cols = [c for c in cols if c[0] in df.columns]
-    rows = [[h for _, h, _ in cols]]
-    for rec in df.to_dict("records"):
-        rows.append([_cell(rec[c], fmt) for c, _, fmt in cols])
-    widths = [max(len(r[i]) for r in rows) for i in range(len(cols))]
     text_cols = {"system", "strategy", "status"} | {
         a for a in axes if df[a].dtype.kind not in "iuf"
     }
-    lines = []
-    for k, row in enumerate(rows):
-        lines.append(
-            "  ".join(
-                v.ljust(w) if c in text_cols else v.rjust(w)
-                for v, w, (c, _, _) in zip(row, widths, cols, strict=True)
-            ).rstrip()
-        )
-        if k == 0:
-            lines.append("  ".join("-" * w for w in widths))
-    return "\n".join(lines)
+    rows = [[_cell(rec[c], fmt) for c, _, fmt in cols] for rec in df.to_dict("records")]
+    align = "".join("l" if c in text_cols else "r" for c, _, _ in cols)
+    return format_table([h for _, h, _ in cols], rows, align)

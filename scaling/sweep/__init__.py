@@ -15,7 +15,15 @@ from scaling.sweep.executors import (
     make_executor,
 )
 from scaling.sweep.runner import FAILED, OK, REFUSED, consolidate, execute_run, run_sweep
-from scaling.sweep.spec import LoadedSweep, RunSpec, SweepSpec, expand, load_sweep, sweep_from_dict
+from scaling.sweep.spec import (
+    LoadedSweep,
+    RunSpec,
+    SweepSpec,
+    as_sweep,
+    expand,
+    load_sweep,
+    sweep_from_dict,
+)
 
 __all__ = [
     "FAILED",
@@ -28,6 +36,7 @@ __all__ = [
     "SerialExecutor",
     "SweepExecutor",
     "SweepSpec",
+    "as_sweep",
     "consolidate",
     "execute_run",
     "expand",

@@ -3,7 +3,7 @@
 Output folder layout::
 
     OUT/sweep.yaml            the resolved spec: points, runs, systems, and its hash
-    OUT/runs/<hash>.parquet   one row per finished run, written atomically (temp file + rename)
+    OUT/runs/<run key>.parquet  one row per finished run, written atomically (temp file + rename)
     OUT/results.parquet       every run of the spec, with scaling_efficiency (+ results.csv)
 
 A run's file is its checkpoint: with ``resume`` a run whose file holds an ``ok`` or ``refused``
@@ -24,12 +24,13 @@ from typing import Any
 import pandas as pd
 import yaml
 
+from scaling.io.config import content_hash
 from scaling.io.errors import ConfigError
 from scaling.io.results import add_scaling_efficiency
 from scaling.model.job import InfeasibleJobError, Job
 from scaling.model.simulation import run_job
 from scaling.sweep.executors import SweepExecutor, make_executor
-from scaling.sweep.spec import LoadedSweep, RunSpec, expand, load_sweep, run_key, sweep_from_dict
+from scaling.sweep.spec import LoadedSweep, RunSpec, as_sweep, expand
 
 #: statuses of a run: simulated, refused before simulating (infeasible), or errored / lost
 OK, REFUSED, FAILED = "ok", "refused", "failed"
@@ -77,7 +78,7 @@ def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
 
 
 def _run_row(run: RunSpec, outcome: dict[str, Any]) -> dict[str, Any]:
-    row: dict[str, Any] = {"config_hash": run.key, "status": outcome.get("status", FAILED)}
+    row: dict[str, Any] = {"run_key": run.key, "status": outcome.get("status", FAILED)}
     row["error"] = outcome.get("error", "")
     row.update(run.identity())
     row.update({k: v for k, v in outcome.items() if k not in ("status", "error")})
@@ -86,7 +87,7 @@ def _run_row(run: RunSpec, outcome: dict[str, Any]) -> dict[str, Any]:
 
 def _write_run(runs_dir: Path, row: dict[str, Any]) -> None:
     frame = pd.DataFrame([row])
-    _atomic_write(runs_dir / f"{row['config_hash']}.parquet", lambda p: frame.to_parquet(p))
+    _atomic_write(runs_dir / f"{row['run_key']}.parquet", lambda p: frame.to_parquet(p))
 
 
 def _read_run(runs_dir: Path, key: str) -> dict[str, Any] | None:
@@ -97,7 +98,7 @@ def _read_run(runs_dir: Path, key: str) -> dict[str, Any] | None:
         frame = pd.read_parquet(path)
     except Exception:  # unreadable (should not happen with atomic writes): run it again
         return None
-    if len(frame) != 1 or frame["config_hash"].iloc[0] != key:
+    if len(frame) != 1 or "run_key" not in frame or frame["run_key"].iloc[0] != key:
         return None
     return frame.iloc[0].to_dict()
 
@@ -109,7 +110,8 @@ def _clean_temp(runs_dir: Path) -> None:
 
 
 def resolved_spec(sweep: LoadedSweep, runs: list[RunSpec]) -> dict[str, Any]:
-    """The resolved sweep: its source, every point's experiment, every run's key, the systems."""
+    """The resolved sweep: its source, every point's experiment and config hash, every run's
+    key, the systems."""
     systems: dict[str, Any] = {}
     points = []
     for p in sweep.points():
@@ -135,7 +137,7 @@ def resolved_spec(sweep: LoadedSweep, runs: list[RunSpec]) -> dict[str, Any]:
         "points": points,
         "runs": [
             {
-                "config_hash": r.key,
+                "run_key": r.key,
                 "point": r.point,
                 "system": r.system,
                 "strategy": r.strategy,
@@ -146,7 +148,7 @@ def resolved_spec(sweep: LoadedSweep, runs: list[RunSpec]) -> dict[str, Any]:
         "systems": systems,
     }
     doc = json.loads(json.dumps(doc, default=str))
-    return {"spec_hash": run_key(doc), **doc}
+    return {"spec_hash": content_hash(doc), **doc}
 
 
 def _write_spec(out: Path, doc: dict[str, Any]) -> Path:
@@ -172,11 +174,11 @@ def consolidate(sweep: LoadedSweep, runs: list[RunSpec], out_dir: str | Path) ->
         if r.key not in cache:
             cache[r.key] = _read_run(runs_dir, r.key)
         stored = cache[r.key]
-        row: dict[str, Any] = {"config_hash": r.key, "point": r.point, **dict(r.axes)}
+        row: dict[str, Any] = {"run_key": r.key, "point": r.point, **dict(r.axes)}
         if stored is None:
             row.update({"status": "missing", "error": "no result file", **r.identity()})
         else:
-            row.update({k: v for k, v in stored.items() if k != "config_hash"})
+            row.update({k: v for k, v in stored.items() if k != "run_key"})
             row.update(r.identity())
         rows.append(row)
     df = pd.DataFrame(rows)
@@ -185,16 +187,6 @@ def consolidate(sweep: LoadedSweep, runs: list[RunSpec], out_dir: str | Path) ->
     if "tokens_per_s_per_device" not in df:
         df["tokens_per_s_per_device"] = float("nan")
     return add_scaling_efficiency(df, by=("point",))
-
-
-def _load(spec: LoadedSweep | dict[str, Any] | str | Path, overrides: list[str] | None):
-    if isinstance(spec, LoadedSweep):
-        if overrides:
-            raise ValueError("overrides apply when loading; pass them to load_sweep()")
-        return spec
-    if isinstance(spec, dict):
-        return sweep_from_dict(spec, overrides)
-    return load_sweep(spec, overrides)
 
 
 def run_sweep(
@@ -225,7 +217,7 @@ def run_sweep(
     :func:`expand` order, with the axis columns, ``status`` (``ok``/``refused``/``failed``),
     ``error`` and the metrics. Raises :class:`ConfigError` for a bad spec before running.
     """
-    sweep = _load(spec, overrides)
+    sweep = as_sweep(spec, overrides)
     runs = expand(sweep)
     out = Path(out_dir)
     runs_dir = out / RUNS_DIR

@@ -16,7 +16,7 @@ items by index: ``strategies.1.backward_prefetch``). A point is an ordinary expe
 expands to systems × strategies × nodes *runs*. A plain experiment file (no ``axes``) is a
 one-point sweep.
 
-Every run is keyed by ``config_hash``: a SHA-256 (16 hex digits) of the run's own resolved config
+Every run is keyed by its ``run_key``: a SHA-256 (16 hex digits) of the run's own resolved config
 — the point's experiment narrowed to this run's system, strategy and node count, plus that
 system's topology and collective-library content. Names, descriptions and file locations are
 not in it: equal hashes mean equal simulator inputs, so a resumed or extended sweep reuses every
@@ -26,7 +26,6 @@ run it already has.
 from __future__ import annotations
 
 import copy
-import hashlib
 import itertools
 import json
 from dataclasses import dataclass
@@ -39,10 +38,14 @@ from scaling.io.config import (
     ExperimentConfig,
     LoadedExperiment,
     apply_overrides,
+    content_hash,
     default_strategy_kind,
+    parse_override,
+    path_keys,
+    set_path,
 )
 from scaling.io.errors import ConfigError, LineMap, read_yaml, validate, validation_error
-from scaling.io.results import EFFICIENCY_GROUP, SWEEP_META_COLUMNS
+from scaling.io.results import EFFICIENCY_GROUP, META_COLUMNS
 from scaling.model.analysis.metrics import RunResult
 from scaling.model.job import Job
 
@@ -55,7 +58,7 @@ _SPEC_KEYS = ("base", "base_config", "axes", "zip")
 # Result columns an axis column must not shadow (it is then named ``axis.<path>``).
 _RESERVED = {
     *RunResult.__dataclass_fields__,
-    *SWEEP_META_COLUMNS,
+    *META_COLUMNS,
     *EFFICIENCY_GROUP,
     "scaling_efficiency",
 }
@@ -145,7 +148,7 @@ class RunSpec:
     """One run of a sweep: a :class:`Job` and what identifies it in the results table.
 
     Attributes:
-        key: the run's ``config_hash`` (hash of its resolved config; see the module doc).
+        key: the run's ``run_key`` (hash of its resolved config; see the module doc).
         point: index of its sweep point.
         axes: (column, value) per sweep axis, values as stored in the table.
         job: the resolved job (picklable: what workers receive).
@@ -272,7 +275,7 @@ class LoadedSweep:
     def _point(self, index: int, values: tuple[AxisValue, ...]) -> Point:
         data = copy.deepcopy(self.base)
         for v in values:
-            _set_path(data, v.path, v.value, self._axis_where(v))
+            set_path(data, v.path, v.value, self._axis_where(v))
         data = default_strategy_kind(data)
         label = ", ".join(f"{v.path}={v.value!r}" for v in values)
         try:
@@ -308,12 +311,12 @@ class LoadedSweep:
         from scaling.io.errors import data_path
 
         loc = data_path(tuple(e.errors(include_url=False)[0]["loc"]), data)
-        hit = next((v for v in values if loc[: len(_keys(v.path))] == _keys(v.path)), None)
+        hit = next((v for v in values if loc[: len(path_keys(v.path))] == path_keys(v.path)), None)
         if hit is not None:
             # the bad value came from an axis: point at it in the sweep file
             lines = LineMap()
             if hit.line is not None:
-                lines.add(_keys(hit.path), hit.line)
+                lines.add(path_keys(hit.path), hit.line)
             err = validation_error(e, self.where, lines, data=data)
         elif self.base_prefix:
             err = validation_error(
@@ -323,40 +326,6 @@ class LoadedSweep:
             err = validation_error(e, self.base_where, self.base_lines, data=data)
         suffix = f" [sweep point {index}: {label}]" if values else ""
         return ConfigError(f"{err}{suffix}")
-
-
-def _keys(path: str) -> tuple[str | int, ...]:
-    """A dotted path as a key tuple; integer parts index lists."""
-    return tuple(int(k) if k.isdigit() else k for k in path.split("."))
-
-
-def _set_path(data: dict[str, Any], path: str, value: Any, where: str) -> None:
-    """Set ``value`` at a dotted ``path`` (integers index lists); create missing mappings."""
-    keys = path.split(".")
-    node: Any = data
-    for depth, k in enumerate(keys):
-        last = depth == len(keys) - 1
-        if isinstance(node, list):
-            if not (k.isdigit() and int(k) < len(node)):
-                raise ConfigError(
-                    f"{where}: {path}: {'.'.join(keys[:depth]) or '(top level)'} is a list of "
-                    f"{len(node)}; expected an index 0..{len(node) - 1}, got {k!r}"
-                )
-            if last:
-                node[int(k)] = copy.deepcopy(value)
-            else:
-                node = node[int(k)]
-            continue
-        if not isinstance(node, dict):
-            raise ConfigError(
-                f"{where}: {path}: {'.'.join(keys[:depth])} is not a mapping; cannot set {k!r}"
-            )
-        if last:
-            node[k] = copy.deepcopy(value)
-        else:
-            if node.get(k) is None:
-                node[k] = {}
-            node = node[k]
 
 
 def _column_values(values: list[Any]) -> list[Any]:
@@ -390,9 +359,9 @@ def run_resolved(exp: LoadedExperiment, system: str, strategy: Any, nodes: int) 
 
 
 def run_key(resolved: dict[str, Any]) -> str:
-    """SHA-256 (16 hex digits) of a run's resolved config."""
-    blob = json.dumps(resolved, sort_keys=True).encode()
-    return hashlib.sha256(blob).hexdigest()[:16]
+    """A run's key: :func:`~scaling.io.config.content_hash` of its resolved config
+    (:func:`run_resolved`). Not the experiment's ``config_hash``: one point's runs differ in it."""
+    return content_hash(resolved)
 
 
 def expand(sweep: LoadedSweep) -> list[RunSpec]:
@@ -419,10 +388,6 @@ def expand(sweep: LoadedSweep) -> list[RunSpec]:
     return out
 
 
-def _split_base_overrides(overrides: list[str]) -> list[tuple[str, ...]]:
-    return [tuple(o.split("=", 1)[0].strip().split(".")) for o in overrides if "=" in o]
-
-
 def _from_data(
     data: dict[str, Any],
     lines: LineMap | None,
@@ -437,18 +402,16 @@ def _from_data(
         return LoadedSweep(spec, where, lines, base, where, lines, spec_dir, data)
     spec = validate(SweepSpec, data, where, lines)
     varied = {p for dim in spec.dimensions() for p in dim}
-    for keys in _split_base_overrides(overrides):
-        if ".".join(keys) in varied:
+    for item in overrides:
+        path, _ = parse_override(item)
+        if path in varied:
             raise ConfigError(
-                f"--set {'.'.join(keys)}: this path is a sweep axis in {where}; change the axis "
+                f"--set {path}: this path is a sweep axis in {where}; change the axis "
                 "values instead"
             )
     if spec.base is not None:
-        base = apply_overrides(copy.deepcopy(spec.base), overrides)
+        base = apply_overrides(copy.deepcopy(spec.base), overrides, lines, prefix=("base",))
         base_lines: LineMap | None = _Relative(lines, ("base",)) if lines is not None else None
-        if lines is not None:
-            for keys in _split_base_overrides(overrides):
-                lines.mark_overridden(("base", *keys))
         return LoadedSweep(spec, where, lines, base, where, base_lines, spec_dir, data)
     assert spec.base_config is not None
     bpath = Path(spec.base_config)
@@ -496,3 +459,17 @@ def sweep_from_dict(
     sweep = _from_data(copy.deepcopy(data), None, where, d, list(overrides or []))
     sweep.points()
     return sweep
+
+
+def as_sweep(
+    spec: LoadedSweep | dict[str, Any] | str | Path, overrides: list[str] | None = None
+) -> LoadedSweep:
+    """A loaded sweep as is, or one from a mapping or a file (the sweep counterpart of
+    :func:`~scaling.io.config.as_experiment`), with optional ``PATH=VALUE`` overrides."""
+    if isinstance(spec, LoadedSweep):
+        if overrides:
+            raise ValueError("overrides apply when loading; pass them to load_sweep()")
+        return spec
+    if isinstance(spec, dict):
+        return sweep_from_dict(spec, overrides)
+    return load_sweep(spec, overrides)
