@@ -406,11 +406,13 @@ def metrics() -> None:
 from scaling.app.golden_cmd import baseline, compare  # noqa: E402
 from scaling.app.sweep_cmd import plot as plot_command  # noqa: E402
 from scaling.app.sweep_cmd import sweep as sweep_command  # noqa: E402
+from scaling.app.validate import validate as validate_command  # noqa: E402
 
 main.add_command(baseline)
 main.add_command(compare)
 main.add_command(sweep_command)
 main.add_command(plot_command)
+main.add_command(validate_command)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -8,7 +8,8 @@ the gap over every order of swapping components in, so the parts add up to the g
 Components (DESIGN §3, issue #8):
 
 * ``peak compute``: dense peak FLOP/s per dtype, best-shape matmul efficiency, kernel launch cost,
-  structured-sparsity speed-up;
+  structured-sparsity speed-up, compute units, in-loop matmul and attention fractions, host
+  launch cost;
 * ``memory bandwidth``: peak bandwidth and its achievable fraction;
 * ``memory capacity``: capacity and reserved memory — it decides the micro-batch that fits (the
   largest power of two up to the configured one; a job that fits with none is worth 0);
@@ -39,7 +40,16 @@ COMPONENTS = (
 )
 
 _DEVICE_FIELDS = {
-    "peak compute": ("peak_flops", "matmul_efficiency", "kernel_launch_s", "sparsity_speedup"),
+    "peak compute": (
+        "peak_flops",
+        "matmul_efficiency",
+        "kernel_launch_s",
+        "sparsity_speedup",
+        "compute_units",
+        "sustained_matmul_fraction",
+        "attention_efficiency",
+        "host_launch_s",
+    ),
     "memory bandwidth": ("mem_bw_Bps", "mem_bw_efficiency"),
     "memory capacity": ("mem_bytes", "reserved_mem_bytes"),
 }

@@ -28,8 +28,9 @@ every device.
   at :data:`FLASH_BWD_OVER_FWD` of it. Only the causal (lower-triangle) blocks are executed.
 * **Everything that is not a GEMM** is memory-bound and timed by the bytes it moves at the
   device's achievable bandwidth (``mem_bw_efficiency``): layer norms, activations, residual adds,
-  dropout and softmax (when attention is not fused), the embedding gather, the cast / log-softmax /
-  NLL kernels of the cross-entropy over the vocabulary, and the optimizer step.
+  dropout and softmax (when attention is not fused), the bias-gradient reductions of linear
+  layers with biases, the embedding gather, the cast / log-softmax / NLL kernels of the
+  cross-entropy over the vocabulary, and the optimizer step.
 
 ``Op.flops`` are the *counted* FLOPs of the workload (full s×s attention, as in Megatron's formula,
 backward = 2× forward); ``flops_exec`` is what the kernel really executes (a causal flash kernel
@@ -177,7 +178,10 @@ class Op:
     ``gemm`` / ``flash`` give the kernel's shape when it has one; a matmul op with neither runs at
     the device's best-shape efficiency. ``backward`` marks a backward-pass kernel (flash attention
     runs at a different efficiency there). ``backward_bytes`` is what a memory-bound op's backward
-    moves when it is not the usual 2× the forward's bytes.
+    moves when it is not the usual 2× the forward's bytes. ``bias``: a linear layer with a bias,
+    whose backward adds the bias-gradient reduction over the tokens (``torch.nn.Linear``'s
+    autograd sums ``dY`` over the rows in a separate kernel; the forward bias add is the GEMM's
+    epilogue, free).
     """
 
     name: str
@@ -188,6 +192,7 @@ class Op:
     flash: FlashShape | None = None
     backward: bool = False
     backward_bytes: float | None = None
+    bias: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,9 +223,9 @@ def _gemm_bytes(g: GemmShape, e: int) -> float:
     return float(e * g.batch * (g.m * g.k + g.k * g.n + g.m * g.n))
 
 
-def _matmul(name: str, m: int, k: int, n: int, e: int) -> Op:
+def _matmul(name: str, m: int, k: int, n: int, e: int, bias: bool = False) -> Op:
     g = GemmShape(m, k, n)
-    return Op(name, 2.0 * m * k * n, _gemm_bytes(g, e), True, gemm=g)
+    return Op(name, 2.0 * m * k * n, _gemm_bytes(g, e), True, gemm=g, bias=bias)
 
 
 def block_forward_ops(
@@ -232,7 +237,7 @@ def block_forward_ops(
     n_in = 2 if shape.gated_mlp else 1
     ops = [
         Op("ln1", 5.0 * t * h, 2.0 * e * t * h, False),
-        _matmul("qkv", t, h, h + 2 * kv, e),
+        _matmul("qkv", t, h, h + 2 * kv, e, shape.bias),
     ]
     attn_flops = 4.0 * t * seq * h
     if flash:
@@ -282,12 +287,12 @@ def block_forward_ops(
             ),
         ]
     ops += [
-        _matmul("proj", t, h, h, e),
+        _matmul("proj", t, h, h, e, shape.bias),
         Op("residual1", float(t * h), 3.0 * e * t * h, False),
         Op("ln2", 5.0 * t * h, 2.0 * e * t * h, False),
-        _matmul("fc_in", t, h, n_in * f, e),
+        _matmul("fc_in", t, h, n_in * f, e, shape.bias),
         Op("act", 8.0 * t * f, float(e * t * (n_in + 1) * f), False),
-        _matmul("fc_out", t, f, h, e),
+        _matmul("fc_out", t, f, h, e, shape.bias),
         Op("residual2", float(t * h), 3.0 * e * t * h, False),
     ]
     return ops
@@ -327,6 +332,7 @@ def head_forward_ops(
 
 #: How :func:`op_category` groups kernels for explanations (prefix of the op name → label).
 OP_CATEGORIES: tuple[tuple[str, str], ...] = (
+    ("*.bgrad", "bias gradients"),
     ("attention", "attention (fused)"),
     ("attn.softmax", "softmax / dropout (attention)"),
     ("attn.dropout", "softmax / dropout (attention)"),
@@ -343,7 +349,7 @@ OP_CATEGORIES: tuple[tuple[str, str], ...] = (
 def op_category(name: str) -> str:
     """The explanation label of a kernel (``"GEMMs"`` for the dense weight GEMMs)."""
     for prefix, label in OP_CATEGORIES:
-        if name.startswith(prefix):
+        if name.startswith(prefix) or (prefix.startswith("*") and name.endswith(prefix[1:])):
             return label
     return "GEMMs"
 
@@ -410,10 +416,17 @@ class ComputeModel:
         """The backward kernels of a forward op (2× its counted FLOPs and bytes in total)."""
         if op.gemm is not None:
             # Data and weight gradients: two GEMMs, each with the forward's FLOPs and bytes.
-            return [
+            out = [
                 replace(op, gemm=g, backward=True, name=f"{op.name}.{part}")
                 for g, part in zip(op.gemm.backward(), ("dgrad", "wgrad"), strict=True)
             ]
+            if op.bias:
+                # db = Σ_rows dY: reads dY (m×n), writes n float32; memory-bound, and not part
+                # of the counted model FLOPs (the convention counts the matmuls only).
+                g, e = op.gemm, self.dtype_bytes
+                nbytes = float(e * g.batch * g.m * g.n + 4 * g.n)
+                out.append(Op(f"{op.name}.bgrad", 0.0, nbytes, False, backward=True))
+            return out
         if op.matmul and op.flash is None:
             # A matmul without a shape: two kernels at the best-shape efficiency.
             half = replace(op, backward=True)
