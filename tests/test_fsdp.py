@@ -238,7 +238,8 @@ def test_root_unit_gradients_are_reduced_last_and_clip_adds_one_all_reduce() -> 
     calls = _fsdp_schedule()
     grads = [c["unit"] for c in calls if c["op"] == "reduce_scatter"]
     n_blocks = get_preset("gpt3-125m").n_layers
-    assert grads == [*range(n_blocks, 0, -1), 0]  # blocks last to first, then the root
+    # blocks last to first, then the root
+    assert grads == [*(f"h{i}" for i in range(n_blocks - 1, -1, -1)), "root"]
     clipped = _fsdp_schedule(clip_grad_norm=True)
     assert clipped[:-1] == calls
     assert (clipped[-1]["op"], clipped[-1]["bytes"], clipped[-1]["phase"]) == (

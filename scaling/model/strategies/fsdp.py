@@ -205,8 +205,10 @@ class FSDPWork:
         return _rank_process(env, rank, self, comm, steps, cs)
 
     def describe(self, key: CollectiveKey) -> dict[str, object]:
-        """The unit a collective belongs to (0 = the root unit)."""
-        return {"unit": key.index}
+        """The unit a collective belongs to: ``root`` or the block's module name ``h{i}``."""
+        if key.kind == "grad_norm":
+            return {}
+        return {"unit": "root" if key.index == 0 else f"h{key.index - 1}"}
 
 
 @dataclass(frozen=True, slots=True)
