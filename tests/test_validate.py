@@ -166,3 +166,19 @@ def test_cli_validate_selects_studies_and_exits_1_on_a_miss(monkeypatch, tmp_pat
     assert res.exit_code == 1 and "FAIL" in res.output
     res = runner.invoke(main, ["validate", "--study", "nope"])
     assert res.exit_code == 2
+
+
+def test_explain_shows_the_non_gemm_kernels(repo: Path) -> None:
+    args = ["explain", str(repo / "configs" / "mlu-vs-gpu.yaml"), "--set", "systems=[dgx-a100]"]
+    args += ["--set", "nodes=[1]", "--set", "strategies=null", "--top", "0"]
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 0, res.output
+    block = res.output.split("compute by kernel kind", 1)[1]
+    for label in ("GEMMs", "attention (fused)", "layer norms", "cross-entropy (vocabulary)"):
+        assert label in block
+    ms = [float(x) for x in re.findall(r"(\d+\.\d+) ms", block)]
+    fwd_bwd = re.findall(r"compute: (?:forward|backward)\s+(\d+\.\d+) ms", res.output)
+    # the kinds add up to the step's forward + backward device time; the spans may be longer
+    # only by the library's compute interference while collectives overlap (NCCL: 5 %)
+    spans, rounding = sum(float(x) for x in fwd_bwd), 0.01 * (len(ms) + 2)
+    assert spans / 1.05 - rounding <= sum(ms) <= spans + rounding

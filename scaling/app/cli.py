@@ -345,6 +345,7 @@ def explain(
     from scaling.app.api import feasibility_errors
     from scaling.io.config import load_experiment
     from scaling.model.analysis.explain import explain_step
+    from scaling.model.hardware.compute import step_compute_breakdown
     from scaling.model.simulation import run_job_detailed
 
     exp = load_experiment(config, list(overrides))
@@ -362,6 +363,9 @@ def explain(
             click.echo(f"  {label:<40} {t * 1e3:10.2f} ms  {t / b.step_s:6.1%}")
         total = sum(t for _, t in b.parts())
         click.echo(f"  {'total':<40} {total * 1e3:10.2f} ms")
+        click.echo("  compute by kernel kind (forward + backward, device time):")
+        for lab, t in step_compute_breakdown(job):
+            click.echo(f"    {lab:<38} {t * 1e3:10.2f} ms")
         if top and b.exposed_by_collective:
             click.echo("  most exposed collectives:")
             for lab, t in sorted(b.exposed_by_collective.items(), key=lambda kv: -kv[1])[:top]:

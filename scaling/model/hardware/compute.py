@@ -45,9 +45,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 from scaling.model.hardware.system import DeviceSpec
 from scaling.model.hardware.workload import Checkpointing, TransformerShape
+
+if TYPE_CHECKING:  # job.py imports the strategies, which import this module
+    from scaling.model.job import Job
 
 DTYPE_BYTES: dict[str, int] = {"fp32": 4, "tf32": 4, "bf16": 2, "fp16": 2, "fp8": 1}
 
@@ -553,3 +557,15 @@ def compute_breakdown(
         wait = max(0.0, len(kernels) * cm.device.host_launch_s - device_time)
         out["host-bound wait"] = out.get("host-bound wait", 0.0) + reps * wait
     return out
+
+
+def step_compute_breakdown(job: Job) -> list[tuple[str, float]]:
+    """A rank's forward + backward device time in one step of ``job``, s, by kind of kernel
+    (:func:`compute_breakdown` of one micro-batch × the micro-batches per step), largest first.
+    The optimizer step is not included (``scaling explain`` shows it as its own part)."""
+    t = job.training
+    cm = ComputeModel(job.system.device, t.dtype, sparse=t.sparsity)
+    parts = compute_breakdown(
+        cm, job.shape, t.micro_batch, t.seq_len, t.checkpointing, t.flash_attention
+    )
+    return sorted(((k, v * t.grad_accum) for k, v in parts.items()), key=lambda kv: -kv[1])
