@@ -58,7 +58,9 @@ def test_expand_grid_and_zip_in_deterministic_order() -> None:
     spec = {
         **SMALL,
         "axes": {"training.micro_batch_size": [1, 2]},
-        "zip": [{"strategy.bucket_cap_MB": [5, 50], "strategy.first_bucket_MB": [1, 2]}],
+        "zip": [
+            {"strategy.bucket_cap_MB": [5, 50], "strategy.gradient_as_bucket_view": [False, True]}
+        ],
     }
     runs = expand(sweep_from_dict(spec))
     # 2 axis values x 2 zipped pairs = 4 points; x 2 systems x 2 node counts
@@ -67,9 +69,10 @@ def test_expand_grid_and_zip_in_deterministic_order() -> None:
     assert dict(runs[4].axes) == {
         "training.micro_batch_size": 1,
         "strategy.bucket_cap_MB": 50,
-        "strategy.first_bucket_MB": 2,
+        "strategy.gradient_as_bucket_view": True,
     }
     assert runs[4].job.strategy.bucket_cap_bytes == 50 * 2**20
+    assert runs[4].job.strategy.gradient_as_bucket_view
     assert [(r.system, r.nodes) for r in runs[:4]] == [
         ("dgx-a100", 1),
         ("dgx-a100", 2),
