@@ -199,3 +199,33 @@ def test_retired_forward_prefetch_is_refused_with_the_reason() -> None:
             {"model": "gpt3-125m", "systems": ["dgx-a100"], "nodes": [1]}
             | {"strategy": {"kind": "fsdp", "forward_prefetch": True}}
         )
+
+
+def test_schedule_cli_json_and_csv(tmp_path) -> None:
+    import json
+
+    from click.testing import CliRunner
+
+    from scaling.app.cli import main
+
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text(
+        "model: {vocab: 512, hidden: 64, layers: 2, heads: 4, max_positions: 32}\n"
+        "systems: [dgx-a100]\nnodes: [1]\ntraining: {seq_len: 32}\n"
+        "strategy: {bucket_cap_MB: 0.05}\n"
+    )
+    out = tmp_path / "s.json"
+    res = CliRunner().invoke(main, ["schedule", str(cfg), "--step", "0", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    doc = json.loads(out.read_text())
+    assert (doc["step"], doc["world_size"], doc["rank"]) == (0, 8, 0)
+    [only] = doc["collectives"]  # iteration 0: one bucket holding every parameter
+    assert only["op"] == "all_reduce" and only["dtype"] == "fp32" and only["group_size"] == 8
+    assert only["bucket"]["params"][0] == "wte.weight"
+    res = CliRunner().invoke(main, ["schedule", str(cfg), "--format", "csv"])
+    assert res.exit_code == 0, res.output
+    rows = res.output.strip().splitlines()
+    assert rows[0].startswith("index,op,bytes,dtype,group_size,phase")
+    assert len(rows) > 2 and all(",all_reduce," in r for r in rows[1:])
+    res = CliRunner().invoke(main, ["schedule", str(cfg), "--rank", "8"])
+    assert res.exit_code == 2 and "has 8 ranks" in res.output

@@ -81,7 +81,7 @@ def run(config: Path, out_dir: Path | None, overrides: tuple[str, ...], no_plot:
     h = exp.config_hash()
     paths = write_outputs(out, res.table, exp.resolved(), h)
     click.echo(
-        f"{exp.config.name}: {exp.config.model}, "
+        f"{exp.config.name}: {exp.config.model_name}, "
         f"{'/'.join(sorted({st.kind.upper() for st in exp.config.all_strategies()}))}, "
         f"micro-batch {exp.config.training.micro_batch_size} x seq {exp.config.training.seq_len}"
         f" per accelerator (weak scaling); config hash {h}"
@@ -101,7 +101,7 @@ def run(config: Path, out_dir: Path | None, overrides: tuple[str, ...], no_plot:
         t.to_csv(out / f"{exp.config.report}.csv", index=False)
     if not no_plot:
         paths["plot"] = plot_scaling_efficiency(
-            res.table, out / "scaling_efficiency.png", f"{exp.config.name}: {exp.config.model}"
+            res.table, out / "scaling_efficiency.png", f"{exp.config.name}: {exp.config.model_name}"
         )
     click.echo("wrote " + ", ".join(str(p) for p in paths.values()))
 
@@ -253,6 +253,103 @@ def trace(config: Path, out_file: Path, ranks: str | None, overrides: tuple[str,
         f"wrote {out_file}: step {step} of {res.system} x{res.nodes} nodes ({res.strategy}), "
         f"{len(chosen)} ranks, {len(doc['traceEvents'])} events; open it in ui.perfetto.dev"
     )
+
+
+@main.command()
+@click.argument("config", type=click.Path(path_type=Path))
+@click.option(
+    "--out",
+    "out_file",
+    type=click.Path(path_type=Path, dir_okay=False, allow_dash=True),
+    default="-",
+    show_default=True,
+    help="File to write (- = stdout).",
+)
+@click.option(
+    "--step",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Iteration to show: 0 = the first (DDP's single bucket), default the steady state (2).",
+)
+@click.option("--rank", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option(
+    "--format", "fmt", type=click.Choice(["json", "csv"]), default="json", show_default=True
+)
+@_set_option
+@_user_errors
+def schedule(
+    config: Path,
+    out_file: Path,
+    step: int | None,
+    rank: int,
+    fmt: str,
+    overrides: tuple[str, ...],
+) -> None:
+    """The ordered collectives one rank issues in one step, to check against a PyTorch job.
+
+    One record per collective: op, bytes (all-reduce/broadcast: the tensor; all-gather: the
+    gathered output; reduce-scatter: the full input), dtype, group_size, phase, and the DDP
+    bucket (index, parameter names) or FSDP unit. Example:
+    scaling schedule configs/mlu-vs-gpu.yaml --set systems=[dgx-a100] --set nodes=[1]
+    --set strategies=null --step 0 --out ddp0.json
+    """
+    import csv
+    import io
+    import json
+    from dataclasses import replace
+
+    from scaling.model.analysis.schedule import rank_schedule
+    from scaling.model.simulation import run_job_detailed
+
+    exp, job = _one_job(config, overrides, "schedule")
+    if rank >= job.devices:
+        _fail(f"--rank {rank}: the job has {job.devices} ranks (0-{job.devices - 1})")
+    # iterations 0 and 1 differ from the rest (DDP's first bucket and its rebuild): simulate
+    # far enough that the default shows a steady-state iteration
+    shown = 2 if step is None else step
+    job = replace(job, sim=replace(job.sim, warmup_steps=0, steps=max(shown + 1, 3)))
+    res, tl = run_job_detailed(job, trace=True)
+    calls = rank_schedule(tl, shown, rank)
+    if fmt == "json":
+        doc = {
+            "config_hash": exp.config_hash(),
+            "system": res.system,
+            "model": res.model,
+            "strategy": res.strategy,
+            "nodes": res.nodes,
+            "world_size": res.devices,
+            "rank": rank,
+            "step": shown,
+            "collectives": calls,
+        }
+        text = json.dumps(doc, indent=1) + "\n"
+    else:
+        buf = io.StringIO()
+        cols = ["index", "op", "bytes", "dtype", "group_size", "phase", "micro_batch"]
+        cols += ["bucket", "params", "unit", "label"]
+        w = csv.DictWriter(buf, fieldnames=cols, lineterminator="\n")
+        w.writeheader()
+        for i, c in enumerate(calls):
+            bucket = c.get("bucket") or {}
+            w.writerow(
+                {k: c.get(k, "") for k in cols}
+                | {
+                    "index": i,
+                    "bucket": bucket.get("index", ""),
+                    "params": ";".join(bucket.get("params", [])),
+                }
+            )
+        text = buf.getvalue()
+    if str(out_file) == "-":
+        click.echo(text, nl=False)
+    else:
+        out_file.parent.mkdir(parents=True, exist_ok=True)
+        out_file.write_text(text)
+        click.echo(
+            f"wrote {out_file}: {len(calls)} collectives of rank {rank} in step {shown} "
+            f"({res.system} x{res.nodes} nodes, {res.strategy})",
+            err=True,
+        )
 
 
 def _explain_vs(
