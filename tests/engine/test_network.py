@@ -484,6 +484,26 @@ def test_symmetric_collective_is_one_resolve_and_memo_hits_on_repeat() -> None:
     np.testing.assert_allclose(net.bytes_per_link, s * steps, rtol=1e-12)
 
 
+def test_a_bundle_fires_once_when_its_slowest_flow_is_delivered() -> None:
+    # Three flows on disjoint links (1, 2, 4 GB/s) of 4 GB each: done at 4, 2 and 1 s; the
+    # bundle fires once, at 4 s, and its own local copy and zero-byte flow add nothing.
+    env = simpy.Environment()
+    net = FlowNetwork(env, [GB, 2 * GB, 4 * GB])
+    pids = [net.path_id([i]) for i in range(3)] + [net.path_id([])]
+    fired: list[float] = []
+
+    def run():
+        fired.append((yield net.transfer_many([*pids, pids[0]], [4 * GB] * 4 + [0.0])))
+
+    env.process(run())
+    env.run()
+    assert fired == [pytest.approx(4.0, rel=1e-12)]
+    # changes: start, fastest done, middle done (the last leaves an empty set: no solve)
+    assert (net.resolves, net.wakeups) == (3, 3)
+    assert (net.transfers_completed, net.flows_completed) == (5, 5)
+    np.testing.assert_allclose(net.bytes_per_link, [4 * GB] * 3, rtol=1e-12)
+
+
 def test_resolves_count_distinct_changes_with_staggered_starts() -> None:
     env = simpy.Environment()
     net = FlowNetwork(env, [GB, GB])
