@@ -68,8 +68,30 @@ def _gap_summary(df: Any) -> list[str]:
 )
 @_set_option
 @click.option("--no-plot", is_flag=True, help="Skip the PNG plot.")
+@click.option(
+    "--replicas",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Monte-Carlo replicas per point (fresh seeds: jitter, slow ranks, failures); writes "
+    "replicas.csv and replica_summary.csv (medians and 95 % intervals).",
+)
+@click.option(
+    "--jobs",
+    "n_jobs",
+    type=int,
+    default=None,
+    help="With --replicas: processes to run them on (default: one per CPU; 1 = in process).",
+)
 @_user_errors
-def run(config: Path, out_dir: Path | None, overrides: tuple[str, ...], no_plot: bool) -> None:
+def run(
+    config: Path,
+    out_dir: Path | None,
+    overrides: tuple[str, ...],
+    no_plot: bool,
+    replicas: int,
+    n_jobs: int | None,
+) -> None:
     """Run every (system, nodes) point of an experiment CONFIG; print and save the table."""
     from scaling.app.api import run_experiment
     from scaling.io.plots import plot_scaling_efficiency
@@ -103,6 +125,17 @@ def run(config: Path, out_dir: Path | None, overrides: tuple[str, ...], no_plot:
         paths["plot"] = plot_scaling_efficiency(
             res.table, out / "scaling_efficiency.png", f"{exp.config.name}: {exp.config.model_name}"
         )
+    if replicas > 1:
+        from scaling.sweep.executors import make_executor
+        from scaling.sweep.replicas import format_summary, run_replicas
+
+        with make_executor(jobs=n_jobs) as ex:
+            table, summary = run_replicas(exp, replicas, ex, [r.scalars() for r in res.runs])
+        click.echo(f"{replicas} replicas per point:")
+        click.echo(format_summary(summary))
+        for name, df in (("replicas", table), ("replica_summary", summary)):
+            df.to_csv(out / f"{name}.csv", index=False)
+            paths[name] = out / f"{name}.csv"
     click.echo("wrote " + ", ".join(str(p) for p in paths.values()))
 
 

@@ -15,10 +15,18 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 from scaling.io.errors import ConfigError, LineMap, read_yaml, validate
 from scaling.io.topology import LoadedSystem, load_system
+from scaling.model.analysis.goodput import FailureSpec
 from scaling.model.hardware.system import SystemSpec
 from scaling.model.hardware.workload import (
     PRESETS,
@@ -30,6 +38,7 @@ from scaling.model.hardware.workload import (
 from scaling.model.job import Job, SimSpec, TrainingSpec
 from scaling.model.strategies.ddp import CommHook, DDPSpec
 from scaling.model.strategies.fsdp import BackwardPrefetch, FSDPSpec, ShardingStrategy
+from scaling.model.variability import VariabilitySpec
 from scaling.units import MiB
 
 
@@ -170,6 +179,66 @@ class SimulationConfig(_Strict):
         )
 
 
+class VariabilityConfig(_Strict):
+    """Persistent and external variability across ranks (``scaling.model.variability``). A
+    fraction and its size come together: one without the other would change nothing."""
+
+    slow_rank_fraction: Annotated[float, Field(ge=0, lt=1)] = 0.0
+    slow_rank_slowdown: Annotated[float, Field(ge=1)] = 1.0  # factor on a slow rank's compute
+    degraded_nic_fraction: Annotated[float, Field(ge=0, le=1)] = 0.0
+    degraded_nic_bw_fraction: Annotated[float, Field(gt=0, le=1)] = 1.0  # of the nominal rate
+    host_noise_rate_per_s: Annotated[float, Field(ge=0)] = 0.0  # interruptions per compute-s
+    host_noise_duration_us: Annotated[float, Field(ge=0)] = 0.0  # length of one interruption
+
+    @model_validator(mode="after")
+    def _pairs(self) -> VariabilityConfig:
+        for a, b, none_b in (
+            ("slow_rank_fraction", "slow_rank_slowdown", 1.0),
+            ("degraded_nic_fraction", "degraded_nic_bw_fraction", 1.0),
+            ("host_noise_rate_per_s", "host_noise_duration_us", 0.0),
+        ):
+            if (getattr(self, a) > 0) != (getattr(self, b) != none_b):
+                raise ValueError(f"give {a} and {b} together (one alone changes nothing)")
+        return self
+
+    def to_spec(self) -> VariabilitySpec:
+        return VariabilitySpec(
+            self.slow_rank_fraction,
+            self.slow_rank_slowdown,
+            self.degraded_nic_fraction,
+            self.degraded_nic_bw_fraction,
+            self.host_noise_rate_per_s,
+            self.host_noise_duration_us * 1e-6,
+        )
+
+
+class FailuresConfig(_Strict):
+    """Failures and recovery (``scaling.model.analysis.goodput``): goodput, time to train."""
+
+    mtbf_per_device_h: Annotated[float, Field(gt=0)]
+    checkpoint_write_s: Annotated[float, Field(ge=0)] = 0.0
+    restart_s: Annotated[float, Field(ge=0)] = 0.0
+    # null = Young's optimum sqrt(2 · write · job MTBF); needs a write cost to be defined
+    checkpoint_interval_min: Annotated[float, Field(gt=0)] | None = None
+
+    @model_validator(mode="after")
+    def _interval_defined(self) -> FailuresConfig:
+        if self.checkpoint_interval_min is None and self.checkpoint_write_s == 0:
+            raise ValueError(
+                "checkpoint_interval_min or a checkpoint_write_s > 0 (Young's optimal interval "
+                "sqrt(2 · write · MTBF) is 0 for free checkpoints)"
+            )
+        return self
+
+    def to_spec(self) -> FailureSpec:
+        return FailureSpec(
+            self.mtbf_per_device_h,
+            self.checkpoint_write_s,
+            self.restart_s,
+            self.checkpoint_interval_min,
+        )
+
+
 class EconomicsConfig(_Strict):
     """Per-system overrides of the catalog's price and power assumptions (for cost/energy)."""
 
@@ -241,6 +310,8 @@ class ExperimentConfig(_Strict):
     simulation: SimulationConfig = SimulationConfig()
     report: Literal["seed-table1", "seed-table2"] | None = None  # extra table after the run
     economics: dict[str, EconomicsConfig] = {}  # system name -> price/power overrides
+    variability: VariabilityConfig | None = None  # slow ranks, degraded NICs, host noise
+    failures: FailuresConfig | None = None  # failure process -> goodput, effective time to train
 
     @field_validator("model")
     @classmethod
@@ -254,6 +325,17 @@ class ExperimentConfig(_Strict):
         if self.strategies is not None and "strategy" in self.model_fields_set:
             raise ValueError("give either 'strategy' or 'strategies' (a list), not both")
         return self
+
+    @model_serializer(mode="wrap")
+    def _omit_absent_sections(self, handler: Any) -> Any:
+        # a section left out is not dumped: config hashes and run keys of experiments without
+        # variability or failures stay what they were before these sections existed
+        d = handler(self)
+        if isinstance(d, dict):
+            for k in ("variability", "failures"):
+                if d.get(k) is None:
+                    d.pop(k, None)
+        return d
 
     @property
     def model_name(self) -> str:
@@ -405,7 +487,13 @@ class LoadedExperiment:
                             nodes=n,
                             training=cfg.training.to_spec(),
                             strategy=strat.to_spec(),
-                            sim=cfg.simulation.to_spec(),
+                            sim=replace(
+                                cfg.simulation.to_spec(),
+                                variability=None
+                                if cfg.variability is None
+                                else cfg.variability.to_spec(),
+                            ),
+                            failures=None if cfg.failures is None else cfg.failures.to_spec(),
                         )
                     )
         return out

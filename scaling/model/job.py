@@ -6,9 +6,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from scaling.model.analysis.goodput import FailureSpec
 from scaling.model.hardware.system import SystemSpec
 from scaling.model.hardware.workload import Checkpointing, TransformerShape
 from scaling.model.strategies.base import Strategy
+from scaling.model.variability import VariabilitySpec
 
 
 class InfeasibleJobError(ValueError):
@@ -59,6 +61,10 @@ class SimSpec:
         network: ``"flow"`` runs collectives as flows on the cluster's links (contention,
             algorithm choice by the library's tuner); ``"analytic"`` prices each collective by
             the closed-form cut model and ignores contention.
+        variability: slow ranks, degraded NICs, host noise (``model.variability``); None = none.
+
+    Ranks that differ (jitter, slow ranks, host noise) run as one rank ensemble
+    (``strategies.ensemble``) unless ``simulate_all_ranks`` asks for a process per rank.
     """
 
     steps: int = 2
@@ -67,11 +73,13 @@ class SimSpec:
     compute_jitter_cv: float = 0.0
     simulate_all_ranks: bool = False
     network: str = "flow"
+    variability: VariabilitySpec | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class Job:
-    """A fully resolved training job on ``nodes`` nodes of ``system``."""
+    """A fully resolved training job on ``nodes`` nodes of ``system``; ``failures``: how it fails
+    and recovers (goodput), None = it does not."""
 
     system: SystemSpec
     shape: TransformerShape
@@ -79,6 +87,7 @@ class Job:
     training: TrainingSpec
     strategy: Strategy
     sim: SimSpec
+    failures: FailureSpec | None = None
 
     @property
     def devices(self) -> int:

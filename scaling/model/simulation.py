@@ -31,7 +31,16 @@ from scaling.model.hardware.compute import ComputeModel, MicroBatchCompute, micr
 from scaling.model.hardware.memory import MemoryBreakdown
 from scaling.model.job import InfeasibleJobError, Job
 from scaling.model.strategies.base import RankWork
+from scaling.model.strategies.ensemble import EnsembleStream
 from scaling.model.strategies.rank import ComputeStream, RankLog
+from scaling.model.variability import (
+    ENSEMBLE_STREAM,
+    DegradedNicCostModel,
+    Layout,
+    degraded_flow_network,
+    layout,
+    stream,
+)
 from scaling.units import GiB
 
 
@@ -133,10 +142,16 @@ def run_job_detailed(
     return run_result(job, measured), timeline
 
 
+def _ranks_differ(job: Job) -> bool:
+    """Whether ranks differ in their compute (jitter, slow ranks, host noise)."""
+    var = job.sim.variability
+    return job.sim.compute_jitter_cv > 0 or (var is not None and var.per_rank)
+
+
 def _simulated_ranks(job: Job) -> int:
-    """Every rank when they differ (compute noise) or when asked; else one stands for all."""
-    sim = job.sim
-    return job.devices if (sim.compute_jitter_cv > 0 or sim.simulate_all_ranks) else 1
+    """Every rank when asked; else one process: one rank standing for identical ranks, or the
+    rank ensemble of distinct ones (``strategies.ensemble``)."""
+    return job.devices if job.sim.simulate_all_ranks else 1
 
 
 def _communicator(
@@ -144,27 +159,73 @@ def _communicator(
 ) -> tuple[CollectiveCostModel, Communicator]:
     """The collective runner the ranks meet in, and the model that prices a call (for bytes
     and bottleneck reports)."""
+    var = job.sim.variability
+    lay = _layout(job)
+    degraded = var is not None and var.degraded_nics
     if cost_model is None and job.sim.network == "flow":
         flows = FlowCollectives(env, job.system, job.nodes)
+        if degraded:
+            assert var is not None
+            flows.net = degraded_flow_network(
+                env, flows, lay.degraded, var.degraded_nic_bw_fraction
+            )
         return flows, Communicator(env, flows.start, _simulated_ranks(job))
-    pricing = cost_model if cost_model is not None else AnalyticCostModel(job.system)
+    pricing: CollectiveCostModel
+    if cost_model is not None:
+        pricing = cost_model
+    elif degraded:
+        assert var is not None
+        pricing = DegradedNicCostModel(job.system, lay.degraded_nodes, var.degraded_nic_bw_fraction)
+    else:
+        pricing = AnalyticCostModel(job.system)
     return pricing, Communicator(env, timed_runner(env, pricing), _simulated_ranks(job))
+
+
+def _layout(job: Job) -> Layout:
+    """The run's draw of slow ranks and degraded NICs (none without variability)."""
+    s = job.system
+    return layout(job.sim.variability, job.nodes, s.devices_per_node, s.nics.count, job.sim.seed)
 
 
 def _run_ranks(
     env: simpy.Environment, job: Job, work: RankWork, comm: Communicator, trace: bool
 ) -> list[RankLog]:
-    """Start every simulated rank's process (each with its own seeded noise) and run to the end."""
+    """Start every simulated rank's process (each with its own seeded noise) — or the one rank
+    ensemble of distinct ranks — and run to the end."""
     sim = job.sim
     n_sim = comm.simulated_ranks
-    noisy = sim.compute_jitter_cv > 0
+    steps = sim.warmup_steps + sim.steps
+    var = sim.variability
+    rate, dur = (var.host_noise_rate_per_s, var.host_noise_duration_s) if var else (0.0, 0.0)
+    interference = job.system.library.compute_interference
+    differ = _ranks_differ(job)
+    slowdown = _layout(job).slowdown if differ else None
+    if differ and n_sim == 1:
+        log = RankLog(spans=[] if trace else None)
+        assert slowdown is not None
+        ens = EnsembleStream(
+            env,
+            comm,
+            stream(sim.seed, ENSEMBLE_STREAM),
+            sim.compute_jitter_cv,
+            interference,
+            slowdown,
+            rate,
+            dur,
+            log,
+        )
+        env.process(work.run(env, 0, comm, steps, ens))  # type: ignore[arg-type]
+        env.run()
+        return [log]
     seeds = np.random.SeedSequence(sim.seed).spawn(n_sim)
     logs = [RankLog(spans=[] if trace else None) for _ in range(n_sim)]
-    interference = job.system.library.compute_interference
     for r in range(n_sim):
-        rng = np.random.default_rng(seeds[r]) if noisy else None
-        cs = ComputeStream(env, comm, rng, sim.compute_jitter_cv, interference, logs[r])
-        env.process(work.run(env, r, comm, sim.warmup_steps + sim.steps, cs))
+        rng = np.random.default_rng(seeds[r]) if differ else None
+        slow = 1.0 if slowdown is None else float(slowdown[r])
+        cs = ComputeStream(
+            env, comm, rng, sim.compute_jitter_cv, interference, logs[r], slow, rate, dur
+        )
+        env.process(work.run(env, r, comm, steps, cs))
     env.run()
     return logs
 

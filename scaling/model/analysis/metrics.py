@@ -6,11 +6,14 @@ Every table, plot and report uses these names; the README's metric table is gene
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from scaling.model.analysis.goodput import goodput_of
+from scaling.model.variability import FAILURE_STREAM, stream
 from scaling.units import GiB
 
 if TYPE_CHECKING:
@@ -105,6 +108,35 @@ METRICS: dict[str, Metric] = {
         ),
         Metric("token_budget", "tokens", "tokens to train for (default 20 per parameter)"),
         Metric("time_to_train_h", "h", "token_budget / tokens_per_s / 3600"),
+        Metric(
+            "goodput",
+            "1",
+            "useful training time / wall time under the failure process (failures: checkpoint "
+            "writes, work lost since the last checkpoint, restarts; one seeded draw over the "
+            "whole training); 1 without a failure model (then job_mtbf_h and the checkpoint "
+            "intervals are infinite)",
+        ),
+        Metric(
+            "effective_time_to_train_h",
+            "h",
+            "wall time to train token_budget with failures: time_to_train_h / goodput",
+        ),
+        Metric(
+            "job_mtbf_h",
+            "h",
+            "mean time between failures of the job: per-device MTBF / number of accelerators",
+        ),
+        Metric(
+            "checkpoint_interval_min",
+            "min",
+            "training time between checkpoints: the configured interval (default "
+            "checkpoint_interval_opt_min), rounded up to whole steps",
+        ),
+        Metric(
+            "checkpoint_interval_opt_min",
+            "min",
+            "Young's optimal checkpoint interval sqrt(2 · checkpoint write time · job_mtbf_h)",
+        ),
     )
 }
 
@@ -192,6 +224,11 @@ class RunResult:
     cost_per_million_tokens_USD: float
     token_budget: float
     time_to_train_h: float
+    goodput: float = 1.0
+    effective_time_to_train_h: float = math.inf
+    job_mtbf_h: float = math.inf
+    checkpoint_interval_min: float = math.inf
+    checkpoint_interval_opt_min: float = math.inf
     steps: tuple[StepRecord, ...] = field(default=())
 
     def scalars(self) -> dict[str, float | int | str]:
@@ -240,6 +277,15 @@ def run_result(job: Job, m: Measured) -> RunResult:
         dev.power_idle_W, dev.power_busy_W, compute / step_time, overhead
     )
     budget = tr.token_budget or 20.0 * job.shape.params()
+    ttt = time_to_train_h(budget, tps)
+    fail = job.failures
+    gp = goodput_of(
+        fail,
+        job.devices,
+        step_time,
+        ttt,
+        None if fail is None else stream(job.sim.seed, FAILURE_STREAM),
+    )
     return RunResult(
         system=sysm.name,
         model=job.shape.name,
@@ -267,6 +313,11 @@ def run_result(job: Job, m: Measured) -> RunResult:
         energy_per_token_J=energy_per_token(power, tps_dev),
         cost_per_million_tokens_USD=cost_per_million_tokens(dev.price_per_hour, tps_dev),
         token_budget=budget,
-        time_to_train_h=time_to_train_h(budget, tps),
+        time_to_train_h=ttt,
+        goodput=gp.goodput,
+        effective_time_to_train_h=gp.effective_time_to_train_h,
+        job_mtbf_h=gp.job_mtbf_h,
+        checkpoint_interval_min=gp.checkpoint_interval_min,
+        checkpoint_interval_opt_min=gp.checkpoint_interval_opt_min,
         steps=m.steps,
     )

@@ -38,10 +38,13 @@ class RankLog:
 class ComputeStream:
     """A rank's compute stream.
 
-    A kernel group of nominal duration t takes ``t · noise`` (seeded per rank) and, when any
-    collective is in flight at its start, ``× (1 + interference)``: communication kernels take
-    compute units and memory bandwidth from compute (the library profile's
-    ``compute_interference``). Waits on communication are recorded as spans named ``wait:…``.
+    A kernel group of nominal duration t takes ``t · noise · slowdown`` (noise seeded per rank;
+    ``slowdown`` > 1 on a persistently slow rank) plus ``noise_duration_s · Poisson(
+    noise_rate_per_s · t)`` of host interruptions, and, when any collective is in flight at its
+    start, ``× (1 + interference)``: communication kernels take compute units and memory
+    bandwidth from compute (the library profile's ``compute_interference``). Waits on
+    communication are recorded as spans named ``wait:…``. (``model.variability`` describes the
+    slow ranks and host noise.)
     """
 
     def __init__(
@@ -52,6 +55,9 @@ class ComputeStream:
         jitter_cv: float,
         interference: float,
         log: RankLog,
+        slowdown: float = 1.0,
+        noise_rate_per_s: float = 0.0,
+        noise_duration_s: float = 0.0,
     ) -> None:
         self.env = env
         self.comm = comm
@@ -61,11 +67,21 @@ class ComputeStream:
         self.log = log
         self.busy = 0.0
         self.step = 0
+        self.slowdown = slowdown
+        # host noise needs the rank's stream (given whenever the rank has noise of any kind)
+        self.noise_rate = noise_rate_per_s if (noise_duration_s > 0 and rng is not None) else 0.0
+        self.noise_duration = noise_duration_s
 
     def run(self, t: float, name: str, **args) -> Generator[simpy.Event, object, None]:
         """Compute for nominal ``t`` seconds."""
-        if self.rng is not None:
+        nominal = t
+        if self.rng is not None and self.jitter_cv > 0:
             t *= max(0.05, 1.0 + self.jitter_cv * float(self.rng.standard_normal()))
+        if self.slowdown != 1.0:
+            t *= self.slowdown
+        if self.noise_rate > 0:
+            assert self.rng is not None
+            t += self.noise_duration * float(self.rng.poisson(self.noise_rate * nominal))
         if self.interference and self.comm.in_flight:
             t *= 1.0 + self.interference
         start = self.env.now

@@ -1,0 +1,72 @@
+"""Simulation-speed benchmark of distinct ranks (prints figures and ratios; asserts nothing).
+
+Target (issue #16): one DDP step of GPT-3 1.3B at 16,384 ranks with compute jitter on in
+<= 30 s of wall time (median of 3), wall time growing no faster than linearly from 1,024 to
+16,384 ranks. Same step as ``bench_steps.py`` (one measured step, no warm-up, micro-batch 4),
+on the flow network and on the analytic one; with jitter every rank is distinct and the ranks
+run as one rank ensemble (``scaling.model.strategies.ensemble``). For scale, the same step with
+one SimPy process per rank (``simulate_all_ranks``) at 512 and 1,024 ranks.
+
+    python benchmarks/bench_variability.py            # both networks
+    python benchmarks/bench_variability.py analytic   # one
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import statistics
+import sys
+import time
+
+from scaling.io.config import experiment_from_dict
+from scaling.model.simulation import run_job
+
+
+def wall(nodes: int, network: str, cv: float, every: bool = False, repeats: int = 3) -> float:
+    job = experiment_from_dict(
+        {
+            "model": "gpt3-1.3b",
+            "systems": ["dgx-a100"],
+            "nodes": [nodes],
+            "training": {"micro_batch_size": 4},
+            "simulation": {
+                "steps": 1,
+                "warmup_steps": 0,
+                "network": network,
+                "compute_jitter_cv": cv,
+            },
+        }
+    ).jobs()[0]
+    job = dataclasses.replace(job, sim=dataclasses.replace(job.sim, simulate_all_ranks=every))
+    runs = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        run_job(job)
+        runs.append(time.perf_counter() - t)
+    return statistics.median(runs)
+
+
+def main() -> None:
+    networks = sys.argv[1:] or ["analytic", "flow"]
+    print("GPT-3 1.3B DDP on DGX A100, one step; wall seconds (median of 3)")
+    for network in networks:
+        print(f"{network} network:")
+        print(f"  {'ranks':>6} {'no jitter':>10} {'jitter 5%':>10} {'ratio':>6} {'vs 1,024':>9}")
+        base = None
+        for nodes in (128, 512, 2048):
+            w0, w1 = wall(nodes, network, 0.0), wall(nodes, network, 0.05)
+            base = base or w1
+            growth = w1 / base
+            print(
+                f"  {nodes * 8:>6} {w0:>10.3f} {w1:>10.3f} {w1 / w0:>6.2f} {growth:>8.2f}x"
+                f"  (ranks x{nodes // 128}; target <= 30 s at 16,384)"
+            )
+    print("one SimPy process per rank (simulate_all_ranks), jitter 5 %, analytic network:")
+    for nodes in (64, 128):
+        ens = wall(nodes, "analytic", 0.05)
+        exp = wall(nodes, "analytic", 0.05, every=True, repeats=1)
+        print(f"  {nodes * 8:>6} ranks: explicit {exp:.2f} s, ensemble {ens:.3f} s (x{exp / ens:.0f})")
+
+
+if __name__ == "__main__":
+    main()
