@@ -464,7 +464,8 @@ class MaxMinSolver:
         """Number of flows crossing each link, shape [L], for paths with multiplicities."""
         links, lengths = self.gather(np.asarray(path_ids, dtype=np.int64))
         weights = np.repeat(np.asarray(multiplicity, dtype=np.float64), lengths)
-        return np.bincount(links, weights=weights, minlength=self.n_links)
+        # bincount with float weights returns float64 (numpy's stubs say int)
+        return np.bincount(links, weights=weights, minlength=self.n_links)  # type: ignore[return-value]
 
     # -- solving ----------------------------------------------------------------------------
 

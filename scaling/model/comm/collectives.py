@@ -165,7 +165,9 @@ class AnalyticCostModel:
     def ring(self, op: CollectiveOp, nbytes: float, group: Group) -> CollectiveCost:
         """Ring collective of ``nbytes`` (nccl-tests size convention) on ``group``."""
         passes = 2 if op is CollectiveOp.ALL_REDUCE else 1
-        steps = {c: passes * k for c, k in ring_steps_per_pass(self.system, group).items()}
+        steps: dict[LinkClass, float] = {
+            c: passes * k for c, k in ring_steps_per_pass(self.system, group).items()
+        }
         cuts = self.cut_bandwidths(group)
         bottleneck = min(cuts, key=lambda c: cuts[c])
         wire = busbw_factor(op, group.size) * nbytes
