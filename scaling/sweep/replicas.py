@@ -15,6 +15,7 @@ import pandas as pd
 
 from scaling.io.config import LoadedExperiment
 from scaling.io.errors import ConfigError
+from scaling.io.results import KEY_COLUMNS
 from scaling.model.analysis.replicas import replica_seed, summarize
 from scaling.sweep.executors import SweepExecutor
 from scaling.sweep.runner import OK, execute_run
@@ -28,7 +29,6 @@ REPLICA_METRICS = (
     "time_to_train_h",
     "effective_time_to_train_h",
 )
-POINT = ("system", "strategy", "model", "nodes")
 
 
 def run_replicas(
@@ -65,12 +65,12 @@ def run_replicas(
         ]
     )
     summary = []
-    for key, grp in table.groupby(list(POINT), sort=False):
+    for key, grp in table.groupby(list(KEY_COLUMNS), sort=False):
         for m in REPLICA_METRICS:
             s = summarize(grp[m].to_numpy())
             summary.append(
                 {
-                    **dict(zip(POINT, key, strict=True)),
+                    **dict(zip(KEY_COLUMNS, key, strict=True)),
                     "metric": m,
                     "replicas": s.n,
                     "median": s.median,
