@@ -22,7 +22,9 @@ from scaling.io.config import experiment_from_dict
 from scaling.model.simulation import run_job
 
 
-def wall(nodes: int, network: str, cv: float, every: bool = False, repeats: int = 3) -> float:
+def wall(
+    nodes: int, network: str, cv: float, every: bool = False, repeats: int = 3, warmup: int = 0
+) -> float:
     job = experiment_from_dict(
         {
             "model": "gpt3-1.3b",
@@ -31,7 +33,7 @@ def wall(nodes: int, network: str, cv: float, every: bool = False, repeats: int 
             "training": {"micro_batch_size": 4},
             "simulation": {
                 "steps": 1,
-                "warmup_steps": 0,
+                "warmup_steps": warmup,
                 "network": network,
                 "compute_jitter_cv": cv,
             },
@@ -61,11 +63,19 @@ def main() -> None:
                 f"  {nodes * 8:>6} {w0:>10.3f} {w1:>10.3f} {w1 / w0:>6.2f} {growth:>8.2f}x"
                 f"  (ranks x{nodes // 128}; target <= 30 s at 16,384)"
             )
+        # iteration 0 of DDP is one bucket; the steady state (after 2 warm-up steps) has ~200
+        print(f"  steady state (2 warm-up steps + 1, 25 MiB buckets), {network}, one repeat:")
+        for nodes in (128, 2048):
+            w0 = wall(nodes, network, 0.0, repeats=1, warmup=2)
+            w1 = wall(nodes, network, 0.05, repeats=1, warmup=2)
+            print(f"  {nodes * 8:>6} {w0:>10.3f} {w1:>10.3f} {w1 / w0:>6.2f}  (3 steps simulated)")
     print("one SimPy process per rank (simulate_all_ranks), jitter 5 %, analytic network:")
     for nodes in (64, 128):
         ens = wall(nodes, "analytic", 0.05)
         exp = wall(nodes, "analytic", 0.05, every=True, repeats=1)
-        print(f"  {nodes * 8:>6} ranks: explicit {exp:.2f} s, ensemble {ens:.3f} s (x{exp / ens:.0f})")
+        print(
+            f"  {nodes * 8:>6} ranks: explicit {exp:.2f} s, ensemble {ens:.3f} s (x{exp / ens:.0f})"
+        )
 
 
 if __name__ == "__main__":

@@ -106,7 +106,9 @@ def _count(fraction: float, total: int) -> int:
     return 0 if fraction <= 0 else min(total, max(1, round(fraction * total)))
 
 
-def layout(spec: VariabilitySpec | None, nodes: int, devices_per_node: int, nics: int, seed: int):
+def layout(
+    spec: VariabilitySpec | None, nodes: int, devices_per_node: int, nics: int, seed: int
+) -> Layout:
     """Draw the run's slow ranks and degraded NICs (the ``LAYOUT_STREAM`` of ``seed``)."""
     p = nodes * devices_per_node
     slowdown = np.ones(p)

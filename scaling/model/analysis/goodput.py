@@ -76,7 +76,9 @@ def checkpoint_interval_s(spec: FailureSpec, devices: int, step_s: float) -> flo
     return max(1, math.ceil(tau / step_s - 1e-9)) * step_s
 
 
-def goodput_first_order(interval_s: float, write_s: float, restart_s: float, mtbf_s: float):
+def goodput_first_order(
+    interval_s: float, write_s: float, restart_s: float, mtbf_s: float
+) -> float:
     """First-order goodput ``(1 − (R + (τ+δ)/2)/M) / (1 + δ/τ)`` (clipped at 0)."""
     g = (1.0 - (restart_s + (interval_s + write_s) / 2.0) / mtbf_s) / (1.0 + write_s / interval_s)
     return max(g, 0.0)

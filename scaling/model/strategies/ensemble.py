@@ -11,12 +11,15 @@ the strategy's process (unchanged) issues each collective exactly when the last 
 the order statistics of the ranks' arrival times, computed with numpy, not p processes.
 
 Where it is exact: collectives whose group is every rank (DDP; FSDP ``full_shard`` /
-``shard_grad_op``), which is what an explicit simulation of every rank gives up to the one
-approximation below. Where it is not: groups smaller than the job (HSDP's per-node shard
-groups) start at the latest rank of the whole job rather than of the group — an upper bound on
-the step; and the communication-interference factor (the library's ``compute_interference``)
-is decided at the slowest rank's time, for all ranks. A test checks the step-time distribution
-against the explicit simulation (one process per rank) at 512 ranks.
+``shard_grad_op``), up to one approximation: the communication-interference factor (the
+library's ``compute_interference``) is decided at the slowest rank's time, for all ranks. Where
+it is not: groups smaller than the job (HSDP's per-node shard groups) are represented by one
+group, as for identical ranks, and start at the latest rank of the whole job. A wait on a
+collective that completed before the latest rank got there needs the completion time: the
+event's value, a :class:`~scaling.model.comm.collectives.CollectiveRecord` (else the wait is
+taken as ending now, a barrier). Tests check the step-time distribution against the explicit
+simulation (one process per rank) at 512 ranks; mean step, GPT-3 125M on 16 DGX A100 nodes at
+jitter CV 0.1, ensemble vs explicit: DDP −0.4 %, FSDP full_shard −0.2 %, HSDP −3.5 %.
 """
 
 from __future__ import annotations

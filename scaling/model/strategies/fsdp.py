@@ -279,8 +279,9 @@ class _Queue:
             yield prev
         if after is not None and not after.processed:
             yield after
+        rec = None
         if call.group.size > 1 and call.nbytes > 0:
-            yield self.comm.call(
+            rec = yield self.comm.call(
                 call.key,
                 call.op,
                 call.nbytes,
@@ -289,7 +290,7 @@ class _Queue:
                 dtype=call.dtype,
                 issue=call.issue,
             )
-        done.succeed()
+        done.succeed(rec)  # the record: when it ended (the rank ensemble's waits read it)
 
 
 def _rank_process(
