@@ -270,21 +270,23 @@ def test_fsdp2_reshard_after_forward_to_an_intra_node_group() -> None:
     from scaling.model.analysis.schedule import rank_schedule
     from scaling.model.simulation import run_job_detailed
 
+    def bwd(calls):
+        return [c for c in calls if c["op"] == "all_gather" and c["phase"] == "backward"]
+
     def sched(**kw):
         j = job(model="gpt3-125m", nodes=2, **kw)
         j = dataclasses.replace(j, sim=dataclasses.replace(j.sim, warmup_steps=0, steps=3))
         return rank_schedule(run_job_detailed(j, trace=True)[1], 2), run_job(j)
 
-    full, r_full = sched(reshard_after_forward=True)
-    part, r_part = sched(reshard_after_forward=4)
-    zero2, _ = sched(reshard_after_forward=False)
-    bwd = lambda calls: [  # noqa: E731
-        c for c in calls if c["op"] == "all_gather" and c["phase"] == "backward"
-    ]
+    full, r_full = sched(api="fsdp2")
+    part, r_part = sched(api="fsdp2", reshard_after_forward=4)
+    zero2, _ = sched(api="fsdp2", reshard_after_forward=False)
+    every, _ = sched(api="fsdp2", reshard_after_forward=True)
+    assert [c["unit"] for c in bwd(every)][:2] == ["root", "h11"]  # the root is gathered again
     assert [c["group_size"] for c in bwd(full)] == [16] * 12
     assert [c["group_size"] for c in bwd(part)] == [4] * 12  # gathered inside groups of 4
     assert [c["bytes"] for c in bwd(part)] == [c["bytes"] for c in bwd(full)]
     assert bwd(zero2) == []  # never resharded: ZeRO-2 / SHARD_GRAD_OP
     assert r_part.peak_mem_GiB > r_full.peak_mem_GiB  # keeps 1/4 of every block
     with pytest.raises(InfeasibleJobError, match="divides the node's 8 devices"):
-        run_job(job(model="gpt3-125m", nodes=2, reshard_after_forward=3))
+        run_job(job(model="gpt3-125m", nodes=2, api="fsdp2", reshard_after_forward=3))

@@ -103,25 +103,30 @@ class FSDPConfig(_Strict):
     # gradient accumulation: non-final micro-batches under no_sync() (reduce once per step)
     no_sync: bool = True
     clip_grad_norm: bool = False  # FSDP.clip_grad_norm_ before the optimizer (one all-reduce)
-    # FSDP2 fully_shard(reshard_after_forward=…): true = full_shard, false = shard_grad_op, an
-    # int k = reshard each block over k ranks of its node after forward (backward gathers in k)
+    # FSDP1 = FullyShardedDataParallel (padded FlatParameter per unit); fsdp2 = fully_shard
+    # (per-parameter dim-0 shards)
+    api: Literal["fsdp1", "fsdp2"] = "fsdp1"
+    # FSDP2 fully_shard(reshard_after_forward=…): null = blocks resharded, root kept; true =
+    # every unit resharded (the root too); false = none (ZeRO-2); an int k = each block
+    # resharded over k ranks of its node after forward (backward all-gathers in groups of k)
     reshard_after_forward: bool | PosInt | None = None
 
     @model_validator(mode="after")
-    def _reshard_needs_full_shard(self) -> FSDPConfig:
-        if (
-            self.reshard_after_forward is not None
-            and self.sharding is not ShardingStrategy.FULL_SHARD
-        ):
+    def _fsdp2_options(self) -> FSDPConfig:
+        if self.reshard_after_forward is not None and self.api != "fsdp2":
+            raise ValueError("reshard_after_forward is FSDP2's fully_shard option: set api: fsdp2")
+        ok = (ShardingStrategy.FULL_SHARD, ShardingStrategy.HYBRID_SHARD)
+        if self.api == "fsdp2" and self.sharding not in ok:
             raise ValueError(
-                "reshard_after_forward (FSDP2) goes with sharding full_shard; it replaces the "
-                "choice between full_shard (true) and shard_grad_op (false)"
+                "FSDP2 (fully_shard) shards fully or hybrid (a 2-D mesh); for ZeRO-2 use "
+                "reshard_after_forward: false, for DDP-like replication use kind: ddp"
             )
         return self
 
     def to_spec(self) -> FSDPSpec:
         raf = self.reshard_after_forward
         sharding = ShardingStrategy.SHARD_GRAD_OP if raf is False else self.sharding
+        k = raf if (raf is not None and not isinstance(raf, bool)) else None
         return FSDPSpec(
             sharding,
             self.backward_prefetch,
@@ -130,7 +135,9 @@ class FSDPConfig(_Strict):
             self.reduce_dtype,
             self.no_sync,
             self.clip_grad_norm,
-            raf if (raf is not None and raf is not True and raf is not False) else None,
+            k,
+            self.api,
+            raf is True,
         )
 
 
@@ -264,6 +271,7 @@ class ModelConfig(_Strict):
     bias: bool = True  # nn.Linear (incl. an untied lm_head) and LayerNorm biases
     norm: Norm = Norm.LAYERNORM
     gated_mlp: bool = False  # SwiGLU-style MLP: fc_in holds two ffn-wide projections
+    head_bias: bool | None = None  # untied lm_head's bias; null = follow `bias` (nn.Linear)
 
     @model_validator(mode="after")
     def _consistent(self) -> ModelConfig:
@@ -287,6 +295,7 @@ class ModelConfig(_Strict):
             bias=self.bias,
             tied_embeddings=self.tied_embeddings,
             norm=self.norm,
+            head_bias=self.head_bias,
         )
 
 

@@ -233,7 +233,9 @@ def _run_ranks(
 def _step_records(job: Job, logs: list[RankLog]) -> tuple[StepRecord, ...]:
     """Per step: wall time (a step ends when its slowest rank ends) and mean compute-busy time."""
     ends = np.array([lg.step_end for lg in logs])  # [ranks, steps]
-    step_times = np.diff(np.concatenate([[0.0], ends.max(axis=0)]))
+    # iteration 0 starts after the strategy's setup (DDP's constructor broadcasts)
+    start = min(lg.step_start[0] for lg in logs)
+    step_times = np.diff(np.concatenate([[start], ends.max(axis=0)]))
     busy = np.array([lg.compute_busy for lg in logs]).mean(axis=0)
     warm = job.sim.warmup_steps
     return tuple(

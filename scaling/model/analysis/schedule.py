@@ -12,6 +12,16 @@ from typing import Any
 
 from scaling.model.simulation import Timeline
 
+#: torch dtype names (``str(tensor.dtype)`` without ``torch.``) -> the names used here
+TORCH_DTYPES = {
+    "float32": "fp32",
+    "float16": "fp16",
+    "bfloat16": "bf16",
+    "int32": "int32",
+    "int64": "int64",
+    "float64": "fp64",
+}
+
 
 def rank_schedule(timeline: Timeline, step: int, rank: int = 0) -> list[dict[str, Any]]:
     """Collectives ``rank`` issued in ``step``, in issue order, one dict each (JSON-ready).

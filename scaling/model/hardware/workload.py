@@ -45,6 +45,7 @@ class TransformerShape:
         tied_embeddings: the output projection reuses the input embedding.
         norm: ``layernorm`` (``nn.LayerNorm``: weight, and bias when ``bias``) or ``rmsnorm``
             (``nn.RMSNorm``: weight only).
+        head_bias: an untied output layer has a bias (``nn.Linear``'s default); None = ``bias``.
     """
 
     name: str
@@ -59,6 +60,7 @@ class TransformerShape:
     bias: bool = True
     tied_embeddings: bool = True
     norm: Norm = Norm.LAYERNORM
+    head_bias: bool | None = None
 
     @property
     def head_dim(self) -> int:
@@ -80,9 +82,11 @@ class TransformerShape:
             t.append((f"{name}.bias", h))
         return t
 
-    def _linear_tensors(self, name: str, n_in: int, n_out: int) -> list[tuple[str, int]]:
+    def _linear_tensors(
+        self, name: str, n_in: int, n_out: int, bias: bool | None = None
+    ) -> list[tuple[str, int]]:
         t = [(f"{name}.weight", n_in * n_out)]
-        if self.bias:
+        if self.bias if bias is None else bias:
             t.append((f"{name}.bias", n_out))
         return t
 
@@ -110,7 +114,7 @@ class TransformerShape:
         """Final norm ``ln_f`` and, when untied, the output layer ``lm_head``."""
         t = self._norm_tensors("ln_f")
         if not self.tied_embeddings:
-            t += self._linear_tensors("lm_head", self.hidden, self.vocab)
+            t += self._linear_tensors("lm_head", self.hidden, self.vocab, self.head_bias)
         return t
 
     def param_tensors(self) -> list[tuple[str, int]]:
@@ -122,6 +126,43 @@ class TransformerShape:
             for name, n in self.layer_param_tensors()
         ]
         return [*self.embedding_tensors(), *blocks, *self.head_tensors()]
+
+    def dim0(self, name: str) -> int:
+        """Size of dimension 0 of parameter ``name`` (what FSDP2 shards): a Linear weight is
+        (out, in), an Embedding (rows, hidden), a bias or norm weight a vector."""
+        n = dict(self.param_tensors())[name]
+        if name.endswith(".bias") or name.split(".")[-2].startswith("ln"):
+            return n
+        if name.startswith(("wte.", "wpe.", "lm_head.")):
+            return n // self.hidden
+        cols = {"fc_out": self.ffn_hidden}.get(name.split(".")[-2], self.hidden)
+        return n // cols
+
+    def grad_ready_order(self, autocast: bool) -> list[tuple[str, int]]:
+        """Parameter tensors in the order backward produces their gradients.
+
+        Modules finish backward in reverse registration order (the model runs them in order);
+        inside a module the order is autograd's, as recorded from PyTorch 2.x
+        (tests/fixtures/torch_schedules): a LayerNorm gives weight then bias; a Linear gives
+        bias then weight, or weight then bias under ``torch.autocast`` (the cast of the weight
+        adds a node that runs first); the position table before the token table.
+        """
+        out: list[tuple[str, int]] = []
+        module: list[tuple[str, int]] = []
+
+        def flush() -> None:
+            names = [n.rsplit(".", 1)[-1] for n, _ in module]
+            linear = not module[0][0].split(".")[-2].startswith("ln") and "bias" in names
+            out.extend(module if (autocast or not linear) else module[::-1])
+
+        for name, n in reversed(self.param_tensors()):
+            if module and name.rsplit(".", 1)[0] != module[0][0].rsplit(".", 1)[0]:
+                flush()
+                module = []
+            module.insert(0, (name, n))  # back to registration order inside the module
+        if module:
+            flush()
+        return out
 
     def layer_params(self) -> int:
         """Parameters of one transformer block."""

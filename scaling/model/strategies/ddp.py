@@ -56,6 +56,8 @@ from scaling.units import MiB
 if TYPE_CHECKING:
     from scaling.model.job import Job
 
+#: The step number of what a strategy communicates before iteration 0 (``phase: setup``).
+SETUP_STEP = -1
 #: ``dist._DEFAULT_FIRST_BUCKET_BYTES`` (torch/distributed/distributed_c10d.py).
 DEFAULT_FIRST_BUCKET_BYTES = 1 * MiB
 #: DDP's default ``bucket_cap_mb`` (distributed.py), in bytes.
@@ -64,6 +66,8 @@ DEFAULT_BUCKET_CAP_BYTES = 25 * MiB
 _ONE_BUCKET = float(2**63 - 1)
 #: ``local_used_map`` and bucket-index tensors are int32.
 _INT32 = 4
+#: ``_sync_module_states``' broadcast bucket (``broadcast_bucket_size``, distributed.py).
+_BROADCAST_BUCKET = 250 * MiB
 
 
 class CommHook(StrEnum):
@@ -138,6 +142,8 @@ class DDPSpec:
         shape = job.shape
         param_dtype = job.training.param_dtype
         wire = self.comm_hook.wire_dtype or param_dtype
+        # torch.autocast runs when the compute dtype is narrower than the parameters
+        autocast = DTYPE_BYTES[job.training.dtype] < DTYPE_BYTES[param_dtype]
         return DDPWork(
             mb,
             compute.optimizer_cost(shape.params()),
@@ -146,7 +152,8 @@ class DDPSpec:
             Group(job.nodes, job.system.devices_per_node),
             self,
             wire,
-            iteration_plans(shape, self, param_dtype, wire),
+            iteration_plans(shape, self, param_dtype, wire, autocast),
+            tuple(setup_broadcasts(shape, param_dtype, job.devices)),
         )
 
 
@@ -227,13 +234,16 @@ class IterationPlan:
         stage_buckets: bucket indices that become ready when each backward stage ends.
         rebuild_broadcasts: int32 broadcasts (bytes) at the start of the iteration's forward
             (``sync_bucket_indices`` after a rebuild).
-        used_map_bytes: bytes of the ``local_used_map`` all-reduce after the last bucket, or 0.
+        used_map_bytes: bytes of the ``local_used_map`` all-reduce, or 0.
+        used_map_first: the bitmap goes before the buckets (static graph's iteration 0), not
+            after the last one.
     """
 
     buckets: tuple[Bucket, ...]
     stage_buckets: dict[int, list[int]]
     rebuild_broadcasts: tuple[float, ...] = ()
     used_map_bytes: float = 0.0
+    used_map_first: bool = False
 
     @classmethod
     def of(
@@ -241,30 +251,74 @@ class IterationPlan:
         buckets: list[Bucket],
         rebuild_broadcasts: tuple[float, ...] = (),
         used_map_bytes: float = 0.0,
+        used_map_first: bool = False,
     ) -> IterationPlan:
         """Index ``buckets`` by the backward stage that makes them ready."""
         by_stage: dict[int, list[int]] = {}
         for i, b in enumerate(buckets):
             by_stage.setdefault(b.ready_stage, []).append(i)
-        return cls(tuple(buckets), by_stage, rebuild_broadcasts, used_map_bytes)
+        return cls(tuple(buckets), by_stage, rebuild_broadcasts, used_map_bytes, used_map_first)
 
 
 def iteration_plans(
-    shape: TransformerShape, spec: DDPSpec, param_dtype: str, wire_dtype: str
+    shape: TransformerShape, spec: DDPSpec, param_dtype: str, wire_dtype: str, autocast: bool
 ) -> tuple[IterationPlan, ...]:
-    """Plans for iterations 0, 1 and every later one (the last entry repeats)."""
+    """Plans for iterations 0, 1, … (the last entry repeats), as recorded from PyTorch 2.x
+    (tests/fixtures/torch_schedules).
+
+    * default: iteration 0 one bucket (``[sys.maxsize]``); iteration 1 starts with the rebuild's
+      index broadcasts and uses buckets formed in gradient-ready order.
+    * ``static_graph``: the used-parameter bitmap is all-reduced before the single bucket in
+      iteration 0; iteration 1 still runs the single bucket; the rebuild comes in iteration 2.
+    * ``find_unused_parameters``: registration-order buckets with the real limits, reversed,
+      never rebuilt; the bitmap after the last bucket every iteration.
+    """
     tensors = param_tensors_with_stage(shape)
+    stage = {name: st for name, _, st in tensors}
     elem, wire = float(DTYPE_BYTES[param_dtype]), float(DTYPE_BYTES[wire_dtype])
     used_map = _INT32 * len(tensors)
-    rebuilt = assign_buckets(list(reversed(tensors)), spec.size_limits, elem, wire)
+    ready = [(n, k, stage[n]) for n, k in shape.grad_ready_order(autocast)]
+    rebuilt = assign_buckets(ready, spec.size_limits, elem, wire)
     if spec.find_unused_parameters and not spec.static_graph:
         # registration-order buckets with the real limits, reversed, never rebuilt
         initial = list(reversed(assign_buckets(tensors, spec.size_limits, elem, wire)))
         return (IterationPlan.of(initial, used_map_bytes=used_map),)
     one = list(reversed(assign_buckets(tensors, (_ONE_BUCKET,), elem, wire)))
     sync = (_INT32 * (len(tensors) + 1), _INT32 * len(rebuilt))
-    first = IterationPlan.of(one, used_map_bytes=used_map if spec.static_graph else 0.0)
-    return (first, IterationPlan.of(rebuilt, rebuild_broadcasts=sync), IterationPlan.of(rebuilt))
+    rebuild = IterationPlan.of(rebuilt, rebuild_broadcasts=sync)
+    if spec.static_graph:
+        first = IterationPlan.of(one, used_map_bytes=used_map, used_map_first=True)
+        return (first, IterationPlan.of(one), rebuild, IterationPlan.of(rebuilt))
+    return (IterationPlan.of(one), rebuild, IterationPlan.of(rebuilt))
+
+
+def setup_broadcasts(shape: TransformerShape, param_dtype: str, world: int) -> list[tuple]:
+    """What ``DistributedDataParallel.__init__`` communicates, as (op, bytes, dtype): the
+    parameter-shape check (``_verify_param_shape_across_processes``: an all-gather of one int64
+    per rank, then rank 0's sizes and strides of every parameter, int64) and the
+    ``_sync_module_states`` broadcast of every parameter from rank 0 in buckets of 250 MiB
+    (``_broadcast_coalesced``; a bucket closes before it would exceed the size — the recordings
+    only cover models below one bucket)."""
+    dims = sum(len(_shape_of(shape, n)) for n, _ in shape.param_tensors())
+    out: list[tuple] = [
+        (CollectiveOp.ALL_GATHER, 8.0 * world, "int64"),
+        (CollectiveOp.BROADCAST, 8.0 * 2 * dims, "int64"),
+    ]
+    size, limit = 0.0, float(_BROADCAST_BUCKET)
+    for _, n in shape.param_tensors():
+        nbytes = n * DTYPE_BYTES[param_dtype]
+        if size and size + nbytes > limit:
+            out.append((CollectiveOp.BROADCAST, size, param_dtype))
+            size = 0.0
+        size += nbytes
+    out.append((CollectiveOp.BROADCAST, size, param_dtype))
+    return out
+
+
+def _shape_of(shape: TransformerShape, name: str) -> tuple[int, ...]:
+    """The tensor's dimensions (a vector, or a matrix of dim0 rows)."""
+    n, rows = dict(shape.param_tensors())[name], shape.dim0(name)
+    return (n,) if rows == n else (rows, n // rows)
 
 
 @dataclass(frozen=True, slots=True)
@@ -281,6 +335,8 @@ class DDPWork:
     wire_dtype: str
     #: iteration 0, 1, … (the last entry repeats)
     plans: tuple[IterationPlan, ...] = field(default=())
+    #: what the constructor communicates before iteration 0: (op, bytes, dtype)
+    setup: tuple[tuple, ...] = ()
 
     def plan_of(self, step: int) -> IterationPlan:
         """The communication plan of iteration ``step``."""
@@ -309,6 +365,10 @@ class DDPWork:
         """SimPy process of one DDP rank for ``steps`` training steps."""
         mb, L = self.mb, self.n_layers
         fwd = mb.head_fwd.time_s + L * mb.block_fwd.time_s  # forward has no communication in DDP
+        for i, (op, nbytes, dtype) in enumerate(self.setup):
+            # the constructor's shape check and parameter broadcast, before iteration 0
+            key = CollectiveKey(SETUP_STEP, "setup", "init", i, label="DDP constructor")
+            yield comm.call(key, op, nbytes, self.group, dtype=dtype)
         for step in range(steps):
             cs.begin_step(step)
             plan = self.plan_of(step)
@@ -325,7 +385,7 @@ class DDPWork:
                 ready = [env.event() for _ in plan.buckets] if sync else []
                 done = env.event()
                 if sync:
-                    env.process(_comm_stream(step, plan, self, comm, ready, done))
+                    env.process(_comm_stream(step, micro, plan, self, comm, ready, done))
                 stage_buckets = plan.stage_buckets if (sync and self.spec.overlap) else {}
                 yield from cs.run(mb.head_bwd.time_s, "backward:head", micro=micro)
                 for b in stage_buckets.get(0, ()):
@@ -345,6 +405,7 @@ class DDPWork:
 
 def _comm_stream(
     step: int,
+    micro: int,
     plan: IterationPlan,
     work: DDPWork,
     comm: Communicator,
@@ -354,6 +415,12 @@ def _comm_stream(
     """The rank's communication stream: all-reduce buckets in order, each once it is ready,
     then (``find_unused_parameters``) the used-parameter bitmap."""
     wire = work.wire_dtype
+    used_map = CollectiveKey(step, "backward", "used_map", 0, micro, label="local_used_map")
+    if plan.used_map_bytes and plan.used_map_first:
+        yield ready[0]  # issued with the first gradient hook, before any bucket
+        yield comm.call(
+            used_map, CollectiveOp.ALL_REDUCE, plan.used_map_bytes, work.group, dtype="int32"
+        )
     for i, bucket in enumerate(plan.buckets):
         yield ready[i]
         key = CollectiveKey(
@@ -361,12 +428,12 @@ def _comm_stream(
             "backward",
             "bucket",
             i,
+            micro,
             label=f"bucket {i} ({bucket.nbytes / MiB:.1f} MiB all_reduce)",
         )
         yield comm.call(key, CollectiveOp.ALL_REDUCE, bucket.nbytes, work.group, dtype=wire)
-    if plan.used_map_bytes:
-        key = CollectiveKey(step, "backward", "used_map", 0, label="local_used_map all_reduce")
+    if plan.used_map_bytes and not plan.used_map_first:
         yield comm.call(
-            key, CollectiveOp.ALL_REDUCE, plan.used_map_bytes, work.group, dtype="int32"
+            used_map, CollectiveOp.ALL_REDUCE, plan.used_map_bytes, work.group, dtype="int32"
         )
     done.succeed()

@@ -82,6 +82,10 @@ class FSDPSpec:
         post_forward_shard: FSDP2 ``fully_shard(reshard_after_forward=k)``: after forward each
             block is resharded over k ranks of its node only (1/k kept per rank), so backward
             all-gathers run inside groups of k; None = reshard to the whole shard group.
+        api: ``fsdp1`` (``FullyShardedDataParallel``: one padded FlatParameter per unit) or
+            ``fsdp2`` (``fully_shard``: per-parameter dim-0 shards).
+        reshard_root: FSDP2 ``reshard_after_forward=True`` given for the root too, which is
+            then gathered again before its backward (by default the root is kept).
     """
 
     sharding: ShardingStrategy = ShardingStrategy.FULL_SHARD
@@ -92,6 +96,8 @@ class FSDPSpec:
     no_sync: bool = True
     clip_grad_norm: bool = False
     post_forward_shard: int | None = None
+    api: str = "fsdp1"
+    reshard_root: bool = False
 
     def _check_post_forward(self, job: Job) -> None:
         k, g = self.post_forward_shard, job.system.devices_per_node
@@ -109,8 +115,10 @@ class FSDPSpec:
 
     @property
     def label(self) -> str:
-        """``fsdp-<sharding>``, e.g. ``fsdp-full_shard``."""
-        return f"fsdp-{self.sharding.value}"
+        """``fsdp-<sharding>`` (FSDP1), e.g. ``fsdp-full_shard``; ``fsdp2-…`` for FSDP2."""
+        if self.post_forward_shard is not None:
+            return f"fsdp2-reshard{self.post_forward_shard}"
+        return f"{'fsdp' if self.api == 'fsdp1' else 'fsdp2'}-{self.sharding.value}"
 
     def shard_size(self, job: Job) -> int:
         """Ranks one parameter shard is split over: the node (HYBRID_SHARD), one (NO_SHARD) or
@@ -150,12 +158,13 @@ class FSDPSpec:
         return FSDPWork(
             mb,
             compute.optimizer_cost(job.shape.params() / self.shard_size(job)),
-            unit_params(job.shape),
+            unit_padded_elements(job.shape, self.shard_size(job), self.api),
             job.training.grad_accum,
             job.nodes,
             job.system.devices_per_node,
             self,
             *self.dtypes(job),
+            len(job.shape.param_tensors()),
         )
 
 
@@ -164,6 +173,29 @@ def unit_params(shape: TransformerShape) -> list[int]:
     return [shape.embedding_params() + shape.head_params()] + [
         shape.layer_params()
     ] * shape.n_layers
+
+
+def unit_padded_elements(shape: TransformerShape, shard: int, api: str) -> list[int]:
+    """Elements each unit all-gathers and reduce-scatters over ``shard`` ranks, padding included.
+
+    FSDP1 flattens a unit into one FlatParameter and pads it to a multiple of the shard size
+    (``FlatParamHandle.shard``: ``ceil(numel / world)`` per rank). FSDP2 shards every parameter
+    on dim 0 (``torch.chunk`` semantics, padded to ``ceil(dim0 / world)`` rows per rank), so a
+    parameter with fewer rows than ranks is padded up to one row per rank.
+    """
+    if api == "fsdp1":
+        return [-(-n // shard) * shard for n in unit_params(shape)]
+    root = [*shape.embedding_tensors(), *shape.head_tensors()]
+    block = shape.layer_param_tensors()
+
+    def padded(tensors: list[tuple[str, int]], prefix: str = "") -> int:
+        total = 0
+        for name, n in tensors:
+            rows = shape.dim0(prefix + name)
+            total += -(-rows // shard) * shard * (n // rows)
+        return total
+
+    return [padded(root)] + [padded(block, "h0.")] * shape.n_layers
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,6 +211,7 @@ class FSDPWork:
     spec: FSDPSpec
     gather_dtype: str
     reduce_dtype: str
+    n_tensors: int = 0
 
     def shard_group(self, rank: int) -> Group:
         """The group a rank shards over: its node (HYBRID_SHARD) or every rank."""
@@ -394,8 +427,8 @@ def _rank_process(
                 if sharded:
                     yield from cs.wait(gathered[u], f"all_gather:unit{u}")
                 yield from cs.run(fwd_cost(u), f"forward:unit{u}", micro=micro)
-                if not reshard_fwd or u == 0:
-                    continue  # SHARD_GRAD_OP keeps everything; the root is never resharded
+                if not reshard_fwd or (u == 0 and not spec.reshard_root):
+                    continue  # SHARD_GRAD_OP keeps everything; the root is kept by default
                 freed[u].succeed()
             # ---- backward: head (root) first, then blocks last to first ---------------------
             border = [0, *range(n_units - 1, 0, -1)]
@@ -403,7 +436,7 @@ def _rank_process(
 
             def issue_ag(u: int, bgather=bgather, step=step, micro=micro) -> None:
                 # a resharded block is gathered again before its backward, once
-                if reshard_fwd and u != 0 and u not in bgather:
+                if reshard_fwd and (u != 0 or spec.reshard_root) and u not in bgather:
                     key = CollectiveKey(
                         step,
                         "backward",
@@ -445,11 +478,14 @@ def _rank_process(
         if spec.clip_grad_norm:
             # FSDP.clip_grad_norm_: each rank's shard norm, all-reduced (one fp32 scalar) over
             # the shard group before the optimizer (torch/distributed/fsdp/
-            # fully_sharded_data_parallel.py ``clip_grad_norm_``)
+            # fully_sharded_data_parallel.py ``clip_grad_norm_``). FSDP2's
+            # torch.nn.utils.clip_grad_norm_ reduces one norm per parameter tensor (the stacked
+            # per-parameter norms are a Partial DTensor; recorded in the fixtures).
+            n = 1 if spec.api == "fsdp1" else work.n_tensors
             key = CollectiveKey(
                 step, "optimizer", "grad_norm", 0, label="clip_grad_norm_ all_reduce"
             )
-            norm = q.submit(key, CollectiveOp.ALL_REDUCE, 4.0, shard, "fp32")
+            norm = q.submit(key, CollectiveOp.ALL_REDUCE, 4.0 * n, shard, "fp32")
             yield from cs.wait(norm, "all_reduce")
         yield from cs.run(work.optimizer.time_s, "optimizer")
         cs.end_step()
