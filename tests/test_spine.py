@@ -229,3 +229,7 @@ def test_schedule_cli_json_and_csv(tmp_path) -> None:
     assert len(rows) > 2 and all(",all_reduce," in r for r in rows[1:])
     res = CliRunner().invoke(main, ["schedule", str(cfg), "--rank", "8"])
     assert res.exit_code == 2 and "has 8 ranks" in res.output
+    res = CliRunner().invoke(main, ["schedule", str(cfg), "--step", "setup"])
+    assert res.exit_code == 0 and json.loads(res.output)["collectives"][0]["op"] == "all_gather"
+    res = CliRunner().invoke(main, ["schedule", str(cfg), "--step", "x"])
+    assert res.exit_code == 2 and "'setup'" in res.output

@@ -300,9 +300,9 @@ def trace(config: Path, out_file: Path, ranks: str | None, overrides: tuple[str,
 )
 @click.option(
     "--step",
-    type=click.IntRange(min=0),
     default=None,
-    help="Iteration to show: 0 = the first (DDP's single bucket), default the steady state (2).",
+    help="Iteration to show: 0 = the first (DDP's single bucket), 'setup' = the DDP "
+    "constructor's collectives; default the steady state (2).",
 )
 @click.option("--rank", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option(
@@ -313,7 +313,7 @@ def trace(config: Path, out_file: Path, ranks: str | None, overrides: tuple[str,
 def schedule(
     config: Path,
     out_file: Path,
-    step: int | None,
+    step: str | None,
     rank: int,
     fmt: str,
     overrides: tuple[str, ...],
@@ -339,7 +339,12 @@ def schedule(
         _fail(f"--rank {rank}: the job has {job.devices} ranks (0-{job.devices - 1})")
     # iterations 0 and 1 differ from the rest (DDP's first bucket and its rebuild): simulate
     # far enough that the default shows a steady-state iteration
-    shown = 2 if step is None else step
+    from scaling.model.strategies.ddp import SETUP_STEP
+
+    if step is None or step == "setup" or (step.isdigit() and len(step) < 7):
+        shown = 2 if step is None else SETUP_STEP if step == "setup" else int(step)
+    else:
+        _fail(f"--step {step!r}: expected an iteration number (0, 1, …) or 'setup'")
     job = replace(job, sim=replace(job.sim, warmup_steps=0, steps=max(shown + 1, 3)))
     res, tl = run_job_detailed(job, trace=True)
     calls = rank_schedule(tl, shown, rank)
@@ -352,7 +357,7 @@ def schedule(
             "nodes": res.nodes,
             "world_size": res.devices,
             "rank": rank,
-            "step": shown,
+            "step": "setup" if shown == SETUP_STEP else shown,
             "collectives": calls,
         }
         text = json.dumps(doc, indent=1) + "\n"
