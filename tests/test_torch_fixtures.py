@@ -65,6 +65,10 @@ def test_fixture_set_covers_the_variants() -> None:
     kinds = Counter(load(p)["strategy"]["kind"] for p in FIXTURES)
     assert kinds["ddp"] >= 8 and kinds["fsdp1"] >= 8 and kinds["fsdp2"] >= 2, kinds
     assert {load(p)["world_size"] for p in FIXTURES} == {2, 4}
+    # FSDP's padding to the shard-group size is exercised by both FSDP1 and FSDP2 recordings
+    for kind in ("fsdp1", "fsdp2"):
+        units = [u for p in of_kind(kind) for u in load(p)["strategy"]["units"]]
+        assert any(u["padded_numel"] > u["numel"] for u in units), kind
 
 
 @pytest.mark.parametrize("path", FIXTURES, ids=ids(FIXTURES))
@@ -170,6 +174,10 @@ def test_fsdp_unit_traffic_is_the_unit_flat_size(path: Path) -> None:
         assert u["numel"] == sum(numel[n] for n in u["params"])
         assert u["numel"] <= u["padded_numel"]
     for _rank, _step, e in all_collectives(doc):
+        if doc["strategy"]["kind"] == "fsdp1" and e["op"] == "all_gather":
+            # FSDP1 pads the whole flat parameter to a multiple of the shard-group size
+            g, n = e["group_size"], units[e["unit"]]["numel"]
+            assert units[e["unit"]]["padded_numel"] == -(-n // g) * g
         if e["op"] in ("all_gather", "reduce_scatter") and "unit" in e:
             u = units[e["unit"]]
             elems = e["bytes"] // ITEMSIZE[e["dtype"]]

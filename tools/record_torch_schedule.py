@@ -134,7 +134,7 @@ SMALL_UNTIED = GPTDims(
     vocab=320, hidden=48, n_heads=4, ffn_hidden=192, n_layers=3, max_seq=16, tied_embeddings=False
 )
 #: sizes not divisible by 4: FSDP's padding to the shard-group size shows on 4 ranks
-ODD = GPTDims(vocab=255, hidden=30, n_heads=2, ffn_hidden=90, n_layers=2, max_seq=15)
+ODD = GPTDims(vocab=254, hidden=30, n_heads=2, ffn_hidden=91, n_layers=2, max_seq=15)
 #: ~0.9 M parameters (3.4 MiB of fp32 gradients): DDP's 1 MiB first bucket matters.
 MEDIUM = GPTDims(vocab=512, hidden=128, n_heads=4, ffn_hidden=512, n_layers=4, max_seq=32)
 
