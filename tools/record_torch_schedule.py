@@ -26,6 +26,9 @@ initialisation broadcasts, FSDP1/FSDP2, ``clip_grad_norm_``) goes through it. An
 * FSDP ``unit``: ``FlatParamHandle.unshard`` / ``_reduce_grad`` / ``_reduce_grad_no_shard``
   (FSDP1) and ``FSDPParamGroup.unshard`` / ``post_backward`` (FSDP2) are wrapped to name the unit
   whose collectives they issue (``root`` or the block's name ``h{i}``).
+* FSDP ``issued_by``: the FSDP hook that issued the collective (``pre_forward:h0``,
+  ``pre_backward:h1``, ``post_backward:h1``, ``final_callback``): BACKWARD_PRE and BACKWARD_POST,
+  or forward prefetch on and off, can issue in the same order and differ only in this.
 
 Usage::
 
