@@ -3,6 +3,7 @@ facts (no device inherits another's), the report files and the README's table.""
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import shutil
 from pathlib import Path
@@ -90,6 +91,11 @@ def test_tolerance_applies_to_validation_points_else_to_all() -> None:
     each = v.StudyResult("z", "compute", "m", "src", (val,), max_point_error=0.04)
     assert each.status == "FAIL" and "b: error +5.0%" in each.failures()[0]
     assert v.StudyResult("i", "compute", "m", "src", (cal,)).status == "info"
+    # a declared miss is reported as such and does not fail the run; once it passes, it must
+    known = dataclasses.replace(only_cal, known_miss="why")
+    assert known.status == "known miss" and v.Report([known]).ok
+    healed = dataclasses.replace(each, max_point_error=0.5, known_miss="why")
+    assert healed.status == "unexpected pass" and not v.Report([healed]).ok
 
 
 def test_mpt_shapes_reproduce_the_benchmarks_parameter_counts() -> None:

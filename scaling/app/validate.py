@@ -70,6 +70,9 @@ class StudyResult:
     max_mape: float | None = None
     max_point_error: float | None = None
     note: str = ""
+    #: a miss we know of and have not fixed, with why: reported as ``known miss`` (it does not
+    #: fail the run, like pytest's xfail); if the study starts to pass, the mark must go
+    known_miss: str = ""
 
     @property
     def calibration(self) -> tuple[Point, ...]:
@@ -94,9 +97,12 @@ class StudyResult:
 
     @property
     def status(self) -> str:
-        """``pass``, ``FAIL`` or ``info`` (no tolerance declared)."""
+        """``pass``, ``FAIL``, ``known miss`` (a declared, explained miss), ``unexpected pass``
+        (a declared miss that no longer misses: remove the mark) or ``info`` (no tolerance)."""
         if self.max_mape is None and self.max_point_error is None:
             return "info"
+        if self.known_miss:
+            return "known miss" if self.failures() else "unexpected pass"
         return "FAIL" if self.failures() else "pass"
 
     def failures(self) -> list[str]:
@@ -440,6 +446,11 @@ def study_mpt_multinode(overrides: DeviceOverrides | None = None) -> list[StudyR
             tuple(pts),
             max_mape=0.15,
             note="inter-node fabric of the benchmark cluster not stated; DGX H100 8x400G assumed",
+            known_miss=(
+                "the three MPT-13B micro-batch-2 rows are +33 % each, the same miss as the "
+                "single-node H100 13B point: a compute-model error at small micro-batch (issue "
+                "#14), not the network"
+            ),
         )
     ]
 
@@ -504,7 +515,7 @@ class Report:
 
     @property
     def ok(self) -> bool:
-        return all(s.status != "FAIL" for s in self.studies)
+        return all(s.status not in ("FAIL", "unexpected pass") for s in self.studies)
 
 
 def run_validation(
@@ -559,11 +570,14 @@ def format_text(rep: Report) -> str:
         )
         for f in s.failures():
             lines.append(f"   ! {f}")
+        if s.known_miss:
+            lines.append(f"   known miss: {s.known_miss}")
         lines.append("")
-    n_fail = sum(s.status == "FAIL" for s in rep.studies)
+    count = {k: sum(s.status == k for s in rep.studies) for k in ("pass", "FAIL", "known miss")}
     lines.append(
-        f"{len(rep.studies)} studies: {sum(s.status == 'pass' for s in rep.studies)} pass, "
-        f"{n_fail} fail, {sum(s.status == 'info' for s in rep.studies)} for information"
+        f"{len(rep.studies)} studies: {count['pass']} pass, {count['FAIL']} fail, "
+        f"{count['known miss']} known miss, "
+        f"{sum(s.status == 'info' for s in rep.studies)} for information"
     )
     return "\n".join(lines)
 
