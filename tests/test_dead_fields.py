@@ -8,7 +8,7 @@ result moved. Probes are tiered, cheapest first, and stop at the first that move
 1. collectives priced directly (``FlowCollectives.predict`` for every algorithm × protocol the
    library has, at 1 KiB and 64 MiB, on one node, a sub-node group and two nodes; the analytic
    ring across two pods of the leaf-spine);
-2. a one-step DDP job (2 nodes, micro-batch 1) — compute, memory, power and cost metrics;
+2. a one-step FSDP job (1 node, micro-batch 1) — compute, memory, power and cost metrics;
 3. the same job with the dtype or structured sparsity that the field is for.
 
 A library's fields are probed with the library on one system of every fabric kind (NCCL's PCIe
@@ -177,13 +177,15 @@ _BASE_NODES_PER_LEAF: dict[str, int] = {}
 
 
 @cache
-def _job(kind: str = "ddp") -> Job:
+def _job() -> Job:
+    """FSDP on one node: the cheapest job to simulate, and its all-gathers overlap compute
+    (where the library's compute_interference acts)."""
     exp = experiment_from_dict(
         {
             "model": "gpt3-125m",
             "systems": ["dgx-a100"],
-            "nodes": [2],
-            "strategies": [{"kind": kind}],
+            "nodes": [1],
+            "strategies": [{"kind": "fsdp"}],
             "training": {"micro_batch_size": 1, "seq_len": 256},
             "simulation": {"steps": 1, "warmup_steps": 0},
         }
@@ -193,10 +195,7 @@ def _job(kind: str = "ddp") -> Job:
 
 def _job_of(spec: SystemSpec, path: tuple) -> Job:
     """The probe job on ``spec``, in the variant that shows the field at ``path``."""
-    # FSDP overlaps its all-gathers with compute, where communication slows compute
-    job = dataclasses.replace(
-        _job("fsdp" if "compute_interference" in path else "ddp"), system=spec
-    )
+    job = dataclasses.replace(_job(), system=spec)
     if "peak_TFLOPS" in path:
         dtype = str(path[-1])
         job = dataclasses.replace(job, training=dataclasses.replace(job.training, dtype=dtype))
