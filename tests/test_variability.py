@@ -116,10 +116,14 @@ def _step_times(job: Job) -> np.ndarray:
     return np.array([s.step_time_s for s in r.steps if not s.warmup])
 
 
-@pytest.mark.parametrize("ranks", [8, 64, 512, 4096])
-def test_iid_jitter_step_is_the_expected_max_of_p_draws(ranks: int) -> None:
+@pytest.mark.parametrize(
+    ("ranks", "every"),
+    [(8, False), (64, False), (512, False), (4096, False), (8, True), (64, True)],
+)
+def test_iid_jitter_step_is_the_expected_max_of_p_draws(ranks: int, every: bool) -> None:
+    """Rank ensemble (and, at 8 and 64 ranks, one process per rank) vs E[max of p draws]."""
     cv, steps = 0.08, 400
-    mean = _step_times(_job(ranks // 8, steps, cv)).mean()
+    mean = _step_times(_job(ranks // 8, steps, cv, every=every)).mean()
     want = T * expected_max_normal_factor(ranks, cv)
     print(
         f"\np={ranks} cv={cv}: mean step {mean * 1e3:.3f} ms, E[max] {want * 1e3:.3f} ms "
