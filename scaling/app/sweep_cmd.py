@@ -84,7 +84,8 @@ def _problems(df: Any, status: str, limit: int = 5) -> list[str]:
     "--scheduler",
     default=None,
     metavar="ADDRESS",
-    help="Run on a Dask cluster, e.g. tcp://host:8786 (scaling installed on its workers).",
+    help="Run on a Dask cluster, e.g. tcp://host:8786 (needs the 'dask' extra here, and this "
+    "package at this version on its scheduler and workers: checked before submitting).",
 )
 @click.option(
     "--dask-local",

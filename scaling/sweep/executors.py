@@ -24,6 +24,7 @@ from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 from scaling.io.errors import ConfigError
+from scaling.io.extras import DISTRIBUTION, missing_extra
 
 Outcome = tuple[int, bool, Any]
 
@@ -216,12 +217,9 @@ class DaskExecutor(SweepExecutor):
     def _start(self) -> Any:
         if self._client is not None:
             return self._client
-        try:
-            from dask.distributed import Client, LocalCluster
-        except ImportError:
-            raise ConfigError(
-                "Dask is not installed; install it with: pip install 'scaling[dask]'"
-            ) from None
+        require_dask("--scheduler" if self.address else "--dask-local")
+        from dask.distributed import Client, LocalCluster
+
         if self.address is not None:
             try:
                 self._client = Client(self.address, timeout="15s")
@@ -230,6 +228,11 @@ class DaskExecutor(SweepExecutor):
                     f"--scheduler {self.address}: cannot connect to a Dask scheduler: "
                     f"{describe_error(e)}"
                 ) from None
+            try:
+                check_cluster(self._client, self.address)
+            except BaseException:
+                self.close()
+                raise
             self.workers = max(1, sum(self._client.nthreads().values()))
         else:
             self._cluster = LocalCluster(
@@ -253,9 +256,9 @@ class DaskExecutor(SweepExecutor):
     def imap_unordered(self, fn: Callable[[Any], Any], args: Sequence[Any]) -> Iterator[Outcome]:
         if not args:
             return
+        client = self._start()
         from dask.distributed import as_completed
 
-        client = self._start()
         futures = [client.submit(fn, a, pure=False) for a in args]
         index = {f.key: i for i, f in enumerate(futures)}
         try:
@@ -277,6 +280,54 @@ class DaskExecutor(SweepExecutor):
             client.cancel([f for f in futures if not f.done()])
 
 
+def require_dask(option: str) -> None:
+    """Refuse ``option`` (``--scheduler``/``--dask-local``) in one line when Dask is absent."""
+    why = missing_extra(("dask", "distributed"), "dask")
+    if why is not None:
+        raise ConfigError(f"{option}: {why}")
+
+
+def _version_on(where: str, got: Any, mine: str) -> str | None:
+    """Why ``got`` (a version string, or the error raised looking it up) will not run our tasks."""
+    if isinstance(got, BaseException):
+        return (
+            f"{where} has no '{DISTRIBUTION}' installed ({describe_error(got)}); install this "
+            "package there from its wheel or source folder (pip install scaling-<version>-py3-"
+            "none-any.whl or pip install /path/to/scaling; the PyPI 'scaling' is another project)"
+        )
+    if got != mine:
+        return (
+            f"{where} has {DISTRIBUTION} {got} but this client has {mine}; install the same "
+            "version there (from its wheel or source folder, not from PyPI)"
+        )
+    return None
+
+
+def check_cluster(client: Any, address: str) -> None:
+    """Before submitting anything: the scheduler and every worker must have this package, at
+    this version (the scheduler unpickles the tasks, the workers run them); else one line."""
+    from importlib.metadata import version
+
+    from scaling import __version__ as mine
+
+    problems: list[str] = []
+    try:
+        sched = client.run_on_scheduler(version, DISTRIBUTION)
+    except Exception as e:
+        sched = e
+    if (why := _version_on("the scheduler", sched, mine)) is not None:
+        problems.append(why)
+    workers = client.run(version, DISTRIBUTION, on_error="return")
+    if not workers:
+        problems.append("it has no workers (start some with: dask worker ADDRESS)")
+    bad = {w: why for w, got in workers.items() if (why := _version_on("worker", got, mine))}
+    if bad:
+        first = next(iter(bad))
+        problems.append(f"{len(bad)} of {len(workers)} worker(s), e.g. {first}: {bad[first]}")
+    if problems:
+        raise ConfigError(f"--scheduler {address}: " + "; ".join(problems))
+
+
 def make_executor(
     jobs: int | None = None, scheduler: str | None = None, dask_local: int | None = None
 ) -> SweepExecutor:
@@ -290,8 +341,10 @@ def make_executor(
     if len(given) > 1:
         raise ConfigError(f"{' and '.join(given)}: give only one way to run the sweep")
     if scheduler is not None:
+        require_dask("--scheduler")
         return DaskExecutor(scheduler_address=scheduler)
     if dask_local is not None:
+        require_dask("--dask-local")
         if dask_local < 1:
             raise ConfigError(f"--dask-local {dask_local}: expected at least 1 worker")
         return DaskExecutor(local_workers=dask_local)
