@@ -91,6 +91,7 @@ class Job:
 
     @property
     def devices(self) -> int:
+        """Accelerators in the job (nodes × devices per node)."""
         return self.nodes * self.system.devices_per_node
 
     @property

@@ -99,6 +99,7 @@ class Attribution:
 
     @property
     def gap(self) -> float:
+        """Per-device throughput of A minus that of B (tokens/s)."""
         return self.value_a - self.value_b
 
     def shares(self) -> dict[str, float]:

@@ -32,10 +32,12 @@ class Breakdown:
 
     @property
     def compute_s(self) -> float:
+        """Compute-stream busy time of the step (s)."""
         return self.forward_s + self.backward_s + self.optimizer_s + self.other_compute_s
 
     @property
     def exposed_s(self) -> float:
+        """Time the compute stream waited on communication or on other ranks (s)."""
         return sum(self.exposed.values()) + self.waiting_for_ranks_s
 
     def parts(self) -> list[tuple[str, float]]:

@@ -22,6 +22,8 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True, slots=True)
 class Metric:
+    """A metric: its column name, unit and one-line definition."""
+
     name: str
     unit: str
     definition: str

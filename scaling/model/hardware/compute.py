@@ -217,6 +217,7 @@ class PhaseCost:
         )
 
     def scaled(self, k: float) -> PhaseCost:
+        """This cost with time, FLOPs, bytes and kernel count multiplied by ``k``."""
         return PhaseCost(self.time_s * k, self.flops * k, self.bytes * k, round(self.kernels * k))
 
 

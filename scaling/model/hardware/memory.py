@@ -32,6 +32,7 @@ class MemoryBreakdown:
 
     @property
     def total(self) -> float:
+        """Peak bytes of one rank, all components."""
         return (
             self.weights
             + self.gradients

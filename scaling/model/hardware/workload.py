@@ -64,10 +64,12 @@ class TransformerShape:
 
     @property
     def head_dim(self) -> int:
+        """Width of one attention head (hidden / heads)."""
         return self.hidden // self.n_heads
 
     @property
     def kv_dim(self) -> int:
+        """Width of the key/value projections (kv_heads × head_dim)."""
         return self.kv_heads * self.head_dim
 
     # ---- parameters -------------------------------------------------------------------------

@@ -51,6 +51,8 @@ from scaling.model.job import InfeasibleJobError
 
 
 class ShardingStrategy(StrEnum):
+    """``torch.distributed.fsdp.ShardingStrategy`` (lower case)."""
+
     FULL_SHARD = "full_shard"
     SHARD_GRAD_OP = "shard_grad_op"
     HYBRID_SHARD = "hybrid_shard"
@@ -58,6 +60,8 @@ class ShardingStrategy(StrEnum):
 
 
 class BackwardPrefetch(StrEnum):
+    """``torch.distributed.fsdp.BackwardPrefetch`` (``none`` = no prefetch)."""
+
     BACKWARD_PRE = "backward_pre"
     BACKWARD_POST = "backward_post"
     NONE = "none"
