@@ -64,3 +64,44 @@ def test_scheduler_check_names_missing_package_on_cluster(monkeypatch):
     assert msg.startswith("--scheduler A:") and "\n" not in msg
     assert "the scheduler has no" in msg and "1 of 1 worker(s)" in msg
     assert "not from PyPI" in msg or "another project" in msg
+
+
+# --- 2. one schema for every row -------------------------------------------------------------
+
+
+def test_sweep_runs_folder_reads_as_one_dataset_with_units(tmp_path):
+    import pandas as pd
+    import pyarrow.dataset as ds
+
+    from scaling.io.results import column_units, run_columns
+    from scaling.model.analysis.metrics import METRICS
+    from scaling.sweep import SerialExecutor, run_sweep, sweep_from_dict
+
+    spec = {  # gpt3-13b does not fit one T20 rank: refused; gpt3-125m on dgx-a100 runs
+        "base": {
+            "model": "gpt3-125m",
+            "systems": ["dgx-a100"],
+            "nodes": [1],
+            "simulation": {"steps": 1, "warmup_steps": 1},
+        },
+        "axes": {"model": ["gpt3-125m", "gpt3-13b"], "systems": [["dgx-a100"], ["enflame-t20"]]},
+    }
+    df = run_sweep(sweep_from_dict(spec), tmp_path, SerialExecutor(), progress=False)
+    assert set(df["status"]) == {"ok", "refused"}
+    files = sorted((tmp_path / "runs").glob("*.parquet"))
+    schemas = {tuple(ds.dataset(f).schema.names) for f in files}
+    assert len(schemas) == 1  # refused and ok rows: the same columns, in the same order
+    table = ds.dataset(tmp_path / "runs", format="parquet").to_table()
+    assert set(run_columns()) <= set(table.column_names)
+    assert table.num_rows == len(files)
+    runs = table.to_pandas()
+    ok = runs[runs["status"] == "ok"]
+    refused = runs[runs["status"] == "refused"]
+    assert ok["tokens_per_s_per_device"].gt(0).all() and ok["mfu"].gt(0).all()
+    assert refused["tokens_per_s_per_device"].isna().all() and (refused["error"] != "").all()
+    # pandas on the folder sees every column too, and the units travel with the file
+    assert "step_time_s" in pd.read_parquet(tmp_path / "runs").columns
+    units = column_units(files[0])
+    assert units["step_time_s"] == METRICS["step_time_s"].unit == "s"
+    assert units["tokens_per_s_per_device"] == "tokens/s"
+    assert column_units(tmp_path / "results.parquet")["scaling_efficiency"] == "1"

@@ -108,6 +108,63 @@ def read_results(
     return df
 
 
+_ARROW_TYPES = {"str": "string", "int": "int64", "float": "float64", "bool": "bool"}
+
+
+def run_columns() -> dict[str, str]:
+    """Every column a run's row can have, with its Arrow type name: the bookkeeping columns
+    ``run_key``, ``status``, ``error``, then each :class:`RunResult` scalar (identity and metrics)
+    in field order. A refused or failed run has the same columns, its metrics null."""
+    cols = {"run_key": "string", "status": "string", "error": "string"}
+    for name, f in RunResult.__dataclass_fields__.items():
+        if name != "steps":
+            cols[name] = _ARROW_TYPES[str(f.type).split("|")[0].strip()]
+    return cols
+
+
+def _unit_of(column: str) -> str | None:
+    from scaling.model.analysis.metrics import METRICS
+
+    m = METRICS.get(column)
+    return m.unit if m is not None else None
+
+
+def write_parquet(df: pd.DataFrame, path: Path) -> None:
+    """Write a results table as Parquet with one schema for every row: the columns of
+    :func:`run_columns` always (null where a run has no such metric) and in their Arrow types,
+    other columns (sweep axes, ``point``, ``scaling_efficiency``) as pandas infers them; each
+    metric column carries its unit from :data:`METRICS` as field metadata ``unit``."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    known = run_columns()
+    frame = df.copy()
+    for c in known:  # the missing columns of a refused run go last, in the order of an ok row
+        if c not in frame.columns:
+            frame[c] = None
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    fields = []
+    for f in table.schema:
+        typ = pa.type_for_alias(known[f.name]) if f.name in known else f.type
+        if pa.types.is_null(typ):  # a column of nulls only (a lone refused row's axis)
+            typ = pa.float64()
+        unit = _unit_of(f.name)
+        fields.append(pa.field(f.name, typ, True, {"unit": unit} if unit else None))
+    schema = pa.schema(fields, metadata=table.schema.metadata)
+    pq.write_table(table.cast(schema), path)
+
+
+def column_units(path: str | Path) -> dict[str, str]:
+    """The unit of each column of a Parquet results file (its field metadata ``unit``)."""
+    import pyarrow.parquet as pq
+
+    out = {}
+    for f in pq.read_schema(path):
+        if f.metadata and b"unit" in f.metadata:
+            out[f.name] = f.metadata[b"unit"].decode()
+    return out
+
+
 def write_outputs(
     out_dir: Path, df: pd.DataFrame, resolved: dict[str, Any], config_hash: str
 ) -> dict[str, Path]:

@@ -26,7 +26,7 @@ import yaml
 
 from scaling.io.config import content_hash
 from scaling.io.errors import ConfigError
-from scaling.io.results import add_scaling_efficiency
+from scaling.io.results import add_scaling_efficiency, write_parquet
 from scaling.model.job import InfeasibleJobError, Job
 from scaling.model.simulation import run_job
 from scaling.sweep.executors import SweepExecutor, make_executor
@@ -87,7 +87,7 @@ def _run_row(run: RunSpec, outcome: dict[str, Any]) -> dict[str, Any]:
 
 def _write_run(runs_dir: Path, row: dict[str, Any]) -> None:
     frame = pd.DataFrame([row])
-    _atomic_write(runs_dir / f"{row['run_key']}.parquet", lambda p: frame.to_parquet(p))
+    _atomic_write(runs_dir / f"{row['run_key']}.parquet", lambda p: write_parquet(frame, p))
 
 
 def _read_run(runs_dir: Path, key: str) -> dict[str, Any] | None:
@@ -277,7 +277,7 @@ def run_sweep(
             ex.close()
 
     df = consolidate(sweep, runs, out)
-    _atomic_write(out / RESULTS_FILE, lambda p: df.to_parquet(p, index=False))
+    _atomic_write(out / RESULTS_FILE, lambda p: write_parquet(df, p))
     if csv:
         _atomic_write(out / "results.csv", lambda p: df.to_csv(p, index=False))
     df.attrs.update(
