@@ -144,6 +144,8 @@ class ScaleOutSchema(_Strict):
     oversubscription: OversubQ
     rail_optimized: bool
     spine_latency_us: NonNegQ
+    # hash: per-flow ECMP salted with the run seed; ideal: perfectly balanced spine load
+    ecmp: Literal["hash", "ideal"] = "hash"
 
 
 class SystemSchema(_Strict):
@@ -378,6 +380,7 @@ def to_system_spec(s: SystemSchema, lib: LibrarySchema) -> SystemSpec:
         oversubscription=so.oversubscription.value,
         rail_optimized=so.rail_optimized,
         spine_latency_s=so.spine_latency_us.value * us,
+        ecmp=so.ecmp,
     )
     return SystemSpec(
         name=s.name,

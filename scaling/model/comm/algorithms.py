@@ -147,19 +147,42 @@ def latency_s(
     return system.library.call_overhead_s + proto.call_latency_s + total
 
 
-def _inorder_parents(n: int) -> list[int]:
-    """Parent of each rank in the balanced in-order binary tree over ranks 0..n−1 (root: −1)."""
-    parent = [-1] * n
-    stack = [(0, n, -1)]
-    while stack:
-        lo, hi, par = stack.pop()
-        if lo >= hi:
-            continue
-        mid = (lo + hi) // 2
-        parent[mid] = par
-        stack.append((lo, mid, mid))
-        stack.append((mid + 1, hi, mid))
-    return parent
+def btree_parent(nranks: int, rank: int) -> int:
+    """Parent of ``rank`` in NCCL's binary tree over ``nranks`` (root 0: −1).
+
+    NCCL's ``ncclGetBtree`` (src/graph/trees.cc): a rank's lowest set bit ``b`` fixes its
+    level; its parent is ``(rank ^ b) | (b << 1)``, or ``rank ^ b`` where that is out of range.
+    Odd ranks are the leaves; rank 0 is the root, with one child.
+    """
+    if rank == 0:
+        return -1
+    bit = 1
+    while bit < nranks and not bit & rank:
+        bit <<= 1
+    up = (rank ^ bit) | (bit << 1)
+    return rank ^ bit if up >= nranks else up
+
+
+def dtree_parents(n: int) -> tuple[list[int], list[int]]:
+    """Parents of each rank in NCCL's two complementary trees over ``n`` ranks (root: −1).
+
+    ``ncclGetDtree`` (src/graph/trees.cc): the first tree is :func:`btree_parent`'s; the second
+    is its mirror (rank r ↔ n−1−r) when n is even, or the same tree shifted by one rank when n
+    is odd. Either way the interior ranks of one tree are leaves of the other, so each rank sends
+    and receives at most 2·S over the two halves of the data.
+    """
+    first = [btree_parent(n, r) for r in range(n)]
+    if n % 2 == 0:
+        second = []
+        for r in range(n):
+            u = btree_parent(n, n - 1 - r)
+            second.append(-1 if u < 0 else n - 1 - u)
+    else:
+        second = []
+        for r in range(n):
+            u = btree_parent(n, (r - 1) % n)
+            second.append(-1 if u < 0 else (u + 1) % n)
+    return first, second
 
 
 class Algorithms:
@@ -304,15 +327,13 @@ class Algorithms:
                     edges.append((base + node * g + a, base + node * g + b, per_ch))  # bcast down
                     edges.append((base + node * g + b, base + node * g + a, per_ch))  # reduce up
             head = chain[0]
-            # Double binary tree: an in-order tree on node ranks and the same tree on ranks
-            # shifted by one, each carrying half of the data; a node that is a leaf in one tree
-            # is interior in the other (NCCL's complementary trees).
-            parents = _inorder_parents(n)
-            for shift in (0, 1):
+            # Double binary tree as NCCL builds it (dtree_parents), each tree carrying half of
+            # the data; a node interior in one tree is a leaf of the other.
+            for parents in dtree_parents(n):
                 for i in range(n):
                     if parents[i] < 0:
                         continue
-                    child, parent = nodes[(i + shift) % n], nodes[(parents[i] + shift) % n]
+                    child, parent = nodes[i], nodes[parents[i]]
                     c_dev, p_dev = base + child * g + head, base + parent * g + head
                     edges.append((c_dev, p_dev, per_ch / 2))
                     edges.append((p_dev, c_dev, per_ch / 2))

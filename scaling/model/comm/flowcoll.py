@@ -50,15 +50,18 @@ class Choice:
 class FlowCollectives:
     """Prices and runs collectives of one system's cluster on a shared flow network."""
 
-    def __init__(self, env: simpy.Environment, system: SystemSpec, nodes: int) -> None:
+    def __init__(
+        self, env: simpy.Environment, system: SystemSpec, nodes: int, seed: int = 0
+    ) -> None:
+        """``seed``: the run seed (salts the topology's ``hash`` ECMP)."""
         self.env = env
         self.system = system
         self.lib = system.library
-        self.cluster = ClusterNetwork(system, nodes)
+        self.cluster = ClusterNetwork(system, nodes, seed)
         self.net = FlowNetwork(env, self.cluster.capacity())
         self.algos = Algorithms(system, self.lib.channels)
         self._sched: dict[tuple[str, CollectiveOp, Group], Schedule | None] = {}
-        self._phase_pids: dict[int, np.ndarray] = {}
+        self._phase_flows: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
         self._phase_k: dict[int, tuple[float, str]] = {}
         self._choice: dict[tuple[CollectiveOp, float, Group, str | None, str | None], Choice] = {}
 
@@ -73,17 +76,27 @@ class FlowCollectives:
                 self._sched[key] = None
         return self._sched[key]
 
+    def flows(self, phase: Phase) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The phase as engine flows: (path id, coeff, multiplicity) per flow. A transfer
+        between nodes whose devices own several NICs is split evenly over its paths
+        (:meth:`ClusterNetwork.routes`). Memoised per phase."""
+        hit = self._phase_flows.get(id(phase))
+        if hit is None:
+            routes, reg = self.cluster.routes, self.net.path_id
+            per = [routes(int(a), int(b)) for a, b in zip(phase.src, phase.dst, strict=True)]
+            if all(len(r) == 1 for r in per):
+                pids = np.array([reg(r[0]) for r in per], dtype=np.int64)
+                hit = (pids, phase.coeff, phase.mult)
+            else:
+                n = np.array([len(r) for r in per], dtype=np.int64)
+                pids = np.array([reg(p) for r in per for p in r], dtype=np.int64)
+                hit = (pids, np.repeat(phase.coeff / n, n), np.repeat(phase.mult, n))
+            self._phase_flows[id(phase)] = hit
+        return hit
+
     def path_ids(self, phase: Phase) -> np.ndarray:
-        """Registered path id of each flow of ``phase`` (memoised per phase)."""
-        pids = self._phase_pids.get(id(phase))
-        if pids is None:
-            route, reg = self.cluster.route, self.net.path_id
-            pids = np.array(
-                [reg(route(int(a), int(b))) for a, b in zip(phase.src, phase.dst, strict=True)],
-                dtype=np.int64,
-            )
-            self._phase_pids[id(phase)] = pids
-        return pids
+        """Registered path id of each engine flow of ``phase`` (see :meth:`flows`)."""
+        return self.flows(phase)[0]
 
     def phase_seconds_per_byte(self, phase: Phase) -> float:
         """max over the phase's flows of coeff / rate with the phase alone on the network."""
@@ -93,15 +106,15 @@ class FlowCollectives:
         """(max coeff/rate, link class of the slowest flow's bottleneck), phase alone; memoised."""
         hit = self._phase_k.get(id(phase))
         if hit is None:
-            pids = self.path_ids(phase)
+            pids, coeff, fmult = self.flows(phase)
             if not pids.size:
                 hit = (0.0, "")
             else:
                 uniq, inv = np.unique(pids, return_inverse=True)
-                mult = np.bincount(inv, weights=phase.mult).astype(np.int64)
+                mult = np.bincount(inv, weights=fmult).astype(np.int64)
                 sol = self.net.solver.solve_arrays(uniq, mult)
                 rate = sol.rates[inv]
-                ratio = phase.coeff / rate
+                ratio = coeff / rate
                 slow = int(np.argmax(ratio))
                 # the slowest flow's bottleneck: its link with the least capacity per flow
                 load = self.net.solver.link_flows(uniq, mult)
@@ -206,6 +219,7 @@ class FlowCollectives:
         sched = self.schedule(ch.algorithm, op, group)
         assert sched is not None
         for ph in sched.phases:
-            yield self.net.transfer_many(self.path_ids(ph), ph.coeff * (nbytes * ch.scale), ph.mult)
+            pids, coeff, mult = self.flows(ph)
+            yield self.net.transfer_many(pids, coeff * (nbytes * ch.scale), mult)
         yield self.env.timeout(ch.latency_s)
         return ch

@@ -13,7 +13,12 @@ latency is priced per sequential step (``algorithms.hop_latency_s``). Per node (
   uplink legs at ``inter_group_bw`` (PCIe x16).
 * ``pcie``: device ↔ PCIe switch at ``link_bw``; switch ↔ host at ``inter_group_bw``.
 
-NIC ``k`` serves devices ``k·g/nics … (k+1)·g/nics − 1`` (its PCIe neighbours). On ``switch`` and
+NIC ``k`` serves devices ``k·g/nics … (k+1)·g/nics − 1`` (its PCIe neighbours); where a node
+has more NICs than devices (16 × 200 Gb/s for 8 GPUs), device ``d`` owns NICs
+``d·nics/g … (d+1)·nics/g − 1`` and its traffic to another node is spread evenly over them
+(NCCL gives each of a GPU's NICs its own channels: ``ncclTopoGetLocalNet`` in
+src/graph/topo.cc picks among the GPU's closest NICs by channel), one path per NIC
+(:meth:`ClusterNetwork.routes`). On ``switch`` and
 ``full_mesh`` nodes a device reaches its NIC over its own PCIe switch, which is not a bottleneck
 (GPUDirect RDMA; not modelled as a link). On ``bridge_groups``/``pcie`` nodes the path to the NIC
 crosses the device's PCIe switch link and, for a NIC under another switch, the host.
@@ -22,7 +27,13 @@ Scale-out: nodes are grouped ``nodes_per_leaf`` to a pod. Rail-optimized fabrics
 index its own leaf per pod (rail ``k`` of pod ``P``); otherwise all NICs of a pod share one leaf.
 Each leaf has ``ceil(down-ports / oversubscription)`` uplinks at the NIC rate, one to each spine
 (so the spine count follows from the leaf's ports and the oversubscription). Routing between
-leaves is deterministic ECMP: the spine is a hash of (source NIC, destination NIC).
+leaves follows the topology's ``scale_out.ecmp``:
+
+* ``hash``: per-flow ECMP, the spine a hash of (source NIC, destination NIC) salted with the run
+  seed — replicas of a run differ in their collisions as real ones do, and a sweep over seeds
+  shows the spread the hash alone causes;
+* ``ideal``: perfectly balanced spine load — each leaf's uplinks (and downlinks) are one bundle
+  of their summed capacity (adaptive routing / packet spraying at its limit).
 """
 
 from __future__ import annotations
@@ -44,9 +55,10 @@ class Link:
     cls: LinkClass
 
 
-def _ecmp(a: int, b: int, n: int) -> int:
-    """Deterministic ECMP choice among ``n`` next hops for a (source, destination) pair."""
-    h = (a * 0x9E3779B1 + b * 0x85EBCA77) & 0xFFFFFFFF
+def _ecmp(a: int, b: int, n: int, salt: int = 0) -> int:
+    """Deterministic ECMP choice among ``n`` next hops for a (source, destination) pair; the
+    salt (the run seed) picks one of many equally plausible hash functions."""
+    h = (a * 0x9E3779B1 + b * 0x85EBCA77 + salt * 0xC2B2AE3D) & 0xFFFFFFFF
     h ^= h >> 15
     h = (h * 0x2C1B3C6D) & 0xFFFFFFFF
     h ^= h >> 12
@@ -56,10 +68,13 @@ def _ecmp(a: int, b: int, n: int) -> int:
 class ClusterNetwork:
     """Links and routes of ``nodes`` nodes of ``system``."""
 
-    def __init__(self, system: SystemSpec, nodes: int) -> None:
+    def __init__(self, system: SystemSpec, nodes: int, seed: int = 0) -> None:
+        """``seed``: the run seed, the salt of the ``hash`` ECMP (unused with ``ideal``)."""
         if nodes < 1:
             raise ValueError("nodes must be >= 1")
         self.system = system
+        self.seed = seed
+        self.ideal_ecmp = system.scale_out.ecmp == "ideal"
         self.nodes = nodes
         self.g = system.devices_per_node
         self.links: list[Link] = []
@@ -71,7 +86,7 @@ class ClusterNetwork:
             LinkClass.PCIE: fab.pcie_efficiency * lib[LinkClass.PCIE],
             LinkClass.NETWORK: nic.efficiency * lib[LinkClass.NETWORK],
         }
-        self._routes: dict[tuple[int, int], tuple[int, ...]] = {}
+        self._routes: dict[tuple[int, int], tuple[tuple[int, ...], ...]] = {}
         self._build()
 
     # ---- construction ------------------------------------------------------------------
@@ -137,6 +152,12 @@ class ClusterNetwork:
                     self._add(("nic_rx", n, k), s.nics.bw_Bps, LinkClass.NETWORK)
         if self.n_leaves > 1:
             for leaf in range(self.n_leaves):
+                if self.ideal_ecmp:
+                    # all of the leaf's uplinks as one: any split of the load over spines
+                    up = self.n_spines * s.nics.bw_Bps
+                    self._add(("l2s", leaf, 0), up, LinkClass.NETWORK)
+                    self._add(("s2l", 0, leaf), up, LinkClass.NETWORK)
+                    continue
                 for sp in range(self.n_spines):
                     self._add(("l2s", leaf, sp), s.nics.bw_Bps, LinkClass.NETWORK)
                     self._add(("s2l", sp, leaf), s.nics.bw_Bps, LinkClass.NETWORK)
@@ -156,8 +177,15 @@ class ClusterNetwork:
         return self.system.fabric.kind in (FabricKind.BRIDGE_GROUPS, FabricKind.PCIE)
 
     def nic_of(self, local: int) -> int:
-        """The NIC index a device (local index) uses: its PCIe neighbour."""
+        """The (first) NIC index a device (local index) uses: its PCIe neighbour."""
         return local * self.system.nics.count // self.g
+
+    def nics_of(self, local: int) -> range:
+        """The NICs a device (local index) spreads its inter-node traffic over: one where the
+        node has no more NICs than devices, else its ``nics/g`` own ones."""
+        nics = self.system.nics.count
+        lo = local * nics // self.g
+        return range(lo, max(lo + 1, (local + 1) * nics // self.g))
 
     def nic_switch(self, k: int) -> int:
         """The PCIe switch NIC ``k`` sits under (bridge groups / PCIe fabrics)."""
@@ -226,7 +254,14 @@ class ClusterNetwork:
         return [*path, self._l("pci_dn", n, d)]
 
     def route(self, src: int, dst: int) -> tuple[int, ...]:
-        """Link ids from device ``src`` to device ``dst`` (global ids); memoised."""
+        """Link ids from device ``src`` to device ``dst`` (global ids) over the first of their
+        NIC pairings (:meth:`routes` has them all)."""
+        return self.routes(src, dst)[0]
+
+    def routes(self, src: int, dst: int) -> tuple[tuple[int, ...], ...]:
+        """The paths (link ids) a transfer from device ``src`` to ``dst`` is split evenly over:
+        one inside a node; between nodes one per NIC pairing — the j-th NIC of the source
+        device to the j-th of the destination's (rails stay aligned). Memoised."""
         key = (src, dst)
         hit = self._routes.get(key)
         if hit is not None:
@@ -235,24 +270,32 @@ class ClusterNetwork:
         ns, a = divmod(src, g)
         nd, b = divmod(dst, g)
         if src == dst:
-            path: list[int] = []
+            out: tuple[tuple[int, ...], ...] = ((),)
         elif ns == nd:
-            path = self._intra(ns, a, b)
+            out = (tuple(self._intra(ns, a, b)),)
         else:
-            ka, kb = self.nic_of(a), self.nic_of(b)
-            path = [*self._to_nic(ns, a, ka), self._l("nic_tx", ns, ka)]
-            la, lb = self.leaf_of(ns, ka), self.leaf_of(nd, kb)
-            if la != lb:
-                sp = _ecmp(
-                    ns * self.system.nics.count + ka,
-                    nd * self.system.nics.count + kb,
-                    self.n_spines,
-                )
-                path += [self._l("l2s", la, sp), self._l("s2l", sp, lb)]
-            path += [self._l("nic_rx", nd, kb), *self._from_nic(nd, kb, b)]
-        out = tuple(path)
+            na, nb = self.nics_of(a), self.nics_of(b)
+            out = tuple(
+                self._net_path(ns, a, na[j % len(na)], nd, b, nb[j % len(nb)])
+                for j in range(max(len(na), len(nb)))
+            )
         self._routes[key] = out
         return out
+
+    def _net_path(self, ns: int, a: int, ka: int, nd: int, b: int, kb: int) -> tuple[int, ...]:
+        """Device ``a`` of node ``ns`` over NIC ``ka`` to device ``b`` of node ``nd`` at ``kb``."""
+        path = [*self._to_nic(ns, a, ka), self._l("nic_tx", ns, ka)]
+        la, lb = self.leaf_of(ns, ka), self.leaf_of(nd, kb)
+        if la != lb:
+            nics = self.system.nics.count
+            sp = (
+                0
+                if self.ideal_ecmp
+                else _ecmp(ns * nics + ka, nd * nics + kb, self.n_spines, self.seed)
+            )
+            path += [self._l("l2s", la, sp), self._l("s2l", sp, lb)]
+        path += [self._l("nic_rx", nd, kb), *self._from_nic(nd, kb, b)]
+        return tuple(path)
 
     # ---- arrays for the flow engine ----------------------------------------------------
     def capacity(self) -> np.ndarray:

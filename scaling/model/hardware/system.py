@@ -149,12 +149,15 @@ class ScaleOutSpec:
         rail_optimized: NIC i of every node goes to leaf i of its group (NVIDIA's layout).
         spine_latency_s: extra one-way latency when a path crosses the spine (leaf → spine →
             leaf), s; added to a network step when one of its hops leaves its leaf.
+        ecmp: how flows between leaves pick a spine: ``"hash"`` (per-flow hash salted with the
+            run seed, collisions included) or ``"ideal"`` (perfectly balanced spine load).
     """
 
     nodes_per_leaf: int
     oversubscription: float
     rail_optimized: bool
     spine_latency_s: float
+    ecmp: str = "hash"
 
 
 @dataclass(frozen=True, slots=True)
