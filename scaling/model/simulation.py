@@ -163,7 +163,7 @@ def _communicator(
     lay = _layout(job)
     degraded = var is not None and var.degraded_nics
     if cost_model is None and job.sim.network == "flow":
-        flows = FlowCollectives(env, job.system, job.nodes)
+        flows = FlowCollectives(env, job.system, job.nodes, job.sim.seed)
         if degraded:
             assert var is not None
             flows.net = degraded_flow_network(
