@@ -14,20 +14,39 @@ from scaling.model.comm.ops import CollectiveOp, Group, busbw_factor
 from scaling.model.hardware.system import SystemSpec
 
 _UNITS = {"": 1, "B": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
+#: the largest message size (B): 1 TiB, 64x nccl-tests' usual 16G maximum
+MAX_SIZE = 1024**4
+#: the most sizes in one table
+MAX_SIZES = 1000
+
+
+def _shown(text: str) -> str:
+    return repr(text if len(text) <= 40 else text[:37] + "...")
 
 
 def parse_size(text: str) -> int:
-    """``32K`` → 32768 (binary prefixes, as nccl-tests' -b/-e)."""
-    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(?:i?B)?\s*", text, re.IGNORECASE)
+    """``32K`` → 32768 (binary prefixes, as nccl-tests' -b/-e); from 1 B to :data:`MAX_SIZE`."""
+    m = re.fullmatch(r"\s*(\d{1,20}(?:\.\d{1,20})?)\s*([KMGT]?)(?:i?B)?\s*", text, re.IGNORECASE)
     if not m:
-        raise ConfigError(f"--sizes: cannot read size {text!r}; expected e.g. 32K, 256M, 16G")
-    return int(float(m.group(1)) * _UNITS[m.group(2).upper()])
+        raise ConfigError(
+            f"--sizes: got {_shown(text)}; expected a size such as 32K, 256M, 16G (up to 1T)"
+        )
+    size = int(float(m.group(1)) * _UNITS[m.group(2).upper()])
+    if not 1 <= size <= MAX_SIZE:
+        raise ConfigError(
+            f"--sizes: got {_shown(text)} = {size} B; expected a size from 1 B to 1T "
+            "(a 0-byte collective moves nothing: no time, no bandwidth)"
+        )
+    return size
 
 
 def size_range(spec: str, factor: int = 2) -> list[int]:
     """``32K:16G`` → 32K, 64K, … 16G (each ×``factor``); ``1M`` → [1M]; ``1M,4M`` → both."""
     if "," in spec:
-        return [parse_size(s) for s in spec.split(",")]
+        parts = spec.split(",")
+        if len(parts) > MAX_SIZES:
+            raise ConfigError(f"--sizes: got {len(parts)} sizes; expected at most {MAX_SIZES}")
+        return [parse_size(s) for s in parts]
     if ":" not in spec:
         return [parse_size(spec)]
     lo, hi = (parse_size(s) for s in spec.split(":", 1))
@@ -52,6 +71,11 @@ def collective_table(
     """Run each size once, alone on the cluster's flow network (as nccl-tests does)."""
     per_node = per_node or system.devices_per_node
     group = Group(nodes, per_node)
+    if group.size < 2:
+        raise ConfigError(
+            f"--nodes {nodes} --per-node {per_node}: got a group of 1 rank; expected 2 or more "
+            "(a collective of one rank moves no data)"
+        )
     rows = []
     for size in sizes:
         env = simpy.Environment()

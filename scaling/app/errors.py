@@ -30,5 +30,12 @@ def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
             return fn(*args, **kwargs)
         except (ConfigError, InfeasibleJobError) as e:
             fail(str(e))
+        except OSError as e:
+            # a file the command reads or writes: unwritable, full disk, a device, a folder
+            where = f"{e.filename}: " if e.filename else ""
+            fail(
+                f"{where}{e.strerror or type(e).__name__}; expected a readable input and a "
+                "writable output with free space"
+            )
 
     return wrapper

@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import re
 from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -24,7 +25,7 @@ from pydantic import (
     model_validator,
 )
 
-from scaling.io.errors import ConfigError, LineMap, read_yaml, validate
+from scaling.io.errors import ConfigError, LineMap, check_yaml_limits, read_yaml, validate
 from scaling.io.topology import LoadedSystem, load_system
 from scaling.model.analysis.goodput import FailureSpec
 from scaling.model.hardware.system import SystemSpec
@@ -43,10 +44,43 @@ from scaling.units import MiB
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # inf and NaN are no rate, latency, budget or count: refused everywhere (``.inf`` in YAML)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
-PosInt = Annotated[int, Field(gt=0)]
+#: The largest integer any count field takes: far above every meaningful size (a trillion
+#: layers, sequences or steps), low enough that sizes times sizes stay exact in float64.
+MAX_COUNT = 10**12
+PosInt = Annotated[int, Field(gt=0, le=MAX_COUNT)]
+NonNegInt = Annotated[int, Field(ge=0, le=MAX_COUNT)]
+#: The largest value of a float knob (MiB, seconds, µs, tokens, W, USD): beyond any meaning.
+MAX_VALUE = 1e15
+PosFloat = Annotated[float, Field(gt=0, le=MAX_VALUE)]
+NonNegFloat = Annotated[float, Field(ge=0, le=MAX_VALUE)]
+
+#: Default limits of one run, checked before anything is built (:meth:`LoadedExperiment.
+#: check_size`): ranks (nodes x devices per node) and simulated micro-batches per rank
+#: ((steps + warmup_steps) x grad_accum_steps). A 32,768-rank flow network takes ~0.4 GiB and
+#: ~20 s to build and run one collective on; the limits sit above every bundled config and
+#: benchmark. Raise them with ``simulation.max_ranks`` / ``simulation.max_micro_batches``.
+DEFAULT_MAX_RANKS = 65_536
+DEFAULT_MAX_MICRO_BATCHES = 10_000
+#: memory of the flow network per rank (B), measured: 32,768 ranks of dgx-a100 peak at 0.4 GiB
+NETWORK_BYTES_PER_RANK = 13_000
+
+#: A name that becomes a folder under ``results/``: no path separators, no ``..``, no leading
+#: dot, at most 100 characters (file systems allow 255 bytes per component).
+_SAFE_NAME = re.compile(r"[A-Za-z0-9_+][A-Za-z0-9._+=-]{0,99}")
+
+
+def safe_name(v: str) -> str:
+    """``v`` if it is usable as one folder name (see ``_SAFE_NAME``); else a ValueError."""
+    if not _SAFE_NAME.fullmatch(v) or ".." in v:
+        raise ValueError(
+            "a name of 1-100 letters, digits, '.', '_', '-', '+' or '=' (it names the folder "
+            "results/<name>: no '/', no '..', no leading '.')"
+        )
+    return v
 
 
 class DDPConfig(_Strict):
@@ -55,8 +89,8 @@ class DDPConfig(_Strict):
     kind: Literal["ddp"] = "ddp"
     # None = not passed: 25 MiB buckets after a first bucket of first_bucket_MB (PyTorch's
     # dist._DEFAULT_FIRST_BUCKET_BYTES); passing it makes the first bucket this size too.
-    bucket_cap_MB: Annotated[float, Field(gt=0)] | None = None
-    first_bucket_MB: Annotated[float, Field(gt=0)] | None = None
+    bucket_cap_MB: PosFloat | None = None
+    first_bucket_MB: PosFloat | None = None
     overlap: bool = True
     gradient_as_bucket_view: bool = False
     find_unused_parameters: bool = False
@@ -93,7 +127,7 @@ class FSDPConfig(_Strict):
     kind: Literal["fsdp"]
     sharding: ShardingStrategy = ShardingStrategy.FULL_SHARD
     backward_prefetch: BackwardPrefetch = BackwardPrefetch.BACKWARD_PRE
-    limit_all_gathers: Annotated[int, Field(ge=0)] = 2
+    limit_all_gathers: NonNegInt = 2
     # MixedPrecision(param_dtype, reduce_dtype); null = no mixed precision for that field
     # (PyTorch: gather in the parameters' dtype; reduce in param_dtype). The defaults are what
     # large-model FSDP recipes run (bf16 compute, fp32 gradient reduction: torchtitan's
@@ -150,7 +184,7 @@ class TrainingConfig(_Strict):
     dtype: Literal["bf16", "fp16", "fp32", "tf32", "fp8"] = "bf16"
     activation_checkpointing: Checkpointing = Checkpointing.NONE
     flash_attention: bool = True
-    token_budget: Annotated[float, Field(gt=0)] | None = None  # default: 20 tokens per parameter
+    token_budget: PosFloat | None = None  # default: 20 tokens per parameter
     sparsity: bool = False  # weight GEMMs on the structured-sparsity engine (device's speed-up)
     # Dtype the parameters (and so their gradients and Adam states) are held in. fp32 with
     # dtype bf16 is PyTorch AMP (torch.autocast): what most users run, and what DDP all-reduces.
@@ -175,10 +209,27 @@ class SimulationConfig(_Strict):
 
     steps: PosInt = 2
     # DDP differs in iterations 0 (one bucket) and 1 (bucket rebuild): steady state from 2 on
-    warmup_steps: Annotated[int, Field(ge=0)] = 2
-    seed: Annotated[int, Field(ge=0)] = 0
+    warmup_steps: NonNegInt = 2
+    seed: Annotated[int, Field(ge=0, lt=2**63)] = 0  # numpy seeds are 64-bit here
     compute_jitter_cv: Annotated[float, Field(ge=0, lt=1)] = 0.0
     network: Literal["flow", "analytic"] = "flow"
+    # size limits of one run, checked before it is built (LoadedExperiment.check_size)
+    max_ranks: PosInt = DEFAULT_MAX_RANKS
+    max_micro_batches: PosInt = DEFAULT_MAX_MICRO_BATCHES
+
+    @model_serializer(mode="wrap")
+    def _omit_default_limits(self, handler: Any) -> Any:
+        # limits decide whether a run is refused, never its result: left out of dumps at their
+        # defaults so that config hashes and run keys stay what they were before they existed
+        d = handler(self)
+        if isinstance(d, dict):
+            for k, default in (
+                ("max_ranks", DEFAULT_MAX_RANKS),
+                ("max_micro_batches", DEFAULT_MAX_MICRO_BATCHES),
+            ):
+                if d.get(k) == default:
+                    d.pop(k, None)
+        return d
 
     def to_spec(self) -> SimSpec:
         return SimSpec(
@@ -194,8 +245,8 @@ class VariabilityConfig(_Strict):
     slow_rank_slowdown: Annotated[float, Field(ge=1)] = 1.0  # factor on a slow rank's compute
     degraded_nic_fraction: Annotated[float, Field(ge=0, le=1)] = 0.0
     degraded_nic_bw_fraction: Annotated[float, Field(gt=0, le=1)] = 1.0  # of the nominal rate
-    host_noise_rate_per_s: Annotated[float, Field(ge=0)] = 0.0  # interruptions per compute-s
-    host_noise_duration_us: Annotated[float, Field(ge=0)] = 0.0  # length of one interruption
+    host_noise_rate_per_s: NonNegFloat = 0.0  # interruptions per compute-s
+    host_noise_duration_us: NonNegFloat = 0.0  # length of one interruption
 
     @model_validator(mode="after")
     def _pairs(self) -> VariabilityConfig:
@@ -205,7 +256,7 @@ class VariabilityConfig(_Strict):
             ("host_noise_rate_per_s", "host_noise_duration_us", 0.0),
         ):
             if (getattr(self, a) > 0) != (getattr(self, b) != none_b):
-                raise ValueError(f"give {a} and {b} together (one alone changes nothing)")
+                raise ValueError(f"{a} and {b} given together (one alone changes nothing)")
         return self
 
     def to_spec(self) -> VariabilitySpec:
@@ -222,11 +273,11 @@ class VariabilityConfig(_Strict):
 class FailuresConfig(_Strict):
     """Failures and recovery (``scaling.model.analysis.goodput``): goodput, time to train."""
 
-    mtbf_per_device_h: Annotated[float, Field(gt=0)]
-    checkpoint_write_s: Annotated[float, Field(ge=0)] = 0.0
-    restart_s: Annotated[float, Field(ge=0)] = 0.0
+    mtbf_per_device_h: PosFloat
+    checkpoint_write_s: NonNegFloat = 0.0
+    restart_s: NonNegFloat = 0.0
     # null = Young's optimum sqrt(2 · write · job MTBF); needs a write cost to be defined
-    checkpoint_interval_min: Annotated[float, Field(gt=0)] | None = None
+    checkpoint_interval_min: PosFloat | None = None
 
     @model_validator(mode="after")
     def _interval_defined(self) -> FailuresConfig:
@@ -249,24 +300,24 @@ class FailuresConfig(_Strict):
 class EconomicsConfig(_Strict):
     """Per-system overrides of the catalog's price and power assumptions (for cost/energy)."""
 
-    price_per_hour_USD: Annotated[float, Field(gt=0)] | None = None
-    power_idle_W: Annotated[float, Field(ge=0)] | None = None
-    power_busy_W: Annotated[float, Field(gt=0)] | None = None
-    node_power_overhead_W: Annotated[float, Field(ge=0)] | None = None
+    price_per_hour_USD: PosFloat | None = None
+    power_idle_W: NonNegFloat | None = None
+    power_busy_W: PosFloat | None = None
+    node_power_overhead_W: NonNegFloat | None = None
 
 
 class ModelConfig(_Strict):
     """A decoder-only transformer described field by field; its parameter tensors are those
     ``torch.nn`` registers for the equivalent module (see ``TransformerShape.param_tensors``)."""
 
-    name: str = "custom"
+    name: Annotated[str, Field(min_length=1, max_length=100)] = "custom"
     vocab: PosInt
     hidden: PosInt
     layers: PosInt
     heads: PosInt
     kv_heads: PosInt | None = None  # grouped-query attention; default: heads (MHA)
     ffn: PosInt | None = None  # MLP inner width; default 4·hidden
-    max_positions: Annotated[int, Field(ge=0)] = 0  # learned position table rows; 0 = none (rotary)
+    max_positions: NonNegInt = 0  # learned position table rows; 0 = none (rotary)
     tied_embeddings: bool = True  # output layer reuses wte (no lm_head tensor)
     bias: bool = True  # nn.Linear (incl. an untied lm_head) and LayerNorm biases
     norm: Norm = Norm.LAYERNORM
@@ -302,7 +353,7 @@ class ModelConfig(_Strict):
 class ExperimentConfig(_Strict):
     """A runnable experiment: systems × node counts for one model and strategy."""
 
-    name: str = "experiment"
+    name: str = "experiment"  # names the output folder results/<name> (see safe_name)
     description: str = ""
     model: str | ModelConfig  # a preset name, or a mapping describing the model
     systems: Annotated[list[str], Field(min_length=1)]
@@ -321,6 +372,19 @@ class ExperimentConfig(_Strict):
     economics: dict[str, EconomicsConfig] = {}  # system name -> price/power overrides
     variability: VariabilityConfig | None = None  # slow ranks, degraded NICs, host noise
     failures: FailuresConfig | None = None  # failure process -> goodput, effective time to train
+
+    @field_validator("name")
+    @classmethod
+    def _safe_name(cls, v: str) -> str:
+        return safe_name(v)
+
+    @field_validator("systems")
+    @classmethod
+    def _system_names(cls, v: list[str]) -> list[str]:
+        for s in v:
+            if not 0 < len(s) <= 255:
+                raise ValueError("system names of 1-255 characters (a file in topologies/)")
+        return v
 
     @field_validator("model")
     @classmethod
@@ -359,6 +423,20 @@ class ExperimentConfig(_Strict):
     @classmethod
     def _scalar_to_list(cls, v: Any) -> Any:
         return v if isinstance(v, list) else [v]
+
+
+def run_size_error(nodes: int, devices_per_node: int, max_ranks: int, knob: str = "") -> str:
+    """Why ``nodes`` nodes of ``devices_per_node`` ranks are too many to simulate (beyond
+    ``max_ranks``), with the estimated network memory and the knob that raises the limit; ""
+    when they fit. ``knob`` names the limit's option (default: ``simulation.max_ranks``)."""
+    ranks = nodes * devices_per_node
+    if ranks <= max_ranks:
+        return ""
+    gib = ranks * NETWORK_BYTES_PER_RANK / 2**30
+    return (
+        f"{ranks:,} ranks (a flow network of ~{gib:,.3g} GiB); expected at most {max_ranks:,} "
+        f"ranks (raise {knob or 'simulation.max_ranks'} to allow more)"
+    )
 
 
 def _with_economics(system: SystemSpec, eco: EconomicsConfig | None) -> SystemSpec:
@@ -429,10 +507,14 @@ def parse_override(item: str) -> tuple[str, Any]:
     if "=" not in item:
         raise ConfigError(f"--set {item!r}: expected PATH=VALUE, e.g. --set nodes=[1,2,4]")
     path, raw = item.split("=", 1)
+    shown = item if len(item) <= 80 else item[:77] + "..."
     try:
+        check_yaml_limits(raw, f"--set {shown!r}")
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError:
-        raise ConfigError(f"--set {item!r}: value {raw!r} is not valid YAML") from None
+        raise ConfigError(f"--set {shown!r}: value is not valid YAML") from None
+    except (ValueError, OverflowError, RecursionError):
+        raise ConfigError(f"--set {shown!r}: cannot read the value (a number too long?)") from None
     return path.strip(), value
 
 
@@ -478,6 +560,46 @@ class LoadedExperiment:
                     raise ConfigError(f"{head}: systems[{i}]: {e}") from None
                 raise
         self._check_economics()
+        self.check_size(lines)
+
+    def check_size(self, lines: LineMap | None = None) -> None:
+        """Refuse, before anything is built, a run beyond ``simulation.max_ranks`` ranks or
+        ``simulation.max_micro_batches`` simulated micro-batches per rank, with its estimate and
+        the knob that raises the limit (a :class:`ConfigError` naming the field's line)."""
+        cfg = self.config
+        sim = cfg.simulation
+
+        def head(path: tuple[Any, ...]) -> str:
+            if lines is not None and lines.overridden(path):
+                return f"{self.where} (--set)"
+            line = lines.line_of(path) if lines else None
+            return f"{self.where}:{line}" if line else self.where
+
+        # before simulating, not after: Table 1 compares two systems (app.seed.table1)
+        if cfg.report == "seed-table1" and len(set(cfg.systems)) < 2:
+            raise ConfigError(
+                f"{head(('report',))}: report: got 'seed-table1' with {len(set(cfg.systems))} "
+                "system; expected two or more systems (the reference first) for Table 1"
+            )
+
+        for i, n in enumerate(cfg.nodes):
+            for name in cfg.systems:
+                per_node = self.systems[name].spec.devices_per_node
+                msg = run_size_error(n, per_node, sim.max_ranks)
+                if msg:
+                    raise ConfigError(
+                        f"{head(('nodes', i))}: nodes[{i}]: got {n} nodes of {name}: {msg}"
+                    )
+        mbs = (sim.steps + sim.warmup_steps) * cfg.training.grad_accum_steps
+        if mbs > sim.max_micro_batches:
+            path = ("simulation", "steps")
+            raise ConfigError(
+                f"{head(path)}: simulation.steps: got (steps {sim.steps} + warmup_steps "
+                f"{sim.warmup_steps}) x grad_accum_steps {cfg.training.grad_accum_steps} = "
+                f"{mbs:,} simulated micro-batches per rank; expected at most "
+                f"{sim.max_micro_batches:,} (steady state is reached after a few steps; raise "
+                "simulation.max_micro_batches to allow more)"
+            )
 
     def jobs(self) -> list[Job]:
         """One job per (system, strategy, nodes): systems and strategies in config order, nodes

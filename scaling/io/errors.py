@@ -97,13 +97,87 @@ def read_yaml(path: str | Path, what: str = "config") -> tuple[dict[str, Any], L
     return parse_yaml(text, str(p), what)
 
 
+#: Limits on one YAML document, checked on the parser's event stream before anything is built:
+#: a 350-byte file of nested aliases ("billion laughs") would otherwise expand past gigabytes,
+#: and nesting deeper than Python's recursion limit crashes the composer. Every bundled config
+#: and topology is far inside them (the largest: ~30 KiB, ~1,500 nodes, depth 8).
+MAX_YAML_CHARS = 4 * 1024 * 1024
+MAX_YAML_NODES = 200_000  # scalars and collections after alias expansion
+MAX_YAML_DEPTH = 64  # nested mappings/sequences
+#: a scalar longer than this is refused (a 5,000-digit integer makes ``int()`` raise)
+MAX_YAML_SCALAR_CHARS = 100_000
+
+
+def check_yaml_limits(text: str, where: str) -> None:
+    """Refuse YAML beyond :data:`MAX_YAML_CHARS`, :data:`MAX_YAML_NODES` (aliases expanded),
+    :data:`MAX_YAML_DEPTH` or with a recursive alias, as a :class:`ConfigError` naming the line.
+    Works on the event stream, so the cost is linear in the text whatever the aliases expand to.
+    """
+    if len(text) > MAX_YAML_CHARS:
+        raise ConfigError(
+            f"{where}: document is {len(text):,} characters; expected at most "
+            f"{MAX_YAML_CHARS:,} (a config or topology is a few KiB)"
+        )
+    sizes: dict[str, int] = {}  # anchor -> nodes it expands to
+    stack: list[tuple[str | None, int]] = []  # open collections: (anchor, nodes so far)
+    total = 0
+
+    def add(n: int, line: int) -> None:
+        nonlocal total
+        total += n
+        if stack:
+            a, c = stack[-1]
+            stack[-1] = (a, c + n)
+        if total > MAX_YAML_NODES:
+            raise ConfigError(
+                f"{where}:{line}: aliases expand the document past {MAX_YAML_NODES:,} nodes; "
+                "expected a plain config (an alias bomb?)"
+            )
+
+    for ev in yaml.parse(text, Loader=yaml.SafeLoader):
+        line = ev.start_mark.line + 1
+        if isinstance(ev, yaml.CollectionStartEvent):
+            if len(stack) >= MAX_YAML_DEPTH:
+                raise ConfigError(
+                    f"{where}:{line}: nesting deeper than {MAX_YAML_DEPTH} levels; expected a "
+                    "config a few levels deep"
+                )
+            add(1, line)
+            stack.append((ev.anchor, 0))
+        elif isinstance(ev, yaml.CollectionEndEvent):
+            anchor, n = stack.pop()
+            if anchor is not None:
+                sizes[anchor] = n + 1
+            if stack:
+                a, c = stack[-1]
+                stack[-1] = (a, c + n)
+        elif isinstance(ev, yaml.ScalarEvent):
+            if len(ev.value) > MAX_YAML_SCALAR_CHARS:
+                raise ConfigError(
+                    f"{where}:{line}: a value of {len(ev.value):,} characters; expected at most "
+                    f"{MAX_YAML_SCALAR_CHARS:,}"
+                )
+            add(1, line)
+            if ev.anchor is not None:
+                sizes[ev.anchor] = 1
+        elif isinstance(ev, yaml.AliasEvent):
+            if ev.anchor in {a for a, _ in stack}:
+                raise ConfigError(
+                    f"{where}:{line}: alias *{ev.anchor} refers to a mapping or list that "
+                    "contains it; expected a tree"
+                )
+            add(sizes.get(ev.anchor, 1), line)
+
+
 def parse_yaml(text: str, where: str, what: str = "config") -> tuple[dict[str, Any], LineMap]:
-    """Parse YAML text (``where`` names it in errors) into a mapping and its line map."""
+    """Parse YAML text (``where`` names it in errors) into a mapping and its line map; refused
+    beyond the limits of :func:`check_yaml_limits`."""
     if not text.strip() or all(
         not ln.strip() or ln.lstrip().startswith("#") for ln in text.splitlines()
     ):
         raise ConfigError(f"{where}: file is empty; expected a YAML {what} mapping")
     try:
+        check_yaml_limits(text, where)
         loader = yaml.SafeLoader(text)
         try:
             node = loader.get_single_node()
@@ -121,6 +195,12 @@ def parse_yaml(text: str, where: str, what: str = "config") -> tuple[dict[str, A
         raise ConfigError(f"{where}{line}: YAML syntax error: {msg}") from None
     except yaml.YAMLError as e:
         raise ConfigError(f"{where}: not valid YAML: {e}") from None
+    except (ValueError, OverflowError, RecursionError) as e:
+        # a scalar the constructor cannot convert (Python refuses int() of > 4,300 digits)
+        first = " ".join(str(e).split())[:200]
+        if "integer string conversion" in first:
+            first = "an integer of more than 4,300 digits"
+        raise ConfigError(f"{where}: cannot read a value: {first}") from None
     if not isinstance(data, dict):
         raise ConfigError(
             f"{where}:1: top level is a {type(data).__name__}; expected a YAML {what} mapping"
@@ -171,6 +251,7 @@ def _expected(err: dict[str, Any]) -> str:
         "dict_type": "a mapping",
         "model_type": "a mapping",
         "too_short": "a non-empty list",
+        "finite_number": "a finite number",
     }
     if t in simple:
         return simple[t]
