@@ -105,3 +105,82 @@ def test_sweep_runs_folder_reads_as_one_dataset_with_units(tmp_path):
     assert units["step_time_s"] == METRICS["step_time_s"].unit == "s"
     assert units["tokens_per_s_per_device"] == "tokens/s"
     assert column_units(tmp_path / "results.parquet")["scaling_efficiency"] == "1"
+
+
+# --- 3. --format on every command that prints a table ----------------------------------------
+
+
+def _split(*args: str) -> tuple[int, str, str]:
+    res = CliRunner().invoke(main, list(args))
+    assert res.exception is None or isinstance(res.exception, SystemExit), res.exception
+    return res.exit_code, res.stdout, res.stderr
+
+
+@pytest.fixture(scope="module")
+def small_run(tmp_path_factory):
+    d = tmp_path_factory.mktemp("fmt")
+    cfg = d / "t.yaml"
+    cfg.write_text(
+        "name: t\nmodel: gpt3-125m\nsystems: [dgx-a100, mlu370-x8]\nnodes: [1, 2]\n"
+        "simulation: {steps: 1, warmup_steps: 1}\n"
+    )
+    code, out, err = _split("run", str(cfg), "--out", str(d / "o"), "--no-plot", "--format", "json")
+    assert code == 0, err
+    return cfg, d, out, err
+
+
+def test_run_json_stdout_is_only_the_table(small_run):
+    import json
+
+    from scaling.io.results import run_columns
+
+    _, _, out, err = small_run
+    rows = json.loads(out)  # nothing but the table on stdout
+    assert len(rows) == 4 and {r["system"] for r in rows} == {"dgx-a100", "mlu370-x8"}
+    assert set(run_columns()) - {"run_key", "status", "error"} <= set(rows[0])
+    base = [r for r in rows if r["nodes"] == 1]
+    assert all(r["scaling_efficiency"] == 1.0 for r in base)
+    assert "config hash" in err and "wrote" in err  # the notes went to stderr
+
+
+def test_every_table_command_speaks_every_format(small_run, tmp_path):
+    import io
+    import json
+
+    import pandas as pd
+
+    cfg, d, _, _ = small_run
+    one = [str(cfg), "--set", "systems=[dgx-a100]", "--set", "nodes=[1]"]
+    commands = {
+        "run": ["run", str(cfg), "--out", str(tmp_path / "r"), "--no-plot"],
+        "sweep": ["sweep", *one, "--out", str(tmp_path / "s"), "--no-plot", "-j", "1"],
+        "collective": ["collective", "--system", "dgx-a100", "--sizes", "1M,4M"],
+        "explain": ["explain", *one],
+        "compare": ["compare", str(d / "o"), str(d / "o")],
+        "systems": ["systems"],
+        "metrics": ["metrics"],
+        "validate": ["validate", "--study", "nccl-a100"],
+    }
+    for name, args in commands.items():
+        code, out, err = _split(*args, "--format", "csv")
+        assert code == 0, (name, err)
+        frame = pd.read_csv(io.StringIO(out))
+        assert len(frame) >= 1 and len(frame.columns) >= 3, name
+        code, out, _ = _split(*args, "--format", "json")
+        assert json.loads(out) and isinstance(json.loads(out), list), name
+        code, out, _ = _split(*args, "--format", "markdown")
+        lines = out.strip().splitlines()
+        assert lines[0].startswith("| ") and set(lines[1]) <= set("|-: "), name
+
+
+def test_out_dash_is_stdout(tmp_path):
+    import io
+
+    import pandas as pd
+
+    code, out, err = _split("collective", "--system", "dgx-a100", "--sizes", "1M,4M", "--out", "-")
+    assert code == 0
+    assert list(pd.read_csv(io.StringIO(out))["size_bytes"]) == [2**20, 2**22]
+    assert "busbw" in err  # the text table went to stderr
+    code, out, err = _split("collective", "--system", "dgx-a100", "--out", "-", "--format", "json")
+    assert code == 2 and "both write to stdout" in err

@@ -13,7 +13,8 @@ from typing import Any
 import click
 
 from scaling.app.errors import fail, user_errors
-from scaling.io.results import format_results_table
+from scaling.app.output import Printer, format_option, is_stdout
+from scaling.io.results import results_cells
 from scaling.model.comm.ops import ALGORITHMS, CollectiveOp
 from scaling.model.job import InfeasibleJobError
 
@@ -83,6 +84,7 @@ def _gap_summary(df: Any) -> list[str]:
     default=None,
     help="With --replicas: processes to run them on (default: one per CPU; 1 = in process).",
 )
+@format_option
 @_user_errors
 def run(
     config: Path,
@@ -91,6 +93,7 @@ def run(
     no_plot: bool,
     replicas: int,
     n_jobs: int | None,
+    fmt: str,
 ) -> None:
     """Run every (system, nodes) point of an experiment CONFIG; print and save the table."""
     from scaling.app.api import run_experiment
@@ -102,24 +105,25 @@ def run(
     out = out_dir or Path("results") / exp.config.name
     h = exp.config_hash()
     paths = write_outputs(out, res.table, exp.resolved(), h)
-    click.echo(
+    p = Printer(fmt)
+    p.say(
         f"{exp.config.name}: {exp.config.model_name}, "
         f"{'/'.join(sorted({st.kind.upper() for st in exp.config.all_strategies()}))}, "
         f"micro-batch {exp.config.training.micro_batch_size} x seq {exp.config.training.seq_len}"
         f" per accelerator (weak scaling); config hash {h}"
     )
-    click.echo(format_results_table(res.table))
+    p.table(res.table, results_cells(res.table))
     for line in _gap_summary(res.table):
-        click.echo(line)
+        p.say(line)
     if exp.config.report is not None:
         from scaling.app import seed
 
         if exp.config.report == "seed-table1":
             t = seed.table1(res.table)
-            click.echo(seed.format_table1(t))
+            p.say(seed.format_table1(t))
         else:
             t = seed.table2(res.table)
-            click.echo(seed.format_table2(t))
+            p.say(seed.format_table2(t))
         t.to_csv(out / f"{exp.config.report}.csv", index=False)
     if not no_plot:
         paths["plot"] = plot_scaling_efficiency(
@@ -131,12 +135,12 @@ def run(
 
         with make_executor(jobs=n_jobs) as ex:
             table, summary = run_replicas(exp, replicas, ex, [r.scalars() for r in res.runs])
-        click.echo(f"{replicas} replicas per point:")
-        click.echo(format_summary(summary))
+        p.say(f"{replicas} replicas per point:")
+        p.say(format_summary(summary))
         for name, df in (("replicas", table), ("replica_summary", summary)):
             df.to_csv(out / f"{name}.csv", index=False)
             paths[name] = out / f"{name}.csv"
-    click.echo("wrote " + ", ".join(str(p) for p in paths.values()))
+    p.say("wrote " + ", ".join(str(f) for f in paths.values()))
 
 
 @main.command()
@@ -169,9 +173,9 @@ def run(
 @click.option(
     "--out",
     "out_file",
-    type=click.Path(path_type=Path, dir_okay=False),
+    type=click.Path(path_type=Path, dir_okay=False, allow_dash=True),
     default=None,
-    help="Write the table as CSV.",
+    help="Write the table as CSV (- = stdout; the text table then goes to stderr).",
 )
 @_user_errors
 def collective(
@@ -184,6 +188,7 @@ def collective(
     algo: str | None,
     proto: str | None,
     out_file: Path | None,
+@format_option
 ) -> None:
     """nccl-tests-like table for one collective on a system: size, time, algbw, busbw."""
     from scaling.app.collective import collective_table, format_collective_table, size_range
@@ -197,17 +202,23 @@ def collective(
         _fail(f"--algo {algo!r}: expected one of {', '.join(ALGORITHMS)}")
     table = collective_table(
         spec, nodes, CollectiveOp(op), size_range(sizes, factor), algo, proto, per_node
+    fmt: str,
     )
     ranks = int(table.ranks.iloc[0])
-    click.echo(
+    p = Printer(fmt, stdout_taken=is_stdout(out_file))
+    p.say(
         f"# {op} on {spec.name}: {nodes} node(s) x {per_node or spec.devices_per_node} = {ranks} ranks, "
         f"library {spec.library.name}"
+    if is_stdout(out_file) and fmt != "table":
+        _fail(f"--out - and --format {fmt}: both write to stdout; give one of them")
     )
-    click.echo(format_collective_table(table))
-    if out_file is not None:
+    p.table(table, text=format_collective_table(table))
+    if is_stdout(out_file):
+        click.echo(table.to_csv(index=False), nl=False)
+    elif out_file is not None:
         out_file.parent.mkdir(parents=True, exist_ok=True)
         table.to_csv(out_file, index=False)
-        click.echo(f"wrote {out_file}")
+        p.say(f"wrote {out_file}")
 
 
 def _parse_ranks(text: str | None, devices: int) -> list[int]:
@@ -250,9 +261,9 @@ def _one_job(config: Path, overrides: tuple[str, ...], what: str):
 @click.option(
     "--out",
     "out_file",
-    type=click.Path(path_type=Path, dir_okay=False),
+    type=click.Path(path_type=Path, dir_okay=False, allow_dash=True),
     required=True,
-    help="Trace JSON to write.",
+    help="Trace JSON to write (- = stdout).",
 )
 @click.option(
     "--ranks", default=None, help="Ranks to include, e.g. 0-15 or 0,8 (default: the first 16)."
@@ -280,11 +291,15 @@ def trace(config: Path, out_file: Path, ranks: str | None, overrides: tuple[str,
         "step_time_s": res.step_time_s,
     }
     doc = chrome_trace(tl, step, chosen, meta)
-    out_file.parent.mkdir(parents=True, exist_ok=True)
-    out_file.write_text(json.dumps(doc))
+    if is_stdout(out_file):
+        click.echo(json.dumps(doc))
+    else:
+        out_file.parent.mkdir(parents=True, exist_ok=True)
+        out_file.write_text(json.dumps(doc))
     click.echo(
         f"wrote {out_file}: step {step} of {res.system} x{res.nodes} nodes ({res.strategy}), "
-        f"{len(chosen)} ranks, {len(doc['traceEvents'])} events; open it in ui.perfetto.dev"
+        f"{len(chosen)} ranks, {len(doc['traceEvents'])} events; open it in ui.perfetto.dev",
+        err=is_stdout(out_file),
     )
 
 
@@ -416,26 +431,46 @@ def _explain_vs(
     if any(c < 1 for c in counts):
         _fail(f"--nodes {nodes!r}: node counts must be >= 1")
     results = [attribute(replace(base, nodes=n), a, b) for n in counts]
-    click.echo(
+    p.say(
         f"{b_name} vs {a_name}: {base.shape.name}, {base.strategy.label}; per-device "
         "throughput (tokens/s) and each component's Shapley part of the gap (share)"
     )
     head = f"{'component':<22}" + "".join(f"{str(r.nodes) + ' nodes':>17}" for r in results)
-    click.echo(head)
-    click.echo("-" * len(head))
-    click.echo(f"{a_name:<22}" + "".join(f"{r.value_a:>17,.0f}" for r in results))
-    click.echo(f"{b_name:<22}" + "".join(f"{r.value_b:>17,.0f}" for r in results))
-    click.echo(f"{'gap':<22}" + "".join(f"{r.gap:>17,.0f}" for r in results))
+    lines = [head, "-" * len(head)]
+    lines.append(f"{a_name:<22}" + "".join(f"{r.value_a:>17,.0f}" for r in results))
+    lines.append(f"{b_name:<22}" + "".join(f"{r.value_b:>17,.0f}" for r in results))
+    lines.append(f"{'gap':<22}" + "".join(f"{r.gap:>17,.0f}" for r in results))
     for comp in COMPONENTS:
         cells = "".join(f"{r.parts[comp]:>10,.0f} {r.shares().get(comp, 0):>6.1%}" for r in results)
-        click.echo(f"{comp:<22}{cells}")
+        lines.append(f"{comp:<22}{cells}")
     net = ("scale-up link", "scale-out network", "collective library")
     inter = [sum(r.shares().get(c, 0) for c in net) for r in results]
-    click.echo(f"{'interconnect+library':<22}" + "".join(f"{x:>17.1%}" for x in inter))
+    lines.append(f"{'interconnect+library':<22}" + "".join(f"{x:>17.1%}" for x in inter))
+    import pandas as pd
+
+    frame = pd.DataFrame(
+        [
+            {
+                "nodes": r.nodes,
+                "system_a": a_name,
+                "system_b": b_name,
+                "tokens_per_s_per_device_a": r.value_a,
+                "tokens_per_s_per_device_b": r.value_b,
+                "gap_tokens_per_s_per_device": r.gap,
+                "component": comp,
+                "part_tokens_per_s_per_device": r.parts[comp],
+                "share": r.shares().get(comp, 0.0),
+            }
+            for r in results
+            for comp in COMPONENTS
+        ]
+    )
+    p.table(frame, text="\n".join(lines))
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
+    p: Printer,
         png = plot_attribution(results, out / f"attribution_{a_name}_vs_{b_name}.png")
-        click.echo(f"wrote {png}")
+        p.say(f"wrote {png}")
 
 
 @main.command()
@@ -475,7 +510,7 @@ def explain(
     Shapley values over swapping those components between the systems.
     """
     if vs:
-        _explain_vs(config, overrides, vs, nodes, out_dir)
+        _explain_vs(config, overrides, vs, nodes, out_dir, p)
         return
     from scaling.app.api import feasibility_errors
     from scaling.io.config import load_experiment
@@ -490,69 +525,130 @@ def explain(
     for job in exp.jobs():
         res, tl = run_job_detailed(job, trace=True)
         b = explain_step(tl, len(res.steps) - 1)
-        click.echo(
+        echo(
             f"{res.system} x{res.nodes} nodes ({res.devices} accel), {res.model}, {res.strategy}: "
             f"step {b.step_s * 1e3:.2f} ms"
         )
         for label, t in b.parts():
-            click.echo(f"  {label:<40} {t * 1e3:10.2f} ms  {t / b.step_s:6.1%}")
+            lines.append(f"  {label:<40} {t * 1e3:10.2f} ms  {t / b.step_s:6.1%}")
+            row("step", label, t)
         total = sum(t for _, t in b.parts())
-        click.echo(f"  {'total':<40} {total * 1e3:10.2f} ms")
-        click.echo("  compute by kernel kind (forward + backward, device time):")
+@format_option
+        lines.append(f"  {'total':<40} {total * 1e3:10.2f} ms")
+        lines.append("  compute by kernel kind (forward + backward, device time):")
         for lab, t in step_compute_breakdown(job):
-            click.echo(f"    {lab:<38} {t * 1e3:10.2f} ms")
+            lines.append(f"    {lab:<38} {t * 1e3:10.2f} ms")
+            row("kernel", lab, t)
         if top and b.exposed_by_collective:
-            click.echo("  most exposed collectives:")
+            lines.append("  most exposed collectives:")
             for lab, t in sorted(b.exposed_by_collective.items(), key=lambda kv: -kv[1])[:top]:
-                click.echo(f"    {lab:<46} {t * 1e3:8.2f} ms")
+                lines.append(f"    {lab:<46} {t * 1e3:8.2f} ms")
+                row("exposed collective", lab, t)
+    import pandas as pd
+
+    p.table(pd.DataFrame(rows), text="\n".join(lines))
+    fmt: str,
 
 
 @main.command()
 @_user_errors
-def systems() -> None:
-    """List the system catalog with the confidence of each headline number."""
+def systems(fmt: str) -> None:
+    """List the system catalog with the confidence of each headline number.
+
+    Example: scaling systems --format csv > systems.csv
+    """
+
+    Example: scaling explain configs/mlu-vs-gpu.yaml --set nodes=[64] --vs dgx-a100 mlu370-x8
     from scaling.io.topology import available_systems, load_system
+    p = Printer(fmt)
 
     for name in available_systems():
         s = load_system(name)
+    for flag, given in (("--out", out_dir is not None), ("--nodes", nodes is not None)):
+        if given:
+            _fail(f"{flag}: only used with --vs A B (the attribution between two systems)")
         d, n = s.schema.device, s.schema.node
         peak = d.peak_TFLOPS.get("bf16") or next(iter(d.peak_TFLOPS.values()))
-        click.echo(f"{name}: {s.schema.description}")
-        click.echo(
+        rows.append(
+            {
+                "system": name,
+                "description": s.schema.description,
+                "peak_bf16_TFLOPS": peak.value,
+                "peak_confidence": peak.confidence,
+                "mem_GB": d.mem_GB.value,
+                "mem_bw_GBps": d.mem_bw_GBps.value,
+                "devices_per_node": n.devices.value,
+                "device": d.name,
+                "fabric": n.fabric.kind.value,
+                "link_bw_GBps": n.fabric.link_bw_GBps.value,
+                "nics": n.nics.count.value,
+                "nic_rate_Gbps": n.nics.rate_Gbps.value,
+                "power_busy_W": d.power_busy_W.value,
+                "library": s.library.name,
+                "algorithms": ",".join(s.library.algorithms),
+            }
+        )
+        echo = lines.append
+        echo(f"{name}: {s.schema.description}")
+        echo(
             f"  peak bf16 {peak.value:g} TFLOPS [{peak.confidence}]; memory {d.mem_GB.value:g} GB "
             f"[{d.mem_GB.confidence}] at {d.mem_bw_GBps.value:g} GB/s [{d.mem_bw_GBps.confidence}]"
         )
-        click.echo(
+        echo(
             f"  node: {n.devices.value} x {d.name}, {n.fabric.kind.value} "
             f"{n.fabric.link_bw_GBps.value:g} GB/s/dir [{n.fabric.link_bw_GBps.confidence}]; "
+    lines: list[str] = []
+    rows: list[dict[str, Any]] = []
             f"{n.nics.count.value} x {n.nics.rate_Gbps.value:g} Gb/s NICs [{n.nics.count.confidence}]"
         )
-        click.echo(
+        point = {"system": res.system, "nodes": res.nodes, "devices": res.devices}
+        point |= {"model": res.model, "strategy": res.strategy, "step_time_s": b.step_s}
+
+        def row(kind: str, label: str, t: float, point: dict[str, Any] = point) -> None:
+            rows.append(point | {"kind": kind, "label": label, "time_s": t})
+
+        lines.append(
             f"  power {d.power_busy_W.value:g} W busy [{d.power_busy_W.confidence}]; "
             f"library {s.library.name} ({', '.join(s.library.algorithms)})"
         )
 
 
 @main.command()
-def metrics() -> None:
-    """Print every metric's name, unit and definition."""
+@format_option
+def metrics(fmt: str) -> None:
+    """Print every metric's name, unit and definition.
+
+    Example: scaling metrics --format markdown
+    """
+    import pandas as pd
+
     from scaling.model.analysis.metrics import METRICS
 
-    for m in METRICS.values():
-        click.echo(f"{m.name} [{m.unit}]: {m.definition}")
+    text = "\n".join(f"{m.name} [{m.unit}]: {m.definition}" for m in METRICS.values())
+    frame = pd.DataFrame(
+        [{"name": m.name, "unit": m.unit, "definition": m.definition} for m in METRICS.values()]
+    )
+    Printer(fmt).table(frame, (list(frame.columns), frame.values.tolist(), "lll"), text=text)
 
 
 from scaling.app.golden_cmd import baseline, compare  # noqa: E402
 from scaling.app.sweep_cmd import plot as plot_command  # noqa: E402
 from scaling.app.sweep_cmd import sweep as sweep_command  # noqa: E402
 from scaling.app.validate import validate as validate_command  # noqa: E402
+@format_option
 
 main.add_command(baseline)
 main.add_command(compare)
 main.add_command(sweep_command)
 main.add_command(plot_command)
+    p = Printer(fmt)
+    lines: list[str] = []
+    rows: list[dict[str, Any]] = []
 main.add_command(validate_command)
 
 
 if __name__ == "__main__":  # pragma: no cover
     main()
+    import pandas as pd
+
+    p.table(pd.DataFrame(rows), text="\n".join(lines))

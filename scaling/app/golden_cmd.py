@@ -13,6 +13,7 @@ from pathlib import Path
 import click
 
 from scaling.app.errors import user_errors
+from scaling.app.output import Printer, format_option
 
 EXIT_DIFFERENT = 1
 _user_errors = user_errors
@@ -109,6 +110,7 @@ def update(out_dir: Path, config_dir: Path, only: tuple[str, ...]) -> None:
     "--common-only", is_flag=True, help="Compare the points both files have; ignore the others."
 )
 @click.option("--failures-only", is_flag=True, help="Print only the values beyond tolerance.")
+@format_option
 @_user_errors
 def compare(
     results: Path,
@@ -118,6 +120,7 @@ def compare(
     metrics: str | None,
     common_only: bool,
     failures_only: bool,
+    fmt: str,
 ) -> None:
     """Compare RESULTS with BASELINE point by point (system, strategy, model, nodes).
 
@@ -139,25 +142,28 @@ def compare(
         DEFAULT_ATOL if atol is None else atol,
         allow_missing=common_only,
     )
-    click.echo(f"compare {results} against baseline {baseline_path}")
-    if not failures_only:
-        click.echo(
+    p = Printer(fmt)
+    p.say(f"compare {results} against baseline {baseline_path}")
+    if fmt != "table":  # the machine formats carry every value, one row per point and metric
+        p.table(cmp.failures if failures_only else cmp.values)
+    if not failures_only and fmt == "table":
+        p.say(
             "relative difference (result - baseline) / |baseline| per point and metric; "
             "* = beyond tolerance"
         )
-        click.echo(cmp.point_table())
-    if len(cmp.failures):
-        click.echo("beyond tolerance:")
-        click.echo(cmp.failure_table(limit=None))
+        p.say(cmp.point_table())
+    if len(cmp.failures) and fmt == "table":
+        p.say("beyond tolerance:")
+        p.say(cmp.failure_table(limit=None))
     for label, keys in (
         ("only in BASELINE (missing from RESULTS)", cmp.only_in_baseline),
         ("only in RESULTS (not in BASELINE)", cmp.only_in_results),
     ):
         if keys:
-            click.echo(f"{label}:")
+            p.say(f"{label}:")
             for curve in curve_names(keys):
-                click.echo(f"  {curve}")
+                p.say(f"  {curve}")
     verdict = "OK" if cmp.ok else "DIFFERENT"
-    click.echo(f"{verdict}: {cmp.summary()}")
+    p.say(f"{verdict}: {cmp.summary()}")
     if not cmp.ok:
         sys.exit(EXIT_DIFFERENT)

@@ -16,8 +16,9 @@ from typing import Any
 import click
 
 from scaling.app.errors import EXIT_BAD_INPUT, fail, user_errors
+from scaling.app.output import Printer, format_option
 from scaling.io.errors import ConfigError
-from scaling.io.results import format_results_table
+from scaling.io.results import format_results_table, results_cells
 
 EXIT_FAILED_RUNS = 1
 EXIT_INTERRUPTED = 130
@@ -114,6 +115,7 @@ def _problems(df: Any, status: str, limit: int = 5) -> list[str]:
     help="Progress bar with ETA on stderr (default: when stderr is a terminal).",
 )
 @click.option("--no-plot", is_flag=True, help="Skip the plots.")
+@format_option
 @_user_errors
 def sweep(
     spec: Path,
@@ -126,6 +128,7 @@ def sweep(
     overrides: tuple[str, ...],
     progress: bool | None,
     no_plot: bool,
+    fmt: str,
 ) -> None:
     """Run a parameter sweep SPEC (or a plain experiment: one point) point by point.
 
@@ -139,7 +142,8 @@ def sweep(
     loaded = load_sweep(spec, list(overrides))
     out = out_dir or Path("results") / loaded.name
     n_points, n_runs = len(loaded.points()), len({r.key for r in expand(loaded)})
-    click.echo(
+    p = Printer(fmt)
+    p.say(
         f"sweep {loaded.name}: {n_points} point(s), {n_runs} run(s), on {executor.describe()}"
         f"; writing {out}"
     )
@@ -171,17 +175,17 @@ def sweep(
     wall = time.perf_counter() - t0
     axes = df.attrs.get("axis_columns", [])
     counts = df["status"].value_counts().to_dict()
-    click.echo(
+    p.say(
         f"{df.attrs.get('ran', 0)} run(s) simulated, {df.attrs.get('reused', 0)} reused; "
         + ", ".join(f"{counts.get(s, 0)} {s}" for s in ("ok", "refused", "failed"))
         + f"; {wall:.1f} s"
     )
-    shown = _table_rows(df)
-    click.echo(format_results_table(shown, axes))
+    shown = _table_rows(df) if fmt == "table" else df
+    p.table(df, results_cells(df, axes), text=format_results_table(shown, axes))
     if len(shown) < len(df):
-        click.echo(f"(the smallest and largest run of each line: {len(shown)} of {len(df)} rows)")
+        p.say(f"(the smallest and largest run of each line: {len(shown)} of {len(df)} rows)")
     for line in _problems(df, "refused") + _problems(df, "failed"):
-        click.echo(line)
+        p.say(line)
     written = [out / "results.parquet"] + ([out / "results.csv"] if write_csv else [])
     written.append(out / "sweep.yaml")
     if not no_plot and (df["status"] == "ok").any():
@@ -189,7 +193,7 @@ def sweep(
 
         models = "/".join(dict.fromkeys(df.loc[df["status"] == "ok", "model"]))
         written += plot_sweep(df, out, f"{loaded.name}: {models}", axes=axes)
-    click.echo("wrote " + ", ".join(str(p) for p in written))
+    p.say("wrote " + ", ".join(str(f) for f in written))
     if counts.get("failed", 0):
         _fail(
             f"{counts['failed']} run(s) failed; run the same command again to retry them",

@@ -182,15 +182,26 @@ def write_outputs(
     return paths
 
 
-def format_table(header: Sequence[str], rows: Sequence[Sequence[str]], align: str = "") -> str:
+#: what ``--format`` accepts on every command that prints a table
+FORMATS = ("table", "csv", "json", "markdown")
+
+
+def format_table(
+    header: Sequence[str], rows: Sequence[Sequence[str]], align: str = "", style: str = "text"
+) -> str:
     """The one plain-text table of the project: columns two spaces apart, a rule of dashes under
     the header, trailing blanks stripped. ``align`` gives each column ``l`` (left) or ``r``
-    (right); columns past its end are right-aligned (numbers)."""
+    (right); columns past its end are right-aligned (numbers). ``style="markdown"``: the same
+    cells as a GitHub Markdown pipe table."""
     allrows = [list(header), *(list(r) for r in rows)]
-    widths = [max(len(r[i]) for r in allrows) for i in range(len(header))]
     just = [(align[i] if i < len(align) else "r") for i in range(len(header))]
 
     def line(r: list[str]) -> str:
+    if style == "markdown":
+        cells = [[v.replace("|", "\\|") for v in r] for r in allrows]
+        rule = ["---:" if j == "r" else "---" for j in just]
+        return "\n".join("| " + " | ".join(r) + " |" for r in [cells[0], rule, *cells[1:]])
+    widths = [max(len(r[i]) for r in allrows) for i in range(len(header))]
         return "  ".join(
             v.ljust(w) if j == "l" else v.rjust(w) for v, w, j in zip(r, widths, just, strict=True)
         ).rstrip()
@@ -202,6 +213,47 @@ def format_table(header: Sequence[str], rows: Sequence[Sequence[str]], align: st
 
 def _cell(v: Any, fmt: str) -> str:
     if v is None or (isinstance(v, float) and math.isnan(v)):
+def frame_records(df: pd.DataFrame) -> list[dict[str, Any]]:
+    """A table's rows as plain Python values for JSON: NaN and ±inf become ``None`` (null)."""
+    out = []
+    for rec in df.to_dict("records"):
+        row = {}
+        for k, v in rec.items():
+            if hasattr(v, "item"):  # numpy scalar
+                v = v.item()
+            if isinstance(v, float) and not math.isfinite(v):
+                v = None
+            row[str(k)] = v
+        out.append(row)
+    return out
+
+
+def frame_cells(df: pd.DataFrame) -> tuple[list[str], list[list[str]], str]:
+    """Every column of a table as text cells: (header, rows, align) for :func:`format_table`."""
+    cols = [str(c) for c in df.columns]
+    rows = [[_cell(v, "{:.6g}" if isinstance(v, float) else "{}") for v in r] for r in df.values]
+    align = "".join("r" if df[c].dtype.kind in "iuf" else "l" for c in df.columns)
+    return cols, rows, align
+
+
+def render(
+    df: pd.DataFrame,
+    fmt: str,
+    cells: tuple[Sequence[str], Sequence[Sequence[str]], str] | None = None,
+) -> str:
+    """The one renderer of ``--format``: ``csv`` and ``json`` (an array of row objects) carry
+    every column of ``df``; ``table`` and ``markdown`` show ``cells`` (header, rows, align), the
+    command's chosen columns, or every column when not given. No trailing newline."""
+    if fmt == "csv":
+        return df.to_csv(index=False).rstrip("\n")
+    if fmt == "json":
+        return json.dumps(frame_records(df), indent=1)
+    if fmt not in ("table", "markdown"):
+        raise ValueError(f"format {fmt!r}: expected one of {', '.join(FORMATS)}")
+    header, rows, align = cells if cells is not None else frame_cells(df)
+    return format_table(header, rows, align, style="markdown" if fmt == "markdown" else "text")
+
+
         return "-"
     try:
         return fmt.format(v)
@@ -217,6 +269,11 @@ def format_results_table(df: Any, axes: Sequence[str] = ()) -> str:
     """A results table as aligned text: axis values, identity, headline metrics, status."""
     cols = [(a, _short_axis(a), "{:g}" if df[a].dtype.kind == "f" else "{}") for a in axes]
     cols += [
+    return format_table(*results_cells(df, axes))
+
+
+def results_cells(df: Any, axes: Sequence[str] = ()) -> tuple[list[str], list[list[str]], str]:
+    """The cells of :func:`format_results_table`: (header, rows, align)."""
         ("system", "system", "{}"),
         ("strategy", "strategy", "{}"),
         ("nodes", "nodes", "{:d}"),
@@ -234,4 +291,4 @@ def format_results_table(df: Any, axes: Sequence[str] = ()) -> str:
     }
     rows = [[_cell(rec[c], fmt) for c, _, fmt in cols] for rec in df.to_dict("records")]
     align = "".join("l" if c in text_cols else "r" for c, _, _ in cols)
-    return format_table([h for _, h, _ in cols], rows, align)
+    return [h for _, h, _ in cols], rows, align
