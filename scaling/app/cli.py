@@ -177,6 +177,7 @@ def run(
     default=None,
     help="Write the table as CSV (- = stdout; the text table then goes to stderr).",
 )
+@format_option
 @_user_errors
 def collective(
     system_name: str,
@@ -188,12 +189,14 @@ def collective(
     algo: str | None,
     proto: str | None,
     out_file: Path | None,
-@format_option
+    fmt: str,
 ) -> None:
     """nccl-tests-like table for one collective on a system: size, time, algbw, busbw."""
     from scaling.app.collective import collective_table, format_collective_table, size_range
     from scaling.io.topology import load_system
 
+    if is_stdout(out_file) and fmt != "table":
+        _fail(f"--out - and --format {fmt}: both write to stdout; give one of them")
     loaded = load_system(system_name)
     spec = loaded.spec
     if per_node is not None and per_node > spec.devices_per_node:
@@ -202,15 +205,12 @@ def collective(
         _fail(f"--algo {algo!r}: expected one of {', '.join(ALGORITHMS)}")
     table = collective_table(
         spec, nodes, CollectiveOp(op), size_range(sizes, factor), algo, proto, per_node
-    fmt: str,
     )
     ranks = int(table.ranks.iloc[0])
     p = Printer(fmt, stdout_taken=is_stdout(out_file))
     p.say(
         f"# {op} on {spec.name}: {nodes} node(s) x {per_node or spec.devices_per_node} = {ranks} ranks, "
         f"library {spec.library.name}"
-    if is_stdout(out_file) and fmt != "table":
-        _fail(f"--out - and --format {fmt}: both write to stdout; give one of them")
     )
     p.table(table, text=format_collective_table(table))
     if is_stdout(out_file):
@@ -411,6 +411,7 @@ def _explain_vs(
     vs: tuple[str, str],
     nodes: str | None,
     out: Path | None,
+    p: Printer,
 ) -> None:
     """Shapley attribution of the throughput gap between two systems (see model.attribution)."""
     from dataclasses import replace
@@ -468,7 +469,6 @@ def _explain_vs(
     p.table(frame, text="\n".join(lines))
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
-    p: Printer,
         png = plot_attribution(results, out / f"attribution_{a_name}_vs_{b_name}.png")
         p.say(f"wrote {png}")
 
@@ -494,6 +494,7 @@ def _explain_vs(
     default=None,
     help="With --vs: folder for the bar chart.",
 )
+@format_option
 @_user_errors
 def explain(
     config: Path,
@@ -502,16 +503,23 @@ def explain(
     vs: tuple[str, str] | None,
     nodes: str | None,
     out_dir: Path | None,
+    fmt: str,
 ) -> None:
     """Where each point's step went (compute, exposed communication by collective and tier).
 
     With --vs A B: why B trails A — the per-device throughput gap split into peak compute,
     memory bandwidth, memory capacity, scale-up link, scale-out network and collective library by
     Shapley values over swapping those components between the systems.
+
+    Example: scaling explain configs/mlu-vs-gpu.yaml --set nodes=[64] --vs dgx-a100 mlu370-x8
     """
+    p = Printer(fmt)
     if vs:
         _explain_vs(config, overrides, vs, nodes, out_dir, p)
         return
+    for flag, given in (("--out", out_dir is not None), ("--nodes", nodes is not None)):
+        if given:
+            _fail(f"{flag}: only used with --vs A B (the attribution between two systems)")
     from scaling.app.api import feasibility_errors
     from scaling.io.config import load_experiment
     from scaling.model.analysis.explain import explain_step
@@ -522,10 +530,18 @@ def explain(
     errs = feasibility_errors(exp)
     if errs:
         raise InfeasibleJobError("; ".join(errs))
+    lines: list[str] = []
+    rows: list[dict[str, Any]] = []
     for job in exp.jobs():
         res, tl = run_job_detailed(job, trace=True)
         b = explain_step(tl, len(res.steps) - 1)
-        echo(
+        point = {"system": res.system, "nodes": res.nodes, "devices": res.devices}
+        point |= {"model": res.model, "strategy": res.strategy, "step_time_s": b.step_s}
+
+        def row(kind: str, label: str, t: float, point: dict[str, Any] = point) -> None:
+            rows.append(point | {"kind": kind, "label": label, "time_s": t})
+
+        lines.append(
             f"{res.system} x{res.nodes} nodes ({res.devices} accel), {res.model}, {res.strategy}: "
             f"step {b.step_s * 1e3:.2f} ms"
         )
@@ -533,7 +549,6 @@ def explain(
             lines.append(f"  {label:<40} {t * 1e3:10.2f} ms  {t / b.step_s:6.1%}")
             row("step", label, t)
         total = sum(t for _, t in b.parts())
-@format_option
         lines.append(f"  {'total':<40} {total * 1e3:10.2f} ms")
         lines.append("  compute by kernel kind (forward + backward, device time):")
         for lab, t in step_compute_breakdown(job):
@@ -547,26 +562,23 @@ def explain(
     import pandas as pd
 
     p.table(pd.DataFrame(rows), text="\n".join(lines))
-    fmt: str,
 
 
 @main.command()
+@format_option
 @_user_errors
 def systems(fmt: str) -> None:
     """List the system catalog with the confidence of each headline number.
 
     Example: scaling systems --format csv > systems.csv
     """
-
-    Example: scaling explain configs/mlu-vs-gpu.yaml --set nodes=[64] --vs dgx-a100 mlu370-x8
     from scaling.io.topology import available_systems, load_system
-    p = Printer(fmt)
 
+    p = Printer(fmt)
+    lines: list[str] = []
+    rows: list[dict[str, Any]] = []
     for name in available_systems():
         s = load_system(name)
-    for flag, given in (("--out", out_dir is not None), ("--nodes", nodes is not None)):
-        if given:
-            _fail(f"{flag}: only used with --vs A B (the attribution between two systems)")
         d, n = s.schema.device, s.schema.node
         peak = d.peak_TFLOPS.get("bf16") or next(iter(d.peak_TFLOPS.values()))
         rows.append(
@@ -597,20 +609,15 @@ def systems(fmt: str) -> None:
         echo(
             f"  node: {n.devices.value} x {d.name}, {n.fabric.kind.value} "
             f"{n.fabric.link_bw_GBps.value:g} GB/s/dir [{n.fabric.link_bw_GBps.confidence}]; "
-    lines: list[str] = []
-    rows: list[dict[str, Any]] = []
             f"{n.nics.count.value} x {n.nics.rate_Gbps.value:g} Gb/s NICs [{n.nics.count.confidence}]"
         )
-        point = {"system": res.system, "nodes": res.nodes, "devices": res.devices}
-        point |= {"model": res.model, "strategy": res.strategy, "step_time_s": b.step_s}
-
-        def row(kind: str, label: str, t: float, point: dict[str, Any] = point) -> None:
-            rows.append(point | {"kind": kind, "label": label, "time_s": t})
-
-        lines.append(
+        echo(
             f"  power {d.power_busy_W.value:g} W busy [{d.power_busy_W.confidence}]; "
             f"library {s.library.name} ({', '.join(s.library.algorithms)})"
         )
+    import pandas as pd
+
+    p.table(pd.DataFrame(rows), text="\n".join(lines))
 
 
 @main.command()
@@ -635,20 +642,13 @@ from scaling.app.golden_cmd import baseline, compare  # noqa: E402
 from scaling.app.sweep_cmd import plot as plot_command  # noqa: E402
 from scaling.app.sweep_cmd import sweep as sweep_command  # noqa: E402
 from scaling.app.validate import validate as validate_command  # noqa: E402
-@format_option
 
 main.add_command(baseline)
 main.add_command(compare)
 main.add_command(sweep_command)
 main.add_command(plot_command)
-    p = Printer(fmt)
-    lines: list[str] = []
-    rows: list[dict[str, Any]] = []
 main.add_command(validate_command)
 
 
 if __name__ == "__main__":  # pragma: no cover
     main()
-    import pandas as pd
-
-    p.table(pd.DataFrame(rows), text="\n".join(lines))

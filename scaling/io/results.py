@@ -195,13 +195,13 @@ def format_table(
     cells as a GitHub Markdown pipe table."""
     allrows = [list(header), *(list(r) for r in rows)]
     just = [(align[i] if i < len(align) else "r") for i in range(len(header))]
-
-    def line(r: list[str]) -> str:
     if style == "markdown":
         cells = [[v.replace("|", "\\|") for v in r] for r in allrows]
         rule = ["---:" if j == "r" else "---" for j in just]
         return "\n".join("| " + " | ".join(r) + " |" for r in [cells[0], rule, *cells[1:]])
     widths = [max(len(r[i]) for r in allrows) for i in range(len(header))]
+
+    def line(r: list[str]) -> str:
         return "  ".join(
             v.ljust(w) if j == "l" else v.rjust(w) for v, w, j in zip(r, widths, just, strict=True)
         ).rstrip()
@@ -211,8 +211,6 @@ def format_table(
     )
 
 
-def _cell(v: Any, fmt: str) -> str:
-    if v is None or (isinstance(v, float) and math.isnan(v)):
 def frame_records(df: pd.DataFrame) -> list[dict[str, Any]]:
     """A table's rows as plain Python values for JSON: NaN and ±inf become ``None`` (null)."""
     out = []
@@ -254,6 +252,8 @@ def render(
     return format_table(header, rows, align, style="markdown" if fmt == "markdown" else "text")
 
 
+def _cell(v: Any, fmt: str) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
         return "-"
     try:
         return fmt.format(v)
@@ -267,13 +267,13 @@ def _short_axis(col: str) -> str:
 
 def format_results_table(df: Any, axes: Sequence[str] = ()) -> str:
     """A results table as aligned text: axis values, identity, headline metrics, status."""
-    cols = [(a, _short_axis(a), "{:g}" if df[a].dtype.kind == "f" else "{}") for a in axes]
-    cols += [
     return format_table(*results_cells(df, axes))
 
 
 def results_cells(df: Any, axes: Sequence[str] = ()) -> tuple[list[str], list[list[str]], str]:
     """The cells of :func:`format_results_table`: (header, rows, align)."""
+    cols = [(a, _short_axis(a), "{:g}" if df[a].dtype.kind == "f" else "{}") for a in axes]
+    cols += [
         ("system", "system", "{}"),
         ("strategy", "strategy", "{}"),
         ("nodes", "nodes", "{:d}"),
