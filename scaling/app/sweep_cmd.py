@@ -96,11 +96,6 @@ def _problems(df: Any, status: str, limit: int = 5) -> list[str]:
     help="Start a local Dask cluster of N worker processes (1 thread each) and run on it.",
 )
 @click.option(
-    "--oversubscribe",
-    is_flag=True,
-    help="Allow --jobs above the CPU count (else capped at it: runs are CPU-bound).",
-)
-@click.option(
     "--resume/--no-resume",
     default=True,
     show_default=True,
@@ -128,7 +123,6 @@ def sweep(
     jobs: int | None,
     scheduler: str | None,
     dask_local: int | None,
-    oversubscribe: bool,
     resume: bool,
     write_csv: bool,
     overrides: tuple[str, ...],
@@ -144,7 +138,7 @@ def sweep(
     """
     from scaling.sweep import expand, load_sweep, make_executor, run_sweep
 
-    executor = make_executor(jobs, scheduler, dask_local, oversubscribe)
+    executor = make_executor(jobs, scheduler, dask_local)
     loaded = load_sweep(spec, list(overrides))
     out = out_dir or Path("results") / loaded.name
     n_points, n_runs = len(loaded.points()), len({r.key for r in expand(loaded)})
