@@ -171,6 +171,17 @@ def run(
 @click.option("--algo", default=None, help="Force an algorithm (default: the library's tuner).")
 @click.option("--proto", default=None, help="Force a protocol (default: the library's tuner).")
 @click.option(
+    "--what-if",
+    is_flag=True,
+    help="Allow an --algo the library's profile does not list (a what-if; warns).",
+)
+@click.option(
+    "--max-ranks",
+    type=click.IntRange(min=2),
+    default=None,
+    help="Refuse groups above this many ranks (default: the simulation.max_ranks default).",
+)
+@click.option(
     "--out",
     "out_file",
     type=click.Path(path_type=Path, dir_okay=False, allow_dash=True),
@@ -188,6 +199,8 @@ def collective(
     factor: int,
     algo: str | None,
     proto: str | None,
+    what_if: bool,
+    max_ranks: int | None,
     out_file: Path | None,
     fmt: str,
 ) -> None:
@@ -203,6 +216,25 @@ def collective(
         _fail(f"--per-node {per_node}: {spec.name} has {spec.devices_per_node} devices per node")
     if algo is not None and algo not in ALGORITHMS:
         _fail(f"--algo {algo!r}: expected one of {', '.join(ALGORITHMS)}")
+    if algo is not None and algo not in spec.library.algorithms:
+        have = ", ".join(spec.library.algorithms)
+        if not what_if:
+            _fail(
+                f"--algo {algo}: got an algorithm {spec.library.name} does not have; expected "
+                f"one of {have} (add --what-if to run it anyway as a what-if)"
+            )
+        click.echo(
+            f"warning: --what-if: {spec.library.name} has no {algo} (has {have}); the table "
+            "is a what-if, not what the library runs",
+            err=True,
+        )
+    from scaling.io.config import DEFAULT_MAX_RANKS, run_size_error
+
+    too_big = run_size_error(
+        nodes, per_node or spec.devices_per_node, max_ranks or DEFAULT_MAX_RANKS, "--max-ranks"
+    )
+    if too_big:
+        _fail(f"--nodes {nodes}: got {too_big}")
     table = collective_table(
         spec, nodes, CollectiveOp(op), size_range(sizes, factor), algo, proto, per_node
     )
@@ -216,8 +248,14 @@ def collective(
     if is_stdout(out_file):
         click.echo(table.to_csv(index=False), nl=False)
     elif out_file is not None:
-        out_file.parent.mkdir(parents=True, exist_ok=True)
-        table.to_csv(out_file, index=False)
+        # written in place, not by rename: --out may be a device (/dev/stdout)
+        try:
+            out_file.parent.mkdir(parents=True, exist_ok=True)
+            table.to_csv(out_file, index=False)
+        except OSError as e:
+            from scaling.io.files import write_error
+
+            raise write_error(out_file, e) from None
         p.say(f"wrote {out_file}")
 
 

@@ -78,11 +78,16 @@ def _walk(node: yaml.Node, path: tuple[Any, ...], lines: LineMap, where: str) ->
 def read_yaml(path: str | Path, what: str = "config") -> tuple[dict[str, Any], LineMap]:
     """Read a YAML mapping from ``path`` with a line map; every failure is a :class:`ConfigError`."""
     p = Path(path)
-    if not p.exists():
-        raise ConfigError(f"{p}: no such file ({what} expected)")
-    if p.is_dir():
-        raise ConfigError(f"{p}: is a directory; expected a YAML {what} file")
     try:
+        if not p.exists():
+            raise ConfigError(f"{p}: no such file ({what} expected)")
+        if p.is_dir():
+            raise ConfigError(f"{p}: is a directory; expected a YAML {what} file")
+        if p.stat().st_size > MAX_YAML_CHARS * 4:  # UTF-8: at most 4 bytes a character
+            raise ConfigError(
+                f"{p}: {p.stat().st_size:,} bytes; expected a YAML {what} of at most "
+                f"{MAX_YAML_CHARS:,} characters"
+            )
         raw = p.read_bytes()
     except OSError as e:
         raise ConfigError(f"{p}: cannot read: {e.strerror}") from None

@@ -168,17 +168,19 @@ def column_units(path: str | Path) -> dict[str, str]:
 def write_outputs(
     out_dir: Path, df: pd.DataFrame, resolved: dict[str, Any], config_hash: str
 ) -> dict[str, Path]:
-    """Write results CSV and the resolved config (with its hash) into ``out_dir``."""
-    out_dir.mkdir(parents=True, exist_ok=True)
+    """Write results CSV and the resolved config (with its hash) into ``out_dir``, each
+    atomically (a crash leaves the old file or the new one); a failed write is a one-line
+    :class:`ConfigError`."""
+    from scaling.io.files import atomic_write, make_dir, write_text_atomic
+
+    make_dir(out_dir)
     paths = {"results": out_dir / "results.csv", "config": out_dir / "resolved_config.yaml"}
     frame = df.copy()
     frame.insert(0, "config_hash", config_hash)
-    frame.to_csv(paths["results"], index=False)
-    with paths["config"].open("w") as fh:
-        fh.write(f"# resolved config; hash {config_hash}\n")
-        yaml.safe_dump(
-            {"config_hash": config_hash, **json.loads(json.dumps(resolved))}, fh, sort_keys=False
-        )
+    atomic_write(paths["results"], lambda p: frame.to_csv(p, index=False))
+    doc = {"config_hash": config_hash, **json.loads(json.dumps(resolved))}
+    text = f"# resolved config; hash {config_hash}\n" + yaml.safe_dump(doc, sort_keys=False)
+    write_text_atomic(paths["config"], text)
     return paths
 
 

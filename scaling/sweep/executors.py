@@ -16,6 +16,8 @@ import logging
 import multiprocessing
 import os
 import signal
+import threading
+import time
 from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
@@ -40,6 +42,8 @@ class SweepExecutor(ABC):
 
     #: how many calls run at once (for progress messages)
     workers: int = 1
+    #: why the executor differs from what was asked (a capped --jobs), for messages
+    note: str = ""
 
     @abstractmethod
     def imap_unordered(self, fn: Callable[[Any], Any], args: Sequence[Any]) -> Iterator[Outcome]:
@@ -71,12 +75,29 @@ class SerialExecutor(SweepExecutor):
                 yield i, True, value
 
     def describe(self) -> str:
-        return "in process"
+        return "in process" + (f" ({self.note})" if self.note else "")
+
+
+#: how often (s) a pool worker checks that the process that started it is alive
+PARENT_POLL_S = 0.5
+
+
+def _exit_with_parent(parent: int) -> None:
+    # A worker whose parent died (kill -9 of the sweep) would run on, orphaned, until its
+    # queue broke; poll instead and exit at once. Portable (no prctl), and unlike
+    # PR_SET_PDEATHSIG not tied to the thread that happened to spawn the worker.
+    while True:
+        time.sleep(PARENT_POLL_S)
+        if os.getppid() != parent:
+            os._exit(1)
 
 
 def _ignore_sigint() -> None:
     # Ctrl-C is the parent's to handle: it stops the sweep; workers just get shut down.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    threading.Thread(
+        target=_exit_with_parent, args=(os.getppid(),), name="parent-watch", daemon=True
+    ).start()
 
 
 class LocalPoolExecutor(SweepExecutor):
@@ -98,7 +119,8 @@ class LocalPoolExecutor(SweepExecutor):
         self._pool: ProcessPoolExecutor | None = None
 
     def describe(self) -> str:
-        return f"local pool of {self.workers} process{'es' if self.workers > 1 else ''}"
+        note = f" ({self.note})" if self.note else ""
+        return f"local pool of {self.workers} process{'es' if self.workers > 1 else ''}{note}"
 
     def _new_pool(self) -> ProcessPoolExecutor:
         return ProcessPoolExecutor(
@@ -329,10 +351,15 @@ def check_cluster(client: Any, address: str) -> None:
 
 
 def make_executor(
-    jobs: int | None = None, scheduler: str | None = None, dask_local: int | None = None
+    jobs: int | None = None,
+    scheduler: str | None = None,
+    dask_local: int | None = None,
+    oversubscribe: bool = False,
 ) -> SweepExecutor:
     """The executor the CLI options name: ``--jobs N`` (1 = in process), ``--scheduler ADDR``
-    or ``--dask-local N``; none of them = a local pool with one process per CPU."""
+    or ``--dask-local N``; none of them = a local pool with one process per CPU. ``--jobs``
+    above the CPU count is capped at it (each run is CPU-bound: more processes only add memory)
+    unless ``oversubscribe``; the executor's :meth:`~SweepExecutor.describe` says so."""
     given = [
         n
         for n, v in (("--jobs", jobs), ("--scheduler", scheduler), ("--dask-local", dask_local))
@@ -350,5 +377,12 @@ def make_executor(
         return DaskExecutor(local_workers=dask_local)
     if jobs is not None and jobs < 1:
         raise ConfigError(f"--jobs {jobs}: expected at least 1")
-    n = jobs or os.cpu_count() or 1
-    return SerialExecutor() if n == 1 else LocalPoolExecutor(n)
+    cpus = os.cpu_count() or 1
+    n = jobs or cpus
+    capped = n > cpus and not oversubscribe
+    if capped:
+        n = cpus
+    ex = SerialExecutor() if n == 1 else LocalPoolExecutor(n)
+    if capped:
+        ex.note = f"--jobs {jobs} capped at the {cpus} CPU(s); --oversubscribe to force"
+    return ex

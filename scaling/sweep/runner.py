@@ -14,9 +14,7 @@ row is not run again, and a ``failed`` one is retried. A sweep stopped at any mo
 from __future__ import annotations
 
 import json
-import os
 import sys
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -26,10 +24,11 @@ import yaml
 
 from scaling.io.config import content_hash
 from scaling.io.errors import ConfigError
+from scaling.io.files import atomic_write, checksum_ok, make_dir, stamp_checksum
 from scaling.io.results import add_scaling_efficiency, write_parquet
 from scaling.model.job import InfeasibleJobError, Job
 from scaling.model.simulation import run_job
-from scaling.sweep.executors import SweepExecutor, make_executor
+from scaling.sweep.executors import SweepExecutor, describe_error, make_executor
 from scaling.sweep.spec import LoadedSweep, RunSpec, as_sweep, expand
 
 #: statuses of a run: simulated, refused before simulating (infeasible), or errored / lost
@@ -54,27 +53,9 @@ def execute_run(job: Job) -> dict[str, Any]:
     return {"status": OK, "error": "", **result.scalars()}
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-_FILE_MODE = 0o666 & ~_umask()  # what open() would give; mkstemp's files are 0600
-
-
-def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Write via a temp file in the same folder and ``os.replace``: readers (and a resume after
-    a crash) see the old file or the whole new one, never a partial one."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.chmod(tmp, _FILE_MODE)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+# temp file + rename: readers (and a resume after a crash) see the old file or the whole new
+# one, never a partial one; a failed write (full disk, read-only) is a one-line ConfigError
+_atomic_write = atomic_write
 
 
 def _run_row(run: RunSpec, outcome: dict[str, Any]) -> dict[str, Any]:
@@ -87,12 +68,34 @@ def _run_row(run: RunSpec, outcome: dict[str, Any]) -> dict[str, Any]:
 
 def _write_run(runs_dir: Path, row: dict[str, Any]) -> None:
     frame = pd.DataFrame([row])
-    _atomic_write(runs_dir / f"{row['run_key']}.parquet", lambda p: write_parquet(frame, p))
+
+    def write(p: Path) -> None:
+        write_parquet(frame, p)
+        stamp_checksum(p)  # a hand-edited or partial file is then detected and run again
+
+    _atomic_write(runs_dir / f"{row['run_key']}.parquet", write)
+
+
+def _save_run(runs_dir: Path, run: RunSpec, row: dict[str, Any]) -> dict[str, Any]:
+    """Write a run's row; a row that cannot be stored (a value out of its column's range) is
+    stored as that run's failure instead, so one bad point fails only itself. A full disk or
+    read-only folder (``ConfigError``) stops the sweep."""
+    try:
+        _write_run(runs_dir, row)
+        return row
+    except ConfigError:
+        raise
+    except Exception as e:
+        bad = _run_row(
+            run, {"status": FAILED, "error": f"cannot store its result: {describe_error(e)}"}
+        )
+        _write_run(runs_dir, bad)
+        return bad
 
 
 def _read_run(runs_dir: Path, key: str) -> dict[str, Any] | None:
     path = runs_dir / f"{key}.parquet"
-    if not path.exists():
+    if not path.exists() or not checksum_ok(path):  # edited by hand or partial: run it again
         return None
     try:
         frame = pd.read_parquet(path)
@@ -221,10 +224,7 @@ def run_sweep(
     runs = expand(sweep)
     out = Path(out_dir)
     runs_dir = out / RUNS_DIR
-    try:
-        runs_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise ConfigError(f"{out}: cannot create the output folder: {e.strerror}") from None
+    make_dir(runs_dir)
     _clean_temp(runs_dir)
     _write_spec(out, resolved_spec(sweep, runs))
 
@@ -261,8 +261,14 @@ def run_sweep(
             for i, ok, value in ex.imap_unordered(execute_run, [r.job for r in todo]):
                 run = todo[i]
                 outcome = value if ok else {"status": FAILED, "error": value}
-                row = _run_row(run, outcome)
-                _write_run(runs_dir, row)
+                try:
+                    row = _save_run(runs_dir, run, _run_row(run, outcome))
+                except ConfigError as e:
+                    saved = sum(counts.values())
+                    raise ConfigError(
+                        f"{e}; the sweep stopped: {saved} run(s) finished now are saved in "
+                        f"{runs_dir}; free space and run the same command again to resume"
+                    ) from None
                 counts[row["status"]] = counts.get(row["status"], 0) + 1
                 if bar is not None:
                     bar.update(1)

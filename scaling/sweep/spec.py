@@ -32,7 +32,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from scaling.io.config import (
     ExperimentConfig,
@@ -42,6 +50,7 @@ from scaling.io.config import (
     default_strategy_kind,
     parse_override,
     path_keys,
+    safe_name,
     set_path,
 )
 from scaling.io.errors import ConfigError, LineMap, read_yaml, validate, validation_error
@@ -92,12 +101,19 @@ Axes = Annotated[dict[str, Values], AfterValidator(_check_axes)]
 ZipGroup = Annotated[dict[str, Values], AfterValidator(_check_zip_group)]
 
 
+#: The most points one sweep expands to (the product of its axes' lengths): each point is a
+#: validated experiment held in memory before anything runs.
+MAX_SWEEP_POINTS = 10_000
+
+
 class SweepSpec(BaseModel):
     """A sweep: a base experiment (inline or a file) and the axes it varies."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, populate_by_name=True, allow_inf_nan=False
+    )
 
-    name: str | None = None
+    name: str | None = None  # names the output folder results/<name> (see safe_name)
     description: str = ""
     base: dict[str, Any] | None = None
     base_config: str | None = None
@@ -115,6 +131,23 @@ class SweepSpec(BaseModel):
         for a, b in itertools.combinations(paths, 2):
             if a == b or a.startswith(b + ".") or b.startswith(a + "."):
                 raise ValueError(f"each path to vary once ({a!r} and {b!r} overlap)")
+        return self
+
+    @field_validator("name")
+    @classmethod
+    def _safe_name(cls, v: str | None) -> str | None:
+        return None if v is None else safe_name(v)
+
+    @model_validator(mode="after")
+    def _grid_size(self) -> SweepSpec:
+        n = 1
+        for values in [*self.axes.values(), *(next(iter(g.values())) for g in self.zip_groups)]:
+            n *= len(values)
+        if n > MAX_SWEEP_POINTS:
+            raise ValueError(
+                f"at most {MAX_SWEEP_POINTS:,} points (the product of the axes' lengths); "
+                f"got {n:,}: split the sweep"
+            )
         return self
 
     def dimensions(self) -> list[list[str]]:
