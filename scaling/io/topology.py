@@ -37,7 +37,16 @@ Confidence = Literal["vendor spec", "measured", "secondary", "assumption", "cali
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # an infinite or NaN bandwidth, latency or count means nothing: refused (``.inf`` in YAML)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+#: The largest value of a quantity in its file unit (GB/s, µs, TFLOPS, GB, W, USD): a billion
+#: of any of them is beyond every real part, so a larger one is a typo (1e18 GB/s).
+MAX_QUANTITY = 1e9
+#: The largest count (devices or NICs per node, compute units, nodes per leaf, channels):
+#: the network is built per device and NIC, so this bounds a node's size; real parts are <= 132.
+MAX_QUANTITY_COUNT = 4096
 
 
 class _Q(_Strict):
@@ -53,11 +62,11 @@ class _Q(_Strict):
 
 
 class PosQ(_Q):
-    value: Annotated[float, Field(gt=0)]
+    value: Annotated[float, Field(gt=0, le=MAX_QUANTITY)]
 
 
 class NonNegQ(_Q):
-    value: Annotated[float, Field(ge=0)]
+    value: Annotated[float, Field(ge=0, le=MAX_QUANTITY)]
 
 
 class FracQ(_Q):
@@ -69,11 +78,11 @@ class Frac0Q(_Q):
 
 
 class CountQ(_Q):
-    value: Annotated[int, Field(ge=1)]
+    value: Annotated[int, Field(ge=1, le=MAX_QUANTITY_COUNT)]
 
 
 class OversubQ(_Q):
-    value: Annotated[float, Field(ge=1)]
+    value: Annotated[float, Field(ge=1, le=MAX_QUANTITY)]
 
 
 class DeviceSchema(_Strict):
@@ -261,12 +270,22 @@ class LoadedSystem:
 
 
 def _find(name: str, kind: str, extra: list[Path] | None, sub: str = "") -> Path:
-    if name.endswith((".yaml", ".yml")) or os.sep in name:
+    is_path = name.endswith((".yaml", ".yml")) or os.sep in name
+    if not 0 < len(name) <= (4096 if is_path else 255):
+        shown = name if len(name) <= 40 else name[:37] + "..."
+        raise ConfigError(
+            f"{kind} {shown!r}: a name of {len(name)} characters; expected a catalog name of "
+            "1-255 characters or a path of at most 4,096"
+        )
+    if is_path:
         return Path(name)
     for d in search_dirs(extra):
         cand = d / sub / f"{name}.yaml" if sub else d / f"{name}.yaml"
-        if cand.is_file():
-            return cand
+        try:
+            if cand.is_file():
+                return cand
+        except OSError:  # a name the file system cannot hold: not in this folder
+            continue
     known = sorted(
         {p.stem for d in search_dirs(extra) for p in (d / sub if sub else d).glob("*.yaml")}
     )
