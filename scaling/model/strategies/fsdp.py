@@ -438,7 +438,12 @@ def _rank_process(
             border = [0, *range(n_units - 1, 0, -1)]
             bgather: dict[int, simpy.Event] = {}
 
-            def issue_ag(u: int, bgather=bgather, step=step, micro=micro) -> None:
+            def issue_ag(
+                u: int,
+                bgather: dict[int, simpy.Event] = bgather,
+                step: int = step,
+                micro: int = micro,
+            ) -> None:
                 # a resharded block is gathered again before its backward, once
                 if reshard_fwd and (u != 0 or spec.reshard_root) and u not in bgather:
                     key = CollectiveKey(
