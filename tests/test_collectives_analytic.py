@@ -137,8 +137,9 @@ def test_tree_wins_where_ring_latency_explodes() -> None:
     assert small_msg.algorithm == "tree"
     ring = model.ring(CollectiveOp.ALL_REDUCE, 25 * MiB, big)
     # ring latency 2(p−1) steps grows linearly; the tree's grows with log2(nodes) (each with
-    # the protocol the tuner picks for it: LL for the latency-bound ring)
-    assert ring.latency_s > 10 * small_msg.latency_s
+    # the protocol the tuner picks for it: LL for the latency-bound ring); the tree's steps
+    # between nodes carry NCCL's calibrated tree_level_latency (37 us each, 14 of them here)
+    assert ring.latency_s > 3 * small_msg.latency_s
     # one node: no tree in the library's choice
     assert model.cost(CollectiveOp.ALL_REDUCE, 25 * MiB, Group(1, 8)).algorithm == "ring"
 

@@ -137,7 +137,9 @@ def test_tree_latency_grows_with_log_nodes_ring_linearly() -> None:
         )
     tree_growth = lat[64][0] / lat[4][0]
     ring_growth = lat[64][1] / lat[4][1]
-    assert tree_growth < 2 < ring_growth
+    # the tree's latency is affine in log2(nodes) with a positive intercept (call and intra-node
+    # steps): it grows by less than log2(64)/log2(4) = 3; the ring's 2(p−1) steps by more
+    assert tree_growth < 3 < ring_growth
 
 
 def test_bytes_are_conserved_on_every_link() -> None:

@@ -184,6 +184,7 @@ class LibrarySchema(_Strict):
     channels: CountQ
     algorithms: list[AlgorithmName] = Field(min_length=1)
     tree_bw_factor: FracQ | None = None
+    tree_level_latency_us: NonNegQ | None = None
     compute_interference: Frac0Q
     protocols: list[ProtocolSchema] = []
     call_overhead_us: NonNegQ | None = None
@@ -194,6 +195,8 @@ class LibrarySchema(_Strict):
     def _tree_factor(self) -> LibrarySchema:
         if "tree" in self.algorithms and self.tree_bw_factor is None:
             raise ValueError("a library with the 'tree' algorithm needs tree_bw_factor")
+        if "tree" not in self.algorithms and self.tree_level_latency_us is not None:
+            raise ValueError("tree_level_latency_us is for the 'tree' algorithm; remove it")
         return self
 
     @model_validator(mode="after")
@@ -345,6 +348,9 @@ def to_library_profile(lib: LibrarySchema) -> LibraryProfile:
         channels=lib.channels.value,
         algorithms=tuple(lib.algorithms),
         tree_bw_factor=lib.tree_bw_factor.value if lib.tree_bw_factor else 1.0,
+        tree_level_latency_s=(
+            lib.tree_level_latency_us.value * us if lib.tree_level_latency_us else 0.0
+        ),
         call_overhead_s=lib.call_overhead_us.value * us if lib.call_overhead_us else 0.0,
         ramp_half_bytes=lib.ramp_half_MB.value * MB if lib.ramp_half_MB else 0.0,
         ramp_exponent=lib.ramp_exponent.value if lib.ramp_exponent else 1.0,

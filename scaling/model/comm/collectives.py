@@ -6,9 +6,10 @@ per link class, in the form NCCL's own tuner uses (``reference/collective_cost_m
 "NCCL model" rows)::
 
     ring: t = call_latency + Σ_class steps_class · α_class + factor(p) · S / B_bus
-    tree: t = call_latency + 2((g−1)·α_intra + log2(N)·α_net) + 2·S / (B_bus · tree_bw_factor)
+    tree: t = call_latency + 2((g−1)·α_intra + log2(N)·(α_net + α_level)) + 2·S / (B_bus · tree_bw_factor)
 
-where ``α_class`` is the library's step latency for that class plus the hardware latency of the
+where ``α_level`` is the library's ``tree_level_latency`` (a tree level between nodes beyond a
+ring step), ``α_class`` is the library's step latency for that class plus the hardware latency of the
 hop (``algorithms.latency_s``), and each of the library's protocols is tried (its bandwidth share
 and bus-bandwidth cap applied), the fastest kept.
 
@@ -150,8 +151,12 @@ class AnalyticCostModel:
         ``wire`` bytes move at ``bw`` (bytes/s) × the protocol's data share, and no faster than
         its bus-bandwidth cap allows (nccl-tests busbw = factor(p)·S / t ≤ cap)."""
         best: CollectiveCost | None = None
-        for proto in self.system.library.protocols:
-            latency = latency_s(self.system, proto, group, steps)
+        lib = self.system.library
+        extra = (
+            steps.get(LinkClass.NETWORK, 0.0) * lib.tree_level_latency_s if name == "tree" else 0.0
+        )
+        for proto in lib.protocols:
+            latency = latency_s(self.system, proto, group, steps) + extra
             bw_time = wire / (bw * proto.bw_fraction)
             if math.isfinite(proto.max_busbw_Bps):
                 bw_time = max(bw_time, busbw_factor(op, group.size) * nbytes / proto.max_busbw_Bps)

@@ -164,6 +164,8 @@ class FlowCollectives:
                     bw_time = max(bw_time, nbytes * busbw_factor(op, p) / proto.max_busbw_Bps)
                     scale = bw_time / (nbytes * k) if k > 0 else scale
                 lat = latency_s(self.system, proto, group, sched.steps, cross_rail=sched.cross_rail)
+                if name == "tree":
+                    lat += sched.steps.get(LinkClass.NETWORK, 0.0) * self.lib.tree_level_latency_s
                 c = Choice(
                     name, proto.name, lat + bw_time, lat, k, scale, sched.wire_per_rank, neck
                 )

@@ -191,6 +191,10 @@ class LibraryProfile:
         channels: rings/trees run concurrently; each may leave the node through a different NIC.
         algorithms: algorithm names the library implements (see ``model.algorithms``).
         tree_bw_factor: tree bandwidth relative to the ring's cut bound (NCCL: 0.92 × 0.9).
+        tree_level_latency_s: extra latency of one tree step between nodes (each of the tree's
+            ``2·log2(nodes)`` network steps, up and down), on top of the protocol's step latency
+            and the hop's hardware latency, s: what a tree level costs at scale beyond a ring
+            step (calibrated; 0 where the library file has none).
         compute_interference: fractional slowdown of compute that overlaps communication.
         protocols: wire protocols the tuner chooses among (at least one; a library file without
             a list describes one "simple" protocol with its top-level latencies).
@@ -205,6 +209,7 @@ class LibraryProfile:
     channels: int
     algorithms: tuple[str, ...] = ("ring",)
     tree_bw_factor: float = 1.0
+    tree_level_latency_s: float = 0.0
     compute_interference: float = 0.0
     call_overhead_s: float = 0.0
     ramp_half_bytes: float = 0.0
