@@ -414,16 +414,21 @@ class MaxMinSolver:
         Registering the same sequence again returns the same id (order matters for the key but
         not for the rates).
         """
-        arr = np.asarray(links, dtype=np.int64).ravel()
-        key = tuple(arr.tolist())
+        # Paths are short (a handful of links) and registered by the ten thousand on big
+        # clusters: key and checks in plain Python, which beats numpy's per-call overhead.
+        if isinstance(links, tuple) and all(type(i) is int for i in links):
+            key: tuple[int, ...] = links
+        else:
+            key = tuple(np.asarray(links, dtype=np.int64).ravel().tolist())
         pid = self._ids.get(key)
         if pid is not None:
             return pid
-        if arr.size:
-            if arr.min() < 0 or arr.max() >= self.n_links:
+        if key:
+            if min(key) < 0 or max(key) >= self.n_links:
                 raise ValueError(f"link index out of range [0, {self.n_links})")
-            if np.unique(arr).size != arr.size:
+            if len(set(key)) != len(key):
                 raise ValueError("a path must not cross the same link twice")
+        arr = np.asarray(key, dtype=np.int64)
         pid = self._n_paths
         start = int(self._ptr[pid])
         end = start + arr.size
