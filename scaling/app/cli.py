@@ -63,7 +63,7 @@ def _gap_summary(df: Any) -> list[str]:
 @click.option(
     "--out",
     "out_dir",
-    type=click.Path(path_type=Path, file_okay=False),
+    type=click.Path(path_type=Path),
     default=None,
     help="Output folder (default: results/<experiment name>).",
 )
@@ -84,6 +84,12 @@ def _gap_summary(df: Any) -> list[str]:
     default=None,
     help="With --replicas: processes to run them on (default: one per CPU; 1 = in process).",
 )
+@click.option(
+    "--check",
+    is_flag=True,
+    help="Only check CONFIG: validate it, refuse what cannot run, print each point's size "
+    "(ranks, simulated micro-batches, network memory); simulate nothing, write nothing.",
+)
 @format_option
 @_user_errors
 def run(
@@ -93,14 +99,31 @@ def run(
     no_plot: bool,
     replicas: int,
     n_jobs: int | None,
+    check: bool,
     fmt: str,
 ) -> None:
     """Run every (system, nodes) point of an experiment CONFIG; print and save the table."""
-    from scaling.app.api import run_experiment
+    from scaling.app.api import feasibility_errors, run_experiment
+    from scaling.io.config import load_experiment
+    from scaling.io.files import make_dir
     from scaling.io.plots import plot_scaling_efficiency
     from scaling.io.results import write_outputs
 
-    res = run_experiment(config, list(overrides), progress=sys.stderr.isatty())
+    loaded = load_experiment(config, list(overrides))
+    if check:
+        errs = feasibility_errors(loaded)
+        if errs:
+            raise InfeasibleJobError("; ".join(errs))
+        for e in loaded.estimates():
+            click.echo(
+                f"{e['system']} x{e['nodes']} nodes: {e['ranks']:,} ranks, "
+                f"{e['micro_batches']:,} micro-batches per rank, network ~{e['network_GiB']:.3g} GiB"
+            )
+        click.echo(f"{config}: ok ({len(loaded.jobs())} run(s))")
+        return
+    # the output folder before simulating: a bad --out fails now, not after the whole run
+    make_dir(out_dir or Path("results") / loaded.config.name)
+    res = run_experiment(loaded, progress=sys.stderr.isatty())
     exp = res.experiment
     out = out_dir or Path("results") / exp.config.name
     h = exp.config_hash()

@@ -562,6 +562,27 @@ class LoadedExperiment:
         self._check_economics()
         self.check_size(lines)
 
+    def estimates(self) -> list[dict[str, Any]]:
+        """Each (system, nodes) point's size before anything is built: ranks, simulated
+        micro-batches per rank, and the flow network's estimated memory (GiB, from
+        :data:`NETWORK_BYTES_PER_RANK`)."""
+        cfg = self.config
+        mbs = (cfg.simulation.steps + cfg.simulation.warmup_steps) * cfg.training.grad_accum_steps
+        out = []
+        for name in cfg.systems:
+            per_node = self.systems[name].spec.devices_per_node
+            for n in sorted(set(cfg.nodes)):
+                out.append(
+                    {
+                        "system": name,
+                        "nodes": n,
+                        "ranks": n * per_node,
+                        "micro_batches": mbs,
+                        "network_GiB": n * per_node * NETWORK_BYTES_PER_RANK / 2**30,
+                    }
+                )
+        return out
+
     def check_size(self, lines: LineMap | None = None) -> None:
         """Refuse, before anything is built, a run beyond ``simulation.max_ranks`` ranks or
         ``simulation.max_micro_batches`` simulated micro-batches per rank, with its estimate and

@@ -198,8 +198,14 @@ def parse_yaml(text: str, where: str, what: str = "config") -> tuple[dict[str, A
         line = f":{mark.line + 1}" if mark else ""
         msg = " ".join(str(x) for x in (e.context, e.problem) if x)
         raise ConfigError(f"{where}{line}: YAML syntax error: {msg}") from None
+    except yaml.reader.ReaderError as e:
+        line = text[: e.position].count("\n") + 1
+        raise ConfigError(
+            f"{where}:{line}: not valid YAML: character {e.character!r} is not allowed "
+            "(control characters other than tab and newline)"
+        ) from None
     except yaml.YAMLError as e:
-        raise ConfigError(f"{where}: not valid YAML: {e}") from None
+        raise ConfigError(f"{where}: not valid YAML: {' '.join(str(e).split())}") from None
     except (ValueError, OverflowError, RecursionError) as e:
         # a scalar the constructor cannot convert (Python refuses int() of > 4,300 digits)
         first = " ".join(str(e).split())[:200]

@@ -83,21 +83,38 @@ PARENT_POLL_S = 0.5
 
 
 def _exit_with_parent(parent: int) -> None:
-    # A worker whose parent died (kill -9 of the sweep) would run on, orphaned, until its
-    # queue broke; poll instead and exit at once. Portable (no prctl), and unlike
-    # PR_SET_PDEATHSIG not tied to the thread that happened to spawn the worker.
+    # Where prctl is missing: poll, and exit as soon as the parent is gone.
     while True:
         time.sleep(PARENT_POLL_S)
         if os.getppid() != parent:
             os._exit(1)
 
 
-def _ignore_sigint() -> None:
+def _die_with_parent(parent: int) -> None:
+    """Make this worker exit when the process that started it dies (``kill -9`` of a sweep):
+    otherwise it runs on, orphaned, and keeps the resource tracker alive. On Linux the kernel
+    sends SIGKILL (``prctl(PR_SET_PDEATHSIG)``; the pool spawns workers from the thread that
+    submits, which outlives them); elsewhere a daemon thread polls ``getppid``. ``parent``:
+    the pool's process id, passed in (it may have died while this worker was starting)."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+        if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "prctl")
+    except (OSError, AttributeError):
+        threading.Thread(
+            target=_exit_with_parent, args=(parent,), name="parent-watch", daemon=True
+        ).start()
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(1)
+
+
+def _ignore_sigint(parent: int | None = None) -> None:
     # Ctrl-C is the parent's to handle: it stops the sweep; workers just get shut down.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    threading.Thread(
-        target=_exit_with_parent, args=(os.getppid(),), name="parent-watch", daemon=True
-    ).start()
+    _die_with_parent(os.getppid() if parent is None else parent)
 
 
 class LocalPoolExecutor(SweepExecutor):
@@ -124,7 +141,10 @@ class LocalPoolExecutor(SweepExecutor):
 
     def _new_pool(self) -> ProcessPoolExecutor:
         return ProcessPoolExecutor(
-            max_workers=self.workers, mp_context=self._ctx, initializer=_ignore_sigint
+            max_workers=self.workers,
+            mp_context=self._ctx,
+            initializer=_ignore_sigint,
+            initargs=(os.getpid(),),
         )
 
     def _drop_pool(self) -> None:
