@@ -132,3 +132,20 @@ def test_ecmp_field_is_validated() -> None:
     bad["scale_out"]["ecmp"] = "random"
     with pytest.raises(ConfigError, match="ecmp"):
         validate(SystemSchema, bad, "mlu370-x8.yaml", None)
+
+
+def test_batch_path_registration_gives_the_one_by_one_ids() -> None:
+    from scaling.engine.maxmin import MaxMinSolver
+
+    paths = [(0, 1), (2,), (0, 1), (), (3, 1, 2), (2,), (4, 0)]
+    one, many = MaxMinSolver([1.0] * 5), MaxMinSolver([1.0] * 5)
+    ids = [one.register(p) for p in paths[:3]]
+    many_ids = many.register_many(paths[:3]).tolist()
+    assert ids == many_ids == [0, 1, 0]
+    assert [one.register(p) for p in paths[3:]] == many.register_many(paths[3:]).tolist()
+    for pid in range(one.n_paths):
+        assert one.path_links(pid).tolist() == many.path_links(pid).tolist()
+    with pytest.raises(ValueError):
+        many.register_many([(1, 1)])
+    with pytest.raises(ValueError):
+        many.register_many([(9,)])

@@ -442,6 +442,46 @@ class MaxMinSolver:
         self._ids[key] = pid
         return pid
 
+    def register_many(self, paths: Sequence[Sequence[int]]) -> IntArray:
+        """Register many paths at once; the ids :meth:`register` would return one by one (new
+        paths numbered in first-seen order), shape [len(paths)]."""
+        out = np.empty(len(paths), dtype=np.int64)
+        fresh: list[tuple[int, ...]] = []
+        n0, n_links = self._n_paths, self.n_links
+        for i, links in enumerate(paths):
+            key = links if isinstance(links, tuple) else tuple(int(x) for x in links)
+            pid = self._ids.get(key)
+            if pid is None:
+                if key:
+                    if min(key) < 0 or max(key) >= n_links:
+                        raise ValueError(f"link index out of range [0, {n_links})")
+                    if len(set(key)) != len(key):
+                        raise ValueError("a path must not cross the same link twice")
+                pid = n0 + len(fresh)
+                self._ids[key] = pid
+                fresh.append(key)
+            out[i] = pid
+        if fresh:
+            lengths = np.fromiter((len(k) for k in fresh), dtype=np.int64, count=len(fresh))
+            flat = np.fromiter(
+                (x for k in fresh for x in k), dtype=np.int64, count=int(lengths.sum())
+            )
+            start = int(self._ptr[n0])
+            end = start + flat.size
+            need = n0 + len(fresh) + 1
+            if need > self._ptr.size:
+                grown = np.zeros(max(need, 2 * self._ptr.size), dtype=np.int64)
+                grown[: self._ptr.size] = self._ptr
+                self._ptr = grown
+            if end > self._buf.size:
+                grown = np.zeros(max(end, 2 * self._buf.size), dtype=np.int64)
+                grown[: self._buf.size] = self._buf
+                self._buf = grown
+            self._buf[start:end] = flat
+            self._ptr[n0 + 1 : need] = start + np.cumsum(lengths)
+            self._n_paths = need - 1
+        return out
+
     def path_links(self, path_id: int) -> IntArray:
         """Link indices of a registered path (read-only copy)."""
         self._check_pid(path_id)

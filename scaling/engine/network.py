@@ -140,6 +140,10 @@ class FlowNetwork:
         """Register a path (link indices, each at most once) once and return its id."""
         return self.solver.register(links)
 
+    def path_ids(self, paths: Sequence[Sequence[int]]) -> IntArray:
+        """:meth:`path_id` of each path, registered in one batch, shape [len(paths)]."""
+        return self.solver.register_many(paths)
+
     # -- diagnostics ------------------------------------------------------------------------
 
     @property

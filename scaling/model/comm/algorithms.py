@@ -77,6 +77,27 @@ def _phase(edges: list[tuple[int, int, float]]) -> Phase:
     )
 
 
+def _phase_arrays(src: np.ndarray, dst: np.ndarray, coeff: np.ndarray) -> Phase:
+    """:func:`_phase` for flows given as arrays (large groups: no Python loop per flow); the
+    same entries in the same first-seen order."""
+    if not src.size:
+        z = np.zeros(0, dtype=np.int64)
+        return Phase(z, z, np.zeros(0), z)
+    # one integer key per (src, dst, coeff): a 1-D unique is far faster than a row-wise one
+    cvals, cidx = np.unique(coeff, return_inverse=True)
+    span = int(max(src.max(), dst.max())) + 1
+    key = (src.astype(np.int64) * span + dst.astype(np.int64)) * cvals.size + cidx
+    _, first, counts = np.unique(key, return_index=True, return_counts=True)
+    order = np.argsort(first, kind="stable")
+    keep = first[order]
+    return Phase(
+        src[keep].astype(np.int64),
+        dst[keep].astype(np.int64),
+        coeff[keep].astype(np.float64),
+        counts[order].astype(np.int64),
+    )
+
+
 def ring_steps_per_pass(system: SystemSpec, group: Group) -> dict[LinkClass, int]:
     """Sequential ring steps per pass (p−1 in all) by the class of link they cross.
 
@@ -302,13 +323,15 @@ class Algorithms:
             coeff, passes, wire = 2.0 * (p - 1) / p, 2, 2.0 * (p - 1) / p
         else:
             coeff, passes, wire = (p - 1) / p, 1, (p - 1) / p
-        edges: list[tuple[int, int, float]] = []
+        srcs, dsts = [], []
         for c in range(self.channels):
-            order = self.ring_order(group, c)
-            hops = len(order) if op is not CollectiveOp.BROADCAST else len(order) - 1
-            for i in range(hops):
-                edges.append((order[i], order[(i + 1) % len(order)], coeff / self.channels))
-        return Schedule("ring", (_phase(edges),), self._class_steps(group, passes), wire)
+            order = np.array(self.ring_order(group, c), dtype=np.int64)
+            hops = order.size if op is not CollectiveOp.BROADCAST else order.size - 1
+            srcs.append(order[:hops])
+            dsts.append(np.roll(order, -1)[:hops])
+        src, dst = np.concatenate(srcs), np.concatenate(dsts)
+        ph = _phase_arrays(src, dst, np.full(src.size, coeff / self.channels))
+        return Schedule("ring", (ph,), self._class_steps(group, passes), wire)
 
     def tree(self, op: CollectiveOp, group: Group) -> Schedule:
         """NCCL-style tree all-reduce: a chain inside each node, a double binary tree across
@@ -317,31 +340,34 @@ class Algorithms:
             raise NotApplicable("tree exists for all-reduce across more than one node")
         n, k, g = group.nodes, group.per_node, self.g
         base = group.local_base
-        edges: list[tuple[int, int, float]] = []
         per_ch = 1.0 / self.channels
+        # Double binary tree as NCCL builds it (dtree_parents), each tree carrying half of the
+        # data; a node interior in one tree is a leaf of the other.
+        trees = [np.array(p, dtype=np.int64) for p in dtree_parents(n)]
+        node_base = base + (group.first_node + np.arange(n, dtype=np.int64)) * g
+        srcs, dsts, coeffs = [], [], []
         for c in range(self.channels):
             chain = self.local_walk(k, c)
-            nodes = [group.first_node + i for i in range(n)]
-            for node in nodes:
-                for a, b in itertools.pairwise(chain):
-                    edges.append((base + node * g + a, base + node * g + b, per_ch))  # bcast down
-                    edges.append((base + node * g + b, base + node * g + a, per_ch))  # reduce up
+            # per node, in node order: each chain edge down (broadcast) then up (reduce)
+            pairs = [(x, y) for a, b in itertools.pairwise(chain) for x, y in ((a, b), (b, a))]
+            if pairs:
+                pa = np.array(pairs, dtype=np.int64)
+                srcs.append((node_base[:, None] + pa[:, 0]).ravel())
+                dsts.append((node_base[:, None] + pa[:, 1]).ravel())
+                coeffs.append(np.full(n * len(pairs), per_ch))
             head = chain[0]
-            # Double binary tree as NCCL builds it (dtree_parents), each tree carrying half of
-            # the data; a node interior in one tree is a leaf of the other.
-            for parents in dtree_parents(n):
-                for i in range(n):
-                    if parents[i] < 0:
-                        continue
-                    child, parent = nodes[i], nodes[parents[i]]
-                    c_dev, p_dev = base + child * g + head, base + parent * g + head
-                    edges.append((c_dev, p_dev, per_ch / 2))
-                    edges.append((p_dev, c_dev, per_ch / 2))
+            for parents in trees:
+                child = np.flatnonzero(parents >= 0)
+                c_dev, p_dev = node_base[child] + head, node_base[parents[child]] + head
+                srcs.append(np.stack([c_dev, p_dev], axis=1).ravel())
+                dsts.append(np.stack([p_dev, c_dev], axis=1).ravel())
+                coeffs.append(np.full(2 * child.size, per_ch / 2))
+        src, dst = np.concatenate(srcs), np.concatenate(dsts)
         steps = {
             self._intra_class(): 2.0 * (k - 1),
             LinkClass.NETWORK: 2.0 * math.log2(n),
         }
-        return Schedule("tree", (_phase(edges),), steps, 2.0)
+        return Schedule("tree", (_phase_arrays(src, dst, np.concatenate(coeffs)),), steps, 2.0)
 
     def rhd(self, op: CollectiveOp, group: Group) -> Schedule:
         """Recursive halving-doubling (Rabenseifner) all-reduce, p a power of two."""

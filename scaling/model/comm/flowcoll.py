@@ -82,14 +82,16 @@ class FlowCollectives:
         (:meth:`ClusterNetwork.routes`). Memoised per phase."""
         hit = self._phase_flows.get(id(phase))
         if hit is None:
-            routes, reg = self.cluster.routes, self.net.path_id
-            per = [routes(int(a), int(b)) for a, b in zip(phase.src, phase.dst, strict=True)]
+            routes = self.cluster.routes
+            per = [
+                routes(a, b) for a, b in zip(phase.src.tolist(), phase.dst.tolist(), strict=True)
+            ]
             if all(len(r) == 1 for r in per):
-                pids = np.array([reg(r[0]) for r in per], dtype=np.int64)
+                pids = self.net.path_ids([r[0] for r in per])
                 hit = (pids, phase.coeff, phase.mult)
             else:
                 n = np.array([len(r) for r in per], dtype=np.int64)
-                pids = np.array([reg(p) for r in per for p in r], dtype=np.int64)
+                pids = self.net.path_ids([p for r in per for p in r])
                 hit = (pids, np.repeat(phase.coeff / n, n), np.repeat(phase.mult, n))
             self._phase_flows[id(phase)] = hit
         return hit
