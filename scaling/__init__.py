@@ -6,19 +6,44 @@ Layers (imports go downward only):
 * :mod:`scaling.model` — devices, workloads, collectives, training strategies.
 * :mod:`scaling.io` and :mod:`scaling.app` — configs, results, plots, CLI.
 
-The public entry point is :func:`scaling.simulate`.
+The public API, for scripts and notebooks (imported on first use, so ``import scaling`` is
+cheap)::
+
+    from scaling import run_experiment, run_sweep, simulate, ConfigError, InfeasibleJobError
+    res = run_experiment("mlu-vs-gpu", {"nodes": [1, 8]})   # a bundled example, by name
+    fig = plot_efficiency(res.table)                        # a matplotlib Figure (ax= to draw on yours)
 """
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+from importlib import import_module
+from typing import Any
 
-__all__ = ["__version__", "simulate"]
+from scaling._version import __version__
+
+#: public name → the module that defines it
+_API = {
+    "simulate": "scaling.app.api",
+    "run_experiment": "scaling.app.api",
+    "run_sweep": "scaling.app.api",
+    "ExperimentResult": "scaling.app.api",
+    "ConfigError": "scaling.io.errors",
+    "InfeasibleJobError": "scaling.model.job",
+    "RunResult": "scaling.model.analysis.metrics",
+    "run_series": "scaling.io.results",
+    "read_results": "scaling.io.results",
+    "plot_metric": "scaling.io.plots",
+    "plot_efficiency": "scaling.io.plots",
+}
+
+__all__ = ["__version__", *_API]
 
 
-def __getattr__(name: str):  # lazy: keep `import scaling.engine` free of app-layer imports
-    if name == "simulate":
-        from scaling.app.api import simulate
+def __getattr__(name: str) -> Any:  # lazy: keep `import scaling.engine` free of app-layer imports
+    if name in _API:
+        return getattr(import_module(_API[name]), name)
+    raise AttributeError(f"module 'scaling' has no attribute {name!r}")
 
-        return simulate
-    raise AttributeError(name)
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

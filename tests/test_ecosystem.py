@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -166,11 +167,15 @@ def test_every_table_command_speaks_every_format(small_run, tmp_path):
         assert code == 0, (name, err)
         frame = pd.read_csv(io.StringIO(out))
         assert len(frame) >= 1 and len(frame.columns) >= 3, name
+        if name not in ("systems", "metrics", "collective", "compare"):
+            continue  # the same renderer: the cheap commands cover json and markdown
         code, out, _ = _split(*args, "--format", "json")
         assert json.loads(out) and isinstance(json.loads(out), list), name
+        assert len(json.loads(out)) == len(frame), name
         code, out, _ = _split(*args, "--format", "markdown")
         lines = out.strip().splitlines()
         assert lines[0].startswith("| ") and set(lines[1]) <= set("|-: "), name
+        assert len(lines) == len(frame) + 2, name
 
 
 def test_out_dash_is_stdout(tmp_path):
@@ -184,3 +189,178 @@ def test_out_dash_is_stdout(tmp_path):
     assert "busbw" in err  # the text table went to stderr
     code, out, err = _split("collective", "--system", "dgx-a100", "--out", "-", "--format", "json")
     assert code == 2 and "both write to stdout" in err
+
+
+# --- 5. the Python API for notebooks ---------------------------------------------------------
+
+MIXED = {  # dgx-a100 runs; the Enflame T20 cannot train (seed article): refused rows
+    "name": "mixed",
+    "model": "gpt3-125m",
+    "systems": ["dgx-a100", "enflame-t20"],
+    "nodes": [1, 2],
+    "simulation": {"steps": 1, "warmup_steps": 1},
+}
+
+
+def test_top_level_api_and_partial_results():
+    import scaling
+    from scaling import ConfigError, InfeasibleJobError, run_experiment, run_sweep, simulate
+
+    assert callable(run_sweep) and callable(simulate)
+    assert issubclass(ConfigError, Exception) and issubclass(InfeasibleJobError, Exception)
+    assert {"run_experiment", "plot_efficiency", "run_series"} <= set(dir(scaling))
+    res = run_experiment(MIXED)
+    assert list(res.table["status"]) == ["ok", "ok", "refused", "refused"]
+    assert len(res.runs) == 2 and res.refused["error"].str.contains("cannot train").all()
+    assert res.refused["tokens_per_s_per_device"].isna().all()
+    assert res.ok["scaling_efficiency"].iloc[0] == 1.0
+    assert "2 ok, 2 refused" in repr(res)
+    with pytest.raises(InfeasibleJobError):
+        run_experiment(MIXED, strict=True)
+    with pytest.raises(InfeasibleJobError):  # every point refused: nothing to return
+        run_experiment(MIXED, {"systems": ["enflame-t20"]})
+
+
+def test_overrides_as_python_values_equal_set_strings():
+    from scaling import ConfigError, run_series, simulate
+
+    a = simulate(MIXED, {"systems": ["dgx-a100"], "nodes": [2], "training.seq_len": 1024})
+    b = simulate(MIXED, ["systems=[dgx-a100]", "nodes=[2]", "training.seq_len=1024"])
+    assert a.scalars() == b.scalars() and a.nodes == 2 and a.tokens_per_step % 1024 == 0
+    text = repr(a)
+    assert text.startswith("RunResult(dgx-a100 x2 nodes = 16 accel") and "tokens/s/accel" in text
+    s = run_series(a)
+    assert s["step_time_s"] == a.step_time_s and s.name == "dgx-a100 x2"
+    with pytest.raises(ConfigError):
+        simulate(MIXED, {"nodes": float("nan")})
+
+
+def test_plot_helpers_draw_on_a_given_axes_and_return_the_figure():
+    from matplotlib.figure import Figure
+
+    from scaling import plot_efficiency, plot_metric, run_experiment
+
+    table = run_experiment(MIXED).table
+    fig = plot_efficiency(table)
+    assert isinstance(fig, Figure) and len(fig.axes) == 1
+    assert len(fig.axes[0].lines) == 1  # one line: dgx-a100 (refused rows left out)
+    mine = Figure()
+    ax = mine.subplots()
+    assert plot_metric(table, "mfu", ax=ax) is mine and ax.get_ylabel() == "mfu"
+    assert list(ax.lines[0].get_xdata()) == [8, 16]
+
+
+# --- 6. packaging ----------------------------------------------------------------------------
+
+
+def test_examples_by_name_module_entry_license_version_and_schema(tmp_path):
+    import json
+    import re
+    import subprocess
+    import sys
+    import tomllib
+
+    import jsonschema
+    import yaml
+
+    from scaling import __version__
+    from scaling.app.catalog_cmd import json_schema
+    from scaling.io.examples import bundled_configs, resolve_config
+
+    repo = Path(__file__).resolve().parents[1]
+    assert resolve_config("mlu-vs-gpu") == bundled_configs()["mlu-vs-gpu"]
+    assert resolve_config("configs/sweeps/ddp-buckets.yaml").name == "ddp-buckets.yaml"
+    code, out, _ = _split("examples", "--format", "json")
+    assert code == 0 and "mlu-vs-gpu" in {r["name"] for r in json.loads(out)}
+    code, out, _ = _split(
+        "explain",
+        "mlu-vs-gpu",
+        "--set",
+        "systems=[dgx-a100]",
+        "--set",
+        "nodes=[1]",
+        "--set",
+        "strategies=null",
+        "--format",
+        "csv",
+    )
+    assert code == 0 and "kernel" in out.splitlines()[0] + out  # the kind column
+    r = subprocess.run(
+        [sys.executable, "-m", "scaling", "--version"], capture_output=True, text=True, check=True
+    )
+    assert r.stdout.strip() == f"scaling, version {__version__}"
+    assert "Apache License" in (repo / "LICENSE").read_text()[:200]
+    meta = tomllib.loads((repo / "pyproject.toml").read_text())
+    assert "version" not in meta["project"] and "version" in meta["project"]["dynamic"]
+    assert meta["tool"]["hatch"]["version"]["path"] == "scaling/_version.py"
+    assert meta["tool"]["hatch"]["build"]["targets"]["wheel"]["force-include"]["configs"]
+
+    # the experiment schema accepts every bundled experiment and catches a typo'd field
+    class Yaml12(yaml.SafeLoader):  # an editor reads YAML 1.2: 1.0e12 is a number there
+        pass
+
+    Yaml12.add_implicit_resolver(
+        "tag:yaml.org,2002:float",
+        re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$"),
+        list("-+0123456789."),
+    )
+    schema = json_schema("experiment")
+    for path in bundled_configs().values():
+        doc = yaml.load(path.read_text(), Yaml12)  # a SafeLoader subclass
+        if "axes" not in doc and "base" not in doc:
+            jsonschema.validate(doc, schema)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({"model": "gpt3-125m", "systems": ["dgx-a100"], "nodez": [1]}, schema)
+    code, out, _ = _split("schema", "topology")
+    assert code == 0 and json.loads(out)["title"] == "scaling topology"
+
+
+# --- 8. refused points, output folders, options that need another ---------------------------
+
+
+def test_run_records_refused_points_and_fails_only_when_all_are(tmp_path):
+    import pandas as pd
+    import yaml
+
+    cfg = tmp_path / "mixed.yaml"
+    cfg.write_text(yaml.safe_dump(MIXED))
+    out = tmp_path / "o"
+    code, stdout, err = _split("run", str(cfg), "--out", str(out), "--no-plot")
+    assert code == 0, err
+    notes = [ln for ln in stdout.splitlines() if ln.startswith("refused: ")]
+    assert len(notes) == 2 and all(len(n) < 250 for n in notes)
+    assert notes[0].startswith("refused: enflame-t20 x1 nodes (ddp): Enflame T20 cannot train")
+    table = pd.read_csv(out / "results.csv")
+    assert list(table["status"]) == ["ok", "ok", "refused", "refused"]
+    assert table.loc[table["status"] == "refused", "error"].str.contains("inference only").all()
+    # every point refused, or any with --strict: exit 2, one short note per point, one error line
+    for extra in (["--set", "systems=[enflame-t20]"], ["--strict"]):
+        code, stdout, err = _split("run", str(cfg), "--out", str(tmp_path / "x"), *extra)
+        assert code == 2 and stdout == ""
+        lines = err.strip().splitlines()
+        assert lines[-1].startswith("error: ") and "nothing simulated" in lines[-1]
+        assert len(lines[-1]) < 600 and all(ln.startswith("refused: ") for ln in lines[:-1])
+        assert not (tmp_path / "x").exists()
+
+
+def test_out_folder_of_another_experiment_needs_force(tmp_path, small_run):
+    import yaml
+
+    cfg = small_run[0]  # experiment 't'
+
+    other = tmp_path / "other.yaml"
+    other.write_text(yaml.safe_dump({**MIXED, "name": "other", "systems": ["dgx-a100"]}))
+    target = tmp_path / "o"
+    code, _, err = _split("run", str(cfg), "--out", str(target), "--no-plot")
+    assert code == 0, err
+    code, _, err = _split("run", str(cfg), "--out", str(target), "--no-plot")
+    assert code == 0, err  # the same experiment rewrites its own folder
+    code, _, err = _split("run", str(other), "--out", str(target), "--no-plot")
+    assert code == 2 and "holds the results of experiment 't'" in err and "--force" in err
+    code, _, err = _split("sweep", str(other), "--out", str(target), "--no-plot", "-j", "1")
+    assert code == 2 and "this is sweep 'other'" in err
+    code, _, err = _split("run", str(other), "--out", str(target), "--no-plot", "--force")
+    assert code == 0, err
+    # an option that does nothing without another is refused
+    code, _, err = _split("explain", str(cfg), "--out", str(tmp_path / "e"))
+    assert code == 2 and "--out: only used with --vs" in err

@@ -1,7 +1,19 @@
-"""Public API: ``simulate`` one point, ``run_experiment`` all points of an experiment."""
+"""Public API: ``simulate`` one point, ``run_experiment`` all points of an experiment,
+``run_sweep`` a parameter sweep — for scripts and notebooks::
+
+    from scaling import run_experiment, ConfigError, InfeasibleJobError
+    res = run_experiment("configs/mlu-vs-gpu.yaml", {"nodes": [1, 8], "training.seq_len": 1024})
+    res.table            # one row per point: status ok/refused, metrics, scaling_efficiency
+    res.runs[0]          # a RunResult; res.runs[0].scalars() for every metric
+
+Overrides are ``--set``-style strings (``["nodes=[1,8]"]``) or a mapping of paths to Python
+values (``{"nodes": [1, 8]}``).
+"""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -10,25 +22,49 @@ import pandas as pd
 
 from scaling.io.config import LoadedExperiment, as_experiment
 from scaling.io.errors import ConfigError
-from scaling.io.results import results_frame
+from scaling.io.results import add_scaling_efficiency
 from scaling.model.analysis.metrics import RunResult
 from scaling.model.job import InfeasibleJobError, Job
 from scaling.model.simulation import check_feasible, run_job
 
+#: overrides: ``PATH=VALUE`` strings (as ``--set``) or a mapping of paths to Python values
+Overrides = Iterable[str] | Mapping[str, Any] | None
+
+
+def override_strings(overrides: Overrides) -> list[str]:
+    """``--set``-style strings from either form of overrides. A mapping's values are written as
+    JSON, which the override parser reads as YAML: ``{"nodes": [1, 8]}`` → ``nodes=[1, 8]``."""
+    if overrides is None:
+        return []
+    if isinstance(overrides, str):
+        return [overrides]
+    if isinstance(overrides, Mapping):
+        out = []
+        for k, v in overrides.items():
+            try:
+                out.append(f"{k}={json.dumps(v, allow_nan=False)}")
+            except (TypeError, ValueError):
+                raise ConfigError(
+                    f"override {k}={v!r}: expected a number, string, bool, None, list or dict"
+                ) from None
+        return out
+    return list(overrides)
+
 
 def simulate(
     config: Job | LoadedExperiment | dict[str, Any] | str | Path,
-    overrides: list[str] | None = None,
+    overrides: Overrides = None,
 ) -> RunResult:
     """Simulate one training job and return its steady-state metrics.
 
     ``config`` is a :class:`Job`, an experiment (file path, mapping or loaded) with exactly one
-    system and one node count, plus optional ``--set``-style overrides. Same config and seed give
-    bit-identical results. Raises :class:`InfeasibleJobError` for a job that cannot run.
+    system and one node count, plus optional overrides (``--set`` strings or a mapping). Same
+    config and seed give bit-identical results. Raises :class:`InfeasibleJobError` for a job
+    that cannot run, :class:`ConfigError` for bad input.
     """
     if isinstance(config, Job):
         return run_job(config)
-    jobs = as_experiment(config, overrides).jobs()
+    jobs = as_experiment(config, override_strings(overrides)).jobs()
     if len(jobs) != 1:
         raise ConfigError(
             f"simulate() runs one point but the config expands to {len(jobs)} "
@@ -39,11 +75,37 @@ def simulate(
 
 @dataclass(frozen=True)
 class ExperimentResult:
-    """All points of an experiment: per-run results and the tidy table."""
+    """All points of an experiment.
+
+    Attributes:
+        experiment: the loaded experiment.
+        runs: a :class:`RunResult` per point that ran (refused points have none).
+        table: one row per point in the experiment's order: identity, ``status`` (``ok`` or
+            ``refused``), ``error`` (why a point was refused), metrics and
+            ``scaling_efficiency`` — NaN where a point has no such value.
+    """
 
     experiment: LoadedExperiment
     runs: list[RunResult]
     table: pd.DataFrame
+
+    @property
+    def ok(self) -> pd.DataFrame:
+        """The rows of the points that ran."""
+        return self.table[self.table["status"] == "ok"]
+
+    @property
+    def refused(self) -> pd.DataFrame:
+        """The rows of the points that could not run, with the reason in ``error``."""
+        return self.table[self.table["status"] == "refused"]
+
+    def __repr__(self) -> str:
+        n_ref = len(self.refused)
+        systems = ", ".join(dict.fromkeys(self.table["system"])) if len(self.table) else "-"
+        return (
+            f"ExperimentResult({self.experiment.config.name}: {len(self.table)} point(s) on "
+            f"{systems}; {len(self.runs)} ok, {n_ref} refused; .table for the metrics)"
+        )
 
 
 def feasibility_errors(exp: LoadedExperiment) -> list[str]:
@@ -58,21 +120,79 @@ def feasibility_errors(exp: LoadedExperiment) -> list[str]:
     return errs
 
 
+def refusals(exp: LoadedExperiment) -> dict[int, str]:
+    """Why each point that cannot run is refused, by its index in ``exp.jobs()``."""
+    out: dict[int, str] = {}
+    for i, job in enumerate(exp.jobs()):
+        try:
+            check_feasible(job)
+        except InfeasibleJobError as e:
+            out[i] = str(e)
+    return out
+
+
+def _identity(job: Job) -> dict[str, Any]:
+    return {
+        "system": job.system.name,
+        "model": job.shape.name,
+        "strategy": job.strategy.label,
+        "nodes": job.nodes,
+        "devices": job.devices,
+        "global_batch": job.global_batch,
+    }
+
+
 def run_experiment(
     config: LoadedExperiment | dict[str, Any] | str | Path,
-    overrides: list[str] | None = None,
+    overrides: Overrides = None,
     progress: bool = False,
+    strict: bool = False,
 ) -> ExperimentResult:
-    """Run every (system, nodes) point; refuses the whole experiment if any point is infeasible."""
-    exp = as_experiment(config, overrides)
-    errs = feasibility_errors(exp)
-    if errs:
-        raise InfeasibleJobError("; ".join(errs))
+    """Run every (system, nodes) point of an experiment.
+
+    A point that cannot run (out of memory, a device that cannot train) is a ``refused`` row
+    with its reason, as in a sweep; the others run. Raises :class:`InfeasibleJobError` before
+    simulating anything when every point would be refused, or any with ``strict=True``.
+    """
+    exp = as_experiment(config, override_strings(overrides))
     jobs = exp.jobs()
-    it = jobs
+    reasons = refusals(exp)
+    if reasons and (strict or len(reasons) == len(jobs)):  # nothing to run, or asked to refuse
+        raise InfeasibleJobError("; ".join(dict.fromkeys(reasons.values())))
+    todo = [i for i in range(len(jobs)) if i not in reasons]
+    it: Iterable[int] = todo
     if progress:
         from tqdm import tqdm
 
-        it = tqdm(jobs, desc="simulating", unit="run", leave=False)
-    runs = [run_job(j) for j in it]
-    return ExperimentResult(exp, runs, results_frame(runs))
+        it = tqdm(todo, desc="simulating", unit="run", leave=False)
+    done = {i: run_job(jobs[i]) for i in it}
+    rows = []
+    for i, job in enumerate(jobs):
+        if i in done:
+            rows.append({**done[i].scalars(), "status": "ok", "error": ""})
+        else:
+            rows.append({**_identity(job), "status": "refused", "error": reasons[i]})
+    table = pd.DataFrame(rows)
+    if "tokens_per_s_per_device" not in table:
+        table["tokens_per_s_per_device"] = float("nan")
+    return ExperimentResult(exp, [done[i] for i in todo], add_scaling_efficiency(table))
+
+
+def run_sweep(
+    spec: Any,
+    out_dir: str | Path,
+    overrides: Overrides = None,
+    jobs: int | None = None,
+    **kwargs: Any,
+) -> pd.DataFrame:
+    """:func:`scaling.sweep.run_sweep` with overrides in either form and ``jobs`` worker
+    processes (default: one per CPU; 1 = in this process) unless ``executor=`` is given.
+    Returns the sweep's table (also in ``out_dir/results.parquet``)."""
+    from scaling.sweep import make_executor
+    from scaling.sweep import run_sweep as _run_sweep
+
+    kwargs.setdefault("progress", False)
+    if "executor" in kwargs:
+        return _run_sweep(spec, out_dir, overrides=override_strings(overrides), **kwargs)
+    with make_executor(jobs=jobs) as ex:
+        return _run_sweep(spec, out_dir, ex, overrides=override_strings(overrides), **kwargs)

@@ -12,8 +12,16 @@ from typing import Any
 
 import click
 
+from scaling._version import __version__
 from scaling.app.errors import fail, user_errors
-from scaling.app.output import Printer, format_option, is_stdout
+from scaling.app.output import (
+    Printer,
+    check_out_dir,
+    config_argument,
+    format_option,
+    is_stdout,
+    short_reason,
+)
 from scaling.io.results import results_cells
 from scaling.model.comm.ops import ALGORITHMS, CollectiveOp
 from scaling.model.job import InfeasibleJobError
@@ -30,7 +38,7 @@ _set_option = click.option(
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(package_name="scaling")
+@click.version_option(__version__, prog_name="scaling")
 def main() -> None:
     """Simulate distributed training (DDP) on GPU, MLU and NPU clusters and compare scaling."""
 
@@ -58,12 +66,32 @@ def _gap_summary(df: Any) -> list[str]:
     return out
 
 
+def _refuse_points(exp: Any, strict: bool) -> None:
+    """Before simulating: when every point (or, ``strict``, any) cannot run, a short note per
+    refused point and one error line (exit 2)."""
+    from scaling.app.api import refusals
+
+    reasons = refusals(exp)
+    jobs = exp.jobs()
+    if not reasons or (len(reasons) < len(jobs) and not strict):
+        return
+    for i, why in reasons.items():
+        j = jobs[i]
+        short = short_reason(why.removeprefix(f"{j.system.name}: "))
+        click.echo(
+            f"refused: {j.system.name} x{j.nodes} nodes ({j.strategy.label}): {short}", err=True
+        )
+    first = next(iter(reasons.values()))
+    which = "every point" if len(reasons) == len(jobs) else "--strict"
+    _fail(f"{which}: {len(reasons)} of {len(jobs)} point(s) refused, nothing simulated; {first}")
+
+
 @main.command()
-@click.argument("config", type=click.Path(path_type=Path, dir_okay=True, exists=False))
+@click.argument("config", type=click.Path(path_type=Path), callback=config_argument)
 @click.option(
     "--out",
     "out_dir",
-    type=click.Path(path_type=Path),
+    type=click.Path(path_type=Path, file_okay=False),
     default=None,
     help="Output folder (default: results/<experiment name>).",
 )
@@ -85,10 +113,13 @@ def _gap_summary(df: Any) -> list[str]:
     help="With --replicas: processes to run them on (default: one per CPU; 1 = in process).",
 )
 @click.option(
-    "--check",
+    "--strict",
     is_flag=True,
-    help="Only check CONFIG: validate it, refuse what cannot run, print each point's size "
-    "(ranks, simulated micro-batches, network memory); simulate nothing, write nothing.",
+    help="Refuse the whole run (exit 2, nothing simulated) if any point cannot run; by default "
+    "such points are 'refused' rows with their reason and the others run.",
+)
+@click.option(
+    "--force", is_flag=True, help="Overwrite an --out folder holding another experiment's results."
 )
 @format_option
 @_user_errors
@@ -99,31 +130,28 @@ def run(
     no_plot: bool,
     replicas: int,
     n_jobs: int | None,
-    check: bool,
+    strict: bool,
+    force: bool,
     fmt: str,
 ) -> None:
-    """Run every (system, nodes) point of an experiment CONFIG; print and save the table."""
-    from scaling.app.api import feasibility_errors, run_experiment
+    """Run every (system, nodes) point of an experiment CONFIG; print and save the table.
+
+    A point that cannot run (out of memory, a device that cannot train) is a 'refused' row with
+    its reason and a one-line note; the exit code is 2 only if every point is refused (or any,
+    with --strict). CONFIG is a YAML file or the name of a bundled example (scaling run --list).
+
+    Example: scaling run configs/mlu-vs-gpu.yaml --set nodes=[1,8] --out results/x --format json
+    """
+    from scaling.app.api import run_experiment
     from scaling.io.config import load_experiment
-    from scaling.io.files import make_dir
     from scaling.io.plots import plot_scaling_efficiency
     from scaling.io.results import write_outputs
 
     loaded = load_experiment(config, list(overrides))
-    if check:
-        errs = feasibility_errors(loaded)
-        if errs:
-            raise InfeasibleJobError("; ".join(errs))
-        for e in loaded.estimates():
-            click.echo(
-                f"{e['system']} x{e['nodes']} nodes: {e['ranks']:,} ranks, "
-                f"{e['micro_batches']:,} micro-batches per rank, network ~{e['network_GiB']:.3g} GiB"
-            )
-        click.echo(f"{config}: ok ({len(loaded.jobs())} run(s))")
-        return
-    # the output folder before simulating: a bad --out fails now, not after the whole run
-    make_dir(out_dir or Path("results") / loaded.config.name)
-    res = run_experiment(loaded, progress=sys.stderr.isatty())
+    name = loaded.config.name
+    check_out_dir(out_dir or Path("results") / name, "experiment", name, force)
+    _refuse_points(loaded, strict)
+    res = run_experiment(loaded, progress=sys.stderr.isatty(), strict=strict)
     exp = res.experiment
     out = out_dir or Path("results") / exp.config.name
     h = exp.config_hash()
@@ -136,21 +164,30 @@ def run(
         f" per accelerator (weak scaling); config hash {h}"
     )
     p.table(res.table, results_cells(res.table))
-    for line in _gap_summary(res.table):
+    for r in res.refused.itertuples():
+        why = short_reason(str(r.error).removeprefix(f"{r.system}: "))
+        p.say(f"refused: {r.system} x{r.nodes} nodes ({r.strategy}): {why}")
+    if len(res.refused):
+        p.say(f"({len(res.refused)} of {len(res.table)} points refused; reasons in results.csv)")
+    for line in _gap_summary(res.ok):
         p.say(line)
     if exp.config.report is not None:
         from scaling.app import seed
 
         if exp.config.report == "seed-table1":
-            t = seed.table1(res.table)
+            t = seed.table1(res.ok)
             p.say(seed.format_table1(t))
         else:
-            t = seed.table2(res.table)
+            t = seed.table2(res.ok)
             p.say(seed.format_table2(t))
         t.to_csv(out / f"{exp.config.report}.csv", index=False)
     if not no_plot:
         paths["plot"] = plot_scaling_efficiency(
             res.table, out / "scaling_efficiency.png", f"{exp.config.name}: {exp.config.model_name}"
+        )
+    if replicas > 1 and len(res.refused):
+        _fail(
+            f"--replicas {replicas}: {len(res.refused)} point(s) are refused; narrow the experiment"
         )
     if replicas > 1:
         from scaling.sweep.executors import make_executor
@@ -318,7 +355,7 @@ def _one_job(config: Path, overrides: tuple[str, ...], what: str):
 
 
 @main.command()
-@click.argument("config", type=click.Path(path_type=Path))
+@click.argument("config", type=click.Path(path_type=Path), callback=config_argument)
 @click.option(
     "--out",
     "out_file",
@@ -365,7 +402,7 @@ def trace(config: Path, out_file: Path, ranks: str | None, overrides: tuple[str,
 
 
 @main.command()
-@click.argument("config", type=click.Path(path_type=Path))
+@click.argument("config", type=click.Path(path_type=Path), callback=config_argument)
 @click.option(
     "--out",
     "out_file",
@@ -535,7 +572,7 @@ def _explain_vs(
 
 
 @main.command()
-@click.argument("config", type=click.Path(path_type=Path))
+@click.argument("config", type=click.Path(path_type=Path), callback=config_argument)
 @_set_option
 @click.option(
     "--top",
@@ -699,6 +736,8 @@ def metrics(fmt: str) -> None:
     Printer(fmt).table(frame, (list(frame.columns), frame.values.tolist(), "lll"), text=text)
 
 
+from scaling.app.catalog_cmd import examples as examples_command  # noqa: E402
+from scaling.app.catalog_cmd import schema as schema_command  # noqa: E402
 from scaling.app.golden_cmd import baseline, compare  # noqa: E402
 from scaling.app.sweep_cmd import plot as plot_command  # noqa: E402
 from scaling.app.sweep_cmd import sweep as sweep_command  # noqa: E402
@@ -709,6 +748,8 @@ main.add_command(compare)
 main.add_command(sweep_command)
 main.add_command(plot_command)
 main.add_command(validate_command)
+main.add_command(schema_command)
+main.add_command(examples_command)
 
 
 if __name__ == "__main__":  # pragma: no cover

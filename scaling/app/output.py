@@ -56,3 +56,60 @@ class Printer:
 def is_stdout(path: Any) -> bool:
     """``--out -``: the file option names stdout."""
     return path is not None and str(path) == "-"
+
+
+def _owner(folder: Any) -> tuple[str, str] | None:
+    """What a results folder holds: ("experiment" or "sweep", its name), None if it holds no
+    results; ("unknown", "") for results without a readable name."""
+    from pathlib import Path
+
+    import yaml
+
+    folder = Path(folder)
+    for kind, name in (("experiment", "resolved_config.yaml"), ("sweep", "sweep.yaml")):
+        f = folder / name
+        if f.is_file():
+            try:
+                doc = yaml.safe_load(f.read_text()) or {}
+                got = doc["experiment"]["name"] if kind == "experiment" else doc["name"]
+            except Exception:  # unreadable or not ours: still another run's folder
+                return "unknown", ""
+            return kind, str(got)
+    if any((folder / n).exists() for n in ("results.csv", "results.parquet", "runs")):
+        return "unknown", ""
+    return None
+
+
+def check_out_dir(folder: Any, kind: str, name: str, force: bool) -> None:
+    """Refuse (one line, exit 2) to write ``kind`` ``name``'s results into a folder that holds
+    another experiment's or sweep's results, unless ``force``. The same experiment (or sweep:
+    its resume) may rewrite its own folder."""
+    from scaling.io.errors import ConfigError
+
+    owner = _owner(folder)
+    if force or owner is None or owner == (kind, name):
+        return
+    what = f"{owner[0]} {owner[1]!r}" if owner[1] else "other results"
+    raise ConfigError(
+        f"--out {folder}: holds the results of {what}; this is {kind} {name!r}; give another "
+        "--out, or --force to overwrite"
+    )
+
+
+def short_reason(msg: str, limit: int = 160) -> str:
+    """The head of a refusal for a one-line note: its first clause (up to ``; ``), without
+    parenthetical detail when that is too long, cut at ``limit`` characters."""
+    import re
+
+    head = msg.split("; ")[0]
+    if len(head) > limit:
+        head = re.sub(r" \((?:[^()]|\([^()]*\))*\)", "", head)
+    return head if len(head) <= limit else head[: limit - 3] + "..."
+
+
+def config_argument(ctx: Any, param: Any, value: Any) -> Any:
+    """Click callback of a CONFIG/SPEC argument: a bundled example's name (``mlu-vs-gpu``,
+    ``sweeps/ddp-buckets``; ``scaling examples`` lists them) stands for its file."""
+    from scaling.io.examples import resolve_config
+
+    return None if value is None else resolve_config(value)

@@ -16,7 +16,7 @@ from typing import Any
 import click
 
 from scaling.app.errors import EXIT_BAD_INPUT, fail, user_errors
-from scaling.app.output import Printer, format_option
+from scaling.app.output import Printer, check_out_dir, config_argument, format_option
 from scaling.io.errors import ConfigError
 from scaling.io.results import format_results_table, results_cells
 
@@ -66,11 +66,11 @@ def _problems(df: Any, status: str, limit: int = 5) -> list[str]:
 
 
 @click.command("sweep")
-@click.argument("spec", type=click.Path(path_type=Path))
+@click.argument("spec", type=click.Path(path_type=Path), callback=config_argument)
 @click.option(
     "--out",
     "out_dir",
-    type=click.Path(path_type=Path),
+    type=click.Path(path_type=Path, file_okay=False),
     default=None,
     help="Output folder (default: results/<sweep name>); holds runs/, results.parquet, sweep.yaml.",
 )
@@ -96,11 +96,6 @@ def _problems(df: Any, status: str, limit: int = 5) -> list[str]:
     help="Start a local Dask cluster of N worker processes (1 thread each) and run on it.",
 )
 @click.option(
-    "--oversubscribe",
-    is_flag=True,
-    help="Allow --jobs above the CPU count (else capped at it: runs are CPU-bound).",
-)
-@click.option(
     "--resume/--no-resume",
     default=True,
     show_default=True,
@@ -120,6 +115,9 @@ def _problems(df: Any, status: str, limit: int = 5) -> list[str]:
     help="Progress bar with ETA on stderr (default: when stderr is a terminal).",
 )
 @click.option("--no-plot", is_flag=True, help="Skip the plots.")
+@click.option(
+    "--force", is_flag=True, help="Write into an --out folder holding another run's results."
+)
 @format_option
 @_user_errors
 def sweep(
@@ -128,12 +126,12 @@ def sweep(
     jobs: int | None,
     scheduler: str | None,
     dask_local: int | None,
-    oversubscribe: bool,
     resume: bool,
     write_csv: bool,
     overrides: tuple[str, ...],
     progress: bool | None,
     no_plot: bool,
+    force: bool,
     fmt: str,
 ) -> None:
     """Run a parameter sweep SPEC (or a plain experiment: one point) point by point.
@@ -144,9 +142,10 @@ def sweep(
     """
     from scaling.sweep import expand, load_sweep, make_executor, run_sweep
 
-    executor = make_executor(jobs, scheduler, dask_local, oversubscribe)
+    executor = make_executor(jobs, scheduler, dask_local)
     loaded = load_sweep(spec, list(overrides))
     out = out_dir or Path("results") / loaded.name
+    check_out_dir(out, "sweep", loaded.name, force)
     n_points, n_runs = len(loaded.points()), len({r.key for r in expand(loaded)})
     p = Printer(fmt)
     p.say(

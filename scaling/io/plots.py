@@ -1,7 +1,11 @@
-"""Plots of scaling results (matplotlib, Agg backend: no display needed).
+"""Plots of scaling results (matplotlib's object API: no display and no pyplot needed).
 
 Every plot has accelerators on a log2 x axis and one line per (system, strategy) — and, for a
 sweep, per value of its axes (the table's axis columns, named in the legend).
+
+In a notebook, :func:`plot_metric` (and :func:`plot_efficiency`) draw on a given ``ax=`` or a new
+figure and return the :class:`~matplotlib.figure.Figure`; the ``plot_*`` functions that take
+paths write files.
 """
 
 from __future__ import annotations
@@ -10,11 +14,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import pandas as pd
+from matplotlib import colormaps
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
 
 from scaling.io.results import META_COLUMNS
 from scaling.model.analysis.metrics import RunResult
@@ -72,24 +75,37 @@ def _series(df: pd.DataFrame, axes: Sequence[str]) -> list[tuple[str, pd.DataFra
     return out
 
 
-def plot_vs_devices(
+def plot_metric(
     df: pd.DataFrame,
-    column: str,
-    paths: Sequence[Path],
-    ylabel: str,
+    column: str = "scaling_efficiency",
+    ax: Axes | None = None,
     title: str = "",
     axes: Sequence[str] | None = None,
+    ylabel: str | None = None,
     ylim: tuple[float, float] | None = None,
-    percent: bool = False,
-) -> list[Path]:
-    """``column`` vs accelerators, one line per (system, strategy, axis values); the figure is
-    saved to each of ``paths`` (format from the suffix: ``.png``, ``.svg``, ``.pdf``)."""
+    percent: bool | None = None,
+) -> Figure:
+    """Draw ``column`` of a results table vs accelerators (log2 x), one line per (system,
+    strategy, sweep-axis values), on ``ax`` or on a new figure; return the figure.
+
+    ``ylabel``, ``ylim`` and ``percent`` (y shown x100) default to the sweep plots' settings for
+    their columns (:data:`SWEEP_PLOTS`). Refused and failed rows are left out.
+    """
+    known = {c: (lab, lim, pct) for c, lab, lim, pct in SWEEP_PLOTS.values()}
+    lab, lim, pct = known.get(column, (column, None, False))
+    ylabel = lab if ylabel is None else ylabel
+    ylim = lim if ylim is None else ylim
+    percent = pct if percent is None else percent
     df = _ok_rows(df)
     axes = axis_columns(df) if axes is None else list(axes)
     series = _series(df, axes)
     many = len(series) > 6
-    fig, ax = plt.subplots(figsize=(11 if many else 7, 4.5), dpi=120)
-    cmap = plt.get_cmap("tab10" if len(series) <= 10 else "tab20")
+    if ax is None:
+        fig = Figure(figsize=(11 if many else 7, 4.5), dpi=120)
+        ax = fig.subplots()
+    else:
+        fig = ax.figure
+    cmap = colormaps["tab10" if len(series) <= 10 else "tab20"]
     markers = "osD^v<>ph*"
     for k, (label, g) in enumerate(series):
         y = g[column] * (100 if percent else 1)
@@ -116,9 +132,29 @@ def plot_vs_devices(
     if title:
         ax.set_title(title)
     fig.tight_layout()
+    return fig
+
+
+def plot_efficiency(df: pd.DataFrame, ax: Axes | None = None, title: str = "") -> Figure:
+    """Scaling efficiency vs accelerators on ``ax`` (or a new figure); returns the figure."""
+    return plot_metric(df, "scaling_efficiency", ax, title)
+
+
+def plot_vs_devices(
+    df: pd.DataFrame,
+    column: str,
+    paths: Sequence[Path],
+    ylabel: str,
+    title: str = "",
+    axes: Sequence[str] | None = None,
+    ylim: tuple[float, float] | None = None,
+    percent: bool = False,
+) -> list[Path]:
+    """:func:`plot_metric` saved to each of ``paths`` (format from the suffix: ``.png``,
+    ``.svg``, ``.pdf``)."""
+    fig = plot_metric(df, column, None, title, axes, ylabel, ylim, percent)
     for p in paths:
         fig.savefig(p)
-    plt.close(fig)
     return list(paths)
 
 

@@ -57,6 +57,12 @@ def add_scaling_efficiency(df: pd.DataFrame, by: tuple[str, ...] = ()) -> pd.Dat
     return df
 
 
+def run_series(result: RunResult) -> pd.Series:
+    """One run's scalars as a :class:`pandas.Series` indexed by metric name (for notebooks;
+    the model layer does not import pandas, so this lives here)."""
+    return pd.Series(result.scalars(), name=f"{result.system} x{result.nodes}", dtype=object)
+
+
 def results_frame(results: list[RunResult]) -> pd.DataFrame:
     """One row per run, plus ``scaling_efficiency`` relative to each system's smallest run."""
     return add_scaling_efficiency(pd.DataFrame([r.scalars() for r in results]))

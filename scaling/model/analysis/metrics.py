@@ -237,6 +237,15 @@ class RunResult:
         """All scalar fields as a flat dict (per-step records excluded)."""
         return {k: getattr(self, k) for k in self.__dataclass_fields__ if k != "steps"}
 
+    def __repr__(self) -> str:
+        return (
+            f"RunResult({self.system} x{self.nodes} nodes = {self.devices} accel, {self.model}, "
+            f"{self.strategy}: step {self.step_time_s:.4g} s, "
+            f"{self.tokens_per_s_per_device:,.0f} tokens/s/accel, MFU {self.mfu:.1%}, "
+            f"exposed comm {self.exposed_comm_share:.1%}, peak mem {self.peak_mem_GiB:.1f} GiB; "
+            f"{len(self.steps)} steps; .scalars() for every metric)"
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class Measured:
