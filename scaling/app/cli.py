@@ -91,7 +91,7 @@ def _refuse_points(exp: Any, strict: bool) -> None:
 @click.option(
     "--out",
     "out_dir",
-    type=click.Path(path_type=Path, file_okay=False),
+    type=click.Path(path_type=Path),
     default=None,
     help="Output folder (default: results/<experiment name>).",
 )
@@ -113,6 +113,12 @@ def _refuse_points(exp: Any, strict: bool) -> None:
     help="With --replicas: processes to run them on (default: one per CPU; 1 = in process).",
 )
 @click.option(
+    "--check",
+    is_flag=True,
+    help="Only check CONFIG: validate it, refuse what cannot run, print each point's size "
+    "(ranks, simulated micro-batches, network memory); simulate nothing, write nothing.",
+)
+@click.option(
     "--strict",
     is_flag=True,
     help="Refuse the whole run (exit 2, nothing simulated) if any point cannot run; by default "
@@ -132,6 +138,7 @@ def run(
     n_jobs: int | None,
     strict: bool,
     force: bool,
+    check: bool,
     fmt: str,
 ) -> None:
     """Run every (system, nodes) point of an experiment CONFIG; print and save the table.
@@ -142,15 +149,29 @@ def run(
 
     Example: scaling run configs/mlu-vs-gpu.yaml --set nodes=[1,8] --out results/x --format json
     """
-    from scaling.app.api import run_experiment
+    from scaling.app.api import feasibility_errors, run_experiment
     from scaling.io.config import load_experiment
+    from scaling.io.files import make_dir
     from scaling.io.plots import plot_scaling_efficiency
     from scaling.io.results import write_outputs
 
     loaded = load_experiment(config, list(overrides))
+    if check:
+        errs = feasibility_errors(loaded)
+        if errs:
+            raise InfeasibleJobError("; ".join(errs))
+        for e in loaded.estimates():
+            click.echo(
+                f"{e['system']} x{e['nodes']} nodes: {e['ranks']:,} ranks, "
+                f"{e['micro_batches']:,} micro-batches per rank, network ~{e['network_GiB']:.3g} GiB"
+            )
+        click.echo(f"{config}: ok ({len(loaded.jobs())} run(s))")
+        return
     name = loaded.config.name
     check_out_dir(out_dir or Path("results") / name, "experiment", name, force)
     _refuse_points(loaded, strict)
+    # the output folder before simulating: a bad --out fails now, not after the whole run
+    make_dir(out_dir or Path("results") / loaded.config.name)
     res = run_experiment(loaded, progress=sys.stderr.isatty(), strict=strict)
     exp = res.experiment
     out = out_dir or Path("results") / exp.config.name

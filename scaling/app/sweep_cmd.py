@@ -70,7 +70,7 @@ def _problems(df: Any, status: str, limit: int = 5) -> list[str]:
 @click.option(
     "--out",
     "out_dir",
-    type=click.Path(path_type=Path, file_okay=False),
+    type=click.Path(path_type=Path),
     default=None,
     help="Output folder (default: results/<sweep name>); holds runs/, results.parquet, sweep.yaml.",
 )
@@ -94,6 +94,11 @@ def _problems(df: Any, status: str, limit: int = 5) -> list[str]:
     default=None,
     metavar="N",
     help="Start a local Dask cluster of N worker processes (1 thread each) and run on it.",
+)
+@click.option(
+    "--oversubscribe",
+    is_flag=True,
+    help="Allow --jobs above the CPU count (else capped at it: runs are CPU-bound).",
 )
 @click.option(
     "--resume/--no-resume",
@@ -126,6 +131,7 @@ def sweep(
     jobs: int | None,
     scheduler: str | None,
     dask_local: int | None,
+    oversubscribe: bool,
     resume: bool,
     write_csv: bool,
     overrides: tuple[str, ...],
@@ -142,7 +148,7 @@ def sweep(
     """
     from scaling.sweep import expand, load_sweep, make_executor, run_sweep
 
-    executor = make_executor(jobs, scheduler, dask_local)
+    executor = make_executor(jobs, scheduler, dask_local, oversubscribe)
     loaded = load_sweep(spec, list(overrides))
     out = out_dir or Path("results") / loaded.name
     check_out_dir(out, "sweep", loaded.name, force)
