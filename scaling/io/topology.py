@@ -313,7 +313,13 @@ def load_system(name: str, extra: list[Path] | None = None) -> LoadedSystem:
     data, lines = read_yaml(path, "topology")
     schema: SystemSchema = validate(SystemSchema, data, str(path), lines)
     lib_dirs = [path.parent, *(extra or [])]
-    lib, lib_path, lib_data = load_library(schema.collective_library, lib_dirs)
+    try:
+        lib, lib_path, lib_data = load_library(schema.collective_library, lib_dirs)
+    except ConfigError as e:
+        if not str(e).startswith(("unknown collective library", "collective library")):
+            raise  # an error inside the library file names that file
+        line = lines.line_of(("collective_library",))
+        raise ConfigError(f"{path}:{line}: collective_library: {e}") from None
     return LoadedSystem(
         to_system_spec(schema, lib), schema, lib, path, lib_path, _canon_hash(data, lib_data)
     )
