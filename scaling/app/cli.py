@@ -99,7 +99,7 @@ def _refuse_points(exp: Any, strict: bool) -> None:
 @click.option("--no-plot", is_flag=True, help="Skip the PNG plot.")
 @click.option(
     "--replicas",
-    type=click.IntRange(min=1),
+    type=click.IntRange(min=1, max=10_000),
     default=1,
     show_default=True,
     help="Monte-Carlo replicas per point (fresh seeds: jitter, slow ranks, failures); writes "
@@ -536,7 +536,7 @@ def _explain_vs(
     from dataclasses import replace
 
     from scaling.io.attribution_plot import plot_attribution
-    from scaling.io.config import load_experiment
+    from scaling.io.config import load_experiment, run_size_error
     from scaling.io.topology import load_system
     from scaling.model.analysis.attribution import COMPONENTS, attribute
 
@@ -550,6 +550,10 @@ def _explain_vs(
         _fail(f"--nodes {nodes!r}: expected a comma list of node counts, e.g. 1,8,64,256")
     if any(c < 1 for c in counts):
         _fail(f"--nodes {nodes!r}: node counts must be >= 1")
+    for c in counts:  # before any network is built (the config's own nodes are checked)
+        too_big = run_size_error(c, base.system.devices_per_node, exp.config.simulation.max_ranks)
+        if too_big:
+            _fail(f"--nodes {nodes}: got {c} nodes: {too_big}")
     results = [attribute(replace(base, nodes=n), a, b) for n in counts]
     p.say(
         f"{b_name} vs {a_name}: {base.shape.name}, {base.strategy.label}; per-device "
