@@ -33,13 +33,16 @@ def plain(
         call_overhead_s=0.0,
         ramp_half_bytes=0.0,
         tree_bw_factor=1.0,
+        tree_level_latency_s=0.0,
         algorithms=algorithms or system.library.algorithms,
     )
     hw = 0.75 * alpha
     out = dataclasses.replace(
         system,
         library=lib,
-        fabric=dataclasses.replace(system.fabric, link_latency_s=hw, pcie_latency_s=hw),
+        fabric=dataclasses.replace(
+            system.fabric, link_latency_s=hw, pcie_latency_s=hw, switch_reduction_latency_s=0.0
+        ),
         nics=dataclasses.replace(system.nics, latency_s=hw),
         scale_out=dataclasses.replace(system.scale_out, spine_latency_s=0.0),
     )
@@ -232,7 +235,9 @@ def test_nvls_busbw_exceeds_the_link_rate() -> None:
     busbw = 2.0**30 * busbw_factor(AR, 8) / t
     link = system.fabric.link_bw_Bps * system.fabric.link_efficiency
     assert busbw > link  # nccl-tests' busbw definition, not a wire speed
-    assert busbw == pytest.approx(2 * 7 / 8 * link)
+    # each GPU's S goes through the switch at the lesser of its port and the reduction rate
+    rate = min(link, system.fabric.switch_reduction_Bps)
+    assert busbw == pytest.approx(2 * 7 / 8 * rate)
 
 
 def test_tuner_picks_the_fastest_prediction() -> None:

@@ -118,6 +118,19 @@ class FabricSchema(_Strict):
     pcie_latency_us: NonNegQ | None = None
     pcie_efficiency: FracQ | None = None
     in_switch_reduction: bool = False
+    # the switch's reduction rate per device (NVLS: what one GPU's reduced traffic reaches)
+    switch_reduction_GBps: PosQ | None = None
+    # what an in-switch reduction costs beyond its two NVLink steps (NVLS latency)
+    switch_reduction_latency_us: NonNegQ | None = None
+
+    @model_validator(mode="after")
+    def _reduction_rate(self) -> FabricSchema:
+        if self.in_switch_reduction and self.switch_reduction_GBps is None:
+            raise ValueError("in_switch_reduction: true needs fabric.switch_reduction_GBps")
+        for fld in ("switch_reduction_GBps", "switch_reduction_latency_us"):
+            if not self.in_switch_reduction and getattr(self, fld) is not None:
+                raise ValueError(f"fabric.{fld} needs in_switch_reduction: true")
+        return self
 
 
 class NicSchema(_Strict):
@@ -398,6 +411,12 @@ def to_system_spec(s: SystemSchema, lib: LibrarySchema) -> SystemSpec:
         pcie_latency_s=(f.pcie_latency_us.value * us) if f.pcie_latency_us else 0.0,
         pcie_efficiency=f.pcie_efficiency.value if f.pcie_efficiency else 1.0,
         in_switch_reduction=f.in_switch_reduction,
+        switch_reduction_Bps=(
+            f.switch_reduction_GBps.value * GBps if f.switch_reduction_GBps else float("inf")
+        ),
+        switch_reduction_latency_s=(
+            f.switch_reduction_latency_us.value * us if f.switch_reduction_latency_us else 0.0
+        ),
     )
     nics = NicSpec(
         n.nics.count.value,

@@ -159,15 +159,26 @@ class FlowCollectives:
             # NCCL's tree runs below the bandwidth its edges allow (treeCorrectionFactor).
             algo_eff = self.lib.tree_bw_factor if name == "tree" else 1.0
             for proto in protos:
+                if name == "nvls" and proto.name.lower() != "simple" and len(protos) > 1:
+                    # NCCL runs NVLS with the Simple protocol only (tuning.cc skips LL/LL128)
+                    continue
                 scale = 1.0 / (proto.bw_fraction * ramp * algo_eff)
                 bw_time = nbytes * k * scale
                 if math.isfinite(proto.max_busbw_Bps) and nbytes > 0:
                     # the protocol's bus-bandwidth cap bounds the algorithm bandwidth
                     bw_time = max(bw_time, nbytes * busbw_factor(op, p) / proto.max_busbw_Bps)
                     scale = bw_time / (nbytes * k) if k > 0 else scale
+                if name == "nvls" and nbytes > 0 and k > 0:
+                    # the switch reduces each device's data no faster than its reduction rate
+                    rate = self.system.fabric.switch_reduction_Bps
+                    cap = nbytes / (rate * proto.bw_fraction * ramp)
+                    if cap > bw_time:
+                        bw_time, scale = cap, cap / (nbytes * k)
                 lat = latency_s(self.system, proto, group, sched.steps, cross_rail=sched.cross_rail)
                 if name == "tree":
                     lat += sched.steps.get(LinkClass.NETWORK, 0.0) * self.lib.tree_level_latency_s
+                elif name == "nvls":
+                    lat += self.system.fabric.switch_reduction_latency_s
                 c = Choice(
                     name, proto.name, lat + bw_time, lat, k, scale, sched.wire_per_rank, neck
                 )

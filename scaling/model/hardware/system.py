@@ -107,7 +107,11 @@ class FabricSpec:
         pcie_latency_s: hardware latency of one device-to-device hop that crosses PCIe switches
             through the host (BRIDGE_GROUPS between groups, PCIE between switches), s.
         pcie_efficiency: achievable fraction of PCIe bandwidth for peer traffic.
-        in_switch_reduction: the switch can reduce in-network (NVLS); unused until algorithms use it.
+        in_switch_reduction: the switch can reduce in-network (NVLS).
+        switch_reduction_Bps: rate at which the switch reduces one device's data (NVLS algbw
+            bound: each device's S goes in and the reduced S comes out no faster), bytes/s.
+        switch_reduction_latency_s: latency of an in-switch reduction on top of its two
+            device-switch steps (NVLS), s.
     """
 
     kind: FabricKind
@@ -119,6 +123,8 @@ class FabricSpec:
     pcie_latency_s: float
     pcie_efficiency: float
     in_switch_reduction: bool = False
+    switch_reduction_Bps: float = float("inf")
+    switch_reduction_latency_s: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
