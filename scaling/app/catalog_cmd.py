@@ -72,6 +72,7 @@ def schema(kind: str, out_file: Path) -> None:
 def examples(fmt: str) -> None:
     """List the bundled example experiments and sweeps; run one by name.
 
+    \b
     Example: scaling run mlu-vs-gpu --set nodes=[1,8]   or   scaling sweep sweeps/ddp-buckets
     """
     import pandas as pd

@@ -147,6 +147,7 @@ def run(
     its reason and a one-line note; the exit code is 2 only if every point is refused (or any,
     with --strict). CONFIG is a YAML file or the name of a bundled example (scaling run --list).
 
+    \b
     Example: scaling run configs/mlu-vs-gpu.yaml --set nodes=[1,8] --out results/x --format json
     """
     from scaling.app.api import feasibility_errors, run_experiment
@@ -249,8 +250,18 @@ def run(
 @click.option(
     "--factor", type=click.IntRange(min=2), default=2, show_default=True, help="Size step factor."
 )
-@click.option("--algo", default=None, help="Force an algorithm (default: the library's tuner).")
-@click.option("--proto", default=None, help="Force a protocol (default: the library's tuner).")
+@click.option(
+    "--algo",
+    default=None,
+    help=f"Force an algorithm: {', '.join(ALGORITHMS)} (default: the library's tuner; one the "
+    "library does not list needs --what-if).",
+)
+@click.option(
+    "--proto",
+    default=None,
+    help="Force a protocol of the system's library, e.g. LL, LL128 or Simple for NCCL "
+    "(topologies/libraries/*.yaml; default: the library's tuner).",
+)
 @click.option(
     "--what-if",
     is_flag=True,
@@ -285,7 +296,11 @@ def collective(
     out_file: Path | None,
     fmt: str,
 ) -> None:
-    """nccl-tests-like table for one collective on a system: size, time, algbw, busbw."""
+    """nccl-tests-like table for one collective on a system: size, time, algbw, busbw.
+
+    \b
+    Example: scaling collective --system dgx-a100 --nodes 8 --sizes 1M:1G --algo ring --out -
+    """
     from scaling.app.collective import collective_table, format_collective_table, size_range
     from scaling.io.topology import load_system
 
@@ -390,7 +405,11 @@ def _one_job(config: Path, overrides: tuple[str, ...], what: str):
 @_set_option
 @_user_errors
 def trace(config: Path, out_file: Path, ranks: str | None, overrides: tuple[str, ...]) -> None:
-    """Write one steady-state step as Chrome Trace Event JSON (open it in ui.perfetto.dev)."""
+    """Write one steady-state step as Chrome Trace Event JSON (open it in ui.perfetto.dev).
+
+    \b
+    Example: scaling trace mlu-vs-gpu --set systems=[dgx-a100] --set nodes=[2] --out step.json
+    """
     import json
 
     from scaling.io.trace import chrome_trace
@@ -634,6 +653,7 @@ def explain(
     memory bandwidth, memory capacity, scale-up link, scale-out network and collective library by
     Shapley values over swapping those components between the systems.
 
+    \b
     Example: scaling explain configs/mlu-vs-gpu.yaml --set nodes=[64] --vs dgx-a100 mlu370-x8
     """
     p = Printer(fmt)
@@ -693,6 +713,7 @@ def explain(
 def systems(fmt: str) -> None:
     """List the system catalog with the confidence of each headline number.
 
+    \b
     Example: scaling systems --format csv > systems.csv
     """
     from scaling.io.topology import available_systems, load_system
@@ -748,6 +769,7 @@ def systems(fmt: str) -> None:
 def metrics(fmt: str) -> None:
     """Print every metric's name, unit and definition.
 
+    \b
     Example: scaling metrics --format markdown
     """
     import pandas as pd

@@ -21,7 +21,11 @@ _user_errors = user_errors
 
 @click.group()
 def baseline() -> None:
-    """Golden scaling curves (regression baselines): regenerate them with `update`."""
+    """Golden scaling curves (regression baselines): regenerate them with `update`.
+
+    \b
+    Example: scaling baseline update --only mlu-vs-gpu
+    """
 
 
 @baseline.command()
@@ -55,6 +59,9 @@ def update(out_dir: Path, config_dir: Path, only: tuple[str, ...]) -> None:
     A baseline whose inputs and values did not change is left untouched (date included), so
     regenerating gives no diff; a changed one shows what moved. If any invariant is violated
     nothing is written and the exit code is 1.
+
+    \b
+    Example: scaling baseline update --only mlu-vs-gpu
     """
     from scaling.golden import update_baselines
 
@@ -128,6 +135,9 @@ def compare(
     results.csv (a run folder, or a baseline such as tests/golden/mlu-vs-gpu). Prints the
     relative difference of each metric per point; exit code 0 when all are within tolerance,
     1 when not (the values are listed), 2 for bad input.
+
+    \b
+    Example: scaling compare results/mlu-vs-gpu tests/golden/mlu-vs-gpu --format json
     """
     from scaling.golden import DEFAULT_ATOL, DEFAULT_RTOL, compare_frames, curve_names
     from scaling.io.results import read_results

@@ -145,6 +145,9 @@ def sweep(
     Each finished run is saved at once in OUT/runs/<run key>.parquet, so an interrupted
     sweep resumes where it stopped; then every run is gathered into OUT/results.parquet with
     scaling efficiency, and the plots are drawn.
+
+    \b
+    Example: scaling sweep sweeps/ddp-buckets --out results/ddp -j 2 --format csv
     """
     from scaling.sweep import expand, load_sweep, make_executor, run_sweep
 
@@ -237,6 +240,9 @@ def plot(results: Path, out_dir: Path | None, formats: tuple[str, ...], title: s
 
     Draws scaling efficiency, tokens/s per accelerator and exposed-communication share against
     accelerators, one line per system and strategy (and per sweep-axis value).
+
+    \b
+    Example: scaling plot results/ddp --format pdf
     """
     from scaling.io.plots import axis_columns, plot_sweep
     from scaling.io.results import read_results

@@ -776,6 +776,9 @@ def validate(out_dir: Path | None, studies: tuple[str, ...], table: bool, fmt: s
     Per study: each point's measured and modelled value, its error and whether it was used for
     fitting (calibration) or held out (validation), the two MAPEs apart, and the study's
     tolerance. Exits 1 when a study misses its tolerance.
+
+    \b
+    Example: scaling validate --study nccl --format csv > validation.csv
     """
     rep = run_validation(prefixes=studies)
     if not rep.studies:

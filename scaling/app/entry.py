@@ -1,0 +1,72 @@
+"""The ``scaling`` console entry point: ``scaling --help`` and ``scaling --version`` in a
+fraction of a second.
+
+The commands live in :mod:`scaling.app.cli` (whose imports pull in numpy, pandas and pydantic);
+this group loads it only when a command runs or shows its own help. The group's help lists each
+command's first docstring paragraph from :data:`COMMANDS`, a copy that tests/test_ecosystem.py
+checks against the commands themselves.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from scaling._version import __version__
+
+#: every command → the first paragraph of its help (what ``scaling --help`` lists)
+COMMANDS: dict[str, str] = {
+    "baseline": "Golden scaling curves (regression baselines): regenerate them with `update`.",
+    "collective": "nccl-tests-like table for one collective on a system: size, time, algbw, busbw.",
+    "compare": "Compare RESULTS with BASELINE point by point (system, strategy, model, nodes).",
+    "examples": "List the bundled example experiments and sweeps; run one by name.",
+    "explain": "Where each point's step went (compute, exposed communication by collective and "
+    "tier).",
+    "metrics": "Print every metric's name, unit and definition.",
+    "plot": "Plot a results table: RESULTS is a results.parquet/.csv file or a run/sweep folder.",
+    "run": "Run every (system, nodes) point of an experiment CONFIG; print and save the table.",
+    "schedule": "The ordered collectives one rank issues in one step, to check against a "
+    "PyTorch job.",
+    "schema": "Print the JSON Schema of an input file KIND: experiment, sweep, topology or "
+    "library.",
+    "sweep": "Run a parameter sweep SPEC (or a plain experiment: one point) point by point.",
+    "systems": "List the system catalog with the confidence of each headline number.",
+    "trace": "Write one steady-state step as Chrome Trace Event JSON (open it in ui.perfetto.dev).",
+    "validate": "Compare the model with every published measurement the package holds.",
+}
+
+#: the group's help (the same as :func:`scaling.app.cli.main`'s, checked by a test)
+HELP = "Simulate distributed training (DDP) on GPU, MLU and NPU clusters and compare scaling."
+
+
+def short_help(name: str, limit: int) -> str:
+    """Command ``name``'s help line in ``scaling --help``, cut to ``limit`` as click cuts it."""
+    return click.Command(name, help=COMMANDS[name]).get_short_help_str(limit)
+
+
+class LazyGroup(click.Group):
+    """A group whose commands are :mod:`scaling.app.cli`'s, imported on first use."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in COMMANDS:
+            return None
+        from scaling.app.cli import main as full
+
+        return full.get_command(ctx, cmd_name)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        names = self.list_commands(ctx)
+        limit = formatter.width - 6 - max(len(n) for n in names)
+        rows = [(n, short_help(n, limit)) for n in names]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+
+@click.group(cls=LazyGroup, help=HELP, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="scaling")
+def main(**_: Any) -> None:
+    pass
