@@ -351,6 +351,8 @@ def test_out_folder_of_another_experiment_needs_force(tmp_path, small_run):
     # an option that does nothing without another is refused
     code, _, err = _split("explain", str(cfg), "--out", str(tmp_path / "e"))
     assert code == 2 and "--out: only used with --vs" in err
+    code, _, err = _split("run", str(cfg), "--jobs", "2", "--out", str(tmp_path / "j"))
+    assert code == 2 and "only used with --replicas" in err and not (tmp_path / "j").exists()
 
 
 # --- 7. start-up, and every command's help and a minimal run ---------------------------------

@@ -156,6 +156,8 @@ def run(
     from scaling.io.plots import plot_scaling_efficiency
     from scaling.io.results import write_outputs
 
+    if n_jobs is not None and replicas == 1:
+        _fail(f"--jobs {n_jobs}: only used with --replicas N (N > 1); a plain run is one process")
     loaded = load_experiment(config, list(overrides))
     if check:
         errs = feasibility_errors(loaded)
