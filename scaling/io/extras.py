@@ -33,7 +33,10 @@ def install_hint(extra: str) -> str:
     """``pip install …`` for ``extra``: its requirements, and this package with the extra."""
     reqs = " ".join(f"'{r}'" for r in extra_requirements(extra)) or f"(the '{extra}' extra)"
     root = _source_root()
-    where = f"'{root}[{extra}]'" if root else f"'scaling-<version>-py3-none-any.whl[{extra}]'"
+    from scaling._version import __version__
+
+    wheel = f"{DISTRIBUTION}-{__version__}-py3-none-any.whl"
+    where = f"'{root}[{extra}]'" if root else f"'{wheel}[{extra}]'"
     return (
         f"pip install {reqs} (or this package with the extra: pip install {where}; not from PyPI)"
     )
