@@ -147,6 +147,8 @@ def assert_clean(code: int, out: str, exc: BaseException | None, names: list[str
         assert len(lines) == 1 and lines[0].startswith("error: "), out
         msg = lines[0]
         named = any(re.search(re.escape(n) + r"(:\d+|:| \(--set\))", msg) for n in names)
+        # or the file the mutation led to (a topology, a library) with its line
+        named = named or re.search(r"\.ya?ml:\d+: \S", msg) is not None
         assert named or any(s in msg for s in INFEASIBLE), msg
 
 
@@ -338,10 +340,7 @@ def _big_sweep() -> str:
 
 @pytest.mark.parametrize(
     "label",
-    [
-        pytest.param(k, marks=[] if k in ("alias bomb file",) else pytest.mark.slow)
-        for k in HUGE
-    ],
+    [pytest.param(k, marks=[] if k in ("alias bomb file",) else pytest.mark.slow) for k in HUGE],
 )
 def test_huge_input_refused_fast_and_small(tmp_path, label) -> None:
     code, err, rss = run_limited(HUGE[label](tmp_path), tmp_path)
@@ -586,6 +585,8 @@ def test_algo_the_library_lacks_needs_what_if() -> None:
         ("name=" + "n" * 300, "name"),
         ("simulation.seed=100000000000000000000", "simulation.seed"),
         ("failures={mtbf_per_device_h: .inf, checkpoint_write_s: 1}", "finite"),
+        ("nodes=[" + ",".join(map(str, range(1, 1202))) + "]", "at most 1000 items"),
+        ("simulation.max_ranks=.inf", "simulation.max_ranks"),
     ],
 )
 def test_config_meaningless_values(override, fragment) -> None:

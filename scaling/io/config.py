@@ -356,13 +356,14 @@ class ExperimentConfig(_Strict):
     name: str = "experiment"  # names the output folder results/<name> (see safe_name)
     description: str = ""
     model: str | ModelConfig  # a preset name, or a mapping describing the model
-    systems: Annotated[list[str], Field(min_length=1)]
-    nodes: Annotated[list[PosInt], Field(min_length=1)]
+    # list lengths bounded: an experiment is systems x strategies x nodes runs, all built first
+    systems: Annotated[list[str], Field(min_length=1, max_length=100)]
+    nodes: Annotated[list[PosInt], Field(min_length=1, max_length=1000)]
     strategy: Annotated[DDPConfig | FSDPConfig, Field(discriminator="kind")] = DDPConfig()
     strategies: (
         Annotated[
             list[Annotated[DDPConfig | FSDPConfig, Field(discriminator="kind")]],
-            Field(min_length=1),
+            Field(min_length=1, max_length=100),
         ]
         | None
     ) = None

@@ -266,6 +266,8 @@ def _expected(err: dict[str, Any]) -> str:
     }
     if t in simple:
         return simple[t]
+    if t == "too_long":
+        return f"a list of at most {ctx.get('max_length')} items"
     if t == "value_error":
         return err["msg"].removeprefix("Value error, ")
     if t == "union_tag_invalid":
