@@ -384,6 +384,13 @@ def test_micro_batch_limit() -> None:
     assert "micro-batches" in out and "simulation.max_micro_batches" in out
 
 
+def test_schedule_step_limit() -> None:
+    code, out, exc = cli("schedule", str(REPO / "configs" / "mlu-vs-gpu.yaml"), "--set",
+                         "systems=[dgx-a100]", "--set", "nodes=[1]", "--set", "strategies=null",
+                         "--step", "999999")  # fmt: skip
+    assert exc is None and code == 2 and "simulation.max_micro_batches" in out
+
+
 def test_collective_rank_limit_and_knob() -> None:
     code, out, _ = cli("collective", "--system", "dgx-a100", "--nodes", "100000", "--sizes", "1M")
     assert code == 2 and "800,000 ranks" in out and "--max-ranks" in out

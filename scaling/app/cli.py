@@ -500,6 +500,13 @@ def schedule(
         shown = 2 if step is None else SETUP_STEP if step == "setup" else int(step)
     else:
         _fail(f"--step {step!r}: expected an iteration number (0, 1, …) or 'setup'")
+    limit = exp.config.simulation.max_micro_batches
+    if (shown + 1) * job.training.grad_accum > limit:
+        _fail(
+            f"--step {step}: simulating steps 0-{shown} x grad_accum_steps "
+            f"{job.training.grad_accum} is more than simulation.max_micro_batches ({limit:,}) "
+            "micro-batches; raise it with --set simulation.max_micro_batches=N"
+        )
     job = replace(job, sim=replace(job.sim, warmup_steps=0, steps=max(shown + 1, 3)))
     res, tl = run_job_detailed(job, trace=True)
     calls = rank_schedule(tl, shown, rank)
