@@ -140,7 +140,7 @@ def check_yaml_limits(text: str, where: str) -> None:
             )
 
     for ev in yaml.parse(text, Loader=yaml.SafeLoader):
-        line = ev.start_mark.line + 1
+        line = ev.start_mark.line + 1 if ev.start_mark else 0
         if isinstance(ev, yaml.CollectionStartEvent):
             if len(stack) >= MAX_YAML_DEPTH:
                 raise ConfigError(
@@ -171,7 +171,7 @@ def check_yaml_limits(text: str, where: str) -> None:
                     f"{where}:{line}: alias *{ev.anchor} refers to a mapping or list that "
                     "contains it; expected a tree"
                 )
-            add(sizes.get(ev.anchor, 1), line)
+            add(sizes.get(ev.anchor or "", 1), line)
 
 
 def parse_yaml(text: str, where: str, what: str = "config") -> tuple[dict[str, Any], LineMap]:
@@ -199,9 +199,9 @@ def parse_yaml(text: str, where: str, what: str = "config") -> tuple[dict[str, A
         msg = " ".join(str(x) for x in (e.context, e.problem) if x)
         raise ConfigError(f"{where}{line}: YAML syntax error: {msg}") from None
     except yaml.reader.ReaderError as e:
-        line = text[: e.position].count("\n") + 1
+        at = text[: e.position].count("\n") + 1
         raise ConfigError(
-            f"{where}:{line}: not valid YAML: character {e.character!r} is not allowed "
+            f"{where}:{at}: not valid YAML: character {e.character!r} is not allowed "
             "(control characters other than tab and newline)"
         ) from None
     except yaml.YAMLError as e:

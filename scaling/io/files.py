@@ -70,7 +70,11 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
 
 def write_text_atomic(path: Path, text: str) -> None:
     """:func:`atomic_write` of a text file."""
-    atomic_write(path, lambda p: p.write_text(text))
+
+    def write(p: Path) -> None:
+        p.write_text(text)
+
+    atomic_write(path, write)
 
 
 #: Parquet schema-metadata key of a file's content checksum (:func:`stamp_checksum`)
