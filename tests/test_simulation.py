@@ -217,7 +217,10 @@ def test_fp32_gradients_double_ddp_bytes() -> None:
     amp = simulate(base)  # default: fp32 parameters and gradients (AMP)
     bf16 = simulate(base | {"training": {"param_dtype": "bf16"}})
     hook = simulate(base | {"strategy": {"comm_hook": "bf16_compress"}})
-    assert amp.comm_bytes_per_rank == pytest.approx(2 * bf16.comm_bytes_per_rank, rel=1e-12)
+    # Not exact: the small first bucket's boundary falls on a different tensor in each dtype, and
+    # at ~8-17 MB on 2 nodes the tuner runs it as a ring (wire 2(p−1)/p·S), the rest as trees
+    # (2·S): a few hundred bytes in 2.8 GB.
+    assert amp.comm_bytes_per_rank == pytest.approx(2 * bf16.comm_bytes_per_rank, rel=1e-6)
     assert hook.comm_bytes_per_rank == pytest.approx(bf16.comm_bytes_per_rank, rel=1e-12)
     assert amp.peak_mem_GiB > bf16.peak_mem_GiB  # fp32 weights, grads, Adam moments, buckets
 
