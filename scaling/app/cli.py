@@ -152,7 +152,7 @@ def run(
     """
     from scaling.app.api import feasibility_errors, run_experiment
     from scaling.io.config import load_experiment
-    from scaling.io.files import make_dir
+    from scaling.io.files import atomic_write, make_dir
     from scaling.io.plots import plot_scaling_efficiency
     from scaling.io.results import write_outputs
 
@@ -204,7 +204,7 @@ def run(
         else:
             t = seed.table2(res.ok)
             p.say(seed.format_table2(t))
-        t.to_csv(out / f"{exp.config.report}.csv", index=False)
+        atomic_write(out / f"{exp.config.report}.csv", lambda f: t.to_csv(f, index=False))
     if not no_plot:
         paths["plot"] = plot_scaling_efficiency(
             res.table, out / "scaling_efficiency.png", f"{exp.config.name}: {exp.config.model_name}"
@@ -222,7 +222,7 @@ def run(
         p.say(f"{replicas} replicas per point:")
         p.say(format_summary(summary))
         for name, df in (("replicas", table), ("replica_summary", summary)):
-            df.to_csv(out / f"{name}.csv", index=False)
+            atomic_write(out / f"{name}.csv", lambda f, df=df: df.to_csv(f, index=False))
             paths[name] = out / f"{name}.csv"
     p.say("wrote " + ", ".join(str(f) for f in paths.values()))
 
