@@ -222,7 +222,11 @@ def run(
         p.say(f"{replicas} replicas per point:")
         p.say(format_summary(summary))
         for name, df in (("replicas", table), ("replica_summary", summary)):
-            atomic_write(out / f"{name}.csv", lambda f, df=df: df.to_csv(f, index=False))
+
+            def write(f: Path, df: Any = df) -> None:
+                df.to_csv(f, index=False)
+
+            atomic_write(out / f"{name}.csv", write)
             paths[name] = out / f"{name}.csv"
     p.say("wrote " + ", ".join(str(f) for f in paths.values()))
 

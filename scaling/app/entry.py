@@ -49,9 +49,11 @@ class LazyGroup(click.Group):
     """A group whose commands are :mod:`scaling.app.cli`'s, imported on first use."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
+        """Every command name, in the order of the full CLI."""
         return sorted(COMMANDS)
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        """The command, loading the full CLI only now (keeps --help fast)."""
         if cmd_name not in COMMANDS:
             return None
         from scaling.app.cli import main as full
@@ -59,6 +61,7 @@ class LazyGroup(click.Group):
         return full.get_command(ctx, cmd_name)
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """List each command with its first help paragraph, without importing it."""
         names = self.list_commands(ctx)
         limit = formatter.width - 6 - max(len(n) for n in names)
         rows = [(n, short_help(n, limit)) for n in names]
@@ -69,4 +72,5 @@ class LazyGroup(click.Group):
 @click.group(cls=LazyGroup, help=HELP, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="scaling")
 def main(**_: Any) -> None:
+    """The ``scaling`` console entry point."""
     pass

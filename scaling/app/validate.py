@@ -77,10 +77,12 @@ class StudyResult:
 
     @property
     def calibration(self) -> tuple[Point, ...]:
+        """Points used to fit constants."""
         return tuple(p for p in self.points if p.fitted)
 
     @property
     def validation(self) -> tuple[Point, ...]:
+        """Points held out from fitting."""
         return tuple(p for p in self.points if not p.fitted)
 
     @property
@@ -90,10 +92,12 @@ class StudyResult:
 
     @property
     def mape_calibration(self) -> float | None:
+        """MAPE over the calibration points (None without any)."""
         return _mape(self.calibration)
 
     @property
     def mape_validation(self) -> float | None:
+        """MAPE over the validation points (None without any)."""
         return _mape(self.validation)
 
     @property
@@ -470,6 +474,7 @@ def fa2_gpt3_point(overrides: DeviceOverrides | None = None) -> Point:
 
 
 def study_fa2(overrides: DeviceOverrides | None = None) -> list[StudyResult]:
+    """FlashAttention-2 GPT-3 1.3B on 8 A100 (the fitted compute point)."""
     return [
         StudyResult(
             "compute-a100-flashattention2-gpt3-1.3b",
@@ -510,6 +515,7 @@ def megatron_point(overrides: DeviceOverrides | None = None) -> Point:
 
 
 def study_megatron(overrides: DeviceOverrides | None = None) -> list[StudyResult]:
+    """Megatron-LM GPT 1.7B, 32 A100 data-parallel (SC21 Table 1), not fitted."""
     return [
         StudyResult(
             "e2e-megatron-gpt1.7b-32a100",
@@ -616,6 +622,7 @@ class Report:
 
     @property
     def ok(self) -> bool:
+        """No study failed and none passed unexpectedly."""
         return all(s.status not in ("FAIL", "unexpected pass") for s in self.studies)
 
 

@@ -56,6 +56,7 @@ class Refusal:
     reason: str
 
     def as_dict(self) -> dict[str, Any]:
+        """The metadata as written to baseline.yaml."""
         return {
             "system": self.system,
             "strategy": self.strategy,
@@ -162,6 +163,7 @@ class Baseline:
     inputs: dict[str, Any] | None = None
 
     def refusal_of(self, system: str, strategy: str, nodes: int) -> str | None:
+        """Why the baseline refused this point, or None if it ran."""
         for r in (self.meta or {}).get("refused") or []:
             if r["system"] == system and r["strategy"] == strategy and nodes in r["nodes"]:
                 return str(r["reason"])

@@ -77,19 +77,23 @@ class Comparison:
 
     @property
     def failures(self) -> pd.DataFrame:
+        """Rows (point, metric) beyond tolerance."""
         return self.values[~self.values["ok"].astype(bool)]
 
     @property
     def n_points(self) -> int:
+        """Points compared."""
         return len(self.values.drop_duplicates(list(KEY_COLUMNS)))
 
     @property
     def failing_points(self) -> list[tuple[Any, ...]]:
+        """Keys of the points with at least one metric beyond tolerance."""
         f = self.failures.drop_duplicates(list(KEY_COLUMNS))
         return [tuple(r) for r in f[list(KEY_COLUMNS)].itertuples(index=False)]
 
     @property
     def ok(self) -> bool:
+        """Every compared value within tolerance."""
         missing = not self.allow_missing and (self.only_in_results or self.only_in_baseline)
         return bool(self.values["ok"].all()) and not missing
 
@@ -132,6 +136,7 @@ class Comparison:
         return format_table(header, rows, align="lllll") + more
 
     def summary(self) -> str:
+        """One line: how many points and the largest relative difference."""
         tol = f"rtol={self.rtol:g}, atol={self.atol:g}"
         if len(self.failures) == 0:
             worst = self.values["rel_diff"].abs().max() if len(self.values) else 0.0

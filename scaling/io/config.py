@@ -108,6 +108,7 @@ class DDPConfig(_Strict):
         return self
 
     def to_spec(self) -> DDPSpec:
+        """The model-layer DDP spec (MiB converted to bytes)."""
         # PyTorch's "MB" are MiB: bucket_cap_mb * 1024 * 1024 bytes.
         first = self.first_bucket_MB
         return DDPSpec(
@@ -158,6 +159,7 @@ class FSDPConfig(_Strict):
         return self
 
     def to_spec(self) -> FSDPSpec:
+        """The model-layer FSDP spec (FSDP2 reshard options resolved)."""
         raf = self.reshard_after_forward
         sharding = ShardingStrategy.SHARD_GRAD_OP if raf is False else self.sharding
         k = raf if (raf is not None and not isinstance(raf, bool)) else None
@@ -191,6 +193,7 @@ class TrainingConfig(_Strict):
     param_dtype: Literal["fp32", "bf16", "fp16"] = "fp32"
 
     def to_spec(self) -> TrainingSpec:
+        """The model-layer training spec."""
         return TrainingSpec(
             self.micro_batch_size,
             self.grad_accum_steps,
@@ -232,6 +235,7 @@ class SimulationConfig(_Strict):
         return d
 
     def to_spec(self) -> SimSpec:
+        """The model-layer simulation spec."""
         return SimSpec(
             self.steps, self.warmup_steps, self.seed, self.compute_jitter_cv, network=self.network
         )
@@ -260,6 +264,7 @@ class VariabilityConfig(_Strict):
         return self
 
     def to_spec(self) -> VariabilitySpec:
+        """The model-layer variability spec (microseconds to seconds)."""
         return VariabilitySpec(
             self.slow_rank_fraction,
             self.slow_rank_slowdown,
@@ -289,6 +294,7 @@ class FailuresConfig(_Strict):
         return self
 
     def to_spec(self) -> FailureSpec:
+        """The model-layer failure spec (hours/minutes to seconds)."""
         return FailureSpec(
             self.mtbf_per_device_h,
             self.checkpoint_write_s,
@@ -333,6 +339,7 @@ class ModelConfig(_Strict):
         return self
 
     def to_shape(self) -> TransformerShape:
+        """The model shape this mapping describes."""
         return TransformerShape(
             self.name,
             self.layers,

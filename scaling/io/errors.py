@@ -8,6 +8,7 @@ the field path, the bad value and what was expected, e.g.::
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -38,15 +39,19 @@ class LineMap:
         self._overridden.add(tuple(path))
 
     def overridden(self, path: tuple[Any, ...]) -> bool:
+        """Whether ``path`` (or a parent) was set by --set rather than the file."""
         return any(tuple(path[:i]) in self._overridden for i in range(len(path) + 1))
 
     def add(self, path: tuple[Any, ...], line: int) -> None:
+        """Record that the key at ``path`` starts on ``line``."""
         self._lines[path] = line
 
     def line_of_exact(self, path: tuple[Any, ...]) -> int | None:
+        """Line of exactly ``path``, or None."""
         return self._lines.get(tuple(path))
 
     def line_of(self, path: tuple[Any, ...]) -> int | None:
+        """Line of ``path`` or of its nearest recorded parent, or None."""
         # Fall back to the closest ancestor that has a line (a missing field → its parent).
         for i in range(len(path), -1, -1):
             hit = self._lines.get(tuple(path[:i]))
@@ -229,7 +234,7 @@ RETIRED_FIELDS = {
 }
 
 
-def _expected(err: dict[str, Any]) -> str:
+def _expected(err: Mapping[str, Any]) -> str:
     t, ctx = err["type"], err.get("ctx") or {}
     if t == "extra_forbidden":
         loc = err.get("loc") or ()

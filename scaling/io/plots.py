@@ -104,7 +104,10 @@ def plot_metric(
         fig = Figure(figsize=(11 if many else 7, 4.5), dpi=120)
         ax = fig.subplots()
     else:
-        fig = ax.figure
+        root = ax.get_figure(root=True)
+        if root is None:  # an Axes always belongs to a figure
+            raise ValueError("ax belongs to no figure")
+        fig = root
     cmap = colormaps["tab10" if len(series) <= 10 else "tab20"]
     markers = "osD^v<>ph*"
     for k, (label, g) in enumerate(series):

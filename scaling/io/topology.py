@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -229,7 +230,7 @@ class LibrarySchema(_Strict):
 
     @model_validator(mode="after")
     def _all_classes(self) -> LibrarySchema:
-        tables = [("bw_efficiency", self.bw_efficiency)]
+        tables: list[tuple[str, Mapping[LinkClass, Any]]] = [("bw_efficiency", self.bw_efficiency)]
         if self.step_latency_us is not None:
             tables.append(("step_latency_us", self.step_latency_us))
         tables += [

@@ -68,14 +68,17 @@ class VariabilitySpec:
 
     @property
     def slow_ranks(self) -> bool:
+        """Some ranks are persistently slow."""
         return self.slow_rank_fraction > 0 and self.slow_rank_slowdown != 1.0
 
     @property
     def host_noise(self) -> bool:
+        """Ranks see OS/host interruptions."""
         return self.host_noise_rate_per_s > 0 and self.host_noise_duration_s > 0
 
     @property
     def degraded_nics(self) -> bool:
+        """Some NICs run below their rate."""
         return self.degraded_nic_fraction > 0 and self.degraded_nic_bw_fraction < 1.0
 
     @property
@@ -98,6 +101,7 @@ class Layout:
 
     @property
     def degraded_nodes(self) -> frozenset[int]:
+        """Nodes holding at least one degraded NIC."""
         return frozenset(n for n, _ in self.degraded)
 
 

@@ -50,6 +50,7 @@ class SweepExecutor(ABC):
         """Yield ``(index into args, ok, result or error line)`` in completion order."""
 
     def describe(self) -> str:
+        """One line saying how runs are executed."""
         return type(self).__name__
 
     def close(self) -> None:  # noqa: B027 (optional: most executors hold nothing)
@@ -66,6 +67,7 @@ class SerialExecutor(SweepExecutor):
     """Runs every call in the calling process, one after the other (``--jobs 1``)."""
 
     def imap_unordered(self, fn: Callable[[Any], Any], args: Sequence[Any]) -> Iterator[Outcome]:
+        """Apply ``fn`` to every argument; yield outcomes as they finish."""
         for i, a in enumerate(args):
             try:
                 value = fn(a)
@@ -75,6 +77,7 @@ class SerialExecutor(SweepExecutor):
                 yield i, True, value
 
     def describe(self) -> str:
+        """One line saying how runs are executed."""
         return "in process" + (f" ({self.note})" if self.note else "")
 
 
@@ -136,6 +139,7 @@ class LocalPoolExecutor(SweepExecutor):
         self._pool: ProcessPoolExecutor | None = None
 
     def describe(self) -> str:
+        """One line saying how runs are executed."""
         note = f" ({self.note})" if self.note else ""
         return f"local pool of {self.workers} process{'es' if self.workers > 1 else ''}{note}"
 
@@ -160,11 +164,13 @@ class LocalPoolExecutor(SweepExecutor):
             proc.join(timeout=5)
 
     def close(self) -> None:
+        """Shut the pool down."""
         pool, self._pool = self._pool, None
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
 
     def imap_unordered(self, fn: Callable[[Any], Any], args: Sequence[Any]) -> Iterator[Outcome]:
+        """Apply ``fn`` to every argument in the pool; yield outcomes as they finish."""
         pending: deque[int] = deque(range(len(args)))
         suspects: deque[int] = deque()  # were in flight when a worker died
         inflight: dict[Future[Any], int] = {}
@@ -252,6 +258,7 @@ class DaskExecutor(SweepExecutor):
         self._cluster: Any = None
 
     def describe(self) -> str:
+        """One line saying how runs are executed."""
         if self.address:
             return f"Dask scheduler {self.address}"
         return f"Dask LocalCluster of {self.local_workers} worker processes"
@@ -288,6 +295,7 @@ class DaskExecutor(SweepExecutor):
         return self._client
 
     def close(self) -> None:
+        """Release the Dask client (and the local cluster it started)."""
         client, cluster = self._client, self._cluster
         self._client = self._cluster = None
         if client is not None:
@@ -296,6 +304,7 @@ class DaskExecutor(SweepExecutor):
             cluster.close()
 
     def imap_unordered(self, fn: Callable[[Any], Any], args: Sequence[Any]) -> Iterator[Outcome]:
+        """Submit every argument to Dask; yield outcomes as they finish."""
         if not args:
             return
         client = self._start()

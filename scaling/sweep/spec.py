@@ -173,6 +173,7 @@ class Point:
     experiment: LoadedExperiment
 
     def overrides(self) -> dict[str, Any]:
+        """The point axis values as --set style overrides."""
         return {v.path: v.value for v in self.values}
 
 
@@ -196,14 +197,17 @@ class RunSpec:
 
     @property
     def system(self) -> str:
+        """System of this run."""
         return self.job.system.name
 
     @property
     def strategy(self) -> str:
+        """Strategy label of this run."""
         return self.job.strategy.label
 
     @property
     def nodes(self) -> int:
+        """Node count of this run."""
         return self.job.nodes
 
     def identity(self) -> dict[str, Any]:
@@ -265,12 +269,14 @@ class LoadedSweep:
 
     @property
     def name(self) -> str:
+        """The sweep name."""
         if self.spec.name:
             return self.spec.name
         name = self.base.get("name")
         return name if isinstance(name, str) and name else "sweep"
 
     def axis_paths(self) -> list[str]:
+        """Dotted paths of every axis (grid and zip), in order."""
         return [p for dim in self.spec.dimensions() for p in dim]
 
     def axis_columns(self) -> dict[str, str]:

@@ -112,6 +112,7 @@ class TrainingRun:
 
     @property
     def goodput(self) -> float:
+        """Useful training time / wall time (1 = no loss)."""
         return self.useful_s / self.wall_s if self.wall_s > 0 else 1.0
 
 

@@ -314,6 +314,7 @@ class Algorithms:
 
     # ---- algorithms ----------------------------------------------------------------------
     def ring(self, op: CollectiveOp, group: Group) -> Schedule:
+        """Ring (multi-channel, rail-aligned) schedule of ``op`` on ``group``."""
         p = group.size
         if op is CollectiveOp.ALL_TO_ALL:
             raise NotApplicable("ring all-to-all is not implemented by any library profile")
@@ -470,6 +471,7 @@ class Algorithms:
         )
 
     def build(self, name: str, op: CollectiveOp, group: Group) -> Schedule:
+        """Schedule of the named algorithm; NotApplicable if it does not exist here."""
         if group.lanes > 1:
             # sibling communicators at once: the union of their flows, phase by phase
             parts = [self.build(name, op, group.lane(j)) for j in range(group.lanes)]

@@ -72,7 +72,9 @@ class CollectiveCost:
 class CollectiveCostModel(Protocol):
     """Anything that can price a collective for a group (analytic now, flow-level next)."""
 
-    def cost(self, op: CollectiveOp, nbytes: float, group: Group) -> CollectiveCost: ...
+    def cost(self, op: CollectiveOp, nbytes: float, group: Group) -> CollectiveCost:
+        """Uncontended cost of one call of ``op`` on ``nbytes`` (nccl-tests size) over ``group``."""
+        ...
 
 
 class AnalyticCostModel:

@@ -214,7 +214,9 @@ class FlowCollectives:
         value is ``"algorithm/protocol"``."""
         return self.env.process(self._run_named(op, nbytes, group))
 
-    def _run_named(self, op: CollectiveOp, nbytes: float, group: Group):
+    def _run_named(
+        self, op: CollectiveOp, nbytes: float, group: Group
+    ) -> Generator[simpy.Event, object, str]:
         ch = yield from self.run(op, nbytes, group)
         return f"{ch.algorithm}/{ch.protocol}" if ch else "none"
 

@@ -165,6 +165,7 @@ class ClusterNetwork:
     # ---- shape -------------------------------------------------------------------------
     @property
     def n_devices(self) -> int:
+        """Accelerators in the cluster."""
         return self.nodes * self.g
 
     @property
@@ -194,28 +195,33 @@ class ClusterNetwork:
 
     @property
     def pods(self) -> int:
+        """Pods of the leaf-spine fabric."""
         return math.ceil(self.nodes / self.system.scale_out.nodes_per_leaf)
 
     @property
     def leaves_per_pod(self) -> int:
+        """Leaf switches per pod."""
         return self.system.nics.count if self.system.scale_out.rail_optimized else 1
 
     @property
     def n_leaves(self) -> int:
+        """Leaf switches in the cluster."""
         return self.pods * self.leaves_per_pod if self.nodes > 1 else 0
 
     @property
     def n_spines(self) -> int:
+        """Spine switches in the cluster."""
         so = self.system.scale_out
         per_leaf_nics = so.nodes_per_leaf * (1 if so.rail_optimized else self.system.nics.count)
         return max(1, math.ceil(per_leaf_nics / so.oversubscription))
 
     def leaf_of(self, node: int, nic: int) -> int:
+        """The leaf switch NIC ``nic`` of ``node`` connects to."""
         pod = node // self.system.scale_out.nodes_per_leaf
         return pod * self.leaves_per_pod + (nic if self.system.scale_out.rail_optimized else 0)
 
     # ---- routing -----------------------------------------------------------------------
-    def _l(self, *key) -> int:
+    def _l(self, *key: object) -> int:
         return self._index[key]
 
     def _intra(self, n: int, a: int, b: int) -> list[int]:

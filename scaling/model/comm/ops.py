@@ -15,6 +15,8 @@ ALGORITHMS: tuple[str, ...] = get_args(AlgorithmName)
 
 
 class CollectiveOp(StrEnum):
+    """A collective operation (torch.distributed names)."""
+
     ALL_REDUCE = "all_reduce"
     REDUCE_SCATTER = "reduce_scatter"
     ALL_GATHER = "all_gather"
@@ -49,6 +51,7 @@ class Group:
 
     @property
     def size(self) -> int:
+        """Ranks in one lane of the group."""
         return self.nodes * self.per_node
 
     def lane(self, j: int) -> Group:

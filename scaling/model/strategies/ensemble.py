@@ -83,7 +83,7 @@ class EnsembleStream:
             d *= 1.0 + self.interference
         return d
 
-    def run(self, t: float, name: str, **args) -> Generator[simpy.Event, object, None]:
+    def run(self, t: float, name: str, **args: object) -> Generator[simpy.Event, object, None]:
         """Every rank computes for its own duration of nominal ``t`` seconds."""
         d = self.durations(t)
         self.clock += d
@@ -109,10 +109,12 @@ class EnsembleStream:
         np.maximum(self.clock, done, out=self.clock)
 
     def begin_step(self, step: int) -> None:
+        """Start step ``step`` for every rank."""
         self.step = step
         self.busy[:] = 0.0
         self.log.step_start.append(float(self.clock.min()))
 
     def end_step(self) -> None:
+        """End the step: record every rank end time and busy time."""
         self.log.step_end.append(float(self.clock.max()))
         self.log.compute_busy.append(float(self.busy.mean()))

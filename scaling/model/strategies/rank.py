@@ -72,7 +72,7 @@ class ComputeStream:
         self.noise_rate = noise_rate_per_s if (noise_duration_s > 0 and rng is not None) else 0.0
         self.noise_duration = noise_duration_s
 
-    def run(self, t: float, name: str, **args) -> Generator[simpy.Event, object, None]:
+    def run(self, t: float, name: str, **args: object) -> Generator[simpy.Event, object, None]:
         """Compute for nominal ``t`` seconds."""
         nominal = t
         if self.rng is not None and self.jitter_cv > 0:
@@ -100,10 +100,12 @@ class ComputeStream:
             self.log.spans.append(Span("compute", f"wait:{name}", start, self.env.now, self.step))
 
     def begin_step(self, step: int) -> None:
+        """Start step ``step``: reset busy time, record the start."""
         self.step = step
         self.busy = 0.0
         self.log.step_start.append(self.env.now)
 
     def end_step(self) -> None:
+        """End the step: record its end and the compute-busy time."""
         self.log.step_end.append(self.env.now)
         self.log.compute_busy.append(self.busy)
