@@ -129,16 +129,25 @@ class TransformerShape:
         ]
         return [*self.embedding_tensors(), *blocks, *self.head_tensors()]
 
-    def dim0(self, name: str) -> int:
-        """Size of dimension 0 of parameter ``name`` (what FSDP2 shards): a Linear weight is
-        (out, in), an Embedding (rows, hidden), a bias or norm weight a vector."""
-        n = dict(self.param_tensors())[name]
+    def dim0(self, name: str, numel: int) -> int:
+        """Size of dimension 0 of parameter ``name`` of ``numel`` elements (what FSDP2 shards):
+        a Linear weight is (out, in), an Embedding (rows, hidden), a bias or norm weight a
+        vector."""
+        n = numel
         if name.endswith(".bias") or name.split(".")[-2].startswith("ln"):
             return n
         if name.startswith(("wte.", "wpe.", "lm_head.")):
             return n // self.hidden
         cols = {"fc_out": self.ffn_hidden}.get(name.split(".")[-2], self.hidden)
         return n // cols
+
+    def param_shapes(self) -> list[tuple[str, tuple[int, ...]]]:
+        """(name, dimensions) of every parameter tensor, in registration order."""
+        out: list[tuple[str, tuple[int, ...]]] = []
+        for name, n in self.param_tensors():
+            rows = self.dim0(name, n)
+            out.append((name, (n,) if rows == n else (rows, n // rows)))
+        return out
 
     def grad_ready_order(self, autocast: bool) -> list[tuple[str, int]]:
         """Parameter tensors in the order backward produces their gradients.

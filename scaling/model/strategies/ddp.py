@@ -299,7 +299,7 @@ def setup_broadcasts(shape: TransformerShape, param_dtype: str, world: int) -> l
     ``_sync_module_states`` broadcast of every parameter from rank 0 in buckets of 250 MiB
     (``_broadcast_coalesced``; a bucket closes before it would exceed the size — the recordings
     only cover models below one bucket)."""
-    dims = sum(len(_shape_of(shape, n)) for n, _ in shape.param_tensors())
+    dims = sum(len(dims) for _, dims in shape.param_shapes())
     out: list[tuple] = [
         (CollectiveOp.ALL_GATHER, 8.0 * world, "int64"),
         (CollectiveOp.BROADCAST, 8.0 * 2 * dims, "int64"),
@@ -313,12 +313,6 @@ def setup_broadcasts(shape: TransformerShape, param_dtype: str, world: int) -> l
         size += nbytes
     out.append((CollectiveOp.BROADCAST, size, param_dtype))
     return out
-
-
-def _shape_of(shape: TransformerShape, name: str) -> tuple[int, ...]:
-    """The tensor's dimensions (a vector, or a matrix of dim0 rows)."""
-    n, rows = dict(shape.param_tensors())[name], shape.dim0(name)
-    return (n,) if rows == n else (rows, n // rows)
 
 
 @dataclass(frozen=True, slots=True)

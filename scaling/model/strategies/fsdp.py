@@ -195,7 +195,7 @@ def unit_padded_elements(shape: TransformerShape, shard: int, api: str) -> list[
     def padded(tensors: list[tuple[str, int]], prefix: str = "") -> int:
         total = 0
         for name, n in tensors:
-            rows = shape.dim0(prefix + name)
+            rows = shape.dim0(prefix + name, n)
             total += -(-rows // shard) * shard * (n // rows)
         return total
 
