@@ -9,7 +9,7 @@ from typing import Literal, get_args
 
 import numpy as np
 
-AlgorithmName = Literal["ring", "tree", "rhd", "direct", "hierarchical", "nvls"]
+AlgorithmName = Literal["ring", "tree", "rhd", "direct", "hierarchical", "nvls", "nvls_tree", "pat"]
 #: every collective algorithm the model implements (``comm.algorithms.Algorithms``)
 ALGORITHMS: tuple[str, ...] = get_args(AlgorithmName)
 
