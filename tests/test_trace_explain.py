@@ -100,3 +100,107 @@ def test_trace_needs_one_point(repo, tmp_path) -> None:
         ["trace", str(repo / "configs" / "mlu-vs-gpu.yaml"), "--out", str(tmp_path / "t.json")],
     )
     assert res.exit_code == 2 and "needs one point" in res.output
+
+
+# --- issue 18.9: flow events, integer bytes, strict JSON -------------------------------------
+
+
+def test_trace_flow_events_link_waits_and_ranks(repo, tmp_path) -> None:
+    out = tmp_path / "trace.json"
+    res = CliRunner().invoke(
+        main, ["trace", str(repo / "configs" / "fsdp-mlu-16.yaml"), "--out", str(out)]
+    )
+    assert res.exit_code == 0, res.output
+    text = out.read_text()
+    assert "NaN" not in text and "Infinity" not in text
+    doc = json.loads(text)
+    events = doc["traceEvents"]
+    flows: dict[int, dict[str, dict]] = {}
+    for e in events:
+        if e["ph"] in ("s", "f"):
+            assert e["ph"] not in flows.setdefault(e["id"], {})  # one start, one finish per id
+            flows[e["id"]][e["ph"]] = e
+    assert flows and all(set(pair) == {"s", "f"} for pair in flows.values())
+    slices = [e for e in events if e["ph"] == "X"]
+
+    def enclosing(ev):  # the slice a flow event binds to: same track, ts inside it
+        hits = [
+            s
+            for s in slices
+            if (s["pid"], s["tid"]) == (ev["pid"], ev["tid"])
+            and s["ts"] <= ev["ts"] <= s["ts"] + s["dur"]
+        ]
+        assert hits, ev
+        return hits[0]
+
+    waits = [e for e in slices if e["cat"] == "wait"]
+    by_cat: dict[str, list] = {"wait": [], "collective": []}
+    for pair in flows.values():
+        assert pair["s"]["cat"] == pair["f"]["cat"] and pair["f"]["bp"] == "e"
+        by_cat[pair["s"]["cat"]].append(pair)
+    # every wait of every rank is linked to the collective it waited on, on the same rank
+    assert waits and len(by_cat["wait"]) == len(waits)
+    for pair in by_cat["wait"]:
+        coll, wait = enclosing(pair["s"]), enclosing(pair["f"])
+        assert coll["cat"] == "collective" and wait["cat"] == "wait"
+        assert coll["pid"] == wait["pid"] and wait["name"].startswith(f"wait:{coll['name']}")
+        assert abs((coll["ts"] + coll["dur"]) - (wait["ts"] + wait["dur"])) < 1e-3
+    # the 16 ranks of each collective are chained: 15 links per collective
+    colls = [e for e in slices if e["cat"] == "collective"]
+    assert len(by_cat["collective"]) == len(colls) // 16 * 15
+    for pair in by_cat["collective"][:50]:
+        a, b = enclosing(pair["s"]), enclosing(pair["f"])
+        assert a["cat"] == b["cat"] == "collective" and b["pid"] == a["pid"] + 1
+        assert (a["name"], a["ts"], a["args"]["bytes"]) == (b["name"], b["ts"], b["args"]["bytes"])
+    assert all(isinstance(e["args"]["bytes"], int) for e in colls)
+
+
+def test_chrome_trace_keeps_numbers_finite() -> None:
+    from scaling.io.trace import finite
+
+    doc = finite({"a": float("nan"), "b": [1.0, float("inf")], "c": {"d": (2, -float("inf"))}})
+    assert doc == {"a": None, "b": [1.0, None], "c": {"d": [2, None]}}
+    json.dumps(doc, allow_nan=False)
+
+
+# --- issue 18.8: explain --vs on the sweep executors -----------------------------------------
+
+
+def test_explain_vs_pool_gives_the_serial_numbers() -> None:
+    from scaling.app.cli import attribute_many
+    from scaling.io.topology import load_system
+    from scaling.model.analysis.attribution import attribute
+    from scaling.sweep.executors import LocalPoolExecutor
+
+    base = experiment_from_dict(
+        {
+            "model": "gpt3-125m",
+            "systems": ["dgx-a100"],
+            "nodes": [2],
+            "simulation": {"steps": 1, "warmup_steps": 1},
+        }
+    ).jobs()[0]
+    a, b = load_system("dgx-a100").spec, load_system("mlu370-x8").spec
+    serial = attribute(base, a, b)
+    with LocalPoolExecutor(2) as ex:
+        (pooled,) = attribute_many(base, a, b, [2], ex)
+    assert pooled == serial  # the same floats, not approximately
+    assert serial.gap > 0 and sum(serial.parts.values()) == pytest.approx(serial.gap)
+
+
+def test_explain_vs_cli_shows_progress_and_refuses_jobs_without_vs(tmp_path) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(
+        "model: gpt3-125m\nsystems: [dgx-a100]\nnodes: [1]\n"
+        "simulation: {steps: 1, warmup_steps: 1}\n"
+    )
+    args = ["explain", str(cfg), "--vs", "dgx-a100", "mlu370-x8", "-j", "1", "--format", "csv"]
+    res = CliRunner().invoke(main, ["-v", *args, "--progress"])
+    assert res.exit_code == 0, res.output
+    assert "64 simulations (1 node count(s) x 64 hybrids) on in process" in res.stderr
+    assert "mlu370-x8 vs dgx-a100:" in res.stderr and "/64 [" in res.stderr  # the bar
+    assert res.stdout.splitlines()[0].startswith("nodes,system_a,system_b")
+    quiet = CliRunner().invoke(main, ["-q", *args])
+    assert quiet.exit_code == 0 and quiet.stderr == "" and quiet.stdout == res.stdout
+    res = CliRunner().invoke(main, ["explain", str(cfg), "-j", "2"])
+    assert res.exit_code == 2 and "--jobs: only used with --vs" in res.output

@@ -6,13 +6,13 @@ expected — never a traceback.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Any
 
 import click
 
 from scaling._version import __version__
+from scaling.app.entry import set_verbosity, verbosity_options
 from scaling.app.errors import fail, user_errors
 from scaling.app.output import (
     Printer,
@@ -20,7 +20,10 @@ from scaling.app.output import (
     config_argument,
     format_option,
     is_stdout,
+    progress_bar,
+    progress_option,
     short_reason,
+    want_progress,
 )
 from scaling.io.results import results_cells
 from scaling.model.comm.ops import ALGORITHMS, CollectiveOp
@@ -39,8 +42,11 @@ _set_option = click.option(
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="scaling")
-def main() -> None:
+@verbosity_options
+@click.pass_context
+def main(ctx: click.Context, verbose: int, quiet: bool) -> None:
     """Simulate distributed training (DDP) on GPU, MLU and NPU clusters and compare scaling."""
+    set_verbosity(ctx, verbose, quiet)
 
 
 def _gap_summary(df: Any) -> list[str]:
@@ -127,6 +133,7 @@ def _refuse_points(exp: Any, strict: bool) -> None:
 @click.option(
     "--force", is_flag=True, help="Overwrite an --out folder holding another experiment's results."
 )
+@progress_option
 @format_option
 @_user_errors
 def run(
@@ -140,6 +147,7 @@ def run(
     force: bool,
     check: bool,
     fmt: str,
+    progress: bool | None,
 ) -> None:
     """Run every (system, nodes) point of an experiment CONFIG; print and save the table.
 
@@ -175,7 +183,7 @@ def run(
     _refuse_points(loaded, strict)
     # the output folder before simulating: a bad --out fails now, not after the whole run
     make_dir(out_dir or Path("results") / loaded.config.name)
-    res = run_experiment(loaded, progress=sys.stderr.isatty(), strict=strict)
+    res = run_experiment(loaded, progress=want_progress(progress), strict=strict)
     exp = res.experiment
     out = out_dir or Path("results") / exp.config.name
     h = exp.config_hash()
@@ -286,6 +294,7 @@ def run(
     default=None,
     help="Write the table as CSV (- = stdout; the text table then goes to stderr).",
 )
+@progress_option
 @format_option
 @_user_errors
 def collective(
@@ -301,6 +310,7 @@ def collective(
     max_ranks: int | None,
     out_file: Path | None,
     fmt: str,
+    progress: bool | None,
 ) -> None:
     """nccl-tests-like table for one collective on a system: size, time, algbw, busbw.
 
@@ -338,7 +348,14 @@ def collective(
     if too_big:
         _fail(f"--nodes {nodes}: got {too_big}")
     table = collective_table(
-        spec, nodes, CollectiveOp(op), size_range(sizes, factor), algo, proto, per_node
+        spec,
+        nodes,
+        CollectiveOp(op),
+        size_range(sizes, factor),
+        algo,
+        proto,
+        per_node,
+        progress=want_progress(progress),
     )
     ranks = int(table.ranks.iloc[0])
     p = Printer(fmt, stdout_taken=is_stdout(out_file))
@@ -435,11 +452,12 @@ def trace(config: Path, out_file: Path, ranks: str | None, overrides: tuple[str,
         "step_time_s": res.step_time_s,
     }
     doc = chrome_trace(tl, step, chosen, meta)
+    text = json.dumps(doc, allow_nan=False)  # strict JSON: chrome_trace keeps numbers finite
     if is_stdout(out_file):
-        click.echo(json.dumps(doc))
+        click.echo(text)
     else:
         out_file.parent.mkdir(parents=True, exist_ok=True)
-        out_file.write_text(json.dumps(doc))
+        out_file.write_text(text)
     click.echo(
         f"wrote {out_file}: step {step} of {res.system} x{res.nodes} nodes ({res.strategy}), "
         f"{len(chosen)} ranks, {len(doc['traceEvents'])} events; open it in ui.perfetto.dev",
@@ -556,6 +574,58 @@ def schedule(
         )
 
 
+def _hybrid_point(arg: tuple[Any, Any, Any, tuple[str, ...]]) -> float:
+    """One value of the attribution (runs in a worker): tokens/s per device of ``job`` on
+    system A with the components in ``from_b`` taken from B."""
+    from dataclasses import replace
+
+    from scaling.model.analysis.attribution import hybrid, throughput_per_device
+
+    job, a, b, from_b = arg
+    return throughput_per_device(replace(job, system=hybrid(a, b, frozenset(from_b))))
+
+
+def attribute_many(
+    base: Any, a: Any, b: Any, counts: list[int], executor: Any, bar: Any = None
+) -> list[Any]:
+    """:func:`scaling.model.analysis.attribution.attribute` at each node count, with the
+    2^6 hybrid simulations of every count run as independent calls on ``executor`` (largest
+    node count first); the same numbers as the serial function. ``bar``: a progress bar to
+    advance per simulation."""
+    import itertools
+    from dataclasses import replace
+
+    from scaling.model.analysis.attribution import COMPONENTS, Attribution, shapley
+
+    subsets = [
+        frozenset(c)
+        for k in range(len(COMPONENTS) + 1)
+        for c in itertools.combinations(COMPONENTS, k)
+    ]
+    points = [(n, s) for n in sorted(counts, reverse=True) for s in subsets]
+    args = [(replace(base, nodes=n), a, b, tuple(sorted(s))) for n, s in points]
+    values: dict[tuple[int, frozenset[str]], float] = {}
+    for i, ok, value in executor.imap_unordered(_hybrid_point, args):
+        if not ok:
+            n, s = points[i]
+            what = "+".join(sorted(s)) or "none"
+            _fail(f"--vs: the hybrid at {n} nodes with {what} from {b.name} failed: {value}")
+        values[points[i]] = value
+        if bar is not None:
+            bar.update(1)
+    out = []
+    for n in counts:
+        # as attribute(): Shapley over v(S) - v(empty); the gap is v(empty) - v(all): negate
+        def value(s: frozenset[str], n: int = n) -> float:
+            return values[(n, s)]
+
+        raw = shapley(value)
+        parts = {k: -x for k, x in raw.items()}
+        v_a, v_b = values[(n, frozenset())], values[(n, frozenset(COMPONENTS))]
+        out.append(Attribution(a.name, b.name, n, v_a, v_b, parts))
+    return out
+
+
 def _explain_vs(
     config: Path,
     overrides: tuple[str, ...],
@@ -563,14 +633,18 @@ def _explain_vs(
     nodes: str | None,
     out: Path | None,
     p: Printer,
+    jobs: int | None,
+    progress: bool | None,
 ) -> None:
     """Shapley attribution of the throughput gap between two systems (see model.attribution)."""
-    from dataclasses import replace
+    import logging
+    import time
 
     from scaling.io.attribution_plot import plot_attribution
     from scaling.io.config import load_experiment, run_size_error
     from scaling.io.topology import load_system
-    from scaling.model.analysis.attribution import COMPONENTS, attribute
+    from scaling.model.analysis.attribution import COMPONENTS
+    from scaling.sweep.executors import make_executor
 
     a_name, b_name = vs
     exp = load_experiment(config, [*overrides, f"systems=[{a_name}]"])
@@ -586,7 +660,23 @@ def _explain_vs(
         too_big = run_size_error(c, base.system.devices_per_node, exp.config.simulation.max_ranks)
         if too_big:
             _fail(f"--nodes {nodes}: got {c} nodes: {too_big}")
-    results = [attribute(replace(base, nodes=n), a, b) for n in counts]
+    n_sims = len(counts) * 2 ** len(COMPONENTS)
+    t0 = time.perf_counter()
+    with (
+        make_executor(jobs=jobs) as ex,
+        progress_bar(
+            total=n_sims, desc=f"{b_name} vs {a_name}", unit="sim", enabled=want_progress(progress)
+        ) as bar,
+    ):
+        logging.getLogger(__name__).info(
+            "explain --vs: %d simulations (%d node count(s) x %d hybrids) on %s",
+            n_sims,
+            len(counts),
+            2 ** len(COMPONENTS),
+            ex.describe(),
+        )
+        results = attribute_many(base, a, b, counts, ex, bar)
+    logging.getLogger(__name__).info("explain --vs: %.1f s", time.perf_counter() - t0)
     p.say(
         f"{b_name} vs {a_name}: {base.shape.name}, {base.strategy.label}; per-device "
         "throughput (tokens/s) and each component's Shapley part of the gap (share)"
@@ -649,6 +739,16 @@ def _explain_vs(
     default=None,
     help="With --vs: folder for the bar chart.",
 )
+@click.option(
+    "--jobs",
+    "-j",
+    "n_jobs",
+    type=click.IntRange(min=1),
+    default=None,
+    help="With --vs: processes for its 64 simulations per node count (default: one per CPU; "
+    "1 = in process).",
+)
+@progress_option
 @format_option
 @_user_errors
 def explain(
@@ -658,6 +758,8 @@ def explain(
     vs: tuple[str, str] | None,
     nodes: str | None,
     out_dir: Path | None,
+    n_jobs: int | None,
+    progress: bool | None,
     fmt: str,
 ) -> None:
     """Where each point's step went (compute, exposed communication by collective and tier).
@@ -671,9 +773,13 @@ def explain(
     """
     p = Printer(fmt)
     if vs:
-        _explain_vs(config, overrides, vs, nodes, out_dir, p)
+        _explain_vs(config, overrides, vs, nodes, out_dir, p, n_jobs, progress)
         return
-    for flag, given in (("--out", out_dir is not None), ("--nodes", nodes is not None)):
+    for flag, given in (
+        ("--out", out_dir is not None),
+        ("--nodes", nodes is not None),
+        ("--jobs", n_jobs is not None),
+    ):
         if given:
             _fail(f"{flag}: only used with --vs A B (the attribution between two systems)")
     from scaling.app.api import feasibility_errors
@@ -688,7 +794,8 @@ def explain(
         raise InfeasibleJobError("; ".join(errs))
     lines: list[str] = []
     rows: list[dict[str, Any]] = []
-    for job in exp.jobs():
+    bar = progress_bar(exp.jobs(), desc="explain", enabled=want_progress(progress))
+    for job in bar:
         res, tl = run_job_detailed(job, trace=True)
         b = explain_step(tl, len(res.steps) - 1)
         point = {"system": res.system, "nodes": res.nodes, "devices": res.devices}

@@ -67,8 +67,12 @@ def collective_table(
     algorithm: str | None = None,
     protocol: str | None = None,
     per_node: int | None = None,
+    progress: bool = False,
 ) -> pd.DataFrame:
-    """Run each size once, alone on the cluster's flow network (as nccl-tests does)."""
+    """Run each size once, alone on the cluster's flow network (as nccl-tests does);
+    ``progress``: a bar on stderr, one step per size."""
+    from scaling.app.output import progress_bar
+
     per_node = per_node or system.devices_per_node
     group = Group(nodes, per_node)
     if group.size < 2:
@@ -77,7 +81,7 @@ def collective_table(
             "(a collective of one rank moves no data)"
         )
     rows = []
-    for size in sizes:
+    for size in progress_bar(sizes, desc=f"{op.value} sizes", unit="size", enabled=progress):
         env = simpy.Environment()
         fc = FlowCollectives(env, system, nodes)
         try:

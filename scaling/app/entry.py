@@ -9,6 +9,9 @@ checks against the commands themselves.
 
 from __future__ import annotations
 
+import logging
+import sys
+from collections.abc import Callable
 from typing import Any
 
 import click
@@ -35,6 +38,63 @@ COMMANDS: dict[str, str] = {
     "trace": "Write one steady-state step as Chrome Trace Event JSON (open it in ui.perfetto.dev).",
     "validate": "Compare the model with every published measurement the package holds.",
 }
+
+#: where the group's ``-q``/``-v`` are kept (``ctx.meta``): -1 quiet, 0 default, 1 info, 2 debug
+VERBOSITY = "scaling.verbosity"
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Writes to the ``sys.stderr`` of the moment (click's test runner swaps it)."""
+
+    @property
+    def stream(self) -> Any:
+        """The current ``sys.stderr``."""
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _: Any) -> None:
+        pass
+
+
+def configure_logging(verbose: int, quiet: bool) -> int:
+    """Log to stderr at the level ``-q``/``-v`` ask for; return the verbosity: -1 quiet (errors
+    only, no progress bars), 0 warnings, 1 ``-v`` (the ``scaling`` loggers' info: what runs
+    where, how long), 2 ``-vv`` (debug, the libraries' too: distributed, asyncio)."""
+    level = -1 if quiet else min(verbose, 2)
+    root = logging.getLogger()
+    if not any(isinstance(h, _StderrHandler) for h in root.handlers):
+        h = _StderrHandler()
+        h.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+        root.addHandler(h)
+    root.setLevel({-1: logging.ERROR, 2: logging.DEBUG}.get(level, logging.WARNING))
+    logging.getLogger("scaling").setLevel(
+        {-1: logging.ERROR, 0: logging.WARNING, 1: logging.INFO}.get(level, logging.DEBUG)
+    )
+    return level
+
+
+def set_verbosity(ctx: click.Context, verbose: int, quiet: bool) -> None:
+    """The group's callback for ``-q``/``-v``: configure logging, keep the level in ``ctx.meta``."""
+    if quiet and verbose:
+        raise click.UsageError("-q and -v: give one of them")
+    ctx.meta[VERBOSITY] = configure_logging(verbose, quiet)
+
+
+def verbosity_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """The group's ``-v``/``--verbose`` (repeatable) and ``-q``/``--quiet`` options."""
+    fn = click.option(
+        "-q",
+        "--quiet",
+        is_flag=True,
+        help="Only errors on stderr: no notes of the logger, no progress bars.",
+    )(fn)
+    return click.option(
+        "-v",
+        "--verbose",
+        count=True,
+        help="More messages on stderr (-v: what runs where and how long; -vv: debug).",
+    )(fn)
+
 
 #: the group's help (the same as :func:`scaling.app.cli.main`'s, checked by a test)
 HELP = "Simulate distributed training (DDP) on GPU, MLU and NPU clusters and compare scaling."
@@ -71,6 +131,8 @@ class LazyGroup(click.Group):
 
 @click.group(cls=LazyGroup, help=HELP, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="scaling")
-def main(**_: Any) -> None:
+@verbosity_options
+@click.pass_context
+def main(ctx: click.Context, verbose: int, quiet: bool) -> None:
     """The ``scaling`` console entry point."""
-    pass
+    set_verbosity(ctx, verbose, quiet)

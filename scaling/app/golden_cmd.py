@@ -13,7 +13,14 @@ from pathlib import Path
 import click
 
 from scaling.app.errors import user_errors
-from scaling.app.output import Printer, format_option
+from scaling.app.output import (
+    Printer,
+    format_option,
+    progress_bar,
+    progress_option,
+    verbosity,
+    want_progress,
+)
 
 EXIT_DIFFERENT = 1
 _user_errors = user_errors
@@ -51,8 +58,9 @@ def baseline() -> None:
     metavar="NAME",
     help="Update only this baseline (config file stem); repeatable.",
 )
+@progress_option
 @_user_errors
-def update(out_dir: Path, config_dir: Path, only: tuple[str, ...]) -> None:
+def update(out_dir: Path, config_dir: Path, only: tuple[str, ...], progress: bool | None) -> None:
     """Run every golden experiment, check the invariants (CONFIGS/invariants.yaml), and
     (re)write the baselines.
 
@@ -63,12 +71,26 @@ def update(out_dir: Path, config_dir: Path, only: tuple[str, ...]) -> None:
     \b
     Example: scaling baseline update --only mlu-vs-gpu
     """
-    from scaling.golden import update_baselines
+    from scaling.golden import golden_configs, update_baselines
 
-    def progress(name: str) -> None:
-        click.echo(f"running {name} ...", err=True)
+    show = want_progress(progress)
+    total = len([f for f in golden_configs(config_dir) if not only or f.stem in only])
+    started = 0
 
-    rep = update_baselines(config_dir, out_dir, only, on_run=progress)
+    with progress_bar(total=total, desc="baseline update", unit="experiment", enabled=show) as bar:
+
+        def on_run(name: str) -> None:
+            nonlocal started
+            if started:
+                bar.update(1)
+            started += 1
+            if show:
+                bar.set_postfix_str(name)
+            elif verbosity() >= 0:
+                click.echo(f"running {name} ...", err=True)
+
+        rep = update_baselines(config_dir, out_dir, only, on_run=on_run)
+        bar.update(started - bar.n)
     if rep.violations:
         click.echo("invariants violated; no baseline written:")
         for name, bad in rep.violations.items():

@@ -8,7 +8,8 @@ machine format (``csv``, ``json``, ``markdown``) stdout carries only the table, 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import sys
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import click
@@ -31,6 +32,57 @@ def format_option(fn: Callable[..., Any]) -> Callable[..., Any]:
     )(fn)
 
 
+def progress_option(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """The ``--progress/--no-progress`` option (parameter ``progress``: ``None`` = default)."""
+    return click.option(
+        "--progress/--no-progress",
+        default=None,
+        help="Progress bar with ETA on stderr (default: when stderr is a terminal and not -q).",
+    )(fn)
+
+
+def verbosity() -> int:
+    """The group's ``-q``/``-v`` level (-1 quiet, 0 default, 1 ``-v``, 2 ``-vv``); 0 outside a
+    command."""
+    from scaling.app.entry import VERBOSITY
+
+    ctx = click.get_current_context(silent=True)
+    return int(ctx.find_root().meta.get(VERBOSITY, 0)) if ctx is not None else 0
+
+
+def want_progress(flag: bool | None) -> bool:
+    """Whether to draw a progress bar: ``--progress``/``--no-progress`` if given, else when
+    stderr is a terminal and the group was not given ``-q``."""
+    if flag is not None:
+        return flag
+    return verbosity() >= 0 and sys.stderr.isatty()
+
+
+def progress_bar(
+    iterable: Iterable[Any] | None = None,
+    *,
+    total: int | None = None,
+    desc: str,
+    unit: str = "run",
+    enabled: bool = True,
+) -> Any:
+    """The one progress bar of the commands: :mod:`tqdm.auto` (a widget in Jupyter, text on a
+    terminal) on stderr, removed when done; a do-nothing pass-through when not ``enabled``.
+    Wraps ``iterable``, or counts ``total`` steps with ``.update(n)``."""
+    from tqdm.auto import tqdm
+
+    return tqdm(
+        iterable,
+        total=total,
+        desc=desc,
+        unit=unit,
+        file=sys.stderr,
+        leave=False,
+        dynamic_ncols=True,
+        disable=not enabled,
+    )
+
+
 class Printer:
     """Where a command's lines go for its ``--format``."""
 
@@ -40,7 +92,10 @@ class Printer:
         self.quiet = fmt != "table" or stdout_taken
 
     def say(self, msg: str = "") -> None:
-        """A note (header, summary, 'wrote …'): stdout in table format, else stderr."""
+        """A note (header, summary, 'wrote …'): stdout in table format, else stderr — where
+        the group's ``-q`` drops it."""
+        if self.quiet and verbosity() < 0:
+            return
         click.echo(msg, err=self.quiet)
 
     def table(self, df: Any, cells: Cells | None = None, text: str | None = None) -> None:

@@ -16,7 +16,14 @@ from typing import Any
 import click
 
 from scaling.app.errors import EXIT_BAD_INPUT, fail, user_errors
-from scaling.app.output import Printer, check_out_dir, config_argument, format_option
+from scaling.app.output import (
+    Printer,
+    check_out_dir,
+    config_argument,
+    format_option,
+    progress_option,
+    want_progress,
+)
 from scaling.io.errors import ConfigError
 from scaling.io.results import format_results_table, results_cells
 
@@ -114,11 +121,7 @@ def _problems(df: Any, status: str, limit: int = 5) -> list[str]:
     metavar="PATH=VALUE",
     help="Override a field of the base experiment, e.g. --set nodes=[1,8,64].",
 )
-@click.option(
-    "--progress/--no-progress",
-    default=None,
-    help="Progress bar with ETA on stderr (default: when stderr is a terminal).",
-)
+@progress_option
 @click.option("--no-plot", is_flag=True, help="Skip the plots.")
 @click.option(
     "--force", is_flag=True, help="Write into an --out folder holding another run's results."
@@ -175,7 +178,7 @@ def sweep(
                 out,
                 executor,
                 resume=resume,
-                progress=progress,
+                progress=want_progress(progress),
                 csv=write_csv,
                 on_run=count,
             )

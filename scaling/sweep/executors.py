@@ -18,6 +18,7 @@ import os
 import signal
 import threading
 import time
+import warnings
 from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
@@ -284,13 +285,18 @@ class DaskExecutor(SweepExecutor):
                 raise
             self.workers = max(1, sum(self._client.nthreads().values()))
         else:
-            self._cluster = LocalCluster(
-                n_workers=self.local_workers,
-                threads_per_worker=1,
-                processes=True,
-                dashboard_address=None,
-                silence_logs=logging.ERROR,
-            )
+            with warnings.catch_warnings():
+                # with the dashboard off the scheduler still serves HTTP (health checks) on
+                # 8787 by default, and warns when that port is taken (another cluster, a
+                # notebook's): it then takes a free one, which is all we need
+                warnings.filterwarnings("ignore", message=r"Port \d+ is already in use")
+                self._cluster = LocalCluster(
+                    n_workers=self.local_workers,
+                    threads_per_worker=1,
+                    processes=True,
+                    dashboard_address=None,
+                    silence_logs=logging.ERROR,
+                )
             self._client = Client(self._cluster)
         return self._client
 
