@@ -29,6 +29,35 @@ import numpy as np
 
 from scaling.model.comm.ops import CollectiveOp, Group
 from scaling.model.hardware.system import FabricKind, LinkClass, Protocol, SystemSpec
+from scaling.units import us
+
+# ---- NCCL 2.30.7 constants the library profile's protocols do not carry ----------------------
+# NVIDIA/nccl @5067397c (2.30.7) src/graph/tuning.cc, ncclTunerConstantsDefaults and
+# ncclTopoTuneModel (reference/nccl_tuning_constants.csv). They price the algorithms NCCL has
+# beyond ring and tree; the ring/tree constants live in topologies/libraries/nccl.yaml.
+
+#: hwLatencies[NET][NVLSTree][Simple] 20.9 us − hwLatencies[NET][Ring][Simple] 14.0 us: what an
+#: NVLSTree step between nodes costs beyond the Simple protocol's network step (which, with the
+#: hop's hardware latency, is tuning.cc's 14.0 us on a DGX), s.
+NVLS_TREE_NET_STEP_EXTRA_S = (20.9 - 14.0) * us
+#: ncclTopoTuneModel: "With ppn=1 latencies are fully exposed, use the Tree network latency":
+#: on one rank per node a ring's network step costs hwLatencies[NET][Tree][p] (LL 5.0, LL128
+#: 8.5, Simple 14 us) instead of the ring's (2.7, 4.0, 14.0 us); the extra, s, by protocol name.
+PPN1_NET_STEP_EXTRA_S = {"LL": (5.0 - 2.7) * us, "LL128": (8.5 - 4.0) * us, "Simple": 0.0}
+#: baseLatencies[PAT][Simple], s (PAT's own base latency, in place of the protocol's).
+PAT_BASE_LATENCY_S = 8.0 * us
+#: ncclTopoTuneModel: PAT's latency is ``log2i(nNodes) · interLat / 3.5 + nRanks · 2.8 us``
+#: ("still a linear part; hopefully we'll manage to remove it at some point").
+PAT_LEVEL_DIVISOR = 3.5
+#: ... its linear part, s per rank.
+PAT_RANK_LATENCY_S = 2.8 * us
+#: ncclTopoTuneModel: ``if (a == NCCL_ALGO_PAT) busBw *= .75``.
+PAT_BW_FACTOR = 0.75
+#: nvlsEfficiency[Hopper] 0.85: NVLS bus bandwidth per channel relative to the NVLink graph's.
+NVLS_EFFICIENCY = 0.85
+#: src/include/device.h NCCL_MAX_NVLS_ARITY: enqueue.cc updateCollCostTable skips NVLS for
+#: anything but all-reduce on nodes of more local ranks than this.
+NVLS_MAX_ARITY = 32
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,6 +195,42 @@ def latency_s(
     hop = hop_latency_s(system, group, cross_rail=cross_rail)
     total = sum(n * (proto.step_latency_s[c] + hop[c]) for c, n in steps.items())
     return system.library.call_overhead_s + proto.call_latency_s + total
+
+
+def algorithm_latency_s(
+    system: SystemSpec, name: str, proto: Protocol, group: Group, sched: Schedule
+) -> float:
+    """Latency term of one call of algorithm ``name`` with schedule ``sched``, s:
+    :func:`latency_s` of its steps, plus what the algorithm adds (NCCL 2.30 tuning.cc
+    ncclTopoTuneModel):
+
+    * ring on one rank per node: NCCL's tree network latency per network step
+      (:data:`PPN1_NET_STEP_EXTRA_S`);
+    * tree: the library's calibrated ``tree_level_latency`` per network step;
+    * nvls: the switch's reduction latency (tuning.cc's NVLS intraLat, 25 us on a DGX with the
+      two NVLink steps);
+    * nvls_tree: the switch's reduction latency once (``intraLat``), and per network step
+      (``2·log2i(nNodes)`` of them) NVLSTree's NET latency 20.9 us — tuning.cc's ring step
+      plus :data:`NVLS_TREE_NET_STEP_EXTRA_S` — and the library's tree level latency (a tree
+      level across nodes costs the same at scale whichever tree it is);
+    * pat: PAT's base latency in place of the protocol's, ``log2i(n)/3.5`` network steps, and
+      2.8 us per rank.
+    """
+    lib = system.library
+    lat = latency_s(system, proto, group, sched.steps, cross_rail=sched.cross_rail)
+    net = sched.steps.get(LinkClass.NETWORK, 0.0)
+    if name == "ring" and group.per_node == 1 and group.nodes > 1:
+        lat += net * PPN1_NET_STEP_EXTRA_S.get(proto.name, 0.0)
+    elif name == "tree":
+        lat += net * lib.tree_level_latency_s
+    elif name == "nvls":
+        lat += system.fabric.switch_reduction_latency_s
+    elif name == "nvls_tree":
+        lat += system.fabric.switch_reduction_latency_s
+        lat += net * (NVLS_TREE_NET_STEP_EXTRA_S + lib.tree_level_latency_s)
+    elif name == "pat":
+        lat += PAT_BASE_LATENCY_S - proto.call_latency_s + group.size * PAT_RANK_LATENCY_S
+    return lat
 
 
 def btree_parent(nranks: int, rank: int) -> int:
@@ -448,27 +513,124 @@ class Algorithms:
         wire = 2.0 * (k - 1) / k + 2.0 * (n - 1) / n / k
         return Schedule("hierarchical", (ph_intra, _phase(inter), ph_intra), steps, wire)
 
-    def nvls(self, op: CollectiveOp, group: Group) -> Schedule:
-        """In-switch reduction (NVLS): each device sends S into the switch and receives the
-        reduced S back; busbw may exceed the link rate (nccl-tests definition)."""
+    def _nvls_switch(self) -> bool:
+        """Whether the node's fabric is a switch that reduces in-network (NVLS exists)."""
         fab = self.system.fabric
+        return fab.kind is FabricKind.SWITCH and fab.in_switch_reduction
+
+    def nvls(self, op: CollectiveOp, group: Group) -> Schedule:
+        """In-switch reduction (NVLS) on one node; busbw may exceed the link rate.
+
+        Where NCCL 2.30 runs it: all-reduce, all-gather and reduce-scatter (tuning.cc
+        ncclTopoTuneModel: AG/RS take only PAT, ring, NVLS and CollNetDirect), Simple protocol
+        only, on one node — across nodes NVLS needs CollNet (tuning.cc disables it when
+        ``nNodes > 1`` without collnet; enqueue.cc updateCollCostTable: ``collNetSupport != 1 &&
+        nNodes > 1``), which the model does not have; AG/RS only up to NCCL_MAX_NVLS_ARITY local
+        ranks (enqueue.cc).
+
+        All-reduce: each device sends S into the switch and receives the reduced S back.
+        All-gather / reduce-scatter: each device's link carries the (p−1)/p·S of the other
+        ranks' shards (multicast out, or the switch's reduced reads in); the flows load both
+        directions alike, as a ring does.
+        """
+        ops = (CollectiveOp.ALL_REDUCE, CollectiveOp.ALL_GATHER, CollectiveOp.REDUCE_SCATTER)
+        if op not in ops or group.nodes != 1 or not self._nvls_switch() or group.size < 2:
+            raise NotApplicable(
+                "NVLS: all-reduce, all-gather or reduce-scatter on one node of a switch with "
+                "in-switch reduction"
+            )
+        devs = group.devices(self.g)
+        if op is CollectiveOp.ALL_REDUCE:
+            nxt = np.roll(devs, -1)
+            # A flow a→b uses a's up link and b's down link: each carries S once.
+            return Schedule(
+                "nvls",
+                (Phase(devs, nxt, np.ones(devs.size), np.ones(devs.size, dtype=np.int64)),),
+                {LinkClass.SCALE_UP: 2.0},
+                1.0,
+            )
+        p = group.size
+        if p > NVLS_MAX_ARITY:
+            raise NotApplicable(f"NVLS all-gather/reduce-scatter: at most {NVLS_MAX_ARITY} ranks")
+        src = np.repeat(devs, p - 1)
+        dst = np.concatenate([np.roll(devs, -j) for j in range(1, p)]).reshape(p - 1, p).T.ravel()
+        ph = Phase(src, dst, np.full(src.size, 1.0 / p), np.ones(src.size, dtype=np.int64))
+        return Schedule("nvls", (ph,), {LinkClass.SCALE_UP: 2.0}, (p - 1) / p)
+
+    def nvls_tree(self, op: CollectiveOp, group: Group) -> Schedule:
+        """NVLSTree all-reduce: NVLS inside each node, NCCL's double binary tree across nodes.
+
+        Where NCCL 2.30 runs it: all-reduce only (tuning.cc: AG/RS take only PAT, ring, NVLS and
+        CollNetDirect; broadcast and reduce only ring), Simple protocol only, on 2+ nodes
+        ("Disable NVLS Tree on a single node", tuning.cc), where NVLS exists. Pipelined, one
+        phase: every device sends S into its switch and receives the reduced S back (the NVLS
+        part); channel ``c``'s head device (the one whose NIC the channel leaves by) joins the
+        nodes' two complementary trees, each carrying half of the channel's data both ways —
+        the tree's network flows.
+        """
         if (
             op is not CollectiveOp.ALL_REDUCE
-            or group.nodes != 1
-            or fab.kind is not FabricKind.SWITCH
-            or not fab.in_switch_reduction
-            or group.size < 2
+            or group.nodes < 2
+            or group.per_node < 2
+            or not self._nvls_switch()
         ):
-            raise NotApplicable("NVLS: single-node all-reduce on a switch with in-switch reduction")
+            raise NotApplicable(
+                "NVLSTree: all-reduce across nodes of several ranks on switches with in-switch "
+                "reduction"
+            )
+        n, k, g = group.nodes, group.per_node, self.g
+        per_ch = 1.0 / self.channels
+        trees = [np.array(p, dtype=np.int64) for p in dtree_parents(n)]
+        node_base = group.local_base + (group.first_node + np.arange(n, dtype=np.int64)) * g
+        local = np.arange(k, dtype=np.int64)
+        devs = (node_base[:, None] + local[None, :]).ravel()
+        nxt = (node_base[:, None] + np.roll(local, -1)[None, :]).ravel()
+        srcs, dsts, coeffs = [devs], [nxt], [np.ones(devs.size)]
+        for c in range(self.channels):
+            head = self.local_walk(k, c)[0]
+            for parents in trees:
+                child = np.flatnonzero(parents >= 0)
+                c_dev, p_dev = node_base[child] + head, node_base[parents[child]] + head
+                srcs.append(np.stack([c_dev, p_dev], axis=1).ravel())
+                dsts.append(np.stack([p_dev, c_dev], axis=1).ravel())
+                coeffs.append(np.full(2 * child.size, per_ch / 2))
+        src, dst = np.concatenate(srcs), np.concatenate(dsts)
+        steps = {LinkClass.SCALE_UP: 2.0, LinkClass.NETWORK: 2.0 * math.log2(n)}
+        ph = _phase_arrays(src, dst, np.concatenate(coeffs))
+        return Schedule("nvls_tree", (ph,), steps, 1.0 + 2.0 / k)
+
+    def pat(self, op: CollectiveOp, group: Group) -> Schedule:
+        """PAT (Parallel Aggregated Trees, NCCL ≥ 2.23) all-gather / reduce-scatter.
+
+        Where NCCL 2.30 runs it: all-gather and reduce-scatter only (tuning.cc: ``coll ==
+        ncclFuncAllReduce && a == NCCL_ALGO_PAT`` is skipped), Simple protocol only, and only
+        with one rank per node (tuning.cc ncclPatEnable: ``nNodes != nRanks`` → 0), so never on
+        8-GPU nodes where every rank of a node is in the communicator. (enqueue.cc also skips it
+        for a reduce-scatter with a pre-multiplied or post-divided sum — ``ncclAvg`` — an op the
+        model does not see.)
+
+        The data moves as in PatAGAlgorithm (src/include/collectives.h): ⌈log2 n⌉ steps, the
+        step at distance 2^j carrying the min(2^j, n − 2^j) shards gathered so far; each rank
+        sends (n−1)/n·S in all, as a ring does. Phases run one after the other.
+        """
+        if op not in (CollectiveOp.ALL_GATHER, CollectiveOp.REDUCE_SCATTER):
+            raise NotApplicable("PAT: all-gather or reduce-scatter")
+        if group.per_node != 1 or group.nodes < 2:
+            raise NotApplicable("PAT: one rank per node (NCCL's ncclPatEnable), 2+ nodes")
+        n = group.nodes
         devs = group.devices(self.g)
-        nxt = np.roll(devs, -1)
-        # A flow a→b uses a's up link and b's down link: each carries S once.
-        return Schedule(
-            "nvls",
-            (Phase(devs, nxt, np.ones(devs.size), np.ones(devs.size, dtype=np.int64)),),
-            {LinkClass.SCALE_UP: 2.0},
-            1.0,
-        )
+        ranks = np.arange(n)
+        phases = []
+        d = 1
+        while d < n:
+            frac = min(d, n - d) / n
+            phases.append(
+                Phase(devs, devs[(ranks + d) % n], np.full(n, frac), np.ones(n, dtype=np.int64))
+            )
+            d *= 2
+        levels = float(int(math.log2(n)))  # log2i: floor
+        steps = {LinkClass.NETWORK: levels / PAT_LEVEL_DIVISOR}
+        return Schedule("pat", tuple(phases), steps, (n - 1) / n)
 
     def build(self, name: str, op: CollectiveOp, group: Group) -> Schedule:
         """Schedule of the named algorithm; NotApplicable if it does not exist here."""
@@ -495,6 +657,8 @@ class Algorithms:
             "direct": self.direct,
             "hierarchical": self.hierarchical,
             "nvls": self.nvls,
+            "nvls_tree": self.nvls_tree,
+            "pat": self.pat,
         }.get(name)
         if fn is None:
             raise NotApplicable(f"unknown algorithm {name!r}")

@@ -26,11 +26,22 @@ import numpy as np
 import simpy
 
 from scaling.engine.network import FlowNetwork
-from scaling.model.comm.algorithms import Algorithms, NotApplicable, Phase, Schedule, latency_s
+from scaling.model.comm.algorithms import (
+    NVLS_EFFICIENCY,
+    PAT_BW_FACTOR,
+    Algorithms,
+    NotApplicable,
+    Phase,
+    Schedule,
+    algorithm_latency_s,
+)
 from scaling.model.comm.collectives import CollectiveCost
 from scaling.model.comm.network import ClusterNetwork
 from scaling.model.comm.ops import CollectiveOp, Group, busbw_factor
 from scaling.model.hardware.system import LinkClass, SystemSpec
+
+#: Algorithms NCCL runs with the Simple protocol only (tuning.cc ncclTopoTuneModel).
+SIMPLE_ONLY = frozenset({"nvls", "nvls_tree", "pat"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +73,8 @@ class FlowCollectives:
         self.algos = Algorithms(system, self.lib.channels)
         self._sched: dict[tuple[str, CollectiveOp, Group], Schedule | None] = {}
         self._phase_flows: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+        self._pair_pids: dict[tuple[int, int], tuple[int, ...]] = {}
+        self._pair_net = self.net
         self._phase_k: dict[int, tuple[float, str]] = {}
         self._choice: dict[tuple[CollectiveOp, float, Group, str | None, str | None], Choice] = {}
 
@@ -82,16 +95,27 @@ class FlowCollectives:
         (:meth:`ClusterNetwork.routes`). Memoised per phase."""
         hit = self._phase_flows.get(id(phase))
         if hit is None:
-            routes = self.cluster.routes
-            per = [
-                routes(a, b) for a, b in zip(phase.src.tolist(), phase.dst.tolist(), strict=True)
-            ]
+            pairs = list(zip(phase.src.tolist(), phase.dst.tolist(), strict=True))
+            if self._pair_net is not self.net:  # path ids belong to one network
+                self._pair_pids, self._pair_net = {}, self.net
+            known = self._pair_pids
+            new = [k for k in dict.fromkeys(pairs) if k not in known]
+            if new:
+                # register each new (src, dst) pair's paths once: phases of several
+                # algorithms share pairs (tree and NVLSTree cross nodes on the same edges)
+                routes = [self.cluster.routes(a, b) for a, b in new]
+                flat = self.net.path_ids([p for r in routes for p in r]).tolist()
+                i = 0
+                for key, r in zip(new, routes, strict=True):
+                    known[key] = tuple(flat[i : i + len(r)])
+                    i += len(r)
+            per = [known[k] for k in pairs]
             if all(len(r) == 1 for r in per):
-                pids = self.net.path_ids([r[0] for r in per])
+                pids = np.array([r[0] for r in per], dtype=np.int64)
                 hit = (pids, phase.coeff, phase.mult)
             else:
                 n = np.array([len(r) for r in per], dtype=np.int64)
-                pids = self.net.path_ids([p for r in per for p in r])
+                pids = np.array([p for r in per for p in r], dtype=np.int64)
                 hit = (pids, np.repeat(phase.coeff / n, n), np.repeat(phase.mult, n))
             self._phase_flows[id(phase)] = hit
         return hit
@@ -156,11 +180,11 @@ class FlowCollectives:
             infos = [self._phase_info(ph) for ph in sched.phases]
             k = sum(i[0] for i in infos)
             neck = max(infos, key=lambda i: i[0])[1] if infos else ""
-            # NCCL's tree runs below the bandwidth its edges allow (treeCorrectionFactor).
-            algo_eff = self.lib.tree_bw_factor if name == "tree" else 1.0
+            algo_eff = self._algorithm_efficiency(name, op, group)
             for proto in protos:
-                if name == "nvls" and proto.name.lower() != "simple" and len(protos) > 1:
-                    # NCCL runs NVLS with the Simple protocol only (tuning.cc skips LL/LL128)
+                if name in SIMPLE_ONLY and proto.name.lower() != "simple" and len(protos) > 1:
+                    # NCCL runs NVLS, NVLSTree and PAT with the Simple protocol only (tuning.cc
+                    # ncclTopoTuneModel skips LL/LL128 for them)
                     continue
                 scale = 1.0 / (proto.bw_fraction * ramp * algo_eff)
                 bw_time = nbytes * k * scale
@@ -168,17 +192,17 @@ class FlowCollectives:
                     # the protocol's bus-bandwidth cap bounds the algorithm bandwidth
                     bw_time = max(bw_time, nbytes * busbw_factor(op, p) / proto.max_busbw_Bps)
                     scale = bw_time / (nbytes * k) if k > 0 else scale
-                if name == "nvls" and nbytes > 0 and k > 0:
+                if (
+                    name in ("nvls", "nvls_tree")
+                    and op is CollectiveOp.ALL_REDUCE
+                    and nbytes * k > 0
+                ):
                     # the switch reduces each device's data no faster than its reduction rate
                     rate = self.system.fabric.switch_reduction_Bps
                     cap = nbytes / (rate * proto.bw_fraction * ramp)
                     if cap > bw_time:
                         bw_time, scale = cap, cap / (nbytes * k)
-                lat = latency_s(self.system, proto, group, sched.steps, cross_rail=sched.cross_rail)
-                if name == "tree":
-                    lat += sched.steps.get(LinkClass.NETWORK, 0.0) * self.lib.tree_level_latency_s
-                elif name == "nvls":
-                    lat += self.system.fabric.switch_reduction_latency_s
+                lat = algorithm_latency_s(self.system, name, proto, group, sched)
                 c = Choice(
                     name, proto.name, lat + bw_time, lat, k, scale, sched.wire_per_rank, neck
                 )
@@ -191,6 +215,29 @@ class FlowCollectives:
             )
         self._choice[key] = best
         return best
+
+    def _algorithm_efficiency(self, name: str, op: CollectiveOp, group: Group) -> float:
+        """Share of its flows' bandwidth an algorithm reaches (≤ 1), as NCCL's tuning.cc rates
+        it against the ring:
+
+        * tree: the library's ``tree_bw_factor`` (tuning.cc's 0.92 for tree all-reduce);
+        * pat: ``busBw *= .75`` (:data:`~scaling.model.comm.algorithms.PAT_BW_FACTOR`);
+        * nvls all-gather / reduce-scatter: tuning.cc's NVLS bus bandwidth,
+          ``bwIntra · nvlsEfficiency · (nCh−1)/nCh · (ppn−1)/ppn`` with no bus-to-algorithm
+          conversion, against the ring's ``bwIntra · ppn/(ppn−1)`` conversion — on 8 GPUs and 16
+          channels 0.85 · 15/16 · (7/8)² = 0.61 of the ring's. So NCCL keeps the ring for large
+          AG/RS on one node, as nccl-tests shows on 8x H200 (reference/nccl_busbw.csv
+          H200_1node_collectives_16GiB: Ring, 361-363 GB/s). The model takes NCCL's rating as
+          the rate: what NVLS AG/RS would reach if forced is not measured here.
+        """
+        if name == "tree":
+            return self.lib.tree_bw_factor
+        if name == "pat":
+            return PAT_BW_FACTOR
+        if name == "nvls" and op is not CollectiveOp.ALL_REDUCE:
+            c, ppn = self.lib.channels, group.per_node
+            return NVLS_EFFICIENCY * (c - 1) / c * ((ppn - 1) / ppn) ** 2
+        return 1.0
 
     def cost(self, op: CollectiveOp, nbytes: float, group: Group) -> CollectiveCost:
         """Uncontended cost of the tuner's choice (the ``CollectiveCostModel`` interface)."""
