@@ -39,6 +39,7 @@ from scaling.model.hardware.workload import (
 from scaling.model.job import Job, SimSpec, TrainingSpec
 from scaling.model.strategies.ddp import CommHook, DDPSpec
 from scaling.model.strategies.fsdp import BackwardPrefetch, FSDPSpec, ShardingStrategy
+from scaling.model.strategies.megatron import MegatronSpec
 from scaling.model.variability import VariabilitySpec
 from scaling.units import MiB
 
@@ -175,6 +176,106 @@ class FSDPConfig(_Strict):
             self.api,
             raf is True,
         )
+
+
+class ParallelismConfig(_Strict):
+    """Megatron-LM's parallel sizes: ``devices = tensor × pipeline × data``."""
+
+    tensor: PosInt = 1  # --tensor-model-parallel-size
+    pipeline: PosInt = 1  # --pipeline-model-parallel-size
+    virtual_stages: PosInt = 1  # model chunks per stage (interleaved 1F1B when > 1)
+    data: Literal["auto"] | PosInt = "auto"  # auto: devices / (tensor x pipeline)
+
+
+class MegatronConfig(_Strict):
+    """Megatron-LM tensor + pipeline + data parallelism. Micro-batches per step per pipeline are
+    ``training.grad_accum_steps``; the micro-batch is ``training.micro_batch_size``."""
+
+    kind: Literal["megatron"]
+    parallelism: ParallelismConfig = ParallelismConfig()
+    sequence_parallel: bool = False  # --sequence-parallel (Korthikanti et al. 2022)
+    # rank placement, innermost first (Megatron-LM's own order is tp-dp-pp)
+    order: Literal["tp-pp-dp", "tp-dp-pp"] = "tp-pp-dp"
+    distributed_optimizer: bool = False  # --use-distributed-optimizer (ZeRO-1 over data)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> MegatronConfig:
+        par = self.parallelism
+        if par.virtual_stages > 1 and par.pipeline < 2:
+            raise ValueError(
+                f"parallelism.virtual_stages: got {par.virtual_stages} with pipeline "
+                f"{par.pipeline}; expected pipeline >= 2 for the interleaved schedule"
+            )
+        if self.sequence_parallel and par.tensor < 2:
+            raise ValueError(
+                "sequence_parallel: got true with parallelism.tensor 1; expected tensor >= 2 "
+                "(sequence parallelism splits along the tensor-parallel group)"
+            )
+        return self
+
+    def to_spec(self) -> MegatronSpec:
+        """The model-layer Megatron spec."""
+        par = self.parallelism
+        return MegatronSpec(
+            par.tensor,
+            par.pipeline,
+            par.virtual_stages,
+            self.sequence_parallel,
+            self.order,
+            self.distributed_optimizer,
+        )
+
+
+def megatron_shape_errors(
+    strat: MegatronConfig, shape: TransformerShape, training: TrainingConfig
+) -> str:
+    """Why ``strat`` cannot split ``shape`` with this batch ("" when it can): the rules of
+    Megatron-LM's ``arguments.py`` / ``initialize_model_parallel``."""
+    par = strat.parallelism
+    t, p, v = par.tensor, par.pipeline, par.virtual_stages
+    m = training.grad_accum_steps
+    checks = [
+        (shape.n_heads % t == 0, f"parallelism.tensor: got {t}; expected a divisor of the "
+         f"model's {shape.n_heads} attention heads"),
+        (shape.kv_heads % t == 0, f"parallelism.tensor: got {t}; expected a divisor of the "
+         f"model's {shape.kv_heads} key/value heads"),
+        (shape.ffn_hidden % t == 0, f"parallelism.tensor: got {t}; expected a divisor of the "
+         f"MLP width {shape.ffn_hidden}"),
+        (shape.n_layers % (p * v) == 0, f"parallelism.pipeline: got pipeline {p} x "
+         f"virtual_stages {v} = {p * v}; expected a divisor of the model's {shape.n_layers} "
+         "layers"),
+        (p == 1 or m >= p, f"training.grad_accum_steps: got {m} micro-batches per step; "
+         f"expected at least parallelism.pipeline = {p} (else the pipeline never fills)"),
+        (v == 1 or m % p == 0, f"training.grad_accum_steps: got {m}; expected a multiple of "
+         f"parallelism.pipeline = {p} for the interleaved schedule (Megatron-LM's rule)"),
+        (not strat.sequence_parallel or training.seq_len % t == 0, f"training.seq_len: got "
+         f"{training.seq_len}; expected a multiple of parallelism.tensor = {t} for "
+         "sequence_parallel"),
+    ]  # fmt: skip
+    return next((msg for ok, msg in checks if not ok), "")
+
+
+def megatron_size_error(strat: MegatronConfig, devices: int, devices_per_node: int) -> str:
+    """Why ``strat`` cannot place its ranks on ``devices`` devices ("" when it can)."""
+    par = strat.parallelism
+    mp = par.tensor * par.pipeline
+    if devices % mp:
+        return (
+            f"parallelism: got tensor {par.tensor} x pipeline {par.pipeline} = {mp} on "
+            f"{devices} devices; expected devices a multiple of {mp}"
+        )
+    if par.data != "auto" and par.data * mp != devices:
+        return (
+            f"parallelism.data: got {par.data}; expected devices / (tensor x pipeline) = "
+            f"{devices // mp} (or auto)"
+        )
+    t = par.tensor
+    if devices_per_node % t and t % devices_per_node:
+        return (
+            f"parallelism.tensor: got {t} on nodes of {devices_per_node} devices; expected a "
+            f"divisor or a multiple of {devices_per_node}"
+        )
+    return ""
 
 
 class TrainingConfig(_Strict):
@@ -366,10 +467,12 @@ class ExperimentConfig(_Strict):
     # list lengths bounded: an experiment is systems x strategies x nodes runs, all built first
     systems: Annotated[list[str], Field(min_length=1, max_length=100)]
     nodes: Annotated[list[PosInt], Field(min_length=1, max_length=1000)]
-    strategy: Annotated[DDPConfig | FSDPConfig, Field(discriminator="kind")] = DDPConfig()
+    strategy: Annotated[DDPConfig | FSDPConfig | MegatronConfig, Field(discriminator="kind")] = (
+        DDPConfig()
+    )
     strategies: (
         Annotated[
-            list[Annotated[DDPConfig | FSDPConfig, Field(discriminator="kind")]],
+            list[Annotated[DDPConfig | FSDPConfig | MegatronConfig, Field(discriminator="kind")]],
             Field(min_length=1, max_length=100),
         ]
         | None
@@ -407,6 +510,22 @@ class ExperimentConfig(_Strict):
             raise ValueError("give either 'strategy' or 'strategies' (a list), not both")
         return self
 
+    @model_validator(mode="after")
+    def _megatron_fits_model(self) -> ExperimentConfig:
+        shape = get_preset(self.model) if isinstance(self.model, str) else self.model.to_shape()
+        for strat in self.all_strategies():
+            if not isinstance(strat, MegatronConfig):
+                continue
+            msg = megatron_shape_errors(strat, shape, self.training)
+            if msg:
+                raise ValueError(f"strategy (megatron): {msg}")
+            if self.variability is not None or self.simulation.compute_jitter_cv > 0:
+                raise ValueError(
+                    "strategy (megatron): got variability or simulation.compute_jitter_cv > 0; "
+                    "expected neither (Megatron runs one representative rank per stage)"
+                )
+        return self
+
     @model_serializer(mode="wrap")
     def _omit_absent_sections(self, handler: Any) -> Any:
         # a section left out is not dumped: config hashes and run keys of experiments without
@@ -423,7 +542,7 @@ class ExperimentConfig(_Strict):
         """The preset's name, or the described model's ``name``."""
         return self.model if isinstance(self.model, str) else self.model.name
 
-    def all_strategies(self) -> list[DDPConfig | FSDPConfig]:
+    def all_strategies(self) -> list[DDPConfig | FSDPConfig | MegatronConfig]:
         """The strategies to run: ``strategies`` if given, else the one ``strategy``."""
         return list(self.strategies) if self.strategies is not None else [self.strategy]
 
@@ -619,6 +738,18 @@ class LoadedExperiment:
                     raise ConfigError(
                         f"{head(('nodes', i))}: nodes[{i}]: got {n} nodes of {name}: {msg}"
                     )
+        for j, strat in enumerate(cfg.all_strategies()):
+            if not isinstance(strat, MegatronConfig):
+                continue
+            for n in cfg.nodes:
+                for name in cfg.systems:
+                    per_node = self.systems[name].spec.devices_per_node
+                    msg = megatron_size_error(strat, n * per_node, per_node)
+                    if msg:
+                        where = ("strategies", j) if cfg.strategies is not None else ("strategy",)
+                        raise ConfigError(
+                            f"{head(where)}: strategy (megatron) at {n} nodes of {name}: {msg}"
+                        )
         mbs = (sim.steps + sim.warmup_steps) * cfg.training.grad_accum_steps
         if mbs > sim.max_micro_batches:
             path = ("simulation", "steps")
@@ -705,7 +836,7 @@ class LoadedExperiment:
 
 
 #: Fields of a topology or library dump that describe rather than determine a result.
-_NOT_INPUTS = frozenset({"description", "cannot_train_reason"})
+_NOT_INPUTS = frozenset({"description", "cannot_train_reason", "alternatives"})
 
 
 def _values_only(node: Any) -> Any:

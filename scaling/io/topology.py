@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 import scaling
 from scaling.io.errors import ConfigError, LineMap, read_yaml, validate
@@ -50,15 +50,55 @@ MAX_QUANTITY = 1e9
 MAX_QUANTITY_COUNT = 4096
 
 
+#: Confidences whose numbers must carry a plausible range (``low``, ``high``): the inputs
+#: ``scaling run --uncertainty`` samples and ``scaling sensitivity`` ranks.
+RANGED: frozenset[str] = frozenset({"assumption", "secondary"})
+#: How a ranged number is drawn between ``low`` and ``high`` (default ``triangular``, its mode at
+#: ``value``: the nominal figure is the best guess; ``loguniform`` for a factor-of-several span).
+Dist = Literal["uniform", "triangular", "loguniform"]
+
+
 class _Q(_Strict):
     source: str = Field(min_length=1)
     confidence: Confidence
     note: str = ""
+    # plausible bounds of the number, in the file unit (reasoning in ``note``); required for an
+    # assumption or a secondary figure, optional otherwise; low == high: not varied
+    low: float | None = None
+    high: float | None = None
+    dist: Dist | None = None
 
     @model_validator(mode="after")
     def _assumption_has_reason(self) -> _Q:
         if self.confidence == "assumption" and not self.note.strip():
             raise ValueError("an assumption needs a 'note' giving its reasoning")
+        return self
+
+    @model_validator(mode="after")
+    def _range(self) -> _Q:
+        value = float(self.value)  # type: ignore[attr-defined]
+        if self.low is None or self.high is None:
+            if self.confidence in RANGED:
+                raise ValueError(
+                    f"got a {self.confidence} number without a range; expected 'low' and "
+                    "'high' (its plausible bounds, the reasoning in 'note')"
+                )
+            if self.low is not None or self.high is not None or self.dist is not None:
+                raise ValueError("expected both 'low' and 'high' (or neither)")
+            return self
+        if not self.low <= value <= self.high:
+            raise ValueError(
+                f"value {value:g} outside its range [low {self.low:g}, high {self.high:g}]; "
+                "expected low <= value <= high"
+            )
+        if self.dist == "loguniform" and self.low <= 0:
+            raise ValueError(f"dist loguniform needs low > 0; got low {self.low:g}")
+        for end in (self.low, self.high):  # each bound must be a valid value of this field
+            try:
+                type(self)(value=end, source="range", confidence="measured")
+            except ValidationError as e:
+                why = e.errors()[0]["msg"]
+                raise ValueError(f"range bound {end:g} is not a valid value: {why}") from None
         return self
 
 
@@ -84,6 +124,56 @@ class CountQ(_Q):
 
 class OversubQ(_Q):
     value: Annotated[float, Field(ge=1, le=MAX_QUANTITY)]
+
+
+class AlternativeSchema(_Strict):
+    """A structural assumption's alternative: what the file would say instead (``set``: dotted
+    field path → value; a number becomes an ``assumption`` of that value) and why it is
+    plausible (``note``). The patched file must validate."""
+
+    name: str = Field(min_length=1, max_length=64)
+    note: str = Field(min_length=1)
+    set: dict[str, Any] = Field(min_length=1)
+
+
+def apply_alternative(doc: dict[str, Any], alt: AlternativeSchema, where: str) -> dict[str, Any]:
+    """``doc`` (a topology or library dump, not changed) with ``alt``'s fields set; a number is
+    written as an ``assumption`` quantity citing the alternative."""
+    out = json.loads(json.dumps(doc))
+    out.pop("alternatives", None)
+    for path, value in alt.set.items():
+        keys = path.split(".")
+        node = out
+        for k in keys[:-1]:
+            if not isinstance(node.get(k), dict):
+                raise ValueError(f"alternatives[{alt.name}]: {path}: no such field in {where}")
+            node = node[k]
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            value = {
+                "value": value,
+                "source": f"alternative {alt.name!r}",
+                "confidence": "assumption",
+                "note": alt.note,
+                "low": value,
+                "high": value,
+            }
+        node[keys[-1]] = value
+    return out
+
+
+def _check_alternatives(doc: BaseModel, alts: list[AlternativeSchema]) -> None:
+    names = [a.name for a in alts]
+    if len(set(names)) != len(names):
+        raise ValueError(f"alternatives: names must be unique; got {names}")
+    base = doc.model_dump(mode="json", exclude={"alternatives"})
+    for a in alts:
+        patched = apply_alternative(base, a, type(doc).__name__)
+        try:
+            type(doc).model_validate(patched)
+        except ValidationError as e:
+            err = e.errors()[0]
+            at = ".".join(str(x) for x in err["loc"])
+            raise ValueError(f"alternatives[{a.name}]: {at}: {err['msg']}") from None
 
 
 class DeviceSchema(_Strict):
@@ -178,6 +268,14 @@ class SystemSchema(_Strict):
     node: NodeSchema
     scale_out: ScaleOutSchema
     collective_library: str
+    # structural assumptions' alternatives (e.g. scale_out.ecmp: ideal), for the uncertainty and
+    # sensitivity commands; never part of the nominal result
+    alternatives: list[AlternativeSchema] = []
+
+    @model_validator(mode="after")
+    def _alternatives_valid(self) -> SystemSchema:
+        _check_alternatives(self, self.alternatives)
+        return self
 
 
 class ProtocolSchema(_Strict):
@@ -204,6 +302,13 @@ class LibrarySchema(_Strict):
     call_overhead_us: NonNegQ | None = None
     ramp_half_MB: PosQ | None = None
     ramp_exponent: PosQ | None = None
+    # structural assumptions' alternatives (e.g. algorithms: [ring, tree]); see SystemSchema
+    alternatives: list[AlternativeSchema] = []
+
+    @model_validator(mode="after")
+    def _alternatives_valid(self) -> LibrarySchema:
+        _check_alternatives(self, self.alternatives)
+        return self
 
     @model_validator(mode="after")
     def _tree_factor(self) -> LibrarySchema:
@@ -468,7 +573,31 @@ def quantities(doc: BaseModel, prefix: str = "") -> list[tuple[str, float, str, 
     return rows
 
 
+def ranged_quantities(doc: BaseModel, prefix: str = "") -> list[tuple[str, _Q]]:
+    """Every quantity of a validated document that carries a range, as (field path, quantity);
+    paths as :func:`quantities` writes them (``protocols[0].step_latency_us.network``)."""
+    rows: list[tuple[str, _Q]] = []
+    for name in type(doc).model_fields:
+        val = getattr(doc, name)
+        path = f"{prefix}{name}"
+        if isinstance(val, _Q):
+            if val.low is not None:
+                rows.append((path, val))
+        elif isinstance(val, BaseModel):
+            rows += ranged_quantities(val, path + ".")
+        elif isinstance(val, dict):
+            for k, v in val.items():
+                if isinstance(v, _Q) and v.low is not None:
+                    rows.append((f"{path}.{k.value if hasattr(k, 'value') else k}", v))
+        elif isinstance(val, list):
+            for i, item in enumerate(val):
+                if isinstance(item, BaseModel) and not isinstance(item, AlternativeSchema):
+                    rows += ranged_quantities(item, f"{path}[{i}].")
+    return rows
+
+
 __all__ = [
+    "AlternativeSchema",
     "LineMap",
     "LoadedSystem",
     "available_systems",
@@ -476,4 +605,5 @@ __all__ = [
     "load_library",
     "load_system",
     "quantities",
+    "ranged_quantities",
 ]
