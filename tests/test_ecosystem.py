@@ -499,3 +499,19 @@ def test_notebook_extra_names_jupyter():
     assert any(
         d.startswith("jupyter") for d in meta["project"]["optional-dependencies"]["notebooks"]
     )
+
+
+def test_notebooks_find_their_configs_from_any_folder():
+    import json
+
+    repo = Path(__file__).resolve().parents[1]
+    books = sorted((repo / "notebooks").glob("*.ipynb"))
+    assert len(books) >= 5
+    for nb in books:
+        code = "\n".join(
+            "".join(c["source"])
+            for c in json.loads(nb.read_text())["cells"]
+            if c["cell_type"] == "code"
+        )
+        # bundled examples by name (resolve_config), never paths relative to the working folder
+        assert '".."' not in code and "'..'" not in code and "configs/" not in code, nb.name
