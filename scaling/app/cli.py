@@ -116,7 +116,8 @@ def _refuse_points(exp: Any, strict: bool) -> None:
     "n_jobs",
     type=int,
     default=None,
-    help="With --replicas: processes to run them on (default: one per CPU; 1 = in process).",
+    help="With --replicas or --uncertainty: processes to run them on (default: one per CPU; "
+    "1 = in process).",
 )
 @click.option(
     "--check",
@@ -133,6 +134,16 @@ def _refuse_points(exp: Any, strict: bool) -> None:
 @click.option(
     "--force", is_flag=True, help="Overwrite an --out folder holding another experiment's results."
 )
+@click.option(
+    "--uncertainty",
+    type=click.IntRange(min=0, max=4096),
+    default=0,
+    help="N samples of the systems' assumption/secondary numbers (their low-high ranges) and "
+    "run seeds: median and 5-95 % interval per metric, uncertainty_*.csv and a band plot.",
+)
+@click.option(
+    "--seed", "sample_seed", type=int, default=0, help="With --uncertainty: the sampling seed."
+)
 @progress_option
 @format_option
 @_user_errors
@@ -148,6 +159,8 @@ def run(
     check: bool,
     fmt: str,
     progress: bool | None,
+    uncertainty: int = 0,
+    sample_seed: int = 0,
 ) -> None:
     """Run every (system, nodes) point of an experiment CONFIG; print and save the table.
 
@@ -164,7 +177,7 @@ def run(
     from scaling.io.plots import plot_scaling_efficiency
     from scaling.io.results import write_outputs
 
-    if n_jobs is not None and replicas == 1:
+    if n_jobs is not None and replicas == 1 and not uncertainty:
         _fail(f"--jobs {n_jobs}: only used with --replicas N (N > 1); a plain run is one process")
     loaded = load_experiment(config, list(overrides))
     if check:
@@ -236,6 +249,12 @@ def run(
 
             atomic_write(out / f"{name}.csv", write)
             paths[name] = out / f"{name}.csv"
+    if uncertainty:
+        from scaling.app.uncertainty_cmd import run_uncertainty_cli
+
+        paths |= run_uncertainty_cli(
+            exp, res, uncertainty, sample_seed, n_jobs, out, p, no_plot, progress
+        )
     p.say("wrote " + ", ".join(str(f) for f in paths.values()))
 
 
@@ -908,6 +927,7 @@ from scaling.app.catalog_cmd import schema as schema_command  # noqa: E402
 from scaling.app.golden_cmd import baseline, compare  # noqa: E402
 from scaling.app.sweep_cmd import plot as plot_command  # noqa: E402
 from scaling.app.sweep_cmd import sweep as sweep_command  # noqa: E402
+from scaling.app.uncertainty_cmd import sensitivity as sensitivity_command  # noqa: E402
 from scaling.app.validate import validate as validate_command  # noqa: E402
 
 main.add_command(baseline)
@@ -917,6 +937,7 @@ main.add_command(plot_command)
 main.add_command(validate_command)
 main.add_command(schema_command)
 main.add_command(examples_command)
+main.add_command(sensitivity_command)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -33,6 +33,8 @@ COMMANDS: dict[str, str] = {
     "PyTorch job.",
     "schema": "Print the JSON Schema of an input file KIND: experiment, sweep, topology or "
     "library.",
+    "sensitivity": "Which uncertain inputs decide a metric: one-at-a-time elasticities and a "
+    "tornado chart.",
     "sweep": "Run a parameter sweep SPEC (or a plain experiment: one point) point by point.",
     "systems": "List the system catalog with the confidence of each headline number.",
     "trace": "Write one steady-state step as Chrome Trace Event JSON (open it in ui.perfetto.dev).",

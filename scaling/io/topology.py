@@ -95,7 +95,7 @@ class _Q(_Strict):
             raise ValueError(f"dist loguniform needs low > 0; got low {self.low:g}")
         for end in (self.low, self.high):  # each bound must be a valid value of this field
             try:
-                type(self)(value=end, source="range", confidence="measured")
+                type(self)(value=end, source="range", confidence="measured")  # type: ignore[call-arg]
             except ValidationError as e:
                 why = e.errors()[0]["msg"]
                 raise ValueError(f"range bound {end:g} is not a valid value: {why}") from None

@@ -1,0 +1,219 @@
+"""``scaling run --uncertainty N`` (the part after the plain run) and ``scaling sensitivity``:
+intervals over the catalog's assumptions and which assumptions decide a metric
+(:mod:`scaling.sweep.uncertainty`)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+import pandas as pd
+
+from scaling.app.errors import fail, user_errors
+from scaling.app.output import Printer, config_argument, progress_bar, want_progress
+
+
+def _write_csv(path: Path, df: pd.DataFrame) -> Path:
+    from scaling.io.files import atomic_write
+
+    atomic_write(path, lambda f: df.to_csv(f, index=False))
+    return path
+
+
+def run_uncertainty_cli(
+    exp: Any,
+    res: Any,
+    n: int,
+    seed: int,
+    n_jobs: int | None,
+    out: Path,
+    printer: Printer,
+    no_plot: bool,
+    progress: bool | None = None,
+) -> dict[str, Path]:
+    """After a plain ``scaling run``: ``n`` samples of the uncertain inputs (seed ``seed``), the
+    interval table printed, ``uncertainty_{samples,runs,summary}.csv`` and (unless
+    ``no_plot``) ``uncertainty_scaling_efficiency.png`` written to ``out``. ``res``: the plain
+    run's :class:`~scaling.app.api.ExperimentResult` (its scalars are the nominal values)."""
+    from scaling.io.uncertainty_plot import plot_bands
+    from scaling.sweep.executors import make_executor
+    from scaling.sweep.uncertainty import format_summary, run_uncertainty, uncertain_inputs
+
+    if len(res.refused):
+        fail(f"--uncertainty {n}: {len(res.refused)} point(s) are refused; narrow the experiment")
+    nominal = [{"status": "ok", **r.scalars()} for r in res.runs]
+    inputs = uncertain_inputs(exp)
+    per_sys = {s: sum(i.system == s for i in inputs) for s in dict.fromkeys(exp.config.systems)}
+    printer.say(
+        f"uncertainty: {n} samples (seed {seed}) of "
+        + ", ".join(f"{k} inputs of {s}" for s, k in per_sys.items())
+        + "; each sample also draws its run seed (ECMP hash salt)"
+    )
+    t0 = time.perf_counter()
+    total = n * len(nominal) + len(nominal)
+    with (
+        make_executor(jobs=n_jobs) as ex,
+        progress_bar(total=total, desc="sampling", enabled=want_progress(progress)) as bar,
+    ):
+        u = run_uncertainty(exp, n, seed, ex, nominal, res.ok, on_done=lambda: bar.update(1))
+    took = time.perf_counter() - t0
+    short = sum(p is not None for p in u.plans)
+    printer.say(
+        f"{n} samples x {len(nominal)} points in {took:.0f} s; {short} of {len(u.plans)} points "
+        "noise-free and simulated with the fewest steps that reproduce the configured steady "
+        f"state (checked on sample 0: largest step-time deviation {u.check_max_rel:.1e})"
+    )
+    printer.say(format_summary(u.summary))
+    paths = {
+        "uncertainty_samples": _write_csv(out / "uncertainty_samples.csv", u.samples),
+        "uncertainty_runs": _write_csv(out / "uncertainty_runs.csv", u.runs),
+        "uncertainty_summary": _write_csv(out / "uncertainty_summary.csv", u.summary),
+    }
+    if not no_plot:
+        paths["uncertainty_plot"] = plot_bands(
+            u.summary,
+            out / "uncertainty_scaling_efficiency.png",
+            f"{exp.config.name}: {n} samples of the catalog's assumptions (seed {seed})",
+        )
+    return paths
+
+
+def _parse_at(at: str) -> int:
+    key, _, val = at.partition("=")
+    if key.strip() != "nodes" or not val.strip().isdigit():
+        fail(f"--at {at!r}: expected nodes=N, e.g. --at nodes=512")
+    return int(val)
+
+
+@click.command()
+@click.argument("config", type=click.Path(path_type=Path), callback=config_argument)
+@click.option(
+    "--at",
+    "at",
+    default=None,
+    help="The point to explain: nodes=N (default: the experiment's largest node count).",
+)
+@click.option(
+    "--metric",
+    default="scaling_efficiency",
+    show_default=True,
+    help="Metric to explain: scaling_efficiency, tokens_per_s_per_device, step_time_s, mfu, …",
+)
+@click.option(
+    "--samples",
+    type=click.IntRange(min=0, max=4096),
+    default=0,
+    show_default=True,
+    help="Also Sobol first-order/total indices from N x (inputs + 2) runs per system and "
+    "strategy (0 = one-at-a-time only).",
+)
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the Sobol design.")
+@click.option("--top", type=click.IntRange(min=1), default=10, show_default=True)
+@click.option(
+    "--set",
+    "overrides",
+    multiple=True,
+    metavar="PATH=VALUE",
+    help="Override a config field, e.g. --set nodes=[1,64].",
+)
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Output folder (default: results/<experiment name>/sensitivity).",
+)
+@click.option(
+    "--jobs",
+    "n_jobs",
+    type=int,
+    default=None,
+    help="Processes to run on (default: one per CPU; 1 = in process).",
+)
+@click.option("--no-plot", is_flag=True, help="Skip the tornado chart.")
+@user_errors
+def sensitivity(
+    config: Path,
+    at: str | None,
+    metric: str,
+    samples: int,
+    seed: int,
+    top: int,
+    overrides: tuple[str, ...],
+    out_dir: Path | None,
+    n_jobs: int | None,
+    no_plot: bool,
+) -> None:
+    """Which uncertain inputs decide a metric: one-at-a-time elasticities and a tornado chart.
+
+    Each assumption and secondary number of the experiment's systems (topologies/*.yaml and
+    their libraries) is set to its low and its high (a structural assumption: to each
+    alternative), the others nominal; the metric at --at nodes (scaling efficiency: against the
+    fewest nodes) per system and strategy, ranked by swing (metric at high - at low), with
+    the elasticity (relative metric change per relative input change). --samples N adds
+    variance-based Sobol indices. Writes sensitivity.csv (and sobol.csv, tornado.png).
+
+    \b
+    Example: scaling sensitivity configs/mlu-vs-gpu.yaml --at nodes=512 --set nodes=[1,512]
+    """
+    from scaling.io.config import load_experiment
+    from scaling.io.files import make_dir
+    from scaling.io.uncertainty_plot import plot_tornado
+    from scaling.sweep.executors import make_executor
+    from scaling.sweep.uncertainty import one_at_a_time, sobol_indices
+
+    exp = load_experiment(config, list(overrides))
+    nodes = _parse_at(at) if at else max(exp.config.nodes)
+    out = out_dir or Path("results") / exp.config.name / "sensitivity"
+    make_dir(out)
+    with make_executor(jobs=n_jobs) as ex:
+        oat = one_at_a_time(exp, nodes, metric, ex)
+        if oat.empty:
+            fail(f"{config}: no uncertain input (every range is a point)")
+        click.echo(f"{exp.config.name}: {metric} at {nodes} nodes, one input at a time")
+        click.echo(format_oat(oat, top))
+        paths = [_write_csv(out / "sensitivity.csv", oat)]
+        if samples:
+            tables = []
+            for (system, strat), _ in oat.groupby(["system", "strategy"], sort=False):
+                name = next(k for k, v in exp.systems.items() if v.spec.name == system)
+                idx = sobol_indices(exp, nodes, metric, samples, seed, ex, name, strat)
+                idx.insert(0, "strategy", strat)
+                idx.insert(0, "system", system)
+                tables.append(idx)
+                click.echo(
+                    f"Sobol indices, {system} {strat} ({samples} x {len(idx) + 2} runs; "
+                    f"sum of first-order {idx['S1'].sum():.2f}):"
+                )
+                for r in idx.head(top).itertuples():
+                    click.echo(f"  {r.input:<56} S1 {r.S1:6.3f}  ST {r.ST:6.3f}")
+            paths.append(_write_csv(out / "sobol.csv", pd.concat(tables, ignore_index=True)))
+    if not no_plot:
+        paths.append(
+            plot_tornado(oat, out / "tornado.png", f"{exp.config.name}: {metric} at {nodes} nodes")
+        )
+    click.echo("wrote " + ", ".join(str(p) for p in paths))
+
+
+def format_oat(oat: pd.DataFrame, top: int = 10) -> str:
+    """The ``top`` inputs per system and strategy by swing, as text."""
+    lines = []
+    for (system, strat), g in oat.groupby(["system", "strategy"], sort=False):
+        m0 = g["at_nominal"].iloc[0]
+        lines.append(f"{system} {strat} (nominal {m0:.4g}):")
+        lines.append(
+            f"  {'#':>2} {'input':<52} {'low':>9} {'high':>9} {'at low':>8} {'at high':>8} "
+            f"{'swing':>8} {'elast.':>7}"
+        )
+        for k, r in enumerate(g.head(top).itertuples(), 1):
+            lo = r.low_value if isinstance(r.low_value, str) else f"{r.low_value:.4g}"
+            hi = r.high_value if isinstance(r.high_value, str) else f"{r.high_value:.4g}"
+            el = "" if pd.isna(r.elasticity) else f"{r.elasticity:+.3f}"
+            name = r.input.split(": ", 1)[-1]
+            lines.append(
+                f"  {k:>2} {name:<52} {lo:>9} {hi:>9} {r.at_low:>8.4g} {r.at_high:>8.4g} "
+                f"{r.swing:>+8.4f} {el:>7}"
+            )
+    return "\n".join(lines)

@@ -1,0 +1,84 @@
+"""Plots of the uncertainty and sensitivity results: metric curves with 5-95 % bands, and a
+tornado chart of one-at-a-time swings (matplotlib's object API: no display needed)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+from matplotlib import colormaps
+from matplotlib.figure import Figure
+
+from scaling.io.files import atomic_write
+
+
+def _save(fig: Figure, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, lambda f: fig.savefig(f, format="png"))
+    return path
+
+
+def plot_bands(
+    summary: pd.DataFrame,
+    path: Path,
+    title: str,
+    metric: str = "scaling_efficiency",
+    label: str = "scaling efficiency (per-device throughput / 1 node)",
+) -> Path:
+    """One panel per strategy: per system, the median of ``metric`` (solid), its 5-95 % band
+    (shaded) and the nominal inputs' value (dashed) against accelerators (log2 axis); written
+    to ``path`` (PNG)."""
+    df = summary[summary["metric"] == metric]
+    strategies = list(dict.fromkeys(df["strategy"]))
+    fig = Figure(figsize=(5.5 * max(1, len(strategies)), 4.2), dpi=110)
+    axes = fig.subplots(1, max(1, len(strategies)), squeeze=False)[0]
+    systems = list(dict.fromkeys(df["system"]))
+    colors = colormaps["tab10"]
+    for ax, strat in zip(axes, strategies, strict=False):
+        for k, system in enumerate(systems):
+            g = df[(df["strategy"] == strat) & (df["system"] == system)].sort_values("nodes")
+            if g.empty:
+                continue
+            x = g["nodes"].to_numpy()
+            c = colors(k % 10)
+            ax.fill_between(x, g["p5"], g["p95"], color=c, alpha=0.25, linewidth=0)
+            ax.plot(x, g["median"], color=c, marker="o", markersize=3, label=f"{system} median")
+            if g["nominal"].notna().any():
+                ax.plot(x, g["nominal"], color=c, linestyle="--", linewidth=1, label="nominal")
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("nodes")
+        ax.set_ylabel(label)
+        ax.set_title(f"{strat}: median, 5-95 % band", fontsize="medium")
+        if metric == "scaling_efficiency":
+            ax.set_ylim(0, 1.05)
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize="x-small")
+    fig.suptitle(title, fontsize="medium")
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_tornado(oat: pd.DataFrame, path: Path, title: str, top: int = 12) -> Path:
+    """One panel per (system, strategy): the ``top`` inputs by swing, a bar from the metric at
+    the input's low to the metric at its high (an alternative: nominal to its farthest
+    option), around the nominal value (vertical line); written to ``path`` (PNG)."""
+    groups = list(oat.groupby(["system", "strategy"], sort=False))
+    fig = Figure(figsize=(7.5, 0.35 * top * len(groups) + 1.2 * len(groups)), dpi=110)
+    axes = fig.subplots(max(1, len(groups)), 1, squeeze=False)[:, 0]
+    for ax, ((system, strat), g) in zip(axes, groups, strict=False):
+        g = g.reindex(g["swing"].abs().sort_values(ascending=False).index).head(top)[::-1]
+        m0 = float(g["at_nominal"].iloc[0]) if len(g) else 0.0
+        ys = range(len(g))
+        lo = g["at_low"].to_numpy(dtype=float)
+        hi = g["at_high"].to_numpy(dtype=float)
+        ax.barh(ys, hi - m0, left=m0, color="tab:blue", label="input at high (alt.: max)")
+        ax.barh(ys, lo - m0, left=m0, color="tab:orange", label="input at low (alt.: min)")
+        ax.axvline(m0, color="black", linewidth=0.8)
+        ax.set_yticks(list(ys), [s.split(": ", 1)[-1] for s in g["input"]], fontsize="x-small")
+        ax.set_title(
+            f"{system} {strat}: {g['metric'].iloc[0]} (nominal {m0:.3g})", fontsize="small"
+        )
+        ax.legend(fontsize="xx-small", loc="lower right")
+    fig.suptitle(title, fontsize="medium")
+    fig.tight_layout()
+    return _save(fig, path)

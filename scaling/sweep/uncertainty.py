@@ -1,0 +1,641 @@
+"""Uncertainty over the catalog's assumptions: sample them, simulate, summarise; rank them.
+
+Every ``assumption`` and ``secondary`` number of a topology or collective-library file carries a
+plausible range (``low``, ``high``, ``dist``; :mod:`scaling.io.topology`), and a structural
+assumption its ``alternatives``. This module turns those into *uncertain inputs* of an
+experiment's systems, draws quasi-random samples of them (scrambled Sobol, or Latin hypercube
+when the count is not a power of two; seeded), builds perturbed copies of the systems (the
+validated documents patched and converted again: no global state, the loaded experiment is not
+touched) and simulates every point of the experiment per sample on a sweep executor (in
+process, a local pool or Dask). Each sample also draws its own run seed, which salts the ECMP
+hash (and any jitter): the intervals include the ECMP spread.
+
+Speed: a run without noise (no compute jitter, no variability) reaches its steady state after a
+fixed number of steps. :func:`steady_plans` finds, per point, the fewest simulated steps
+(``warmup_steps`` w, ``steps`` 1) whose measured step equals the configured run's to 1e-9 at
+the nominal inputs; the samples then simulate that many, and :func:`run_uncertainty` checks the
+shortcut again on the first sample (every point also simulated with the configured steps) and
+reports the largest deviation. Points with noise simulate the configured steps.
+
+Also: one-at-a-time elasticities (:func:`one_at_a_time`) and Sobol first-order / total indices
+(Saltelli 2010 / Jansen estimators, :func:`sobol_indices`) for ``scaling sensitivity``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from scaling.io.config import LoadedExperiment, _with_economics
+from scaling.io.errors import ConfigError
+from scaling.io.results import KEY_COLUMNS, add_scaling_efficiency
+from scaling.io.topology import (
+    LibrarySchema,
+    LoadedSystem,
+    SystemSchema,
+    apply_alternative,
+    ranged_quantities,
+    to_system_spec,
+)
+from scaling.model.job import Job
+from scaling.sweep.executors import SweepExecutor
+from scaling.sweep.runner import OK, execute_run
+
+#: metrics summarised per point (median and central 90 %)
+UNCERTAINTY_METRICS = (
+    "scaling_efficiency",
+    "tokens_per_s_per_device",
+    "step_time_s",
+    "mfu",
+    "exposed_comm_share",
+)
+#: fields that feed only the energy and cost metrics (not step time, throughput or efficiency)
+ECONOMICS_ONLY = frozenset(
+    {
+        "device.power_idle_W",
+        "device.power_busy_W",
+        "device.price_per_hour_USD",
+        "node.power_overhead_W",
+    }
+)
+#: fields that decide only whether a point fits in memory
+FEASIBILITY_ONLY = frozenset({"device.mem_GB", "device.reserved_mem_GiB"})
+#: the relative step-time difference below which a shorter run counts as the same steady state
+STEADY_RTOL = 1e-9
+#: interval reported: the central 90 % of the samples
+P_LO, P_HI = 5.0, 95.0
+
+
+@dataclass(frozen=True)
+class UncertainInput:
+    """One uncertain input of one system.
+
+    Attributes:
+        system: the system's name as the experiment lists it.
+        doc: ``"topology"`` or ``"library"`` (the collective-library file).
+        path: field path in that document (``node.nics.count``); for an alternative, the group
+            name ``alternatives``.
+        value: nominal value (file unit: GB/s, µs, TFLOPS, fraction, count).
+        low, high: plausible bounds (file unit).
+        dist: ``uniform``, ``triangular`` (mode at ``value``) or ``loguniform``.
+        confidence: the number's confidence label.
+        integer: a count (sampled values rounded).
+        options: for a structural alternative: ``("nominal", name, ...)``; empty for a number.
+    """
+
+    system: str
+    doc: str
+    path: str
+    value: float
+    low: float
+    high: float
+    dist: str
+    confidence: str
+    integer: bool = False
+    options: tuple[str, ...] = ()
+
+    @property
+    def label(self) -> str:
+        """``system: file-prefix path``, e.g. ``mlu370-x8: cncl.step_latency_us.network``."""
+        return f"{self.system}: {self.doc_label}{self.path}"
+
+    @property
+    def doc_label(self) -> str:
+        """``""`` for the topology, ``"<library>."`` for the library (set by the builder)."""
+        return "" if self.doc == "topology" else f"{self.doc}."
+
+    @property
+    def is_alternative(self) -> bool:
+        """A discrete choice between the nominal structure and its alternatives."""
+        return bool(self.options)
+
+    def from_unit(self, u: float) -> Any:
+        """The input's value at the quantile ``u`` in [0, 1) of its distribution (for an
+        alternative: the option name)."""
+        u = min(max(float(u), 0.0), math.nextafter(1.0, 0.0))
+        if self.options:
+            return self.options[int(u * len(self.options))]
+        lo, hi = self.low, self.high
+        if hi <= lo:
+            return self.value
+        if self.dist == "uniform":
+            x = lo + u * (hi - lo)
+        elif self.dist == "loguniform":
+            x = math.exp(math.log(lo) + u * (math.log(hi) - math.log(lo)))
+        else:  # triangular, mode at the nominal value
+            c = (self.value - lo) / (hi - lo)
+            x = (
+                lo + math.sqrt(u * c) * (hi - lo)
+                if u < c
+                else hi - math.sqrt((1 - u) * (1 - c)) * (hi - lo)
+            )
+        x = min(max(x, lo), hi)
+        return round(x) if self.integer else x
+
+
+def _lib_doc(ls: LoadedSystem) -> str:
+    return ls.library.name
+
+
+def uncertain_inputs(
+    exp: LoadedExperiment, systems: Sequence[str] | None = None
+) -> list[UncertainInput]:
+    """The uncertain inputs of the experiment's systems (or of ``systems``): every ranged number
+    with ``low < high`` (a degenerate range is a number the file says not to vary) and every
+    group of structural alternatives. The library's inputs are per system (two systems sharing
+    a library sample it independently)."""
+    out: list[UncertainInput] = []
+    names = list(systems) if systems is not None else list(dict.fromkeys(exp.config.systems))
+    for name in names:
+        ls = exp.systems[name]
+        for doc, tag in ((ls.schema, "topology"), (ls.library, _lib_doc(ls))):
+            for path, q in ranged_quantities(doc):
+                assert q.low is not None and q.high is not None  # ranged
+                if q.high <= q.low:
+                    continue
+                value = q.value  # type: ignore[attr-defined]
+                out.append(
+                    UncertainInput(
+                        system=name,
+                        doc=tag,
+                        path=path,
+                        value=float(value),
+                        low=q.low,
+                        high=q.high,
+                        dist=q.dist or "triangular",
+                        confidence=q.confidence,
+                        integer=isinstance(value, int),
+                    )
+                )
+            alts = doc.alternatives
+            if alts:
+                out.append(
+                    UncertainInput(
+                        system=name,
+                        doc=tag,
+                        path="alternatives",
+                        value=0.0,
+                        low=0.0,
+                        high=float(len(alts)),
+                        dist="uniform",
+                        confidence="assumption",
+                        options=("nominal", *(a.name for a in alts)),
+                    )
+                )
+    return out
+
+
+_INDEX = re.compile(r"^(\w+)\[(\d+)\]$")
+
+
+def _set_value(doc: dict[str, Any], path: str, value: Any) -> None:
+    node: Any = doc
+    for part in path.split("."):
+        m = _INDEX.match(part)
+        node = node[m.group(1)][int(m.group(2))] if m else node[part]
+    node["value"] = value
+
+
+def perturbed_system(ls: LoadedSystem, changes: dict[tuple[str, str], Any]) -> Any:
+    """The :class:`~scaling.model.hardware.system.SystemSpec` of ``ls`` with ``changes``
+    applied: ``(doc, path) → value`` for numbers (``doc`` ``"topology"`` or the library's
+    name), ``(doc, "alternatives") → option name`` for structure. The patched documents are
+    validated again (a sample outside a field's bounds is an error, not a silent clip)."""
+    topo = ls.schema.model_dump(mode="json")
+    lib = ls.library.model_dump(mode="json")
+    docs = {"topology": topo, _lib_doc(ls): lib}
+    for (doc, path), v in changes.items():
+        if path != "alternatives":
+            _set_value(docs[doc], path, v)
+    for (doc, path), v in changes.items():
+        if path == "alternatives" and v != "nominal":
+            model = ls.schema if doc == "topology" else ls.library
+            alt = next(a for a in model.alternatives if a.name == v)
+            patched = apply_alternative(docs[doc], alt, doc)
+            docs[doc].clear()
+            docs[doc].update(patched)
+    schema = SystemSchema.model_validate(docs["topology"])
+    library = LibrarySchema.model_validate(docs[_lib_doc(ls)])
+    return to_system_spec(schema, library)
+
+
+def unit_design(n: int, d: int, seed: int) -> np.ndarray:
+    """``n`` quasi-random points in [0, 1)^d: scrambled Sobol when ``n`` is a power of two (its
+    balance properties hold then), Latin hypercube otherwise; both seeded by ``seed``."""
+    from scipy.stats import qmc
+
+    if n < 1:
+        raise ConfigError(f"--uncertainty {n}: expected at least 1 sample")
+    if d == 0:
+        return np.zeros((n, 0))
+    if n & (n - 1) == 0:
+        return np.asarray(qmc.Sobol(d, scramble=True, seed=seed).random_base2(int(math.log2(n))))
+    return np.asarray(qmc.LatinHypercube(d, seed=seed).random(n))
+
+
+def run_seeds(n: int, seed: int) -> list[int]:
+    """One run seed per sample (salts the ECMP hash and any jitter), from ``seed``."""
+    rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(15,)))
+    return [int(x) for x in rng.integers(0, 2**31 - 1, size=n)]
+
+
+def _point_systems(exp: LoadedExperiment) -> list[str]:
+    """The experiment's system name of each job of ``exp.jobs()`` (the same order)."""
+    cfg = exp.config
+    per = len(cfg.all_strategies()) * len(set(cfg.nodes))
+    return [name for name in cfg.systems for _ in range(per)]
+
+
+def _with_steps(job: Job, plan: tuple[int, int] | None) -> Job:
+    if plan is None:
+        return job
+    w, s = plan
+    return dataclasses.replace(job, sim=dataclasses.replace(job.sim, warmup_steps=w, steps=s))
+
+
+def _noisy(job: Job) -> bool:
+    return job.sim.compute_jitter_cv > 0 or job.sim.variability is not None
+
+
+def _run_all(
+    executor: SweepExecutor, jobs: list[Job], on_done: Callable[[], None] | None = None
+) -> list[dict[str, Any]]:
+    """``execute_run`` of every job on ``executor`` (largest first: better packing); results
+    in ``jobs`` order. A failed call (not a refusal) raises."""
+    order = sorted(range(len(jobs)), key=lambda i: -jobs[i].devices)
+    out: list[dict[str, Any] | None] = [None] * len(jobs)
+    for k, ok, value in executor.imap_unordered(execute_run, [jobs[i] for i in order]):
+        if not ok:
+            raise RuntimeError(f"sampled run failed: {value}")
+        out[order[k]] = value
+        if on_done is not None:
+            on_done()
+    return [o for o in out if o is not None]
+
+
+def steady_plans(
+    exp: LoadedExperiment,
+    executor: SweepExecutor,
+    nominal: list[dict[str, Any]] | None = None,
+) -> list[tuple[int, int] | None]:
+    """Per point of ``exp.jobs()``: the shortest ``(warmup_steps, 1)`` (w = 1 or 2) whose step
+    time equals the configured run's at the nominal inputs (relative 1e-9), or None (simulate
+    as configured: noise, a refused point, or no shorter run matched). ``nominal``: the plain
+    run's scalars per point (None: run here)."""
+    jobs = exp.jobs()
+    if nominal is None:
+        nominal = _run_all(executor, jobs)
+    trials: list[tuple[int, int]] = []
+    for p, job in enumerate(jobs):
+        total = job.sim.warmup_steps + job.sim.steps
+        if _noisy(job) or nominal[p].get("status", OK) != OK:
+            continue
+        trials += [(p, w) for w in (1, 2) if w + 1 < total]
+    got = _run_all(executor, [_with_steps(jobs[p], (w, 1)) for p, w in trials])
+    plans: list[tuple[int, int] | None] = [None] * len(jobs)
+    for (p, w), r in sorted(zip(trials, got, strict=True), key=lambda t: t[0][1]):
+        if plans[p] is not None or r.get("status") != OK:
+            continue
+        ref = float(nominal[p]["step_time_s"])
+        if abs(float(r["step_time_s"]) / ref - 1) <= STEADY_RTOL:
+            plans[p] = (w, 1)
+    return plans
+
+
+@dataclass
+class UncertaintyResult:
+    """What :func:`run_uncertainty` returns.
+
+    Attributes:
+        inputs: the uncertain inputs sampled, in design-column order.
+        samples: one row per sample: ``sample``, ``seed`` and each input's value (by label).
+        runs: one row per (sample, point): identity, status, metrics, ``scaling_efficiency``.
+        summary: one row per point and metric: nominal, median, p5, p95, samples ok/refused.
+        plans: per point, the (warmup, steps) the samples simulated (None = as configured).
+        check_max_rel: the largest relative step-time deviation of the shortened runs from the
+            configured ones on sample 0 (NaN when no point was shortened).
+    """
+
+    inputs: list[UncertainInput]
+    samples: pd.DataFrame
+    runs: pd.DataFrame
+    summary: pd.DataFrame
+    plans: list[tuple[int, int] | None] = field(default_factory=list)
+    check_max_rel: float = float("nan")
+
+
+def sample_jobs(
+    exp: LoadedExperiment,
+    inputs: list[UncertainInput],
+    design: np.ndarray,
+    seeds: list[int],
+    plans: list[tuple[int, int] | None] | None = None,
+) -> tuple[list[Job], pd.DataFrame]:
+    """Every point of ``exp`` per row of ``design`` (unit quantiles, one column per input),
+    each with its sample's perturbed system and run seed; and the table of sampled values."""
+    base = exp.jobs()
+    names = _point_systems(exp)
+    plans = plans or [None] * len(base)
+    jobs: list[Job] = []
+    rows = []
+    for i, u in enumerate(design):
+        values = {inp.label: inp.from_unit(u[k]) for k, inp in enumerate(inputs)}
+        rows.append({"sample": i, "seed": seeds[i], **values})
+        specs = {}
+        for name in dict.fromkeys(names):
+            changes = {
+                (inp.doc, inp.path): values[inp.label] for inp in inputs if inp.system == name
+            }
+            spec = perturbed_system(exp.systems[name], changes)
+            specs[name] = _with_economics(spec, exp.config.economics.get(name))
+        for p, job in enumerate(base):
+            j = dataclasses.replace(
+                job, system=specs[names[p]], sim=dataclasses.replace(job.sim, seed=seeds[i])
+            )
+            jobs.append(_with_steps(j, plans[p]))
+    return jobs, pd.DataFrame(rows)
+
+
+def _table(base: list[Job], results: list[dict[str, Any]], n: int) -> pd.DataFrame:
+    from scaling.app.api import _identity
+
+    rows = []
+    for i in range(n):
+        for p, job in enumerate(base):
+            r = results[i * len(base) + p]
+            rows.append({"sample": i, **_identity(job), **r})
+    df = pd.DataFrame(rows)
+    if "tokens_per_s_per_device" not in df:
+        df["tokens_per_s_per_device"] = float("nan")
+    return add_scaling_efficiency(df, by=("sample",))
+
+
+def summarize(runs: pd.DataFrame, nominal: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Per point (system, strategy, model, nodes) and metric: ``nominal`` (from ``nominal``'s
+    table where given), ``median``, ``p5``, ``p95``, ``ok`` and ``refused`` sample counts."""
+    keys = list(KEY_COLUMNS)
+    nom: dict[tuple, pd.Series] = {}
+    if nominal is not None and len(nominal):
+        nom = {tuple(r[k] for k in keys): r for _, r in nominal.iterrows()}
+    out = []
+    for key, grp in runs.groupby(keys, sort=False):
+        ok = grp[grp["status"] == OK]
+        for m in UNCERTAINTY_METRICS:
+            if m not in grp:
+                continue
+            x = ok[m].to_numpy(dtype=float)
+            x = x[np.isfinite(x)]
+            row = dict(zip(keys, key, strict=True))
+            n0 = nom.get(tuple(key))
+            row |= {
+                "metric": m,
+                "nominal": float(n0[m]) if n0 is not None and m in n0 else float("nan"),
+                "median": float(np.median(x)) if len(x) else float("nan"),
+                "p5": float(np.percentile(x, P_LO)) if len(x) else float("nan"),
+                "p95": float(np.percentile(x, P_HI)) if len(x) else float("nan"),
+                "ok": len(ok),
+                "refused": int(len(grp) - len(ok)),
+            }
+            out.append(row)
+    return pd.DataFrame(out)
+
+
+def run_uncertainty(
+    exp: LoadedExperiment,
+    n: int,
+    seed: int,
+    executor: SweepExecutor,
+    nominal: list[dict[str, Any]] | None = None,
+    nominal_table: pd.DataFrame | None = None,
+    on_done: Callable[[], None] | None = None,
+) -> UncertaintyResult:
+    """``n`` samples of the uncertain inputs of ``exp``'s systems, every point simulated per
+    sample on ``executor``; deterministic for a given ``seed``. ``nominal``: the plain run's
+    scalars per point of ``exp.jobs()`` (saves re-running them); ``on_done``: called after each
+    simulated run (progress)."""
+    inputs = uncertain_inputs(exp)
+    base = exp.jobs()
+    if nominal is None:
+        nominal = _run_all(executor, base)
+    plans = steady_plans(exp, executor, nominal)
+    design = unit_design(n, len(inputs), seed)
+    seeds = run_seeds(n, seed)
+    jobs, samples = sample_jobs(exp, inputs, design, seeds, plans)
+    # the shortcut checked again away from the nominal inputs: sample 0 as configured
+    check = [p for p, plan in enumerate(plans) if plan is not None]
+    full0 = [dataclasses.replace(jobs[p], sim=base[p].sim) for p in check]
+    full0 = [dataclasses.replace(j, sim=dataclasses.replace(j.sim, seed=seeds[0])) for j in full0]
+    results = _run_all(executor, jobs + full0, on_done)
+    got, ref = results[: len(jobs)], results[len(jobs) :]
+    dev = [
+        abs(float(got[p]["step_time_s"]) / float(r["step_time_s"]) - 1)
+        for p, r in zip(check, ref, strict=True)
+        if r.get("status") == OK and got[p].get("status") == OK
+    ]
+    runs = _table(base, got, n)
+    summary = summarize(runs, nominal_table)
+    return UncertaintyResult(
+        inputs, samples, runs, summary, plans, max(dev) if dev else float("nan")
+    )
+
+
+def format_summary(summary: pd.DataFrame, metrics: Sequence[str] | None = None) -> str:
+    """The summary as a fixed-width text table: per point, nominal, median and [p5, p95]."""
+    metrics = metrics or ("scaling_efficiency", "tokens_per_s_per_device")
+    lines = [
+        f"{'system':<12} {'strategy':<16} {'nodes':>5}  {'metric':<24} {'nominal':>10} "
+        f"{'median':>10}  {'5-95 % interval':>23}  {'n':>4}"
+    ]
+    for d in summary[summary["metric"].isin(metrics)].to_dict("records"):
+        lines.append(
+            f"{d['system']:<12} {d['strategy']:<16} {d['nodes']:>5}  {d['metric']:<24} "
+            f"{d['nominal']:>10.4g} {d['median']:>10.4g}  [{d['p5']:>9.4g}, {d['p95']:>9.4g}]"
+            f"  {d['ok']:>4}" + (f" ({d['refused']} refused)" if d["refused"] else "")
+        )
+    return "\n".join(lines)
+
+
+# ---- sensitivity -----------------------------------------------------------------------------
+
+
+def _metric_of(
+    rows: list[dict[str, Any]], jobs: list[Job], at: int, metric: str
+) -> dict[tuple[str, str], float]:
+    """Per (system, strategy): ``metric`` at ``at`` nodes (scaling efficiency against the
+    fewest nodes of the same rows)."""
+    df = pd.DataFrame(
+        [
+            {
+                "system": j.system.name,
+                "model": j.shape.name,
+                "strategy": j.strategy.label,
+                "devices": j.devices,
+                "nodes": j.nodes,
+                **r,
+            }
+            for j, r in zip(jobs, rows, strict=True)
+        ]
+    )
+    if "tokens_per_s_per_device" not in df:
+        df["tokens_per_s_per_device"] = float("nan")
+    df = add_scaling_efficiency(df)
+    out = {}
+    for _, r in df[df["nodes"] == at].iterrows():
+        ok = r.get("status") == OK and metric in r and pd.notna(r[metric])
+        out[(str(r["system"]), str(r["strategy"]))] = float(r[metric]) if ok else float("nan")
+    return out
+
+
+def _oat_jobs(
+    exp: LoadedExperiment, at: int, name: str, changes: dict[tuple[str, str], Any]
+) -> list[Job]:
+    """The jobs of system ``name`` at the fewest nodes and at ``at``, with ``changes``."""
+    base = exp.jobs()
+    names = _point_systems(exp)
+    first = min(exp.config.nodes)
+    spec = _with_economics(
+        perturbed_system(exp.systems[name], changes), exp.config.economics.get(name)
+    )
+    out = []
+    for p, job in enumerate(base):
+        if names[p] == name and job.nodes in {first, at}:
+            out.append(dataclasses.replace(job, system=spec))
+    return out
+
+
+def one_at_a_time(
+    exp: LoadedExperiment,
+    at: int,
+    metric: str,
+    executor: SweepExecutor,
+    include_economics: bool = False,
+) -> pd.DataFrame:
+    """Each uncertain input set to its ``low`` and its ``high`` (an alternative: each option),
+    the others nominal; ``metric`` at ``at`` nodes per system and strategy. Columns: system,
+    strategy, input, confidence, nominal/low/high input values, metric at nominal/low/high,
+    ``swing`` (metric at high - at low; an alternative: largest change from nominal) and
+    ``elasticity`` (relative metric change per relative input change between low and high;
+    NaN for an alternative or a nominal of 0). Inputs that feed only cost/energy
+    (:data:`ECONOMICS_ONLY`) or only the memory check (:data:`FEASIBILITY_ONLY`) are left out
+    of a speed metric unless ``include_economics``."""
+    if at not in exp.config.nodes:
+        raise ConfigError(f"--at nodes={at}: not one of the experiment's node counts")
+    skip = set() if include_economics else (ECONOMICS_ONLY | FEASIBILITY_ONLY)
+    inputs = [i for i in uncertain_inputs(exp) if i.path not in skip]
+    cases: list[tuple[str, UncertainInput | None, Any]] = [
+        (name, None, None) for name in dict.fromkeys(exp.config.systems)
+    ]
+    for inp in inputs:
+        ends: tuple[Any, ...] = inp.options[1:] if inp.options else (inp.low, inp.high)
+        if inp.integer:
+            ends = (round(inp.low), round(inp.high))
+        cases += [(inp.system, inp, v) for v in ends]
+    all_jobs: list[Job] = []
+    spans = []
+    for name, which, v in cases:
+        js = _oat_jobs(exp, at, name, {} if which is None else {(which.doc, which.path): v})
+        spans.append((len(all_jobs), len(js)))
+        all_jobs += js
+    results = _run_all(executor, all_jobs)
+    per_case = [_metric_of(results[s : s + k], all_jobs[s : s + k], at, metric) for s, k in spans]
+    nominal = {name: per_case[i] for i, (name, which, _) in enumerate(cases) if which is None}
+    rows = []
+    c = len(nominal)
+    for inp in inputs:
+        k = len(inp.options) - 1 if inp.options else 2
+        got = per_case[c : c + k]
+        c += k
+        for sys_strat, m0 in nominal[inp.system].items():
+            ms = [g.get(sys_strat, float("nan")) for g in got]
+            row = {
+                "system": sys_strat[0],
+                "strategy": sys_strat[1],
+                "input": inp.label,
+                "confidence": inp.confidence,
+                "nominal_value": inp.options[0] if inp.options else inp.value,
+                "low_value": ", ".join(inp.options[1:]) if inp.options else inp.low,
+                "high_value": "" if inp.options else inp.high,
+                "metric": metric,
+                "at_nominal": m0,
+                "at_low": ms[0] if not inp.options else min(ms),
+                "at_high": ms[-1] if not inp.options else max(ms),
+            }
+            if inp.options:
+                row["swing"] = max((m - m0 for m in ms), key=abs)
+                row["elasticity"] = float("nan")
+            else:
+                row["swing"] = ms[1] - ms[0]
+                dx = (inp.high - inp.low) / inp.value if inp.value else float("nan")
+                row["elasticity"] = (ms[1] - ms[0]) / m0 / dx if m0 and dx else float("nan")
+            rows.append(row)
+    df = pd.DataFrame(rows)
+    if len(df):
+        df["abs_swing"] = df["swing"].abs()
+        df = df.sort_values(["system", "strategy", "abs_swing"], ascending=[True, True, False])
+        df = df.drop(columns="abs_swing").reset_index(drop=True)
+    return df
+
+
+def saltelli_indices(f_a: np.ndarray, f_b: np.ndarray, f_ab: np.ndarray) -> pd.DataFrame:
+    """First-order (Saltelli 2010) and total (Jansen 1999) Sobol indices from model outputs on
+    the sample matrices A, B (``n``) and A with column i from B (``f_ab``: n x d). Indices are
+    clipped to [0, 1]; their sampling noise is of order 1/sqrt(n)."""
+    f_a, f_b, f_ab = (np.asarray(x, dtype=float) for x in (f_a, f_b, f_ab))
+    var = np.var(np.concatenate([f_a, f_b]), ddof=1)
+    d = f_ab.shape[1]
+    if not np.isfinite(var) or var <= 0:
+        return pd.DataFrame({"S1": np.zeros(d), "ST": np.zeros(d)})
+    s1 = np.mean(f_b[:, None] * (f_ab - f_a[:, None]), axis=0) / var
+    st = 0.5 * np.mean((f_a[:, None] - f_ab) ** 2, axis=0) / var
+    return pd.DataFrame({"S1": np.clip(s1, 0, 1), "ST": np.clip(st, 0, 1)})
+
+
+def sobol_indices(
+    exp: LoadedExperiment,
+    at: int,
+    metric: str,
+    n: int,
+    seed: int,
+    executor: SweepExecutor,
+    system: str,
+    strategy: str,
+) -> pd.DataFrame:
+    """Variance-based (Sobol) indices of ``metric`` at ``at`` nodes for one system and strategy
+    (its inputs only, the run seed held at the config's): ``n`` x (d + 2) simulated cases.
+    Columns: input, S1, ST (first-order and total index)."""
+    inputs = [
+        i
+        for i in uncertain_inputs(exp, [system])
+        if i.path not in ECONOMICS_ONLY | FEASIBILITY_ONLY
+    ]
+    d = len(inputs)
+    both = unit_design(n, 2 * d, seed)
+    a, b = both[:, :d], both[:, d:]
+    mats = [a, b] + [np.where(np.arange(d) == i, b, a) for i in range(d)]
+    all_jobs: list[Job] = []
+    spans = []
+    for m in mats:
+        for u in m:
+            changes = {(inp.doc, inp.path): inp.from_unit(u[k]) for k, inp in enumerate(inputs)}
+            js = [j for j in _oat_jobs(exp, at, system, changes) if j.strategy.label == strategy]
+            spans.append((len(all_jobs), len(js)))
+            all_jobs += js
+    results = _run_all(executor, all_jobs)
+    ys = np.array(
+        [
+            _metric_of(results[s : s + k], all_jobs[s : s + k], at, metric).get(
+                (exp.systems[system].spec.name, strategy), float("nan")
+            )
+            for s, k in spans
+        ]
+    ).reshape(len(mats), n)
+    idx = saltelli_indices(ys[0], ys[1], ys[2:].T)
+    idx.insert(0, "input", [i.label for i in inputs])
+    return idx.sort_values("ST", ascending=False).reset_index(drop=True)
