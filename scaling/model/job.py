@@ -96,5 +96,8 @@ class Job:
 
     @property
     def global_batch(self) -> int:
-        """Sequences per optimizer step across the cluster."""
-        return self.devices * self.training.micro_batch * self.training.grad_accum
+        """Sequences per optimizer step across the cluster: per data-parallel replica
+        ``micro_batch × grad_accum`` (a strategy with model parallelism, e.g. Megatron's
+        ``t·p`` ranks per replica, says so by its ``model_parallel``)."""
+        replicas = self.devices // getattr(self.strategy, "model_parallel", 1)
+        return replicas * self.training.micro_batch * self.training.grad_accum

@@ -260,6 +260,15 @@ def _measure(
     dpn = job.system.devices_per_node
     mine = [r for r in comm.records if r.group.contains(0, dpn) and r.key.step >= sim.warmup_steps]
     ga, n_layers = tr.grad_accum, job.shape.n_layers
+    # a model-parallel strategy (Megatron) knows one rank's share of the model's work itself
+    flops = getattr(work, "model_flops_per_device", mb.model_flops * tr.grad_accum)
+    comp_bytes = getattr(work, "compute_bytes_per_step", None)
+    if comp_bytes is None:
+        comp_bytes = (
+            ga * (mb.head_fwd.bytes + mb.head_bwd.bytes)
+            + ga * n_layers * (mb.block_fwd.bytes + mb.block_bwd.bytes)
+            + work.optimizer.bytes
+        )
     return Measured(
         steps=steps,
         comm_time_s=sum(r.end_s - r.start_s for r in mine) / sim.steps,
@@ -268,9 +277,7 @@ def _measure(
         )
         / sim.steps,
         n_collectives_per_step=len(mine) // sim.steps,
-        model_flops_per_device=mb.model_flops * tr.grad_accum,
-        compute_bytes=ga * (mb.head_fwd.bytes + mb.head_bwd.bytes)
-        + ga * n_layers * (mb.block_fwd.bytes + mb.block_bwd.bytes)
-        + work.optimizer.bytes,
+        model_flops_per_device=flops,
+        compute_bytes=comp_bytes,
         peak_mem_bytes=mem.total,
     )
