@@ -315,3 +315,18 @@ def test_sc21_table1_small_rows_within_10_percent() -> None:
 @pytest.mark.slow
 def test_sc21_table1_all_rows_within_10_percent() -> None:
     _check_table(TABLE1)
+
+
+def test_explain_shows_bubble_and_tp_pp_dp_apart_and_sums_to_the_step() -> None:
+    from scaling.model.analysis.explain import explain_step
+
+    job = _job(MegatronSpec(8, 2), 4, 4, network="flow")
+    _, tl = run_job_detailed(job, trace=True)
+    b = explain_step(tl, 0)
+    assert sum(t for _, t in b.parts()) == pytest.approx(b.step_s, rel=1e-9)
+    assert b.bubble_s > 0
+    assert set(b.exposed_by_parallel) >= {"TP", "DP"}
+    labels = [k for k, _ in b.parts()]
+    assert "pipeline bubble" in labels
+    assert any(k.startswith("exposed TP all_reduce") for k in labels)
+    assert any(k.startswith("exposed DP all_reduce") for k in labels)

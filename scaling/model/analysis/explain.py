@@ -4,7 +4,9 @@ Built from one rank's timeline (spans of its compute stream, and the collectives
 in). A wait of the compute stream on communication is *exposed* time; it is split among the
 collectives in flight during it, equally at each instant (a wait with none in flight — waiting
 for slower ranks to arrive at a collective — counts as ``waiting for other ranks``). The parts add
-up to the rank's step time exactly.
+up to the rank's step time exactly. Under pipeline parallelism a wait for another stage with
+nothing of this rank in flight is the pipeline bubble, and Megatron's collectives are labelled
+by their parallel dimension (TP, PP, DP: ``exposed_by_parallel``).
 """
 
 from __future__ import annotations
@@ -29,6 +31,11 @@ class Breakdown:
     waiting_for_ranks_s: float = 0.0
     idle_s: float = 0.0
     exposed_by_collective: dict[str, float] = field(default_factory=dict)
+    #: pipeline parallelism: waits for an activation or gradient from another stage while no
+    #: transfer of this rank is in flight (the stage had nothing to do: the bubble), s
+    bubble_s: float = 0.0
+    #: exposed seconds by parallel dimension (``TP``, ``PP``, ``DP``) of Megatron's collectives
+    exposed_by_parallel: dict[str, float] = field(default_factory=dict)
 
     @property
     def compute_s(self) -> float:
@@ -38,7 +45,7 @@ class Breakdown:
     @property
     def exposed_s(self) -> float:
         """Time the compute stream waited on communication or on other ranks (s)."""
-        return sum(self.exposed.values()) + self.waiting_for_ranks_s
+        return sum(self.exposed.values()) + self.waiting_for_ranks_s + self.bubble_s
 
     def parts(self) -> list[tuple[str, float]]:
         """(label, seconds) rows that add up to ``step_s``."""
@@ -51,6 +58,8 @@ class Breakdown:
             rows.append(("compute: other", self.other_compute_s))
         for (op, tier), t in sorted(self.exposed.items(), key=lambda kv: -kv[1]):
             rows.append((f"exposed {op} ({tier or 'unknown'} bound)", t))
+        if self.bubble_s:
+            rows.append(("pipeline bubble", self.bubble_s))
         if self.waiting_for_ranks_s:
             rows.append(("waiting for other ranks", self.waiting_for_ranks_s))
         rows.append(("idle", self.idle_s))
@@ -78,15 +87,24 @@ def explain_step(timeline: Timeline, step: int, rank: int = 0) -> Breakdown:
         elif sp.name == "optimizer":
             out.optimizer_s += dur
         elif sp.name.startswith("wait:"):
-            _split_wait(sp.start_s, sp.end_s, colls, timeline, out)
+            _split_wait(sp.start_s, sp.end_s, colls, timeline, out, sp.name.startswith("wait:pp"))
         else:
             out.other_compute_s += dur
     out.idle_s = max(out.step_s - covered, 0.0)
     return out
 
 
+#: communication streams of Megatron's parallel dimensions (``strategies.megatron``)
+PARALLEL_STREAMS = {"tp": "TP", "pp": "PP", "dp": "DP"}
+
+
 def _split_wait(
-    a: float, b: float, colls: list[CollectiveRecord], tl: Timeline, out: Breakdown
+    a: float,
+    b: float,
+    colls: list[CollectiveRecord],
+    tl: Timeline,
+    out: Breakdown,
+    pipeline_wait: bool = False,
 ) -> None:
     active = [r for r in colls if r.end_s > a and r.start_s < b]
     cuts = sorted({a, b, *(t for r in active for t in (r.start_s, r.end_s) if a < t < b)})
@@ -94,11 +112,18 @@ def _split_wait(
         mid = 0.5 * (lo + hi)
         now = [r for r in active if r.start_s <= mid < r.end_s]
         if not now:
-            out.waiting_for_ranks_s += hi - lo
+            if pipeline_wait:
+                out.bubble_s += hi - lo
+            else:
+                out.waiting_for_ranks_s += hi - lo
             continue
         share = (hi - lo) / len(now)
         for r in now:
-            key = (r.op.value, tl.bottleneck.get(r.key, ""))
+            dim = PARALLEL_STREAMS.get(r.key.stream)
+            op = f"{dim} {r.op.value}" if dim else r.op.value
+            if dim:
+                out.exposed_by_parallel[dim] = out.exposed_by_parallel.get(dim, 0.0) + share
+            key = (op, tl.bottleneck.get(r.key, ""))
             out.exposed[key] = out.exposed.get(key, 0.0) + share
             lab = r.key.label or f"{r.op.value} ({r.key.kind} {r.key.index})"
             out.exposed_by_collective[lab] = out.exposed_by_collective.get(lab, 0.0) + share
