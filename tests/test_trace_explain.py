@@ -166,26 +166,37 @@ def test_chrome_trace_keeps_numbers_finite() -> None:
 # --- issue 18.8: explain --vs on the sweep executors -----------------------------------------
 
 
-def test_explain_vs_pool_gives_the_serial_numbers() -> None:
-    from scaling.app.cli import attribute_many
+@pytest.mark.parametrize(
+    ("training", "nodes", "simulated", "pool"),
+    [
+        ({}, 2, 32, True),  # both memories fit every micro-batch: the capacity swaps are twins
+        ({"micro_batch_size": 40, "seq_len": 2048}, 1, 64, False),  # 48 GB does not fit 40
+    ],
+)
+def test_explain_vs_pool_gives_the_serial_numbers(training, nodes, simulated, pool) -> None:
+    from scaling.app.cli import attribute_many, hybrid_plan
     from scaling.io.topology import load_system
     from scaling.model.analysis.attribution import attribute
-    from scaling.sweep.executors import LocalPoolExecutor
+    from scaling.sweep.executors import LocalPoolExecutor, SerialExecutor
 
     base = experiment_from_dict(
         {
             "model": "gpt3-125m",
             "systems": ["dgx-a100"],
-            "nodes": [2],
+            "nodes": [nodes],
+            "training": training,
             "simulation": {"steps": 1, "warmup_steps": 1},
         }
     ).jobs()[0]
     a, b = load_system("dgx-a100").spec, load_system("mlu370-x8").spec
+    run, twins = hybrid_plan(base, a, b, [nodes])
+    assert len(run) == simulated and len(run) + len(twins) == 64
     serial = attribute(base, a, b)
-    with LocalPoolExecutor(2) as ex:
-        (pooled,) = attribute_many(base, a, b, [2], ex)
+    with LocalPoolExecutor(2) if pool else SerialExecutor() as ex:
+        (pooled,) = attribute_many(base, a, b, [nodes], ex)
     assert pooled == serial  # the same floats, not approximately
     assert serial.gap > 0 and sum(serial.parts.values()) == pytest.approx(serial.gap)
+    assert (serial.parts["memory capacity"] == 0) == (simulated == 32)
 
 
 def test_explain_vs_cli_shows_progress_and_refuses_jobs_without_vs(tmp_path) -> None:
@@ -197,8 +208,9 @@ def test_explain_vs_cli_shows_progress_and_refuses_jobs_without_vs(tmp_path) -> 
     args = ["explain", str(cfg), "--vs", "dgx-a100", "mlu370-x8", "-j", "1", "--format", "csv"]
     res = CliRunner().invoke(main, ["-v", *args, "--progress"])
     assert res.exit_code == 0, res.output
-    assert "64 simulations (1 node count(s) x 64 hybrids) on in process" in res.stderr
-    assert "mlu370-x8 vs dgx-a100:" in res.stderr and "/64 [" in res.stderr  # the bar
+    assert "32 simulations for 1 node count(s) x 64 hybrids" in res.stderr
+    assert "on in process" in res.stderr
+    assert "mlu370-x8 vs dgx-a100:" in res.stderr and "/32 [" in res.stderr  # the bar
     assert res.stdout.splitlines()[0].startswith("nodes,system_a,system_b")
     quiet = CliRunner().invoke(main, ["-q", *args])
     assert quiet.exit_code == 0 and quiet.stderr == "" and quiet.stdout == res.stdout

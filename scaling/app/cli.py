@@ -604,34 +604,92 @@ def _hybrid_point(arg: tuple[Any, Any, Any, tuple[str, ...]]) -> float:
     return throughput_per_device(replace(job, system=hybrid(a, b, frozenset(from_b))))
 
 
-def attribute_many(
-    base: Any, a: Any, b: Any, counts: list[int], executor: Any, bar: Any = None
-) -> list[Any]:
-    """:func:`scaling.model.analysis.attribution.attribute` at each node count, with the
-    2^6 hybrid simulations of every count run as independent calls on ``executor`` (largest
-    node count first); the same numbers as the serial function. ``bar``: a progress bar to
-    advance per simulation."""
+def _feasible_micro_batches(job: Any) -> tuple[bool, ...]:
+    """Which micro-batches 1 … the job's fit in memory (what the attribution's search for the
+    largest fitting micro-batch looks at)."""
+    from dataclasses import replace
+
+    from scaling.model.job import InfeasibleJobError
+    from scaling.model.simulation import check_feasible
+
+    out = []
+    for mb in range(1, job.training.micro_batch + 1):
+        try:
+            check_feasible(replace(job, training=replace(job.training, micro_batch=mb)))
+        except InfeasibleJobError:
+            out.append(False)
+        else:
+            out.append(True)
+    return tuple(out)
+
+
+#: above this configured micro-batch explain --vs does not look for memory-capacity twins
+_MAX_TWIN_MICRO_BATCH = 256
+
+
+def hybrid_plan(
+    base: Any, a: Any, b: Any, counts: list[int]
+) -> tuple[
+    list[tuple[int, frozenset[str]]], dict[tuple[int, frozenset[str]], tuple[int, frozenset[str]]]
+]:
+    """The hybrid simulations the attribution at ``counts`` needs: ``(to run, twins)``.
+
+    Memory capacity enters a run only through the micro-batch that fits (capacity and reserved
+    memory are read by the feasibility check and reported, nothing else; the seeds do not
+    depend on the system's name). A hybrid with B's memory capacity whose micro-batches fit
+    exactly as they do with A's is therefore the same simulation as the hybrid without it:
+    ``twins`` maps it to that one, and only ``to run`` (largest node count first) is simulated.
+    """
     import itertools
     from dataclasses import replace
 
-    from scaling.model.analysis.attribution import COMPONENTS, Attribution, shapley
+    from scaling.model.analysis.attribution import COMPONENTS, hybrid
 
+    mem = "memory capacity"
     subsets = [
         frozenset(c)
         for k in range(len(COMPONENTS) + 1)
         for c in itertools.combinations(COMPONENTS, k)
     ]
-    points = [(n, s) for n in sorted(counts, reverse=True) for s in subsets]
-    args = [(replace(base, nodes=n), a, b, tuple(sorted(s))) for n, s in points]
+    run: list[tuple[int, frozenset[str]]] = []
+    twins: dict[tuple[int, frozenset[str]], tuple[int, frozenset[str]]] = {}
+    for n in sorted(counts, reverse=True):
+        job = replace(base, nodes=n)
+        look = mem in COMPONENTS and job.training.micro_batch <= _MAX_TWIN_MICRO_BATCH
+        for s in subsets:
+            if look and mem in s:
+                other = s - {mem}
+                fits = _feasible_micro_batches(replace(job, system=hybrid(a, b, s)))
+                if fits == _feasible_micro_batches(replace(job, system=hybrid(a, b, other))):
+                    twins[(n, s)] = (n, other)
+                    continue
+            run.append((n, s))
+    return run, twins
+
+
+def attribute_many(
+    base: Any, a: Any, b: Any, counts: list[int], executor: Any, bar: Any = None
+) -> list[Any]:
+    """:func:`scaling.model.analysis.attribution.attribute` at each node count, its hybrid
+    simulations (of :func:`hybrid_plan`) run as independent calls on ``executor``: the same
+    numbers as the serial function. ``bar``: a progress bar to advance per simulation."""
+    from dataclasses import replace
+
+    from scaling.model.analysis.attribution import COMPONENTS, Attribution, shapley
+
+    run, twins = hybrid_plan(base, a, b, counts)
+    args = [(replace(base, nodes=n), a, b, tuple(sorted(s))) for n, s in run]
     values: dict[tuple[int, frozenset[str]], float] = {}
     for i, ok, value in executor.imap_unordered(_hybrid_point, args):
         if not ok:
-            n, s = points[i]
+            n, s = run[i]
             what = "+".join(sorted(s)) or "none"
             _fail(f"--vs: the hybrid at {n} nodes with {what} from {b.name} failed: {value}")
-        values[points[i]] = value
+        values[run[i]] = value
         if bar is not None:
             bar.update(1)
+    for twin, same in twins.items():
+        values[twin] = values[same]
     out = []
     for n in counts:
         # as attribute(): Shapley over v(S) - v(empty); the gap is v(empty) - v(all): negate
@@ -679,7 +737,7 @@ def _explain_vs(
         too_big = run_size_error(c, base.system.devices_per_node, exp.config.simulation.max_ranks)
         if too_big:
             _fail(f"--nodes {nodes}: got {c} nodes: {too_big}")
-    n_sims = len(counts) * 2 ** len(COMPONENTS)
+    n_sims = len(hybrid_plan(base, a, b, counts)[0])
     t0 = time.perf_counter()
     with (
         make_executor(jobs=jobs) as ex,
@@ -688,7 +746,8 @@ def _explain_vs(
         ) as bar,
     ):
         logging.getLogger(__name__).info(
-            "explain --vs: %d simulations (%d node count(s) x %d hybrids) on %s",
+            "explain --vs: %d simulations for %d node count(s) x %d hybrids (the others differ "
+            "only in a memory capacity that fits the same micro-batches) on %s",
             n_sims,
             len(counts),
             2 ** len(COMPONENTS),
