@@ -515,3 +515,20 @@ def test_notebooks_find_their_configs_from_any_folder():
         )
         # bundled examples by name (resolve_config), never paths relative to the working folder
         assert '".."' not in code and "'..'" not in code and "configs/" not in code, nb.name
+
+
+def test_shell_completion_as_the_readme_documents():
+    from scaling.app.entry import main as entry_main
+
+    repo = Path(__file__).resolve().parents[1]
+    assert "_SCALING_COMPLETE=bash_source scaling" in (repo / "README.md").read_text()
+
+    def complete(words: str, cword: int, mode: str = "bash_complete") -> str:
+        env = {"_SCALING_COMPLETE": mode, "COMP_WORDS": words, "COMP_CWORD": str(cword)}
+        res = CliRunner().invoke(entry_main, [], prog_name="scaling", env=env)
+        assert res.exit_code == 0, res.output
+        return res.output
+
+    assert "_scaling_completion()" in complete("", 0, "bash_source")
+    assert complete("scaling ru", 1) == "plain,run\n"
+    assert "plain,--progress" in complete("scaling explain x --prog", 3)
