@@ -88,7 +88,7 @@ def verbosity_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         "-q",
         "--quiet",
         is_flag=True,
-        help="Only errors on stderr: no notes of the logger, no progress bars.",
+        help="Only errors on stderr: no notes, no log messages, no progress bars.",
     )(fn)
     return click.option(
         "-v",
