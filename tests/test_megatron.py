@@ -330,3 +330,8 @@ def test_explain_shows_bubble_and_tp_pp_dp_apart_and_sums_to_the_step() -> None:
     assert "pipeline bubble" in labels
     assert any(k.startswith("exposed TP all_reduce") for k in labels)
     assert any(k.startswith("exposed DP all_reduce") for k in labels)
+    # the kernel-kind breakdown is rank 0's share (1/t of the GEMMs, its stage's layers)
+    from scaling.model.hardware.compute import step_compute_breakdown
+
+    kinds = sum(t for _, t in step_compute_breakdown(job))
+    assert kinds == pytest.approx(b.forward_s + b.backward_s, rel=0.1)

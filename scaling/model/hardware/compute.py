@@ -564,6 +564,10 @@ def step_compute_breakdown(job: Job) -> list[tuple[str, float]]:
     """A rank's forward + backward device time in one step of ``job``, s, by kind of kernel
     (:func:`compute_breakdown` of one micro-batch × the micro-batches per step), largest first.
     The optimizer step is not included (``scaling explain`` shows it as its own part)."""
+    own = getattr(job.strategy, "compute_breakdown", None)
+    if own is not None:  # a model-parallel strategy (Megatron) knows its rank's share
+        result: list[tuple[str, float]] = own(job)
+        return result
     t = job.training
     cm = ComputeModel(job.system.device, t.dtype, sparse=t.sparsity)
     parts = compute_breakdown(

@@ -65,6 +65,7 @@ from scaling.model.hardware.compute import (
     MicroBatchCompute,
     Op,
     PhaseCost,
+    op_category,
 )
 from scaling.model.hardware.memory import MemoryBreakdown
 from scaling.model.hardware.workload import Checkpointing, TransformerShape
@@ -128,6 +129,40 @@ class MegatronSpec:
     def memory(self, job: Job) -> MemoryBreakdown:
         """Peak memory of the busiest rank (the larger of the first and the last stage)."""
         return megatron_memory(job, self)
+
+    def compute_breakdown(self, job: Job) -> list[tuple[str, float]]:
+        """Rank 0's (stage 0, first TP rank) forward + backward device time in one step, s, by
+        kind of kernel (``op_category``), largest first: its ``1/t`` of the kernels of its
+        stage's blocks (and recomputation) and the embedding, × the micro-batches."""
+        tr = job.training
+        cm = ComputeModel(job.system.device, tr.dtype, sparse=tr.sparsity)
+        e, t = cm.dtype_bytes, self.tensor
+        first, second = tp_block_ops(
+            job.shape, tr.micro_batch, tr.seq_len, e, tr.flash_attention, t, self.sequence_parallel
+        )
+        emb, _ = tp_head_ops(job.shape, tr.micro_batch, tr.seq_len, e, t, self.sequence_parallel)
+        fwd = first + second
+        recompute: list[Op] = []
+        if tr.checkpointing is Checkpointing.FULL:
+            recompute = fwd
+        elif tr.checkpointing is Checkpointing.SELECTIVE:
+            recompute = [op for op in first if op.name.startswith("attn.")]
+        layers = job.shape.n_layers // self.pipeline
+        phases = [
+            (cm.kernels(fwd), layers),
+            (cm.kernels(fwd, backward=True), layers),
+            (cm.kernels(recompute), layers),
+            (cm.kernels(emb), 1),
+            (cm.kernels(emb, backward=True), 1),
+        ]
+        out: dict[str, float] = {}
+        gap = cm.device.kernel_launch_s
+        for kernels, reps in phases:
+            for k in kernels:
+                label = op_category(k.name)
+                out[label] = out.get(label, 0.0) + reps * (cm.op_time(k) - gap) * tr.grad_accum
+                out["kernel gaps"] = out.get("kernel gaps", 0.0) + reps * gap * tr.grad_accum
+        return sorted(out.items(), key=lambda kv: -kv[1])
 
     def plan(self, job: Job, compute: ComputeModel, mb: MicroBatchCompute) -> MegatronWork:
         """Per-stage compute segments, groups and the pipeline order of every stage."""
