@@ -72,6 +72,7 @@ class FlowCollectives:
         self.net = FlowNetwork(env, self.cluster.capacity())
         self.algos = Algorithms(system, self.lib.channels)
         self._sched: dict[tuple[str, CollectiveOp, Group], Schedule | None] = {}
+        self._why: dict[tuple[str, CollectiveOp, Group], str] = {}  # why a schedule is None
         self._phase_flows: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
         self._pair_pids: dict[tuple[int, int], tuple[int, ...]] = {}
         self._pair_net = self.net
@@ -85,8 +86,9 @@ class FlowCollectives:
         if key not in self._sched:
             try:
                 self._sched[key] = self.algos.build(algorithm, op, group)
-            except NotApplicable:
+            except NotApplicable as e:
                 self._sched[key] = None
+                self._why[key] = str(e)
         return self._sched[key]
 
     def flows(self, phase: Phase) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -208,6 +210,12 @@ class FlowCollectives:
                 )
                 if best is None or c.time_s < best.time_s:
                     best = c
+        if best is None and algorithm:
+            why = self._why.get((algorithm, op, group), "")
+            raise ValueError(
+                f"{self.lib.name} has no {algorithm} for {op.value} on "
+                f"{group.nodes}x{group.per_node} ranks" + (f": {why}" if why else "")
+            )
         if best is None:
             raise ValueError(
                 f"{self.lib.name} has no algorithm for {op.value} on {group.nodes}x{group.per_node} "
