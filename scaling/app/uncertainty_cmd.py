@@ -132,6 +132,12 @@ def _parse_at(at: str) -> int:
     default=None,
     help="Processes to run on (default: one per CPU; 1 = in process).",
 )
+@click.option(
+    "--only",
+    multiple=True,
+    metavar="TEXT",
+    help="Only the inputs whose name contains TEXT (repeatable), e.g. --only nics --only cncl.",
+)
 @click.option("--no-plot", is_flag=True, help="Skip the tornado chart.")
 @user_errors
 def sensitivity(
@@ -144,6 +150,7 @@ def sensitivity(
     overrides: tuple[str, ...],
     out_dir: Path | None,
     n_jobs: int | None,
+    only: tuple[str, ...],
     no_plot: bool,
 ) -> None:
     """Which uncertain inputs decide a metric: one-at-a-time elasticities and a tornado chart.
@@ -169,7 +176,7 @@ def sensitivity(
     out = out_dir or Path("results") / exp.config.name / "sensitivity"
     make_dir(out)
     with make_executor(jobs=n_jobs) as ex:
-        oat = one_at_a_time(exp, nodes, metric, ex)
+        oat = one_at_a_time(exp, nodes, metric, ex, only=list(only) or None)
         if oat.empty:
             fail(f"{config}: no uncertain input (every range is a point)")
         click.echo(f"{exp.config.name}: {metric} at {nodes} nodes, one input at a time")

@@ -280,6 +280,25 @@ def _run_all(
     return [o for o in out if o is not None]
 
 
+def _shortest(
+    executor: SweepExecutor, jobs: list[Job], nominal: list[dict[str, Any]]
+) -> list[tuple[int, int] | None]:
+    """Per job: the shortest ``(w, 1)`` whose step time equals ``nominal``'s, or None."""
+    trials: list[tuple[int, int]] = []
+    for p, job in enumerate(jobs):
+        total = job.sim.warmup_steps + job.sim.steps
+        if not _noisy(job) and nominal[p].get("status", OK) == OK:
+            trials += [(p, w) for w in (1, 2) if w + 1 < total]
+    got = _run_all(executor, [_with_steps(jobs[p], (w, 1)) for p, w in trials])
+    plans: list[tuple[int, int] | None] = [None] * len(jobs)
+    for (p, w), r in sorted(zip(trials, got, strict=True), key=lambda t: t[0][1]):
+        if plans[p] is not None or r.get("status") != OK:
+            continue
+        if abs(float(r["step_time_s"]) / float(nominal[p]["step_time_s"]) - 1) <= STEADY_RTOL:
+            plans[p] = (w, 1)
+    return plans
+
+
 def steady_plans(
     exp: LoadedExperiment,
     executor: SweepExecutor,
@@ -292,21 +311,7 @@ def steady_plans(
     jobs = exp.jobs()
     if nominal is None:
         nominal = _run_all(executor, jobs)
-    trials: list[tuple[int, int]] = []
-    for p, job in enumerate(jobs):
-        total = job.sim.warmup_steps + job.sim.steps
-        if _noisy(job) or nominal[p].get("status", OK) != OK:
-            continue
-        trials += [(p, w) for w in (1, 2) if w + 1 < total]
-    got = _run_all(executor, [_with_steps(jobs[p], (w, 1)) for p, w in trials])
-    plans: list[tuple[int, int] | None] = [None] * len(jobs)
-    for (p, w), r in sorted(zip(trials, got, strict=True), key=lambda t: t[0][1]):
-        if plans[p] is not None or r.get("status") != OK:
-            continue
-        ref = float(nominal[p]["step_time_s"])
-        if abs(float(r["step_time_s"]) / ref - 1) <= STEADY_RTOL:
-            plans[p] = (w, 1)
-    return plans
+    return _shortest(executor, jobs, nominal)
 
 
 @dataclass
@@ -494,11 +499,17 @@ def _metric_of(
 
 
 def _oat_jobs(
-    exp: LoadedExperiment, at: int, name: str, changes: dict[tuple[str, str], Any]
+    exp: LoadedExperiment,
+    at: int,
+    name: str,
+    changes: dict[tuple[str, str], Any],
+    plans: list[tuple[int, int] | None] | None = None,
 ) -> list[Job]:
-    """The jobs of system ``name`` at the fewest nodes and at ``at``, with ``changes``."""
+    """The jobs of system ``name`` at the fewest nodes and at ``at``, with ``changes`` (and
+    each point's steady-state ``plans``, see :func:`steady_plans`)."""
     base = exp.jobs()
     names = _point_systems(exp)
+    plans = plans or [None] * len(base)
     first = min(exp.config.nodes)
     spec = _with_economics(
         perturbed_system(exp.systems[name], changes), exp.config.economics.get(name)
@@ -506,8 +517,22 @@ def _oat_jobs(
     out = []
     for p, job in enumerate(base):
         if names[p] == name and job.nodes in {first, at}:
-            out.append(dataclasses.replace(job, system=spec))
+            out.append(_with_steps(dataclasses.replace(job, system=spec), plans[p]))
     return out
+
+
+def _plans_at(
+    exp: LoadedExperiment, at: int, executor: SweepExecutor
+) -> list[tuple[int, int] | None]:
+    """:func:`steady_plans` of the points at the fewest nodes and at ``at`` (others None)."""
+    base = exp.jobs()
+    keep = [p for p, j in enumerate(base) if j.nodes in {min(exp.config.nodes), at}]
+    jobs = [base[p] for p in keep]
+    got = _shortest(executor, jobs, _run_all(executor, jobs))
+    plans: list[tuple[int, int] | None] = [None] * len(base)
+    for p, plan in zip(keep, got, strict=True):
+        plans[p] = plan
+    return plans
 
 
 def one_at_a_time(
@@ -516,6 +541,7 @@ def one_at_a_time(
     metric: str,
     executor: SweepExecutor,
     include_economics: bool = False,
+    only: Sequence[str] | None = None,
 ) -> pd.DataFrame:
     """Each uncertain input set to its ``low`` and its ``high`` (an alternative: each option),
     the others nominal; ``metric`` at ``at`` nodes per system and strategy. Columns: system,
@@ -524,11 +550,14 @@ def one_at_a_time(
     ``elasticity`` (relative metric change per relative input change between low and high;
     NaN for an alternative or a nominal of 0). Inputs that feed only cost/energy
     (:data:`ECONOMICS_ONLY`) or only the memory check (:data:`FEASIBILITY_ONLY`) are left out
-    of a speed metric unless ``include_economics``."""
+    of a speed metric unless ``include_economics``; ``only``: keep the inputs whose label
+    contains one of these strings."""
     if at not in exp.config.nodes:
         raise ConfigError(f"--at nodes={at}: not one of the experiment's node counts")
     skip = set() if include_economics else (ECONOMICS_ONLY | FEASIBILITY_ONLY)
     inputs = [i for i in uncertain_inputs(exp) if i.path not in skip]
+    if only:
+        inputs = [i for i in inputs if any(o in i.label for o in only)]
     cases: list[tuple[str, UncertainInput | None, Any]] = [
         (name, None, None) for name in dict.fromkeys(exp.config.systems)
     ]
@@ -537,10 +566,12 @@ def one_at_a_time(
         if inp.integer:
             ends = (round(inp.low), round(inp.high))
         cases += [(inp.system, inp, v) for v in ends]
+    plans = _plans_at(exp, at, executor)
     all_jobs: list[Job] = []
     spans = []
     for name, which, v in cases:
-        js = _oat_jobs(exp, at, name, {} if which is None else {(which.doc, which.path): v})
+        change = {} if which is None else {(which.doc, which.path): v}
+        js = _oat_jobs(exp, at, name, change, plans)
         spans.append((len(all_jobs), len(js)))
         all_jobs += js
     results = _run_all(executor, all_jobs)
@@ -619,12 +650,17 @@ def sobol_indices(
     both = unit_design(n, 2 * d, seed)
     a, b = both[:, :d], both[:, d:]
     mats = [a, b] + [np.where(np.arange(d) == i, b, a) for i in range(d)]
+    plans = _plans_at(exp, at, executor)
     all_jobs: list[Job] = []
     spans = []
     for m in mats:
         for u in m:
             changes = {(inp.doc, inp.path): inp.from_unit(u[k]) for k, inp in enumerate(inputs)}
-            js = [j for j in _oat_jobs(exp, at, system, changes) if j.strategy.label == strategy]
+            js = [
+                j
+                for j in _oat_jobs(exp, at, system, changes, plans)
+                if j.strategy.label == strategy
+            ]
             spans.append((len(all_jobs), len(js)))
             all_jobs += js
     results = _run_all(executor, all_jobs)
