@@ -48,11 +48,18 @@ from scaling.model.hardware.system import FabricKind, LinkClass, SystemSpec
 
 @dataclass(frozen=True, slots=True)
 class Link:
-    """One directed link: a name for diagnostics, achievable capacity (bytes/s), its class."""
+    """One directed link: its key (kind, then indices), achievable capacity (bytes/s), its
+    class. :attr:`name` (``"nic_tx/3/0"``) is built on demand: a 4,096-node cluster has ~200k
+    links and only diagnostics read names."""
 
-    name: str
+    key: tuple[object, ...]
     capacity_Bps: float
     cls: LinkClass
+
+    @property
+    def name(self) -> str:
+        """The link's name for diagnostics: its key joined by ``/``."""
+        return "/".join(map(str, self.key))
 
 
 def _ecmp(a: int, b: int, n: int, salt: int = 0) -> int:
@@ -87,15 +94,17 @@ class ClusterNetwork:
             LinkClass.NETWORK: nic.efficiency * lib[LinkClass.NETWORK],
         }
         self._routes: dict[tuple[int, int], tuple[tuple[int, ...], ...]] = {}
+        # the path to a NIC crosses the device's PCIe switch (bridge groups / PCIe fabrics)
+        self._nic_behind_switch = fab.kind in (FabricKind.BRIDGE_GROUPS, FabricKind.PCIE)
+        self._nics_of = [self.nics_of(d) for d in range(self.g)]
         self._build()
 
     # ---- construction ------------------------------------------------------------------
     def _add(self, key: tuple, raw_bw: float, cls: LinkClass, hw_eff: float | None = None) -> int:
         """Add a link of ``raw_bw`` × hardware efficiency (default: the class's) × library's."""
         idx = len(self.links)
-        name = "/".join(str(k) for k in key)
         eff = self._eff[cls] if hw_eff is None else hw_eff * self._lib[cls]
-        self.links.append(Link(name, raw_bw * eff, cls))
+        self.links.append(Link(key, raw_bw * eff, cls))
         self._index[key] = idx
         return idx
 
@@ -172,10 +181,6 @@ class ClusterNetwork:
     def n_switches(self) -> int:
         """PCIe switches per node (bridge groups / PCIe fabrics)."""
         return math.ceil(self.g / self.system.fabric.group_size)
-
-    @property
-    def _nic_behind_switch(self) -> bool:
-        return self.system.fabric.kind in (FabricKind.BRIDGE_GROUPS, FabricKind.PCIE)
 
     def nic_of(self, local: int) -> int:
         """The (first) NIC index a device (local index) uses: its PCIe neighbour."""
@@ -280,7 +285,7 @@ class ClusterNetwork:
         elif ns == nd:
             out = (tuple(self._intra(ns, a, b)),)
         else:
-            na, nb = self.nics_of(a), self.nics_of(b)
+            na, nb = self._nics_of[a], self._nics_of[b]
             out = tuple(
                 self._net_path(ns, a, na[j % len(na)], nd, b, nb[j % len(nb)])
                 for j in range(max(len(na), len(nb)))
