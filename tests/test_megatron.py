@@ -335,3 +335,11 @@ def test_explain_shows_bubble_and_tp_pp_dp_apart_and_sums_to_the_step() -> None:
 
     kinds = sum(t for _, t in step_compute_breakdown(job))
     assert kinds == pytest.approx(b.forward_s + b.backward_s, rel=0.1)
+
+
+def test_every_rank_simulated_gives_the_representative_result() -> None:
+    job = _job(MegatronSpec(2, 2), 1, 4, network="flow")
+    one = run_job(job)
+    every = run_job(replace(job, sim=replace(job.sim, simulate_all_ranks=True)))
+    assert every.step_time_s == pytest.approx(one.step_time_s, rel=1e-12)
+    assert every.compute_time_s == pytest.approx(one.compute_time_s, rel=1e-12)

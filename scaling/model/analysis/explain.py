@@ -94,8 +94,8 @@ def explain_step(timeline: Timeline, step: int, rank: int = 0) -> Breakdown:
     return out
 
 
-#: communication streams of Megatron's parallel dimensions (``strategies.megatron``)
-PARALLEL_STREAMS = {"tp": "TP", "pp": "PP", "dp": "DP"}
+#: collective kinds of Megatron's parallel dimensions (``strategies.megatron``)
+PARALLEL_KINDS = {"tp": "TP", "pp": "PP", "dp": "DP"}
 
 
 def _split_wait(
@@ -119,7 +119,7 @@ def _split_wait(
             continue
         share = (hi - lo) / len(now)
         for r in now:
-            dim = PARALLEL_STREAMS.get(r.key.stream)
+            dim = PARALLEL_KINDS.get(r.key.kind)
             op = f"{dim} {r.op.value}" if dim else r.op.value
             if dim:
                 out.exposed_by_parallel[dim] = out.exposed_by_parallel.get(dim, 0.0) + share

@@ -74,6 +74,10 @@ from scaling.model.strategies.rank import ComputeStream, RankLog
 if TYPE_CHECKING:
     from scaling.model.job import Job
 
+#: Trace tracks of the three kinds of communication (the trace writer's known streams: TP and PP
+#: on the node's communication stream, DP on the replicate stream as HSDP's replication); the
+#: parallel dimension itself is the key's ``kind`` (``tp``, ``pp``, ``dp``).
+STREAMS = {"tp": "comm", "pp": "comm", "dp": "comm:replicate"}
 #: Placements: the order of the parallel dimensions from innermost (consecutive ranks) out.
 ORDERS = ("tp-pp-dp", "tp-dp-pp")
 #: Bytes per parameter Megatron's Adam keeps beyond the model weights and gradients under mixed
@@ -564,6 +568,7 @@ class MegatronWork:
     model_flops_per_device: float
     compute_bytes_per_step: float
     flush_s: list[float] = field(default_factory=list)
+    _steps: list[simpy.Event] = field(default_factory=list)
 
     @property
     def optimizer(self) -> PhaseCost:
@@ -681,6 +686,10 @@ class MegatronWork:
     ) -> Generator[simpy.Event, object, None]:
         """Every stage of the representative pipeline for ``steps`` steps (rank 0 = stage 0)."""
         p = self.spec.pipeline
+        if rank != 0:
+            # every rank simulated (simulate_all_ranks): the others mirror rank 0's steps
+            yield from self._mirror(env, steps, cs)
+            return
         _price_node_local_uncontended(env, comm)
         streams = [cs] + [
             ComputeStream(env, comm, None, 0.0, cs.interference, RankLog(spans=None), cs.slowdown)
@@ -698,6 +707,24 @@ class MegatronWork:
             yield env.all_of(procs)
             for st in streams:
                 st.end_step()
+            self._step_done(env, step).succeed(cs.busy)
+
+    def _step_done(self, env: simpy.Environment, step: int) -> simpy.Event:
+        while len(self._steps) <= step:
+            self._steps.append(env.event())
+        return self._steps[step]
+
+    def _mirror(
+        self, env: simpy.Environment, steps: int, cs: ComputeStream
+    ) -> Generator[simpy.Event, object, None]:
+        """A rank other than 0 when every rank is simulated: identical to rank 0 (stage 0
+        stands for every stage's step), its step ends when rank 0's does."""
+        for step in range(steps):
+            cs.begin_step(step)
+            busy = yield self._step_done(env, step)
+            assert isinstance(busy, float)
+            cs.busy = busy
+            cs.end_step()
 
     def _box(
         self, env: simpy.Environment, mail: dict[tuple[str, int, int], simpy.Event], key: tuple
@@ -725,7 +752,7 @@ class MegatronWork:
             "tp",
             index,
             micro,
-            "tp",
+            STREAMS["tp"],
             (stage,),
             f"TP {op.value} (stage {stage}, {phase})",
         )
@@ -851,7 +878,7 @@ class MegatronWork:
             "pp",
             src_vs,
             micro,
-            "pp",
+            STREAMS["pp"],
             (src,),
             f"PP send {'activation' if direction == 'F' else 'gradient'} stage {src}→{dst}",
         )
@@ -927,7 +954,9 @@ class MegatronWork:
         op = CollectiveOp.REDUCE_SCATTER if zero else CollectiveOp.ALL_REDUCE
         evs = [
             comm.call(
-                CollectiveKey(step, "backward", "dp", c, 0, "dp", (k,), f"DP {op.value} chunk {c}"),
+                CollectiveKey(
+                    step, "backward", "dp", c, 0, STREAMS["dp"], (k,), f"DP {op.value} chunk {c}"
+                ),
                 op,
                 self.chunk_grad_bytes[k][c],
                 dp,
@@ -943,7 +972,14 @@ class MegatronWork:
             evs = [
                 comm.call(
                     CollectiveKey(
-                        step, "optimizer", "dp", v + c, 0, "dp", (k,), f"DP all_gather chunk {c}"
+                        step,
+                        "optimizer",
+                        "dp",
+                        v + c,
+                        0,
+                        STREAMS["dp"],
+                        (k,),
+                        f"DP all_gather chunk {c}",
                     ),
                     CollectiveOp.ALL_GATHER,
                     self.chunk_param_bytes[k][c],
