@@ -457,6 +457,7 @@ def test_progress_and_verbosity_options(small_run, tmp_path):
     sweep = ["sweep", *one, "--out", str(tmp_path / "s"), "-j", "1"]
     code, _, err = _split("-v", *sweep, "--progress")
     assert code == 0 and "sweep t:" in err and "/2 [" in err
+    assert "INFO scaling.sweep.executors: runs execute in process" in err  # -v
     # baseline update: one step per golden experiment
     golden = tmp_path / "golden"
     golden.mkdir()

@@ -30,6 +30,7 @@ from scaling.io.errors import ConfigError
 from scaling.io.extras import DISTRIBUTION, missing_extra
 
 Outcome = tuple[int, bool, Any]
+log = logging.getLogger(__name__)
 
 
 def describe_error(exc: BaseException) -> str:
@@ -224,8 +225,14 @@ class LocalPoolExecutor(SweepExecutor):
                         "code with `if __name__ == '__main__':`"
                     )
                 if len(broken) == 1:
+                    log.warning("a worker process died running one call: reported as failed")
                     yield broken[0], False, "worker process died while running this call"
                 else:
+                    log.warning(
+                        "a worker process died with %d calls in flight: retrying them one at a "
+                        "time",
+                        len(broken),
+                    )
                     suspects.extend(sorted(broken))
         except BaseException:
             # interrupted (Ctrl-C) or the consumer stopped early: do not wait for running calls
@@ -404,11 +411,13 @@ def make_executor(
         raise ConfigError(f"{' and '.join(given)}: give only one way to run the sweep")
     if scheduler is not None:
         require_dask("--scheduler")
+        log.info("runs execute on the Dask scheduler %s", scheduler)
         return DaskExecutor(scheduler_address=scheduler)
     if dask_local is not None:
         require_dask("--dask-local")
         if dask_local < 1:
             raise ConfigError(f"--dask-local {dask_local}: expected at least 1 worker")
+        log.info("runs execute on a local Dask cluster of %d worker(s)", dask_local)
         return DaskExecutor(local_workers=dask_local)
     if jobs is not None and jobs < 1:
         raise ConfigError(f"--jobs {jobs}: expected at least 1")
@@ -420,4 +429,5 @@ def make_executor(
     ex = SerialExecutor() if n == 1 else LocalPoolExecutor(n)
     if capped:
         ex.note = f"--jobs {jobs} capped at the {cpus} CPU(s); --oversubscribe to force"
+    log.info("runs execute %s", ex.describe())
     return ex
