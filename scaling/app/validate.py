@@ -16,7 +16,8 @@ Groups:
   in one node, FSDP), whose calibration points fitted the device's two in-loop compute constants
   (``sustained_matmul_fraction``, ``attention_efficiency``; tools/fit_compute.py) and whose other
   points validate them; the FlashAttention-2 paper's GPT3-1.3B run.
-* **end-to-end**: multi-node training results (Megatron-LM SC'21 GPT 1.7B on 32 A100; the MPT
+* **end-to-end**: multi-node training results (Megatron-LM SC'21 GPT 1.7B on 32 A100 with DDP,
+  and its TP / TP x PP rows 3.6B-145.6B on 64-1,536 A100 with the Megatron strategy; the MPT
   H100 rows on 2-8 nodes), none fitted; Ascend 910B rows for information.
 """
 
@@ -528,6 +529,63 @@ def study_megatron(overrides: DeviceOverrides | None = None) -> list[StudyResult
     ]
 
 
+#: Megatron-LM SC'21 Table 1, the model-parallel rows simulated by ``scaling validate``: params
+#: (B), heads, hidden, layers, TP, PP, GPUs, global batch, TFLOP/s per GPU (vocabulary 51,200,
+#: sequence 2048; reference/training_scaling.csv). The 310B-1T rows (PP 16-64, 10^5-10^6
+#: simulated events) are in tests/test_megatron.py's slow tier.
+MEGATRON_TABLE1_TP_PP = (
+    (3.6, 32, 3072, 30, 2, 1, 64, 512, 138.0),
+    (7.5, 32, 4096, 36, 4, 1, 128, 512, 142.0),
+    (18.4, 48, 6144, 40, 8, 1, 256, 1024, 135.0),
+    (39.1, 64, 8192, 48, 8, 2, 512, 1536, 138.0),
+    (76.1, 80, 10240, 60, 8, 4, 1024, 1792, 140.0),
+    (145.6, 96, 12288, 80, 8, 8, 1536, 2304, 148.0),
+)
+
+
+def megatron_tp_pp_point(row: tuple[float, ...], overrides: DeviceOverrides | None = None) -> Point:
+    """One model-parallel row of SC'21 Table 1 under the Megatron strategy (TP x PP x DP, 1F1B),
+    every row with the same inputs: fp16, micro-batch 1, full recomputation, unfused attention
+    (the 2021 code base), fp32 main gradients all-reduced after the flush; TFLOP/s per GPU by
+    eq. (3), recomputation included."""
+    from scaling.model.simulation import run_job
+    from scaling.model.strategies.megatron import MegatronSpec
+
+    params, heads, h, layers, t, p, gpus, batch, ref = row
+    a, hh, nl, tt, pp, g, b = (int(x) for x in (heads, h, layers, t, p, gpus, batch))
+    shape = TransformerShape(f"megatron-{params}b", nl, hh, a, 4 * hh, 51200, 2048, a)
+    d = g // (tt * pp)
+    seq = 2048
+    job = Job(
+        _system("dgx-a100", overrides),
+        shape,
+        g // 8,
+        _training(1, b // d, seq, "fp16", Checkpointing.FULL, False),
+        MegatronSpec(tt, pp),
+        SimSpec(steps=1, warmup_steps=0),
+    )
+    res = run_job(job)
+    flops = 96 * b * seq * nl * hh**2 * (1 + seq / (6 * hh) + 51200 / (16 * nl * hh))
+    label = f"GPT {params}B TP{tt} x PP{pp}, {g} A100"
+    return Point(label, ref, flops / res.step_time_s / g / 1e12, False)
+
+
+def study_megatron_tp_pp(overrides: DeviceOverrides | None = None) -> list[StudyResult]:
+    """Megatron-LM SC'21 Table 1, the TP / TP x PP rows (3.6B-145.6B), not fitted."""
+    return [
+        StudyResult(
+            "e2e-megatron-sc21-table1-tp-pp",
+            "end-to-end",
+            "TFLOP/s per GPU (eq. 3, with recompute)",
+            "Narayanan et al. SC'21 Table 1 (reference/training_scaling.csv)",
+            tuple(megatron_tp_pp_point(r, overrides) for r in MEGATRON_TABLE1_TP_PP),
+            max_mape=0.10,
+            max_point_error=0.10,
+            note="kind: megatron, 1F1B, one set of inputs for every row; flow network",
+        )
+    ]
+
+
 def study_mpt_multinode(overrides: DeviceOverrides | None = None) -> list[StudyResult]:
     """MPT H100 rows on 2–8 nodes (none fitted). The benchmark does not state the H100
     cluster's inter-node fabric; the DGX H100 entry's 8x 400 Gb/s is used."""
@@ -609,6 +667,7 @@ STUDIES: tuple[
     (("compute-a100-mpt", "compute-h100-mpt"), study_compute_mpt),
     (("compute-a100-flashattention2-gpt3-1.3b",), study_fa2),
     (("e2e-megatron-gpt1.7b-32a100",), study_megatron),
+    (("e2e-megatron-sc21-table1-tp-pp",), study_megatron_tp_pp),
     (("e2e-h100-mpt-multinode",), study_mpt_multinode),
     (("info-ascend910b-llama2-7b",), study_ascend),
 )
