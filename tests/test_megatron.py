@@ -3,8 +3,8 @@
 Closed forms: the TP communication per block; the 1F1B bubble ``(p−1)/(m+p−1)`` and the
 interleaved one ``(p−1)/(v·m+p−1)`` on a free network; Korthikanti et al.'s activation memory.
 Then the SC'21 Megatron-LM weak-scaling table (Narayanan et al. 2021, Table 1) on the flow
-network with one set of inputs for every row (fp16, micro-batch 1, full recomputation, unfused
-attention, 1F1B; nothing fitted per row), config validation with one-line errors, and every
+network with one set of inputs for every row (fp16 with fp16 gradient reduction, micro-batch 1,
+full recomputation, unfused attention, 1F1B; nothing fitted per row), config validation with one-line errors, and every
 strategy field changing a result.
 """
 
@@ -283,8 +283,16 @@ def _table1_row(row: tuple[float, ...]) -> tuple[float, float]:
         _dgx(),
         shape,
         g // 8,
+        # fp16 gradients reduced in fp16: Megatron-LM's default for --fp16 (arguments.py:
+        # accumulate_allreduce_grads_in_fp32 is False unless asked for; forced on only for bf16)
         TrainingSpec(
-            1, B // d, 2048, dtype="fp16", checkpointing=Checkpointing.FULL, flash_attention=False
+            1,
+            B // d,
+            2048,
+            dtype="fp16",
+            checkpointing=Checkpointing.FULL,
+            flash_attention=False,
+            param_dtype="fp16",
         ),
         MegatronSpec(t, p),
         SimSpec(steps=1, warmup_steps=0),

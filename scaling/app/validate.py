@@ -546,8 +546,9 @@ MEGATRON_TABLE1_TP_PP = (
 def megatron_tp_pp_point(row: tuple[float, ...], overrides: DeviceOverrides | None = None) -> Point:
     """One model-parallel row of SC'21 Table 1 under the Megatron strategy (TP x PP x DP, 1F1B),
     every row with the same inputs: fp16, micro-batch 1, full recomputation, unfused attention
-    (the 2021 code base), fp32 main gradients all-reduced after the flush; TFLOP/s per GPU by
-    eq. (3), recomputation included."""
+    (the 2021 code base), gradients all-reduced in fp16 after the flush (Megatron-LM's default
+    under --fp16: arguments.py leaves accumulate_allreduce_grads_in_fp32 off; it forces it on
+    only for bf16); TFLOP/s per GPU by eq. (3), recomputation included."""
     from scaling.model.simulation import run_job
     from scaling.model.strategies.megatron import MegatronSpec
 
@@ -560,7 +561,9 @@ def megatron_tp_pp_point(row: tuple[float, ...], overrides: DeviceOverrides | No
         _system("dgx-a100", overrides),
         shape,
         g // 8,
-        _training(1, b // d, seq, "fp16", Checkpointing.FULL, False),
+        dataclasses.replace(
+            _training(1, b // d, seq, "fp16", Checkpointing.FULL, False), param_dtype="fp16"
+        ),
         MegatronSpec(tt, pp),
         SimSpec(steps=1, warmup_steps=0),
     )
