@@ -256,6 +256,7 @@ def test_every_field_changes_a_result() -> None:
         {**base, "sequence_parallel": True},
         {**base, "order": "tp-dp-pp"},
         {**base, "distributed_optimizer": True},
+        {**base, "overlap_grad_reduce": True},
     ]
     results = [_step(s) for s in variants]
     for s, r in zip(variants, results, strict=True):
@@ -351,3 +352,12 @@ def test_every_rank_simulated_gives_the_representative_result() -> None:
     every = run_job(replace(job, sim=replace(job.sim, simulate_all_ranks=True)))
     assert every.step_time_s == pytest.approx(one.step_time_s, rel=1e-12)
     assert every.compute_time_s == pytest.approx(one.compute_time_s, rel=1e-12)
+
+
+def test_overlapped_grad_reduce_hides_dp_behind_the_last_backward() -> None:
+    base = {"parallelism": {"tensor": 2, "pipeline": 2}}
+    (job,) = experiment_from_dict(_cfg(base, nodes=[8])).jobs()
+    (ovl,) = experiment_from_dict(_cfg({**base, "overlap_grad_reduce": True}, nodes=[8])).jobs()
+    a, b = run_job(job), run_job(ovl)
+    assert b.step_time_s < a.step_time_s
+    assert b.comm_bytes_per_rank == pytest.approx(a.comm_bytes_per_rank, rel=1e-9)

@@ -197,6 +197,8 @@ class MegatronConfig(_Strict):
     # rank placement, innermost first (Megatron-LM's own order is tp-dp-pp)
     order: Literal["tp-pp-dp", "tp-dp-pp"] = "tp-pp-dp"
     distributed_optimizer: bool = False  # --use-distributed-optimizer (ZeRO-1 over data)
+    # --overlap-grad-reduce: each block's gradients reduced as the last backward produces them
+    overlap_grad_reduce: bool = False
 
     @model_validator(mode="after")
     def _consistent(self) -> MegatronConfig:
@@ -223,6 +225,7 @@ class MegatronConfig(_Strict):
             self.sequence_parallel,
             self.order,
             self.distributed_optimizer,
+            self.overlap_grad_reduce,
         )
 
 

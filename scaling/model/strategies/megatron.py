@@ -100,6 +100,9 @@ class MegatronSpec:
         order: rank placement, innermost first (:data:`ORDERS`).
         distributed_optimizer: ZeRO-1 sharding of the optimizer over DP
             (``--use-distributed-optimizer``).
+        overlap_grad_reduce: reduce each layer's gradients (one bucket per block) as soon as
+            the last micro-batch's backward has produced them, overlapping the rest of the
+            backward (``--overlap-grad-reduce``); else every gradient after the flush.
     """
 
     tensor: int = 1
@@ -108,6 +111,7 @@ class MegatronSpec:
     sequence_parallel: bool = False
     order: str = "tp-pp-dp"
     distributed_optimizer: bool = False
+    overlap_grad_reduce: bool = False
 
     @property
     def model_parallel(self) -> int:
@@ -116,7 +120,7 @@ class MegatronSpec:
 
     @property
     def label(self) -> str:
-        """``megatron-tT-pP[-vV][-sp]``."""
+        """``megatron-tT-pP[-vV][-sp][-zero1][-overlap]``."""
         out = f"megatron-t{self.tensor}-p{self.pipeline}"
         if self.virtual_stages > 1:
             out += f"-v{self.virtual_stages}"
@@ -124,6 +128,8 @@ class MegatronSpec:
             out += "-sp"
         if self.distributed_optimizer:
             out += "-zero1"
+        if self.overlap_grad_reduce:
+            out += "-overlap"
         return out
 
     def data_parallel(self, devices: int) -> int:
@@ -567,6 +573,7 @@ class MegatronWork:
     act_dtype: str
     model_flops_per_device: float
     compute_bytes_per_step: float
+    layer_grad_bytes: float = 0.0
     flush_s: list[float] = field(default_factory=list)
     _steps: list[simpy.Event] = field(default_factory=list)
 
@@ -643,6 +650,7 @@ class MegatronWork:
             tr.dtype,
             flops,
             comp_bytes,
+            layer_grad_bytes=layer_p * g,
         )
 
     # ---- closed-form helpers (tests, explanations) ------------------------------------------
@@ -905,7 +913,13 @@ class MegatronWork:
         p, v = self.spec.pipeline, self.spec.virtual_stages
         last = p * v - 1
         lpc = self.layers_per_chunk
-        for kind, micro, chunk in stage_order(p, v, self.m, k):
+        order = stage_order(p, v, self.m, k)
+        final_b = {c: i for i, (kind, _, c) in enumerate(order) if kind == "B"}
+        zero = self.spec.distributed_optimizer
+        op = CollectiveOp.REDUCE_SCATTER if zero else CollectiveOp.ALL_REDUCE
+        overlap = self.spec.overlap_grad_reduce
+        tail: simpy.Event | None = None  # the DP stream's last bucket (in-order stream)
+        for i, (kind, micro, chunk) in enumerate(order):
             vs = chunk * p + k
             if kind == "F":
                 if vs > 0:
@@ -942,31 +956,26 @@ class MegatronWork:
                     if self.block.recompute:
                         yield from self._recompute_layer(comm, cs, step, k, micro, chunk, layer)
                     yield from self._backward_layer(comm, cs, step, k, micro, idx, layer)
+                    if overlap and i == final_b[chunk]:
+                        nbytes = self.layer_grad_bytes
+                        if layer == 0:  # the chunk's embedding / head gradients too
+                            nbytes = self.chunk_grad_bytes[k][chunk] - (lpc - 1) * nbytes
+                        index = chunk * lpc + layer
+                        tail = self._dp_bucket(env, comm, step, k, index, op, nbytes, tail)
                 if vs > 0:
                     self._send(comm, mail, env, step, "B", micro, vs, vs - 1)
                 else:
                     yield from cs.run(self.emb_bwd.time_s, "backward", part="embedding")
         if k == 0:
             self.flush_s.append(env.now - start)
-        # data parallel: one gradient buffer per model chunk
+        if not overlap:
+            # data parallel after the flush: one gradient buffer per model chunk, in order
+            for c in range(v):
+                nbytes = self.chunk_grad_bytes[k][c]
+                tail = self._dp_bucket(env, comm, step, k, 1000 * (c + 1), op, nbytes, tail)
+        if tail is not None:
+            yield from cs.wait(tail, f"dp {op.value}")
         dp = self.dp_groups[k]
-        zero = self.spec.distributed_optimizer
-        op = CollectiveOp.REDUCE_SCATTER if zero else CollectiveOp.ALL_REDUCE
-        evs = [
-            comm.call(
-                CollectiveKey(
-                    step, "backward", "dp", c, 0, STREAMS["dp"], (k,), f"DP {op.value} chunk {c}"
-                ),
-                op,
-                self.chunk_grad_bytes[k][c],
-                dp,
-                1,
-                dtype=self.grad_dtype,
-            )
-            for c in range(v)
-        ]
-        for ev in evs:
-            yield from cs.wait(ev, f"dp {op.value}")
         yield from cs.run(self.optimizer_per_stage[k].time_s, "optimizer")
         if zero:
             evs = [
@@ -991,6 +1000,31 @@ class MegatronWork:
             ]
             for ev in evs:
                 yield from cs.wait(ev, "dp all_gather")
+
+    def _dp_bucket(
+        self,
+        env: simpy.Environment,
+        comm: Communicator,
+        step: int,
+        stage: int,
+        index: int,
+        op: CollectiveOp,
+        nbytes: float,
+        prev: simpy.Event | None,
+    ) -> simpy.Event:
+        """One DP gradient bucket of ``stage``, started when the one before it on the stage's
+        (in-order) DP stream has completed; the returned process ends with it."""
+        label = f"DP {op.value} " + (
+            f"chunk {index // 1000 - 1}" if index >= 1000 else f"bucket (block {index})"
+        )
+        key = CollectiveKey(step, "backward", "dp", index, 0, STREAMS["dp"], (stage,), label)
+
+        def proc() -> Generator[simpy.Event, object, None]:
+            if prev is not None:
+                yield prev
+            yield comm.call(key, op, nbytes, self.dp_groups[stage], 1, dtype=self.grad_dtype)
+
+        return env.process(proc())
 
     def _recompute_layer(
         self,
