@@ -361,3 +361,22 @@ def test_overlapped_grad_reduce_hides_dp_behind_the_last_backward() -> None:
     a, b = run_job(job), run_job(ovl)
     assert b.step_time_s < a.step_time_s
     assert b.comm_bytes_per_rank == pytest.approx(a.comm_bytes_per_rank, rel=1e-9)
+
+
+def test_placement_groups_cross_the_links_the_ranks_do() -> None:
+    # TP 8 on 8-GPU nodes: a TP group is a node, sends between stages leave it (8 rails), and
+    # under tp-pp-dp the stages' DP groups (strided over nodes) stay on disjoint nodes
+    spec = MegatronSpec(8, 8)
+    job = _job(spec, 64, 8, _shape(layers=16))
+    w = MegatronWork.build(job, spec, ComputeModel(job.system.device, "bf16"))
+    assert w.tp_groups[3] == Group(1, 8, 3)
+    assert w.p2p_groups[0] == Group(2, 1, 0, 0, 8)
+    assert [g.first_node for g in w.dp_groups] == [8 * k for k in range(8)]
+    assert all(g.nodes == 8 and g.lanes == 8 for g in w.dp_groups)
+    # TP 4: two stages per node; their send stays inside it, between local devices 3 and 4
+    spec = MegatronSpec(4, 2)
+    job = _job(spec, 2, 4, _shape(layers=16))
+    w = MegatronWork.build(job, spec, ComputeModel(job.system.device, "bf16"))
+    assert w.tp_groups[1] == Group(1, 4, 0, 4)
+    assert w.p2p_groups[0] == Group(1, 2, 0, 3)
+    assert w.dp_groups[1] == Group(2, 1, 0, 4, 4)
