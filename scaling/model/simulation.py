@@ -59,11 +59,16 @@ def check_feasible(job: Job) -> MemoryBreakdown:
         )
     mem = job.strategy.memory(job)
     if mem.total > dev.mem_bytes:
+        hint = (
+            "try a smaller micro-batch, activation checkpointing, or a sharded strategy (FSDP)"
+            if not hasattr(job.strategy, "model_parallel")
+            else "try activation checkpointing, a larger tensor or pipeline size, "
+            "sequence_parallel or distributed_optimizer"
+        )
         raise InfeasibleJobError(
             f"{job.system.name}: {job.shape.name} with {job.strategy.label} on "
             f"{job.devices} devices needs {mem.total / GiB:.1f} GiB per rank "
-            f"but {dev.name} has {dev.mem_bytes / GiB:.1f} GiB ({mem.describe()} GiB); try a smaller "
-            "micro-batch, activation checkpointing, or a sharded strategy (FSDP)"
+            f"but {dev.name} has {dev.mem_bytes / GiB:.1f} GiB ({mem.describe()} GiB); {hint}"
         )
     return mem
 
