@@ -54,7 +54,7 @@ def plot_bands(
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize="x-small")
     fig.suptitle(title, fontsize="medium")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.97))
     return _save(fig, path)
 
 
@@ -74,11 +74,15 @@ def plot_tornado(oat: pd.DataFrame, path: Path, title: str, top: int = 12) -> Pa
         ax.barh(ys, hi - m0, left=m0, color="tab:blue", label="input at high (alt.: max)")
         ax.barh(ys, lo - m0, left=m0, color="tab:orange", label="input at low (alt.: min)")
         ax.axvline(m0, color="black", linewidth=0.8)
-        ax.set_yticks(list(ys), [s.split(": ", 1)[-1] for s in g["input"]], fontsize="x-small")
+        names = [
+            s.split(": ", 1)[-1] + (f" ({lo_v})" if isinstance(lo_v, str) and hi_v == "" else "")
+            for s, lo_v, hi_v in zip(g["input"], g["low_value"], g["high_value"], strict=True)
+        ]
+        ax.set_yticks(list(ys), names, fontsize="x-small")
         ax.set_title(
             f"{system} {strat}: {g['metric'].iloc[0]} (nominal {m0:.3g})", fontsize="small"
         )
         ax.legend(fontsize="xx-small", loc="lower right")
     fig.suptitle(title, fontsize="medium")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.97))
     return _save(fig, path)
