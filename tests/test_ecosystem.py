@@ -270,6 +270,11 @@ def test_examples_by_name_module_entry_license_version_and_schema(tmp_path):
     repo = Path(__file__).resolve().parents[1]
     assert resolve_config("mlu-vs-gpu") == bundled_configs()["mlu-vs-gpu"]
     assert resolve_config("configs/sweeps/ddp-buckets.yaml").name == "ddp-buckets.yaml"
+    # the Python API takes the same names as the CLI (README: run_experiment("mlu-vs-gpu"))
+    from scaling.io.config import as_experiment
+
+    exp = as_experiment("mlu-vs-gpu", ["nodes=[1]"])
+    assert Path(exp.where).name == "mlu-vs-gpu.yaml" and exp.config.nodes == [1]
     code, out, _ = _split("examples", "--format", "json")
     assert code == 0 and "mlu-vs-gpu" in {r["name"] for r in json.loads(out)}
     code, out, err = _split("run", "mlu-vs-gpu", "--check", "--set", "nodes=[1]")

@@ -900,11 +900,14 @@ def as_experiment(
     config: LoadedExperiment | dict[str, Any] | str | Path, overrides: list[str] | None = None
 ) -> LoadedExperiment:
     """The one experiment loader of the API: a loaded experiment as is, a mapping, or a YAML
-    file, with optional ``PATH=VALUE`` overrides (which need a mapping or a file)."""
+    file or bundled example name (``mlu-vs-gpu``, as the CLI takes it), with optional
+    ``PATH=VALUE`` overrides (which need a mapping or a file)."""
     if isinstance(config, LoadedExperiment):
         if overrides:
             raise ValueError("overrides apply when loading: pass a file or a mapping with them")
         return config
     if isinstance(config, dict):
         return experiment_from_dict(config, overrides)
-    return load_experiment(config, overrides)
+    from scaling.io.examples import resolve_config
+
+    return load_experiment(resolve_config(config), overrides)
