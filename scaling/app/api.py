@@ -160,11 +160,9 @@ def run_experiment(
     if reasons and (strict or len(reasons) == len(jobs)):  # nothing to run, or asked to refuse
         raise InfeasibleJobError("; ".join(dict.fromkeys(reasons.values())))
     todo = [i for i in range(len(jobs)) if i not in reasons]
-    it: Iterable[int] = todo
-    if progress:
-        from tqdm import tqdm
+    from scaling.app.output import progress_bar
 
-        it = tqdm(todo, desc="simulating", unit="run", leave=False)
+    it: Iterable[int] = progress_bar(todo, desc="simulating", enabled=bool(progress))
     done = {i: run_job(jobs[i]) for i in it}
     rows = []
     for i, job in enumerate(jobs):

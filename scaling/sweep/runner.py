@@ -243,7 +243,7 @@ def run_sweep(
         progress = sys.stderr.isatty()
     bar = None
     if progress and todo:
-        from tqdm import tqdm
+        from tqdm.auto import tqdm  # a widget in Jupyter, text on a terminal
 
         bar = tqdm(
             total=len(unique),
