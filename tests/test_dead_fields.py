@@ -115,7 +115,10 @@ def _perturbed(doc: dict, path: tuple, check) -> list[dict]:
     out = []
     for c in dict.fromkeys(cands):  # distinct candidates, in order
         new = copy.deepcopy(doc)
-        _get(new, path)["value"] = c
+        q = _get(new, path)
+        q["value"] = c
+        if "low" in q:  # a ranged number: the probe goes beyond its range on purpose
+            q["low"], q["high"] = min(q["low"], c), max(q["high"], c)
         try:
             check(new)
         except ConfigError:

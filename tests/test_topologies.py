@@ -69,7 +69,8 @@ def test_top_level_latencies_beside_protocols_are_refused(tmp_path) -> None:
     def add(lib: str) -> str:
         return lib.replace(
             "bw_efficiency:",
-            'call_latency_us: {value: 8.4, source: "x", confidence: secondary}\nbw_efficiency:',
+            'call_latency_us: {value: 8.4, source: "x", confidence: secondary, low: 8, high: 9}'
+            "\nbw_efficiency:",
             1,
         )
 
@@ -81,7 +82,7 @@ def test_pcie_fields_on_a_switch_node_are_refused(tmp_path) -> None:
     def add(text: str) -> str:
         return text.replace(
             "    link_efficiency:",
-            '    pcie_latency_us: {value: 1.0, source: "x", confidence: secondary}\n'
+            '    pcie_latency_us: {value: 1.0, source: "x", confidence: secondary, low: 1, high: 1}\n'
             "    link_efficiency:",
             1,
         )

@@ -80,7 +80,7 @@ def test_an_assumption_without_a_range_is_refused_in_one_line(tmp_path: Path) ->
     msg = str(e.value)
     assert "\n" not in msg
     assert re.search(r"x\.yaml:\d+: device\.mem_bw_efficiency", msg)
-    assert "without a range" in msg and "'low' and 'high'" in msg
+    assert "expected a range for this assumption number" in msg and "'low' and 'high'" in msg
 
 
 def test_a_value_outside_its_range_is_refused(tmp_path: Path) -> None:
@@ -91,7 +91,7 @@ def test_a_value_outside_its_range_is_refused(tmp_path: Path) -> None:
 
 def test_a_bound_must_be_a_valid_value(tmp_path: Path) -> None:
     path = _edited(tmp_path, "low: 0.68, high: 0.977}", "low: 0.68, high: 1.2}")
-    with pytest.raises(ConfigError, match=r"range bound 1\.2 is not a valid value"):
+    with pytest.raises(ConfigError, match=r"range bounds that are valid values; got 1\.2"):
         load_system(path)
 
 
@@ -306,3 +306,39 @@ def test_sensitivity_of_the_headline_at_64_nodes() -> None:
         "cncl.step_latency_us.network",
     }, top
     assert df[df.system == "dgx-a100"]["swing"].abs().max() < 0.01
+
+
+# ---- the commands ------------------------------------------------------------------------------
+
+
+def test_run_uncertainty_and_sensitivity_commands(tmp_path: Path) -> None:
+    import yaml
+    from click.testing import CliRunner
+
+    from scaling.app.cli import main
+
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text(yaml.safe_dump(_tiny()))
+    out = tmp_path / "o"
+    args = ["run", str(cfg), "--uncertainty", "2", "--seed", "3", "--jobs", "1", "--out", str(out)]
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 0, res.output
+    assert "5-95 % interval" in res.output and "ECMP" in res.output
+    for f in ("samples", "runs", "summary"):
+        assert (out / f"uncertainty_{f}.csv").is_file()
+    assert (out / "uncertainty_scaling_efficiency.png").stat().st_size > 0
+    first = (out / "uncertainty_summary.csv").read_text()
+    res = CliRunner().invoke(main, [*args, "--force", "--no-plot"])
+    assert res.exit_code == 0 and (out / "uncertainty_summary.csv").read_text() == first
+
+    sens = tmp_path / "s"
+    res = CliRunner().invoke(
+        main,
+        ["sensitivity", str(cfg), "--at", "nodes=2", "--only", "nics.count", "--only",
+         "kernel_launch", "--samples", "2", "--jobs", "1", "--out", str(sens)],
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert "node.nics.count" in res.output and "Sobol indices" in res.output
+    assert {p.name for p in sens.iterdir()} >= {"sensitivity.csv", "sobol.csv", "tornado.png"}
+    res = CliRunner().invoke(main, ["sensitivity", str(cfg), "--at", "gpus=2"])
+    assert res.exit_code == 2 and "expected nodes=N" in res.output

@@ -80,25 +80,27 @@ class _Q(_Strict):
         if self.low is None or self.high is None:
             if self.confidence in RANGED:
                 raise ValueError(
-                    f"got a {self.confidence} number without a range; expected 'low' and "
-                    "'high' (its plausible bounds, the reasoning in 'note')"
+                    f"a range for this {self.confidence} number: 'low' and 'high' (its "
+                    "plausible bounds, the reasoning in 'note')"
                 )
             if self.low is not None or self.high is not None or self.dist is not None:
-                raise ValueError("expected both 'low' and 'high' (or neither)")
+                raise ValueError("both 'low' and 'high', or neither")
             return self
         if not self.low <= value <= self.high:
             raise ValueError(
-                f"value {value:g} outside its range [low {self.low:g}, high {self.high:g}]; "
-                "expected low <= value <= high"
+                f"low <= value <= high; got value {value:g} outside its range "
+                f"[low {self.low:g}, high {self.high:g}]"
             )
         if self.dist == "loguniform" and self.low <= 0:
-            raise ValueError(f"dist loguniform needs low > 0; got low {self.low:g}")
+            raise ValueError(f"low > 0 for dist loguniform; got low {self.low:g}")
         for end in (self.low, self.high):  # each bound must be a valid value of this field
             try:
                 type(self)(value=end, source="range", confidence="measured")  # type: ignore[call-arg]
             except ValidationError as e:
                 why = e.errors()[0]["msg"]
-                raise ValueError(f"range bound {end:g} is not a valid value: {why}") from None
+                raise ValueError(
+                    f"range bounds that are valid values; got {end:g}: {why}"
+                ) from None
         return self
 
 
@@ -146,7 +148,7 @@ def apply_alternative(doc: dict[str, Any], alt: AlternativeSchema, where: str) -
         node = out
         for k in keys[:-1]:
             if not isinstance(node.get(k), dict):
-                raise ValueError(f"alternatives[{alt.name}]: {path}: no such field in {where}")
+                raise ValueError(f"alternatives[{alt.name}] to set fields of {where}; got {path}")
             node = node[k]
         if isinstance(value, int | float) and not isinstance(value, bool):
             value = {
@@ -164,7 +166,7 @@ def apply_alternative(doc: dict[str, Any], alt: AlternativeSchema, where: str) -
 def _check_alternatives(doc: BaseModel, alts: list[AlternativeSchema]) -> None:
     names = [a.name for a in alts]
     if len(set(names)) != len(names):
-        raise ValueError(f"alternatives: names must be unique; got {names}")
+        raise ValueError(f"unique alternative names; got {names}")
     base = doc.model_dump(mode="json", exclude={"alternatives"})
     for a in alts:
         patched = apply_alternative(base, a, type(doc).__name__)
@@ -173,7 +175,9 @@ def _check_alternatives(doc: BaseModel, alts: list[AlternativeSchema]) -> None:
         except ValidationError as e:
             err = e.errors()[0]
             at = ".".join(str(x) for x in err["loc"])
-            raise ValueError(f"alternatives[{a.name}]: {at}: {err['msg']}") from None
+            raise ValueError(
+                f"alternatives[{a.name}] to give a valid file; {at}: {err['msg']}"
+            ) from None
 
 
 class DeviceSchema(_Strict):
