@@ -186,7 +186,9 @@ def sensitivity(
             tables = []
             for (system, strat), _ in oat.groupby(["system", "strategy"], sort=False):
                 name = next(k for k, v in exp.systems.items() if v.spec.name == system)
-                idx = sobol_indices(exp, nodes, metric, samples, seed, ex, name, strat)
+                idx = sobol_indices(
+                    exp, nodes, metric, samples, seed, ex, name, strat, list(only) or None
+                )
                 idx.insert(0, "strategy", strat)
                 idx.insert(0, "system", system)
                 tables.append(idx)

@@ -637,14 +637,17 @@ def sobol_indices(
     executor: SweepExecutor,
     system: str,
     strategy: str,
+    only: Sequence[str] | None = None,
 ) -> pd.DataFrame:
     """Variance-based (Sobol) indices of ``metric`` at ``at`` nodes for one system and strategy
     (its inputs only, the run seed held at the config's): ``n`` x (d + 2) simulated cases.
-    Columns: input, S1, ST (first-order and total index)."""
+    Columns: input, S1, ST (first-order and total index). ``only``: as for
+    :func:`one_at_a_time`."""
     inputs = [
         i
         for i in uncertain_inputs(exp, [system])
         if i.path not in ECONOMICS_ONLY | FEASIBILITY_ONLY
+        and (not only or any(o in i.label for o in only))
     ]
     d = len(inputs)
     both = unit_design(n, 2 * d, seed)
