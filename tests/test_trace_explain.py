@@ -216,3 +216,89 @@ def test_explain_vs_cli_shows_progress_and_refuses_jobs_without_vs(tmp_path) -> 
     assert quiet.exit_code == 0 and quiet.stderr == "" and quiet.stdout == res.stdout
     res = CliRunner().invoke(main, ["explain", str(cfg), "-j", "2"])
     assert res.exit_code == 2 and "--jobs: only used with --vs" in res.output
+
+
+# --- review: Megatron's wait names, waits found by bisection / a sweep, not a scan -----------
+
+
+def _rec(kind: str, op: str, start: float, end: float, issue: int):
+    from scaling.model.comm.collectives import CollectiveKey, CollectiveRecord
+    from scaling.model.comm.ops import CollectiveOp, Group
+
+    key = CollectiveKey(0, "backward", kind, issue, label=f"{kind.upper()} {op} #{issue}")
+    return CollectiveRecord(key, CollectiveOp(op), 1.0, Group(1, 8), start, end, "ring", issue)
+
+
+def test_a_megatron_wait_links_to_the_collective_of_its_kind_and_op() -> None:
+    """``wait:tp all_reduce`` names the kind (tp, pp, dp) before the op: the arrow goes to
+    the TP all-reduce, not to a DP bucket or PP send that happened to end at the same instant."""
+    from scaling.io.trace import _awaited, _ByEnd
+
+    tp = _rec("tp", "all_reduce", 0.2, 1.0, 1)
+    dp = _rec("dp", "reduce_scatter", 0.0, 1.0, 2)  # ends with it, issued later
+    pp = _rec("pp", "broadcast", 0.5, 1.0, 3)
+    early = _rec("tp", "all_reduce", 0.0, 0.1, 0)  # ended before the wait began
+    colls = _ByEnd([pp, dp, early, tp])
+    assert _awaited("wait:tp all_reduce", 0.5, 1.0, colls) is tp
+    assert _awaited("wait:dp reduce_scatter", 0.5, 1.0, colls) is dp
+    # a PP receive waits on the neighbour's send: no op of that name, the kind decides
+    assert _awaited("wait:pp recv activation", 0.5, 1.0, colls) is pp
+    assert _awaited("wait:tp head", 0.5, 1.0, colls) is tp
+    # DDP / FSDP names: the op alone (and the last one to end when none has the op)
+    assert _awaited("wait:reduce_scatter", 0.5, 1.0, colls) is dp
+    assert _awaited("wait:all_gather:unit3", 0.5, 1.0, colls) is pp
+    assert _awaited("wait:all_reduce", 0.11, 0.4, colls) is None
+
+
+def test_overlap_sweep_finds_what_a_scan_finds() -> None:
+    """``explain``'s sweep over a rank's collectives gives, for waits in time order (and a wait
+    that goes back), the same collectives in the same order as a scan of every one."""
+    import random
+
+    from scaling.model.analysis.explain import _Overlaps
+
+    rng = random.Random(7)
+    recs = []
+    for i in range(400):
+        s = rng.uniform(0, 100)
+        recs.append(_rec("dp", "all_reduce", s, s + rng.choice([0.0, 0.01, 0.5, 3.0, 40.0]), i))
+    index = _Overlaps(recs)
+    waits = sorted((rng.uniform(0, 100), rng.uniform(0, 2)) for _ in range(300))
+    waits += [(5.0, 1.0), (60.0, 30.0), (60.0, 0.0)]  # back in time: the sweep restarts
+    for a, d in waits:
+        want = [r for r in recs if r.end_s > a and r.start_s < a + d]
+        assert index.during(a, a + d) == want
+
+
+def test_explain_of_megatron_is_the_scan_s_breakdown(monkeypatch) -> None:
+    """The sweep changes how the collectives in flight are found, not the numbers: a
+    Megatron step (TP, PP and overlapped DP) breaks down exactly as with the scan."""
+    from scaling.model.analysis import explain as ex
+    from scaling.model.strategies.megatron import MegatronSpec
+
+    job = experiment_from_dict(
+        {
+            "model": "gpt3-1.3b",
+            "systems": ["dgx-a100"],
+            "nodes": [4],
+            "strategy": {
+                "kind": "megatron",
+                "parallelism": {"tensor": 8, "pipeline": 2},
+                "overlap_grad_reduce": True,
+            },
+            "training": {"grad_accum_steps": 4, "seq_len": 512},
+            "simulation": {"steps": 1, "warmup_steps": 0},
+        }
+    ).jobs()[0]
+    assert isinstance(job.strategy, MegatronSpec)
+    _, tl = run_job_detailed(job, trace=True)
+    fast = explain_step(tl, 0)
+    # the scan: every collective tested against every wait
+    monkeypatch.setattr(
+        ex._Overlaps,
+        "during",
+        lambda self, a, b: [r for r in self.colls if r.end_s > a and r.start_s < b],
+    )
+    slow = explain_step(tl, 0)
+    assert fast == slow and fast.parts() == slow.parts()
+    assert fast.exposed_s > 0 and fast.bubble_s > 0

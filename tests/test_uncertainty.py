@@ -342,3 +342,78 @@ def test_run_uncertainty_and_sensitivity_commands(tmp_path: Path) -> None:
     assert {p.name for p in sens.iterdir()} >= {"sensitivity.csv", "sobol.csv", "tornado.png"}
     res = CliRunner().invoke(main, ["sensitivity", str(cfg), "--at", "gpus=2"])
     assert res.exit_code == 2 and "expected nodes=N" in res.output
+
+
+# ---- review: seeds, metric names, refused rows ---------------------------------------------
+
+
+def test_a_negative_or_unused_seed_is_a_one_line_usage_error(tmp_path: Path) -> None:
+    """``--seed -1`` is refused by the option (it used to fail in the Sobol design after the
+    whole plain run, with a traceback); ``--seed`` without ``--uncertainty`` (run) or without
+    ``--samples`` (sensitivity) would be ignored, so it is refused before anything runs."""
+    import yaml
+    from click.testing import CliRunner
+
+    from scaling.app.cli import main
+
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text(yaml.safe_dump(_tiny()))
+    out = str(tmp_path / "o")
+    cases = [
+        (["run", str(cfg), "--uncertainty", "2", "--seed", "-1", "--out", out], "-1"),
+        (["sensitivity", str(cfg), "--samples", "2", "--seed", "-1", "--out", out], "-1"),
+        (["run", str(cfg), "--seed", "3", "--out", out], "only used with --uncertainty"),
+        (["sensitivity", str(cfg), "--seed", "3", "--out", out], "only used with --samples"),
+    ]
+    for args, needle in cases:
+        res = CliRunner().invoke(main, args)
+        assert res.exit_code == 2, (args, res.output)
+        assert needle in res.output and "Traceback" not in res.output, res.output
+        assert not res.exception or isinstance(res.exception, SystemExit)
+    assert not (tmp_path / "o").exists()  # refused before simulating or writing anything
+
+
+def test_a_misspelled_metric_is_refused_with_the_valid_names(tmp_path: Path) -> None:
+    """``--metric scaling_efficency`` used to give an all-NaN table and Sobol indices of 0."""
+    import yaml
+    from click.testing import CliRunner
+
+    from scaling.app.cli import main
+    from scaling.model.analysis.metrics import METRICS
+    from scaling.sweep.uncertainty import check_metric, sensitivity_metrics, sobol_indices
+
+    names = sensitivity_metrics()
+    assert set(METRICS) <= set(names) and "n_collectives_per_step" in names
+    assert not {"system", "model", "strategy", "nodes", "steps"} & set(names)
+    for m in names:
+        check_metric(m)
+    exp = experiment_from_dict(_tiny())
+    with pytest.raises(ConfigError, match=r"'scaling_efficency': not a metric.*scaling_efficiency"):
+        one_at_a_time(exp, 2, "scaling_efficency", SerialExecutor())
+    with pytest.raises(ConfigError, match="not a metric"):
+        sobol_indices(exp, 2, "mfu ", 2, 0, SerialExecutor(), "mlu370-x8", "fsdp")
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text(yaml.safe_dump(_tiny()))
+    res = CliRunner().invoke(
+        main, ["sensitivity", str(cfg), "--metric", "tokens_per_sec", "--out", str(tmp_path / "s")]
+    )
+    assert res.exit_code == 2 and "not a metric" in res.output and "mfu" in res.output
+    assert len(res.output.strip().splitlines()) == 1 and not (tmp_path / "s").exists()
+
+
+def test_refused_sample_rows_keep_their_identity() -> None:
+    """A sample that cannot run is a row with the job's identity (the one helper the plain run
+    uses, now below the sweep layer: ``scaling.io.results.job_identity``)."""
+    from scaling.io.results import job_identity
+    from scaling.model.simulation import run_job
+    from scaling.sweep.uncertainty import _table
+
+    exp = experiment_from_dict(_tiny())
+    jobs = exp.jobs()
+    ident = job_identity(jobs[0])
+    r = run_job(jobs[0]).scalars()
+    assert ident == {k: r[k] for k in ident}
+    refused = [{"status": "refused", "error": "x"}] * len(jobs)
+    df = _table(jobs, refused, 1)
+    assert list(df["nodes"]) == [j.nodes for j in jobs] and set(df["system"]) == {"mlu370-x8"}
+    assert df["scaling_efficiency"].isna().all()

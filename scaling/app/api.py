@@ -22,7 +22,7 @@ import pandas as pd
 
 from scaling.io.config import LoadedExperiment, as_experiment
 from scaling.io.errors import ConfigError
-from scaling.io.results import add_scaling_efficiency
+from scaling.io.results import add_scaling_efficiency, job_identity
 from scaling.model.analysis.metrics import RunResult
 from scaling.model.job import InfeasibleJobError, Job
 from scaling.model.simulation import check_feasible, run_job
@@ -131,17 +131,6 @@ def refusals(exp: LoadedExperiment) -> dict[int, str]:
     return out
 
 
-def _identity(job: Job) -> dict[str, Any]:
-    return {
-        "system": job.system.name,
-        "model": job.shape.name,
-        "strategy": job.strategy.label,
-        "nodes": job.nodes,
-        "devices": job.devices,
-        "global_batch": job.global_batch,
-    }
-
-
 def run_experiment(
     config: LoadedExperiment | dict[str, Any] | str | Path,
     overrides: Overrides = None,
@@ -169,7 +158,7 @@ def run_experiment(
         if i in done:
             rows.append({**done[i].scalars(), "status": "ok", "error": ""})
         else:
-            rows.append({**_identity(job), "status": "refused", "error": reasons[i]})
+            rows.append({**job_identity(job), "status": "refused", "error": reasons[i]})
     table = pd.DataFrame(rows)
     if "tokens_per_s_per_device" not in table:
         table["tokens_per_s_per_device"] = float("nan")

@@ -142,7 +142,11 @@ def _refuse_points(exp: Any, strict: bool) -> None:
     "run seeds: median and 5-95 % interval per metric, uncertainty_*.csv and a band plot.",
 )
 @click.option(
-    "--seed", "sample_seed", type=int, default=0, help="With --uncertainty: the sampling seed."
+    "--seed",
+    "sample_seed",
+    type=click.IntRange(min=0),
+    default=0,
+    help="With --uncertainty: the sampling seed.",
 )
 @progress_option
 @format_option
@@ -179,6 +183,11 @@ def run(
 
     if n_jobs is not None and replicas == 1 and not uncertainty:
         _fail(f"--jobs {n_jobs}: only used with --replicas N (N > 1); a plain run is one process")
+    if not uncertainty:
+        from scaling.app.uncertainty_cmd import option_given
+
+        if option_given("sample_seed"):
+            _fail(f"--seed {sample_seed}: only used with --uncertainty N (the sampling seed)")
     loaded = load_experiment(config, list(overrides))
     if check:
         errs = feasibility_errors(loaded)

@@ -15,6 +15,14 @@ from scaling.app.errors import fail, user_errors
 from scaling.app.output import Printer, config_argument, progress_bar, want_progress
 
 
+def option_given(param: str) -> bool:
+    """Whether the current command's option ``param`` was given (not its default)."""
+    from click.core import ParameterSource
+
+    src = click.get_current_context().get_parameter_source(param)
+    return src not in (None, ParameterSource.DEFAULT, ParameterSource.DEFAULT_MAP)
+
+
 def _write_csv(path: Path, df: pd.DataFrame) -> Path:
     from scaling.io.files import atomic_write
 
@@ -109,7 +117,13 @@ def _parse_at(at: str) -> int:
     help="Also Sobol first-order/total indices from N x (inputs + 2) runs per system and "
     "strategy (0 = one-at-a-time only).",
 )
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the Sobol design.")
+@click.option(
+    "--seed",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="With --samples: seed of the Sobol design.",
+)
 @click.option("--top", type=click.IntRange(min=1), default=10, show_default=True)
 @click.option(
     "--set",
@@ -169,8 +183,11 @@ def sensitivity(
     from scaling.io.files import make_dir
     from scaling.io.uncertainty_plot import plot_tornado
     from scaling.sweep.executors import make_executor
-    from scaling.sweep.uncertainty import one_at_a_time, sobol_indices
+    from scaling.sweep.uncertainty import check_metric, one_at_a_time, sobol_indices
 
+    if not samples and option_given("seed"):
+        fail(f"--seed {seed}: only used with --samples N (the seed of the Sobol design)")
+    check_metric(metric)
     exp = load_experiment(config, list(overrides))
     nodes = _parse_at(at) if at else max(exp.config.nodes)
     out = out_dir or Path("results") / exp.config.name / "sensitivity"

@@ -13,6 +13,7 @@ import yaml
 
 from scaling.io.errors import ConfigError
 from scaling.model.analysis.metrics import RunResult, scaling_efficiency
+from scaling.model.job import Job
 
 #: Bookkeeping columns of results tables: ``scaling run`` writes the experiment's
 #: ``config_hash`` on each row; ``scaling sweep`` keys each run by its ``run_key`` and adds its
@@ -61,6 +62,19 @@ def run_series(result: RunResult) -> pd.Series:
     """One run's scalars as a :class:`pandas.Series` indexed by metric name (for notebooks;
     the model layer does not import pandas, so this lives here)."""
     return pd.Series(result.scalars(), name=f"{result.system} x{result.nodes}", dtype=object)
+
+
+def job_identity(job: Job) -> dict[str, Any]:
+    """A job's identifying columns (system, model, strategy, nodes, devices, global batch):
+    what a results row holds for a job that did not run (a refused point or sample)."""
+    return {
+        "system": job.system.name,
+        "model": job.shape.name,
+        "strategy": job.strategy.label,
+        "nodes": job.nodes,
+        "devices": job.devices,
+        "global_batch": job.global_batch,
+    }
 
 
 def results_frame(results: list[RunResult]) -> pd.DataFrame:

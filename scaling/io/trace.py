@@ -18,14 +18,17 @@ with ``json.dump(..., allow_nan=False)``; ``bytes`` are integers.
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import math
 from collections import defaultdict
 from typing import Any
 
 from scaling.model.comm.collectives import CollectiveRecord
+from scaling.model.comm.ops import CollectiveOp
 from scaling.model.simulation import Timeline
 
+_OPS = frozenset(op.value for op in CollectiveOp)
 _TIDS = {"compute": 0, "comm": 1, "comm:replicate": 2}
 #: how far inside a slice (µs) a flow event sits, so the viewer binds it to that slice
 _INSIDE_US = 1e-3
@@ -49,12 +52,43 @@ def _lane(rec: CollectiveRecord, rank: int, per_node_devices: int) -> int:
     return (local - rec.group.local_base) // rec.group.per_node
 
 
-def _awaited(name: str, start_s: float, end_s: float, colls: list[CollectiveRecord]) -> Any:
-    """The collective a wait span ``[start_s, end_s]`` named ``wait:<op>…`` ended with: of those
-    that ended inside it (to rounding), the last; of the named op if any did."""
-    eps = 1e-12 * max(1.0, abs(end_s))
-    inside = [r for r in colls if start_s - eps <= r.end_s <= end_s + eps]
-    op = name.removeprefix("wait:").split(":")[0]
+class _ByEnd:
+    """One rank's collectives of a step sorted by end time, for :func:`_awaited` to find those
+    that ended inside a wait by bisection (a Megatron rank has 10^4-10^5 waits and collectives;
+    a scan per wait is quadratic)."""
+
+    def __init__(self, colls: list[CollectiveRecord]) -> None:
+        self.recs = sorted(colls, key=lambda r: r.end_s)
+        self.ends = [r.end_s for r in self.recs]
+
+    def ended_in(self, start_s: float, end_s: float) -> list[CollectiveRecord]:
+        """Those that ended in ``[start_s, end_s]`` (to rounding), by end time."""
+        eps = 1e-12 * max(1.0, abs(end_s))
+        lo = bisect.bisect_left(self.ends, start_s - eps)
+        hi = bisect.bisect_right(self.ends, end_s + eps)
+        return self.recs[lo:hi]
+
+
+def _wanted(name: str) -> tuple[str, str]:
+    """The parallel kind and op a wait's name ``wait:<op>…`` or ``wait:<kind> <op>…`` names:
+    ``wait:all_gather:unit3`` → ``("", "all_gather")``, Megatron's ``wait:tp all_reduce`` →
+    ``("tp", "all_reduce")``, ``wait:pp recv activation`` → ``("pp", "recv")`` (an op no
+    record has: the kind alone then decides)."""
+    what = name.removeprefix("wait:")
+    kind, sep, rest = what.partition(" ")
+    if not sep or kind in _OPS:
+        kind, rest = "", what
+    return kind, rest.split(":")[0].split(" ")[0]
+
+
+def _awaited(name: str, start_s: float, end_s: float, colls: _ByEnd) -> Any:
+    """The collective a wait span ``[start_s, end_s]`` named ``wait:<op>…`` (Megatron:
+    ``wait:<kind> <op>…``) ended with: of those that ended inside it (to rounding), the last;
+    of the named parallel kind and op if any did (else of the kind, else any)."""
+    inside = colls.ended_in(start_s, end_s)
+    kind, op = _wanted(name)
+    if kind:
+        inside = [r for r in inside if r.key.kind == kind] or inside
     named = [r for r in inside if r.op.value == op] or inside
     return max(named, key=lambda r: (r.end_s, r.issue)) if named else None
 
@@ -110,6 +144,7 @@ def chrome_trace(timeline: Timeline, step: int, ranks: list[int], meta: dict[str
             records[id(rec)] = rec
             members[id(rec)][_lane(rec, r, g)].append(r)
         log = timeline.logs[r if timeline.all_ranks else 0]
+        by_end = _ByEnd(colls)
         for sp in log.spans or []:
             if sp.step != step:
                 continue
@@ -126,7 +161,7 @@ def chrome_trace(timeline: Timeline, step: int, ranks: list[int], meta: dict[str
             events.append(ev)
             if ev["cat"] != "wait":
                 continue
-            rec = _awaited(sp.name, sp.start_s, sp.end_s, colls)
+            rec = _awaited(sp.name, sp.start_s, sp.end_s, by_end)
             if rec is None:  # nothing of this rank's ended in it: it waited for other ranks
                 continue
             ev["args"]["waits_on"] = rec.key.label or f"{rec.op.value} {rec.key.kind}"

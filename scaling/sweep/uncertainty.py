@@ -35,7 +35,7 @@ import pandas as pd
 
 from scaling.io.config import LoadedExperiment, _with_economics
 from scaling.io.errors import ConfigError
-from scaling.io.results import KEY_COLUMNS, add_scaling_efficiency
+from scaling.io.results import KEY_COLUMNS, add_scaling_efficiency, job_identity
 from scaling.io.topology import (
     LibrarySchema,
     LoadedSystem,
@@ -44,6 +44,7 @@ from scaling.io.topology import (
     ranged_quantities,
     to_system_spec,
 )
+from scaling.model.analysis.metrics import METRICS, RunResult
 from scaling.model.job import Job
 from scaling.sweep.executors import SweepExecutor
 from scaling.sweep.runner import OK, execute_run
@@ -369,13 +370,11 @@ def sample_jobs(
 
 
 def _table(base: list[Job], results: list[dict[str, Any]], n: int) -> pd.DataFrame:
-    from scaling.app.api import _identity
-
     rows = []
     for i in range(n):
         for p, job in enumerate(base):
             r = results[i * len(base) + p]
-            rows.append({"sample": i, **_identity(job), **r})
+            rows.append({"sample": i, **job_identity(job), **r})
     df = pd.DataFrame(rows)
     if "tokens_per_s_per_device" not in df:
         df["tokens_per_s_per_device"] = float("nan")
@@ -469,6 +468,28 @@ def format_summary(summary: pd.DataFrame, metrics: Sequence[str] | None = None) 
 
 # ---- sensitivity -----------------------------------------------------------------------------
 
+#: A run's identifying columns: not metrics a sensitivity can explain.
+_IDENTITY = frozenset(("system", "model", "strategy", "nodes", "devices", "global_batch"))
+
+
+def sensitivity_metrics() -> list[str]:
+    """The metrics a sensitivity can explain: those of :data:`METRICS` (``scaling metrics``),
+    then a run's other numeric scalars (``n_collectives_per_step``, ``tokens_per_step`` …)."""
+    fields = [
+        k
+        for k, f in RunResult.__dataclass_fields__.items()
+        if k != "steps" and k not in _IDENTITY and str(f.type) in {"int", "float"}
+    ]
+    return list(dict.fromkeys([*METRICS, *fields]))
+
+
+def check_metric(metric: str) -> None:
+    """Raise :class:`ConfigError` (one line naming the valid metrics) unless ``metric`` is one
+    of :func:`sensitivity_metrics` — a misspelled name would give an all-NaN table."""
+    names = sensitivity_metrics()
+    if metric not in names:
+        raise ConfigError(f"metric {metric!r}: not a metric; expected one of {', '.join(names)}")
+
 
 def _metric_of(
     rows: list[dict[str, Any]], jobs: list[Job], at: int, metric: str
@@ -552,6 +573,7 @@ def one_at_a_time(
     (:data:`ECONOMICS_ONLY`) or only the memory check (:data:`FEASIBILITY_ONLY`) are left out
     of a speed metric unless ``include_economics``; ``only``: keep the inputs whose label
     contains one of these strings."""
+    check_metric(metric)
     if at not in exp.config.nodes:
         raise ConfigError(f"--at nodes={at}: not one of the experiment's node counts")
     skip = set() if include_economics else (ECONOMICS_ONLY | FEASIBILITY_ONLY)
@@ -643,6 +665,7 @@ def sobol_indices(
     (its inputs only, the run seed held at the config's): ``n`` x (d + 2) simulated cases.
     Columns: input, S1, ST (first-order and total index). ``only``: as for
     :func:`one_at_a_time`."""
+    check_metric(metric)
     inputs = [
         i
         for i in uncertain_inputs(exp, [system])
