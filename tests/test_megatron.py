@@ -380,3 +380,135 @@ def test_placement_groups_cross_the_links_the_ranks_do() -> None:
     assert w.tp_groups[1] == Group(1, 4, 0, 4)
     assert w.p2p_groups[0] == Group(1, 2, 0, 3)
     assert w.dp_groups[1] == Group(2, 1, 0, 4, 4)
+
+
+# ---- review fixes: uneven placements, disjoint DP stand-ins, labels, the head on one stage ----
+
+
+@pytest.mark.parametrize(
+    ("parallelism", "order", "nodes", "needle"),
+    [
+        # t·p = 6 on 8-GPU nodes: DP group [0, 6, 12, …, 42] has 1 or 2 ranks per node
+        (
+            {"tensor": 2, "pipeline": 3},
+            "tp-pp-dp",
+            6,
+            "order: got tp-pp-dp with tensor 2 x pipeline 3 = 6 devices per data-parallel block "
+            "on nodes of 8 devices; expected tensor x pipeline a divisor or a multiple of 8",
+        ),
+        # t·d = 6: stage 1's DP group [6, 8, 10] has 1 rank on node 0 and 2 on node 1
+        (
+            {"tensor": 2, "pipeline": 4},
+            "tp-dp-pp",
+            3,
+            "order: got tp-dp-pp with tensor 2 x data 3 = 6 devices per data-parallel block on "
+            "nodes of 8 devices; expected tensor x data a divisor or a multiple of 8",
+        ),
+    ],
+)
+def test_uneven_placement_is_refused_naming_the_field(
+    parallelism: dict[str, int], order: str, nodes: int, needle: str
+) -> None:
+    cfg = _cfg({"parallelism": parallelism, "order": order}, nodes=[nodes])  # 24 layers
+    with pytest.raises(ConfigError) as e:
+        experiment_from_dict(cfg).jobs()
+    msg = str(e.value)
+    assert "\n" not in msg
+    assert needle in msg
+    # and the model layer never prices such a group as an even one
+    spec = MegatronSpec(parallelism["tensor"], parallelism["pipeline"], order=order)
+    job = _job(spec, nodes, 4, _shape(layers=24))
+    with pytest.raises(AssertionError, match="unevenly"):
+        MegatronWork.build(job, spec, ComputeModel(job.system.device, "bf16"))
+
+
+def _footprint(g: Group, dpn: int) -> set[tuple[int, int]]:
+    """(node, local device) pairs a group's stand-in occupies, every lane."""
+    return {
+        (n, g.local_base + i)
+        for n in range(g.first_node, g.first_node + g.nodes)
+        for i in range(g.per_node * g.lanes)
+    }
+
+
+@pytest.mark.parametrize(
+    ("t", "p", "order", "nodes"),
+    [(2, 2, "tp-pp-dp", 8), (1, 4, "tp-pp-dp", 2), (2, 4, "tp-pp-dp", 2), (4, 4, "tp-pp-dp", 4),
+     (2, 2, "tp-dp-pp", 1), (8, 2, "tp-pp-dp", 2), (2, 4, "tp-dp-pp", 4)],
+)  # fmt: skip
+def test_stage_dp_stand_ins_are_disjoint_on_every_node(
+    t: int, p: int, order: str, nodes: int
+) -> None:
+    """The stages' real DP groups (every TP lane) are disjoint, so are their stand-ins; each
+    stand-in sits on as many local devices per node as the real group, inside the node."""
+    spec = MegatronSpec(t, p, order=order)
+    job = _job(spec, nodes, 4, _shape(layers=16))
+    w = MegatronWork.build(job, spec, ComputeModel(job.system.device, "bf16"))
+    dpn = job.system.devices_per_node
+    prints = [_footprint(g, dpn) for g in w.dp_groups]
+    for k, g in enumerate(w.dp_groups):
+        assert g.local_base + g.per_node * g.lanes <= dpn
+        assert g.first_node + g.nodes <= nodes
+        assert len(prints[k]) == job.devices // p  # t lanes × d replicas
+        for q in range(k):
+            assert not prints[k] & prints[q], (k, q, g, w.dp_groups[q])
+    if (t, p, order, nodes) == (2, 2, "tp-pp-dp", 8):
+        # the reviewer's case: stage 0 = locals {0,1,4,5}, stage 1 = {2,3,6,7} on every node
+        assert w.dp_groups[0] == Group(8, 2, 0, 0, 2)
+        assert w.dp_groups[1] == Group(8, 2, 0, 4, 2)
+
+
+def _strats(strategies: list[dict[str, Any]]) -> dict[str, Any]:
+    cfg = _cfg({})
+    del cfg["strategy"]
+    return {**cfg, "strategies": strategies}
+
+
+def test_label_names_a_non_default_order_and_duplicates_are_refused() -> None:
+    assert MegatronSpec(2, 2).label == "megatron-t2-p2"
+    assert MegatronSpec(2, 2, order="tp-dp-pp").label == "megatron-t2-p2-tp-dp-pp"
+    base = {"kind": "megatron", "parallelism": {"tensor": 2, "pipeline": 2}}
+    two = [base, {**base, "order": "tp-dp-pp"}]
+    jobs = experiment_from_dict(_strats(two)).jobs()
+    assert len({j.strategy.label for j in jobs}) == 2
+    dup = [base, {**base, "parallelism": {"tensor": 2, "pipeline": 2, "data": "auto"}}]
+    with pytest.raises(ConfigError) as e:
+        experiment_from_dict(_strats(dup))
+    msg = str(e.value)
+    assert "\n" not in msg
+    assert "strategies[0] and strategies[1] both labelled 'megatron-t2-p2'" in msg
+    with pytest.raises(ConfigError, match="both labelled 'ddp'"):
+        experiment_from_dict(_strats([{"kind": "ddp"}, {"kind": "ddp", "overlap": False}]))
+
+
+def test_one_stage_breakdown_and_bytes_count_embedding_and_head() -> None:
+    """Rank 0 holds the embedding; with p == 1 also the output layer and the loss, which the
+    simulation runs (so its compute time has them) and the breakdown and bytes must count."""
+    shape = _shape(layers=4, vocab=51200)
+    for p in (1, 2):
+        spec = MegatronSpec(2, p)
+        job = _job(spec, 1, 4, shape, checkpointing=Checkpointing.NONE)
+        lib = replace(job.system.library, compute_interference=0.0)
+        job = replace(job, system=replace(job.system, library=lib))
+        cm = ComputeModel(job.system.device, "bf16")
+        w = MegatronWork.build(job, spec, cm)
+        kinds = dict(spec.compute_breakdown(job))
+        total = sum(kinds.values())
+        fwd, bwd = w.chunk_compute_s()
+        emb = w.emb_fwd.time_s + w.emb_bwd.time_s
+        head = w.head_fwd.time_s + w.head_bwd.time_s
+        want = w.m * (fwd + bwd + emb + (head if p == 1 else 0.0))
+        assert total == pytest.approx(want, rel=1e-6), p
+        blk = w.block
+        per_layer = sum(c.bytes for c in (blk.f1, blk.f2, blk.b2, blk.b2w, blk.b1, blk.b1w, blk.b0))
+        nbytes = w.m * (
+            w.layers_per_chunk * per_layer
+            + w.emb_fwd.bytes
+            + w.emb_bwd.bytes
+            + ((w.head_fwd.bytes + w.head_bwd.bytes) if p == 1 else 0.0)
+        )
+        assert w.compute_bytes_per_step == pytest.approx(nbytes + w.optimizer.bytes, rel=1e-9)
+        if p == 1:
+            # one stage, free network: the flush is rank 0's compute, head included
+            res = run_job(job, FreeNetwork())
+            assert res.step_time_s - w.optimizer.time_s == pytest.approx(want, rel=1e-3)

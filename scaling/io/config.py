@@ -278,6 +278,27 @@ def megatron_size_error(strat: MegatronConfig, devices: int, devices_per_node: i
             f"parallelism.tensor: got {t} on nodes of {devices_per_node} devices; expected a "
             f"divisor or a multiple of {devices_per_node}"
         )
+    # a DP group's ranks repeat every t·p devices (tp-pp-dp) or fill t·d consecutive ones
+    # (tp-dp-pp): unless that block divides or is a multiple of the node, the group has more
+    # ranks on some nodes than on others, which no group of nodes × ranks per node prices
+    d = devices // mp
+    inner = {"tp-pp-dp": (t * par.pipeline, "pipeline", par.pipeline),
+             "tp-dp-pp": (t * d, "data", d)}  # fmt: skip
+
+    def uneven(order: str) -> bool:
+        block = inner[order][0]
+        return d > 1 and devices_per_node % block != 0 and block % devices_per_node != 0
+
+    if uneven(strat.order):
+        block, name, size = inner[strat.order]
+        other = next(o for o in inner if o != strat.order)
+        alt = "" if uneven(other) else f", or order {other}"
+        return (
+            f"order: got {strat.order} with tensor {t} x {name} {size} = {block} devices per "
+            f"data-parallel block on nodes of {devices_per_node} devices; expected tensor x "
+            f"{name} a divisor or a multiple of {devices_per_node} (else a data-parallel group "
+            f"straddles nodes unevenly){alt}"
+        )
     return ""
 
 
@@ -511,6 +532,22 @@ class ExperimentConfig(_Strict):
     def _one_strategy_field(self) -> ExperimentConfig:
         if self.strategies is not None and "strategy" in self.model_fields_set:
             raise ValueError("give either 'strategy' or 'strategies' (a list), not both")
+        return self
+
+    @model_validator(mode="after")
+    def _distinct_strategy_labels(self) -> ExperimentConfig:
+        # the label is the results' strategy key (scaling efficiency, summaries, comparisons)
+        seen: dict[str, int] = {}
+        for i, strat in enumerate(self.all_strategies()):
+            label = strat.to_spec().label
+            if label in seen:
+                raise ValueError(
+                    f"strategies with distinct labels (the label keys the results); got "
+                    f"strategies[{seen[label]}] and strategies[{i}] both labelled {label!r} "
+                    "(strategies that differ only in fields the label leaves out belong in "
+                    "separate experiments)"
+                )
+            seen[label] = i
         return self
 
     @model_validator(mode="after")

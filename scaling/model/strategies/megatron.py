@@ -39,7 +39,12 @@ What is modelled, with the rule's source:
   (``tp-dp-pp``, Megatron-LM's ``initialize_model_parallel`` order ``tp-cp-ep-dp-pp``) comes
   next. Each collective runs on the devices it spans (``_group_of``); groups whose ranks are
   not consecutive (a DP group strided over nodes) are priced as the same number of consecutive
-  nodes with the same ranks per node, which crosses the same link classes.
+  nodes with the same ranks per node, which crosses the same link classes; the stand-ins of
+  stages whose groups share nodes take disjoint local devices there, as the real groups do.
+  A placement whose DP groups would straddle nodes unevenly (the inner block, ``t·p`` under
+  ``tp-pp-dp``, a DP group's stride, or ``t·d`` under ``tp-dp-pp``, a DP group's span, neither
+  a divisor nor a multiple of the devices per node) is refused by the config
+  (``megatron_size_error``).
 
 Symmetry: every TP rank and every DP replica of a stage does the same work, so one
 representative rank per pipeline stage is simulated (``p`` processes); its collectives span their
@@ -120,7 +125,9 @@ class MegatronSpec:
 
     @property
     def label(self) -> str:
-        """``megatron-tT-pP[-vV][-sp][-zero1][-overlap]``."""
+        """``megatron-tT-pP[-vV][-sp][-zero1][-overlap][-ORDER]``: the order (e.g.
+        ``-tp-dp-pp``) only when it is not the default ``tp-pp-dp``, so that strategies differing
+        only in placement have different labels (the results' ``strategy`` key)."""
         out = f"megatron-t{self.tensor}-p{self.pipeline}"
         if self.virtual_stages > 1:
             out += f"-v{self.virtual_stages}"
@@ -130,6 +137,8 @@ class MegatronSpec:
             out += "-zero1"
         if self.overlap_grad_reduce:
             out += "-overlap"
+        if self.order != ORDERS[0]:
+            out += f"-{self.order}"
         return out
 
     def data_parallel(self, devices: int) -> int:
@@ -143,14 +152,15 @@ class MegatronSpec:
     def compute_breakdown(self, job: Job) -> list[tuple[str, float]]:
         """Rank 0's (stage 0, first TP rank) forward + backward device time in one step, s, by
         kind of kernel (``op_category``), largest first: its ``1/t`` of the kernels of its
-        stage's blocks (and recomputation) and the embedding, × the micro-batches."""
+        stage's blocks (and recomputation) and the embedding, and with one stage (``p == 1``,
+        rank 0 is also the last stage) the output layer and loss, × the micro-batches."""
         tr = job.training
         cm = ComputeModel(job.system.device, tr.dtype, sparse=tr.sparsity)
         e, t = cm.dtype_bytes, self.tensor
         first, second = tp_block_ops(
             job.shape, tr.micro_batch, tr.seq_len, e, tr.flash_attention, t, self.sequence_parallel
         )
-        emb, _ = tp_head_ops(job.shape, tr.micro_batch, tr.seq_len, e, t, self.sequence_parallel)
+        emb, head = tp_head_ops(job.shape, tr.micro_batch, tr.seq_len, e, t, self.sequence_parallel)
         fwd = first + second
         recompute: list[Op] = []
         if tr.checkpointing is Checkpointing.FULL:
@@ -165,6 +175,8 @@ class MegatronSpec:
             (cm.kernels(emb), 1),
             (cm.kernels(emb, backward=True), 1),
         ]
+        if self.pipeline == 1:  # rank 0 runs the last (virtual) stage's head too
+            phases += [(cm.kernels(head), 1), (cm.kernels(head, backward=True), 1)]
         out: dict[str, float] = {}
         gap = cm.device.kernel_launch_s
         for kernels, reps in phases:
@@ -446,14 +458,26 @@ def rank_of(spec: MegatronSpec, d: int, tp: int, pp: int, dp: int) -> int:
     return tp + t * (pp + p * dp)
 
 
-def _group_of(devices: list[int], lanes: int, dpn: int, nodes: int) -> Group:
+def _group_of(
+    devices: list[int], lanes: int, dpn: int, nodes: int, slot: int | None = None
+) -> Group:
     """A :class:`Group` over ``devices`` (one lane) with ``lanes`` sibling lanes: as many nodes
-    and ranks per node as they span. A set strided over nodes (a DP group under ``tp-pp-dp``)
-    is priced as consecutive nodes with the same shape, the offsets' groups kept on disjoint
-    blocks of nodes as the real ones are; strided local devices as consecutive ones."""
+    and ranks per node as they span (the same number on each: the config refuses placements
+    that straddle nodes unevenly, ``megatron_size_error``). A set strided over nodes (a DP
+    group under ``tp-pp-dp``) is priced as consecutive nodes with the same shape, the offsets'
+    groups kept on disjoint blocks of nodes as the real ones are; strided local devices as
+    consecutive ones. ``slot``: the group's index among the groups (each with its lanes) that
+    share its nodes; its stand-in then takes local devices ``slot·per_node·lanes`` on, so that
+    the stand-ins of groups that are disjoint (the stages' DP groups) are disjoint too."""
     node_ids = sorted({x // dpn for x in devices})
-    per_node = max(1, len(devices) // len(node_ids))
     n = len(node_ids)
+    per_node = len(devices) // n
+    counts = {i: 0 for i in node_ids}
+    for x in devices:
+        counts[x // dpn] += 1
+    assert n * per_node == len(devices) and set(counts.values()) == {per_node}, (
+        f"ranks {devices[:4]}… straddle nodes of {dpn} unevenly ({sorted(counts.values())})"
+    )
     first = node_ids[0]
     stride = node_ids[1] - node_ids[0] if n > 1 else 1
     if stride > 1:
@@ -462,6 +486,8 @@ def _group_of(devices: list[int], lanes: int, dpn: int, nodes: int) -> Group:
         first = (first % stride) * n
     first = min(first, nodes - n)
     local = min(x % dpn for x in devices if x // dpn == node_ids[0])
+    if slot is not None:
+        local = slot * per_node * lanes
     if local + per_node > dpn:
         local = dpn - per_node
     lanes = max(1, min(lanes, (dpn - local) // per_node))
@@ -550,6 +576,9 @@ class MegatronWork:
         chunk_param_bytes: one chunk's 16-bit parameters on one rank, bytes.
         optimizer_per_stage: the optimizer step of one rank of each stage.
         grad_dtype, act_dtype: wire dtypes.
+        model_flops_per_device: rank 0's share of the model FLOPs per step.
+        compute_bytes_per_step: bytes rank 0's compute moves per step (its blocks, the
+            embedding, with one stage the output layer, and the optimizer step).
         flush_s: per step, when stage 0 finished its last backward (s after the step start).
     """
 
@@ -597,11 +626,16 @@ class MegatronWork:
         act = float(b * seq * shape.hidden * e)
         lpc = shape.n_layers // (p * v)
         tp_groups, dp_groups, p2p_groups = [], [], []
+        # the stages' DP groups (TP lane 0) and, to keep their stand-ins apart as the real
+        # groups are, each one's rank among the stages on the same nodes (by first local device)
+        dp_devs = [[rank_of(spec, d, 0, k, r) for r in range(d)] for k in range(p)]
+        dp_nodes = [frozenset(x // dpn for x in devs) for devs in dp_devs]
+        dp_low = [min(x % dpn for x in devs) for devs in dp_devs]
         for k in range(p):
             tp_devs = [rank_of(spec, d, j, k, 0) for j in range(t)]
             tp_groups.append(_group_of(tp_devs, 1, dpn, job.nodes))
-            dp_devs = [rank_of(spec, d, 0, k, r) for r in range(d)]
-            dp_groups.append(_group_of(dp_devs, t, dpn, job.nodes))
+            slot = sum(1 for q in range(p) if dp_nodes[q] == dp_nodes[k] and dp_low[q] < dp_low[k])
+            dp_groups.append(_group_of(dp_devs[k], t, dpn, job.nodes, slot))
             nxt = rank_of(spec, d, 0, (k + 1) % p, 0)
             p2p_groups.append(_p2p_group(rank_of(spec, d, 0, k, 0), nxt, t, dpn))
         g = DTYPE_BYTES[tr.param_dtype]
@@ -628,15 +662,21 @@ class MegatronWork:
         per_micro += lpc * v * (blk.b1w.bytes + blk.b0.bytes)
         if blk.recompute:
             per_micro += lpc * v * (blk.f1.bytes + blk.f2.bytes)
+        emb_fwd, emb_bwd = _cost(cm, emb), _cost(cm, cm.kernels(emb, backward=True))
+        head_fwd, head_bwd = _cost(cm, head), _cost(cm, cm.kernels(head, backward=True))
+        # rank 0 (stage 0) runs the embedding; with one stage the output layer and loss too
+        per_micro += emb_fwd.bytes + emb_bwd.bytes
+        if p == 1:
+            per_micro += head_fwd.bytes + head_bwd.bytes
         comp_bytes = m * per_micro + opt[0].bytes
         return cls(
             spec,
             m,
             blk,
-            _cost(cm, emb),
-            _cost(cm, cm.kernels(emb, backward=True)),
-            _cost(cm, head),
-            _cost(cm, cm.kernels(head, backward=True)),
+            emb_fwd,
+            emb_bwd,
+            head_fwd,
+            head_bwd,
             lpc,
             act,
             act / t,
