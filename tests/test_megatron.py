@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from scaling.app.validate import MEGATRON_TABLE1, megatron_tp_pp_point
 from scaling.io.config import experiment_from_dict
 from scaling.io.errors import ConfigError
 from scaling.io.topology import load_system
@@ -33,22 +34,8 @@ from scaling.model.strategies.megatron import (
     stage_order,
 )
 
-#: SC'21 Table 1 (arXiv:2104.04473; the same table as NVIDIA/Megatron-LM
-#: images/cases_april2021.png): params (B), heads, hidden, layers, TP, PP, GPUs, batch,
-#: achieved TFLOP/s per GPU. Vocabulary 51,200, sequence 2048. Also in
-#: ../shared/reference/training_scaling.csv.
-TABLE1: list[tuple[float, ...]] = [
-    (1.7, 24, 2304, 24, 1, 1, 32, 512, 137),
-    (3.6, 32, 3072, 30, 2, 1, 64, 512, 138),
-    (7.5, 32, 4096, 36, 4, 1, 128, 512, 142),
-    (18.4, 48, 6144, 40, 8, 1, 256, 1024, 135),
-    (39.1, 64, 8192, 48, 8, 2, 512, 1536, 138),
-    (76.1, 80, 10240, 60, 8, 4, 1024, 1792, 140),
-    (145.6, 96, 12288, 80, 8, 8, 1536, 2304, 148),
-    (310.1, 128, 16384, 96, 8, 16, 1920, 2160, 155),
-    (529.6, 128, 20480, 105, 8, 35, 2520, 2520, 163),
-    (1008.0, 160, 25600, 128, 8, 64, 3072, 3072, 163),
-]
+#: SC'21 Table 1, one copy for scaling validate and these tests
+TABLE1 = MEGATRON_TABLE1
 TOLERANCE = 0.10
 
 
@@ -273,41 +260,12 @@ def test_global_batch_counts_replicas_not_devices() -> None:
     assert res.tokens_per_step == 16 * 512
 
 
-def _table1_row(row: tuple[float, ...]) -> tuple[float, float]:
-    """Simulated and published TFLOP/s per GPU of one Table 1 row (Megatron's FLOP count,
-    SC'21 eq. 3: 96·B·s·l·h²(1 + s/6h + V/16lh), recomputation included)."""
-    params, heads, h, layers, t, p, gpus, batch, ref = row
-    a, h, L, t, p, g, B = int(heads), int(h), int(layers), int(t), int(p), int(gpus), int(batch)
-    shape = TransformerShape(f"megatron-{params}b", L, h, a, 4 * h, 51200, 2048, a)
-    d = g // (t * p)
-    job = Job(
-        _dgx(),
-        shape,
-        g // 8,
-        # fp16 gradients reduced in fp16: Megatron-LM's default for --fp16 (arguments.py:
-        # accumulate_allreduce_grads_in_fp32 is False unless asked for; forced on only for bf16)
-        TrainingSpec(
-            1,
-            B // d,
-            2048,
-            dtype="fp16",
-            checkpointing=Checkpointing.FULL,
-            flash_attention=False,
-            param_dtype="fp16",
-        ),
-        MegatronSpec(t, p),
-        SimSpec(steps=1, warmup_steps=0),
-    )
-    res = run_job(job)
-    flops = 96 * B * 2048 * L * h * h * (1 + 2048 / (6 * h) + 51200 / (16 * L * h))
-    return flops / res.step_time_s / g / 1e12, float(ref)
-
-
 def _check_table(rows: list[tuple[float, ...]]) -> None:
     print("\nSC'21 Table 1 (dgx-a100, flow network): params  TPxPP  GPUs  sim  paper  error")
     misses = []
     for row in rows:
-        sim, ref = _table1_row(row)
+        pt = megatron_tp_pp_point(row)  # the same simulation as scaling validate's study
+        sim, ref = pt.model, pt.measured
         err = sim / ref - 1
         print(
             f"  {row[0]:7.1f}B  {row[4]}x{row[5]:<3}  {row[6]:5}  {sim:6.1f}  {ref:5.0f}  {err:+.1%}"

@@ -529,18 +529,24 @@ def study_megatron(overrides: DeviceOverrides | None = None) -> list[StudyResult
     ]
 
 
-#: Megatron-LM SC'21 Table 1, the model-parallel rows simulated by ``scaling validate``: params
-#: (B), heads, hidden, layers, TP, PP, GPUs, global batch, TFLOP/s per GPU (vocabulary 51,200,
-#: sequence 2048; reference/training_scaling.csv). The 310B-1T rows (PP 16-64, 10^5-10^6
-#: simulated events) are in tests/test_megatron.py's slow tier.
-MEGATRON_TABLE1_TP_PP = (
+#: Megatron-LM SC'21 Table 1 (arXiv:2104.04473; the same table as NVIDIA/Megatron-LM
+#: images/cases_april2021.png): params (B), heads, hidden, layers, TP, PP, GPUs, global batch,
+#: achieved TFLOP/s per GPU (vocabulary 51,200, sequence 2048; reference/training_scaling.csv).
+MEGATRON_TABLE1: tuple[tuple[float, ...], ...] = (
+    (1.7, 24, 2304, 24, 1, 1, 32, 512, 137.0),
     (3.6, 32, 3072, 30, 2, 1, 64, 512, 138.0),
     (7.5, 32, 4096, 36, 4, 1, 128, 512, 142.0),
     (18.4, 48, 6144, 40, 8, 1, 256, 1024, 135.0),
     (39.1, 64, 8192, 48, 8, 2, 512, 1536, 138.0),
     (76.1, 80, 10240, 60, 8, 4, 1024, 1792, 140.0),
     (145.6, 96, 12288, 80, 8, 8, 1536, 2304, 148.0),
+    (310.1, 128, 16384, 96, 8, 16, 1920, 2160, 155.0),
+    (529.6, 128, 20480, 105, 8, 35, 2520, 2520, 163.0),
+    (1008.0, 160, 25600, 128, 8, 64, 3072, 3072, 163.0),
 )
+#: the model-parallel rows ``scaling validate`` simulates (3.6B-145.6B); the 310B-1T rows (PP
+#: 16-64, 10^5-10^6 simulated events) are in tests/test_megatron.py's slow tier
+MEGATRON_TABLE1_TP_PP = MEGATRON_TABLE1[1:7]
 
 
 def megatron_tp_pp_point(row: tuple[float, ...], overrides: DeviceOverrides | None = None) -> Point:
