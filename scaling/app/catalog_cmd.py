@@ -10,7 +10,7 @@ from typing import Any
 import click
 
 from scaling.app.errors import fail, user_errors
-from scaling.app.output import Printer, format_option, is_stdout
+from scaling.app.output import Printer, format_option, is_stdout, out_file_option
 
 #: file kind → (pydantic model, what the file is)
 SCHEMAS = {
@@ -39,14 +39,7 @@ def json_schema(kind: str) -> dict[str, Any]:
 
 @click.command("schema")
 @click.argument("kind", type=click.Choice(list(SCHEMAS)), default="experiment")
-@click.option(
-    "--out",
-    "out_file",
-    type=click.Path(path_type=Path, dir_okay=False, allow_dash=True),
-    default="-",
-    show_default=True,
-    help="File to write (- = stdout).",
-)
+@out_file_option("File to write (- = stdout).", default="-")
 @user_errors
 def schema(kind: str, out_file: Path) -> None:
     """Print the JSON Schema of an input file KIND: experiment, sweep, topology or library.

@@ -20,6 +20,7 @@ from scaling.app.output import (
     config_argument,
     format_option,
     is_stdout,
+    out_file_option,
     progress_bar,
     progress_option,
     short_reason,
@@ -315,13 +316,7 @@ def run(
     default=None,
     help="Refuse groups above this many ranks (default: the simulation.max_ranks default).",
 )
-@click.option(
-    "--out",
-    "out_file",
-    type=click.Path(path_type=Path, dir_okay=False, allow_dash=True),
-    default=None,
-    help="Write the table as CSV (- = stdout; the text table then goes to stderr).",
-)
+@out_file_option("Write the table as CSV (- = stdout; the text table then goes to stderr).")
 @progress_option
 @format_option
 @_user_errors
@@ -443,13 +438,7 @@ def _one_job(config: Path, overrides: tuple[str, ...], what: str):
 
 @main.command()
 @click.argument("config", type=click.Path(path_type=Path), callback=config_argument)
-@click.option(
-    "--out",
-    "out_file",
-    type=click.Path(path_type=Path, dir_okay=False, allow_dash=True),
-    required=True,
-    help="Trace JSON to write (- = stdout).",
-)
+@out_file_option("Trace JSON to write (- = stdout).", required=True)
 @click.option(
     "--ranks", default=None, help="Ranks to include, e.g. 0-15 or 0,8 (default: the first 16)."
 )
@@ -495,14 +484,7 @@ def trace(config: Path, out_file: Path, ranks: str | None, overrides: tuple[str,
 
 @main.command()
 @click.argument("config", type=click.Path(path_type=Path), callback=config_argument)
-@click.option(
-    "--out",
-    "out_file",
-    type=click.Path(path_type=Path, dir_okay=False, allow_dash=True),
-    default="-",
-    show_default=True,
-    help="File to write (- = stdout).",
-)
+@out_file_option("File to write (- = stdout).", default="-")
 @click.option(
     "--step",
     default=None,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
 import click
@@ -39,6 +40,22 @@ def progress_option(fn: Callable[..., Any]) -> Callable[..., Any]:
         default=None,
         help="Progress bar with ETA on stderr (default: when stderr is a terminal and not -q).",
     )(fn)
+
+
+def out_file_option(
+    help: str, default: str | None = None, required: bool = False
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """The ``--out FILE`` option of commands that write one file (parameter ``out_file``;
+    ``-`` = stdout)."""
+    return click.option(
+        "--out",
+        "out_file",
+        type=click.Path(path_type=Path, dir_okay=False, allow_dash=True),
+        default=default,
+        show_default=default is not None,
+        required=required,
+        help=help,
+    )
 
 
 def verbosity() -> int:
