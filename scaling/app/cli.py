@@ -20,6 +20,7 @@ from scaling.app.output import (
     config_argument,
     format_option,
     is_stdout,
+    jobs_option,
     out_file_option,
     progress_bar,
     progress_option,
@@ -112,13 +113,9 @@ def _refuse_points(exp: Any, strict: bool) -> None:
     help="Monte-Carlo replicas per point (fresh seeds: jitter, slow ranks, failures); writes "
     "replicas.csv and replica_summary.csv (medians and 95 % intervals).",
 )
-@click.option(
-    "--jobs",
-    "n_jobs",
-    type=int,
-    default=None,
-    help="With --replicas or --uncertainty: processes to run them on (default: one per CPU; "
-    "1 = in process).",
+@jobs_option(
+    "With --replicas or --uncertainty: processes to run them on (default: one per CPU; "
+    "1 = in process)."
 )
 @click.option(
     "--check",
@@ -808,14 +805,9 @@ def _explain_vs(
     default=None,
     help="With --vs: folder for the bar chart.",
 )
-@click.option(
-    "--jobs",
-    "-j",
-    "n_jobs",
-    type=click.IntRange(min=1),
-    default=None,
-    help="With --vs: processes for its 64 simulations per node count (default: one per CPU; "
-    "1 = in process).",
+@jobs_option(
+    "With --vs: processes for its 64 simulations per node count (default: one per CPU; "
+    "1 = in process)."
 )
 @progress_option
 @format_option

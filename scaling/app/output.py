@@ -58,6 +58,14 @@ def out_file_option(
     )
 
 
+def jobs_option(help: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """The ``--jobs/-j N`` option of commands that run simulations on the sweep executors
+    (parameter ``n_jobs``; ``None`` = one process per CPU, 1 = in process)."""
+    return click.option(
+        "--jobs", "-j", "n_jobs", type=click.IntRange(min=1), default=None, help=help
+    )
+
+
 def verbosity() -> int:
     """The group's ``-q``/``-v`` level (-1 quiet, 0 default, 1 ``-v``, 2 ``-vv``); 0 outside a
     command."""

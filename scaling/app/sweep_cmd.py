@@ -21,6 +21,7 @@ from scaling.app.output import (
     check_out_dir,
     config_argument,
     format_option,
+    jobs_option,
     progress_option,
     want_progress,
 )
@@ -81,13 +82,7 @@ def _problems(df: Any, status: str, limit: int = 5) -> list[str]:
     default=None,
     help="Output folder (default: results/<sweep name>); holds runs/, results.parquet, sweep.yaml.",
 )
-@click.option(
-    "--jobs",
-    "-j",
-    type=click.IntRange(min=1),
-    default=None,
-    help="Local worker processes (default: one per CPU; 1 = in this process).",
-)
+@jobs_option("Local worker processes (default: one per CPU; 1 = in this process).")
 @click.option(
     "--scheduler",
     default=None,
@@ -131,7 +126,7 @@ def _problems(df: Any, status: str, limit: int = 5) -> list[str]:
 def sweep(
     spec: Path,
     out_dir: Path | None,
-    jobs: int | None,
+    n_jobs: int | None,
     scheduler: str | None,
     dask_local: int | None,
     oversubscribe: bool,
@@ -154,7 +149,7 @@ def sweep(
     """
     from scaling.sweep import expand, load_sweep, make_executor, run_sweep
 
-    executor = make_executor(jobs, scheduler, dask_local, oversubscribe)
+    executor = make_executor(n_jobs, scheduler, dask_local, oversubscribe)
     loaded = load_sweep(spec, list(overrides))
     out = out_dir or Path("results") / loaded.name
     check_out_dir(out, "sweep", loaded.name, force)

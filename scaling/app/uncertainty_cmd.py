@@ -12,7 +12,13 @@ import click
 import pandas as pd
 
 from scaling.app.errors import fail, user_errors
-from scaling.app.output import Printer, config_argument, progress_bar, want_progress
+from scaling.app.output import (
+    Printer,
+    config_argument,
+    jobs_option,
+    progress_bar,
+    want_progress,
+)
 
 
 def option_given(param: str) -> bool:
@@ -139,13 +145,7 @@ def _parse_at(at: str) -> int:
     default=None,
     help="Output folder (default: results/<experiment name>/sensitivity).",
 )
-@click.option(
-    "--jobs",
-    "n_jobs",
-    type=int,
-    default=None,
-    help="Processes to run on (default: one per CPU; 1 = in process).",
-)
+@jobs_option("Processes to run on (default: one per CPU; 1 = in process).")
 @click.option(
     "--only",
     multiple=True,
