@@ -127,6 +127,26 @@ def _phase_arrays(src: np.ndarray, dst: np.ndarray, coeff: np.ndarray) -> Phase:
     )
 
 
+def _add_tree_edges(
+    srcs: list[np.ndarray],
+    dsts: list[np.ndarray],
+    coeffs: list[np.ndarray],
+    trees: list[np.ndarray],
+    heads: np.ndarray,
+    per_ch: float,
+) -> None:
+    """Append one channel's network edges of NCCL's double binary tree: for each tree (node
+    ``i``'s parent ``parents[i]``, -1 at the root), every child-parent pair of head devices
+    ``heads[i]`` both ways (reduce up, broadcast down, pipelined), each tree carrying half of
+    the channel's share ``per_ch`` of the data."""
+    for parents in trees:
+        child = np.flatnonzero(parents >= 0)
+        c_dev, p_dev = heads[child], heads[parents[child]]
+        srcs.append(np.stack([c_dev, p_dev], axis=1).ravel())
+        dsts.append(np.stack([p_dev, c_dev], axis=1).ravel())
+        coeffs.append(np.full(2 * child.size, per_ch / 2))
+
+
 def ring_steps_per_pass(system: SystemSpec, group: Group) -> dict[LinkClass, int]:
     """Sequential ring steps per pass (p−1 in all) by the class of link they cross.
 
@@ -421,13 +441,7 @@ class Algorithms:
                 srcs.append((node_base[:, None] + pa[:, 0]).ravel())
                 dsts.append((node_base[:, None] + pa[:, 1]).ravel())
                 coeffs.append(np.full(n * len(pairs), per_ch))
-            head = chain[0]
-            for parents in trees:
-                child = np.flatnonzero(parents >= 0)
-                c_dev, p_dev = node_base[child] + head, node_base[parents[child]] + head
-                srcs.append(np.stack([c_dev, p_dev], axis=1).ravel())
-                dsts.append(np.stack([p_dev, c_dev], axis=1).ravel())
-                coeffs.append(np.full(2 * child.size, per_ch / 2))
+            _add_tree_edges(srcs, dsts, coeffs, trees, node_base + chain[0], per_ch)
         src, dst = np.concatenate(srcs), np.concatenate(dsts)
         steps = {
             self._intra_class(): 2.0 * (k - 1),
@@ -587,13 +601,8 @@ class Algorithms:
         nxt = (node_base[:, None] + np.roll(local, -1)[None, :]).ravel()
         srcs, dsts, coeffs = [devs], [nxt], [np.ones(devs.size)]
         for c in range(self.channels):
-            head = self.local_walk(k, c)[0]
-            for parents in trees:
-                child = np.flatnonzero(parents >= 0)
-                c_dev, p_dev = node_base[child] + head, node_base[parents[child]] + head
-                srcs.append(np.stack([c_dev, p_dev], axis=1).ravel())
-                dsts.append(np.stack([p_dev, c_dev], axis=1).ravel())
-                coeffs.append(np.full(2 * child.size, per_ch / 2))
+            heads = node_base + self.local_walk(k, c)[0]
+            _add_tree_edges(srcs, dsts, coeffs, trees, heads, per_ch)
         src, dst = np.concatenate(srcs), np.concatenate(dsts)
         steps = {LinkClass.SCALE_UP: 2.0, LinkClass.NETWORK: 2.0 * math.log2(n)}
         ph = _phase_arrays(src, dst, np.concatenate(coeffs))
