@@ -785,7 +785,6 @@ class MegatronWork:
     def _tp(
         self,
         comm: Communicator,
-        cs: ComputeStream,
         step: int,
         phase: str,
         stage: int,
@@ -815,18 +814,17 @@ class MegatronWork:
         stage: int,
         index: int,
         micro: int,
-        backward: bool,
     ) -> Generator[simpy.Event, object, None]:
         """The communication at one TP point: an all-reduce, or (sequence parallel) the
         reduce-scatter that ends a half and the all-gather that starts the next one."""
         a = self.act_bytes
         if not self.spec.sequence_parallel:
-            ev = self._tp(comm, cs, step, phase, stage, index, micro, CollectiveOp.ALL_REDUCE, a)
+            ev = self._tp(comm, step, phase, stage, index, micro, CollectiveOp.ALL_REDUCE, a)
             yield from cs.wait(ev, "tp all_reduce")
             return
         ops = (CollectiveOp.REDUCE_SCATTER, CollectiveOp.ALL_GATHER)
-        for j, op in enumerate(ops[::-1] if backward else ops):
-            ev = self._tp(comm, cs, step, phase, stage, 2 * index + j, micro, op, a)
+        for j, op in enumerate(ops):
+            ev = self._tp(comm, step, phase, stage, 2 * index + j, micro, op, a)
             yield from cs.wait(ev, f"tp {op.value}")
 
     def _forward(
@@ -844,9 +842,9 @@ class MegatronWork:
         for layer in range(lpc):
             idx = ((chunk * lpc + layer) * 8 + slot) * 2
             yield from cs.run(bc.f1.time_s, phase, layer=layer)
-            yield from self._tp_pair(comm, cs, step, phase, stage, idx, micro, False)
+            yield from self._tp_pair(comm, cs, step, phase, stage, idx, micro)
             yield from cs.run(bc.f2.time_s, phase, layer=layer)
-            yield from self._tp_pair(comm, cs, step, phase, stage, idx + 2, micro, False)
+            yield from self._tp_pair(comm, cs, step, phase, stage, idx + 2, micro)
 
     def _backward_layer(
         self,
@@ -866,7 +864,6 @@ class MegatronWork:
                 # with the wgrad GEMM
                 ag = self._tp(
                     comm,
-                    cs,
                     step,
                     "backward",
                     stage,
@@ -878,7 +875,6 @@ class MegatronWork:
                 yield from cs.wait(ag, "tp all_gather")
                 ev = self._tp(
                     comm,
-                    cs,
                     step,
                     "backward",
                     stage,
@@ -890,7 +886,6 @@ class MegatronWork:
             else:
                 ev = self._tp(
                     comm,
-                    cs,
                     step,
                     "backward",
                     stage,
@@ -966,7 +961,7 @@ class MegatronWork:
                     yield from cs.wait(self._box(env, mail, ("F", micro, vs)), "pp recv activation")
                 else:
                     yield from cs.run(self.emb_fwd.time_s, "forward", part="embedding")
-                    yield from self._tp_pair(comm, cs, step, "forward", k, -2, micro, False)
+                    yield from self._tp_pair(comm, cs, step, "forward", k, -2, micro)
                 yield from self._forward(comm, cs, step, k, micro, chunk)
                 if vs < last:
                     self._send(comm, mail, env, step, "F", micro, vs, vs + 1)
@@ -979,7 +974,6 @@ class MegatronWork:
                     yield from cs.run(self.head_bwd.time_s, "backward", part="head")
                     ev = self._tp(
                         comm,
-                        cs,
                         step,
                         "backward",
                         k,
@@ -1079,6 +1073,6 @@ class MegatronWork:
         bc, lpc = self.block, self.layers_per_chunk
         idx = ((chunk * lpc + layer) * 8 + 4) * 2
         yield from cs.run(bc.f1.time_s, "backward", part="recompute", layer=layer)
-        yield from self._tp_pair(comm, cs, step, "recompute", stage, idx, micro, False)
+        yield from self._tp_pair(comm, cs, step, "recompute", stage, idx, micro)
         yield from cs.run(bc.f2.time_s, "backward", part="recompute", layer=layer)
-        yield from self._tp_pair(comm, cs, step, "recompute", stage, idx + 2, micro, False)
+        yield from self._tp_pair(comm, cs, step, "recompute", stage, idx + 2, micro)
