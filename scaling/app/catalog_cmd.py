@@ -69,15 +69,15 @@ def examples(fmt: str) -> None:
     Example: scaling run mlu-vs-gpu --set nodes=[1,8]   or   scaling sweep sweeps/ddp-buckets
     """
     import pandas as pd
-    import yaml
 
+    from scaling.io.errors import ConfigError, read_yaml
     from scaling.io.examples import bundled_configs
 
     rows = []
     for name, path in bundled_configs().items():
         try:
-            doc = yaml.safe_load(path.read_text()) or {}
-        except (OSError, yaml.YAMLError):
+            doc, _ = read_yaml(path, "example")
+        except ConfigError:  # listed anyway; `scaling run NAME` reports what is wrong with it
             doc = {}
         kind = "sweep" if "axes" in doc or "base" in doc else "experiment"
         rows.append({"name": name, "kind": kind, "description": str(doc.get("description", ""))})

@@ -569,7 +569,7 @@ def schedule(
                 }
             )
         text = buf.getvalue()
-    if str(out_file) == "-":
+    if is_stdout(out_file):
         click.echo(text, nl=False)
     else:
         out_file.parent.mkdir(parents=True, exist_ok=True)

@@ -141,16 +141,14 @@ def is_stdout(path: Any) -> bool:
 def _owner(folder: Any) -> tuple[str, str] | None:
     """What a results folder holds: ("experiment" or "sweep", its name), None if it holds no
     results; ("unknown", "") for results without a readable name."""
-    from pathlib import Path
-
-    import yaml
+    from scaling.io.errors import read_yaml  # the one YAML reader (size and alias limits)
 
     folder = Path(folder)
     for kind, name in (("experiment", "resolved_config.yaml"), ("sweep", "sweep.yaml")):
         f = folder / name
         if f.is_file():
             try:
-                doc = yaml.safe_load(f.read_text()) or {}
+                doc, _ = read_yaml(f, "results metadata")
                 got = doc["experiment"]["name"] if kind == "experiment" else doc["name"]
             except Exception:  # unreadable or not ours: still another run's folder
                 return "unknown", ""

@@ -53,11 +53,6 @@ def execute_run(job: Job) -> dict[str, Any]:
     return {"status": OK, "error": "", **result.scalars()}
 
 
-# temp file + rename: readers (and a resume after a crash) see the old file or the whole new
-# one, never a partial one; a failed write (full disk, read-only) is a one-line ConfigError
-_atomic_write = atomic_write
-
-
 def _run_row(run: RunSpec, outcome: dict[str, Any]) -> dict[str, Any]:
     row: dict[str, Any] = {"run_key": run.key, "status": outcome.get("status", FAILED)}
     row["error"] = outcome.get("error", "")
@@ -73,7 +68,7 @@ def _write_run(runs_dir: Path, row: dict[str, Any]) -> None:
         write_parquet(frame, p)
         stamp_checksum(p)  # a hand-edited or partial file is then detected and run again
 
-    _atomic_write(runs_dir / f"{row['run_key']}.parquet", write)
+    atomic_write(runs_dir / f"{row['run_key']}.parquet", write)
 
 
 def _save_run(runs_dir: Path, run: RunSpec, row: dict[str, Any]) -> dict[str, Any]:
@@ -162,7 +157,7 @@ def _write_spec(out: Path, doc: dict[str, Any]) -> Path:
             fh.write(f"# resolved sweep {doc['name']}; spec hash {doc['spec_hash']}\n")
             yaml.safe_dump(doc, fh, sort_keys=False)
 
-    _atomic_write(path, write)
+    atomic_write(path, write)
     return path
 
 
@@ -283,9 +278,9 @@ def run_sweep(
             ex.close()
 
     df = consolidate(sweep, runs, out)
-    _atomic_write(out / RESULTS_FILE, lambda p: write_parquet(df, p))
+    atomic_write(out / RESULTS_FILE, lambda p: write_parquet(df, p))
     if csv:
-        _atomic_write(out / "results.csv", lambda p: df.to_csv(p, index=False))
+        atomic_write(out / "results.csv", lambda p: df.to_csv(p, index=False))
     df.attrs.update(
         {
             "sweep": sweep.name,

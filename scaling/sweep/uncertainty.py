@@ -278,6 +278,8 @@ def _run_all(
         out[order[k]] = value
         if on_done is not None:
             on_done()
+    missing = [i for i, o in enumerate(out) if o is None]
+    assert not missing, f"runs {missing} returned nothing"  # a gap would shift every result
     return [o for o in out if o is not None]
 
 
