@@ -69,13 +69,23 @@ class FlowCollectives:
         self.system = system
         self.lib = system.library
         self.cluster = ClusterNetwork(system, nodes, seed)
-        self.net = FlowNetwork(env, self.cluster.capacity())
         self.algos = Algorithms(system, self.lib.channels)
         self._sched: dict[tuple[str, CollectiveOp, Group], Schedule | None] = {}
         self._why: dict[tuple[str, CollectiveOp, Group], str] = {}  # why a schedule is None
+        self.net = FlowNetwork(env, self.cluster.capacity())
+
+    @property
+    def net(self) -> FlowNetwork:
+        """The flow network the collectives run on."""
+        return self._net
+
+    @net.setter
+    def net(self, net: FlowNetwork) -> None:
+        # path ids, uncontended rates and tuner choices belong to one network (a degraded-NIC
+        # run replaces it): a new one starts them afresh; schedules do not depend on it
+        self._net = net
         self._phase_flows: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
         self._pair_pids: dict[tuple[int, int], tuple[int, ...]] = {}
-        self._pair_net = self.net
         self._phase_k: dict[int, tuple[float, str]] = {}
         self._choice: dict[tuple[CollectiveOp, float, Group, str | None, str | None], Choice] = {}
 
@@ -98,8 +108,6 @@ class FlowCollectives:
         hit = self._phase_flows.get(id(phase))
         if hit is None:
             pairs = list(zip(phase.src.tolist(), phase.dst.tolist(), strict=True))
-            if self._pair_net is not self.net:  # path ids belong to one network
-                self._pair_pids, self._pair_net = {}, self.net
             known = self._pair_pids
             new = [k for k in dict.fromkeys(pairs) if k not in known]
             if new:
@@ -121,10 +129,6 @@ class FlowCollectives:
                 hit = (pids, np.repeat(phase.coeff / n, n), np.repeat(phase.mult, n))
             self._phase_flows[id(phase)] = hit
         return hit
-
-    def path_ids(self, phase: Phase) -> np.ndarray:
-        """Registered path id of each engine flow of ``phase`` (see :meth:`flows`)."""
-        return self.flows(phase)[0]
 
     def phase_seconds_per_byte(self, phase: Phase) -> float:
         """max over the phase's flows of coeff / rate with the phase alone on the network."""

@@ -182,10 +182,6 @@ class ClusterNetwork:
         """PCIe switches per node (bridge groups / PCIe fabrics)."""
         return math.ceil(self.g / self.system.fabric.group_size)
 
-    def nic_of(self, local: int) -> int:
-        """The (first) NIC index a device (local index) uses: its PCIe neighbour."""
-        return local * self.system.nics.count // self.g
-
     def nics_of(self, local: int) -> range:
         """The NICs a device (local index) spreads its inter-node traffic over: one where the
         node has no more NICs than devices, else its ``nics/g`` own ones."""
