@@ -183,7 +183,7 @@ def sensitivity(
     from scaling.io.files import make_dir
     from scaling.io.uncertainty_plot import plot_tornado
     from scaling.sweep.executors import make_executor
-    from scaling.sweep.uncertainty import check_metric, one_at_a_time, sobol_indices
+    from scaling.sweep.uncertainty import check_metric, one_at_a_time, plans_at, sobol_indices
 
     if not samples and option_given("seed"):
         fail(f"--seed {seed}: only used with --samples N (the seed of the Sobol design)")
@@ -193,7 +193,8 @@ def sensitivity(
     out = out_dir or Path("results") / exp.config.name / "sensitivity"
     make_dir(out)
     with make_executor(jobs=n_jobs) as ex:
-        oat = one_at_a_time(exp, nodes, metric, ex, only=list(only) or None)
+        plans = plans_at(exp, nodes, ex)  # the steady-state probe, once for every case
+        oat = one_at_a_time(exp, nodes, metric, ex, only=list(only) or None, plans=plans)
         if oat.empty:
             fail(f"{config}: no uncertain input (every range is a point)")
         click.echo(f"{exp.config.name}: {metric} at {nodes} nodes, one input at a time")
@@ -204,7 +205,7 @@ def sensitivity(
             for (system, strat), _ in oat.groupby(["system", "strategy"], sort=False):
                 name = next(k for k, v in exp.systems.items() if v.spec.name == system)
                 idx = sobol_indices(
-                    exp, nodes, metric, samples, seed, ex, name, strat, list(only) or None
+                    exp, nodes, metric, samples, seed, ex, name, strat, list(only) or None, plans
                 )
                 idx.insert(0, "strategy", strat)
                 idx.insert(0, "system", system)

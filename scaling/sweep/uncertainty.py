@@ -544,10 +544,13 @@ def _oat_jobs(
     return out
 
 
-def _plans_at(
-    exp: LoadedExperiment, at: int, executor: SweepExecutor
-) -> list[tuple[int, int] | None]:
-    """:func:`steady_plans` of the points at the fewest nodes and at ``at`` (others None)."""
+Plans = list[tuple[int, int] | None]
+
+
+def plans_at(exp: LoadedExperiment, at: int, executor: SweepExecutor) -> Plans:
+    """:func:`steady_plans` of the points at the fewest nodes and at ``at`` (others None):
+    compute once and pass to :func:`one_at_a_time` and :func:`sobol_indices`, which otherwise
+    each probe them again."""
     base = exp.jobs()
     keep = [p for p, j in enumerate(base) if j.nodes in {min(exp.config.nodes), at}]
     jobs = [base[p] for p in keep]
@@ -565,6 +568,7 @@ def one_at_a_time(
     executor: SweepExecutor,
     include_economics: bool = False,
     only: Sequence[str] | None = None,
+    plans: Plans | None = None,
 ) -> pd.DataFrame:
     """Each uncertain input set to its ``low`` and its ``high`` (an alternative: each option),
     the others nominal; ``metric`` at ``at`` nodes per system and strategy. Columns: system,
@@ -590,7 +594,8 @@ def one_at_a_time(
         if inp.integer:
             ends = (round(inp.low), round(inp.high))
         cases += [(inp.system, inp, v) for v in ends]
-    plans = _plans_at(exp, at, executor)
+    if plans is None:
+        plans = plans_at(exp, at, executor)
     all_jobs: list[Job] = []
     spans = []
     for name, which, v in cases:
@@ -662,6 +667,7 @@ def sobol_indices(
     system: str,
     strategy: str,
     only: Sequence[str] | None = None,
+    plans: Plans | None = None,
 ) -> pd.DataFrame:
     """Variance-based (Sobol) indices of ``metric`` at ``at`` nodes for one system and strategy
     (its inputs only, the run seed held at the config's): ``n`` x (d + 2) simulated cases.
@@ -678,7 +684,8 @@ def sobol_indices(
     both = unit_design(n, 2 * d, seed)
     a, b = both[:, :d], both[:, d:]
     mats = [a, b] + [np.where(np.arange(d) == i, b, a) for i in range(d)]
-    plans = _plans_at(exp, at, executor)
+    if plans is None:
+        plans = plans_at(exp, at, executor)
     all_jobs: list[Job] = []
     spans = []
     for m in mats:
