@@ -174,7 +174,7 @@ def test_chrome_trace_keeps_numbers_finite() -> None:
     ],
 )
 def test_explain_vs_pool_gives_the_serial_numbers(training, nodes, simulated, pool) -> None:
-    from scaling.app.cli import attribute_many, hybrid_plan
+    from scaling.model.analysis.attribution_plan import attribute_many, hybrid_plan
     from scaling.io.topology import load_system
     from scaling.model.analysis.attribution import attribute
     from scaling.sweep.executors import LocalPoolExecutor, SerialExecutor

@@ -15,7 +15,7 @@ from typing import Any
 
 import click
 
-from scaling.app.errors import EXIT_BAD_INPUT, fail, user_errors
+from scaling.app.exits import EXIT_BAD_INPUT, fail, user_errors
 from scaling.app.output import (
     Printer,
     check_out_dir,
