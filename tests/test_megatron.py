@@ -213,7 +213,6 @@ def _cfg(strategy: dict[str, Any], **over: Any) -> dict[str, Any]:
         ({"parallelism": {"tensor": 16, "pipeline": 3}}, {"nodes": [1]}, "multiple of 48"),
         ({"sequence_parallel": True}, {}, "sequence_parallel: got true with parallelism.tensor 1"),
         ({"parallelism": {"virtual_stages": 2}}, {}, "expected pipeline >= 2"),
-        ({"parallelism": {"tensor": 2}}, {"simulation": {"compute_jitter_cv": 0.1}}, "jitter"),
     ],
 )
 def test_bad_parallelism_is_one_line_naming_the_field(
@@ -465,7 +464,7 @@ def test_one_stage_breakdown_and_bytes_count_embedding_and_head() -> None:
             + w.emb_bwd.bytes
             + ((w.head_fwd.bytes + w.head_bwd.bytes) if p == 1 else 0.0)
         )
-        assert w.compute_bytes_per_step == pytest.approx(nbytes + w.optimizer.bytes, rel=1e-9)
+        assert w.step_bytes == pytest.approx(nbytes + w.optimizer.bytes, rel=1e-9)
         if p == 1:
             # one stage, free network: the flush is rank 0's compute, head included
             res = run_job(job, FreeNetwork())

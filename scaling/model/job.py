@@ -99,5 +99,5 @@ class Job:
         """Sequences per optimizer step across the cluster: per data-parallel replica
         ``micro_batch × grad_accum`` (a strategy with model parallelism, e.g. Megatron's
         ``t·p`` ranks per replica, says so by its ``model_parallel``)."""
-        replicas = self.devices // getattr(self.strategy, "model_parallel", 1)
+        replicas = self.devices // self.strategy.model_parallel
         return replicas * self.training.micro_batch * self.training.grad_accum

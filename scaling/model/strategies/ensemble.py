@@ -79,7 +79,7 @@ class EnsembleStream:
             d *= self.slowdown
         if self.noise_rate > 0:
             d += self.noise_duration * self.rng.poisson(self.noise_rate * t, self.p)
-        if self.interference and self.comm.in_flight:
+        if self.interference and self.comm.open_calls:
             d *= 1.0 + self.interference
         return d
 
@@ -107,6 +107,12 @@ class EnsembleStream:
             if self.log.spans is not None and done > start:
                 self.log.spans.append(Span("compute", f"wait:{name}", start, done, self.step))
         np.maximum(self.clock, done, out=self.clock)
+
+    def hold(self, event: simpy.Event) -> Generator[simpy.Event, object, None]:
+        """Every rank blocks until ``event`` (no wait recorded; see ``ComputeStream.hold``)."""
+        if not event.processed:
+            yield event
+        np.maximum(self.clock, self.env.now, out=self.clock)
 
     def begin_step(self, step: int) -> None:
         """Start step ``step`` for every rank."""

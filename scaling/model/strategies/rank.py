@@ -40,7 +40,8 @@ class ComputeStream:
 
     A kernel group of nominal duration t takes ``t · noise · slowdown`` (noise seeded per rank;
     ``slowdown`` > 1 on a persistently slow rank) plus ``noise_duration_s · Poisson(
-    noise_rate_per_s · t)`` of host interruptions, and, when any collective is in flight at its
+    noise_rate_per_s · t)`` of host interruptions, and, when any collective is open (in flight,
+    or joined by a rank and waiting for the others: ``Communicator.open_calls``) at its
     start, ``× (1 + interference)``: communication kernels take compute units and memory
     bandwidth from compute (the library profile's ``compute_interference``). Waits on
     communication are recorded as spans named ``wait:…``. (``model.variability`` describes the
@@ -82,7 +83,7 @@ class ComputeStream:
         if self.noise_rate > 0:
             assert self.rng is not None
             t += self.noise_duration * float(self.rng.poisson(self.noise_rate * nominal))
-        if self.interference and self.comm.in_flight:
+        if self.interference and self.comm.open_calls:
             t *= 1.0 + self.interference
         start = self.env.now
         yield self.env.timeout(t)
@@ -98,6 +99,12 @@ class ComputeStream:
         yield event
         if self.log.spans is not None and self.env.now > start:
             self.log.spans.append(Span("compute", f"wait:{name}", start, self.env.now, self.step))
+
+    def hold(self, event: simpy.Event) -> Generator[simpy.Event, object, None]:
+        """Block until ``event`` (e.g. the end of the step on every pipeline stage) without
+        recording a wait: the time is idle, not waiting on communication."""
+        if not event.processed:
+            yield event
 
     def begin_step(self, step: int) -> None:
         """Start step ``step``: reset busy time, record the start."""
