@@ -183,6 +183,13 @@ def register_strategy(cls: type[StrategyConfig]) -> type[StrategyConfig]:
     return cls
 
 
+def unregister_strategy(kind: str) -> None:
+    """Forget the strategy schema of ``kind`` (tests that register a toy one clean up)."""
+    STRATEGY_CONFIGS.pop(kind, None)
+    for hook in _ON_REGISTER:
+        hook(STRATEGY_CONFIGS)
+
+
 def on_register(hook: Callable[[dict[str, type[StrategyConfig]]], None]) -> None:
     """Call ``hook`` with the registry after every later registration."""
     _ON_REGISTER.append(hook)

@@ -355,13 +355,6 @@ class Communicator:
             self.runner(op, nbytes, group).callbacks.append(finish)
         return pend.done
 
-    @property
-    def open_calls(self) -> int:
-        """Collectives some simulated rank has joined that have not completed: in flight, or
-        waiting for their last rank (a launched NCCL kernel occupies its SMs while it waits for
-        its peers, so both count for compute interference)."""
-        return self.in_flight + len(self._pending)
-
     def next_issue(self) -> int:
         """A new issue number (calls are numbered in the order ranks issue them)."""
         self._issued += 1

@@ -79,7 +79,7 @@ class EnsembleStream:
             d *= self.slowdown
         if self.noise_rate > 0:
             d += self.noise_duration * self.rng.poisson(self.noise_rate * t, self.p)
-        if self.interference and self.comm.open_calls:
+        if self.interference and self.comm.in_flight:
             d *= 1.0 + self.interference
         return d
 

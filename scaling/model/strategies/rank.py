@@ -40,8 +40,7 @@ class ComputeStream:
 
     A kernel group of nominal duration t takes ``t · noise · slowdown`` (noise seeded per rank;
     ``slowdown`` > 1 on a persistently slow rank) plus ``noise_duration_s · Poisson(
-    noise_rate_per_s · t)`` of host interruptions, and, when any collective is open (in flight,
-    or joined by a rank and waiting for the others: ``Communicator.open_calls``) at its
+    noise_rate_per_s · t)`` of host interruptions, and, when any collective is in flight at its
     start, ``× (1 + interference)``: communication kernels take compute units and memory
     bandwidth from compute (the library profile's ``compute_interference``). Waits on
     communication are recorded as spans named ``wait:…``. (``model.variability`` describes the
@@ -83,7 +82,7 @@ class ComputeStream:
         if self.noise_rate > 0:
             assert self.rng is not None
             t += self.noise_duration * float(self.rng.poisson(self.noise_rate * nominal))
-        if self.interference and self.comm.open_calls:
+        if self.interference and self.comm.in_flight:
             t *= 1.0 + self.interference
         start = self.env.now
         yield self.env.timeout(t)
