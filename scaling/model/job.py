@@ -63,7 +63,8 @@ class SimSpec:
             the closed-form cut model and ignores contention.
         variability: slow ranks, degraded NICs, host noise (``model.variability``); None = none.
 
-    Ranks that differ (jitter, slow ranks, host noise) run as one rank ensemble
+    Ranks that differ (jitter, slow ranks, host noise) run as one rank ensemble per
+    representative process (``RankWork.representatives``)
     (``strategies.ensemble``) unless ``simulate_all_ranks`` asks for a process per rank.
     """
 

@@ -1,4 +1,5 @@
-"""Peak memory of a Megatron rank (Korthikanti et al. 2022; ``docs/source/distrib_optimizer.md``)."""
+"""Peak memory of a Megatron rank (Korthikanti et al. 2022; Megatron-LM
+``docs/source/distrib_optimizer.md``)."""
 
 from __future__ import annotations
 
