@@ -38,9 +38,10 @@ What is modelled, with the rule's source:
   whether PP (``tp-pp-dp``, the default here: consecutive stages on neighbouring devices) or DP
   (``tp-dp-pp``, Megatron-LM's ``initialize_model_parallel`` order ``tp-cp-ep-dp-pp``) comes
   next. Each collective runs on the devices it spans (``placement.group_of``); groups whose
-  ranks are not consecutive (a DP group strided over nodes) are priced as the same number of consecutive
-  nodes with the same ranks per node, which crosses the same link classes; the stand-ins of
-  stages whose groups share nodes take disjoint local devices there, as the real groups do.
+  ranks are not consecutive (a DP group strided over nodes) are priced as the same number of
+  consecutive nodes with the same ranks per node, which crosses the same link classes; the
+  stand-ins of stages whose groups share nodes take disjoint local devices there, as the real
+  groups do.
   A placement whose DP groups would straddle nodes unevenly (the inner block, ``t·p`` under
   ``tp-pp-dp``, a DP group's stride, or ``t·d`` under ``tp-dp-pp``, a DP group's span, neither
   a divisor nor a multiple of the devices per node) is refused by the config
