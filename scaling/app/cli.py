@@ -967,6 +967,7 @@ def metrics(fmt: str) -> None:
 from scaling.app.catalog_cmd import examples as examples_command  # noqa: E402
 from scaling.app.catalog_cmd import schema as schema_command  # noqa: E402
 from scaling.app.golden_cmd import baseline, compare  # noqa: E402
+from scaling.app.plan_cmd import plan as plan_command  # noqa: E402
 from scaling.app.sweep_cmd import plot as plot_command  # noqa: E402
 from scaling.app.sweep_cmd import sweep as sweep_command  # noqa: E402
 from scaling.app.uncertainty_cmd import sensitivity as sensitivity_command  # noqa: E402
@@ -980,6 +981,7 @@ main.add_command(validate_command)
 main.add_command(schema_command)
 main.add_command(examples_command)
 main.add_command(sensitivity_command)
+main.add_command(plan_command)
 
 
 if __name__ == "__main__":  # pragma: no cover

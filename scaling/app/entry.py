@@ -27,6 +27,7 @@ COMMANDS: dict[str, str] = {
     "explain": "Where each point's step went (compute, exposed communication by collective and "
     "tier).",
     "metrics": "Print every metric's name, unit and definition.",
+    "plan": "Each system's fastest feasible configurations at each node count of CONFIG.",
     "plot": "Plot a results table: RESULTS is a results.parquet/.csv file or a run/sweep folder.",
     "run": "Run every (system, nodes) point of an experiment CONFIG; print and save the table.",
     "schedule": "The ordered collectives one rank issues in one step, to check against a "
