@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 import click
@@ -16,6 +17,10 @@ from scaling.app.output import (
     progress_option,
     want_progress,
 )
+
+
+def _write_text(path: Path, text: str) -> None:
+    path.write_text(text)
 
 
 def _ints(opt: str, text: str) -> tuple[int, ...]:
@@ -121,7 +126,7 @@ def plan(
     from scaling.io.files import atomic_write, make_dir
     from scaling.plan import PlanSpace
     from scaling.plan import plan as run_plan
-    from scaling.plan.search import best_vs_best, candidate_config
+    from scaling.plan.search import RANK_BY, best_vs_best, candidate_config
     from scaling.sweep.executors import make_executor
 
     try:
@@ -135,8 +140,8 @@ def plan(
             tensor=_ints("--tp", tp),
             pipeline=_ints("--pp", pp),
         )
-    except ValueError as e:
-        fail(str(e))
+    except ValueError as err:
+        fail(str(err))
     exp = load_experiment(config, list(overrides))
     out = out_dir or Path("results") / exp.config.name / "plan"
     make_dir(out)
@@ -160,8 +165,7 @@ def plan(
         for rank, e in enumerate(p.flow[:top], start=1):
             path = cfg_dir / f"{p.system}-n{p.nodes}-{rank}.yaml"
             doc = candidate_config(result.base, e.candidate, "flow")
-            text = yaml.safe_dump(doc, sort_keys=False)
-            atomic_write(path, lambda t, text=text: t.write_text(text))
+            atomic_write(path, partial(_write_text, text=yaml.safe_dump(doc, sort_keys=False)))
             paths.append(path)
     best["config"] = [str(p) for p in paths]
     all_rows = pd.DataFrame(result.rows())
@@ -175,7 +179,7 @@ def plan(
         refused = sum(p.refused.values())
         pr.say(
             f"{p.system} at {p.nodes} nodes (global batch {p.global_batch} sequences): "
-            f"{p.candidates} candidates, {refused} refused"
+            f"{p.candidates} candidates, {refused} ruled out"
             + (
                 " (" + ", ".join(f"{k}: {v}" for k, v in p.refused.most_common()) + ")"
                 if refused
@@ -184,7 +188,11 @@ def plan(
             + f", {len(p.analytic)} priced on the analytic network, {len(p.flow)} simulated on the flow network"
         )
         analytic = {e.candidate: e for e in p.analytic}
-        for rank, e in enumerate(p.flow[:top], start=1):
+        shown = p.flow[:top] + [
+            e for e in p.flow[top:] if e.candidate.configured and e.status == "ok"
+        ]
+        for e in shown:
+            rank = p.flow.index(e) + 1
             m = e.metrics
             a = analytic[e.candidate].metrics.get("tokens_per_s_per_device", float("nan"))
             pr.say(
@@ -192,6 +200,13 @@ def plan(
                 f"  MFU {m['mfu']:5.1%}  mem {m['peak_mem_GiB']:6.1f} GiB"
                 f"  exposed comm {m['exposed_comm_share']:5.1%}  (analytic {a:,.0f})"
             )
+        if p.best is not None:
+            for e in p.flow:
+                if e.candidate.configured and e.status == "ok" and e is not p.best:
+                    gain = p.best.metrics[RANK_BY] / e.metrics[RANK_BY] - 1
+                    pr.say(
+                        f"     the best is {gain:+.1%} faster than the configuration as configured"
+                    )
     if len(bvb) > 1:
         pr.say("")
         pr.say(

@@ -250,15 +250,15 @@ def plan(
             if gb is None:
                 gb = reference[(loaded.spec.name, nodes)]
             cands, refused = enumerate_candidates(name, dpn, nodes, gb, space)
-            for strat in exp.config.all_strategies():
-                own = configured_candidate(
-                    name, dpn, nodes, gb, strat.model_dump(mode="json"), base["training"]
-                )
-                if isinstance(own, Candidate):
-                    cands.append(own)
             feasible = _feasible(base, cands, refused)
             if not feasible:
                 raise ConfigError(_empty_message(name, nodes, gb, len(cands), refused, space))
+            for strat in exp.config.all_strategies():  # the experiment's own, to compare
+                own = configured_candidate(
+                    name, dpn, nodes, gb, strat.model_dump(mode="json"), base["training"]
+                )
+                if isinstance(own, Candidate) and own not in feasible:
+                    feasible += _feasible(base, [own], refused)
             analytic = _rank(
                 feasible,
                 "analytic",
