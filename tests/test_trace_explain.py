@@ -174,9 +174,9 @@ def test_chrome_trace_keeps_numbers_finite() -> None:
     ],
 )
 def test_explain_vs_pool_gives_the_serial_numbers(training, nodes, simulated, pool) -> None:
-    from scaling.app.cli import attribute_many, hybrid_plan
     from scaling.io.topology import load_system
     from scaling.model.analysis.attribution import attribute
+    from scaling.model.analysis.attribution_plan import attribute_many, hybrid_plan
     from scaling.sweep.executors import LocalPoolExecutor, SerialExecutor
 
     base = experiment_from_dict(

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from scaling.app.errors import fail, user_errors
+from scaling.app.exits import fail, user_errors
 from scaling.app.output import (
     Printer,
     config_argument,

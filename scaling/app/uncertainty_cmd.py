@@ -11,7 +11,7 @@ from typing import Any
 import click
 import pandas as pd
 
-from scaling.app.errors import fail, user_errors
+from scaling.app.exits import fail, user_errors
 from scaling.app.output import (
     Printer,
     config_argument,
