@@ -36,6 +36,7 @@ FORBIDDEN = {
     "scaling.model": (
         "scaling.io",
         "scaling.sweep",
+        "scaling.plan",
         "scaling.app",
         "scaling.golden",
         "scaling.testing",
@@ -45,8 +46,16 @@ FORBIDDEN = {
         "dask",
         "yaml",
     ),
-    "scaling.io": ("scaling.sweep", "scaling.app", "scaling.golden", "scaling.testing"),
-    "scaling.sweep": ("scaling.app", "scaling.golden", "scaling.testing"),
+    "scaling.io": (
+        "scaling.sweep",
+        "scaling.plan",
+        "scaling.app",
+        "scaling.golden",
+        "scaling.testing",
+    ),
+    "scaling.sweep": ("scaling.plan", "scaling.app", "scaling.golden", "scaling.testing"),
+    # the planner runs candidates on the sweep executors; commands call it
+    "scaling.plan": ("scaling.app", "scaling.golden", "scaling.testing"),
 }
 
 

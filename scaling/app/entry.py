@@ -55,6 +55,11 @@ REGISTRY: dict[str, tuple[str, str, str]] = {
         "metrics",
         "Print every metric's name, unit and definition.",
     ),
+    "plan": (
+        "scaling.app.plan_cmd",
+        "plan",
+        "Each system's fastest feasible configurations at each node count of CONFIG.",
+    ),
     "plot": (
         "scaling.app.sweep_cmd",
         "plot",
