@@ -19,7 +19,6 @@ import simpy
 
 from scaling.model.analysis.metrics import Measured, RunResult, StepRecord, run_result
 from scaling.model.comm.collectives import (
-    AnalyticCostModel,
     CollectiveCostModel,
     CollectiveKey,
     CollectiveRecord,
@@ -27,6 +26,7 @@ from scaling.model.comm.collectives import (
     timed_runner,
 )
 from scaling.model.comm.flowcoll import FlowCollectives
+from scaling.model.comm.uncontended import AnalyticCostModel
 from scaling.model.hardware.compute import ComputeModel, MicroBatchCompute, micro_batch_compute
 from scaling.model.hardware.memory import MemoryBreakdown
 from scaling.model.job import InfeasibleJobError, Job
@@ -182,7 +182,7 @@ def _communicator(
         assert var is not None
         pricing = DegradedNicCostModel(job.system, lay.degraded_nodes, var.degraded_nic_bw_fraction)
     else:
-        pricing = AnalyticCostModel(job.system)
+        pricing = AnalyticCostModel(job.system, job.nodes, job.sim.seed)
     return pricing, Communicator(env, timed_runner(env, pricing), _simulated_ranks(job))
 
 

@@ -7,7 +7,7 @@ source and confidence; the model layer only sees the values.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 
 
@@ -207,6 +207,9 @@ class LibraryProfile:
         call_overhead_s: host-side cost of launching one collective, on top of the protocol's
             base latency, s.
         ramp_half_bytes / ramp_exponent: the size-efficiency ramp (:meth:`size_efficiency`).
+        algorithm_params: each algorithm's constants from the library file, SI units, by
+            algorithm name then key (``"ppn1_net_step_extra_us.LL"`` for a per-protocol one);
+            the algorithm declares them (``comm.algos.base.Algorithm.params``).
     """
 
     name: str
@@ -220,6 +223,7 @@ class LibraryProfile:
     call_overhead_s: float = 0.0
     ramp_half_bytes: float = 0.0
     ramp_exponent: float = 1.0
+    algorithm_params: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.protocols:
