@@ -35,9 +35,9 @@ from scaling.io.topology import (
     bundled_topology_dir,
     to_system_spec,
 )
-from scaling.model.comm.collectives import AnalyticCostModel
 from scaling.model.comm.flowcoll import FlowCollectives
 from scaling.model.comm.ops import CollectiveOp, Group
+from scaling.model.comm.uncontended import AnalyticCostModel
 from scaling.model.hardware.system import FabricKind, SystemSpec
 from scaling.model.job import Job
 from scaling.model.simulation import run_job
@@ -156,7 +156,7 @@ def _comm_probe(spec: SystemSpec) -> tuple[float, ...]:
     nodes = _BASE_NODES_PER_LEAF.get(spec.name, spec.scale_out.nodes_per_leaf) + 1
     am = AnalyticCostModel(spec)
     for size in (1024.0, 2.0**30):
-        out.append(am.ring(AR, size, Group(nodes, g)).time_s)
+        out.append(am.price(AR, size, Group(nodes, g), "ring").time_s)
     return tuple(out)
 
 

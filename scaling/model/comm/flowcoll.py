@@ -214,11 +214,19 @@ class FlowCollectives:
         self._choice[key] = best
         return best
 
-    def cost(self, op: CollectiveOp, nbytes: float, group: Group) -> CollectiveCost:
-        """Uncontended cost of the tuner's choice (the ``CollectiveCostModel`` interface)."""
+    def cost(
+        self,
+        op: CollectiveOp,
+        nbytes: float,
+        group: Group,
+        algorithm: str | None = None,
+        protocol: str | None = None,
+    ) -> CollectiveCost:
+        """Uncontended cost of the tuner's choice, or of the named algorithm/protocol (the
+        ``CollectiveCostModel`` interface)."""
         if group.size == 1:
             return CollectiveCost(0.0, 0.0, math.inf, None, "none", 0.0)
-        ch = self.predict(op, nbytes, group)
+        ch = self.predict(op, nbytes, group, algorithm, protocol)
         bw_time = ch.time_s - ch.latency_s
         busbw = nbytes * busbw_factor(op, group.size) / bw_time if bw_time > 0 else math.inf
         return CollectiveCost(
@@ -230,10 +238,23 @@ class FlowCollectives:
             ch.wire_per_rank * nbytes,
         )
 
+    def uncontended_time(self, op: CollectiveOp, nbytes: float, group: Group) -> float:
+        """The tuner's uncontended time of one call, s (0 for one rank)."""
+        return self.cost(op, nbytes, group).time_s
+
     # ---- execution -------------------------------------------------------------------------
+    #: run calls inside one node (one lane) at the tuner's uncontended time instead of as
+    #: flows (:meth:`start`): a pricing policy for jobs whose node-local calls share no link
+    #: with anything else in flight (Megatron's tensor-parallel groups, TP innermost)
+    node_local_uncontended: bool = False
+
     def start(self, op: CollectiveOp, nbytes: float, group: Group) -> simpy.Event:
         """Start one collective now (a :data:`~scaling.model.collectives.Runner`); the event's
-        value is ``"algorithm/protocol"``."""
+        value is ``"algorithm/protocol"``. Under :attr:`node_local_uncontended` a call inside
+        one node takes the tuner's uncontended time without entering the network."""
+        if self.node_local_uncontended and group.nodes == 1 and group.lanes == 1:
+            c = self.cost(op, nbytes, group)
+            return self.env.timeout(c.time_s, value=c.algorithm)
         return self.env.process(self._run_named(op, nbytes, group))
 
     def _run_named(

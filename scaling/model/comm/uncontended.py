@@ -34,7 +34,8 @@ class AnalyticCostModel:
         self.seed = seed
         self._nodes = max(1, nodes)
         self._flows: FlowCollectives | None = None
-        self._memo: dict[tuple[CollectiveOp, float, Group], CollectiveCost] = {}
+        self._memo: dict[tuple[CollectiveOp, float, Group, str | None, str | None], CollectiveCost]
+        self._memo = {}
 
     def collectives(self, group: Group) -> FlowCollectives:
         """The tuner over a cluster that holds ``group`` (grown when a group reaches further)."""
@@ -46,8 +47,21 @@ class AnalyticCostModel:
 
     def cost(self, op: CollectiveOp, nbytes: float, group: Group) -> CollectiveCost:
         """The tuner's choice for this call and its uncontended cost (memoised)."""
-        key = (op, nbytes, group)
+        return self.price(op, nbytes, group)
+
+    def price(
+        self,
+        op: CollectiveOp,
+        nbytes: float,
+        group: Group,
+        algorithm: str | None = None,
+        protocol: str | None = None,
+    ) -> CollectiveCost:
+        """:meth:`cost`, or the named algorithm/protocol's uncontended cost; ``ValueError``
+        where the library has none for this call."""
+        key = (op, nbytes, group, algorithm, protocol)
         hit = self._memo.get(key)
         if hit is None:
-            hit = self._memo[key] = self.collectives(group).cost(op, nbytes, group)
+            hit = self.collectives(group).cost(op, nbytes, group, algorithm, protocol)
+            self._memo[key] = hit
         return hit

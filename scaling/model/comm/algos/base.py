@@ -202,8 +202,3 @@ def algorithm(name: str) -> Algorithm:
 def algorithm_names() -> tuple[str, ...]:
     """Every registered algorithm's name, in registration order."""
     return tuple(_REGISTRY)
-
-
-def log2i(n: int) -> int:
-    """⌊log2 n⌋ (NCCL's ``log2i``)."""
-    return max(n.bit_length() - 1, 0)
