@@ -12,7 +12,7 @@
 Uncontended, the run takes exactly the predicted time. A protocol's ``bw_fraction`` and the
 library's size-efficiency ramp are modelled as extra bytes on the wire (time scales by their
 inverse); the latency term (library step latency + hardware hop latency per sequential step,
-:func:`~scaling.model.comm.algorithms.latency_s`) is not bandwidth and is added after the
+:func:`~scaling.model.comm.algos.latency.latency_s`) is not bandwidth and is added after the
 phases: the engine's links carry no latency of their own.
 """
 

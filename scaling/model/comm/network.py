@@ -3,7 +3,7 @@
 Devices are numbered ``node * devices_per_node + local``. Every link is directed and carries an
 *achievable* capacity: raw bandwidth × the hardware's efficiency (topology file) × the collective
 library's efficiency for that link class (library file). Links carry no latency: a collective's
-latency is priced per sequential step (``algorithms.hop_latency_s``). Per node (DESIGN §3.2):
+latency is priced per sequential step (``comm.algos.latency.hop_latency_s``). Per node (DESIGN §3.2):
 
 * ``switch`` (NVSwitch): device → switch and switch → device links of ``link_bw`` each.
 * ``full_mesh`` (HCCS): one link per ordered device pair of ``link_bw``.

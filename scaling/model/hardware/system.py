@@ -99,7 +99,7 @@ class FabricSpec:
         link_latency_s: hardware latency of one device-to-device hop inside a node, s: through the
             switch (SWITCH), over the direct link (FULL_MESH, BRIDGE_GROUPS inside a group), or
             through the shared PCIe switch (PCIE, two devices under one switch). Added to every
-            sequential algorithm step that crosses such a hop (``comm.algorithms.hop_latency_s``).
+            sequential algorithm step that crosses such a hop (``comm.algos.latency.hop_latency_s``).
         link_efficiency: achievable fraction of ``link_bw_Bps`` (protocol/encoding overheads).
         group_size: BRIDGE_GROUPS: devices per group; PCIE: devices per PCIe switch.
         inter_group_bw_Bps: bandwidth per direction of the path between two groups / PCIe switches
@@ -195,7 +195,7 @@ class LibraryProfile:
         bw_efficiency: fraction of the link's achievable bandwidth the library reaches, by link
             class (0–1]; the hardware's own achievable fraction is in the fabric / NIC spec.
         channels: rings/trees run concurrently; each may leave the node through a different NIC.
-        algorithms: algorithm names the library implements (see ``model.algorithms``).
+        algorithms: algorithm names the library implements (registered in ``model.comm.algos``).
         tree_bw_factor: tree bandwidth relative to the ring's cut bound (NCCL: 0.92 × 0.9).
         tree_level_latency_s: extra latency of one tree step between nodes (each of the tree's
             ``2·log2(nodes)`` network steps, up and down), on top of the protocol's step latency
