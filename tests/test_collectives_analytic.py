@@ -146,7 +146,9 @@ def test_tree_wins_where_ring_latency_explodes() -> None:
     # between nodes carry NCCL's calibrated tree_level_latency (37 us each, 14 of them here)
     assert ring.latency_s > 3 * small_msg.latency_s
     # one node: no tree in the library's choice
-    assert model.cost(CollectiveOp.ALL_REDUCE, 25 * MiB, Group(1, 8)).algorithm.split("/")[0] == "ring"
+    assert (
+        model.cost(CollectiveOp.ALL_REDUCE, 25 * MiB, Group(1, 8)).algorithm.split("/")[0] == "ring"
+    )
 
 
 def test_single_rank_costs_nothing() -> None:
