@@ -58,3 +58,18 @@ def test_analytic_mode_prices_every_listed_algorithm() -> None:
     ring = AnalyticCostModel(spec).price(CollectiveOp.ALL_REDUCE, 2.0**20, group, "ring")
     assert price.algorithm.split("/")[0] != "ring"
     assert price.time_s < ring.time_s
+
+
+def test_collective_command_shows_either_mode() -> None:
+    """``scaling collective --network analytic`` prints the tuner's instant estimate: on a call
+    alone it is the flow mode's table (the header says which mode)."""
+    from click.testing import CliRunner
+
+    from scaling.app.cli import main
+
+    args = ["collective", "--system", "dgx-h100", "--nodes", "2", "--sizes", "1M,256M"]
+    flow = CliRunner().invoke(main, args)
+    analytic = CliRunner().invoke(main, [*args, "--network", "analytic"])
+    assert flow.exit_code == 0 and analytic.exit_code == 0, analytic.output
+    assert "analytic (uncontended) network" in analytic.output
+    assert flow.output.splitlines()[1:] == analytic.output.splitlines()[1:]
