@@ -6,8 +6,8 @@ is rebuilt through the io layer's own validation, and a probe is re-run; the tes
 result moved. Probes are tiered, cheapest first, and stop at the first that moves:
 
 1. collectives priced directly (``FlowCollectives.predict`` for every algorithm × protocol the
-   library has, at 1 KiB and 64 MiB, on one node, a sub-node group and two nodes; the analytic
-   ring across two pods of the leaf-spine);
+   library has, all-reduce and all-gather at 1 KiB and 64 MiB, on one node, a sub-node group,
+   two nodes and two nodes of one rank; the uncontended ring across two pods of the leaf-spine);
 2. a one-step FSDP job (1 node, micro-batch 1) — compute, memory, power and cost metrics;
 3. the same job with the dtype or structured sparsity that the field is for.
 
@@ -35,9 +35,10 @@ from scaling.io.topology import (
     bundled_topology_dir,
     to_system_spec,
 )
-from scaling.model.comm.collectives import AnalyticCostModel
 from scaling.model.comm.flowcoll import FlowCollectives
 from scaling.model.comm.ops import CollectiveOp, Group
+from scaling.model.comm.uncontended import AnalyticCostModel
+from scaling.model.hardware.fabrics import fabric_of
 from scaling.model.hardware.system import FabricKind, SystemSpec
 from scaling.model.job import Job
 from scaling.model.simulation import run_job
@@ -49,6 +50,9 @@ ALLOWED: dict[tuple[str, str], str] = {
     ("enflame-t20", "*"): "can_train: false (inference part, SEED.md Table 2): every training job"
     " is refused before its device is priced; the numbers describe the part in `scaling systems`"
     " and take effect as soon as a user sets can_train: true",
+    ("nccl", "algorithm_params.nvls.max_arity"): "NCCL_MAX_NVLS_ARITY (32 local ranks) bounds NVLS"
+    " all-gather / reduce-scatter on nodes larger than any catalog node (8 devices at most); it"
+    " takes effect on a node of more than 32 devices",
 }
 
 TOPO_DIR = bundled_topology_dir()
@@ -136,8 +140,9 @@ def _library_of(system: dict) -> dict:
 
 def _comm_probe(spec: SystemSpec) -> tuple[float, ...]:
     g = spec.devices_per_node
-    groups = [Group(1, g), Group(2, g)]
-    if spec.fabric.kind in (FabricKind.BRIDGE_GROUPS, FabricKind.PCIE):
+    # one rank per node too: PAT and the ring's one-rank-per-node latency exist only there
+    groups = [Group(1, g), Group(2, g), Group(2, 1)]
+    if fabric_of(spec.fabric.kind).grouped:
         groups.append(Group(1, min(g, spec.fabric.group_size)))  # inside one PCIe switch
     fc = FlowCollectives(simpy.Environment(), spec, 2)
     out: list[float] = []
@@ -147,16 +152,18 @@ def _comm_probe(spec: SystemSpec) -> tuple[float, ...]:
         for size in (1024.0, 64 * 2.0**20):
             for algo in spec.library.algorithms:
                 for proto in spec.library.protocols:
-                    try:
-                        ch = fc.predict(AR, size, group, algo, proto.name)
-                    except ValueError:
-                        continue
-                    out += [ch.time_s, ch.latency_s]
+                    # all-gather: what exists only beside all-reduce (PAT, NVLS's AG rating)
+                    for op in (AR, CollectiveOp.ALL_GATHER):
+                        try:
+                            ch = fc.predict(op, size, group, algo, proto.name)
+                        except ValueError:
+                            continue
+                        out += [ch.time_s, ch.latency_s]
     # across two pods of the leaf-spine (nodes_per_leaf, oversubscription, spine latency)
     nodes = _BASE_NODES_PER_LEAF.get(spec.name, spec.scale_out.nodes_per_leaf) + 1
     am = AnalyticCostModel(spec)
     for size in (1024.0, 2.0**30):
-        out.append(am.ring(AR, size, Group(nodes, g)).time_s)
+        out.append(am.price(AR, size, Group(nodes, g), "ring").time_s)
     return tuple(out)
 
 

@@ -13,10 +13,10 @@ from hypothesis import strategies as st
 
 from scaling.io.topology import load_system
 from scaling.model.comm import analytic
-from scaling.model.comm.collectives import AnalyticCostModel
 from scaling.model.comm.flowcoll import FlowCollectives
 from scaling.model.comm.network import ClusterNetwork
 from scaling.model.comm.ops import CollectiveOp, Group, busbw_factor
+from scaling.model.comm.uncontended import AnalyticCostModel
 from scaling.model.hardware.system import LinkClass, Protocol, SystemSpec
 
 AR = CollectiveOp.ALL_REDUCE
@@ -93,7 +93,7 @@ def test_ring_on_flows_equals_closed_form(case, data, nbytes, alpha, op) -> None
     if group.size == 1:
         return
     t, _ = run_alone(system, nodes, op, nbytes, group, "ring")
-    beta = 1.0 / AnalyticCostModel(system).ring(op, nbytes, group).bus_bw_Bps
+    beta = 1.0 / AnalyticCostModel(system).price(op, nbytes, group, "ring").bus_bw_Bps
     fn = {
         AR: analytic.ring_allreduce,
         CollectiveOp.REDUCE_SCATTER: analytic.ring_reduce_scatter,

@@ -8,7 +8,8 @@ import pytest
 
 from scaling.app.api import simulate
 from scaling.io.config import experiment_from_dict
-from scaling.model.comm.collectives import AnalyticCostModel, CollectiveCost
+from scaling.model.comm.collectives import CollectiveCost
+from scaling.model.comm.uncontended import AnalyticCostModel
 from scaling.model.hardware.workload import get_preset
 from scaling.model.job import InfeasibleJobError
 from scaling.model.simulation import run_job
@@ -82,7 +83,7 @@ class _Ring:
         self.model = AnalyticCostModel(system)
 
     def cost(self, op, nbytes, group) -> CollectiveCost:
-        return self.model.ring(op, nbytes, group)
+        return self.model.price(op, nbytes, group, "ring")
 
 
 class _Free:

@@ -315,9 +315,11 @@ def test_every_rank_simulated_gives_the_representative_result() -> None:
 
 
 def test_overlapped_grad_reduce_hides_dp_behind_the_last_backward() -> None:
+    # 2 nodes: at 8 the 12 per-layer buckets' latencies outweigh the overlap (flow mode, and
+    # since issue 23 the analytic mode too, which prices them with the same tuner)
     base = {"parallelism": {"tensor": 2, "pipeline": 2}}
-    (job,) = experiment_from_dict(_cfg(base, nodes=[8])).jobs()
-    (ovl,) = experiment_from_dict(_cfg({**base, "overlap_grad_reduce": True}, nodes=[8])).jobs()
+    (job,) = experiment_from_dict(_cfg(base, nodes=[2])).jobs()
+    (ovl,) = experiment_from_dict(_cfg({**base, "overlap_grad_reduce": True}, nodes=[2])).jobs()
     a, b = run_job(job), run_job(ovl)
     assert b.step_time_s < a.step_time_s
     assert b.comm_bytes_per_rank == pytest.approx(a.comm_bytes_per_rank, rel=1e-9)

@@ -8,7 +8,8 @@ import pytest
 import simpy
 
 from scaling.io.topology import load_system
-from scaling.model.comm.algorithms import Algorithms, NotApplicable
+from scaling.model.comm.algos import NotApplicable
+from scaling.model.comm.algos import Planner as Algorithms
 from scaling.model.comm.flowcoll import FlowCollectives
 from scaling.model.comm.ops import CollectiveOp, Group
 

@@ -10,7 +10,8 @@ import simpy
 
 from scaling.io.errors import ConfigError, read_yaml, validate
 from scaling.io.topology import SystemSchema, bundled_topology_dir, load_system
-from scaling.model.comm.algorithms import Algorithms, btree_parent, dtree_parents
+from scaling.model.comm.algos import Planner
+from scaling.model.comm.algos.trees import btree_parent, dtree_parents
 from scaling.model.comm.flowcoll import FlowCollectives
 from scaling.model.comm.network import ClusterNetwork
 from scaling.model.comm.ops import CollectiveOp, Group, busbw_factor
@@ -57,7 +58,7 @@ def test_dtree_no_rank_has_more_than_four_tree_neighbours() -> None:
 @pytest.mark.parametrize("nodes", [2, 3, 5, 8, 13, 64, 100, 512, 1024])
 def test_tree_nic_load_per_node_is_at_most_two_s(nodes: int) -> None:
     system = load_system("dgx-h100").spec
-    sched = Algorithms(system, system.library.channels).tree(AR, Group(nodes, 8))
+    sched = Planner(system, system.library.channels).build("tree", AR, Group(nodes, 8))
     g = system.devices_per_node
     tx = [0.0] * nodes
     rx = [0.0] * nodes

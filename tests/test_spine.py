@@ -17,8 +17,9 @@ import simpy
 import scaling
 from scaling.io.config import experiment_from_dict
 from scaling.io.errors import ConfigError
-from scaling.model.comm.collectives import AnalyticCostModel, CollectiveKey, Communicator
+from scaling.model.comm.collectives import CollectiveKey, Communicator
 from scaling.model.comm.ops import CollectiveOp, Group
+from scaling.model.comm.uncontended import AnalyticCostModel
 from scaling.model.hardware.compute import ComputeModel, MicroBatchCompute, PhaseCost
 from scaling.model.hardware.memory import MemoryBreakdown, ddp_memory
 from scaling.model.job import Job

@@ -18,8 +18,9 @@ from scaling import simulate
 from scaling.io.config import experiment_from_dict
 from scaling.io.errors import ConfigError
 from scaling.io.strategy_config import StrategyConfig, register_strategy, unregister_strategy
-from scaling.model.comm.collectives import AnalyticCostModel, CollectiveKey, Communicator
+from scaling.model.comm.collectives import CollectiveKey, Communicator
 from scaling.model.comm.ops import CollectiveOp, Group
+from scaling.model.comm.uncontended import AnalyticCostModel
 from scaling.model.hardware.compute import ComputeModel, MicroBatchCompute, PhaseCost
 from scaling.model.hardware.memory import MemoryBreakdown, ddp_memory
 from scaling.model.job import Job
@@ -129,7 +130,9 @@ def test_a_toy_strategy_registered_in_a_test_runs_through_simulate(toy_registere
     work = job.strategy.plan(job, cm, _mb(job, cm))
     assert isinstance(work, _ToyWork)
     mb, n = work.mb, work.n_layers
-    comm = AnalyticCostModel(job.system).cost(CollectiveOp.ALL_REDUCE, work.grad_bytes, work.group)
+    comm = AnalyticCostModel(job.system, job.nodes, job.sim.seed).cost(
+        CollectiveOp.ALL_REDUCE, work.grad_bytes, work.group
+    )
     expected = (
         mb.head_fwd.time_s
         + n * mb.block_fwd.time_s

@@ -15,12 +15,12 @@ from scipy import stats
 from scaling.io.config import experiment_from_dict
 from scaling.io.errors import ConfigError
 from scaling.model.comm.collectives import (
-    AnalyticCostModel,
     CollectiveCost,
     CollectiveKey,
     Communicator,
 )
 from scaling.model.comm.ops import CollectiveOp, Group
+from scaling.model.comm.uncontended import AnalyticCostModel
 from scaling.model.hardware.compute import PhaseCost
 from scaling.model.hardware.memory import MemoryBreakdown
 from scaling.model.job import Job

@@ -68,8 +68,10 @@ def collective_table(
     protocol: str | None = None,
     per_node: int | None = None,
     progress: bool = False,
+    network: str = "flow",
 ) -> pd.DataFrame:
-    """Run each size once, alone on the cluster's flow network (as nccl-tests does);
+    """Run each size once, alone on the cluster's flow network (as nccl-tests does), or
+    (``network="analytic"``) take the tuner's uncontended prediction without running it;
     ``progress``: a bar on stderr, one step per size."""
     from scaling.app.output import progress_bar
 
@@ -88,9 +90,12 @@ def collective_table(
             choice = fc.predict(op, float(size), group, algorithm, protocol)
         except ValueError as e:
             raise ConfigError(str(e)) from None
-        proc = env.process(fc.run(op, float(size), group, algorithm, protocol))
-        env.run(proc)
-        t = env.now
+        if network == "analytic":
+            t = choice.time_s
+        else:
+            proc = env.process(fc.run(op, float(size), group, algorithm, protocol))
+            env.run(proc)
+            t = env.now
         algbw = size / t / 1e9 if t > 0 else float("inf")
         rows.append(
             {

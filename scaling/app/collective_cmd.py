@@ -16,7 +16,8 @@ from scaling.app.output import (
     progress_option,
     want_progress,
 )
-from scaling.model.comm.ops import ALGORITHMS, CollectiveOp
+from scaling.model.comm.algos import algorithm_names
+from scaling.model.comm.ops import CollectiveOp
 
 
 @click.command()
@@ -47,7 +48,7 @@ from scaling.model.comm.ops import ALGORITHMS, CollectiveOp
 @click.option(
     "--algo",
     default=None,
-    help=f"Force an algorithm: {', '.join(ALGORITHMS)} (default: the library's tuner; one the "
+    help=f"Force an algorithm: {', '.join(algorithm_names())} (default: the library's tuner; one the "
     "library does not list needs --what-if).",
 )
 @click.option(
@@ -67,6 +68,14 @@ from scaling.model.comm.ops import ALGORITHMS, CollectiveOp
     default=None,
     help="Refuse groups above this many ranks (default: the simulation.max_ranks default).",
 )
+@click.option(
+    "--network",
+    type=click.Choice(["flow", "analytic"]),
+    default="flow",
+    show_default=True,
+    help="flow: run each size on the flow network; analytic: the tuner's instant uncontended "
+    "estimate (the same tuner: equal on one call alone).",
+)
 @out_file_option("Write the table as CSV (- = stdout; the text table then goes to stderr).")
 @progress_option
 @format_option
@@ -82,6 +91,7 @@ def collective(
     proto: str | None,
     what_if: bool,
     max_ranks: int | None,
+    network: str,
     out_file: Path | None,
     fmt: str,
     progress: bool | None,
@@ -100,8 +110,8 @@ def collective(
     spec = loaded.spec
     if per_node is not None and per_node > spec.devices_per_node:
         fail(f"--per-node {per_node}: {spec.name} has {spec.devices_per_node} devices per node")
-    if algo is not None and algo not in ALGORITHMS:
-        fail(f"--algo {algo!r}: expected one of {', '.join(ALGORITHMS)}")
+    if algo is not None and algo not in algorithm_names():
+        fail(f"--algo {algo!r}: expected one of {', '.join(algorithm_names())}")
     if algo is not None and algo not in spec.library.algorithms:
         have = ", ".join(spec.library.algorithms)
         if not what_if:
@@ -130,12 +140,14 @@ def collective(
         proto,
         per_node,
         progress=want_progress(progress),
+        network=network,
     )
     ranks = int(table.ranks.iloc[0])
     p = Printer(fmt, stdout_taken=is_stdout(out_file))
     p.say(
         f"# {op} on {spec.name}: {nodes} node(s) x {per_node or spec.devices_per_node} = {ranks} ranks, "
         f"library {spec.library.name}"
+        + (", analytic (uncontended) network" if network == "analytic" else "")
     )
     p.table(table, text=format_collective_table(table))
     if is_stdout(out_file):

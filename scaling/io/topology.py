@@ -11,173 +11,39 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, model_validator
 
 import scaling
 from scaling.io.errors import ConfigError, LineMap, read_yaml, validate
-from scaling.model.comm.ops import AlgorithmName
+from scaling.io.library import LibrarySchema, ProtocolSchema, to_library_profile
+from scaling.io.quantities import (
+    RANGED,
+    AlternativeSchema,
+    CountQ,
+    FracQ,
+    NonNegQ,
+    OversubQ,
+    PosQ,
+    _check_alternatives,
+    _Strict,
+    apply_alternative,
+    quantities,
+    ranged_quantities,
+)
+from scaling.model.hardware.fabrics import fabric_of
 from scaling.model.hardware.system import (
     DeviceSpec,
     FabricKind,
     FabricSpec,
-    LibraryProfile,
-    LinkClass,
     NicSpec,
-    Protocol,
     ScaleOutSpec,
     SystemSpec,
 )
-from scaling.units import GB, MB, TFLOPS, GBps, Gbps, GiB, us
-
-Confidence = Literal["vendor spec", "measured", "secondary", "assumption", "calibrated"]
-
-
-class _Strict(BaseModel):
-    # an infinite or NaN bandwidth, latency or count means nothing: refused (``.inf`` in YAML)
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
-
-
-#: The largest value of a quantity in its file unit (GB/s, µs, TFLOPS, GB, W, USD): a billion
-#: of any of them is beyond every real part, so a larger one is a typo (1e18 GB/s).
-MAX_QUANTITY = 1e9
-#: The largest count (devices or NICs per node, compute units, nodes per leaf, channels):
-#: the network is built per device and NIC, so this bounds a node's size; real parts are <= 132.
-MAX_QUANTITY_COUNT = 4096
-
-
-#: Confidences whose numbers must carry a plausible range (``low``, ``high``): the inputs
-#: ``scaling run --uncertainty`` samples and ``scaling sensitivity`` ranks.
-RANGED: frozenset[str] = frozenset({"assumption", "secondary"})
-#: How a ranged number is drawn between ``low`` and ``high`` (default ``triangular``, its mode at
-#: ``value``: the nominal figure is the best guess; ``loguniform`` for a factor-of-several span).
-Dist = Literal["uniform", "triangular", "loguniform"]
-
-
-class _Q(_Strict):
-    source: str = Field(min_length=1)
-    confidence: Confidence
-    note: str = ""
-    # plausible bounds of the number, in the file unit (reasoning in ``note``); required for an
-    # assumption or a secondary figure, optional otherwise; low == high: not varied
-    low: float | None = None
-    high: float | None = None
-    dist: Dist | None = None
-
-    @model_validator(mode="after")
-    def _assumption_has_reason(self) -> _Q:
-        if self.confidence == "assumption" and not self.note.strip():
-            raise ValueError("an assumption needs a 'note' giving its reasoning")
-        return self
-
-    @model_validator(mode="after")
-    def _range(self) -> _Q:
-        value = float(self.value)  # type: ignore[attr-defined]
-        if self.low is None or self.high is None:
-            if self.confidence in RANGED:
-                raise ValueError(
-                    f"a range for this {self.confidence} number: 'low' and 'high' (its "
-                    "plausible bounds, the reasoning in 'note')"
-                )
-            if self.low is not None or self.high is not None or self.dist is not None:
-                raise ValueError("both 'low' and 'high', or neither")
-            return self
-        if not self.low <= value <= self.high:
-            raise ValueError(
-                f"low <= value <= high; got value {value:g} outside its range "
-                f"[low {self.low:g}, high {self.high:g}]"
-            )
-        if self.dist == "loguniform" and self.low <= 0:
-            raise ValueError(f"low > 0 for dist loguniform; got low {self.low:g}")
-        for end in (self.low, self.high):  # each bound must be a valid value of this field
-            try:
-                type(self)(value=end, source="range", confidence="measured")  # type: ignore[call-arg]
-            except ValidationError as e:
-                why = e.errors()[0]["msg"]
-                raise ValueError(
-                    f"range bounds that are valid values; got {end:g}: {why}"
-                ) from None
-        return self
-
-
-class PosQ(_Q):
-    value: Annotated[float, Field(gt=0, le=MAX_QUANTITY)]
-
-
-class NonNegQ(_Q):
-    value: Annotated[float, Field(ge=0, le=MAX_QUANTITY)]
-
-
-class FracQ(_Q):
-    value: Annotated[float, Field(gt=0, le=1)]
-
-
-class Frac0Q(_Q):
-    value: Annotated[float, Field(ge=0, lt=1)]
-
-
-class CountQ(_Q):
-    value: Annotated[int, Field(ge=1, le=MAX_QUANTITY_COUNT)]
-
-
-class OversubQ(_Q):
-    value: Annotated[float, Field(ge=1, le=MAX_QUANTITY)]
-
-
-class AlternativeSchema(_Strict):
-    """A structural assumption's alternative: what the file would say instead (``set``: dotted
-    field path → value; a number becomes an ``assumption`` of that value) and why it is
-    plausible (``note``). The patched file must validate."""
-
-    name: str = Field(min_length=1, max_length=64)
-    note: str = Field(min_length=1)
-    set: dict[str, Any] = Field(min_length=1)
-
-
-def apply_alternative(doc: dict[str, Any], alt: AlternativeSchema, where: str) -> dict[str, Any]:
-    """``doc`` (a topology or library dump, not changed) with ``alt``'s fields set; a number is
-    written as an ``assumption`` quantity citing the alternative."""
-    out = json.loads(json.dumps(doc))
-    out.pop("alternatives", None)
-    for path, value in alt.set.items():
-        keys = path.split(".")
-        node = out
-        for k in keys[:-1]:
-            if not isinstance(node.get(k), dict):
-                raise ValueError(f"alternatives[{alt.name}] to set fields of {where}; got {path}")
-            node = node[k]
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            value = {
-                "value": value,
-                "source": f"alternative {alt.name!r}",
-                "confidence": "assumption",
-                "note": alt.note,
-                "low": value,
-                "high": value,
-            }
-        node[keys[-1]] = value
-    return out
-
-
-def _check_alternatives(doc: BaseModel, alts: list[AlternativeSchema]) -> None:
-    names = [a.name for a in alts]
-    if len(set(names)) != len(names):
-        raise ValueError(f"unique alternative names; got {names}")
-    base = doc.model_dump(mode="json", exclude={"alternatives"})
-    for a in alts:
-        patched = apply_alternative(base, a, type(doc).__name__)
-        try:
-            type(doc).model_validate(patched)
-        except ValidationError as e:
-            err = e.errors()[0]
-            at = ".".join(str(x) for x in err["loc"])
-            raise ValueError(
-                f"alternatives[{a.name}] to give a valid file; {at}: {err['msg']}"
-            ) from None
+from scaling.units import GB, TFLOPS, GBps, Gbps, GiB, us
 
 
 class DeviceSchema(_Strict):
@@ -244,7 +110,7 @@ class NodeSchema(_Strict):
     @model_validator(mode="after")
     def _groups(self) -> NodeSchema:
         f = self.fabric
-        grouped = f.kind in (FabricKind.BRIDGE_GROUPS, FabricKind.PCIE)
+        grouped = fabric_of(f.kind).grouped
         for fld in ("group_size", "inter_group_bw_GBps", "pcie_latency_us", "pcie_efficiency"):
             if grouped and getattr(f, fld) is None:
                 raise ValueError(f"fabric kind {f.kind.value!r} needs fabric.{fld}")
@@ -274,81 +140,11 @@ class SystemSchema(_Strict):
     collective_library: str
     # structural assumptions' alternatives (e.g. scale_out.ecmp: ideal), for the uncertainty and
     # sensitivity commands; never part of the nominal result
-    alternatives: list[AlternativeSchema] = []
+    alternatives: list[AlternativeSchema] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _alternatives_valid(self) -> SystemSchema:
         _check_alternatives(self, self.alternatives)
-        return self
-
-
-class ProtocolSchema(_Strict):
-    name: str
-    call_latency_us: NonNegQ
-    step_latency_us: dict[LinkClass, NonNegQ]
-    bw_fraction: FracQ
-    max_busbw_GBps: PosQ | None = None
-
-
-class LibrarySchema(_Strict):
-    name: str
-    version: str = ""
-    description: str = ""
-    call_latency_us: NonNegQ | None = None
-    step_latency_us: dict[LinkClass, NonNegQ] | None = None
-    bw_efficiency: dict[LinkClass, FracQ]
-    channels: CountQ
-    algorithms: list[AlgorithmName] = Field(min_length=1)
-    tree_bw_factor: FracQ | None = None
-    tree_level_latency_us: NonNegQ | None = None
-    compute_interference: Frac0Q
-    protocols: list[ProtocolSchema] = []
-    call_overhead_us: NonNegQ | None = None
-    ramp_half_MB: PosQ | None = None
-    ramp_exponent: PosQ | None = None
-    # structural assumptions' alternatives (e.g. algorithms: [ring, tree]); see SystemSchema
-    alternatives: list[AlternativeSchema] = []
-
-    @model_validator(mode="after")
-    def _alternatives_valid(self) -> LibrarySchema:
-        _check_alternatives(self, self.alternatives)
-        return self
-
-    @model_validator(mode="after")
-    def _tree_factor(self) -> LibrarySchema:
-        if "tree" in self.algorithms and self.tree_bw_factor is None:
-            raise ValueError("a library with the 'tree' algorithm needs tree_bw_factor")
-        if "tree" not in self.algorithms and self.tree_level_latency_us is not None:
-            raise ValueError("tree_level_latency_us is for the 'tree' algorithm; remove it")
-        return self
-
-    @model_validator(mode="after")
-    def _latencies_once(self) -> LibrarySchema:
-        # One place for the latencies: the protocols' own, or (no protocols) the top level's.
-        top = [f for f in ("call_latency_us", "step_latency_us") if getattr(self, f) is not None]
-        if self.protocols and top:
-            raise ValueError(
-                f"{' and '.join(top)} would be ignored: with protocols, each protocol carries its "
-                "own call and step latencies; remove the top-level ones"
-            )
-        if not self.protocols and len(top) < 2:
-            raise ValueError(
-                "a library without protocols needs call_latency_us and step_latency_us"
-            )
-        return self
-
-    @model_validator(mode="after")
-    def _all_classes(self) -> LibrarySchema:
-        tables: list[tuple[str, Mapping[LinkClass, Any]]] = [("bw_efficiency", self.bw_efficiency)]
-        if self.step_latency_us is not None:
-            tables.append(("step_latency_us", self.step_latency_us))
-        tables += [
-            (f"protocols[{p.name}].step_latency_us", p.step_latency_us) for p in self.protocols
-        ]
-        for fld, table in tables:
-            missing = [c.value for c in LinkClass if c not in table]
-            if missing:
-                raise ValueError(f"{fld} needs an entry for every link class; missing {missing}")
         return self
 
 
@@ -448,45 +244,6 @@ def load_system(name: str, extra: list[Path] | None = None) -> LoadedSystem:
     )
 
 
-def to_library_profile(lib: LibrarySchema) -> LibraryProfile:
-    """Strip provenance and convert to SI units."""
-    if lib.protocols:
-        protocols = tuple(
-            Protocol(
-                name=p.name,
-                call_latency_s=p.call_latency_us.value * us,
-                step_latency_s={c: q.value * us for c, q in p.step_latency_us.items()},
-                bw_fraction=p.bw_fraction.value,
-                max_busbw_Bps=p.max_busbw_GBps.value * GBps if p.max_busbw_GBps else float("inf"),
-            )
-            for p in lib.protocols
-        )
-    else:
-        assert lib.call_latency_us is not None and lib.step_latency_us is not None  # validated
-        protocols = (
-            Protocol(
-                "simple",
-                lib.call_latency_us.value * us,
-                {c: q.value * us for c, q in lib.step_latency_us.items()},
-            ),
-        )
-    return LibraryProfile(
-        name=lib.name,
-        protocols=protocols,
-        bw_efficiency={c: q.value for c, q in lib.bw_efficiency.items()},
-        channels=lib.channels.value,
-        algorithms=tuple(lib.algorithms),
-        tree_bw_factor=lib.tree_bw_factor.value if lib.tree_bw_factor else 1.0,
-        tree_level_latency_s=(
-            lib.tree_level_latency_us.value * us if lib.tree_level_latency_us else 0.0
-        ),
-        call_overhead_s=lib.call_overhead_us.value * us if lib.call_overhead_us else 0.0,
-        ramp_half_bytes=lib.ramp_half_MB.value * MB if lib.ramp_half_MB else 0.0,
-        ramp_exponent=lib.ramp_exponent.value if lib.ramp_exponent else 1.0,
-        compute_interference=lib.compute_interference.value,
-    )
-
-
 def to_system_spec(s: SystemSchema, lib: LibrarySchema) -> SystemSpec:
     """Strip provenance and convert to the model layer's SI dataclasses."""
     d, n, f = s.device, s.node, s.node.fabric
@@ -555,59 +312,19 @@ def to_system_spec(s: SystemSchema, lib: LibrarySchema) -> SystemSpec:
     )
 
 
-def quantities(doc: BaseModel, prefix: str = "") -> list[tuple[str, float, str, str, str]]:
-    """Flatten a validated document into (field path, value, confidence, source, note) rows."""
-    rows: list[tuple[str, float, str, str, str]] = []
-    for name in type(doc).model_fields:
-        val = getattr(doc, name)
-        path = f"{prefix}{name}"
-        if isinstance(val, _Q):
-            rows.append((path, val.value, val.confidence, val.source, val.note))  # type: ignore[attr-defined]
-        elif isinstance(val, BaseModel):
-            rows += quantities(val, path + ".")
-        elif isinstance(val, dict):
-            for k, v in val.items():
-                if isinstance(v, _Q):
-                    key = k.value if hasattr(k, "value") else k
-                    rows.append((f"{path}.{key}", v.value, v.confidence, v.source, v.note))  # type: ignore[attr-defined]
-        elif isinstance(val, list):
-            for i, item in enumerate(val):
-                if isinstance(item, BaseModel):
-                    rows += quantities(item, f"{path}[{i}].")
-    return rows
-
-
-def ranged_quantities(doc: BaseModel, prefix: str = "") -> list[tuple[str, _Q]]:
-    """Every quantity of a validated document that carries a range, as (field path, quantity);
-    paths as :func:`quantities` writes them (``protocols[0].step_latency_us.network``)."""
-    rows: list[tuple[str, _Q]] = []
-    for name in type(doc).model_fields:
-        val = getattr(doc, name)
-        path = f"{prefix}{name}"
-        if isinstance(val, _Q):
-            if val.low is not None:
-                rows.append((path, val))
-        elif isinstance(val, BaseModel):
-            rows += ranged_quantities(val, path + ".")
-        elif isinstance(val, dict):
-            for k, v in val.items():
-                if isinstance(v, _Q) and v.low is not None:
-                    rows.append((f"{path}.{k.value if hasattr(k, 'value') else k}", v))
-        elif isinstance(val, list):
-            for i, item in enumerate(val):
-                if isinstance(item, BaseModel) and not isinstance(item, AlternativeSchema):
-                    rows += ranged_quantities(item, f"{path}[{i}].")
-    return rows
-
-
 __all__ = [
+    "RANGED",
     "AlternativeSchema",
+    "LibrarySchema",
     "LineMap",
     "LoadedSystem",
+    "ProtocolSchema",
+    "apply_alternative",
     "available_systems",
     "bundled_topology_dir",
     "load_library",
     "load_system",
     "quantities",
     "ranged_quantities",
+    "to_library_profile",
 ]

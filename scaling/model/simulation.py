@@ -22,16 +22,14 @@ import simpy
 
 from scaling.model.analysis.metrics import Measured, RunResult, StepRecord, run_result
 from scaling.model.comm.collectives import (
-    AnalyticCostModel,
     CollectiveCostModel,
     CollectiveKey,
     CollectiveRecord,
     Communicator,
-    Runner,
     timed_runner,
 )
 from scaling.model.comm.flowcoll import FlowCollectives
-from scaling.model.comm.ops import CollectiveOp, Group
+from scaling.model.comm.uncontended import AnalyticCostModel
 from scaling.model.hardware.compute import ComputeModel, MicroBatchCompute, micro_batch_compute
 from scaling.model.hardware.memory import MemoryBreakdown
 from scaling.model.job import InfeasibleJobError, Job
@@ -184,8 +182,10 @@ def _communicator(
             flows.net = degraded_flow_network(
                 env, flows, lay.degraded, var.degraded_nic_bw_fraction
             )
-        runner = flows.start if work.node_local_calls_contend else _node_local_priced(env, flows)
-        return flows, Communicator(env, runner, n_sim)
+        # the network decides how it prices a node-local call; the work only says whether its
+        # node-local calls can contend with anything (RankWork.node_local_calls_contend)
+        flows.node_local_uncontended = not work.node_local_calls_contend
+        return flows, Communicator(env, flows.start, n_sim)
     pricing: CollectiveCostModel
     if cost_model is not None:
         pricing = cost_model
@@ -193,24 +193,8 @@ def _communicator(
         assert var is not None
         pricing = DegradedNicCostModel(job.system, lay.degraded_nodes, var.degraded_nic_bw_fraction)
     else:
-        pricing = AnalyticCostModel(job.system)
+        pricing = AnalyticCostModel(job.system, job.nodes, job.sim.seed)
     return pricing, Communicator(env, timed_runner(env, pricing), n_sim)
-
-
-def _node_local_priced(env: simpy.Environment, flows: FlowCollectives) -> Runner:
-    """The flow network's runner, except that a collective inside one node (one group, no
-    sibling lanes) takes the network's uncontended prediction (``FlowCollectives.cost``) instead
-    of running as flows: for work whose node-local calls share no link with each other or with
-    inter-node traffic (``RankWork.node_local_calls_contend``), the same time at a fraction of
-    the engine's cost."""
-
-    def runner(op: CollectiveOp, nbytes: float, group: Group) -> simpy.Event:
-        if group.nodes == 1 and group.lanes == 1:
-            c = flows.cost(op, nbytes, group)
-            return env.timeout(c.time_s, value=c.algorithm)
-        return flows.start(op, nbytes, group)
-
-    return runner
 
 
 def _layout(job: Job) -> Layout:

@@ -29,9 +29,10 @@ import numpy as np
 import simpy
 
 from scaling.engine.network import FlowNetwork
-from scaling.model.comm.collectives import AnalyticCostModel, CollectiveCost
+from scaling.model.comm.collectives import CollectiveCost
 from scaling.model.comm.flowcoll import FlowCollectives
 from scaling.model.comm.ops import CollectiveOp, Group
+from scaling.model.comm.uncontended import AnalyticCostModel
 from scaling.model.hardware.system import SystemSpec
 
 #: spawn keys of the run's random streams beside the per-rank ones (``SeedSequence(seed)

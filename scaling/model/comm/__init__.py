@@ -1,2 +1,3 @@
-"""Communication: collective operations and groups, algorithms as phases of flows, the cluster
-network graph, closed-form and flow-level cost models, and the communicator ranks call."""
+"""Communication: collective operations and groups, algorithms (``algos``: one module each,
+registered by name), the cluster network graph, the tuner on flows and its uncontended mode, and
+the communicator ranks call."""

@@ -1,44 +1,25 @@
-"""Collectives: operations, groups, cost models, and the SimPy communicator that runs them.
+"""Collectives: the cost interface, call records, and the SimPy communicator that runs them.
 
-The cost model here is the first cut (issue #2): alpha-beta closed forms whose bandwidth term is
-bounded by the slowest *cut* the algorithm crosses and whose latency term counts sequential steps
-per link class, in the form NCCL's own tuner uses (``reference/collective_cost_models.csv``,
-"NCCL model" rows)::
-
-    ring: t = call_latency + Σ_class steps_class · α_class + factor(p) · S / B_bus
-    tree: t = call_latency + 2((g−1)·α_intra + log2(N)·(α_net + α_level)) + 2·S / (B_bus · tree_bw_factor)
-
-where ``α_level`` is the library's ``tree_level_latency`` (a tree level between nodes beyond a
-ring step), ``α_class`` is the library's step latency for that class plus the hardware latency of the
-hop (``algorithms.latency_s``), and each of the library's protocols is tried (its bandwidth share
-and bus-bandwidth cap applied), the fastest kept.
-
-The library picks, per call, the fastest of the algorithms it implements (as NCCL's tuner does);
-the tree (NCCL's double binary tree across nodes, a chain inside a node) exists only for
-all-reduce across more than one node.
-
-``B_bus`` is the bus bandwidth the ring can sustain: the minimum over the cuts it crosses of the
-cut's bandwidth per direction. A ring with C channels crosses every node boundary once per channel,
-so its bus bandwidth across nodes is the node's total NIC bandwidth (8 × 24 GB/s ≈ 192 GB/s on a
-DGX A100, the measured plateau), not one NIC's. The flow-level network engine replaces this model
-behind the same :class:`CollectiveCostModel` interface.
+A :class:`CollectiveCostModel` prices one uncontended call (:class:`CollectiveCost`); two
+implement it, both through the library's one tuner
+(:meth:`~scaling.model.comm.flowcoll.FlowCollectives.predict`): the flow network itself
+(contention-aware execution) and :class:`~scaling.model.comm.uncontended.AnalyticCostModel`
+(every call at its uncontended time). The :class:`Communicator` is the rendezvous of simulated
+ranks; a :data:`Runner` starts a call.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
 import simpy
 
-from scaling.model.comm.algorithms import Algorithms, latency_s, ring_steps_per_pass
-from scaling.model.comm.ops import CollectiveOp, Group, busbw_factor
-from scaling.model.hardware.system import FabricKind, LinkClass, SystemSpec
+from scaling.model.comm.ops import CollectiveOp, Group
+from scaling.model.hardware.system import LinkClass
 
 __all__ = [
-    "AnalyticCostModel",
     "CollectiveCost",
     "CollectiveCostModel",
     "CollectiveRecord",
@@ -75,148 +56,6 @@ class CollectiveCostModel(Protocol):
     def cost(self, op: CollectiveOp, nbytes: float, group: Group) -> CollectiveCost:
         """Uncontended cost of one call of ``op`` on ``nbytes`` (nccl-tests size) over ``group``."""
         ...
-
-
-class AnalyticCostModel:
-    """Ring and tree collectives priced by alpha-beta forms over the cuts they cross."""
-
-    def __init__(self, system: SystemSpec) -> None:
-        self.system = system
-        self._memo: dict[tuple[CollectiveOp, float, Group], CollectiveCost] = {}
-
-    # -- bandwidth ---------------------------------------------------------------------------
-    def cut_bandwidths(self, group: Group) -> dict[LinkClass, float]:
-        """Bus bandwidth bound (bytes/s, per direction) of each link class the ring crosses."""
-        s, lib = self.system, self.system.library
-        fab, g, n = s.fabric, group.per_node, group.nodes
-        # Achievable = hardware fraction (fabric/NIC spec) × library fraction (software maturity).
-        eff = {
-            LinkClass.SCALE_UP: fab.link_efficiency * lib.bw_efficiency[LinkClass.SCALE_UP],
-            LinkClass.PCIE: fab.pcie_efficiency * lib.bw_efficiency[LinkClass.PCIE],
-            LinkClass.NETWORK: s.nics.efficiency * lib.bw_efficiency[LinkClass.NETWORK],
-        }
-        cuts: dict[LinkClass, float] = {}
-        if g > 1:
-            if fab.kind is FabricKind.SWITCH:
-                cuts[LinkClass.SCALE_UP] = fab.link_bw_Bps * eff[LinkClass.SCALE_UP]
-            elif fab.kind is FabricKind.FULL_MESH:
-                # Channels cycle over the walk strides (model.algorithms): the busiest peer link
-                # carries ceil(C / strides) channel flows.
-                ns = len(Algorithms(s, lib.channels).mesh_strides(g)) if g > 2 else 1
-                links = lib.channels / math.ceil(lib.channels / ns)
-                cuts[LinkClass.SCALE_UP] = links * fab.link_bw_Bps * eff[LinkClass.SCALE_UP]
-            elif fab.kind is FabricKind.BRIDGE_GROUPS:
-                gs = min(fab.group_size, g)
-                if gs > 1:
-                    # A device's bridge bandwidth is split over its gs−1 peers; channels use
-                    # one peer link per walk stride.
-                    if g > fab.group_size:
-                        ns = len([d for d in range(1, gs) if math.gcd(d, gs) == 1]) if gs > 2 else 1
-                        per_stride = math.ceil(lib.channels / math.ceil(g / gs))
-                        links = per_stride / math.ceil(per_stride / ns)
-                    else:
-                        ns = len(Algorithms(s, lib.channels).mesh_strides(g)) if g > 2 else 1
-                        links = lib.channels / math.ceil(lib.channels / ns)
-                    share = fab.link_bw_Bps / (gs - 1)
-                    cuts[LinkClass.SCALE_UP] = links * share * eff[LinkClass.SCALE_UP]
-                if g > fab.group_size:
-                    cuts[LinkClass.PCIE] = fab.inter_group_bw_Bps * eff[LinkClass.PCIE]
-            else:  # PCIE: the device's PCIe link at link_efficiency, switch-host legs at pcie's
-                lib_pcie = lib.bw_efficiency[LinkClass.PCIE]
-                bw = fab.link_bw_Bps * (fab.link_efficiency * lib_pcie)
-                if g > fab.group_size:
-                    bw = min(bw, fab.inter_group_bw_Bps * eff[LinkClass.PCIE])
-                cuts[LinkClass.PCIE] = bw
-        if n > 1:
-            nics = min(lib.channels, s.nics.count)
-            node_out = nics * s.nics.bw_Bps
-            net = node_out
-            if n > s.scale_out.nodes_per_leaf:
-                # A leaf's uplinks carry the ring's crossing to the next leaf (one per channel).
-                net = min(net, s.scale_out.nodes_per_leaf * node_out / s.scale_out.oversubscription)
-            cuts[LinkClass.NETWORK] = net * eff[LinkClass.NETWORK]
-        return cuts
-
-    # -- latency -----------------------------------------------------------------------------
-    def _fastest(
-        self,
-        name: str,
-        op: CollectiveOp,
-        nbytes: float,
-        group: Group,
-        steps: dict[LinkClass, float],
-        bw: float,
-        bottleneck: LinkClass,
-        wire: float,
-    ) -> CollectiveCost:
-        """The best of the library's protocols for one algorithm: latency from ``steps``; the
-        ``wire`` bytes move at ``bw`` (bytes/s) × the protocol's data share, and no faster than
-        its bus-bandwidth cap allows (nccl-tests busbw = factor(p)·S / t ≤ cap)."""
-        best: CollectiveCost | None = None
-        lib = self.system.library
-        extra = (
-            steps.get(LinkClass.NETWORK, 0.0) * lib.tree_level_latency_s if name == "tree" else 0.0
-        )
-        for proto in lib.protocols:
-            latency = latency_s(self.system, proto, group, steps) + extra
-            bw_time = wire / (bw * proto.bw_fraction)
-            if math.isfinite(proto.max_busbw_Bps):
-                bw_time = max(bw_time, busbw_factor(op, group.size) * nbytes / proto.max_busbw_Bps)
-            eff_bw = wire / bw_time if bw_time > 0 else bw
-            cost = CollectiveCost(latency + bw_time, latency, eff_bw, bottleneck, name, wire)
-            if best is None or cost.time_s < best.time_s:
-                best = cost
-        assert best is not None  # a library has at least one protocol
-        return best
-
-    def ring(self, op: CollectiveOp, nbytes: float, group: Group) -> CollectiveCost:
-        """Ring collective of ``nbytes`` (nccl-tests size convention) on ``group``."""
-        passes = 2 if op is CollectiveOp.ALL_REDUCE else 1
-        steps: dict[LinkClass, float] = {
-            c: passes * k for c, k in ring_steps_per_pass(self.system, group).items()
-        }
-        cuts = self.cut_bandwidths(group)
-        bottleneck = min(cuts, key=lambda c: cuts[c])
-        wire = busbw_factor(op, group.size) * nbytes
-        return self._fastest("ring", op, nbytes, group, steps, cuts[bottleneck], bottleneck, wire)
-
-    def tree(self, op: CollectiveOp, nbytes: float, group: Group) -> CollectiveCost | None:
-        """NCCL-style tree all-reduce (chain in the node, double binary tree across nodes).
-
-        Returns None where the library has no tree for this call (not an all-reduce, one node).
-        """
-        lib = self.system.library
-        if op is not CollectiveOp.ALL_REDUCE or group.nodes < 2 or "tree" not in lib.algorithms:
-            return None
-        intra_class = LinkClass.SCALE_UP
-        if self.system.fabric.kind is FabricKind.PCIE:
-            intra_class = LinkClass.PCIE
-        steps = {
-            intra_class: 2.0 * (group.per_node - 1),
-            LinkClass.NETWORK: 2.0 * math.log2(group.nodes),
-        }
-        cuts = self.cut_bandwidths(group)
-        bottleneck = min(cuts, key=lambda c: cuts[c])
-        bw = cuts[bottleneck] * lib.tree_bw_factor
-        # Each rank sends its data up the tree and receives the result down: ~2S per rank.
-        wire = 2.0 * nbytes
-        return self._fastest("tree", op, nbytes, group, steps, bw, bottleneck, wire)
-
-    def cost(self, op: CollectiveOp, nbytes: float, group: Group) -> CollectiveCost:
-        """The library's choice for this call: the fastest algorithm it implements."""
-        key = (op, nbytes, group)
-        hit = self._memo.get(key)
-        if hit is not None:
-            return hit
-        if group.size == 1:
-            result = CollectiveCost(0.0, 0.0, math.inf, None, "none", 0.0)
-        else:
-            result = self.ring(op, nbytes, group)
-            tree = self.tree(op, nbytes, group)
-            if tree is not None and tree.time_s < result.time_s:
-                result = tree
-        self._memo[key] = result
-        return result
 
 
 @dataclass(frozen=True, slots=True)

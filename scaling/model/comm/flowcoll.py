@@ -12,7 +12,7 @@
 Uncontended, the run takes exactly the predicted time. A protocol's ``bw_fraction`` and the
 library's size-efficiency ramp are modelled as extra bytes on the wire (time scales by their
 inverse); the latency term (library step latency + hardware hop latency per sequential step,
-:func:`~scaling.model.comm.algorithms.latency_s`) is not bandwidth and is added after the
+:func:`~scaling.model.comm.algos.latency.latency_s`) is not bandwidth and is added after the
 phases: the engine's links carry no latency of their own.
 """
 
@@ -26,22 +26,12 @@ import numpy as np
 import simpy
 
 from scaling.engine.network import FlowNetwork
-from scaling.model.comm.algorithms import (
-    NVLS_EFFICIENCY,
-    PAT_BW_FACTOR,
-    Algorithms,
-    NotApplicable,
-    Phase,
-    Schedule,
-    algorithm_latency_s,
-)
+from scaling.model.comm.algos import NotApplicable, Phase, Planner, Schedule
+from scaling.model.comm.algos import algorithm as algorithm_of
 from scaling.model.comm.collectives import CollectiveCost
 from scaling.model.comm.network import ClusterNetwork
 from scaling.model.comm.ops import CollectiveOp, Group, busbw_factor
 from scaling.model.hardware.system import LinkClass, SystemSpec
-
-#: Algorithms NCCL runs with the Simple protocol only (tuning.cc ncclTopoTuneModel).
-SIMPLE_ONLY = frozenset({"nvls", "nvls_tree", "pat"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,7 +59,7 @@ class FlowCollectives:
         self.system = system
         self.lib = system.library
         self.cluster = ClusterNetwork(system, nodes, seed)
-        self.algos = Algorithms(system, self.lib.channels)
+        self.algos = Planner(system, self.lib.channels)
         self._sched: dict[tuple[str, CollectiveOp, Group], Schedule | None] = {}
         self._why: dict[tuple[str, CollectiveOp, Group], str] = {}  # why a schedule is None
         self.net = FlowNetwork(env, self.cluster.capacity())
@@ -183,12 +173,13 @@ class FlowCollectives:
             sched = self.schedule(name, op, group)
             if sched is None:
                 continue
+            algo = algorithm_of(name)
             infos = [self._phase_info(ph) for ph in sched.phases]
             k = sum(i[0] for i in infos)
             neck = max(infos, key=lambda i: i[0])[1] if infos else ""
-            algo_eff = self._algorithm_efficiency(name, op, group)
+            algo_eff = algo.efficiency(self.system, op, group)
             for proto in protos:
-                if name in SIMPLE_ONLY and proto.name.lower() != "simple" and len(protos) > 1:
+                if not algo.allows_protocol(proto, len(protos)):
                     # NCCL runs NVLS, NVLSTree and PAT with the Simple protocol only (tuning.cc
                     # ncclTopoTuneModel skips LL/LL128 for them)
                     continue
@@ -198,17 +189,12 @@ class FlowCollectives:
                     # the protocol's bus-bandwidth cap bounds the algorithm bandwidth
                     bw_time = max(bw_time, nbytes * busbw_factor(op, p) / proto.max_busbw_Bps)
                     scale = bw_time / (nbytes * k) if k > 0 else scale
-                if (
-                    name in ("nvls", "nvls_tree")
-                    and op is CollectiveOp.ALL_REDUCE
-                    and nbytes * k > 0
-                ):
-                    # the switch reduces each device's data no faster than its reduction rate
-                    rate = self.system.fabric.switch_reduction_Bps
-                    cap = nbytes / (rate * proto.bw_fraction * ramp)
-                    if cap > bw_time:
-                        bw_time, scale = cap, cap / (nbytes * k)
-                lat = algorithm_latency_s(self.system, name, proto, group, sched)
+                if nbytes * k > 0:
+                    # a bound that is not a link's (a switch's reduction rate)
+                    floor = algo.bandwidth_floor_s(self.system, op, nbytes, proto, ramp)
+                    if floor > bw_time:
+                        bw_time, scale = floor, floor / (nbytes * k)
+                lat = algo.latency_s(self.system, proto, group, sched)
                 c = Choice(
                     name, proto.name, lat + bw_time, lat, k, scale, sched.wire_per_rank, neck
                 )
@@ -228,34 +214,19 @@ class FlowCollectives:
         self._choice[key] = best
         return best
 
-    def _algorithm_efficiency(self, name: str, op: CollectiveOp, group: Group) -> float:
-        """Share of its flows' bandwidth an algorithm reaches (≤ 1), as NCCL's tuning.cc rates
-        it against the ring:
-
-        * tree: the library's ``tree_bw_factor`` (tuning.cc's 0.92 for tree all-reduce);
-        * pat: ``busBw *= .75`` (:data:`~scaling.model.comm.algorithms.PAT_BW_FACTOR`);
-        * nvls all-gather / reduce-scatter: tuning.cc's NVLS bus bandwidth,
-          ``bwIntra · nvlsEfficiency · (nCh−1)/nCh · (ppn−1)/ppn`` with no bus-to-algorithm
-          conversion, against the ring's ``bwIntra · ppn/(ppn−1)`` conversion — on 8 GPUs and 16
-          channels 0.85 · 15/16 · (7/8)² = 0.61 of the ring's. So NCCL keeps the ring for large
-          AG/RS on one node, as nccl-tests shows on 8x H200 (reference/nccl_busbw.csv
-          H200_1node_collectives_16GiB: Ring, 361-363 GB/s). The model takes NCCL's rating as
-          the rate: what NVLS AG/RS would reach if forced is not measured here.
-        """
-        if name == "tree":
-            return self.lib.tree_bw_factor
-        if name == "pat":
-            return PAT_BW_FACTOR
-        if name == "nvls" and op is not CollectiveOp.ALL_REDUCE:
-            c, ppn = self.lib.channels, group.per_node
-            return NVLS_EFFICIENCY * (c - 1) / c * ((ppn - 1) / ppn) ** 2
-        return 1.0
-
-    def cost(self, op: CollectiveOp, nbytes: float, group: Group) -> CollectiveCost:
-        """Uncontended cost of the tuner's choice (the ``CollectiveCostModel`` interface)."""
+    def cost(
+        self,
+        op: CollectiveOp,
+        nbytes: float,
+        group: Group,
+        algorithm: str | None = None,
+        protocol: str | None = None,
+    ) -> CollectiveCost:
+        """Uncontended cost of the tuner's choice, or of the named algorithm/protocol (the
+        ``CollectiveCostModel`` interface)."""
         if group.size == 1:
             return CollectiveCost(0.0, 0.0, math.inf, None, "none", 0.0)
-        ch = self.predict(op, nbytes, group)
+        ch = self.predict(op, nbytes, group, algorithm, protocol)
         bw_time = ch.time_s - ch.latency_s
         busbw = nbytes * busbw_factor(op, group.size) / bw_time if bw_time > 0 else math.inf
         return CollectiveCost(
@@ -268,9 +239,18 @@ class FlowCollectives:
         )
 
     # ---- execution -------------------------------------------------------------------------
+    #: run calls inside one node (one lane) at the tuner's uncontended time instead of as
+    #: flows (:meth:`start`): a pricing policy for jobs whose node-local calls share no link
+    #: with anything else in flight (Megatron's tensor-parallel groups, TP innermost)
+    node_local_uncontended: bool = False
+
     def start(self, op: CollectiveOp, nbytes: float, group: Group) -> simpy.Event:
         """Start one collective now (a :data:`~scaling.model.collectives.Runner`); the event's
-        value is ``"algorithm/protocol"``."""
+        value is ``"algorithm/protocol"``. Under :attr:`node_local_uncontended` a call inside
+        one node takes the tuner's uncontended time without entering the network."""
+        if self.node_local_uncontended and group.nodes == 1 and group.lanes == 1:
+            c = self.cost(op, nbytes, group)
+            return self.env.timeout(c.time_s, value=c.algorithm)
         return self.env.process(self._run_named(op, nbytes, group))
 
     def _run_named(

@@ -3,7 +3,7 @@
 Devices are numbered ``node * devices_per_node + local``. Every link is directed and carries an
 *achievable* capacity: raw bandwidth × the hardware's efficiency (topology file) × the collective
 library's efficiency for that link class (library file). Links carry no latency: a collective's
-latency is priced per sequential step (``algorithms.hop_latency_s``). Per node (DESIGN §3.2):
+latency is priced per sequential step (``comm.algos.latency.hop_latency_s``). Per node (DESIGN §3.2):
 
 * ``switch`` (NVSwitch): device → switch and switch → device links of ``link_bw`` each.
 * ``full_mesh`` (HCCS): one link per ordered device pair of ``link_bw``.
@@ -43,6 +43,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from scaling.model.hardware.fabrics import fabric_of
 from scaling.model.hardware.system import FabricKind, LinkClass, SystemSpec
 
 
@@ -95,7 +96,7 @@ class ClusterNetwork:
         }
         self._routes: dict[tuple[int, int], tuple[tuple[int, ...], ...]] = {}
         # the path to a NIC crosses the device's PCIe switch (bridge groups / PCIe fabrics)
-        self._nic_behind_switch = fab.kind in (FabricKind.BRIDGE_GROUPS, FabricKind.PCIE)
+        self._nic_behind_switch = fabric_of(fab.kind).grouped
         self._nics_of = [self.nics_of(d) for d in range(self.g)]
         self._build()
 
@@ -131,7 +132,7 @@ class ClusterNetwork:
                         if a != b and a // gs == b // gs:
                             share = fab.link_bw_Bps / (min(gs, g) - 1)
                             self._add(("p2p", n, a, b), share, LinkClass.SCALE_UP)
-            if fab.kind in (FabricKind.BRIDGE_GROUPS, FabricKind.PCIE):
+            if fabric_of(fab.kind).grouped:
                 # On a PCIe-only node the device's own PCIe link is the fabric's link (link_bw at
                 # link_efficiency); the switch-host legs are PCIe at pcie_efficiency.
                 pcie_only = fab.kind is FabricKind.PCIE

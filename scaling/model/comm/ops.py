@@ -1,17 +1,12 @@
-"""The vocabulary of communication, defined once: collective operations, communicator groups,
-algorithm names and the nccl-tests bus-bandwidth factor."""
+"""The vocabulary of communication, defined once: collective operations, communicator groups
+and the nccl-tests bus-bandwidth factor (algorithm names: the registry of ``comm.algos``)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Literal, get_args
 
 import numpy as np
-
-AlgorithmName = Literal["ring", "tree", "rhd", "direct", "hierarchical", "nvls", "nvls_tree", "pat"]
-#: every collective algorithm the model implements (``comm.algorithms.Algorithms``)
-ALGORITHMS: tuple[str, ...] = get_args(AlgorithmName)
 
 
 class CollectiveOp(StrEnum):

@@ -7,7 +7,7 @@ source and confidence; the model layer only sees the values.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 
 
@@ -99,7 +99,7 @@ class FabricSpec:
         link_latency_s: hardware latency of one device-to-device hop inside a node, s: through the
             switch (SWITCH), over the direct link (FULL_MESH, BRIDGE_GROUPS inside a group), or
             through the shared PCIe switch (PCIE, two devices under one switch). Added to every
-            sequential algorithm step that crosses such a hop (``comm.algorithms.hop_latency_s``).
+            sequential algorithm step that crosses such a hop (``comm.algos.latency.hop_latency_s``).
         link_efficiency: achievable fraction of ``link_bw_Bps`` (protocol/encoding overheads).
         group_size: BRIDGE_GROUPS: devices per group; PCIE: devices per PCIe switch.
         inter_group_bw_Bps: bandwidth per direction of the path between two groups / PCIe switches
@@ -195,7 +195,7 @@ class LibraryProfile:
         bw_efficiency: fraction of the link's achievable bandwidth the library reaches, by link
             class (0–1]; the hardware's own achievable fraction is in the fabric / NIC spec.
         channels: rings/trees run concurrently; each may leave the node through a different NIC.
-        algorithms: algorithm names the library implements (see ``model.algorithms``).
+        algorithms: algorithm names the library implements (registered in ``model.comm.algos``).
         tree_bw_factor: tree bandwidth relative to the ring's cut bound (NCCL: 0.92 × 0.9).
         tree_level_latency_s: extra latency of one tree step between nodes (each of the tree's
             ``2·log2(nodes)`` network steps, up and down), on top of the protocol's step latency
@@ -207,6 +207,9 @@ class LibraryProfile:
         call_overhead_s: host-side cost of launching one collective, on top of the protocol's
             base latency, s.
         ramp_half_bytes / ramp_exponent: the size-efficiency ramp (:meth:`size_efficiency`).
+        algorithm_params: each algorithm's constants from the library file, SI units, by
+            algorithm name then key (``"ppn1_net_step_extra_us.LL"`` for a per-protocol one);
+            the algorithm declares them (``comm.algos.base.Algorithm.params``).
     """
 
     name: str
@@ -220,6 +223,7 @@ class LibraryProfile:
     call_overhead_s: float = 0.0
     ramp_half_bytes: float = 0.0
     ramp_exponent: float = 1.0
+    algorithm_params: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.protocols:

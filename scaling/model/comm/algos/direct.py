@@ -1,0 +1,45 @@
+"""Direct (mesh): every rank exchanges its share with every other rank at once (HCCL's Mesh)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from scaling.model.comm.algos.base import Algorithm, NotApplicable, Phase, Schedule, register
+from scaling.model.comm.algos.planner import Planner
+from scaling.model.comm.ops import CollectiveOp, Group
+from scaling.model.hardware.system import LinkClass
+
+
+@register
+class Direct(Algorithm):
+    """Direct exchange, up to 64 ranks (p² flows)."""
+
+    name = "direct"
+    ops = frozenset(
+        {
+            CollectiveOp.ALL_REDUCE,
+            CollectiveOp.REDUCE_SCATTER,
+            CollectiveOp.ALL_GATHER,
+            CollectiveOp.ALL_TO_ALL,
+        }
+    )
+
+    def schedule(self, plan: Planner, op: CollectiveOp, group: Group) -> Schedule:
+        """Direct (mesh): every rank exchanges its share with every other rank at once."""
+        p = group.size
+        if p > 64:
+            raise NotApplicable("direct/mesh algorithms are limited to 64 ranks (p² flows)")
+        devs = group.devices(plan.g)
+        src, dst = np.meshgrid(devs, devs, indexing="ij")
+        mask = src != dst
+        pairs = (src[mask], dst[mask])
+        share = Phase(
+            pairs[0], pairs[1], np.full(mask.sum(), 1.0 / p), np.ones(mask.sum(), dtype=np.int64)
+        )
+        cls = plan.intra_class if group.nodes == 1 else LinkClass.NETWORK
+        cross = group.nodes > 1 and group.per_node > 1  # local rank a talks to local rank b != a
+        if op is CollectiveOp.ALL_REDUCE:
+            return Schedule("direct", (share, share), {cls: 2.0}, 2.0 * (p - 1) / p, cross)
+        if op in (CollectiveOp.REDUCE_SCATTER, CollectiveOp.ALL_GATHER, CollectiveOp.ALL_TO_ALL):
+            return Schedule("direct", (share,), {cls: 1.0}, (p - 1) / p, cross)
+        raise NotApplicable("direct broadcast is not modelled")

@@ -1,0 +1,72 @@
+"""NCCL's tree all-reduce: a chain inside each node, a double binary tree across nodes."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+
+from scaling.model.comm.algos.base import (
+    Algorithm,
+    NotApplicable,
+    Schedule,
+    phase_of_arrays,
+    register,
+)
+from scaling.model.comm.algos.planner import Planner
+from scaling.model.comm.algos.trees import add_tree_edges, dtree_parents
+from scaling.model.comm.ops import CollectiveOp, Group
+from scaling.model.hardware.system import LinkClass, Protocol, SystemSpec
+
+
+@register
+class Tree(Algorithm):
+    """Tree all-reduce across nodes; its bandwidth share and per-level latency are the library's
+    ``tree_bw_factor`` and ``tree_level_latency``."""
+
+    name = "tree"
+    ops = frozenset({CollectiveOp.ALL_REDUCE})
+
+    def latency_s(
+        self, system: SystemSpec, proto: Protocol, group: Group, sched: Schedule
+    ) -> float:
+        """The default rule plus the library's calibrated ``tree_level_latency`` per network
+        step (a tree level between nodes costs more than a ring step at scale)."""
+        lat = super().latency_s(system, proto, group, sched)
+        net = sched.steps.get(LinkClass.NETWORK, 0.0)
+        return lat + net * system.library.tree_level_latency_s
+
+    def efficiency(self, system: SystemSpec, op: CollectiveOp, group: Group) -> float:
+        """The library's ``tree_bw_factor`` (tuning.cc's 0.92 for tree all-reduce)."""
+        return system.library.tree_bw_factor
+
+    def schedule(self, plan: Planner, op: CollectiveOp, group: Group) -> Schedule:
+        """NCCL-style tree all-reduce: a chain inside each node, a double binary tree across
+        nodes; reduce and broadcast pipelined, so every edge carries its bytes both ways."""
+        if op is not CollectiveOp.ALL_REDUCE or group.nodes < 2:
+            raise NotApplicable("tree exists for all-reduce across more than one node")
+        n, k, g = group.nodes, group.per_node, plan.g
+        base = group.local_base
+        per_ch = 1.0 / plan.channels
+        # Double binary tree as NCCL builds it (dtree_parents), each tree carrying half of the
+        # data; a node interior in one tree is a leaf of the other.
+        trees = [np.array(p, dtype=np.int64) for p in dtree_parents(n)]
+        node_base = base + (group.first_node + np.arange(n, dtype=np.int64)) * g
+        srcs, dsts, coeffs = [], [], []
+        for c in range(plan.channels):
+            chain = plan.local_walk(k, c)
+            # per node, in node order: each chain edge down (broadcast) then up (reduce)
+            pairs = [(x, y) for a, b in itertools.pairwise(chain) for x, y in ((a, b), (b, a))]
+            if pairs:
+                pa = np.array(pairs, dtype=np.int64)
+                srcs.append((node_base[:, None] + pa[:, 0]).ravel())
+                dsts.append((node_base[:, None] + pa[:, 1]).ravel())
+                coeffs.append(np.full(n * len(pairs), per_ch))
+            add_tree_edges(srcs, dsts, coeffs, trees, node_base + chain[0], per_ch)
+        src, dst = np.concatenate(srcs), np.concatenate(dsts)
+        steps = {
+            plan.intra_class: 2.0 * (k - 1),
+            LinkClass.NETWORK: 2.0 * math.log2(n),
+        }
+        return Schedule("tree", (phase_of_arrays(src, dst, np.concatenate(coeffs)),), steps, 2.0)
