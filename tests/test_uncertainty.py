@@ -24,12 +24,11 @@ from scaling.io.topology import (
     ranged_quantities,
 )
 from scaling.sweep.executors import SerialExecutor
+from scaling.sweep.sensitivity import one_at_a_time, saltelli_indices
 from scaling.sweep.uncertainty import (
     UncertainInput,
-    one_at_a_time,
     perturbed_system,
     run_uncertainty,
-    saltelli_indices,
     uncertain_inputs,
     unit_design,
 )
@@ -325,9 +324,14 @@ def test_run_uncertainty_and_sensitivity_commands(tmp_path: Path) -> None:
     res = CliRunner().invoke(main, args)
     assert res.exit_code == 0, res.output
     assert "5-95 % interval" in res.output and "ECMP" in res.output
-    for f in ("samples", "runs", "summary"):
+    for f in ("samples", "runs", "summary", "branches"):
         assert (out / f"uncertainty_{f}.csv").is_file()
     assert (out / "uncertainty_scaling_efficiency.png").stat().st_size > 0
+    assert (out / "scaling_efficiency.png").stat().st_size > 0  # redrawn with the branches
+    import pandas as pd
+
+    b = pd.read_csv(out / "uncertainty_branches.csv", keep_default_na=False)
+    assert {"assumption", "branch", "has_nominal", "split", "median", "p5", "p95"} <= set(b)
     first = (out / "uncertainty_summary.csv").read_text()
     res = CliRunner().invoke(main, [*args, "--force", "--no-plot"])
     assert res.exit_code == 0 and (out / "uncertainty_summary.csv").read_text() == first
@@ -381,7 +385,7 @@ def test_a_misspelled_metric_is_refused_with_the_valid_names(tmp_path: Path) -> 
 
     from scaling.app.cli import main
     from scaling.model.analysis.metrics import METRICS
-    from scaling.sweep.uncertainty import check_metric, sensitivity_metrics, sobol_indices
+    from scaling.sweep.sensitivity import check_metric, sensitivity_metrics, sobol_indices
 
     names = sensitivity_metrics()
     assert set(METRICS) <= set(names) and "n_collectives_per_step" in names
