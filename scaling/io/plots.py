@@ -161,14 +161,6 @@ def plot_vs_devices(
     return list(paths)
 
 
-def plot_scaling_efficiency(df: pd.DataFrame, path: Path, title: str = "") -> Path:
-    """Scaling efficiency vs accelerators (log2 x axis), one line per system and strategy."""
-    stem = "scaling_efficiency"
-    column, ylabel, ylim, percent = SWEEP_PLOTS[stem]
-    plot_vs_devices(df, column, [path], ylabel, title, ylim=ylim, percent=percent)
-    return path
-
-
 def plot_sweep(
     df: pd.DataFrame,
     out_dir: Path,
