@@ -89,3 +89,69 @@ def test_pcie_fields_on_a_switch_node_are_refused(tmp_path) -> None:
 
     with pytest.raises(ConfigError, match=r"remove fabric\.pcie_latency_us"):
         load_system(_copy_catalog(tmp_path, edit_system=add))
+
+
+# ---- issue 24: the catalog follows the vendor's own evidence --------------------------------------
+
+_ROW = __import__("re").compile(r"reference/(\w+\.csv) rows? ((?:'[^']+'(?:, )?)+)")
+
+
+def test_cited_evidence_rows_exist_in_the_package_reference_data() -> None:
+    """A source or note citing ``reference/<file>.csv row(s) '<item>'[, '<item>']`` names rows that
+    exist in the package's copy (scaling/data/reference, source column intact)."""
+    from scaling.io.reference import reference_rows
+
+    seen = 0
+    for name in available_systems():
+        loaded = load_system(name)
+        docs = [loaded.schema, loaded.library]
+        texts = [t for d in docs for _p, _v, _c, src, note in quantities(d) for t in (src, note)]
+        texts += [a.note for d in docs for a in d.alternatives]
+        for text in texts:
+            for file, items in _ROW.findall(text):
+                rows = reference_rows(file)
+                assert all("source" in r for r in rows), f"{file}: no source column"
+                keys = {r.get("item") for r in rows}
+                for item in __import__("re").findall(r"'([^']+)'", items):
+                    assert item in keys, f"{name}: {item!r} is no row of {file}"
+                    seen += 1
+    assert seen >= 6  # the CNCL and MLU370-X8 citations
+
+
+def test_cncl_has_a_tree_with_ring_only_as_the_named_alternative() -> None:
+    """cncl.h (CNCL 1.25) builds ring and tree topologies: both nominal; ring-only is the
+    alternative; compute interference from the serial buffer copy is non-zero across its range."""
+    lib = load_system("mlu370-x8").library
+    assert list(lib.algorithms) == ["ring", "tree"] and lib.tree_bw_factor is not None
+    alt = {a.name: a for a in lib.alternatives}["cncl-1.x-ring-only"]
+    assert alt.set["algorithms"] == ["ring"]
+    ci = lib.compute_interference
+    assert ci.low is not None and 0 < ci.low < ci.value < (ci.high or 0)
+
+
+def test_mlu370_x8_bf16_range_is_the_dense_ladder() -> None:
+    """96 TFLOPS is dense (the per-core FP16:INT8 ratio of mlu-ops); the range reaches the dense
+    roofline 127.8 and no longer the 'sparse' 48."""
+    q = load_system("mlu370-x8").schema.device.peak_TFLOPS["bf16"]
+    assert q.value == 96 and 85 <= (q.low or 0) < 96 and 120 <= (q.high or 0) <= 130
+    assert q.dist == "triangular"
+
+
+def test_mlu370_x8_two_devices_per_card_alternative_halves_the_card() -> None:
+    """The 16-rank reading (vendor scripts launch 16 MLUs per node) is the alternative: twice
+    the devices, each with half the card's memory, bandwidth and peak rate."""
+    from scaling.io.topology import SystemSchema, apply_alternative
+
+    ls = load_system("mlu370-x8")
+    alt = {a.name: a for a in ls.schema.alternatives}["two-devices-per-card"]
+    doc = apply_alternative(ls.schema.model_dump(mode="json"), alt, "mlu370-x8")
+    two = SystemSchema.model_validate(doc)
+    one = ls.schema
+    assert two.node.devices.value == 2 * one.node.devices.value == 16
+    for get in (
+        lambda s: s.device.mem_GB.value,
+        lambda s: s.device.mem_bw_GBps.value,
+        lambda s: s.device.peak_TFLOPS["bf16"].value,
+        lambda s: s.device.compute_units.value,
+    ):
+        assert get(two) == pytest.approx(get(one) / 2)

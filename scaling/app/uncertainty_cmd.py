@@ -48,10 +48,14 @@ def run_uncertainty_cli(
     progress: bool | None = None,
 ) -> dict[str, Path]:
     """After a plain ``scaling run``: ``n`` samples of the uncertain inputs (seed ``seed``), the
-    interval table printed, ``uncertainty_{samples,runs,summary}.csv`` and (unless
-    ``no_plot``) ``uncertainty_scaling_efficiency.png`` written to ``out``. ``res``: the plain
-    run's :class:`~scaling.app.api.ExperimentResult` (its scalars are the nominal values)."""
+    interval table printed (a point a structural alternative splits: per branch, the deciding
+    assumption named), ``uncertainty_{samples,runs,summary,branches}.csv`` and (unless
+    ``no_plot``) ``uncertainty_scaling_efficiency.png`` written to ``out``, and the main plot
+    ``scaling_efficiency.png`` drawn again with a band per branch. ``res``: the plain run's
+    :class:`~scaling.app.api.ExperimentResult` (its scalars are the nominal values)."""
+    from scaling.io.plots import plot_headline
     from scaling.io.uncertainty_plot import plot_bands
+    from scaling.sweep.branches import split_lines
     from scaling.sweep.executors import make_executor
     from scaling.sweep.uncertainty import format_summary, run_uncertainty, uncertain_inputs
 
@@ -79,17 +83,31 @@ def run_uncertainty_cli(
         "noise-free and simulated with the fewest steps that reproduce the configured steady "
         f"state (checked on sample 0: largest step-time deviation {u.check_max_rel:.1e})"
     )
-    printer.say(format_summary(u.summary))
+    printer.say(format_summary(u.shaped))
+    lines = split_lines(u.branches)
+    for line in lines:
+        printer.say(line)
+    if not lines:
+        printer.say(
+            "no structural alternative splits scaling efficiency at the largest node count "
+            "(the samples' groups overlap): one interval per point"
+        )
     paths = {
         "uncertainty_samples": _write_csv(out / "uncertainty_samples.csv", u.samples),
         "uncertainty_runs": _write_csv(out / "uncertainty_runs.csv", u.runs),
-        "uncertainty_summary": _write_csv(out / "uncertainty_summary.csv", u.summary),
+        "uncertainty_summary": _write_csv(out / "uncertainty_summary.csv", u.shaped),
+        "uncertainty_branches": _write_csv(out / "uncertainty_branches.csv", u.branches),
     }
     if not no_plot:
+        title = f"{exp.config.name}: {n} samples of the catalog's assumptions (seed {seed})"
         paths["uncertainty_plot"] = plot_bands(
-            u.summary,
-            out / "uncertainty_scaling_efficiency.png",
-            f"{exp.config.name}: {n} samples of the catalog's assumptions (seed {seed})",
+            u.branches, out / "uncertainty_scaling_efficiency.png", title
+        )
+        paths["plot"] = plot_headline(
+            res.table,
+            out / "scaling_efficiency.png",
+            f"{exp.config.name}: {exp.config.model_name}; bands: {n} samples, 5-95 % per branch",
+            u.branches,
         )
     return paths
 
@@ -183,7 +201,7 @@ def sensitivity(
     from scaling.io.files import make_dir
     from scaling.io.uncertainty_plot import plot_tornado
     from scaling.sweep.executors import make_executor
-    from scaling.sweep.uncertainty import check_metric, one_at_a_time, plans_at, sobol_indices
+    from scaling.sweep.sensitivity import check_metric, one_at_a_time, plans_at, sobol_indices
 
     if not samples and option_given("seed"):
         fail(f"--seed {seed}: only used with --samples N (the seed of the Sobol design)")

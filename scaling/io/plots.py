@@ -161,14 +161,6 @@ def plot_vs_devices(
     return list(paths)
 
 
-def plot_scaling_efficiency(df: pd.DataFrame, path: Path, title: str = "") -> Path:
-    """Scaling efficiency vs accelerators (log2 x axis), one line per system and strategy."""
-    stem = "scaling_efficiency"
-    column, ylabel, ylim, percent = SWEEP_PLOTS[stem]
-    plot_vs_devices(df, column, [path], ylabel, title, ylim=ylim, percent=percent)
-    return path
-
-
 def plot_sweep(
     df: pd.DataFrame,
     out_dir: Path,
@@ -184,3 +176,85 @@ def plot_sweep(
         paths = [out_dir / f"{stem}.{fmt}" for fmt in formats]
         written += plot_vs_devices(df, column, paths, ylabel, title, axes, ylim, percent)
     return written
+
+
+#: The headline plot's panels: column, y label, log y axis
+HEADLINE_PANELS: tuple[tuple[str, str, bool], ...] = (
+    ("scaling_efficiency", "scaling efficiency (per-device throughput / 1 node)", False),
+    ("tokens_per_s_per_device", "tokens/s per accelerator (log)", True),
+)
+
+
+def plot_headline(
+    df: pd.DataFrame, path: Path, title: str = "", branches: pd.DataFrame | None = None
+) -> Path:
+    """The main plot of ``scaling run``: scaling efficiency (left) and absolute tokens/s per
+    accelerator on a log axis (right; efficiency alone hides where each system starts) vs
+    nodes, one colour per (system, strategy), the nominal run a solid line. With ``branches``
+    (:func:`scaling.sweep.branches.branch_table`): per series and branch, the 5-95 % band and
+    the median (dashed; a split series' other branches hatched), the nominal line labelled
+    with the branch it belongs to. Written to ``path`` (format from the suffix)."""
+    ok = _ok_rows(df)
+    fig = Figure(figsize=(13, 4.8), dpi=110)
+    axes = fig.subplots(1, 2)
+    keys = ["system", "strategy"]
+    series = list(dict.fromkeys(ok[keys].itertuples(index=False, name=None)))
+    cmap = colormaps["tab10" if len(series) <= 10 else "tab20"]
+    hatches = ("", "//", "xx", "..", "\\\\")
+    for ax, (column, ylabel, log) in zip(axes, HEADLINE_PANELS, strict=True):
+        for k, (system, strat) in enumerate(series):
+            c = cmap(k % cmap.N)
+            g = ok[(ok["system"] == system) & (ok["strategy"] == strat)].sort_values("nodes")
+            label = f"{system} ({strat})"
+            b = None
+            if branches is not None and len(branches):
+                sel = (
+                    (branches["system"] == system)
+                    & (branches["strategy"] == strat)
+                    & (branches["metric"] == column)
+                )
+                b = branches[sel]
+            if b is not None and len(b):
+                split = bool(b["split"].any())
+                names = list(dict.fromkeys(b.sort_values("has_nominal", ascending=False)["branch"]))
+                for j, name in enumerate(names):
+                    r = b[b["branch"] == name].sort_values("nodes")
+                    r = r[r["median"].notna()]
+                    if r.empty:
+                        continue
+                    ax.fill_between(
+                        r["nodes"], r["p5"], r["p95"], color=c, alpha=0.18, linewidth=0,
+                        hatch=hatches[j % len(hatches)],
+                    )  # fmt: skip
+                    if split:
+                        who = r["assumption"].iloc[0].split(": ", 1)[-1]
+                        ax.plot(
+                            r["nodes"], r["median"], color=c, linestyle="--", linewidth=1,
+                            label=f"{system} ({strat}) {who} = {name}: median, 5-95 %",
+                        )  # fmt: skip
+                if split:
+                    nom = b[b["has_nominal"]]["branch"].iloc[0]
+                    label += f": nominal run (branch {nom})"
+            ax.plot(g["nodes"], g[column], color=c, marker="o", markersize=3, label=label)
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("nodes")
+        ax.set_ylabel(ylabel)
+        if log:
+            ax.set_yscale("log")
+        else:
+            ax.set_ylim(0, 1.05)
+        ax.grid(True, which="both", alpha=0.3)
+    seen: dict[str, Any] = {}
+    for ax in axes:
+        for h, lab in zip(*ax.get_legend_handles_labels(), strict=True):
+            seen.setdefault(lab, h)
+    handles, labels = list(seen.values()), list(seen)
+    if handles:
+        fig.legend(handles, labels, loc="lower center", ncol=2, fontsize="x-small")
+    if title:
+        fig.suptitle(title, fontsize="medium")
+    bottom = min(0.45, 0.06 + 0.035 * ((len(labels) + 1) // 2))
+    fig.tight_layout(rect=(0, bottom, 1, 0.96))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    return path

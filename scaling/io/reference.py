@@ -77,6 +77,9 @@ FILE_VENDOR: dict[str, str] = {
     "mpt_benchmarks.csv": "NVIDIA",
     "failures_goodput.csv": "NVIDIA",
     "ascend_training.csv": "Huawei",
+    "cambricon_cncl_evidence.csv": "Cambricon",
+    "cambricon_compute_constants.csv": "Cambricon",
+    "huawei_hccl_algorithms.csv": "Huawei",
 }
 _CITE = re.compile(r"reference/([A-Za-z0-9_]+\.csv)")
 

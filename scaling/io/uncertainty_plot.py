@@ -25,30 +25,54 @@ def plot_bands(
     metric: str = "scaling_efficiency",
     label: str = "scaling efficiency (per-device throughput / 1 node)",
 ) -> Path:
-    """One panel per strategy: per system, the median of ``metric`` (solid), its 5-95 % band
-    (shaded) and the nominal inputs' value (dashed) against accelerators (log2 axis); written
-    to ``path`` (PNG)."""
+    """One panel per strategy: per system and branch (``summary`` with ``branch`` /
+    ``assumption`` / ``has_nominal`` / ``split`` columns, :func:`scaling.sweep.branches.
+    branch_table`; without them, one branch), the median of ``metric`` (solid for the branch
+    holding the nominal structure, dashed for the others), its 5-95 % band (shaded; other
+    branches hatched) and the nominal inputs' value (dotted) against nodes (log2 axis);
+    written to ``path`` (PNG)."""
     df = summary[summary["metric"] == metric]
+    if "branch" not in df:
+        df = df.assign(branch="all", assumption="", has_nominal=True, split=False)
     strategies = list(dict.fromkeys(df["strategy"]))
-    fig = Figure(figsize=(5.5 * max(1, len(strategies)), 4.2), dpi=110)
+    fig = Figure(figsize=(6.5 * max(1, len(strategies)), 4.8), dpi=110)
     axes = fig.subplots(1, max(1, len(strategies)), squeeze=False)[0]
     systems = list(dict.fromkeys(df["system"]))
     colors = colormaps["tab10"]
+    hatches = ("", "//", "xx", "..")
     for ax, strat in zip(axes, strategies, strict=False):
         for k, system in enumerate(systems):
-            g = df[(df["strategy"] == strat) & (df["system"] == system)].sort_values("nodes")
-            if g.empty:
+            s = df[(df["strategy"] == strat) & (df["system"] == system)]
+            if s.empty:
                 continue
-            x = g["nodes"].to_numpy()
             c = colors(k % 10)
-            ax.fill_between(x, g["p5"], g["p95"], color=c, alpha=0.25, linewidth=0)
-            ax.plot(x, g["median"], color=c, marker="o", markersize=3, label=f"{system} median")
+            split = bool(s["split"].any())
+            names = list(dict.fromkeys(s.sort_values("has_nominal", ascending=False)["branch"]))
+            for j, name in enumerate(names):
+                g = s[s["branch"] == name].sort_values("nodes")
+                g = g[g["median"].notna()]
+                if g.empty:
+                    continue
+                x = g["nodes"].to_numpy()
+                nominal_branch = bool(g["has_nominal"].iloc[0])
+                ax.fill_between(
+                    x, g["p5"], g["p95"], color=c, alpha=0.22, linewidth=0,
+                    hatch=hatches[j % len(hatches)],
+                )  # fmt: skip
+                who = g["assumption"].iloc[0].split(": ", 1)[-1]
+                tag = f" {who} = {name}" if split else ""
+                ax.plot(
+                    x, g["median"], color=c, marker="o", markersize=3,
+                    linestyle="-" if nominal_branch else "--", label=f"{system}{tag} median",
+                )  # fmt: skip
+            g = s[s["has_nominal"]].drop_duplicates("nodes").sort_values("nodes")
             if g["nominal"].notna().any():
-                ax.plot(x, g["nominal"], color=c, linestyle="--", linewidth=1, label="nominal")
+                ax.plot(g["nodes"], g["nominal"], color=c, linestyle=":", linewidth=1.2,
+                        label=f"{system} nominal")  # fmt: skip
         ax.set_xscale("log", base=2)
         ax.set_xlabel("nodes")
         ax.set_ylabel(label)
-        ax.set_title(f"{strat}: median, 5-95 % band", fontsize="medium")
+        ax.set_title(f"{strat}: median, 5-95 % band per branch", fontsize="medium")
         if metric == "scaling_efficiency":
             ax.set_ylim(0, 1.05)
         ax.grid(True, alpha=0.3)
