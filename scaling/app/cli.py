@@ -175,7 +175,7 @@ def run(
     """
     from scaling.app.api import feasibility_errors, run_experiment
     from scaling.io.config import load_experiment
-    from scaling.io.files import atomic_write, make_dir
+    from scaling.io.files import atomic_write, make_dir, results_lock
     from scaling.io.plots import plot_scaling_efficiency
     from scaling.io.results import write_outputs
 
@@ -203,6 +203,7 @@ def run(
     _refuse_points(loaded, strict)
     # the output folder before simulating: a bad --out fails now, not after the whole run
     make_dir(out_dir or Path("results") / loaded.config.name)
+    click.get_current_context().with_resource(results_lock(out_dir or Path("results") / name))
     res = run_experiment(loaded, progress=want_progress(progress), strict=strict)
     exp = res.experiment
     out = out_dir or Path("results") / exp.config.name
@@ -387,14 +388,9 @@ def collective(
     if is_stdout(out_file):
         click.echo(table.to_csv(index=False), nl=False)
     elif out_file is not None:
-        # written in place, not by rename: --out may be a device (/dev/stdout)
-        try:
-            out_file.parent.mkdir(parents=True, exist_ok=True)
-            table.to_csv(out_file, index=False)
-        except OSError as e:
-            from scaling.io.files import write_error
+        from scaling.io.files import write_output  # atomic; in place for a device (/dev/stdout)
 
-            raise write_error(out_file, e) from None
+        write_output(out_file, lambda f: table.to_csv(f, index=False))
         p.say(f"wrote {out_file}")
 
 
@@ -470,8 +466,9 @@ def trace(config: Path, out_file: Path, ranks: str | None, overrides: tuple[str,
     if is_stdout(out_file):
         click.echo(text)
     else:
-        out_file.parent.mkdir(parents=True, exist_ok=True)
-        out_file.write_text(text)
+        from scaling.io.files import write_output_text  # atomic: no partial file on a full disk
+
+        write_output_text(out_file, text)
     click.echo(
         f"wrote {out_file}: step {step} of {res.system} x{res.nodes} nodes ({res.strategy}), "
         f"{len(chosen)} ranks, {len(doc['traceEvents'])} events; open it in ui.perfetto.dev",
@@ -572,8 +569,9 @@ def schedule(
     if is_stdout(out_file):
         click.echo(text, nl=False)
     else:
-        out_file.parent.mkdir(parents=True, exist_ok=True)
-        out_file.write_text(text)
+        from scaling.io.files import write_output_text  # atomic: no partial file on a full disk
+
+        write_output_text(out_file, text)
         click.echo(
             f"wrote {out_file}: {len(calls)} collectives of rank {rank} in step {shown} "
             f"({res.system} x{res.nodes} nodes, {res.strategy})",

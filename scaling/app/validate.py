@@ -32,8 +32,10 @@ from pathlib import Path
 import click
 import pandas as pd
 
+from scaling.app.errors import user_errors
 from scaling.app.output import Printer, format_option
 from scaling.io.config import DDPConfig, FSDPConfig, TrainingConfig
+from scaling.io.files import write_output, write_output_text
 from scaling.io.reference import ascend_training, mpt_benchmarks, nccl_busbw
 from scaling.io.topology import load_system
 from scaling.model.comm.ops import CollectiveOp
@@ -818,10 +820,9 @@ def markdown_report(rep: Report) -> str:
 
 def write_report(rep: Report, out_dir: Path) -> list[Path]:
     """Write ``validation.md`` and ``validation.csv`` under ``out_dir``."""
-    out_dir.mkdir(parents=True, exist_ok=True)
     md, csv = out_dir / "validation.md", out_dir / "validation.csv"
-    md.write_text(markdown_report(rep))
-    points_frame(rep).to_csv(csv, index=False)
+    write_output_text(md, markdown_report(rep))  # atomic, one-line errors (io.files)
+    write_output(csv, lambda p: points_frame(rep).to_csv(p, index=False))
     return [md, csv]
 
 
@@ -845,6 +846,7 @@ def write_report(rep: Report, out_dir: Path) -> list[Path]:
 )
 @click.option("--table", is_flag=True, help="Print only the README's summary table.")
 @format_option
+@user_errors
 def validate(out_dir: Path | None, studies: tuple[str, ...], table: bool, fmt: str) -> None:
     """Compare the model with every published measurement the package holds.
 

@@ -24,7 +24,7 @@ import yaml
 
 from scaling.io.config import content_hash
 from scaling.io.errors import ConfigError
-from scaling.io.files import atomic_write, checksum_ok, make_dir, stamp_checksum
+from scaling.io.files import atomic_write, checksum_ok, make_dir, results_lock, stamp_checksum
 from scaling.io.results import add_scaling_efficiency, write_parquet
 from scaling.model.job import InfeasibleJobError, Job
 from scaling.model.simulation import run_job
@@ -213,11 +213,25 @@ def run_sweep(
 
     Returns the consolidated table (also written to ``results.parquet``): one row per run, in
     :func:`expand` order, with the axis columns, ``status`` (``ok``/``refused``/``failed``),
-    ``error`` and the metrics. Raises :class:`ConfigError` for a bad spec before running.
+    ``error`` and the metrics. Raises :class:`ConfigError` for a bad spec before running, or
+    when another process is writing ``out_dir`` (:func:`~scaling.io.files.results_lock`).
     """
     sweep = as_sweep(spec, overrides)
+    with results_lock(out_dir):
+        return _run_locked(sweep, Path(out_dir), executor, resume, progress, csv, on_run)
+
+
+def _run_locked(
+    sweep: LoadedSweep,
+    out: Path,
+    executor: SweepExecutor | None,
+    resume: bool,
+    progress: bool | None,
+    csv: bool,
+    on_run: Callable[[RunSpec, dict[str, Any]], None] | None,
+) -> pd.DataFrame:
+    """:func:`run_sweep` with the results folder held."""
     runs = expand(sweep)
-    out = Path(out_dir)
     runs_dir = out / RUNS_DIR
     make_dir(runs_dir)
     _clean_temp(runs_dir)
