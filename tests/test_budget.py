@@ -137,3 +137,20 @@ def test_budget_parsing_and_default() -> None:
     job = _job({"kind": "ddp"})
     assert budget.budget_error(job, DEFAULT_BUDGET) == ""
     assert "expected at most" in budget.budget_error(job, Budget(1e-6, 1e-6))
+
+
+def test_a_sweep_beyond_the_budget_is_refused_before_it_runs(tmp_path) -> None:
+    from scaling.sweep.runner import run_sweep
+
+    spec = {
+        "name": "big",
+        "model": "gpt3-1.3b",
+        "systems": ["dgx-a100"],
+        "nodes": [1, 8192],
+    }
+    with pytest.raises(ConfigError, match=r"65,536 ranks.*--budget"):
+        run_sweep(spec, tmp_path / "out", progress=False)
+    assert not (tmp_path / "out").exists()  # nothing ran, nothing written
+    code, out = cli("sweep", str(DDP), "--set", "nodes=[8192]", "--out", str(tmp_path / "o"),
+                    "-j", "1", "--no-plot")  # fmt: skip
+    assert code == 2 and "--budget" in out, out

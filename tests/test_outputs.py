@@ -179,3 +179,13 @@ def test_the_lock_is_held_across_processes_and_dropped_when_its_holder_dies(tmp_
         holder.wait()
     code, text = cli("run", str(cfg), "--out", str(out), "--no-plot")
     assert code == 0, text
+
+
+def test_a_rerun_sweep_leaves_no_stale_csv(tmp_path) -> None:
+    from scaling.sweep.executors import SerialExecutor
+
+    out = tmp_path / "s"
+    run_sweep(TINY, out, SerialExecutor(), progress=False, csv=True)
+    assert (out / "results.csv").exists()
+    run_sweep(TINY, out, SerialExecutor(), progress=False)  # resumed, without --csv
+    assert (out / "results.parquet").exists() and not (out / "results.csv").exists()

@@ -28,6 +28,7 @@ from scaling.io.files import atomic_write, checksum_ok, make_dir, results_lock, 
 from scaling.io.results import add_scaling_efficiency, write_parquet
 from scaling.model.job import InfeasibleJobError, Job
 from scaling.model.simulation import run_job
+from scaling.sweep.budget import DEFAULT_BUDGET, Budget, check_budget
 from scaling.sweep.executors import SweepExecutor, describe_error, make_executor
 from scaling.sweep.spec import LoadedSweep, RunSpec, as_sweep, expand
 
@@ -196,6 +197,7 @@ def run_sweep(
     csv: bool = False,
     overrides: list[str] | None = None,
     on_run: Callable[[RunSpec, dict[str, Any]], None] | None = None,
+    budget: Budget = DEFAULT_BUDGET,
 ) -> pd.DataFrame:
     """Run every run of a sweep, writing each result as it finishes; return the full table.
 
@@ -210,6 +212,8 @@ def run_sweep(
         csv: also write ``results.csv``.
         overrides: ``PATH=VALUE`` overrides of the base experiment (as ``--set``).
         on_run: called with each finished run and its row (after its file is written).
+        budget: the most one run may cost (:mod:`scaling.sweep.budget`); a sweep with a run
+            beyond it is refused before anything runs.
 
     Returns the consolidated table (also written to ``results.parquet``): one row per run, in
     :func:`expand` order, with the axis columns, ``status`` (``ok``/``refused``/``failed``),
@@ -217,6 +221,7 @@ def run_sweep(
     when another process is writing ``out_dir`` (:func:`~scaling.io.files.results_lock`).
     """
     sweep = as_sweep(spec, overrides)
+    check_budget([r.job for r in {r.key: r for r in expand(sweep)}.values()], budget, sweep.where)
     with results_lock(out_dir):
         return _run_locked(sweep, Path(out_dir), executor, resume, progress, csv, on_run)
 
@@ -295,6 +300,8 @@ def _run_locked(
     atomic_write(out / RESULTS_FILE, lambda p: write_parquet(df, p))
     if csv:
         atomic_write(out / "results.csv", lambda p: df.to_csv(p, index=False))
+    else:  # a CSV from an earlier run would no longer match results.parquet
+        (out / "results.csv").unlink(missing_ok=True)
     df.attrs.update(
         {
             "sweep": sweep.name,
