@@ -59,21 +59,26 @@ class _FailingFile:
         return getattr(self._fh, name)
 
 
-@pytest.fixture(params=[errno.ENOSPC, errno.EROFS], ids=["full disk", "read-only"])
-def bad_disk(request, monkeypatch, tmp_path) -> Path:
-    """A folder whose files fail on their first write (as a full or read-only disk would; a
-    real one needs root or a tmpfs, so the writes are patched)."""
-    disk = tmp_path / "disk"
-    disk.mkdir()
+def _fail_writes_under(monkeypatch, disk: Path, err: int) -> None:
+    """Files opened for writing under ``disk`` fail on their first write with ``err`` (as a
+    full or read-only disk would; a real one needs a tmpfs, so the writes are patched)."""
     real_open = builtins.open
 
     def failing_open(file: Any, mode: str = "r", *a: Any, **k: Any) -> Any:
         fh = real_open(file, mode, *a, **k)
         on_disk = isinstance(file, (str, os.PathLike)) and str(file).startswith(str(disk))
-        return _FailingFile(fh, request.param) if on_disk and set(mode) & set("wax+") else fh
+        return _FailingFile(fh, err) if on_disk and set(mode) & set("wax+") else fh
 
     monkeypatch.setattr(builtins, "open", failing_open)
     monkeypatch.setattr(io, "open", failing_open)
+
+
+@pytest.fixture(params=[errno.ENOSPC, errno.EROFS], ids=["full disk", "read-only"])
+def bad_disk(request, monkeypatch, tmp_path) -> Path:
+    """A folder whose files fail on their first write."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    _fail_writes_under(monkeypatch, disk, request.param)
     return disk
 
 
@@ -189,3 +194,14 @@ def test_a_rerun_sweep_leaves_no_stale_csv(tmp_path) -> None:
     assert (out / "results.csv").exists()
     run_sweep(TINY, out, SerialExecutor(), progress=False)  # resumed, without --csv
     assert (out / "results.parquet").exists() and not (out / "results.csv").exists()
+
+
+def test_a_plot_on_a_full_disk_leaves_no_partial_image(tmp_path, monkeypatch) -> None:
+    cfg, res = _config(tmp_path), tmp_path / "res"
+    assert cli("run", str(cfg), "--out", str(res), "--no-plot")[0] == 0
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    _fail_writes_under(monkeypatch, disk, errno.ENOSPC)
+    code, out = cli("plot", str(res), "--out", str(disk), "--format", "png")
+    assert code == 2 and "No space left" in out, out
+    assert [p for p in disk.rglob("*") if p.is_file()] == []
