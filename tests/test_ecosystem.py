@@ -363,10 +363,12 @@ def test_out_folder_of_another_experiment_needs_force(tmp_path, small_run):
 # --- 7. start-up, and every command's help and a minimal run ---------------------------------
 
 
-def test_entry_point_is_fast_and_lists_every_command_as_it_describes_itself():
+def test_entry_point_loads_no_heavy_package_and_lists_every_command_as_it_describes_itself():
+    # Start-up speed is what this guards; its figure is benchmarks/bench_startup.py (no test
+    # asserts wall-clock time). The behaviour behind it: --help and --version import click
+    # only, never numpy, pandas, pydantic, yaml or matplotlib.
     import subprocess
     import sys
-    import time
 
     import click
 
@@ -379,21 +381,19 @@ def test_entry_point_is_fast_and_lists_every_command_as_it_describes_itself():
         real = cli.main.get_command(ctx, n)
         for limit in (45, 60, 200):
             assert entry.short_help(n, limit) == real.get_short_help_str(limit), n
-    probe = (
-        "import sys; from scaling.app.entry import main\n"
-        "try: main(['--help'])\nexcept SystemExit: pass\n"
-        "print(sorted(m for m in ('numpy', 'pandas', 'pydantic', 'yaml', 'matplotlib') "
-        "if m in sys.modules))"
-    )
-    r = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
-    assert r.stdout.strip().endswith("[]"), r.stdout  # help loads none of the heavy packages
-    assert all(f"  {n} " in r.stdout for n in names)
-    best = float("inf")
-    for args in (["--help"], ["--version"]) * 2:
-        t0 = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "scaling", *args], capture_output=True, check=True)
-        best = min(best, time.perf_counter() - t0)
-    assert best <= 0.5
+    for flag in ("--help", "--version"):
+        probe = (
+            "import sys; from scaling.app.entry import main\n"
+            f"try: main(['{flag}'])\nexcept SystemExit: pass\n"
+            "print(sorted(m for m in ('numpy', 'pandas', 'pydantic', 'yaml', 'matplotlib') "
+            "if m in sys.modules))"
+        )
+        r = subprocess.run(
+            [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+        )
+        assert r.stdout.strip().endswith("[]"), (flag, r.stdout)  # none of the heavy packages
+        if flag == "--help":
+            assert all(f"  {n} " in r.stdout for n in names)
 
 
 def test_every_command_help_has_an_example_and_minimal_runs_never_trace_back(small_run, tmp_path):

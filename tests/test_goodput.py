@@ -8,22 +8,28 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 from click.testing import CliRunner
 
 from scaling.app.api import simulate
 from scaling.app.cli import main
 from scaling.io.config import experiment_from_dict
 from scaling.io.errors import ConfigError
-from scaling.model.analysis.goodput import (
+from scaling.model import failures
+from scaling.model.analysis.replicas import replica_seed, summarize
+from scaling.model.failures import (
+    MIN_GOODPUT,
     FailureSpec,
     checkpoint_interval_s,
+    failures_refusal,
     goodput_daly,
     goodput_first_order,
     job_mtbf_s,
+    log_goodput_daly,
+    min_mtbf_per_device_h,
     simulate_training,
     young_interval_s,
 )
-from scaling.model.analysis.replicas import replica_seed, summarize
 from scaling.model.simulation import run_job
 
 H = 3600.0
@@ -201,3 +207,122 @@ def test_cli_replicas(tmp_path) -> None:
         }
     ).jobs()[0]
     assert run_job(job).goodput == pytest.approx(table.goodput.iloc[2], rel=1e-12)
+
+
+# ---- hostile failure numbers: bounded math, refused with the numbers (issue 30) ----------------
+
+
+class _CountingRng:
+    """A numpy Generator that counts the values it draws (the failure process's work)."""
+
+    def __init__(self, seed: int = 0) -> None:
+        self.rng = np.random.default_rng(seed)
+        self.values = 0
+
+    def __getattr__(self, name: str):
+        f = getattr(self.rng, name)
+
+        def draw(*args, **kw):
+            out = f(*args, **kw)
+            self.values += int(np.size(out))
+            return out
+
+        return draw
+
+
+def test_daly_goodput_never_overflows() -> None:
+    # job MTBF of 0.9 s (2 h per device on 8,192 devices) and a 1e9 s restart used to raise
+    # OverflowError in math.exp; the log form gives the same value where the direct one exists
+    m = 2 * H / 8192
+    assert 0.0 <= goodput_daly(30.0, 30.0, 300.0, m) < 1e-100
+    assert log_goodput_daly(30.0, 30.0, 1e9, m) < -1e8
+    assert math.isfinite(log_goodput_daly(1e14, 30.0, 300.0, 50.0))
+    for tau, d, r, mm in [(600.0, 30.0, 300.0, 3 * H), (60.0, 30.0, 300.0, 40.0)]:
+        direct = tau / (mm * math.exp(r / mm) * math.expm1((tau + d) / mm))
+        assert goodput_daly(tau, d, r, mm) == pytest.approx(direct, rel=1e-12)
+    run = simulate_training(100 * H, 30.0, 30.0, 1e9, m, np.random.default_rng(0))
+    assert run.goodput < 1e-100  # the expectation: wall time beyond any float, no exception
+
+
+def test_failure_process_work_is_bounded_where_segments_rarely_complete() -> None:
+    # MTBF 44 s against a 300 s restart: ~900 attempts per segment; drawn attempt by attempt
+    # this took minutes (issue 30: no result in 60 s at 100-150 h per device)
+    d, r, m = 30.0, 300.0, 100 * H / 8192
+    tau = young_interval_s(d, m)
+    rng = _CountingRng()
+    run = simulate_training(30 * H, tau, d, r, m, rng)  # type: ignore[arg-type]
+    assert rng.values <= 100  # by counts: a handful of values per segment length
+    assert run.goodput == pytest.approx(goodput_daly(tau, d, r, m), rel=0.05)
+    # a huge token budget (1e8 segments) is as cheap
+    rng = _CountingRng()
+    simulate_training(1e8 * 600.0, 600.0, 30.0, 300.0, 3 * H, rng)  # type: ignore[arg-type]
+    assert rng.values <= 100
+
+
+def test_draw_by_counts_has_the_distribution_of_the_attempt_by_attempt_draw(monkeypatch) -> None:
+    d, r, m = 30.0, 120.0, 600.0
+    tau = young_interval_s(d, m)
+    exact = [simulate_training(400 * m, tau, d, r, m, np.random.default_rng(s)) for s in range(40)]
+    monkeypatch.setattr(failures, "MAX_DRAWN_ATTEMPTS", 0)
+    counts = [simulate_training(400 * m, tau, d, r, m, np.random.default_rng(s)) for s in range(40)]
+    for field in ("goodput", "failures", "lost_s", "restart_s", "checkpoint_s"):
+        a = np.array([getattr(x, field) for x in exact], dtype=float)
+        b = np.array([getattr(x, field) for x in counts], dtype=float)
+        assert b.mean() == pytest.approx(a.mean(), rel=0.03), field
+        if a.std() > 0:  # same spread, not only the same mean
+            assert 0.6 < b.std() / a.std() < 1.6, field
+    assert np.mean([x.goodput for x in counts]) == pytest.approx(
+        goodput_daly(tau, d, r, m), rel=0.01
+    )
+
+
+def test_min_mtbf_is_where_goodput_reaches_the_floor() -> None:
+    spec = FailureSpec(100.0, 30.0, 300.0)
+    need = min_mtbf_per_device_h(spec, 8192)
+    for h, ok in ((need * 1.001, True), (need * 0.999, False)):
+        m = h * H / 8192
+        g = goodput_daly(young_interval_s(30.0, m), 30.0, 300.0, m)
+        assert (g >= MIN_GOODPUT) is ok
+    assert failures_refusal(FailureSpec(need * 1.001, 30.0, 300.0), 8192) == ""
+    assert "mtbf_per_device_h >= " in failures_refusal(spec, 8192)
+
+
+@pytest.mark.parametrize(
+    ("section", "fragment"),
+    [
+        (
+            {"failures": {"mtbf_per_device_h": 2, "checkpoint_write_s": 30, "restart_s": 300}},
+            "failures.mtbf_per_device_h >= ",
+        ),
+        (
+            {"failures": {"mtbf_per_device_h": 120, "checkpoint_write_s": 30, "restart_s": 300}},
+            "failures.mtbf_per_device_h >= ",
+        ),
+        (
+            {"failures": {"mtbf_per_device_h": 5e4, "checkpoint_write_s": 30, "restart_s": 1e9}},
+            "failures.restart_s",
+        ),
+        (
+            {"variability": {"slow_rank_fraction": 0.01, "slow_rank_slowdown": 1e15}},
+            "variability.slow_rank_slowdown",
+        ),
+    ],
+)
+def test_absurd_failure_numbers_are_one_line_refusals(tmp_path, section, fragment) -> None:
+    cfg = tmp_path / "bad.yaml"
+    body = {
+        "name": "bad",
+        "model": "gpt3-1.3b",
+        "systems": ["dgx-a100"],
+        "nodes": [1024],
+        "training": {"token_budget": 1e12},
+        "simulation": {"steps": 1, "warmup_steps": 1, "network": "analytic"},
+        **section,
+    }
+    cfg.write_text(yaml.safe_dump(body))
+    for extra in (["--check"], ["--no-plot", "--out", str(tmp_path / "o")]):
+        res = CliRunner().invoke(main, ["run", str(cfg), *extra])
+        assert not isinstance(res.exception, Exception) or isinstance(res.exception, SystemExit)
+        assert res.exit_code == 2, res.output
+        assert fragment in res.output, res.output
+        assert "Traceback" not in res.output and "OverflowError" not in res.output

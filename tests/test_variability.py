@@ -19,6 +19,7 @@ from scaling.model.comm.collectives import (
     CollectiveKey,
     Communicator,
 )
+from scaling.model.comm.degraded import DegradedNicCostModel, degraded_system
 from scaling.model.comm.ops import CollectiveOp, Group
 from scaling.model.comm.uncontended import AnalyticCostModel
 from scaling.model.hardware.compute import PhaseCost
@@ -27,13 +28,7 @@ from scaling.model.job import Job
 from scaling.model.simulation import run_job
 from scaling.model.strategies.base import StrategyBase, WorkBase
 from scaling.model.strategies.rank import ComputeStream
-from scaling.model.variability import (
-    DegradedNicCostModel,
-    VariabilitySpec,
-    degraded_system,
-    expected_max_normal_factor,
-    layout,
-)
+from scaling.model.variability import VariabilitySpec, expected_max_normal_factor, layout
 
 T = 0.1  # s, the toy step's compute
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from scaling.app.exits import fail, user_errors
+from scaling.app.exits import user_errors
 from scaling.app.output import Printer, format_option, is_stdout, out_file_option
 
 #: file kind → (pydantic model, what the file is)
@@ -53,11 +53,9 @@ def schema(kind: str, out_file: Path) -> None:
     if is_stdout(out_file):
         click.echo(text)
         return
-    try:
-        out_file.parent.mkdir(parents=True, exist_ok=True)
-        out_file.write_text(text + "\n")
-    except OSError as e:
-        fail(f"{out_file}: cannot write: {e.strerror or e}")
+    from scaling.io.files import write_output_text  # atomic; one-line error
+
+    write_output_text(out_file, text + "\n")
     click.echo(f"wrote {out_file}", err=True)
 
 

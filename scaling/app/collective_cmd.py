@@ -153,12 +153,7 @@ def collective(
     if is_stdout(out_file):
         click.echo(table.to_csv(index=False), nl=False)
     elif out_file is not None:
-        # written in place, not by rename: --out may be a device (/dev/stdout)
-        try:
-            out_file.parent.mkdir(parents=True, exist_ok=True)
-            table.to_csv(out_file, index=False)
-        except OSError as e:
-            from scaling.io.files import write_error
+        from scaling.io.files import write_output  # atomic; in place for a device (/dev/stdout)
 
-            raise write_error(out_file, e) from None
+        write_output(out_file, lambda f: table.to_csv(f, index=False))
         p.say(f"wrote {out_file}")

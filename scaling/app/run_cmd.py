@@ -94,7 +94,13 @@ def _refuse_points(exp: Any, strict: bool) -> None:
     "--check",
     is_flag=True,
     help="Only check CONFIG: validate it, refuse what cannot run, print each point's size "
-    "(ranks, simulated micro-batches, network memory); simulate nothing, write nothing.",
+    "(ranks, simulated micro-batches, network memory, estimated CPU-s and GiB); simulate "
+    "nothing, write nothing.",
+)
+@click.option(
+    "--budget",
+    metavar="CPU_S[,GiB]",
+    help="Most one point may cost, estimated before simulating (default 60,1); more is refused.",
 )
 @click.option(
     "--strict",
@@ -136,6 +142,7 @@ def run(
     progress: bool | None,
     uncertainty: int = 0,
     sample_seed: int = 0,
+    budget: str | None = None,
 ) -> None:
     """Run every (system, nodes) point of an experiment CONFIG; print and save the table.
 
@@ -148,9 +155,10 @@ def run(
     """
     from scaling.app.api import feasibility_errors, run_experiment
     from scaling.io.config import load_experiment
-    from scaling.io.files import atomic_write, make_dir
+    from scaling.io.files import atomic_write, make_dir, results_lock
     from scaling.io.plots import plot_headline
     from scaling.io.results import write_outputs
+    from scaling.sweep.budget import check_budget, describe, parse_budget
 
     if n_jobs is not None and replicas == 1 and not uncertainty:
         fail(f"--jobs {n_jobs}: only used with --replicas N (N > 1); a plain run is one process")
@@ -160,15 +168,13 @@ def run(
         if option_given("sample_seed"):
             fail(f"--seed {sample_seed}: only used with --uncertainty N (the sampling seed)")
     loaded = load_experiment(config, list(overrides))
+    check_budget(loaded.jobs(), parse_budget(budget), str(config))  # estimated CPU and memory
     if check:
         errs = feasibility_errors(loaded)
         if errs:
             raise InfeasibleJobError("; ".join(errs))
-        for e in loaded.estimates():
-            click.echo(
-                f"{e['system']} x{e['nodes']} nodes: {e['ranks']:,} ranks, "
-                f"{e['micro_batches']:,} micro-batches per rank, network ~{e['network_GiB']:.3g} GiB"
-            )
+        for job in loaded.jobs():
+            click.echo(describe(job))
         click.echo(f"{config}: ok ({len(loaded.jobs())} run(s))")
         return
     name = loaded.config.name
@@ -176,6 +182,7 @@ def run(
     _refuse_points(loaded, strict)
     # the output folder before simulating: a bad --out fails now, not after the whole run
     make_dir(out_dir or Path("results") / loaded.config.name)
+    click.get_current_context().with_resource(results_lock(out_dir or Path("results") / name))
     res = run_experiment(loaded, progress=want_progress(progress), strict=strict)
     exp = res.experiment
     out = out_dir or Path("results") / exp.config.name

@@ -110,8 +110,9 @@ def schedule(
     if is_stdout(out_file):
         click.echo(text, nl=False)
     else:
-        out_file.parent.mkdir(parents=True, exist_ok=True)
-        out_file.write_text(text)
+        from scaling.io.files import write_output_text  # atomic: no partial file on a full disk
+
+        write_output_text(out_file, text)
         click.echo(
             f"wrote {out_file}: {len(calls)} collectives of rank {rank} in step {shown} "
             f"({res.system} x{res.nodes} nodes, {res.strategy})",

@@ -121,6 +121,7 @@ def _problems(df: Any, status: str, limit: int = 5) -> list[str]:
 @click.option(
     "--force", is_flag=True, help="Write into an --out folder holding another run's results."
 )
+@click.option("--budget", metavar="CPU_S[,GiB]", help="Most one run may cost (default 60,1).")
 @format_option
 @_user_errors
 def sweep(
@@ -137,6 +138,7 @@ def sweep(
     no_plot: bool,
     force: bool,
     fmt: str,
+    budget: str | None = None,
 ) -> None:
     """Run a parameter sweep SPEC (or a plain experiment: one point) point by point.
 
@@ -148,6 +150,7 @@ def sweep(
     Example: scaling sweep sweeps/ddp-buckets --out results/ddp -j 2 --format csv
     """
     from scaling.sweep import expand, load_sweep, make_executor, run_sweep
+    from scaling.sweep.budget import parse_budget
 
     executor = make_executor(n_jobs, scheduler, dask_local, oversubscribe)
     loaded = load_sweep(spec, list(overrides))
@@ -176,6 +179,7 @@ def sweep(
                 progress=want_progress(progress),
                 csv=write_csv,
                 on_run=count,
+                budget=parse_budget(budget),
             )
     except KeyboardInterrupt:
         _fail(

@@ -92,8 +92,9 @@ def trace(config: Path, out_file: Path, ranks: str | None, overrides: tuple[str,
     if is_stdout(out_file):
         click.echo(text)
     else:
-        out_file.parent.mkdir(parents=True, exist_ok=True)
-        out_file.write_text(text)
+        from scaling.io.files import write_output_text  # atomic: no partial file on a full disk
+
+        write_output_text(out_file, text)
     click.echo(
         f"wrote {out_file}: step {step} of {res.system} x{res.nodes} nodes ({res.strategy}), "
         f"{len(chosen)} ranks, {len(doc['traceEvents'])} events; open it in ui.perfetto.dev",

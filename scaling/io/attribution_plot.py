@@ -9,6 +9,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
+from scaling.io.files import write_output
 from scaling.model.analysis.attribution import COMPONENTS, Attribution
 
 
@@ -33,6 +34,6 @@ def plot_attribution(results: list[Attribution], path: Path) -> Path:
     ax.set_title(f"why {r0.b} trails {r0.a} (Shapley over swapped components)")
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.15), ncol=3, fontsize="small")
     fig.tight_layout()
-    fig.savefig(path)
+    write_output(Path(path), lambda f: fig.savefig(f, format=Path(path).suffix[1:] or "png"))
     plt.close(fig)
     return path

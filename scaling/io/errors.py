@@ -8,6 +8,7 @@ the field path, the bad value and what was expected, e.g.::
 
 from __future__ import annotations
 
+import stat
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -83,17 +84,23 @@ def _walk(node: yaml.Node, path: tuple[Any, ...], lines: LineMap, where: str) ->
 def read_yaml(path: str | Path, what: str = "config") -> tuple[dict[str, Any], LineMap]:
     """Read a YAML mapping from ``path`` with a line map; every failure is a :class:`ConfigError`."""
     p = Path(path)
+    limit = MAX_YAML_CHARS * 4  # UTF-8: at most 4 bytes a character
+    too_big = f"expected a YAML {what} of at most {MAX_YAML_CHARS:,} characters"
     try:
         if not p.exists():
             raise ConfigError(f"{p}: no such file ({what} expected)")
         if p.is_dir():
             raise ConfigError(f"{p}: is a directory; expected a YAML {what} file")
-        if p.stat().st_size > MAX_YAML_CHARS * 4:  # UTF-8: at most 4 bytes a character
-            raise ConfigError(
-                f"{p}: {p.stat().st_size:,} bytes; expected a YAML {what} of at most "
-                f"{MAX_YAML_CHARS:,} characters"
-            )
-        raw = p.read_bytes()
+        mode = p.stat().st_mode
+        if not (stat.S_ISREG(mode) or stat.S_ISFIFO(mode)):  # a pipe: <(cat x.yaml)
+            kind = "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "a special file"
+            raise ConfigError(f"{p}: is {kind}; expected a regular YAML {what} file")
+        if p.stat().st_size > limit:
+            raise ConfigError(f"{p}: {p.stat().st_size:,} bytes; {too_big}")
+        with p.open("rb") as fh:  # bounded: a pipe or /proc file has no size to check first
+            raw = fh.read(limit + 1)
+        if len(raw) > limit:
+            raise ConfigError(f"{p}: more than {limit:,} bytes; {too_big}")
     except OSError as e:
         raise ConfigError(f"{p}: cannot read: {e.strerror}") from None
     if b"\x00" in raw:

@@ -1,18 +1,29 @@
 """Writing output files safely: atomically (temp file + rename), with a one-line error.
 
-Every result file of ``scaling run`` and ``scaling sweep`` goes through :func:`atomic_write`, so
-a reader — or a resume after a crash, a full disk or ``kill -9`` — sees the old file or the whole
-new one, never a partial one. A write that fails (no space, read-only, a file where a folder
-should be) is a :class:`~scaling.io.errors.ConfigError` naming the path and the reason.
+Every output file goes through :func:`atomic_write` (result folders) or :func:`write_output`
+(a file a user names with ``--out``: the same, or in place for a device such as
+``/dev/stdout``), so a reader — or a resume after a crash, a full disk or ``kill -9`` — sees the
+old file or the whole new one, never a partial or empty one. A write that fails (no space,
+read-only, a file where a folder should be) is a :class:`~scaling.io.errors.ConfigError` naming
+the path and the reason, and leaves nothing behind.
+
+A results folder is written by one process at a time: :func:`results_lock` holds an advisory
+lock (``flock``) on ``OUT/.scaling.lock`` while a run or sweep writes there, and a second one is
+refused with one line naming the holder. The kernel drops the lock when its process ends, even
+by ``kill -9``, so a stale lock file never blocks a later run.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
+import stat
 import tempfile
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +86,80 @@ def write_text_atomic(path: Path, text: str) -> None:
         p.write_text(text)
 
     atomic_write(path, write)
+
+
+def _is_special(path: Path) -> bool:
+    """``path`` exists and is not a regular file or folder (a character device such as
+    ``/dev/stdout`` or ``/dev/null``, a FIFO, a socket)."""
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return False
+    return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
+
+
+def write_output(path: Path, write: Callable[[Path], None]) -> None:
+    """Write the output file ``path`` a user named (``--out``): its folder created, then
+    :func:`atomic_write` — on failure (a full disk, read-only) nothing is left and ``path``
+    keeps its old content. A device or FIFO (``/dev/stdout``) cannot be renamed onto: it is
+    written in place. Every ``OSError`` is a one-line :class:`ConfigError`."""
+    path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"{path}: is a folder; expected a file name (--out)")
+    if _is_special(path):
+        try:
+            write(path)
+        except OSError as e:
+            raise write_error(path, e) from None
+        return
+    make_dir(path.parent)
+    atomic_write(path, write)
+
+
+def write_output_text(path: Path, text: str) -> None:
+    """:func:`write_output` of a text file."""
+
+    def write(p: Path) -> None:
+        with open(p, "w") as fh:
+            fh.write(text)
+
+    write_output(path, write)
+
+
+#: the lock file of a results folder (:func:`results_lock`)
+LOCK_FILE = ".scaling.lock"
+
+
+@contextlib.contextmanager
+def results_lock(folder: Path | str) -> Iterator[None]:
+    """Hold the results folder ``folder`` (created) for this process while the block runs;
+    another process holding it is a one-line :class:`ConfigError` naming it. The lock file is
+    left in place (removing it would let a third process lock a fresh file while a second
+    still holds the old one)."""
+    folder = Path(folder)
+    make_dir(folder)
+    path = folder / LOCK_FILE
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, _FILE_MODE)
+    except OSError as e:
+        raise write_error(path, e, "create the lock file") from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
+            raise ConfigError(
+                f"--out {folder}: {holder} is writing results here; wait for it to finish or "
+                "give another --out"
+            ) from None
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime())
+        note = f"scaling (pid {os.getpid()}, since {stamp})".encode()
+        with contextlib.suppress(OSError):  # the note is for people; the lock is the flock
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, note, 0)
+        yield
+    finally:
+        os.close(fd)  # releases the flock
 
 
 #: Parquet schema-metadata key of a file's content checksum (:func:`stamp_checksum`)

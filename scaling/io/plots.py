@@ -19,6 +19,7 @@ from matplotlib import colormaps
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
+from scaling.io.files import write_output
 from scaling.io.results import META_COLUMNS
 from scaling.model.analysis.metrics import RunResult
 
@@ -156,8 +157,13 @@ def plot_vs_devices(
     """:func:`plot_metric` saved to each of ``paths`` (format from the suffix: ``.png``,
     ``.svg``, ``.pdf``)."""
     fig = plot_metric(df, column, None, title, axes, ylabel, ylim, percent)
-    for p in paths:
-        fig.savefig(p)
+    for p in paths:  # atomic: no partial image on a full disk (io.files)
+        fmt = Path(p).suffix[1:] or "png"
+
+        def save(f: Path, fmt: str = fmt) -> None:
+            fig.savefig(f, format=fmt)
+
+        write_output(Path(p), save)
     return list(paths)
 
 

@@ -8,10 +8,10 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, model_serializer, model_validator
 
 from scaling.io.fields import NonNegFloat, NonNegInt, PosFloat, PosInt, Strict
-from scaling.model.analysis.goodput import FailureSpec
+from scaling.model.failures import MAX_CHECKPOINT_WRITE_S, MAX_RESTART_S, FailureSpec
 from scaling.model.hardware.workload import Checkpointing, Norm, TransformerShape
 from scaling.model.job import SimSpec, TrainingSpec
-from scaling.model.variability import VariabilitySpec
+from scaling.model.variability import MAX_SLOWDOWN, VariabilitySpec
 
 #: Default limits of one run, checked before anything is built (:meth:`LoadedExperiment.
 #: check_size`): ranks (nodes x devices per node) and simulated micro-batches per rank
@@ -91,7 +91,7 @@ class VariabilityConfig(Strict):
     fraction and its size come together: one without the other would change nothing."""
 
     slow_rank_fraction: Annotated[float, Field(ge=0, lt=1)] = 0.0
-    slow_rank_slowdown: Annotated[float, Field(ge=1)] = 1.0  # factor on a slow rank's compute
+    slow_rank_slowdown: Annotated[float, Field(ge=1, le=MAX_SLOWDOWN)] = 1.0  # on a slow rank
     degraded_nic_fraction: Annotated[float, Field(ge=0, le=1)] = 0.0
     degraded_nic_bw_fraction: Annotated[float, Field(gt=0, le=1)] = 1.0  # of the nominal rate
     host_noise_rate_per_s: NonNegFloat = 0.0  # interruptions per compute-s
@@ -121,11 +121,11 @@ class VariabilityConfig(Strict):
 
 
 class FailuresConfig(Strict):
-    """Failures and recovery (``scaling.model.analysis.goodput``): goodput, time to train."""
+    """Failures and recovery (``scaling.model.failures``): goodput, time to train."""
 
     mtbf_per_device_h: PosFloat
-    checkpoint_write_s: NonNegFloat = 0.0
-    restart_s: NonNegFloat = 0.0
+    checkpoint_write_s: Annotated[float, Field(ge=0, le=MAX_CHECKPOINT_WRITE_S)] = 0.0
+    restart_s: Annotated[float, Field(ge=0, le=MAX_RESTART_S)] = 0.0
     # null = Young's optimum sqrt(2 · write · job MTBF); needs a write cost to be defined
     checkpoint_interval_min: PosFloat | None = None
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from scaling.model.analysis.goodput import FailureSpec
+from scaling.model.failures import FailureSpec
 from scaling.model.hardware.system import SystemSpec
 from scaling.model.hardware.workload import Checkpointing, TransformerShape
 from scaling.model.strategies.base import Strategy

@@ -28,22 +28,17 @@ from scaling.model.comm.collectives import (
     Communicator,
     timed_runner,
 )
+from scaling.model.comm.degraded import DegradedNicCostModel, degraded_flow_network
 from scaling.model.comm.flowcoll import FlowCollectives
 from scaling.model.comm.uncontended import AnalyticCostModel
+from scaling.model.failures import failures_refusal
 from scaling.model.hardware.compute import ComputeModel, MicroBatchCompute, micro_batch_compute
 from scaling.model.hardware.memory import MemoryBreakdown
 from scaling.model.job import InfeasibleJobError, Job
 from scaling.model.strategies.base import RankWork, Representative, Strategy
 from scaling.model.strategies.ensemble import EnsembleStream
 from scaling.model.strategies.rank import ComputeStream, RankLog
-from scaling.model.variability import (
-    ENSEMBLE_STREAM,
-    DegradedNicCostModel,
-    Layout,
-    degraded_flow_network,
-    layout,
-    stream,
-)
+from scaling.model.variability import ENSEMBLE_STREAM, Layout, layout, stream
 from scaling.units import GiB
 
 
@@ -60,6 +55,8 @@ def check_feasible(job: Job) -> MemoryBreakdown:
         raise InfeasibleJobError(
             f"{job.system.name}: {dev.name} has no {job.training.dtype} peak (has {have})"
         )
+    if why := failures_refusal(job.failures, job.devices):
+        raise InfeasibleJobError(f"{job.system.name} x{job.nodes} nodes: {why}")
     mem = job.strategy.memory(job)
     if mem.total > dev.mem_bytes:
         hint = job.strategy.memory_hint

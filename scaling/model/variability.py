@@ -11,7 +11,8 @@ persists or comes from outside the kernel:
   ring is paced by its slowest channel and NCCL splits a call evenly over its channels, so a
   collective whose group crosses a node with a degraded NIC moves its network bytes at the
   degraded rate (the analytic model: that group's NIC bandwidth × ``bw_fraction``; the flow
-  network: the NIC's links at that capacity, so contention decides);
+  network: the NIC's links at that capacity, so contention decides; both in
+  :mod:`scaling.model.comm.degraded`);
 * **host noise** — interruptions of ``duration_s`` arriving as a Poisson process of
   ``rate_per_s`` on each rank (daemons, interrupts, page reclaim): a compute phase of nominal
   length t gains ``duration_s · Poisson(rate_per_s · t)``.
@@ -23,23 +24,20 @@ from the run's seed (:func:`stream`), so a run is reproducible and replicas diff
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
-import simpy
-
-from scaling.engine.network import FlowNetwork
-from scaling.model.comm.collectives import CollectiveCost
-from scaling.model.comm.flowcoll import FlowCollectives
-from scaling.model.comm.ops import CollectiveOp, Group
-from scaling.model.comm.uncontended import AnalyticCostModel
-from scaling.model.hardware.system import SystemSpec
 
 #: spawn keys of the run's random streams beside the per-rank ones (``SeedSequence(seed)
 #: .spawn(n)`` takes keys 0 … n−1; these lie far above any rank count)
 LAYOUT_STREAM = 1 << 30  # which ranks are slow, which NICs degraded
 ENSEMBLE_STREAM = LAYOUT_STREAM + 1  # per-rank noise of the rank ensemble
-FAILURE_STREAM = LAYOUT_STREAM + 2  # the failure process (analysis.goodput)
+FAILURE_STREAM = LAYOUT_STREAM + 2  # the failure process (model.failures)
+
+
+#: Largest slow-rank slowdown a config may give: a rank 100× slower than its peers is a failed
+#: rank (the failure model's business), not a straggler.
+MAX_SLOWDOWN = 100.0
 
 
 def stream(seed: int, key: int) -> np.random.Generator:
@@ -131,41 +129,6 @@ def layout(
     return Layout(slowdown, degraded)
 
 
-def degraded_system(system: SystemSpec, bw_fraction: float) -> SystemSpec:
-    """``system`` with every NIC at ``bw_fraction`` of its rate (what a ring crossing one
-    degraded NIC sees: it is paced by its slowest channel)."""
-    return replace(system, nics=replace(system.nics, bw_Bps=system.nics.bw_Bps * bw_fraction))
-
-
-def group_nodes(group: Group) -> range:
-    """Nodes a group's ranks live on."""
-    return range(group.first_node, group.first_node + group.nodes)
-
-
-class DegradedNicCostModel:
-    """The analytic cost model with degraded NICs: a group crossing the network from a node
-    with a degraded NIC is priced with the degraded NIC rate; every other group as before."""
-
-    def __init__(self, system: SystemSpec, degraded_nodes: frozenset[int], bw_fraction: float):
-        self.nominal = AnalyticCostModel(system)
-        self.degraded = AnalyticCostModel(degraded_system(system, bw_fraction))
-        self.degraded_nodes = degraded_nodes
-
-    def cost(self, op: CollectiveOp, nbytes: float, group: Group) -> CollectiveCost:
-        """Price one call (s, bytes/s) as :meth:`AnalyticCostModel.cost`."""
-        crosses = group.nodes > 1 and any(n in self.degraded_nodes for n in group_nodes(group))
-        return (self.degraded if crosses else self.nominal).cost(op, nbytes, group)
-
-
-def degrade_capacities(capacity: np.ndarray, link_ids: list[int], bw_fraction: float) -> np.ndarray:
-    """A copy of the flow network's link capacities (bytes/s) with ``link_ids`` at
-    ``bw_fraction``."""
-    out = np.array(capacity, dtype=float)
-    if link_ids:
-        out[np.asarray(link_ids, dtype=np.int64)] *= bw_fraction
-    return out
-
-
 def host_noise_mean_s(spec: VariabilitySpec, t: float) -> float:
     """Expected host-noise delay (s) added to a compute phase of nominal ``t`` seconds."""
     return spec.host_noise_rate_per_s * t * spec.host_noise_duration_s if spec.host_noise else 0.0
@@ -185,21 +148,3 @@ def expected_max_normal_factor(p: int, cv: float, floor: float = 0.05) -> float:
     x = np.maximum(floor, 1.0 + cv * z)
     dens = np.gradient(cdf**p, z)
     return float(np.trapezoid(x * dens, z))
-
-
-def degraded_flow_network(
-    env: simpy.Environment,
-    flows: FlowCollectives,
-    degraded: tuple[tuple[int, int], ...],
-    bw_fraction: float,
-) -> FlowNetwork:
-    """A fresh flow network for ``flows`` whose degraded NICs' send and receive links run at
-    ``bw_fraction`` of their capacity (build it before the first collective)."""
-    index = flows.cluster._index  # link ids by key, as ClusterNetwork builds them
-    ids = [
-        index[key]
-        for n, k in degraded
-        for key in (("nic_tx", n, k), ("nic_rx", n, k))
-        if key in index
-    ]
-    return FlowNetwork(env, degrade_capacities(flows.cluster.capacity(), ids, bw_fraction))

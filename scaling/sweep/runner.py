@@ -24,10 +24,11 @@ import yaml
 
 from scaling.io.config import content_hash
 from scaling.io.errors import ConfigError
-from scaling.io.files import atomic_write, checksum_ok, make_dir, stamp_checksum
+from scaling.io.files import atomic_write, checksum_ok, make_dir, results_lock, stamp_checksum
 from scaling.io.results import add_scaling_efficiency, write_parquet
 from scaling.model.job import InfeasibleJobError, Job
 from scaling.model.simulation import run_job
+from scaling.sweep.budget import DEFAULT_BUDGET, Budget, check_budget
 from scaling.sweep.executors import SweepExecutor, describe_error, make_executor
 from scaling.sweep.spec import LoadedSweep, RunSpec, as_sweep, expand
 
@@ -196,6 +197,7 @@ def run_sweep(
     csv: bool = False,
     overrides: list[str] | None = None,
     on_run: Callable[[RunSpec, dict[str, Any]], None] | None = None,
+    budget: Budget = DEFAULT_BUDGET,
 ) -> pd.DataFrame:
     """Run every run of a sweep, writing each result as it finishes; return the full table.
 
@@ -210,14 +212,31 @@ def run_sweep(
         csv: also write ``results.csv``.
         overrides: ``PATH=VALUE`` overrides of the base experiment (as ``--set``).
         on_run: called with each finished run and its row (after its file is written).
+        budget: the most one run may cost (:mod:`scaling.sweep.budget`); a sweep with a run
+            beyond it is refused before anything runs.
 
     Returns the consolidated table (also written to ``results.parquet``): one row per run, in
     :func:`expand` order, with the axis columns, ``status`` (``ok``/``refused``/``failed``),
-    ``error`` and the metrics. Raises :class:`ConfigError` for a bad spec before running.
+    ``error`` and the metrics. Raises :class:`ConfigError` for a bad spec before running, or
+    when another process is writing ``out_dir`` (:func:`~scaling.io.files.results_lock`).
     """
     sweep = as_sweep(spec, overrides)
+    check_budget([r.job for r in {r.key: r for r in expand(sweep)}.values()], budget, sweep.where)
+    with results_lock(out_dir):
+        return _run_locked(sweep, Path(out_dir), executor, resume, progress, csv, on_run)
+
+
+def _run_locked(
+    sweep: LoadedSweep,
+    out: Path,
+    executor: SweepExecutor | None,
+    resume: bool,
+    progress: bool | None,
+    csv: bool,
+    on_run: Callable[[RunSpec, dict[str, Any]], None] | None,
+) -> pd.DataFrame:
+    """:func:`run_sweep` with the results folder held."""
     runs = expand(sweep)
-    out = Path(out_dir)
     runs_dir = out / RUNS_DIR
     make_dir(runs_dir)
     _clean_temp(runs_dir)
@@ -281,6 +300,8 @@ def run_sweep(
     atomic_write(out / RESULTS_FILE, lambda p: write_parquet(df, p))
     if csv:
         atomic_write(out / "results.csv", lambda p: df.to_csv(p, index=False))
+    else:  # a CSV from an earlier run would no longer match results.parquet
+        (out / "results.csv").unlink(missing_ok=True)
     df.attrs.update(
         {
             "sweep": sweep.name,

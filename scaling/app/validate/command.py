@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from scaling.app.exits import user_errors
 from scaling.app.output import Printer, format_option
 from scaling.app.validate import (
     format_text,
@@ -33,6 +34,7 @@ from scaling.app.validate import (
 )
 @click.option("--table", is_flag=True, help="Print only the README's summary table.")
 @format_option
+@user_errors
 def validate(out_dir: Path | None, studies: tuple[str, ...], table: bool, fmt: str) -> None:
     """Compare the model with every published measurement the package holds.
 

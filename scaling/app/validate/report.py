@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from scaling.io.files import write_output, write_output_text
+
 
 @dataclass(frozen=True, slots=True)
 class Point:
@@ -218,8 +220,7 @@ def markdown_report(rep: Report) -> str:
 
 def write_report(rep: Report, out_dir: Path) -> list[Path]:
     """Write ``validation.md`` and ``validation.csv`` under ``out_dir``."""
-    out_dir.mkdir(parents=True, exist_ok=True)
     md, csv = out_dir / "validation.md", out_dir / "validation.csv"
-    md.write_text(markdown_report(rep))
-    points_frame(rep).to_csv(csv, index=False)
+    write_output_text(md, markdown_report(rep))  # atomic, one-line errors (io.files)
+    write_output(csv, lambda p: points_frame(rep).to_csv(p, index=False))
     return [md, csv]

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from scaling.model.analysis.goodput import goodput_of
+from scaling.model.failures import goodput_of
 from scaling.model.variability import FAILURE_STREAM, stream
 from scaling.units import GiB
 
