@@ -964,6 +964,7 @@ def metrics(fmt: str) -> None:
     Printer(fmt).table(frame, (list(frame.columns), frame.values.tolist(), "lll"), text=text)
 
 
+from scaling.app.calibrate_cmd import calibrate as calibrate_command  # noqa: E402
 from scaling.app.catalog_cmd import examples as examples_command  # noqa: E402
 from scaling.app.catalog_cmd import schema as schema_command  # noqa: E402
 from scaling.app.golden_cmd import baseline, compare  # noqa: E402
@@ -980,6 +981,7 @@ main.add_command(validate_command)
 main.add_command(schema_command)
 main.add_command(examples_command)
 main.add_command(sensitivity_command)
+main.add_command(calibrate_command)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -21,6 +21,8 @@ from scaling._version import __version__
 #: every command → the first paragraph of its help (what ``scaling --help`` lists)
 COMMANDS: dict[str, str] = {
     "baseline": "Golden scaling curves (regression baselines): regenerate them with `update`.",
+    "calibrate": "Fit a collective library profile to a measured benchmark TABLE, or (--decide "
+    "CONFIG) name the cheap measurement that decides a split answer.",
     "collective": "nccl-tests-like table for one collective on a system: size, time, algbw, busbw.",
     "compare": "Compare RESULTS with BASELINE point by point (system, strategy, model, nodes).",
     "examples": "List the bundled example experiments and sweeps; run one by name.",
