@@ -43,18 +43,37 @@ def size_text(b: float) -> str:
     return f"{int(b)} B"
 
 
-def _candidates(loaded: Any) -> dict[str, Any]:
-    """The nominal system and one per structural alternative of its library."""
+def _ranges(library: Any) -> dict[str, tuple[float, float]]:
+    """The library's plausible ranges by fit-parameter path (a protocol library's first
+    protocol stands for all, as the fit shifts them together)."""
+    from scaling.io.topology import ranged_quantities
+
+    out: dict[str, tuple[float, float]] = {}
+    for path, q in ranged_quantities(library):
+        assert q.low is not None and q.high is not None
+        first = path.startswith("protocols[0].")
+        if q.high > q.low and (first or not path.startswith("protocols[")):
+            out[path.removeprefix("protocols[0].")] = (q.low, q.high)
+    return out
+
+
+def _candidates(loaded: Any) -> tuple[dict[str, Any], dict[str, frozenset[str]], dict[str, Any]]:
+    """The nominal system and one per structural alternative of its library; the numbers each
+    alternative fixes; each one's plausible ranges."""
     import dataclasses
 
     from scaling.io.topology import LibrarySchema, apply_alternative, to_library_profile
 
-    out = {"nominal": loaded.spec}
+    systems = {"nominal": loaded.spec}
+    fixed: dict[str, frozenset[str]] = {"nominal": frozenset()}
+    ranges = {"nominal": _ranges(loaded.library)}
     base = json.loads(loaded.library.model_dump_json(exclude_none=True))
     for alt in loaded.library.alternatives:
         lib = LibrarySchema.model_validate(apply_alternative(base, alt, "library"))
-        out[alt.name] = dataclasses.replace(loaded.spec, library=to_library_profile(lib))
-    return out
+        systems[alt.name] = dataclasses.replace(loaded.spec, library=to_library_profile(lib))
+        fixed[alt.name] = frozenset(alt.set)
+        ranges[alt.name] = _ranges(lib)
+    return systems, fixed, ranges
 
 
 def _fmt_param(p: Any) -> str:
@@ -124,27 +143,34 @@ def run_calibrate(
     )
     for name, count in table.dropped:
         click.echo(f"# left out {count} row(s) of {name} (--op {op})", err=True)
-    cands = _candidates(loaded)
+    cands, fixed, ranges = _candidates(loaded)
     try:
         cal = calibrate(
-            table.rows, cands, progress=lambda n: click.echo(f"# fitting {n} ...", err=True)
+            table.rows,
+            cands,
+            fixed,
+            ranges,
+            progress=lambda n: click.echo(f"# fitting {n} ...", err=True),
         )
     except ValueError as e:
         raise ConfigError(f"{table.path}: {e}") from None
-    click.echo(f"structure (algorithm set) by fit quality, best first ({len(cal.candidates)}):")
+    click.echo(
+        f"structure (algorithm set) by fit quality, best first ({len(cal.candidates)}; each as "
+        "its file states it, fitted inside the profile's ranges):"
+    )
     for c in cal.candidates:
         algos = ",".join(c.system.library.algorithms)
         click.echo(
             f"  {c.name:<16} algorithms {algos:<24} rms {c.rms:6.1%}  AICc {c.aicc:8.1f}  "
             f"fitted {len(c.fitted)}"
         )
-    best = cal.best
+    best = cal.final
     if len(cal.candidates) > 1:
         if cal.decided:
-            click.echo(f"the table supports {best.name!r} (AICc lead >= 6)")
+            click.echo(f"the table supports {cal.best.name!r} (AICc lead >= 6)")
         else:
             click.echo("the table does not decide between the structures (AICc lead < 6)")
-    click.echo(f"parameters of {best.name!r}:")
+    click.echo(f"parameters of {best.name!r} (refitted, every parameter free):")
     for p in best.params:
         click.echo(_fmt_param(p))
     click.echo("rows: size, measured busbw, fitted busbw (GB/s), the tuner's choice")

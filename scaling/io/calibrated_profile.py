@@ -61,11 +61,10 @@ def _set(doc: dict[str, Any], p: ParamFit, source: str) -> None:
 def profile_document(
     library: LibrarySchema, cal: Calibration, table: BenchmarkTable
 ) -> tuple[dict[str, Any], CandidateFit]:
-    """The calibrated library document and the candidate it was written from: the best
-    candidate if the table decided between the structures, else the nominal one (the
-    alternatives then stay in the file, still undecided)."""
-    nominal = next((c for c in cal.candidates if c.name == "nominal"), cal.best)
-    fit = cal.best if cal.decided else nominal
+    """The calibrated library document and the fit it was written from (``cal.final``: the
+    structure the table supports, or the nominal one with its alternatives kept, still
+    undecided)."""
+    fit = cal.final
     doc = json.loads(library.model_dump_json(exclude_none=True))
     if fit.name != "nominal":
         alt: AlternativeSchema = next(a for a in library.alternatives if a.name == fit.name)

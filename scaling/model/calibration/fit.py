@@ -11,11 +11,13 @@ and is reported with the measurement that would identify it, when
 * no row's predicted time moves with it (the table does not exercise it), or
 * it lies along a degenerate direction of ``JᵀJ`` (two parameters trade off exactly: at one node
   count the per-call and per-step latencies add up the same way), or
-* its interval is wider than its value (:data:`MAX_REL_HALF_WIDTH`).
+* its interval reaches further than half its value either side (:data:`MAX_REL_HALF_WIDTH`).
 
 Candidates (the nominal profile and its structural alternatives, e.g. CNCL ring-only vs with a
-tree) are ranked by AICc (Akaike with the small-sample correction; Burnham & Anderson 2002): the
-residual error with a penalty per fitted parameter.
+tree) are compared as their files state them — numbers an alternative fixes stay fixed, the others
+are fitted inside the profile's plausible ranges — and ranked by AICc (Akaike with the small-sample
+correction; Burnham & Anderson 2002): the residual error with a penalty per fitted parameter. The
+structure the table supports is then refitted with every parameter free (:func:`calibrate`).
 """
 
 from __future__ import annotations
@@ -37,10 +39,12 @@ from scaling.model.hardware.system import SystemSpec
 NOISE_FLOOR = 0.02
 #: A parameter whose change by its scale moves no row's log time by this much is not exercised.
 MIN_EFFECT = 1e-3
-#: An interval half-width beyond the value (or the parameter's scale) is no identification.
-MAX_REL_HALF_WIDTH = 1.0
-#: Eigenvalue ratio of the scaled ``JᵀJ`` below which a direction is degenerate.
-DEGENERATE = 1e-9
+#: An interval half-width beyond half the value (or of the parameter's scale) is no identification:
+#: a number known only to within a factor of three is still an assumption.
+MAX_REL_HALF_WIDTH = 0.5
+#: Eigenvalue ratio of the scaled ``JᵀJ`` below which a direction is degenerate (finite differences
+#: leave exact trade-offs at ~1e-9; the weakest real direction of a useful table is ~1e-2).
+DEGENERATE = 1e-6
 #: Two-sided confidence of the reported intervals.
 CONFIDENCE = 0.95
 #: AICc lead of the best candidate over the next for the table to decide between them (a
@@ -105,10 +109,18 @@ class CandidateFit:
 
 @dataclass(frozen=True)
 class Calibration:
-    """Every candidate fitted to one table, best (lowest AICc) first."""
+    """Every candidate fitted to one table, best (lowest AICc) first, and the final fit.
+
+    Attributes:
+        rows: the table.
+        candidates: each structure as its file states it, best first.
+        final: the structure the table supports (the nominal one if it does not decide),
+            refitted with every parameter free: what a calibrated profile holds.
+    """
 
     rows: tuple[Measurement, ...]
     candidates: tuple[CandidateFit, ...]
+    final: CandidateFit
 
     @property
     def best(self) -> CandidateFit:
@@ -139,15 +151,22 @@ def _aicc(res: np.ndarray, k: int) -> float:
 class _Problem:
     """Log-time residuals of a system's rows as a function of its free parameters."""
 
-    def __init__(self, system: SystemSpec, rows: Sequence[Measurement]) -> None:
+    def __init__(
+        self,
+        system: SystemSpec,
+        rows: Sequence[Measurement],
+        fixed: frozenset[str] = frozenset(),
+        ranges: Mapping[str, tuple[float, float]] | None = None,
+    ) -> None:
         self.system = system
         self.rows = rows
-        self.params = free_params(system.library)
+        self.params = [p for p in free_params(system.library) if p.path not in fixed]
         self.y = np.log([r.time_s for r in rows])
         self.prior = np.array([p.read(system.library) for p in self.params])
         self.scale = np.array([p.scale for p in self.params])
-        self.lo = np.array([p.lo for p in self.params])
-        self.hi = np.array([p.hi for p in self.params])
+        rng = ranges or {}
+        self.lo = np.array([max(p.lo, rng.get(p.path, (p.lo, p.hi))[0]) for p in self.params])
+        self.hi = np.array([min(p.hi, rng.get(p.path, (p.lo, p.hi))[1]) for p in self.params])
 
     def predict(self, x: np.ndarray) -> list[tuple[float, str]]:
         return predict_rows(_with(self.system, self.params, x), self.rows)
@@ -188,11 +207,19 @@ class _Problem:
         return out
 
 
-def fit_candidate(name: str, system: SystemSpec, rows: Sequence[Measurement]) -> CandidateFit:
+def fit_candidate(
+    name: str,
+    system: SystemSpec,
+    rows: Sequence[Measurement],
+    fixed: frozenset[str] = frozenset(),
+    ranges: Mapping[str, tuple[float, float]] | None = None,
+) -> CandidateFit:
     """Fit ``system``'s library to ``rows``: every identifiable free parameter with its interval;
-    the rest keep the profile's value, each with why and what to measure.
-    Raises ``ValueError`` where the library cannot run a row's collective."""
-    pb = _Problem(system, rows)
+    the rest keep the profile's value, each with why and what to measure. ``fixed``: parameter
+    paths held at the profile's value (not reported); ``ranges``: bounds (file unit) narrower
+    than the parameters' own. Raises ``ValueError`` where the library cannot run a row's
+    collective."""
+    pb = _Problem(system, rows, fixed, ranges)
     n = len(rows)
     why: dict[int, str] = {}
     x = pb.prior.copy()
@@ -276,20 +303,42 @@ def fit_candidate(name: str, system: SystemSpec, rows: Sequence[Measurement]) ->
 def calibrate(
     rows: Sequence[Measurement],
     candidates: Mapping[str, SystemSpec],
+    fixed: Mapping[str, frozenset[str]] | None = None,
+    ranges: Mapping[str, Mapping[str, tuple[float, float]]] | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> Calibration:
-    """Fit each candidate system (nominal profile, structural alternatives) to ``rows``; the
-    result lists them best first. A candidate whose library cannot run a row's collective is
-    left out; ``ValueError`` if none can."""
+    """Compare the candidate structures (nominal profile, structural alternatives) on ``rows``,
+    then fit the one the table supports.
+
+    Each structure is compared as its file states it: the numbers its alternative fixes
+    (``fixed[name]``, e.g. an alternative tree's bandwidth factor) stay fixed, and the others
+    are fitted inside the profile's plausible ranges (``ranges[name]``: path → (low, high),
+    file unit) — a structure that matches the table only by leaving those ranges is not
+    supported by it (and ``scaling calibrate --decide`` ranks measurements over the same
+    ranges). The winner (or, if the table does not decide, the nominal structure) is then
+    refitted with everything free and the ranges released: :attr:`Calibration.final`, what a
+    written profile holds. A candidate whose library cannot run a row's collective is left out;
+    ``ValueError`` if none can."""
+    fixed = fixed or {}
+    ranges = ranges or {}
     fits, errors = [], []
     for name, system in candidates.items():
         if progress:
             progress(name)
         try:
-            fits.append(fit_candidate(name, system, rows))
+            fits.append(
+                fit_candidate(
+                    name, system, rows, fixed.get(name, frozenset()), ranges.get(name, {})
+                )
+            )
         except ValueError as e:
             errors.append(f"{name}: {e}")
     if not fits:
         raise ValueError("; ".join(errors))
     fits.sort(key=lambda c: c.aicc)
-    return Calibration(tuple(rows), tuple(fits))
+    cal = Calibration(tuple(rows), tuple(fits), fits[0])
+    pick = cal.best if cal.decided else next((c for c in fits if c.name == "nominal"), fits[0])
+    if progress:
+        progress(f"{pick.name} (final, ranges released)")
+    final = fit_candidate(pick.name, candidates[pick.name], rows)
+    return dataclasses.replace(cal, final=final)
