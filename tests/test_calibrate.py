@@ -244,3 +244,12 @@ def test_bad_tables_are_refused_in_one_line_naming_file_and_line(tmp_path):
     hccl.write_text("data_size(Bytes): | aveg_time(us): | alg_bandwidth(GB/s): | check_result:\n")
     assert "give --op" in _one_line_error([str(hccl), "--system", "atlas-800t-a2"])
     assert "--system" in _one_line_error([str(tmp_path / "few.txt")])
+
+
+def test_a_file_of_several_nccl_tests_runs_keeps_each_runs_group(tmp_path):
+    f = tmp_path / "runs.txt"
+    rows = [(2**20 * 4**k, 20.0 + k) for k in range(4)]
+    f.write_text(_nccl_tests_text(2, 8, rows) + _nccl_tests_text(4, 4, rows))
+    t = read_benchmark_table(f)
+    assert [(r.nodes, r.per_node) for r in t.rows] == [(2, 8)] * 4 + [(4, 4)] * 4
+    assert t.rows[0].busbw_GBps == pytest.approx(20.0, rel=1e-3)  # time read back exactly

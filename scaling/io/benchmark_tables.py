@@ -26,7 +26,7 @@ import csv
 import hashlib
 import io
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from scaling.io.errors import ConfigError
@@ -130,14 +130,21 @@ def _shape(
 _RANK = re.compile(r"^#\s*Rank\s+\d+\s+Group\s+\d+\s+Pid\s+\d+\s+on\s+(\S+)\s+device", re.I)
 
 
+@dataclass
+class _Run:
+    """One nccl-tests run of a file (a file may hold several, e.g. 2 and 4 nodes)."""
+
+    line: int
+    op: CollectiveOp | None = None
+    hosts: list[str] = field(default_factory=list)
+    cols: list[str] = field(default_factory=list)
+    rows: list[tuple[int, int, float]] = field(default_factory=list)  # line, size B, time s
+
+
 def _nccl_tests(
     path: str, lines: list[str], op: CollectiveOp | None, nodes: int | None, per_node: int | None
 ) -> tuple[list[Measurement], list[tuple[str, int]]]:
-    seen_op: CollectiveOp | None = None
-    op_line = 0
-    hosts: list[str] = []
-    cols: list[str] = []
-    rows: list[Measurement] = []
+    runs: list[_Run] = []
     for i, raw in enumerate(lines, 1):
         line = raw.strip()
         m = re.search(r"Collective test starting:\s*(\S+)", line)
@@ -148,17 +155,25 @@ def _nccl_tests(
                     f"{path}:{i}: a table of {binary}; expected one of "
                     f"{', '.join(NCCL_TESTS_OPS)} (a collective the model prices)"
                 )
-            seen_op, op_line = NCCL_TESTS_OPS[binary], i
+            runs.append(_Run(i, NCCL_TESTS_OPS[binary]))
             continue
+        if re.match(r"^#\s*nThread\b", line):
+            if not runs or runs[-1].rows or runs[-1].hosts:
+                runs.append(_Run(i))  # a run without the 'starting' line (older nccl-tests)
+            continue
+        if not runs:
+            runs.append(_Run(i))
+        run = runs[-1]
         m = _RANK.match(line)
         if m:
-            hosts.append(m.group(1))
+            run.hosts.append(m.group(1))
             continue
         if line.startswith("#"):
             toks = line.lstrip("#").split()
             if "size" in toks and "time" in toks and ("busbw" in toks or "algbw" in toks):
-                cols = toks
+                run.cols = toks
             continue
+        cols = run.cols
         if not line or not cols or not line.split()[0].isdigit():
             continue
         toks = line.split()
@@ -168,7 +183,7 @@ def _nccl_tests(
                 f"{path}:{i}: a row of {len(toks)} fields; expected {len(cols)} "
                 f"({' '.join(cols)}): a truncated or edited line?"
             )
-        if "#wrong" in cols and len(toks) > cols.index("#wrong"):
+        if "#wrong" in cols:
             wrong = toks[cols.index("#wrong")]
             if wrong.isdigit() and int(wrong) > 0:
                 raise ConfigError(
@@ -177,32 +192,41 @@ def _nccl_tests(
                 )
         size = _int(toks[cols.index("size")], f"{path}:{i}", "size (B)")
         t = _num(toks[cols.index("time")], f"{path}:{i}", "time (us)") * 1e-6
-        rows.append(Measurement(CollectiveOp.ALL_REDUCE, 0, 0, size, t, i))
-    if not cols:
+        run.rows.append((i, size, t))
+    if not any(r.cols for r in runs):
         raise ConfigError(
             f"{path}:1: no nccl-tests header ('#  size  count  type  redop  root  time  algbw  "
             "busbw ...'); expected nccl-tests output"
         )
-    if seen_op is None and op is None:
-        raise ConfigError(
-            f"{path}:1: no 'Collective test starting: <binary>' line names the collective; "
-            "give --op"
+    out: list[Measurement] = []
+    for run in runs:
+        if not run.rows:
+            continue
+        if run.op is None and op is None:
+            raise ConfigError(
+                f"{path}:{run.line}: no 'Collective test starting: <binary>' line names the "
+                "collective; give --op"
+            )
+        if run.op is not None and op is not None and run.op is not op:
+            raise ConfigError(
+                f"{path}:{run.line}: a table of {run.op.value}; --op asked for {op.value}"
+            )
+        host_nodes = len(dict.fromkeys(run.hosts)) or None
+        if host_nodes and nodes and host_nodes != nodes:
+            raise ConfigError(
+                f"{path}:{run.line}: the run's Rank lines name {host_nodes} hosts; --nodes "
+                f"said {nodes}"
+            )
+        n, k = _shape(
+            f"{path}:{run.line}",
+            host_nodes or nodes,
+            per_node,
+            len(run.hosts) or None,
+            "no '#  Rank N Group G Pid P on HOST device ...' lines",
         )
-    if seen_op is not None and op is not None and seen_op is not op:
-        raise ConfigError(
-            f"{path}:{op_line}: a table of {seen_op.value}; --op asked for {op.value}"
-        )
-    use = seen_op or op
-    assert use is not None
-    host_nodes = len(dict.fromkeys(hosts)) or None
-    n, k = _shape(
-        f"{path}:1",
-        nodes or host_nodes,
-        per_node,
-        len(hosts) or None,
-        "no '#  Rank N Group G Pid P on HOST device ...' lines",
-    )
-    out = [Measurement(use, n, k, r.size_B, r.time_s, r.line) for r in rows]
+        use = run.op or op
+        assert use is not None
+        out += [Measurement(use, n, k, size, t, i) for i, size, t in run.rows]
     return out, []
 
 
