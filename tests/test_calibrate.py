@@ -253,3 +253,16 @@ def test_a_file_of_several_nccl_tests_runs_keeps_each_runs_group(tmp_path):
     t = read_benchmark_table(f)
     assert [(r.nodes, r.per_node) for r in t.rows] == [(2, 8)] * 4 + [(4, 4)] * 4
     assert t.rows[0].busbw_GBps == pytest.approx(20.0, rel=1e-3)  # time read back exactly
+
+
+def test_a_table_the_profile_cannot_describe_writes_nothing(tmp_path):
+    table = tmp_path / "odd.txt"  # busbw that falls, then rises with the square of the size
+    table.write_text(_nccl_tests_text(1, 8, [(4096 * 4**k, 0.1 * (k + 1) ** 2) for k in range(8)]))
+    out = tmp_path / "never.yaml"
+    res = CliRunner().invoke(
+        main, ["calibrate", str(table), "--system", "mlu370-x8", "--out", str(out)]
+    )
+    assert res.exit_code == 2
+    err = res.stderr.strip().splitlines()[-1]
+    assert err.startswith(f"error: {table}: the best fit") and "nothing written" in err, err
+    assert not out.exists()

@@ -123,7 +123,7 @@ def run_calibrate(
     from scaling.io.calibrated_profile import header_comment, profile_document, write_profile
     from scaling.io.topology import load_system
     from scaling.model.calibration.decide import probe_grid, rank_probes
-    from scaling.model.calibration.fit import calibrate
+    from scaling.model.calibration.fit import MAX_RMS, calibrate
 
     loaded = load_system(system_name)
     spec = loaded.spec
@@ -170,7 +170,7 @@ def run_calibrate(
             click.echo(f"the table supports {cal.best.name!r} (AICc lead >= 6)")
         else:
             click.echo("the table does not decide between the structures (AICc lead < 6)")
-    click.echo(f"parameters of {best.name!r} (refitted, every parameter free):")
+    click.echo(f"parameters of {best.name!r} (refitted, every parameter free; rms {best.rms:.1%}):")
     for p in best.params:
         click.echo(_fmt_param(p))
     click.echo("rows: size, measured busbw, fitted busbw (GB/s), the tuner's choice")
@@ -192,6 +192,12 @@ def run_calibrate(
             ),
         )
         click.echo("to decide, measure: " + _probe_line(ranked[0], spec.name))
+    if best.rms > MAX_RMS:
+        raise ConfigError(
+            f"{table.path}: the best fit of {loaded.library.name} misses the table by "
+            f"{best.rms:.0%} rms (more than {MAX_RMS:.0%}): a profile of {spec.name} does not "
+            "describe it; check --system, the node and rank counts and the units; nothing written"
+        )
     if not best.fitted and cal.decided and len(cal.candidates) == 1:
         raise ConfigError(
             f"{table.path}: no parameter of {loaded.library.name} is identifiable from this "
@@ -330,7 +336,11 @@ def run_decide(
         split = False
         for gi, g in enumerate(design.groups):
             what = f"{g.doc_label or 'topology.'}alternatives"
-            branches = {o: design.systems(gi, o) for o in g.options}
+            branches = {}
+            for o in g.options:
+                systems = design.systems(gi, o)
+                algos = "+".join(systems[0].library.algorithms)
+                branches[f"{o} ({algos})" if g.doc != "topology" else o] = systems
             head = rank_probes(branches, head_probes)
             worst = max(head, key=lambda r: r.score)
             said = ", ".join(

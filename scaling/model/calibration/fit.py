@@ -52,6 +52,10 @@ CONFIDENCE = 0.95
 DECISIVE_AICC = 6.0
 #: The residual rms below which fits count as equally good in AICc (a noiseless synthetic table).
 AIC_FLOOR = 0.002
+#: Log-time rms beyond which a fit is no description of the table: timing noise is a few per cent
+#: and the model's validation error on published curves at most ~12 % (README, scaling validate);
+#: a profile missing a table by more measured another system, group or unit than it was told.
+MAX_RMS = 0.25
 #: Function evaluations per least-squares solve (each prices every row once).
 MAX_NFEV = 60
 
