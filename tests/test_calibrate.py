@@ -41,7 +41,10 @@ SIZES = [4**k for k in range(6, 16)]  # 4 KiB .. 1 GiB
 
 def _truth_system():
     spec = load_system("mlu370-x8").spec
-    lib = spec.library
+    # ring-only whatever the catalog's nominal CNCL set is: the round trip tests the fit, not
+    # the catalog
+    lib = dataclasses.replace(spec.library, algorithms=("ring",))
+    spec = dataclasses.replace(spec, library=lib)
     params = {p.path: p for p in free_params(lib)}
     for path, v in TRUTH.items():
         lib = params[path].write(lib, v)
