@@ -124,6 +124,7 @@ def run_calibrate(
     from scaling.io.topology import load_system
     from scaling.model.calibration.decide import probe_grid, rank_probes
     from scaling.model.calibration.fit import MAX_RMS, calibrate
+    from scaling.model.calibration.measure import busbw_GBps
 
     loaded = load_system(system_name)
     spec = loaded.spec
@@ -175,8 +176,6 @@ def run_calibrate(
         click.echo(_fmt_param(p))
     click.echo("rows: size, measured busbw, fitted busbw (GB/s), the tuner's choice")
     for r, t, a in zip(table.rows, best.predicted_s, best.chosen, strict=True):
-        from scaling.model.calibration.measure import busbw_GBps
-
         fit_bw = busbw_GBps(r.op, r.ranks, r.size_B, t)
         click.echo(
             f"  {r.op.value} {size_text(r.size_B):>9} on {r.nodes}x{r.per_node}: "

@@ -109,26 +109,26 @@ def _score(preds: Sequence[BranchPrediction]) -> float:
 
 def predict_probes(
     branches: Mapping[str, Sequence[SystemSpec]], probes: Sequence[Probe]
-) -> dict[str, np.ndarray]:
-    """Predicted busbw (GB/s) of every probe under every sample of each branch:
-    ``{branch: array[sample, probe]}``, and the tuner's choices under the branch's first
-    sample as ``{branch + '/algo': array[probe]}``."""
+) -> tuple[dict[str, np.ndarray], dict[str, list[list[str]]]]:
+    """Predicted busbw (GB/s) of every single-row probe under every sample of each branch,
+    ``{branch: array[sample, probe]}``, and the tuner's ``algorithm/protocol`` of each,
+    ``{branch: [sample][probe]}``."""
     shapes: dict[tuple[CollectiveOp, int, int], list[int]] = {}
     for i, p in enumerate(probes):
         shapes.setdefault((p.op, p.nodes, p.per_node), []).append(i)
-    out: dict[str, np.ndarray] = {}
+    bws: dict[str, np.ndarray] = {}
+    algos: dict[str, list[list[str]]] = {}
     for name, systems in branches.items():
         bw = np.zeros((len(systems), len(probes)))
-        algos = np.empty((len(systems), len(probes)), dtype=object)
+        chosen = [[""] * len(probes) for _ in systems]
         for s, system in enumerate(systems):
             for (op, nodes, per_node), idx in shapes.items():
                 got = predict_times(system, op, nodes, per_node, [probes[i].size_B for i in idx])
                 for i, (t, a) in zip(idx, got, strict=True):
                     bw[s, i] = busbw_GBps(op, nodes * per_node, probes[i].size_B, t)
-                    algos[s, i] = a
-        out[name] = bw
-        out[name + "/algo"] = algos
-    return out
+                    chosen[s][i] = a
+        bws[name], algos[name] = bw, chosen
+    return bws, algos
 
 
 def rank_probes(
@@ -139,7 +139,7 @@ def rank_probes(
         raise ValueError("rank_probes needs at least one branch, each with a sample")
     rows = list(dict.fromkeys([p.base for p in probes] + [r for p in probes if (r := p.reference)]))
     at = {r: i for i, r in enumerate(rows)}
-    pred = predict_probes(branches, rows)
+    pred, algos = predict_probes(branches, rows)
     ranked = []
     for p in probes:
         bp = []
@@ -150,7 +150,7 @@ def rank_probes(
                 col = col / pred[name][:, at[ref]]
             lo, med, hi = _interval(col)
             k = int(np.argmin(np.abs(col - med)))
-            bp.append(BranchPrediction(name, lo, med, hi, str(pred[name + "/algo"][k, at[p.base]])))
+            bp.append(BranchPrediction(name, lo, med, hi, algos[name][k][at[p.base]]))
         ranked.append(RankedProbe(p, tuple(bp), _score(bp)))
     # scores within 5 % of each other (log gap 0.05) count as a tie: the cheaper probe first
     ranked.sort(key=lambda r: (-round(r.score / SCORE_TIE), r.probe.cost, r.probe.size_B))
