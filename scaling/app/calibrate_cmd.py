@@ -290,7 +290,8 @@ class _Design:
 
 
 def _print_ranked(ranked: list[Any], max_nodes: int, top: int) -> None:
-    click.echo(f"cheap measurements (<= {max_nodes} nodes), most decisive first:")
+    order = "most decisive" if len(ranked[0].branches) > 1 else "widest prediction"
+    click.echo(f"cheap measurements (<= {max_nodes} nodes), {order} first:")
     for i, r in enumerate(ranked[:top], 1):
         cells = "  ".join(f"{b.branch}: {b.low_GBps:.3g}-{b.high_GBps:.3g}" for b in r.branches)
         sep = "" if len(r.branches) == 1 else (" (disjoint)" if r.separates else " (overlap)")
@@ -368,7 +369,7 @@ def run_decide(
             branches = {"all draws": design.systems()}
             grid = probe_grid(list(DECIDE_OPS), list(DECIDE_SIZES), max_nodes, dpn)
             ranked = rank_probes(branches, grid)
-            click.echo("no structural split; the widest predictions (measure to shrink them):")
+            click.echo("no structural split; measure where the prediction is widest to shrink it")
             _print_ranked(ranked, max_nodes, min(top, 3))
 
 
