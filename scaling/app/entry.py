@@ -30,6 +30,12 @@ REGISTRY: dict[str, tuple[str, str, str]] = {
         "baseline",
         "Golden scaling curves (regression baselines): regenerate them with `update`.",
     ),
+    "calibrate": (
+        "scaling.app.calibrate_cmd",
+        "calibrate",
+        "Fit a collective library profile to a measured benchmark TABLE, or (--decide CONFIG) "
+        "name the cheap measurement that decides a split answer.",
+    ),
     "collective": (
         "scaling.app.collective_cmd",
         "collective",
