@@ -18,7 +18,7 @@ from scaling.io.reference import mpt_benchmarks
 from scaling.io.topology import available_systems, bundled_topology_dir, load_system
 
 COMPUTE_FIELDS = ("compute_units", "sustained_matmul_fraction", "attention_efficiency")
-README_START, README_END = "<!-- validation-table:start -->", "<!-- validation-table:end -->"
+README_START, README_END = "<!-- gen:validation-table -->", "<!-- /gen:validation-table -->"
 
 
 @pytest.fixture(scope="module")
@@ -219,7 +219,7 @@ def test_report_files_and_readme_table(report: v.Report, tmp_path: Path, repo: P
     md, csv = v.write_report(report, tmp_path)
     assert v.summary_table(report) in md.read_text()
     assert csv.read_text().count("\n") == len(v.points_frame(report)) + 1
-    readme = (repo / "README.md").read_text()
+    readme = (repo / "docs" / "guides" / "validation.md").read_text()
     assert README_START in readme and README_END in readme
     inside = readme.split(README_START, 1)[1].split(README_END, 1)[0].strip()
     assert inside == v.summary_table(report)
