@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
@@ -161,3 +162,31 @@ def test_cli_refuses_bad_constraints_in_one_line(opt: str, value: str, expected:
     assert res.exit_code == 2
     lines = [ln for ln in res.output.splitlines() if ln.strip()]
     assert len(lines) == 1 and expected in lines[0], res.output
+
+
+def test_intervals_rerun_the_winners_over_the_samples() -> None:
+    from scaling.plan.intervals import interval_rows, plan_intervals
+    from scaling.sweep.executors import SerialExecutor
+
+    exp = experiment_from_dict({**SMALL, "systems": ["dgx-a100", "mlu370-x8"], "nodes": [1, 2]})
+    space = PlanSpace(strategies=("ddp", "fsdp"), micro_batches=(2,), checkpointing=("none",))
+    res = plan(exp, space, keep=1)
+    points = plan_intervals(res, top=2, n=4, seed=3, executor=SerialExecutor())
+    assert len(points) == 4 and all(p.values.shape == (4, 2) for p in points)
+    rows = {(r["system"], r["nodes"]): r for r in interval_rows(points)}
+    for (system, nodes), r in rows.items():
+        assert r["best_p5"] <= r["best_median"] <= r["best_p95"]
+        assert 0.0 <= r["winner_share"] <= 1.0
+        if nodes == 1:  # efficiency against the system's own best at its fewest nodes
+            assert r["efficiency_median"] == pytest.approx(1.0)
+        if system == "dgx-a100":
+            assert r["ratio_to_dgx-a100_median"] == pytest.approx(1.0)
+    # the MLU samples draw their own inputs: its best varies across samples, the ratio with it
+    mlu = next(p for p in points if p.system == "mlu370-x8")
+    assert np.nanstd(mlu.best) > 0
+    # the same seed gives the same samples
+    again = plan_intervals(res, top=2, n=4, seed=3, executor=SerialExecutor())
+    assert all(
+        np.array_equal(a.values, b.values, equal_nan=True)
+        for a, b in zip(points, again, strict=True)
+    )

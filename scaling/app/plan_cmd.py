@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -85,6 +86,21 @@ def _words(opt: str, text: str, allowed: tuple[str, ...]) -> tuple[str, ...]:
     default=None,
     help="Output folder (default: results/<experiment name>/plan); a rerun resumes from it.",
 )
+@click.option(
+    "--uncertainty",
+    type=click.IntRange(min=0, max=4096),
+    default=0,
+    show_default=True,
+    help="Re-run each system's --top configurations over N samples of its assumption ranges: "
+    "the best's interval, how often the winner changes, best-vs-best with intervals.",
+)
+@click.option(
+    "--seed",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="With --uncertainty: seed of the samples.",
+)
 @jobs_option("Processes to run on (default: one per CPU; 1 = in process).")
 @progress_option
 @format_option
@@ -102,6 +118,8 @@ def plan(
     top: int,
     keep: int,
     out_dir: Path | None,
+    uncertainty: int,
+    seed: int,
     n_jobs: int | None,
     progress: bool | None,
     fmt: str,
@@ -147,6 +165,9 @@ def plan(
     make_dir(out)
     pr = Printer(fmt)
     bar = progress_bar(total=None, desc="planning", unit="sim", enabled=want_progress(progress))
+    if seed and not uncertainty:
+        fail(f"--seed {seed}: only used with --uncertainty N (the sampling seed)")
+    intervals: list[dict[str, Any]] = []
     with make_executor(jobs=n_jobs) as ex, bar:
         result = run_plan(
             exp,
@@ -157,6 +178,10 @@ def plan(
             out_dir=out,
             progress=bar.update,
         )
+        if uncertainty:
+            from scaling.plan.intervals import interval_rows, plan_intervals
+
+            intervals = interval_rows(plan_intervals(result, top, uncertainty, seed, ex))
     best = pd.DataFrame(result.best_rows(top))
     cfg_dir = out / "configs"
     make_dir(cfg_dir)
@@ -219,4 +244,21 @@ def plan(
                 f"  efficiency {row['best_scaling_efficiency']:.3f}  {ratio} {row[ratio]:.3f}  ({row['best']})"
             )
         atomic_write(out / "best_vs_best.csv", lambda t: bvb.to_csv(t, index=False))
+    if intervals:
+        iv = pd.DataFrame(intervals)
+        atomic_write(out / "plan_intervals.csv", lambda t: iv.to_csv(t, index=False))
+        ratio = next(c for c in iv.columns if c.startswith("ratio_to_")).removesuffix("_median")
+        pr.say("")
+        pr.say(
+            f"over {uncertainty} samples of the assumption ranges (median, 5-95 %), each system's "
+            f"--top {top} re-run per sample:"
+        )
+        for r in intervals:
+            pr.say(
+                f"  {r['system']:<14} {r['nodes']:>5} nodes  best {r['best_median']:>10,.0f} "
+                f"({r['best_p5']:,.0f}-{r['best_p95']:,.0f}) tok/s/dev  efficiency "
+                f"{r['efficiency_median']:.3f} ({r['efficiency_p5']:.3f}-{r['efficiency_p95']:.3f})"
+                f"  {ratio} {r[ratio + '_median']:.3f} ({r[ratio + '_p5']:.3f}-{r[ratio + '_p95']:.3f})"
+                f"  winner unchanged in {r['winner_share']:.0%} of {r['samples_ok']} samples"
+            )
     pr.say(f"wrote {out / 'plan.csv'}, {out / 'best.csv'} and {len(paths)} configs in {cfg_dir}")
