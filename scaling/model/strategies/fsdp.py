@@ -30,7 +30,8 @@ Rules, with their source (torch/distributed/fsdp, PyTorch 2.x; Zhao et al., VLDB
 
 from __future__ import annotations
 
-from collections.abc import Generator
+import itertools
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import TYPE_CHECKING
@@ -265,11 +266,22 @@ class _Queue:
     """One in-order communication queue (one NCCL communicator) of a rank."""
 
     def __init__(
-        self, env: simpy.Environment, comm: Communicator, expected: int, tag: tuple[int, ...] = ()
+        self,
+        env: simpy.Environment,
+        comm: Communicator,
+        expected: int,
+        issue: Iterator[int],
+        tag: tuple[int, ...] = (),
     ) -> None:
         self.env = env
         self.comm = comm
         self.expected = expected  # simulated ranks in this queue's group
+        # The rank's own issue counter, shared by all its queues: a call's number is its place in
+        # this rank's program order. Every FSDP rank runs the same program, so each member of a
+        # group gives the call the same number whenever it gets there; a counter shared by all
+        # ranks would number it by whichever rank got there first in simulated time (a node
+        # running ahead would put its cross-node all-reduce before this node's reduce-scatter).
+        self.issue = issue
         self.tag = tag  # tells groups apart in rendezvous keys (HSDP: the node)
         self._tail: simpy.Event | None = None
 
@@ -299,7 +311,7 @@ class _Queue:
             nbytes,
             group,
             dtype,
-            self.comm.next_issue(),
+            next(self.issue),
             self.expected if expected is None else expected,
         )
         self.env.process(self._run(call, prev, after, done))
@@ -345,11 +357,12 @@ def _rank_process(
     sharded = spec.sharding is not ShardingStrategy.NO_SHARD
     reshard_fwd = spec.sharding in (ShardingStrategy.FULL_SHARD, ShardingStrategy.HYBRID_SHARD)
     all_ranks = comm.simulated_ranks > 1
+    issue = itertools.count(1)
     if spec.sharding is ShardingStrategy.HYBRID_SHARD:
-        q = _Queue(env, comm, shard.size if all_ranks else 1, (shard.first_node,))
+        q = _Queue(env, comm, shard.size if all_ranks else 1, issue, (shard.first_node,))
     else:
-        q = _Queue(env, comm, comm.simulated_ranks)
-    q_rep = _Queue(env, comm, comm.simulated_ranks) if rep_group is not None else None
+        q = _Queue(env, comm, comm.simulated_ranks, issue)
+    q_rep = _Queue(env, comm, comm.simulated_ranks, issue) if rep_group is not None else None
     n_units = len(work.units)
     limit = spec.limit_all_gathers or n_units + 1
     # backward all-gathers: the shard group, or FSDP2's smaller post-forward group of k ranks
