@@ -26,12 +26,24 @@ Rules, with their source (torch/distributed/fsdp, PyTorch 2.x; Zhao et al., VLDB
   Without it every micro-batch reduce-scatters and the shards accumulate.
 * The root unit's gradient reduction is issued last (its embedding gradient is the last one
   backward produces). ``clip_grad_norm_`` adds one scalar all-reduce before the optimizer.
+* ``forward_prefetch`` (FSDP1): from the second forward on (the forward order is recorded in the
+  first, ``_exec_order_utils``), each unit's pre-forward prefetches the next unit
+  (``_runtime_utils._pre_forward_unshard``). The forward issue order is unchanged (the CPU
+  already runs ahead), but the next unit's unsharded views are then created before this unit's
+  forward, so in backward autograd (ready nodes by decreasing sequence number) reaches the next
+  unit's pre-backward hook before this unit's post-backward hook: each block's post-backward
+  (its BACKWARD_POST prefetch and gradient reduction) is issued after the next unit's
+  pre-backward (its all-gather and BACKWARD_PRE prefetch), one slot later. Recorded from
+  PyTorch 2.13 on 4 blocks (fsdp1_forward_prefetch_4blocks); invisible with 2 blocks.
+* FSDP2 ``reshard_after_forward=k`` (an int) applies to the root as to the blocks when given
+  for both (``_fully_shard.fully_shard`` → ``_get_post_forward_mesh_info``): the root is then
+  resharded to k ranks after forward and gathered again, in groups of k, before its backward.
 """
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import TYPE_CHECKING
@@ -89,8 +101,10 @@ class FSDPSpec:
             all-gathers run inside groups of k; None = reshard to the whole shard group.
         api: ``fsdp1`` (``FullyShardedDataParallel``: one padded FlatParameter per unit) or
             ``fsdp2`` (``fully_shard``: per-parameter dim-0 shards).
-        reshard_root: FSDP2 ``reshard_after_forward=True`` given for the root too, which is
-            then gathered again before its backward (by default the root is kept).
+        reshard_root: FSDP2 ``reshard_after_forward`` True or an int given for the root too,
+            which is then gathered again before its backward (by default the root is kept).
+        forward_prefetch: FSDP1 ``forward_prefetch=True`` (moves each block's gradient
+            reduction one slot later in backward, from the second forward on).
     """
 
     sharding: ShardingStrategy = ShardingStrategy.FULL_SHARD
@@ -103,6 +117,7 @@ class FSDPSpec:
     post_forward_shard: int | None = None
     api: str = "fsdp1"
     reshard_root: bool = False
+    forward_prefetch: bool = False
 
     def _check_post_forward(self, job: Job) -> None:
         k, g = self.post_forward_shard, job.system.devices_per_node
@@ -477,14 +492,19 @@ def _rank_process(
                         tag=bwd_tag,
                     )
 
-            for i, u in enumerate(border):
-                issue_ag(u)  # no-op if prefetched or never resharded
-                nxt = border[i + 1] if i + 1 < len(border) else None
-                if nxt is not None and spec.backward_prefetch is BackwardPrefetch.BACKWARD_PRE:
-                    issue_ag(nxt)
-                if u in bgather:
-                    yield from cs.wait(bgather[u], f"all_gather:unit{u}")
-                yield from cs.run(bwd_cost(u), f"backward:unit{u}", micro=micro)
+            # forward_prefetch acts from the second forward on (see the module docstring)
+            late_post = spec.forward_prefetch and sharded and (step, micro) != (0, 0)
+            deferred: list[int] = []  # blocks whose post-backward waits for the next pre-backward
+
+            def post_backward(
+                u: int,
+                nxt: int | None,
+                step: int = step,
+                micro: int = micro,
+                reduce_now: bool = reduce_now,
+                pending: list[simpy.Event] = pending_grad,
+                issue_ag: Callable[[int], None] = issue_ag,
+            ) -> None:
                 if nxt is not None and spec.backward_prefetch is BackwardPrefetch.BACKWARD_POST:
                     issue_ag(nxt)
                 # The root's gradients are complete only after the embedding's backward, the
@@ -492,7 +512,24 @@ def _rank_process(
                 # runs it in the post-backward hook of the root's flat parameter, which fires
                 # last; torch/distributed/fsdp/_runtime_utils.py ``_post_backward_hook``).
                 if reduce_now and u != 0:
-                    pending_grad.append(reduce_grad(u, step, micro))
+                    pending.append(reduce_grad(u, step, micro))
+
+            for i, u in enumerate(border):
+                issue_ag(u)  # no-op if prefetched or never resharded
+                nxt = border[i + 1] if i + 1 < len(border) else None
+                if nxt is not None and spec.backward_prefetch is BackwardPrefetch.BACKWARD_PRE:
+                    issue_ag(nxt)
+                while deferred:  # the previous block's post-backward, after this pre-backward
+                    post_backward(deferred.pop(), u)
+                if u in bgather:
+                    yield from cs.wait(bgather[u], f"all_gather:unit{u}")
+                yield from cs.run(bwd_cost(u), f"backward:unit{u}", micro=micro)
+                if late_post and u != 0:
+                    deferred.append(u)
+                else:
+                    post_backward(u, nxt)
+            while deferred:
+                post_backward(deferred.pop(), None)
             if reduce_now:
                 pending_grad.append(reduce_grad(0, step, micro))
         for ev in pending_grad:
