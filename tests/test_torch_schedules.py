@@ -4,7 +4,7 @@ The fixtures in tests/fixtures/torch_schedules/ were recorded from PyTorch DDP, 
 on CPU (gloo, 2 and 4 processes) by tools/record_torch_schedule.py. For each variant the same job
 is described to the simulator (model, strategy options, dtypes, world size) and every recorded
 iteration — including DDP's constructor (setup), iteration 0 and the bucket rebuild — must match
-exactly: the same number of collectives, op sequence, bytes, dtypes, group sizes, phases, DDP
+exactly: the same number of collectives, op sequence, bytes, dtypes, group ranks, phases, DDP
 buckets (index and parameter names) and FSDP units.
 """
 
@@ -112,6 +112,7 @@ def _recorded(e: dict[str, Any], grad_accum: int) -> dict[str, Any]:
         "bytes": e["bytes"],
         "dtype": TORCH_DTYPES[e["dtype"]],
         "group_size": e["group_size"],
+        "group": e["group"],
         "phase": e["phase"],
     }
     if "bucket" in e:
@@ -124,7 +125,7 @@ def _recorded(e: dict[str, Any], grad_accum: int) -> dict[str, Any]:
 
 
 def _simulated(c: dict[str, Any], grad_accum: int) -> dict[str, Any]:
-    keep = ["op", "bytes", "dtype", "group_size", "phase", "bucket", "unit"]
+    keep = ["op", "bytes", "dtype", "group_size", "group", "phase", "bucket", "unit"]
     out = {k: c[k] for k in keep if k in c}
     if grad_accum > 1 and c["phase"] != "setup":
         out["micro_batch"] = c["micro_batch"]
