@@ -71,7 +71,9 @@ def _model() -> Any:
 def _train(rank: int, world: int, port: int, out: str, cap_mb: float) -> None:
     import scaling.record
 
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    # Flight Recorder on too (gloo keeps one on CPU since torch 2.x): a second, independent
+    # recording of the same run for its importer
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), TORCH_FR_BUFFER_SIZE="4096")
     torch.set_num_threads(1)
     torch.distributed.init_process_group("gloo", rank=rank, world_size=world)
     torch.manual_seed(0)
@@ -90,6 +92,12 @@ def _train(rank: int, world: int, port: int, out: str, cap_mb: float) -> None:
         opt.step()
         opt.zero_grad()
     rec.stop()
+    c10d = torch._C._distributed_c10d
+    if hasattr(c10d, "_dump_fr_trace_json"):
+        dump = c10d._dump_fr_trace_json(True, True)
+        Path(out, f"fr_rank_{rank}.json").write_bytes(
+            dump if isinstance(dump, bytes) else dump.encode()
+        )
     torch.distributed.destroy_process_group()
 
 
@@ -203,3 +211,17 @@ def test_recording_that_does_not_fit_is_one_line(recording: Path, tmp_path: Path
     res = _compare(cfg, recording)
     assert res.exit_code == 2 and "other model" in res.output, res.output
     assert len(res.output.strip().splitlines()) == 1
+
+
+def test_flight_recorder_dump_compares_exact(recording: Path, tmp_path: Path) -> None:
+    dump = recording / "fr_rank_1.json"
+    if not dump.exists():
+        pytest.skip("this torch has no Flight Recorder JSON dump")
+    res = _compare(_config(tmp_path, 0.02), dump)
+    assert res.exit_code == 0, res.output
+    assert "(flight-recorder): rank 1 of 2" in res.output
+    assert "(unchecked): iterations, phase" in res.output
+    assert "summary: exact 5/5" in res.output
+    # the other bucket cap: the first rebuilt iteration differs
+    res = _compare(_config(tmp_path, 0.05), dump)
+    assert res.exit_code == 1 and "step 1:" in res.output and "first difference #1" in res.output

@@ -58,7 +58,7 @@ def _as_scaling_record(doc: dict[str, Any], rank: int, path: Path) -> Path:
 def test_fixture_round_trips_exact(variant: str, rank: int, tmp_path: Path) -> None:
     doc = _load(FIXTURES / f"{variant}.json")
     rec = load_recording(_as_scaling_record(doc, rank, tmp_path / "rank.jsonl"))
-    assert rec.rank == rank and list(rec.steps)[0] == SETUP
+    assert rec.rank == rank and next(iter(rec.steps)) == SETUP
     lines, exact = compare_recording(_job(doc), rec, None)
     n = len(rec.steps)
     assert exact, "\n".join(lines)
@@ -108,3 +108,48 @@ def test_recording_of_another_world_size_or_model_is_refused(tmp_path: Path) -> 
     odd["model"]["ffn_hidden"] = 64
     with pytest.raises(RecordingError, match=r"other model: .* tensor 10 is h0\.mlp\.fc_in"):
         compare_recording(_job(odd), rec, None)
+
+
+def _fr(tmp_path: Path, entries: list[dict[str, Any]], name: str = "fr_rank_1.json") -> Path:
+    doc = {"version": "2.10", "entries": entries}
+    doc["pg_config"] = {"0": {"name": "0", "desc": "default_pg", "ranks": "[0, 1]"}}
+    path = tmp_path / name
+    path.write_text(json.dumps(doc))
+    return path
+
+
+def _fr_entry(i: int, op: str, shape: list[int], dtype: str = "Float") -> dict[str, Any]:
+    return {
+        "record_id": i,
+        "profiling_name": f"nccl:{op}",
+        "process_group": ["0", "default_pg"],
+        "input_sizes": [shape],
+        "input_dtypes": [dtype],
+        "output_sizes": [[2, *shape]],
+        "output_dtypes": [dtype],
+    }
+
+
+def test_flight_recorder_dump_reads_sizes_groups_and_rank(tmp_path: Path) -> None:
+    path = _fr(tmp_path, [_fr_entry(0, "all_reduce", [8, 4]), _fr_entry(1, "all_gather", [3])])
+    rec = load_recording(path)
+    assert (rec.importer, rec.rank, rec.world_size) == ("flight-recorder", 1, 2)
+    a, g = rec.steps["whole"]
+    assert (a.op, a.nbytes, a.dtype, a.group) == ("all_reduce", 128, "float32", (0, 1))
+    assert (g.op, g.nbytes) == ("all_gather", 24)  # the gathered output: 2 ranks x 3 x 4 B
+    assert "phase" in rec.cannot_recover and rec.checked == ("op", "bytes", "dtype", "group")
+
+
+def test_broken_flight_recorder_dumps_are_one_line(tmp_path: Path) -> None:
+    cases = {
+        "ring buffer overflowed (5 calls lost": [_fr_entry(5, "all_reduce", [1])],
+        "unknown collective 'nccl:frobnicate'": [_fr_entry(0, "frobnicate", [1])],
+        "no collectives recorded": [],
+    }
+    for why, entries in cases.items():
+        with pytest.raises(RecordingError, match=why.replace("(", r"\(")):
+            load_recording(_fr(tmp_path, entries))
+    cut = _fr(tmp_path, [_fr_entry(0, "all_reduce", [1])])
+    cut.write_text(cut.read_text()[:-20])
+    with pytest.raises(RecordingError, match="not JSON"):
+        load_recording(cut)

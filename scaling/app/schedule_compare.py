@@ -20,7 +20,14 @@ import click
 
 from scaling.app.errors import fail
 from scaling.io.errors import read_yaml
-from scaling.io.recordings import SETUP, RecordedCall, Recording, RecordingError, load_recording
+from scaling.io.recordings import (
+    SETUP,
+    WHOLE,
+    RecordedCall,
+    Recording,
+    RecordingError,
+    load_recording,
+)
 from scaling.model.analysis.schedule import TORCH_DTYPES, rank_schedule
 from scaling.model.job import Job
 from scaling.model.simulation import run_job_detailed
@@ -128,9 +135,9 @@ def _simulated_row(c: dict[str, Any], accum: bool) -> dict[str, Any]:
 def _show(row: dict[str, Any] | None, user: dict[str, str]) -> str:
     if row is None:
         return "nothing"
-    text = (
-        f"{row['op']} {row['bytes']:,} B {row.get('dtype')} group {row.get('group')} {row['phase']}"
-    )
+    text = f"{row['op']} {row['bytes']:,} B {row.get('dtype')} group {row.get('group')}"
+    if "phase" in row:
+        text += f" {row['phase']}"
     if "micro_batch" in row:
         text += f" micro {row['micro_batch']}"
     if "bucket" in row:
@@ -212,6 +219,8 @@ def compare_recording(
         raise RecordingError(f"{recording.path}: rank {recording.rank} is not in the job")
     names = name_map_of(recording, job, map_file)
     user = {s: u for u, s in names.items()}
+    if WHOLE in recording.steps:
+        return _compare_whole(job, recording, names, user)
     numbered = [k for k in recording.steps if isinstance(k, int)]
     if only is not None and only not in recording.steps:
         raise RecordingError(f"{recording.path}: step {only} was not recorded")
@@ -248,6 +257,58 @@ def compare_recording(
             "nbytes", "bytes"
         )
     )
+    return lines, all(r.exact for r in results)
+
+
+def _restrict(row: dict[str, Any], checked: tuple[str, ...] | None) -> dict[str, Any]:
+    return row if checked is None else {k: v for k, v in row.items() if k in checked}
+
+
+def _compare_whole(
+    job: Job, recording: Recording, names: dict[str, str], user: dict[str, str]
+) -> tuple[list[str], bool]:
+    """A recording without iterations: its calls against the simulated setup and iterations
+    laid end to end, cut where the simulated iterations end."""
+    calls = recording.steps[WHOLE]
+    accum = job.training.grad_accum > 1
+    checked = recording.checked
+    rec_rows = [_restrict(_recorded_row(c, names, accum), checked) for c in calls]
+    sim = simulate_steps(job, 2, recording.rank)
+    counts = [len(v) for v in sim.values()]
+    if len(rec_rows) > sum(counts):
+        more = -(-(len(rec_rows) - sum(counts)) // max(counts[-1], 1))
+        sim = simulate_steps(job, 2 + more, recording.rank)
+    lines = [
+        f"recording {recording.path} ({recording.importer}): rank {recording.rank} of "
+        f"{recording.world_size}, {len(rec_rows)} collectives, no iteration boundaries "
+        "(cut where the simulated iterations end)",
+        f"not in this format (unchecked): {', '.join(recording.cannot_recover)}",
+    ]
+    results = []
+    at = 0
+    for k, sim_calls in sim.items():
+        if at >= len(rec_rows):
+            break
+        sim_rows = [_restrict(_simulated_row(c, accum), checked) for c in sim_calls]
+        part = rec_rows[at : at + len(sim_rows)]
+        at += len(sim_rows)
+        r = compare_step(k, part, sim_rows, user)
+        results.append(r)
+        what = "exact" if r.exact else f"first difference {r.first}"
+        if len(part) < len(sim_rows):
+            what += " (the recording ends inside this iteration)"
+        groups = sorted({tuple(x.get("group", ())) for x in part + sim_rows})
+        lines.append(
+            f"step {k}: {r.recorded} recorded, {r.simulated} simulated, groups "
+            f"{', '.join(str(list(g)) for g in groups) or '-'}: {what}"
+        )
+    n = len(results)
+    tallies = [
+        f"{label} {sum(getattr(r, f) for r in results)}/{n}"
+        for label, f in (("exact", "exact"), ("count", "count"), ("bytes", "nbytes"))
+    ]
+    tallies.append(f"order {sum(r.order for r in results)}/{n}")
+    lines.append("summary: " + ", ".join(tallies))
     return lines, all(r.exact for r in results)
 
 

@@ -10,19 +10,22 @@ from pathlib import Path
 
 from scaling.io.recordings.base import (
     SETUP,
+    WHOLE,
     Importer,
     RecordedCall,
     Recording,
     RecordingError,
 )
+from scaling.io.recordings.flight_recorder import FlightRecorderImporter
 from scaling.io.recordings.scaling_record import ScalingRecordImporter
 
 #: every importer, asked in this order
-IMPORTERS: tuple[Importer, ...] = (ScalingRecordImporter(),)
+IMPORTERS: tuple[Importer, ...] = (ScalingRecordImporter(), FlightRecorderImporter())
 
 __all__ = [
     "IMPORTERS",
     "SETUP",
+    "WHOLE",
     "Importer",
     "RecordedCall",
     "Recording",

@@ -14,6 +14,8 @@ from typing import Protocol
 
 #: the key of the setup collectives (wrapper construction) in :attr:`Recording.steps`
 SETUP = "setup"
+#: the key of a recording without iteration boundaries: every call, setup included, in order
+WHOLE = "whole"
 
 
 class RecordingError(ValueError):
@@ -61,7 +63,9 @@ class Recording:
             empty if the recording does not name them.
         steps: per iteration (0, 1, …; :data:`SETUP` for wrapper construction), the calls in
             issue order.
-        cannot_recover: what this format does not carry (fields left unchecked).
+        cannot_recover: what this format does not carry.
+        checked: the fields the comparison checks (of ``op``, ``bytes``, ``dtype``, ``group``,
+            ``phase``, ``micro_batch``, ``bucket``, ``unit``); None = all of them.
     """
 
     path: Path
@@ -71,6 +75,7 @@ class Recording:
     params: tuple[tuple[str, int], ...]
     steps: dict[int | str, list[RecordedCall]]
     cannot_recover: tuple[str, ...] = field(default=())
+    checked: tuple[str, ...] | None = None
 
 
 class Importer(Protocol):
