@@ -78,6 +78,11 @@ def _train(rank: int, world: int, port: int, out: str, cap_mb: float) -> None:
     torch.distributed.init_process_group("gloo", rank=rank, world_size=world)
     torch.manual_seed(0)
     model = _model()
+    # and the profiler (Kineto), a third recording of the same run
+    prof = torch.profiler.profile(
+        activities=[torch.profiler.ProfilerActivity.CPU], record_shapes=True
+    )
+    prof.start()
     rec = scaling.record.start(out, model=model)
     ddp = torch.nn.parallel.DistributedDataParallel(model, bucket_cap_mb=cap_mb)
     opt = torch.optim.AdamW(ddp.parameters(), lr=1e-3)
@@ -92,6 +97,8 @@ def _train(rank: int, world: int, port: int, out: str, cap_mb: float) -> None:
         opt.step()
         opt.zero_grad()
     rec.stop()
+    prof.stop()
+    prof.export_chrome_trace(str(Path(out, f"kineto_rank_{rank}.json")))
     c10d = torch._C._distributed_c10d
     if hasattr(c10d, "_dump_fr_trace_json"):
         dump = c10d._dump_fr_trace_json(True, True)
@@ -225,3 +232,12 @@ def test_flight_recorder_dump_compares_exact(recording: Path, tmp_path: Path) ->
     # the other bucket cap: the first rebuilt iteration differs
     res = _compare(_config(tmp_path, 0.05), dump)
     assert res.exit_code == 1 and "step 1:" in res.output and "first difference #1" in res.output
+
+
+def test_kineto_trace_compares_exact(recording: Path, tmp_path: Path) -> None:
+    res = _compare(_config(tmp_path, 0.02), recording / "kineto_rank_0.json")
+    assert res.exit_code == 0, res.output
+    assert "(kineto): rank 0 of 2" in res.output
+    assert "summary: exact 5/5" in res.output
+    res = _compare(_config(tmp_path, 0.05), recording / "kineto_rank_0.json")
+    assert res.exit_code == 1 and "first difference #1" in res.output

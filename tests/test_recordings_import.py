@@ -153,3 +153,30 @@ def test_broken_flight_recorder_dumps_are_one_line(tmp_path: Path) -> None:
     cut.write_text(cut.read_text()[:-20])
     with pytest.raises(RecordingError, match="not JSON"):
         load_recording(cut)
+
+
+def test_kineto_nccl_trace_reads_record_param_comms(tmp_path: Path) -> None:
+    # the NCCL form (no GPU here): record_param_comms events carry name, sizes, dtype, ranks
+    def comms(ts: int, name: str, n_in: int, n_out: int, dtype: str) -> dict[str, Any]:
+        args = {"Collective name": name, "In msg nelems": n_in, "Out msg nelems": n_out}
+        args |= {"dtype": dtype, "Process Group Ranks": "[0, 2]"}
+        return {"ph": "X", "name": "record_param_comms", "ts": ts, "dur": 1, "args": args}
+
+    doc = {
+        "schemaVersion": 1,
+        "distributedInfo": {"backend": "nccl", "rank": 2, "world_size": 4, "pg_config": []},
+        "traceEvents": [
+            comms(5, "_allgather_base", 8, 16, "BFloat16"),
+            comms(1, "allreduce", 6, 6, "Float"),
+        ],
+    }
+    path = tmp_path / "trace.json"
+    path.write_text(json.dumps(doc))
+    rec = load_recording(path)
+    assert (rec.importer, rec.rank, rec.world_size) == ("kineto", 2, 4)
+    a, g = rec.steps["whole"]
+    assert (a.op, a.nbytes, a.dtype, a.group) == ("all_reduce", 24, "float32", (0, 2))
+    assert (g.op, g.nbytes, g.dtype) == ("all_gather", 32, "bfloat16")  # the gathered output
+    path.write_text(json.dumps({"schemaVersion": 1, "traceEvents": []}))
+    with pytest.raises(RecordingError, match="no distributedInfo"):
+        load_recording(path)

@@ -17,10 +17,15 @@ from scaling.io.recordings.base import (
     RecordingError,
 )
 from scaling.io.recordings.flight_recorder import FlightRecorderImporter
+from scaling.io.recordings.kineto import KinetoImporter
 from scaling.io.recordings.scaling_record import ScalingRecordImporter
 
 #: every importer, asked in this order
-IMPORTERS: tuple[Importer, ...] = (ScalingRecordImporter(), FlightRecorderImporter())
+IMPORTERS: tuple[Importer, ...] = (
+    ScalingRecordImporter(),
+    FlightRecorderImporter(),
+    KinetoImporter(),
+)
 
 __all__ = [
     "IMPORTERS",
