@@ -68,7 +68,7 @@ def _model() -> Any:
     return TinyLM()
 
 
-def _train(rank: int, world: int, port: int, out: str, cap_mb: float) -> None:
+def _train(rank: int, world: int, port: int, out: str, cap_mb: float, kind: str = "ddp") -> None:
     import scaling.record
 
     # Flight Recorder on too (gloo keeps one on CPU since torch 2.x): a second, independent
@@ -84,7 +84,15 @@ def _train(rank: int, world: int, port: int, out: str, cap_mb: float) -> None:
     )
     prof.start()
     rec = scaling.record.start(out, model=model)
-    ddp = torch.nn.parallel.DistributedDataParallel(model, bucket_cap_mb=cap_mb)
+    if kind == "fsdp1":
+        from torch.distributed.fsdp import FullyShardedDataParallel
+        from torch.distributed.fsdp.wrap import ModuleWrapPolicy
+
+        policy = ModuleWrapPolicy({type(model.layers[0])})
+        cpu = torch.device("cpu")
+        ddp = FullyShardedDataParallel(model, auto_wrap_policy=policy, device_id=cpu)
+    else:
+        ddp = torch.nn.parallel.DistributedDataParallel(model, bucket_cap_mb=cap_mb)
     opt = torch.optim.AdamW(ddp.parameters(), lr=1e-3)
     gen = torch.Generator().manual_seed(rank)
     for _ in range(STEPS):
@@ -241,3 +249,18 @@ def test_kineto_trace_compares_exact(recording: Path, tmp_path: Path) -> None:
     assert "summary: exact 5/5" in res.output
     res = _compare(_config(tmp_path, 0.05), recording / "kineto_rank_0.json")
     assert res.exit_code == 1 and "first difference #1" in res.output
+
+
+def test_fsdp1_units_map_through_the_users_names(tmp_path: Path) -> None:
+    """FSDP1 units named by the user's modules (layers.0, …) compare as the simulator's h0, …"""
+    out = tmp_path / "fsdp"
+    torch.multiprocessing.spawn(_train, args=(2, _free_port(), str(out), 0, "fsdp1"), nprocs=2)
+    units = {json.loads(x).get("unit") for x in (out / "rank0.jsonl").read_text().splitlines()}
+    assert {"root", "layers.0", "layers.2"} <= units
+    cfg = _config(tmp_path, 0.02)
+    doc = json.loads(cfg.read_text())
+    doc["strategy"] = {"kind": "fsdp", "param_dtype": None, "reduce_dtype": None}
+    cfg.write_text(json.dumps(doc))
+    res = _compare(cfg, out)
+    assert res.exit_code == 0, res.output
+    assert "summary: exact 5/5" in res.output

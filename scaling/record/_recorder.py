@@ -109,6 +109,7 @@ class Recorder:
         self.ddps: dict[int, Any] = {}
         self.file: Any = None
         self.header: dict[str, Any] = {}
+        self.params: list[list[Any]] = []
         self.annotations = {"ddp_buckets": True, "fsdp1_units": False, "fsdp2_units": False}
         self.steps_written = 0
         self.total = 0
@@ -122,6 +123,9 @@ class Recorder:
         from torch.nn.modules import module as nn_module
         from torch.optim import optimizer as optim_mod
 
+        # the names and sizes now, before FSDP1 replaces the parameters by flat shards
+        if self.model is not None:
+            self.params = [[clean_name(n), p.numel()] for n, p in self.model.named_parameters()]
         h1 = nn_module.register_module_forward_pre_hook(self._fwd_pre)
         h2 = nn_module.register_module_forward_hook(self._fwd_post, always_call=True)
         h3 = optim_mod.register_optimizer_step_post_hook(self._opt_post)
@@ -279,9 +283,6 @@ class Recorder:
         world = dist.get_world_size() if dist.is_initialized() else 1
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.file = (self.out_dir / f"rank{rank}.jsonl").open("w")
-        params = []
-        if self.model is not None:
-            params = [[clean_name(n), p.numel()] for n, p in self.model.named_parameters()]
         self.header = {
             "record": "header",
             "format": FORMAT,
@@ -290,7 +291,7 @@ class Recorder:
             "world_size": world,
             "torch": torch.__version__,
             "backend": dist.get_backend() if dist.is_initialized() else None,
-            "params": params,
+            "params": self.params,
             "annotations": self.annotations,
         }
         self.file.write(json.dumps(self.header) + "\n")
