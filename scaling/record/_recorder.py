@@ -162,8 +162,20 @@ class Recorder:
             self._new_forward(module)
         self.depth += 1
 
-    def _fwd_post(self, _module: Any, _args: Any, _out: Any) -> None:
+    def _fwd_post(self, _module: Any, _args: Any, out: Any) -> None:
         self.depth = max(0, self.depth - 1)
+        if self.depth == 0:
+            # a backward that issues no collective (under no_sync) still ends the micro-batch:
+            # mark it when the gradient reaches the outermost module's output
+            from torch.utils._pytree import tree_leaves
+
+            for t in tree_leaves(out):
+                if isinstance(t, torch.Tensor) and t.requires_grad:
+                    t.register_hook(self._saw_backward)
+                    break
+
+    def _saw_backward(self, grad: Any) -> None:
+        self.backward_seen = True
 
     def _opt_post(self, *_: Any) -> None:
         if self.step is not None:
