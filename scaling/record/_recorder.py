@@ -70,10 +70,11 @@ class _Mode(TorchDispatchMode):
     def __init__(self, on_collective: Callable[[OpRule, tuple[Any, ...]], None]) -> None:
         super().__init__()
         self.on_collective = on_collective
+        self.in_funcol = 0  # inside a wrapped functional collective: it records itself
 
     def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
         ns = func.namespace
-        if ns == "c10d" or ns == "_c10d_functional":
+        if ns == "c10d" or (ns == "_c10d_functional" and not self.in_funcol):
             table = C10D if ns == "c10d" else FUNCTIONAL
             rule = table.get(func._overloadpacket.__name__)
             if rule is not None:
@@ -131,6 +132,7 @@ class Recorder:
         h3 = optim_mod.register_optimizer_step_post_hook(self._opt_post)
         self._undo += [h1.remove, h2.remove, h3.remove]
         self._patch_fsdp()
+        self._patch_funcol()
         self._mode.__enter__()
         self.active = True
         return self
@@ -335,6 +337,42 @@ class Recorder:
             yield
         finally:
             self.unit.pop()
+
+    def _patch_funcol(self) -> None:
+        """Wrap the Python functional collectives. A tensor subclass's dispatch (DTensor turning
+        a Partial into a Replicate, e.g. FSDP2's clip_grad_norm_ norm) calls them while this
+        mode is off (a mode does not see ops issued inside a dispatch)."""
+        from torch.distributed import _functional_collectives as funcol
+
+        def wrap(name: str, rule: OpRule, to_args: Callable[..., tuple[Any, ...]]) -> None:
+            original = getattr(funcol, name, None)
+            if original is None:
+                return
+
+            @functools.wraps(original)
+            def wrapped(*args: Any, **kwargs: Any) -> Any:
+                group = funcol._resolve_group_name(kwargs.get("group", args[-1]))
+                self._collective(rule, to_args(group, *args))
+                self._mode.in_funcol += 1
+                try:
+                    return original(*args, **kwargs)
+                finally:
+                    self._mode.in_funcol -= 1
+
+            setattr(funcol, name, wrapped)
+            self._undo.append(lambda: setattr(funcol, name, original))
+
+        wrap("all_reduce", FUNCTIONAL["all_reduce"], lambda g, t, *_: (t, None, g))
+        wrap(
+            "all_gather_tensor",
+            FUNCTIONAL["all_gather_into_tensor"],
+            lambda g, t, *_: (t, None, g),
+        )
+        wrap(
+            "reduce_scatter_tensor",
+            FUNCTIONAL["reduce_scatter_tensor"],
+            lambda g, t, *_: (t, None, None, g),
+        )
 
     def _patch_fsdp(self) -> None:
         names = self._module_names()
