@@ -264,3 +264,33 @@ def test_fsdp1_units_map_through_the_users_names(tmp_path: Path) -> None:
     res = _compare(cfg, out)
     assert res.exit_code == 0, res.output
     assert "summary: exact 5/5" in res.output
+
+
+def test_recording_enabled_by_environment(tmp_path: Path) -> None:
+    """``SCALING_RECORD=dir python -m scaling.record train.py``: no change to the script."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "train.py"
+    script.write_text(
+        "import os, torch\n"
+        "os.environ.update(MASTER_ADDR='127.0.0.1', MASTER_PORT=os.environ['PORT'])\n"
+        "torch.distributed.init_process_group('gloo', rank=0, world_size=1)\n"
+        "m = torch.nn.parallel.DistributedDataParallel(torch.nn.Linear(8, 8))\n"
+        "opt = torch.optim.SGD(m.parameters(), lr=0.1)\n"
+        "for _ in range(3):\n"
+        "    m(torch.randn(4, 8)).sum().backward(); opt.step(); opt.zero_grad()\n"
+    )
+    out = tmp_path / "rec"
+    env = os.environ | {
+        "SCALING_RECORD": str(out),
+        "SCALING_RECORD_STEPS": "2",
+        "PORT": str(_free_port()),
+        "PYTHONPATH": str(ROOT),
+    }
+    subprocess.run(
+        [sys.executable, "-m", "scaling.record", str(script)], env=env, check=True, timeout=300
+    )
+    lines = [json.loads(x) for x in (out / "rank0.jsonl").read_text().splitlines()]
+    assert lines[0]["world_size"] == 1 and lines[-1]["record"] == "end"
+    assert [x["step"] for x in lines if x["record"] == "step"] == [0, 1]  # stopped after 2

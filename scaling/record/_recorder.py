@@ -111,6 +111,7 @@ class Recorder:
         self.file: Any = None
         self.header: dict[str, Any] = {}
         self.params: list[list[Any]] = []
+        self.flushed: int | None = None  # the last iteration written
         self.annotations = {"ddp_buckets": True, "fsdp1_units": False, "fsdp2_units": False}
         self.steps_written = 0
         self.total = 0
@@ -241,8 +242,9 @@ class Recorder:
 
     def _flush(self) -> None:
         """Name the pending iteration's DDP buckets and write its records."""
-        if not self.pending and self.step is None:
-            return
+        if not self.pending and self.step in (None, self.flushed):
+            return  # nothing in setup, or this iteration was written already (stop after it)
+        self.flushed = self.step
         self._name_buckets()
         for e in self.pending:
             e.pop("_numel", None)
