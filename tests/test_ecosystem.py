@@ -527,7 +527,10 @@ def test_shell_completion_as_the_readme_documents():
     from scaling.app.entry import main as entry_main
 
     repo = Path(__file__).resolve().parents[1]
-    assert "_SCALING_COMPLETE=bash_source scaling" in (repo / "docs" / "guides" / "running.md").read_text()
+    assert (
+        "_SCALING_COMPLETE=bash_source scaling"
+        in (repo / "docs" / "guides" / "running.md").read_text()
+    )
 
     def complete(words: str, cword: int, mode: str = "bash_complete") -> str:
         env = {"_SCALING_COMPLETE": mode, "COMP_WORDS": words, "COMP_CWORD": str(cword)}

@@ -285,8 +285,10 @@ def test_fsdp2_reshard_after_forward_to_an_intra_node_group() -> None:
     every, _ = sched(api="fsdp2", reshard_after_forward=True)
     assert [c["unit"] for c in bwd(every)][:2] == ["root", "h11"]  # the root is gathered again
     assert [c["group_size"] for c in bwd(full)] == [16] * 12
-    assert [c["group_size"] for c in bwd(part)] == [4] * 12  # gathered inside groups of 4
-    assert [c["bytes"] for c in bwd(part)] == [c["bytes"] for c in bwd(full)]
+    # gathered inside groups of 4, the root too (an int applies to the root as True does)
+    assert [c["group_size"] for c in bwd(part)] == [4] * 13
+    assert [c["unit"] for c in bwd(part)][:2] == ["root", "h11"]
+    assert [c["bytes"] for c in bwd(part)] == [c["bytes"] for c in bwd(every)]
     assert bwd(zero2) == []  # never resharded: ZeRO-2 / SHARD_GRAD_OP
     assert r_part.peak_mem_GiB > r_full.peak_mem_GiB  # keeps 1/4 of every block
     with pytest.raises(InfeasibleJobError, match="divides the node's 8 devices"):

@@ -57,7 +57,21 @@ FORBIDDEN = {
     "scaling.sweep": ("scaling.plan", "scaling.app", "scaling.golden", "scaling.testing"),
     # the planner runs candidates on the sweep executors; commands call it
     "scaling.plan": ("scaling.app", "scaling.golden", "scaling.testing"),
+    # the recorder runs inside the user's training job: torch and nothing of the simulator
+    "scaling.record": ("scaling.engine", "scaling.model", "scaling.io", "scaling.app"),
 }
+# torch is the recorder's alone (an optional extra): no other layer may import it
+for _layer in (
+    "scaling.engine",
+    "scaling.model",
+    "scaling.io",
+    "scaling.sweep",
+    "scaling.plan",
+    "scaling.app",
+):
+    FORBIDDEN[_layer] = (*FORBIDDEN.get(_layer, ()), "torch")
+#: modules that need an optional extra: imported only where it is installed
+OPTIONAL = {"scaling.record._recorder": "torch"}
 
 
 def _modules() -> list[str]:
@@ -84,7 +98,8 @@ def test_every_module_imports_and_obeys_the_layer_rule() -> None:
     assert len(mods) > 30  # the walk found the package
     bad = []
     for mod in mods:
-        importlib.import_module(mod)
+        if mod not in OPTIONAL or importlib.util.find_spec(OPTIONAL[mod]) is not None:
+            importlib.import_module(mod)
         for layer, banned in FORBIDDEN.items():
             if mod != layer and not mod.startswith(layer + "."):
                 continue
@@ -203,11 +218,11 @@ def test_collective_keys_identify_calls_by_value_not_label() -> None:
     assert a != dataclasses.replace(a, micro=1)
 
 
-def test_retired_forward_prefetch_is_refused_with_the_reason() -> None:
-    with pytest.raises(ConfigError, match=r"strategy\.forward_prefetch: .*would change nothing"):
+def test_forward_prefetch_is_fsdp1_only() -> None:
+    with pytest.raises(ConfigError, match=r"forward_prefetch is FullyShardedDataParallel's"):
         experiment_from_dict(
             {"model": "gpt3-125m", "systems": ["dgx-a100"], "nodes": [1]}
-            | {"strategy": {"kind": "fsdp", "forward_prefetch": True}}
+            | {"strategy": {"kind": "fsdp", "api": "fsdp2", "forward_prefetch": True}}
         )
 
 

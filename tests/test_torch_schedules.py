@@ -4,7 +4,7 @@ The fixtures in tests/fixtures/torch_schedules/ were recorded from PyTorch DDP, 
 on CPU (gloo, 2 and 4 processes) by tools/record_torch_schedule.py. For each variant the same job
 is described to the simulator (model, strategy options, dtypes, world size) and every recorded
 iteration — including DDP's constructor (setup), iteration 0 and the bucket rebuild — must match
-exactly: the same number of collectives, op sequence, bytes, dtypes, group sizes, phases, DDP
+exactly: the same number of collectives, op sequence, bytes, dtypes, group ranks, phases, DDP
 buckets (index and parameter names) and FSDP units.
 """
 
@@ -56,6 +56,8 @@ def _strategy(doc: dict[str, Any]) -> dict[str, Any]:
     if s["kind"] == "fsdp1":
         out["sharding"] = _SHARDING[s.get("sharding_strategy", "FULL_SHARD")]
         out["backward_prefetch"] = _PREFETCH[s.get("backward_prefetch", "BACKWARD_PRE")]
+        if s.get("forward_prefetch"):
+            out["forward_prefetch"] = True
     elif "reshard_after_forward" in s:
         out["reshard_after_forward"] = s["reshard_after_forward"]
     # no MixedPrecision = gather and reduce in the parameters' dtype (PyTorch's default)
@@ -66,7 +68,7 @@ def _strategy(doc: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _job(doc: dict[str, Any]) -> Job:
+def _job(doc: dict[str, Any], network: str = "analytic") -> Job:
     m, tr = doc["model"], doc["training"]
     names = [n for n, _ in m["params"]]
     cfg = {
@@ -93,7 +95,7 @@ def _job(doc: dict[str, Any]) -> Job:
             # autocast(bf16) over fp32 parameters, or plain fp32
             "dtype": "bf16" if tr["amp"] else "fp32",
         },
-        "simulation": {"network": "analytic", "warmup_steps": 0, "steps": doc["steps_recorded"]},
+        "simulation": {"network": network, "warmup_steps": 0, "steps": doc["steps_recorded"]},
     }
     job = experiment_from_dict(cfg).jobs()[0]
     world = doc["world_size"]
@@ -110,6 +112,7 @@ def _recorded(e: dict[str, Any], grad_accum: int) -> dict[str, Any]:
         "bytes": e["bytes"],
         "dtype": TORCH_DTYPES[e["dtype"]],
         "group_size": e["group_size"],
+        "group": e["group"],
         "phase": e["phase"],
     }
     if "bucket" in e:
@@ -122,17 +125,18 @@ def _recorded(e: dict[str, Any], grad_accum: int) -> dict[str, Any]:
 
 
 def _simulated(c: dict[str, Any], grad_accum: int) -> dict[str, Any]:
-    keep = ["op", "bytes", "dtype", "group_size", "phase", "bucket", "unit"]
+    keep = ["op", "bytes", "dtype", "group_size", "group", "phase", "bucket", "unit"]
     out = {k: c[k] for k in keep if k in c}
     if grad_accum > 1 and c["phase"] != "setup":
         out["micro_batch"] = c["micro_batch"]
     return out
 
 
+@pytest.mark.parametrize("network", ["analytic", "flow"])
 @pytest.mark.parametrize("path", FILES, ids=[p.stem for p in FILES])
-def test_schedule_equals_real_pytorch(path: Path) -> None:
+def test_schedule_equals_real_pytorch(path: Path, network: str) -> None:
     doc = _load(path)
-    job = _job(doc)
+    job = _job(doc, network)
     _, timeline = run_job_detailed(job, trace=True)
     ga = doc["training"]["grad_accum"]
     rank = doc["ranks"][0]
@@ -143,7 +147,7 @@ def test_schedule_equals_real_pytorch(path: Path) -> None:
             _simulated(c, ga)
             for c in rank_schedule(timeline, SETUP_STEP if step == "setup" else int(step))
         ]
-        assert got == want, f"{doc['variant']} step {step}"
+        assert got == want, f"{doc['variant']} step {step} ({network})"
 
 
 def test_every_recorded_variant_is_compared() -> None:
@@ -153,3 +157,9 @@ def test_every_recorded_variant_is_compared() -> None:
     for must in ("ddp_default", "ddp_static_graph", "ddp_find_unused", "fsdp1_hybrid_shard_2x2"):
         assert must in names
     assert any(n.startswith("fsdp2_reshard_int") for n in names)
+    # forward_prefetch shows only with more than two blocks
+    assert any(
+        _load(FIXTURES / f"{n}.json")["model"]["n_layers"] > 2
+        for n in names
+        if "forward_prefetch" in n
+    )

@@ -138,6 +138,8 @@ SMALL_UNTIED = GPTDims(
 )
 #: sizes not divisible by 4: FSDP's padding to the shard-group size shows on 4 ranks
 ODD = GPTDims(vocab=254, hidden=30, n_heads=2, ffn_hidden=91, n_layers=2, max_seq=15)
+#: four blocks: FSDP1's forward prefetch shows only with more than two blocks
+TINY4 = dataclasses.replace(TINY, n_layers=4)
 #: ~0.9 M parameters (3.4 MiB of fp32 gradients): DDP's 1 MiB first bucket matters.
 MEDIUM = GPTDims(vocab=512, hidden=128, n_heads=4, ffn_hidden=512, n_layers=4, max_seq=32)
 
@@ -301,6 +303,15 @@ VARIANTS: list[Variant] = [
         options={"forward_prefetch": True},
     ),
     Variant(
+        "fsdp1_forward_prefetch_4blocks",
+        "FSDP1 FULL_SHARD, forward_prefetch=True, 4 blocks: from iteration 1 each block's "
+        "reduce-scatter in backward comes one slot later",
+        "fsdp1",
+        2,
+        TINY4,
+        {"forward_prefetch": True},
+    ),
+    Variant(
         "fsdp1_mp_bf16_reduce_bf16",
         "FSDP1 MixedPrecision(param_dtype=bf16, reduce_dtype=bf16)",
         "fsdp1",
@@ -359,8 +370,8 @@ VARIANTS: list[Variant] = [
     ),
     Variant(
         "fsdp2_reshard_int2_w4",
-        "FSDP2 on 4 ranks, reshard_after_forward=2 on the blocks (reshard to 2-rank groups "
-        "after forward; root: default)",
+        "FSDP2 on 4 ranks, reshard_after_forward=2 on the blocks and the root (each resharded "
+        "to 2-rank groups after forward, the root too)",
         "fsdp2",
         4,
         options={"reshard_after_forward": 2},
@@ -711,11 +722,9 @@ def _wrap_fsdp2(model: nn.Module, v: Variant) -> tuple[nn.Module, Meta]:
     blocks = [getattr(model, f"h{i}") for i in range(model.n_layers)]  # type: ignore[arg-type]
     for b in blocks:
         fully_shard(b, **kw)
-    root_kw = dict(kw)
-    raf = kw.get("reshard_after_forward")
-    if isinstance(raf, int) and not isinstance(raf, bool):
-        del root_kw["reshard_after_forward"]  # an int is refused for the root: default (None)
-    fully_shard(model, **root_kw)
+    # the root gets the same reshard_after_forward as the blocks, an int included (PyTorch 2.13
+    # accepts it: _fully_shard.fully_shard -> _fsdp_init._get_post_forward_mesh_info)
+    fully_shard(model, **kw)
     names = _module_names(model)
 
     def units() -> dict[str, Any]:
@@ -751,14 +760,57 @@ def _fsdp2_units(mods: list[nn.Module], names: dict[int, str], ws: int) -> list[
 
 
 # ---- one rank -----------------------------------------------------------------------------------
+def _backend_subclassable() -> bool:
+    """Whether this torch lets Python subclass c10d's Backend (2.14 on; 2.13 has no trampoline)."""
+    try:
+        RecordingBackend.__new__(RecordingBackend)
+        _CBackend.__init__(RecordingBackend.__new__(RecordingBackend), 0, 1)
+    except TypeError:
+        return False
+    return True
+
+
+def _from_scaling_record(path: Path, grad_accum: int) -> list[list[dict[str, Any]]]:
+    """A scaling.record rank file as [setup, step 0, step 1, …] in this tool's entry form."""
+    out: list[list[dict[str, Any]]] = [[]]
+    for line in path.read_text().splitlines():
+        r = json.loads(line)
+        if r["record"] != "collective":
+            continue
+        step = 0 if r["step"] == "setup" else r["step"] + 1
+        while len(out) <= step:
+            out.append([])
+        e = {k: r[k] for k in ("op", "bytes", "dtype")}
+        e |= {"group_size": len(r["group"]), "group": r["group"], "phase": r["phase"]}
+        if "bucket" in r:
+            e["bucket"] = {"index": r["bucket"], "params": r["params"]}
+        if "unit" in r:
+            e["unit"] = r["unit"]
+        if grad_accum > 1 and r["phase"] != "setup":
+            e["micro"] = r["micro"]
+        out[step].append(e)
+    return out
+
+
 def _train(rank: int, v: Variant, port: int, out_dir: str) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
-    dist.Backend.register_backend(BACKEND_NAME, _create_backend, devices=["cpu"])
-    dist.init_process_group(BACKEND_NAME, rank=rank, world_size=v.world_size)
+    # torch < 2.14: no Python c10d backend; the collectives are seen by scaling.record's
+    # dispatch mode instead (same entries, without "issued_by")
+    via_record = not _backend_subclassable()
+    if via_record:
+        dist.init_process_group("gloo", rank=rank, world_size=v.world_size)
+    else:
+        dist.Backend.register_backend(BACKEND_NAME, _create_backend, devices=["cpu"])
+        dist.init_process_group(BACKEND_NAME, rank=rank, world_size=v.world_size)
     torch.manual_seed(0)
     model = GPT(v.dims)
     params = [(n, p.numel()) for n, p in model.named_parameters()]
+    rec = None
+    if via_record:
+        import scaling.record
+
+        rec = scaling.record.start(Path(out_dir, "record"), model=model)
     with _phase("setup"):
         wrapped, meta = {"ddp": _wrap_ddp, "fsdp1": _wrap_fsdp1, "fsdp2": _wrap_fsdp2}[v.strategy](
             model, v
@@ -797,11 +849,20 @@ def _train(rank: int, v: Variant, port: int, out_dir: str) -> None:
             opt.step()
             opt.zero_grad(set_to_none=True)
         steps.append(REC.log)
-    _resolve_groups()
+    if rec is not None:
+        rec.stop()
+        setup, *steps = _from_scaling_record(
+            Path(out_dir, "record", f"rank{rank}.jsonl"), v.grad_accum
+        )
+        steps += [[] for _ in range(v.steps - len(steps))]
+    else:
+        _resolve_groups()
 
     def finish(log: list[dict[str, Any]]) -> list[dict[str, Any]]:
         for e in log:
             b = e["group"]
+            if isinstance(b, list):
+                continue  # already global ranks (scaling.record)
             e["group"] = b.global_ranks if b.global_ranks is not None else list(range(b.group_size))
         return log
 

@@ -24,11 +24,28 @@ from scaling.app.trace_cmd import one_job
     "--step",
     default=None,
     help="Iteration to show: 0 = the first (DDP's single bucket), 'setup' = the DDP "
-    "constructor's collectives; default the steady state (2).",
+    "constructor's collectives, 'all' = every iteration, simulated once; default the steady "
+    "state (2).",
 )
 @click.option("--rank", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option(
     "--format", "fmt", type=click.Choice(["json", "csv"]), default="json", show_default=True
+)
+@click.option(
+    "--compare",
+    "recording",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Compare with a recording (scaling.record's rank<R>.jsonl or its folder): per "
+    "iteration the first difference and a summary; exit 1 on a mismatch. With --step all "
+    "(the default here) every recorded iteration.",
+)
+@click.option(
+    "--name-map",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="YAML/JSON mapping your parameter names to the simulator's (default: the recording's "
+    "named_parameters() paired in order).",
 )
 @set_option
 @user_errors
@@ -38,6 +55,8 @@ def schedule(
     step: str | None,
     rank: int,
     fmt: str,
+    recording: Path | None,
+    name_map: Path | None,
     overrides: tuple[str, ...],
 ) -> None:
     """The ordered collectives one rank issues in one step, to check against a PyTorch job.
@@ -59,6 +78,10 @@ def schedule(
     exp, job = one_job(config, overrides, "schedule")
     if rank >= job.devices:
         fail(f"--rank {rank}: the job has {job.devices} ranks (0-{job.devices - 1})")
+    if recording is not None or step == "all":
+        from scaling.app.schedule_compare import schedule_extra
+
+        schedule_extra(job, recording, name_map, step, rank)
     # iterations 0 and 1 differ from the rest (DDP's first bucket and its rebuild): simulate
     # far enough that the default shows a steady-state iteration
     from scaling.model.strategies.ddp import SETUP_STEP

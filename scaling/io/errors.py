@@ -232,13 +232,7 @@ def parse_yaml(text: str, where: str, what: str = "config") -> tuple[dict[str, A
 
 
 #: Fields that were accepted once and changed nothing, with why they are refused now.
-RETIRED_FIELDS = {
-    "forward_prefetch": (
-        "no such field: the simulated CPU runs ahead of the device, so FSDP already issues every "
-        "forward all-gather as early as limit_all_gathers allows and forward_prefetch would change "
-        "nothing (refused until a CPU-bound regime is modelled)"
-    ),
-}
+RETIRED_FIELDS: dict[str, str] = {}
 
 
 def _expected(err: Mapping[str, Any]) -> str:

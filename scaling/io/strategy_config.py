@@ -89,16 +89,24 @@ class FSDPConfig(StrategyConfig):
     # FSDP1 = FullyShardedDataParallel (padded FlatParameter per unit); fsdp2 = fully_shard
     # (per-parameter dim-0 shards)
     api: Literal["fsdp1", "fsdp2"] = "fsdp1"
-    # FSDP2 fully_shard(reshard_after_forward=…): null = blocks resharded, root kept; true =
-    # every unit resharded (the root too); false = none (ZeRO-2); an int k = each block
-    # resharded over k ranks of its node after forward (backward all-gathers in groups of k)
+    # FSDP2 fully_shard(reshard_after_forward=…) given to every unit: null = blocks resharded,
+    # root kept; true = every unit resharded (the root too); false = none (ZeRO-2); an int k =
+    # every unit, the root too, resharded over k ranks of its node after forward (backward
+    # all-gathers in groups of k)
     reshard_after_forward: bool | PosInt | None = None
+    # FSDP1 forward_prefetch=True: each block's gradient reduction one slot later in backward
+    forward_prefetch: bool = False
 
     @model_validator(mode="after")
     def _fsdp2_options(self) -> FSDPConfig:
         if self.reshard_after_forward is not None and self.api != "fsdp2":
             raise ValueError("reshard_after_forward is FSDP2's fully_shard option: set api: fsdp2")
         ok = (ShardingStrategy.FULL_SHARD, ShardingStrategy.HYBRID_SHARD)
+        if self.forward_prefetch and self.api != "fsdp1":
+            raise ValueError(
+                "forward_prefetch is FullyShardedDataParallel's (api: fsdp1) option; FSDP2 "
+                "prefetches through set_modules_to_forward_prefetch"
+            )
         if self.api == "fsdp2" and self.sharding not in ok:
             raise ValueError(
                 "FSDP2 (fully_shard) shards fully or hybrid (a 2-D mesh); for ZeRO-2 use "
@@ -121,7 +129,8 @@ class FSDPConfig(StrategyConfig):
             self.clip_grad_norm,
             k,
             self.api,
-            raf is True,
+            raf is True or k is not None,
+            self.forward_prefetch,
         )
 
 

@@ -8,8 +8,10 @@ tensor, all-gather the gathered output, reduce-scatter the full input.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
+from scaling.model.comm.ops import Group
 from scaling.model.simulation import Timeline
 
 #: torch dtype names (``str(tensor.dtype)`` without ``torch.``) -> the names used here
@@ -26,7 +28,8 @@ TORCH_DTYPES = {
 def rank_schedule(timeline: Timeline, step: int, rank: int = 0) -> list[dict[str, Any]]:
     """Collectives ``rank`` issued in ``step``, in issue order, one dict each (JSON-ready).
 
-    Keys: ``op``, ``bytes`` (int), ``dtype``, ``group_size``, ``phase``, ``micro_batch``, plus the
+    Keys: ``op``, ``bytes`` (int), ``dtype``, ``group_size``, ``group`` (the global ranks of
+    ``rank``'s process group), ``phase``, ``micro_batch``, plus the
     strategy's own (``bucket`` {index, params} for DDP, ``unit`` for FSDP) and ``label``. Needs a
     timeline recorded with ``trace=True``.
     """
@@ -43,6 +46,7 @@ def rank_schedule(timeline: Timeline, step: int, rank: int = 0) -> list[dict[str
             "bytes": round(r.nbytes),
             "dtype": r.dtype,
             "group_size": r.group.size,
+            "group": group_ranks(r.group, rank, timeline.devices_per_node),
             "phase": r.key.phase,
             "micro_batch": r.key.micro,
             **timeline.details.get(r.key, {}),
@@ -50,3 +54,24 @@ def rank_schedule(timeline: Timeline, step: int, rank: int = 0) -> list[dict[str
         }
         for r in calls
     ]
+
+
+def group_ranks(group: Group, rank: int, devices_per_node: int) -> list[int]:
+    """Global ranks of the communicator of ``group`` that ``rank`` belongs to (its lane).
+
+    A group recorded for rank 0 standing for every identical rank (a node's shard group, a
+    k-rank block of it) is moved to the node and block of ``rank``.
+    """
+    if not group.contains(rank, devices_per_node):
+        node, local = divmod(rank, devices_per_node)
+        width = group.per_node * group.lanes
+        group = replace(
+            group,
+            first_node=(node // group.nodes) * group.nodes,
+            local_base=(local // width) * width + group.local_base % width,
+        )
+    lane = 0
+    if group.lanes > 1:
+        lane = (rank % devices_per_node - group.local_base) // group.per_node
+    one = group.lane(lane) if group.lanes > 1 else group
+    return [int(d) for d in one.devices(devices_per_node)]

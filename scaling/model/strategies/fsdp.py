@@ -26,11 +26,24 @@ Rules, with their source (torch/distributed/fsdp, PyTorch 2.x; Zhao et al., VLDB
   Without it every micro-batch reduce-scatters and the shards accumulate.
 * The root unit's gradient reduction is issued last (its embedding gradient is the last one
   backward produces). ``clip_grad_norm_`` adds one scalar all-reduce before the optimizer.
+* ``forward_prefetch`` (FSDP1): from the second forward on (the forward order is recorded in the
+  first, ``_exec_order_utils``), each unit's pre-forward prefetches the next unit
+  (``_runtime_utils._pre_forward_unshard``). The forward issue order is unchanged (the CPU
+  already runs ahead), but the next unit's unsharded views are then created before this unit's
+  forward, so in backward autograd (ready nodes by decreasing sequence number) reaches the next
+  unit's pre-backward hook before this unit's post-backward hook: each block's post-backward
+  (its BACKWARD_POST prefetch and gradient reduction) is issued after the next unit's
+  pre-backward (its all-gather and BACKWARD_PRE prefetch), one slot later. Recorded from
+  PyTorch 2.13 on 4 blocks (fsdp1_forward_prefetch_4blocks); invisible with 2 blocks.
+* FSDP2 ``reshard_after_forward=k`` (an int) applies to the root as to the blocks when given
+  for both (``_fully_shard.fully_shard`` → ``_get_post_forward_mesh_info``): the root is then
+  resharded to k ranks after forward and gathered again, in groups of k, before its backward.
 """
 
 from __future__ import annotations
 
-from collections.abc import Generator
+import itertools
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import TYPE_CHECKING
@@ -89,8 +102,10 @@ class FSDPSpec(StrategyBase):
             all-gathers run inside groups of k; None = reshard to the whole shard group.
         api: ``fsdp1`` (``FullyShardedDataParallel``: one padded FlatParameter per unit) or
             ``fsdp2`` (``fully_shard``: per-parameter dim-0 shards).
-        reshard_root: FSDP2 ``reshard_after_forward=True`` given for the root too, which is
-            then gathered again before its backward (by default the root is kept).
+        reshard_root: FSDP2 ``reshard_after_forward`` True or an int given for the root too,
+            which is then gathered again before its backward (by default the root is kept).
+        forward_prefetch: FSDP1 ``forward_prefetch=True`` (moves each block's gradient
+            reduction one slot later in backward, from the second forward on).
     """
 
     sharding: ShardingStrategy = ShardingStrategy.FULL_SHARD
@@ -103,6 +118,7 @@ class FSDPSpec(StrategyBase):
     post_forward_shard: int | None = None
     api: str = "fsdp1"
     reshard_root: bool = False
+    forward_prefetch: bool = False
 
     def _check_post_forward(self, job: Job) -> None:
         k, g = self.post_forward_shard, job.system.devices_per_node
@@ -266,11 +282,22 @@ class _Queue:
     """One in-order communication queue (one NCCL communicator) of a rank."""
 
     def __init__(
-        self, env: simpy.Environment, comm: Communicator, expected: int, tag: tuple[int, ...] = ()
+        self,
+        env: simpy.Environment,
+        comm: Communicator,
+        expected: int,
+        issue: Iterator[int],
+        tag: tuple[int, ...] = (),
     ) -> None:
         self.env = env
         self.comm = comm
         self.expected = expected  # simulated ranks in this queue's group
+        # The rank's own issue counter, shared by all its queues: a call's number is its place in
+        # this rank's program order. Every FSDP rank runs the same program, so each member of a
+        # group gives the call the same number whenever it gets there; a counter shared by all
+        # ranks would number it by whichever rank got there first in simulated time (a node
+        # running ahead would put its cross-node all-reduce before this node's reduce-scatter).
+        self.issue = issue
         self.tag = tag  # tells groups apart in rendezvous keys (HSDP: the node)
         self._tail: simpy.Event | None = None
 
@@ -300,7 +327,7 @@ class _Queue:
             nbytes,
             group,
             dtype,
-            self.comm.next_issue(),
+            next(self.issue),
             self.expected if expected is None else expected,
         )
         self.env.process(self._run(call, prev, after, done))
@@ -346,11 +373,12 @@ def _rank_process(
     sharded = spec.sharding is not ShardingStrategy.NO_SHARD
     reshard_fwd = spec.sharding in (ShardingStrategy.FULL_SHARD, ShardingStrategy.HYBRID_SHARD)
     all_ranks = comm.simulated_ranks > 1
+    issue = itertools.count(1)
     if spec.sharding is ShardingStrategy.HYBRID_SHARD:
-        q = _Queue(env, comm, shard.size if all_ranks else 1, (shard.first_node,))
+        q = _Queue(env, comm, shard.size if all_ranks else 1, issue, (shard.first_node,))
     else:
-        q = _Queue(env, comm, comm.simulated_ranks)
-    q_rep = _Queue(env, comm, comm.simulated_ranks) if rep_group is not None else None
+        q = _Queue(env, comm, comm.simulated_ranks, issue)
+    q_rep = _Queue(env, comm, comm.simulated_ranks, issue) if rep_group is not None else None
     n_units = len(work.units)
     limit = spec.limit_all_gathers or n_units + 1
     # backward all-gathers: the shard group, or FSDP2's smaller post-forward group of k ranks
@@ -465,14 +493,19 @@ def _rank_process(
                         tag=bwd_tag,
                     )
 
-            for i, u in enumerate(border):
-                issue_ag(u)  # no-op if prefetched or never resharded
-                nxt = border[i + 1] if i + 1 < len(border) else None
-                if nxt is not None and spec.backward_prefetch is BackwardPrefetch.BACKWARD_PRE:
-                    issue_ag(nxt)
-                if u in bgather:
-                    yield from cs.wait(bgather[u], f"all_gather:unit{u}")
-                yield from cs.run(bwd_cost(u), f"backward:unit{u}", micro=micro)
+            # forward_prefetch acts from the second forward on (see the module docstring)
+            late_post = spec.forward_prefetch and sharded and (step, micro) != (0, 0)
+            deferred: list[int] = []  # blocks whose post-backward waits for the next pre-backward
+
+            def post_backward(
+                u: int,
+                nxt: int | None,
+                step: int = step,
+                micro: int = micro,
+                reduce_now: bool = reduce_now,
+                pending: list[simpy.Event] = pending_grad,
+                issue_ag: Callable[[int], None] = issue_ag,
+            ) -> None:
                 if nxt is not None and spec.backward_prefetch is BackwardPrefetch.BACKWARD_POST:
                     issue_ag(nxt)
                 # The root's gradients are complete only after the embedding's backward, the
@@ -480,7 +513,24 @@ def _rank_process(
                 # runs it in the post-backward hook of the root's flat parameter, which fires
                 # last; torch/distributed/fsdp/_runtime_utils.py ``_post_backward_hook``).
                 if reduce_now and u != 0:
-                    pending_grad.append(reduce_grad(u, step, micro))
+                    pending.append(reduce_grad(u, step, micro))
+
+            for i, u in enumerate(border):
+                issue_ag(u)  # no-op if prefetched or never resharded
+                nxt = border[i + 1] if i + 1 < len(border) else None
+                if nxt is not None and spec.backward_prefetch is BackwardPrefetch.BACKWARD_PRE:
+                    issue_ag(nxt)
+                while deferred:  # the previous block's post-backward, after this pre-backward
+                    post_backward(deferred.pop(), u)
+                if u in bgather:
+                    yield from cs.wait(bgather[u], f"all_gather:unit{u}")
+                yield from cs.run(bwd_cost(u), f"backward:unit{u}", micro=micro)
+                if late_post and u != 0:
+                    deferred.append(u)
+                else:
+                    post_backward(u, nxt)
+            while deferred:
+                post_backward(deferred.pop(), None)
             if reduce_now:
                 pending_grad.append(reduce_grad(0, step, micro))
         for ev in pending_grad:
