@@ -97,8 +97,10 @@ class FlowNetwork:
         self._seq = np.zeros(0, dtype=np.int64)  # start order, for deterministic event order
         self._active = np.zeros(0, dtype=bool)
         self._bundle = np.zeros(0, dtype=np.int64)  # bundle id per slot, -1 = free
-        self._free: list[int] = []
-        self._bundles: dict[int, list] = {}  # id -> [flows left, event]
+        # Free slots as a stack (top = end of the first `_n_free` entries), reused LIFO.
+        self._free = np.zeros(0, dtype=np.int64)
+        self._n_free = 0
+        self._bundles: dict[int, list] = {}  # id -> [flows left, event, its slots in start order]
         self._next_bundle = 0
         self._n_active = 0
         self._next_seq = 0
@@ -229,8 +231,8 @@ class FlowNetwork:
             return event
         bid = self._next_bundle
         self._next_bundle += 1
-        self._bundles[bid] = [n_real, event]
         slots = self._alloc_many(n_real)
+        self._bundles[bid] = [n_real, event, slots]
         self._rem[slots] = size[real]
         self._size[slots] = size[real]
         self._rate[slots] = 0.0  # until the flush re-solves; no time passes before then
@@ -273,14 +275,18 @@ class FlowNetwork:
         self._active = np.concatenate([self._active, np.zeros(grow, dtype=bool)])
         self._bundle = np.concatenate([self._bundle, np.full(grow, -1, dtype=np.int64)])
         # Reversed so that the lowest slot is handed out first (deterministic reuse).
-        self._free[:0] = range(n + grow - 1, n - 1, -1)
+        free = np.zeros(n + grow, dtype=np.int64)  # room for every slot
+        free[:grow] = np.arange(n + grow - 1, n - 1, -1)
+        free[grow : grow + self._n_free] = self._free[: self._n_free]
+        self._free = free
+        self._n_free += grow
 
     def _alloc_many(self, n: int) -> IntArray:
-        if len(self._free) < n:
-            self._grow(max(n - len(self._free), self._rem.size, 16))
-        out = self._free[-n:][::-1]
-        del self._free[-n:]
-        return np.asarray(out, dtype=np.int64)
+        if self._n_free < n:
+            self._grow(max(n - self._n_free, self._rem.size, 16))
+        top = self._n_free
+        self._n_free = top - n
+        return self._free[top - n : top][::-1].copy()
 
     def _on_flush(self, _event: simpy.Event) -> None:
         self._flush_pending = False
@@ -313,15 +319,24 @@ class FlowNetwork:
             # The timer's own flows are finished by definition, whatever the rounding.
             done[self._due] = True
         if done.any():
-            self._complete(np.flatnonzero(done), now)
+            self._complete(done, now)
         if self._dirty:
             self._resolve()
 
-    def _complete(self, slots: IntArray, now: float) -> None:
-        seq = self._seq[slots]
-        if seq.size > 1 and bool((seq[1:] < seq[:-1]).any()):
-            # start order (sequence numbers are unique, so any sort gives this permutation)
-            slots = slots[np.argsort(seq)]
+    def _complete(self, done: npt.NDArray[np.bool_], now: float) -> None:
+        """Retire the flows of the slots marked in ``done`` (a mask over all slots)."""
+        # The finished slots in start order. Most wake-ups finish flows of one bundle, whose
+        # slots are kept in start order: filter those; otherwise sort by sequence number
+        # (unique, so any sort gives the same permutation).
+        slots = np.flatnonzero(done)
+        bundles = self._bundle[slots]
+        first = int(bundles[0])
+        one_bundle = bool((bundles == first).all())
+        if one_bundle:
+            whole = self._bundles[first][2]
+            slots = whole if whole.size == slots.size else whole[done[whole]]
+        else:
+            slots = slots[np.argsort(self._seq[slots])]
         pids = self._pid[slots]
         mults = self._mult[slots]
         rems = self._rem[slots]
@@ -340,9 +355,7 @@ class FlowNetwork:
 
         # Bundles fire in the order their first flow was started (np.unique sorts bundle ids,
         # which are handed out in start order); most wake-ups finish flows of one bundle.
-        bundles = self._bundle[slots]
-        first = int(bundles[0])
-        if bool((bundles == first).all()):
+        if one_bundle:
             done_counts: list[tuple[int, int]] = [(first, int(slots.size))]
         else:
             bids, counts = np.unique(bundles, return_counts=True)
@@ -355,7 +368,10 @@ class FlowNetwork:
                 del self._bundles[bid]
                 finished.append(entry[1])
         self._bundle[slots] = -1
-        self._free.extend(reversed(slots.tolist()))
+        # pushed so that the lowest-started slot is handed out first
+        top = self._n_free
+        self._free[top : top + slots.size] = slots[::-1]
+        self._n_free = top + slots.size
         for event in finished:
             event.succeed(now)
         self._dirty = True
