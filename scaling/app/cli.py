@@ -176,7 +176,6 @@ def run(
     from scaling.app.api import feasibility_errors, run_experiment
     from scaling.io.config import load_experiment
     from scaling.io.files import atomic_write, make_dir
-    from scaling.io.plots import plot_scaling_efficiency
     from scaling.io.results import write_outputs
 
     if n_jobs is not None and replicas == 1 and not uncertainty:
@@ -234,6 +233,8 @@ def run(
             p.say(seed.format_table2(t))
         atomic_write(out / f"{exp.config.report}.csv", lambda f: t.to_csv(f, index=False))
     if not no_plot:
+        from scaling.io.plots import plot_scaling_efficiency  # matplotlib: only when plotting
+
         paths["plot"] = plot_scaling_efficiency(
             res.table, out / "scaling_efficiency.png", f"{exp.config.name}: {exp.config.model_name}"
         )

@@ -28,18 +28,24 @@ import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
-import pandas as pd
 
 from scaling.app.output import Printer, format_option
 from scaling.io.config import DDPConfig, FSDPConfig, TrainingConfig
 from scaling.io.reference import ascend_training, mpt_benchmarks, nccl_busbw
 from scaling.io.topology import load_system
+from scaling.lazy import lazy_module
 from scaling.model.comm.ops import CollectiveOp
 from scaling.model.hardware.system import DeviceSpec, SystemSpec
 from scaling.model.hardware.workload import Checkpointing, TransformerShape, get_preset
 from scaling.model.job import Job, SimSpec, TrainingSpec
+
+if TYPE_CHECKING:
+    import pandas as pd
+else:
+    pd = lazy_module("pandas")
 
 #: Device overrides by system name (the fit tool times candidate constants with these).
 DeviceOverrides = Mapping[str, DeviceSpec]
