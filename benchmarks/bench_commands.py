@@ -48,8 +48,18 @@ def main() -> None:
         ),
         (
             "collective, 1 GiB all-reduce, 4,096 ranks (dgx-a100 x512)",
-            ["scaling", "collective", "--system", "dgx-a100", "--nodes", "512"]
-            + ["--sizes", "1G", "--out", "-"],
+            [
+                "scaling",
+                "collective",
+                "--system",
+                "dgx-a100",
+                "--nodes",
+                "512",
+                "--sizes",
+                "1G",
+                "--out",
+                "-",
+            ],
             0.35,
         ),
         (
@@ -59,8 +69,11 @@ def main() -> None:
         ),
         (
             "explain --vs dgx-a100 mlu370-x8, nodes 1,8,64,256",
-            ["scaling", "explain", "--vs", "dgx-a100", "mlu370-x8", "configs/mlu-vs-gpu.yaml"]
-            + ["--set", "strategies=null", "--nodes", "1,8,64,256", "--out", f"{out}/attr"],
+            [
+                *["scaling", "explain", "--vs", "dgx-a100", "mlu370-x8", "configs/mlu-vs-gpu.yaml"],
+                *["--set", "strategies=null", "--nodes", "1,8,64,256", "--out"],
+                f"{out}/attr",
+            ],
             10.0,
         ),
     ]
@@ -68,8 +81,11 @@ def main() -> None:
         cases.append(
             (
                 "run --uncertainty 64, nodes [1, 512]",
-                [*main_job, "--set", "nodes=[1,512]", "--uncertainty", "64"]
-                + ["--out", f"{out}/unc"],
+                [
+                    *main_job,
+                    *["--set", "nodes=[1,512]", "--uncertainty", "64", "--out"],
+                    f"{out}/unc",
+                ],
                 60.0,
             )
         )

@@ -69,6 +69,4 @@ def line(label: str, t: Timing, target_cpu_s: float | None = None) -> str:
     if target_cpu_s is not None:
         verdict = "met" if t.cpu_s <= target_cpu_s else "NOT met"
         target = f" (target <= {target_cpu_s:g} s CPU, {verdict})"
-    return (
-        f"{label}: {t.cpu_s:.3f} s CPU{target}, {t.wall_s:.3f} s wall, median of {t.repeats}"
-    )
+    return f"{label}: {t.cpu_s:.3f} s CPU{target}, {t.wall_s:.3f} s wall, median of {t.repeats}"
