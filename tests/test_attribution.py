@@ -80,3 +80,53 @@ def test_interconnect_and_library_share_at_256_nodes_gpt3_1p3b() -> None:
     s256 = sum(big.shares()[c] for c in NET)
     print(f"\nGPT-3 1.3B: interconnect + library share 1 node {s1:.1%}, 256 nodes {s256:.1%}")
     assert s256 > s1
+
+
+# --- the plan of explain --vs (model.analysis.attribution_plan) --------------------------------
+
+
+class _FailingMap:
+    """Runs nothing: every call reports the same error line (as a crashed worker would)."""
+
+    def imap_unordered(self, fn, args):
+        for i in range(len(args)):
+            yield i, False, "RuntimeError: boom"
+
+
+class _Bar:
+    def __init__(self) -> None:
+        self.n = 0
+
+    def update(self, n: int = 1) -> None:
+        self.n += n
+
+
+def test_a_failed_hybrid_is_one_error_naming_it() -> None:
+    from scaling.model.analysis.attribution_plan import HybridRunError, attribute_many
+
+    a, b = load_system("dgx-a100").spec, load_system("mlu370-x8").spec
+    with pytest.raises(HybridRunError) as e:
+        attribute_many(_job(1, "gpt3-125m"), a, b, [1], _FailingMap())
+    # the plan runs the largest node count's hybrids first, the empty swap (system A) first
+    assert (
+        str(e.value) == "the hybrid at 1 nodes with none from mlu370-x8 failed: RuntimeError: boom"
+    )
+
+
+def test_the_plan_runs_each_distinct_hybrid_once_and_counts_it() -> None:
+    from scaling.model.analysis.attribution_plan import attribute_many, hybrid_plan
+    from scaling.sweep.executors import SerialExecutor
+
+    job = _job(1, "gpt3-125m")
+    a, b = load_system("dgx-a100").spec, load_system("mlu370-x8").spec
+    run, twins = hybrid_plan(job, a, b, [1, 2])
+    assert len(run) + len(twins) == 2 * 2 ** len(COMPONENTS)
+    assert [n for n, _ in run] == sorted((n for n, _ in run), reverse=True)
+    # a twin differs from the hybrid it stands for only by the memory capacity
+    assert all(s - t == {"memory capacity"} and n == m for (n, s), (m, t) in twins.items())
+    bar = _Bar()
+    with SerialExecutor() as ex:
+        one, two = attribute_many(job, a, b, [1, 2], ex, bar)
+    assert bar.n == len(run)
+    assert (one.nodes, two.nodes) == (1, 2) and one == attribute(job, a, b)
+    assert sum(two.parts.values()) == pytest.approx(two.gap)

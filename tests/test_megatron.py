@@ -213,7 +213,6 @@ def _cfg(strategy: dict[str, Any], **over: Any) -> dict[str, Any]:
         ({"parallelism": {"tensor": 16, "pipeline": 3}}, {"nodes": [1]}, "multiple of 48"),
         ({"sequence_parallel": True}, {}, "sequence_parallel: got true with parallelism.tensor 1"),
         ({"parallelism": {"virtual_stages": 2}}, {}, "expected pipeline >= 2"),
-        ({"parallelism": {"tensor": 2}}, {"simulation": {"compute_jitter_cv": 0.1}}, "jitter"),
     ],
 )
 def test_bad_parallelism_is_one_line_naming_the_field(
@@ -309,7 +308,10 @@ def test_every_rank_simulated_gives_the_representative_result() -> None:
     one = run_job(job)
     every = run_job(replace(job, sim=replace(job.sim, simulate_all_ranks=True)))
     assert every.step_time_s == pytest.approx(one.step_time_s, rel=1e-12)
-    assert every.compute_time_s == pytest.approx(one.compute_time_s, rel=1e-12)
+    # busy time within 1 %: which of a stage's ranks reaches a TP call first at one instant
+    # (and so starts its overlapped GEMM before the call is in flight, without interference)
+    # is an order of SimPy events
+    assert every.compute_time_s == pytest.approx(one.compute_time_s, rel=1e-2)
 
 
 def test_overlapped_grad_reduce_hides_dp_behind_the_last_backward() -> None:
@@ -465,7 +467,7 @@ def test_one_stage_breakdown_and_bytes_count_embedding_and_head() -> None:
             + w.emb_bwd.bytes
             + ((w.head_fwd.bytes + w.head_bwd.bytes) if p == 1 else 0.0)
         )
-        assert w.compute_bytes_per_step == pytest.approx(nbytes + w.optimizer.bytes, rel=1e-9)
+        assert w.step_bytes == pytest.approx(nbytes + w.optimizer.bytes, rel=1e-9)
         if p == 1:
             # one stage, free network: the flush is rank 0's compute, head included
             res = run_job(job, FreeNetwork())

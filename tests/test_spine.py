@@ -23,7 +23,7 @@ from scaling.model.hardware.compute import ComputeModel, MicroBatchCompute, Phas
 from scaling.model.hardware.memory import MemoryBreakdown, ddp_memory
 from scaling.model.job import Job
 from scaling.model.simulation import run_job_detailed
-from scaling.model.strategies.base import Strategy
+from scaling.model.strategies.base import Strategy, StrategyBase, WorkBase
 from scaling.model.strategies.ddp import DDPSpec
 from scaling.model.strategies.fsdp import FSDPSpec
 from scaling.model.strategies.rank import ComputeStream
@@ -36,6 +36,7 @@ FORBIDDEN = {
     "scaling.model": (
         "scaling.io",
         "scaling.sweep",
+        "scaling.plan",
         "scaling.app",
         "scaling.golden",
         "scaling.testing",
@@ -45,8 +46,16 @@ FORBIDDEN = {
         "dask",
         "yaml",
     ),
-    "scaling.io": ("scaling.sweep", "scaling.app", "scaling.golden", "scaling.testing"),
-    "scaling.sweep": ("scaling.app", "scaling.golden", "scaling.testing"),
+    "scaling.io": (
+        "scaling.sweep",
+        "scaling.plan",
+        "scaling.app",
+        "scaling.golden",
+        "scaling.testing",
+    ),
+    "scaling.sweep": ("scaling.plan", "scaling.app", "scaling.golden", "scaling.testing"),
+    # the planner runs candidates on the sweep executors; commands call it
+    "scaling.plan": ("scaling.app", "scaling.golden", "scaling.testing"),
 }
 
 
@@ -99,7 +108,7 @@ def test_layer_check_catches_a_violation() -> None:
 
 
 @dataclass(frozen=True, slots=True)
-class _ToyWork:
+class _ToyWork(WorkBase):
     mb: MicroBatchCompute
     optimizer: PhaseCost
     n_layers: int
@@ -130,7 +139,7 @@ class _ToyWork:
 
 
 @dataclass(frozen=True, slots=True)
-class _AllReduceAtEnd:
+class _AllReduceAtEnd(StrategyBase):
     @property
     def label(self) -> str:
         return "toy-allreduce-at-end"

@@ -174,9 +174,9 @@ def test_chrome_trace_keeps_numbers_finite() -> None:
     ],
 )
 def test_explain_vs_pool_gives_the_serial_numbers(training, nodes, simulated, pool) -> None:
-    from scaling.app.cli import attribute_many, hybrid_plan
     from scaling.io.topology import load_system
     from scaling.model.analysis.attribution import attribute
+    from scaling.model.analysis.attribution_plan import attribute_many, hybrid_plan
     from scaling.sweep.executors import LocalPoolExecutor, SerialExecutor
 
     base = experiment_from_dict(
@@ -230,24 +230,29 @@ def _rec(kind: str, op: str, start: float, end: float, issue: int):
 
 
 def test_a_megatron_wait_links_to_the_collective_of_its_kind_and_op() -> None:
-    """``wait:tp all_reduce`` names the kind (tp, pp, dp) before the op: the arrow goes to
-    the TP all-reduce, not to a DP bucket or PP send that happened to end at the same instant."""
+    """``wait:tp all_reduce`` names the kind (tp, pp, dp) before the op (Megatron's
+    ``wait_target``): the arrow goes to the TP all-reduce, not to a DP bucket or PP send that
+    happened to end at the same instant."""
     from scaling.io.trace import _awaited, _ByEnd
+    from scaling.model.strategies.ddp import DDPSpec
+    from scaling.model.strategies.megatron import MegatronSpec
+
+    meg, ddp = MegatronSpec(2, 2).wait_target, DDPSpec().wait_target
 
     tp = _rec("tp", "all_reduce", 0.2, 1.0, 1)
     dp = _rec("dp", "reduce_scatter", 0.0, 1.0, 2)  # ends with it, issued later
     pp = _rec("pp", "broadcast", 0.5, 1.0, 3)
     early = _rec("tp", "all_reduce", 0.0, 0.1, 0)  # ended before the wait began
     colls = _ByEnd([pp, dp, early, tp])
-    assert _awaited("wait:tp all_reduce", 0.5, 1.0, colls) is tp
-    assert _awaited("wait:dp reduce_scatter", 0.5, 1.0, colls) is dp
+    assert _awaited(meg("wait:tp all_reduce"), 0.5, 1.0, colls) is tp
+    assert _awaited(meg("wait:dp reduce_scatter"), 0.5, 1.0, colls) is dp
     # a PP receive waits on the neighbour's send: no op of that name, the kind decides
-    assert _awaited("wait:pp recv activation", 0.5, 1.0, colls) is pp
-    assert _awaited("wait:tp head", 0.5, 1.0, colls) is tp
+    assert _awaited(meg("wait:pp recv activation"), 0.5, 1.0, colls) is pp
+    assert _awaited(meg("wait:tp head"), 0.5, 1.0, colls) is tp
     # DDP / FSDP names: the op alone (and the last one to end when none has the op)
-    assert _awaited("wait:reduce_scatter", 0.5, 1.0, colls) is dp
-    assert _awaited("wait:all_gather:unit3", 0.5, 1.0, colls) is pp
-    assert _awaited("wait:all_reduce", 0.11, 0.4, colls) is None
+    assert _awaited(ddp("wait:reduce_scatter"), 0.5, 1.0, colls) is dp
+    assert _awaited(ddp("wait:all_gather:unit3"), 0.5, 1.0, colls) is pp
+    assert _awaited(ddp("wait:all_reduce"), 0.11, 0.4, colls) is None
 
 
 def test_overlap_sweep_finds_what_a_scan_finds() -> None:

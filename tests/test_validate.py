@@ -112,6 +112,75 @@ def test_calibration_points_exist_and_are_few() -> None:
         assert len(points) <= len(keys) // 4  # most of the range is held out
 
 
+# ---- the data: studies and figures in CSV, none typed in Python ---------------------------
+
+
+def test_studies_csv_declares_exactly_the_studies_run() -> None:
+    declared = list(v.study_specs())
+    assert declared == [n for names, _ in v.STUDIES for n in names]  # the same, in report order
+    for s in v.study_specs().values():
+        assert s.group in ("collectives", "compute", "end-to-end") and s.metric, s.name
+        assert s.max_mape is None or 0 < s.max_mape < 1, s.name
+
+
+def test_published_figures_are_the_reference_rows() -> None:
+    from scaling.app.validate.data import (
+        FA2_STUDY,
+        MEGATRON_STUDY,
+        fa2_gpt3_measured,
+        nccl_plateaus,
+    )
+    from scaling.io.reference import nccl_busbw, training_scaling
+
+    ref = training_scaling()
+    sc21 = ref[ref.study == MEGATRON_STUDY]
+    assert len(v.MEGATRON_TABLE1) == len(sc21) == 10
+    assert [r[-1] for r in v.MEGATRON_TABLE1] == sc21.value.astype(float).tolist()
+    for row, dp in zip(v.MEGATRON_TABLE1, sc21.DP.astype(int), strict=True):
+        params, heads, hidden, layers, tp, pp, gpus, batch, _ = row
+        assert tp * pp * dp == gpus and hidden % heads == 0 and batch % dp == 0, params
+        # the shape gives the table's parameter count by the paper's eq. (2), P = 12·l·h²·(1 +
+        # 13/(12h) + (V + s)/(12·l·h)), to the table's rounding
+        n = (
+            12
+            * layers
+            * hidden**2
+            * (1 + 13 / (12 * hidden) + (51200 + 2048) / (12 * layers * hidden))
+        )
+        assert n / 1e9 == pytest.approx(params, rel=0.04), params
+    assert fa2_gpt3_measured() == float(ref[ref.study == FA2_STUDY].value.iloc[0]) == 196.0
+    busbw = set(nccl_busbw().busbw_GBps_num.dropna())
+    plateaus = nccl_plateaus()
+    assert len({p.label for p in plateaus}) == len(plateaus) == 5
+    assert all(p.measured in busbw for p in plateaus)
+
+
+def test_a_reference_row_that_does_not_parse_is_one_error(monkeypatch) -> None:
+    from scaling.app.validate import data
+
+    bad = {"study": data.MEGATRON_STUDY, "model": "GPT 1.7B", "TP": "1 (TP x PP)"}
+    monkeypatch.setattr(data, "reference_rows", lambda _: [bad])
+    with pytest.raises(ValueError, match=r"training_scaling.csv: 'GPT 1.7B', TP '1 \(TP x PP\)'"):
+        data.megatron_table1()
+
+
+def test_no_measured_figure_is_a_literal_in_the_validate_package(report: v.Report) -> None:
+    import ast
+
+    import scaling.app.validate as pkg
+
+    measured = {p.measured for s in report.studies for p in s.points}
+    literals = set()
+    for f in Path(pkg.__file__).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(f.read_text())):
+            if isinstance(node, ast.Constant) and type(node.value) in (int, float):
+                literals.add(node.value)
+    # powers of two are node counts and sizes (the 64-node curve, 8 GiB), not figures
+    counts = {2**k for k in range(40)}
+    assert len(measured) > 50 and 196.0 in measured  # the FA2 figure, read from its CSV
+    assert not measured & (literals - counts)
+
+
 # ---- the full report ------------------------------------------------------------------------
 
 

@@ -25,6 +25,7 @@ from scaling.model.hardware.compute import PhaseCost
 from scaling.model.hardware.memory import MemoryBreakdown
 from scaling.model.job import Job
 from scaling.model.simulation import run_job
+from scaling.model.strategies.base import StrategyBase, WorkBase
 from scaling.model.strategies.rank import ComputeStream
 from scaling.model.variability import (
     DegradedNicCostModel,
@@ -45,7 +46,7 @@ class _Free:
 
 
 @dataclass(frozen=True)
-class _SyncWork:
+class _SyncWork(WorkBase):
     """Per step: ``phases`` compute phases of T/phases each, then one all-reduce of every rank
     that the compute waits for (one synchronising collective per step)."""
 
@@ -74,7 +75,7 @@ class _SyncWork:
 
 
 @dataclass(frozen=True)
-class _SyncStrategy:
+class _SyncStrategy(StrategyBase):
     phases: int = 1
 
     @property

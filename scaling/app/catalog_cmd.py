@@ -1,5 +1,6 @@
-"""``scaling schema`` (JSON Schema of the input files, for editor completion) and ``scaling
-examples`` (the bundled experiments and sweeps, runnable by name)."""
+"""The catalog commands: ``scaling schema`` (JSON Schema of the input files, for editor
+completion), ``scaling examples`` (the bundled experiments and sweeps, runnable by name),
+``scaling systems`` (the system catalog) and ``scaling metrics`` (every metric's definition)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from typing import Any
 
 import click
 
-from scaling.app.errors import fail, user_errors
+from scaling.app.exits import fail, user_errors
 from scaling.app.output import Printer, format_option, is_stdout, out_file_option
 
 #: file kind → (pydantic model, what the file is)
@@ -84,3 +85,79 @@ def examples(fmt: str) -> None:
     frame = pd.DataFrame(rows, columns=["name", "kind", "description"])
     cells = (list(frame.columns), frame.values.tolist(), "lll")
     Printer(fmt).table(frame, cells)
+
+
+@click.command()
+@format_option
+@user_errors
+def systems(fmt: str) -> None:
+    """List the system catalog with the confidence of each headline number.
+
+    \b
+    Example: scaling systems --format csv > systems.csv
+    """
+    from scaling.io.topology import available_systems, load_system
+
+    p = Printer(fmt)
+    lines: list[str] = []
+    rows: list[dict[str, Any]] = []
+    for name in available_systems():
+        s = load_system(name)
+        d, n = s.schema.device, s.schema.node
+        peak = d.peak_TFLOPS.get("bf16") or next(iter(d.peak_TFLOPS.values()))
+        rows.append(
+            {
+                "system": name,
+                "description": s.schema.description,
+                "peak_bf16_TFLOPS": peak.value,
+                "peak_confidence": peak.confidence,
+                "mem_GB": d.mem_GB.value,
+                "mem_bw_GBps": d.mem_bw_GBps.value,
+                "devices_per_node": n.devices.value,
+                "device": d.name,
+                "fabric": n.fabric.kind.value,
+                "link_bw_GBps": n.fabric.link_bw_GBps.value,
+                "nics": n.nics.count.value,
+                "nic_rate_Gbps": n.nics.rate_Gbps.value,
+                "power_busy_W": d.power_busy_W.value,
+                "library": s.library.name,
+                "algorithms": ",".join(s.library.algorithms),
+            }
+        )
+        echo = lines.append
+        echo(f"{name}: {s.schema.description}")
+        echo(
+            f"  peak bf16 {peak.value:g} TFLOPS [{peak.confidence}]; memory {d.mem_GB.value:g} GB "
+            f"[{d.mem_GB.confidence}] at {d.mem_bw_GBps.value:g} GB/s [{d.mem_bw_GBps.confidence}]"
+        )
+        echo(
+            f"  node: {n.devices.value} x {d.name}, {n.fabric.kind.value} "
+            f"{n.fabric.link_bw_GBps.value:g} GB/s/dir [{n.fabric.link_bw_GBps.confidence}]; "
+            f"{n.nics.count.value} x {n.nics.rate_Gbps.value:g} Gb/s NICs [{n.nics.count.confidence}]"
+        )
+        echo(
+            f"  power {d.power_busy_W.value:g} W busy [{d.power_busy_W.confidence}]; "
+            f"library {s.library.name} ({', '.join(s.library.algorithms)})"
+        )
+    import pandas as pd
+
+    p.table(pd.DataFrame(rows), text="\n".join(lines))
+
+
+@click.command()
+@format_option
+def metrics(fmt: str) -> None:
+    """Print every metric's name, unit and definition.
+
+    \b
+    Example: scaling metrics --format markdown
+    """
+    import pandas as pd
+
+    from scaling.model.analysis.metrics import METRICS
+
+    text = "\n".join(f"{m.name} [{m.unit}]: {m.definition}" for m in METRICS.values())
+    frame = pd.DataFrame(
+        [{"name": m.name, "unit": m.unit, "definition": m.definition} for m in METRICS.values()]
+    )
+    Printer(fmt).table(frame, (list(frame.columns), frame.values.tolist(), "lll"), text=text)

@@ -1,10 +1,11 @@
 """The ``scaling`` console entry point: ``scaling --help`` and ``scaling --version`` in a
 fraction of a second.
 
-The commands live in :mod:`scaling.app.cli` (whose imports pull in numpy, pandas and pydantic);
-this group loads it only when a command runs or shows its own help. The group's help lists each
-command's first docstring paragraph from :data:`COMMANDS`, a copy that tests/test_ecosystem.py
-checks against the commands themselves.
+The commands are registered in :data:`REGISTRY` (one line each) and live in their own modules,
+whose imports pull in numpy, pandas and pydantic; :mod:`scaling.app.cli` builds the full group
+from the registry, and this group loads it only when a command runs or shows its own help. The
+group's help lists each command's first docstring paragraph from :data:`COMMANDS`, a copy that
+tests/test_ecosystem.py checks against the commands themselves.
 """
 
 from __future__ import annotations
@@ -18,28 +19,96 @@ import click
 
 from scaling._version import __version__
 
-#: every command → the first paragraph of its help (what ``scaling --help`` lists)
-COMMANDS: dict[str, str] = {
-    "baseline": "Golden scaling curves (regression baselines): regenerate them with `update`.",
-    "collective": "nccl-tests-like table for one collective on a system: size, time, algbw, busbw.",
-    "compare": "Compare RESULTS with BASELINE point by point (system, strategy, model, nodes).",
-    "examples": "List the bundled example experiments and sweeps; run one by name.",
-    "explain": "Where each point's step went (compute, exposed communication by collective and "
-    "tier).",
-    "metrics": "Print every metric's name, unit and definition.",
-    "plot": "Plot a results table: RESULTS is a results.parquet/.csv file or a run/sweep folder.",
-    "run": "Run every (system, nodes) point of an experiment CONFIG; print and save the table.",
-    "schedule": "The ordered collectives one rank issues in one step, to check against a "
-    "PyTorch job.",
-    "schema": "Print the JSON Schema of an input file KIND: experiment, sweep, topology or "
-    "library.",
-    "sensitivity": "Which uncertain inputs decide a metric: one-at-a-time elasticities and a "
-    "tornado chart.",
-    "sweep": "Run a parameter sweep SPEC (or a plain experiment: one point) point by point.",
-    "systems": "List the system catalog with the confidence of each headline number.",
-    "trace": "Write one steady-state step as Chrome Trace Event JSON (open it in ui.perfetto.dev).",
-    "validate": "Compare the model with every published measurement the package holds.",
+#: Every command, registered here and nowhere else: name → (the module that defines it, the
+#: command object's name there, the first paragraph of its help). ``scaling --help`` lists the
+#: help copies without importing anything; :mod:`scaling.app.cli` imports each module to build
+#: the full group, and tests/test_ecosystem.py checks each copy against its command. Adding a
+#: command: its module, and one line here.
+REGISTRY: dict[str, tuple[str, str, str]] = {
+    "baseline": (
+        "scaling.app.golden_cmd",
+        "baseline",
+        "Golden scaling curves (regression baselines): regenerate them with `update`.",
+    ),
+    "collective": (
+        "scaling.app.collective_cmd",
+        "collective",
+        "nccl-tests-like table for one collective on a system: size, time, algbw, busbw.",
+    ),
+    "compare": (
+        "scaling.app.golden_cmd",
+        "compare",
+        "Compare RESULTS with BASELINE point by point (system, strategy, model, nodes).",
+    ),
+    "examples": (
+        "scaling.app.catalog_cmd",
+        "examples",
+        "List the bundled example experiments and sweeps; run one by name.",
+    ),
+    "explain": (
+        "scaling.app.explain_cmd",
+        "explain",
+        "Where each point's step went (compute, exposed communication by collective and tier).",
+    ),
+    "metrics": (
+        "scaling.app.catalog_cmd",
+        "metrics",
+        "Print every metric's name, unit and definition.",
+    ),
+    "plan": (
+        "scaling.app.plan_cmd",
+        "plan",
+        "Each system's fastest feasible configurations at each node count of CONFIG.",
+    ),
+    "plot": (
+        "scaling.app.sweep_cmd",
+        "plot",
+        "Plot a results table: RESULTS is a results.parquet/.csv file or a run/sweep folder.",
+    ),
+    "run": (
+        "scaling.app.run_cmd",
+        "run",
+        "Run every (system, nodes) point of an experiment CONFIG; print and save the table.",
+    ),
+    "schedule": (
+        "scaling.app.schedule_cmd",
+        "schedule",
+        "The ordered collectives one rank issues in one step, to check against a PyTorch job.",
+    ),
+    "schema": (
+        "scaling.app.catalog_cmd",
+        "schema",
+        "Print the JSON Schema of an input file KIND: experiment, sweep, topology or library.",
+    ),
+    "sensitivity": (
+        "scaling.app.uncertainty_cmd",
+        "sensitivity",
+        "Which uncertain inputs decide a metric: one-at-a-time elasticities and a tornado chart.",
+    ),
+    "sweep": (
+        "scaling.app.sweep_cmd",
+        "sweep",
+        "Run a parameter sweep SPEC (or a plain experiment: one point) point by point.",
+    ),
+    "systems": (
+        "scaling.app.catalog_cmd",
+        "systems",
+        "List the system catalog with the confidence of each headline number.",
+    ),
+    "trace": (
+        "scaling.app.trace_cmd",
+        "trace",
+        "Write one steady-state step as Chrome Trace Event JSON (open it in ui.perfetto.dev).",
+    ),
+    "validate": (
+        "scaling.app.validate.command",
+        "validate",
+        "Compare the model with every published measurement the package holds.",
+    ),
 }
+
+#: every command → the first paragraph of its help (what ``scaling --help`` lists)
+COMMANDS: dict[str, str] = {name: help for name, (_, _, help) in REGISTRY.items()}
 
 #: where the group's ``-q``/``-v`` are kept (``ctx.meta``): -1 quiet, 0 default, 1 info, 2 debug
 VERBOSITY = "scaling.verbosity"

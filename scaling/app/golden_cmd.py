@@ -12,7 +12,7 @@ from pathlib import Path
 
 import click
 
-from scaling.app.errors import user_errors
+from scaling.app.exits import user_errors
 from scaling.app.output import (
     Printer,
     format_option,

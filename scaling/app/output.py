@@ -58,6 +58,17 @@ def out_file_option(
     )
 
 
+def set_option(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """The repeatable ``--set PATH=VALUE`` config override (parameter ``overrides``)."""
+    return click.option(
+        "--set",
+        "overrides",
+        multiple=True,
+        metavar="PATH=VALUE",
+        help="Override a config field, e.g. --set nodes=[1,8,64] --set training.micro_batch_size=2.",
+    )(fn)
+
+
 def jobs_option(help: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """The ``--jobs/-j N`` option of commands that run simulations on the sweep executors
     (parameter ``n_jobs``; ``None`` = one process per CPU, 1 = in process)."""

@@ -1,6 +1,6 @@
 """``scaling sweep`` and ``scaling plot``: parameter sweeps and the plots of any results table.
 
-The commands are registered on the main group in :mod:`scaling.app.cli`; this module also runs
+The commands are registered in :data:`scaling.app.entry.REGISTRY`; this module also runs
 standalone: ``python -m scaling.app.sweep_cmd sweep SPEC --out DIR``. Bad input exits with
 code 2 and one line (as every ``scaling`` command); a sweep with failed runs exits with 1 and an
 interrupted one with 130, its finished runs saved for ``--resume``.
@@ -15,7 +15,7 @@ from typing import Any
 
 import click
 
-from scaling.app.errors import EXIT_BAD_INPUT, fail, user_errors
+from scaling.app.exits import EXIT_BAD_INPUT, fail, user_errors
 from scaling.app.output import (
     Printer,
     check_out_dir,

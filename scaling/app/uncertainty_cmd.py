@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from scaling.app.errors import fail, user_errors
+from scaling.app.exits import fail, user_errors
 from scaling.app.output import (
     Printer,
     config_argument,

@@ -1,7 +1,8 @@
 """Chrome Trace Event JSON (opens in ui.perfetto.dev and chrome://tracing) of one training step.
 
 A process per rank, a track per stream: ``compute`` (kernel groups and waits on communication)
-and ``comm`` / ``comm:replicate`` (collectives, with bytes, algorithm and group in ``args``).
+and the strategy's communication streams (``Strategy.trace_streams``: ``comm`` /
+``comm:replicate``; collectives, with bytes, algorithm and group in ``args``).
 Times are microseconds from the start of the traced step.
 
 Flow events (``"ph": "s"`` → ``"ph": "f"``, paired by ``id``) draw the arrows:
@@ -25,11 +26,8 @@ from collections import defaultdict
 from typing import Any
 
 from scaling.model.comm.collectives import CollectiveRecord
-from scaling.model.comm.ops import CollectiveOp
 from scaling.model.simulation import Timeline
 
-_OPS = frozenset(op.value for op in CollectiveOp)
-_TIDS = {"compute": 0, "comm": 1, "comm:replicate": 2}
 #: how far inside a slice (µs) a flow event sits, so the viewer binds it to that slice
 _INSIDE_US = 1e-3
 
@@ -69,24 +67,15 @@ class _ByEnd:
         return self.recs[lo:hi]
 
 
-def _wanted(name: str) -> tuple[str, str]:
-    """The parallel kind and op a wait's name ``wait:<op>…`` or ``wait:<kind> <op>…`` names:
-    ``wait:all_gather:unit3`` → ``("", "all_gather")``, Megatron's ``wait:tp all_reduce`` →
-    ``("tp", "all_reduce")``, ``wait:pp recv activation`` → ``("pp", "recv")`` (an op no
-    record has: the kind alone then decides)."""
-    what = name.removeprefix("wait:")
-    kind, sep, rest = what.partition(" ")
-    if not sep or kind in _OPS:
-        kind, rest = "", what
-    return kind, rest.split(":")[0].split(" ")[0]
-
-
-def _awaited(name: str, start_s: float, end_s: float, colls: _ByEnd) -> Any:
-    """The collective a wait span ``[start_s, end_s]`` named ``wait:<op>…`` (Megatron:
-    ``wait:<kind> <op>…``) ended with: of those that ended inside it (to rounding), the last;
-    of the named parallel kind and op if any did (else of the kind, else any)."""
+def _awaited(
+    wanted: tuple[str, str], start_s: float, end_s: float, colls: _ByEnd
+) -> CollectiveRecord | None:
+    """The collective a wait span ``[start_s, end_s]`` waiting for ``wanted`` (the kind and op
+    its strategy reads in the wait's name: ``Strategy.wait_target``) ended with: of those that
+    ended inside it (to rounding), the last; of the named kind and op if any did (else of the
+    kind, else any)."""
     inside = colls.ended_in(start_s, end_s)
-    kind, op = _wanted(name)
+    kind, op = wanted
     if kind:
         inside = [r for r in inside if r.key.kind == kind] or inside
     named = [r for r in inside if r.op.value == op] or inside
@@ -99,6 +88,8 @@ def chrome_trace(timeline: Timeline, step: int, ranks: list[int], meta: dict[str
     collective (see the module docstring)."""
     t0, _ = timeline.step_window(step)
     g = timeline.devices_per_node
+    strategy = timeline.strategy
+    tids = {"compute": 0} | {name: i + 1 for i, name in enumerate(strategy.trace_streams)}
     events: list[dict[str, Any]] = []
     flows: list[dict[str, Any]] = []
     next_id = 0
@@ -135,7 +126,7 @@ def chrome_trace(timeline: Timeline, step: int, ranks: list[int], meta: dict[str
         events.append(
             {"ph": "M", "pid": r, "name": "process_sort_index", "args": {"sort_index": r}}
         )
-        for stream, tid in _TIDS.items():
+        for stream, tid in tids.items():
             events.append(
                 {"ph": "M", "pid": r, "tid": tid, "name": "thread_name", "args": {"name": stream}}
             )
@@ -143,7 +134,7 @@ def chrome_trace(timeline: Timeline, step: int, ranks: list[int], meta: dict[str
         for rec in colls:
             records[id(rec)] = rec
             members[id(rec)][_lane(rec, r, g)].append(r)
-        log = timeline.logs[r if timeline.all_ranks else 0]
+        log = timeline.log_of(r)
         by_end = _ByEnd(colls)
         for sp in log.spans or []:
             if sp.step != step:
@@ -151,7 +142,7 @@ def chrome_trace(timeline: Timeline, step: int, ranks: list[int], meta: dict[str
             ev: dict[str, Any] = {
                 "ph": "X",
                 "pid": r,
-                "tid": _TIDS["compute"],
+                "tid": tids["compute"],
                 "name": sp.name,
                 "cat": "wait" if sp.name.startswith("wait:") else "compute",
                 "ts": us(sp.start_s),
@@ -161,22 +152,22 @@ def chrome_trace(timeline: Timeline, step: int, ranks: list[int], meta: dict[str
             events.append(ev)
             if ev["cat"] != "wait":
                 continue
-            rec = _awaited(sp.name, sp.start_s, sp.end_s, by_end)
-            if rec is None:  # nothing of this rank's ended in it: it waited for other ranks
+            got = _awaited(strategy.wait_target(sp.name), sp.start_s, sp.end_s, by_end)
+            if got is None:  # nothing of this rank's ended in it: it waited for other ranks
                 continue
-            ev["args"]["waits_on"] = rec.key.label or f"{rec.op.value} {rec.key.kind}"
+            ev["args"]["waits_on"] = got.key.label or f"{got.op.value} {got.key.kind}"
             flow(
                 "wait",
                 "waits on",
-                (r, _TIDS[rec.key.stream], inside(us(rec.start_s), us(rec.end_s), True)),
-                (r, _TIDS["compute"], inside(ev["ts"], ev["ts"] + ev["dur"], True)),
+                (r, tids[got.key.stream], inside(us(got.start_s), us(got.end_s), True)),
+                (r, tids["compute"], inside(ev["ts"], ev["ts"] + ev["dur"], True)),
             )
         for rec in colls:
             events.append(
                 {
                     "ph": "X",
                     "pid": r,
-                    "tid": _TIDS[rec.key.stream],
+                    "tid": tids[rec.key.stream],
                     "name": rec.op.value,
                     "cat": "collective",
                     "ts": us(rec.start_s),
@@ -196,7 +187,7 @@ def chrome_trace(timeline: Timeline, step: int, ranks: list[int], meta: dict[str
             )
     for key, lanes in members.items():
         rec = records[key]
-        tid = _TIDS[rec.key.stream]
+        tid = tids[rec.key.stream]
         ts = inside(us(rec.start_s), us(rec.end_s), False)
         for lane_ranks in lanes.values():
             for src, dst in itertools.pairwise(lane_ranks):

@@ -63,7 +63,8 @@ class SimSpec:
             the closed-form cut model and ignores contention.
         variability: slow ranks, degraded NICs, host noise (``model.variability``); None = none.
 
-    Ranks that differ (jitter, slow ranks, host noise) run as one rank ensemble
+    Ranks that differ (jitter, slow ranks, host noise) run as one rank ensemble per
+    representative process (``RankWork.representatives``)
     (``strategies.ensemble``) unless ``simulate_all_ranks`` asks for a process per rank.
     """
 
@@ -99,5 +100,5 @@ class Job:
         """Sequences per optimizer step across the cluster: per data-parallel replica
         ``micro_batch × grad_accum`` (a strategy with model parallelism, e.g. Megatron's
         ``t·p`` ranks per replica, says so by its ``model_parallel``)."""
-        replicas = self.devices // getattr(self.strategy, "model_parallel", 1)
+        replicas = self.devices // self.strategy.model_parallel
         return replicas * self.training.micro_batch * self.training.grad_accum

@@ -4,10 +4,13 @@
 results. The stages: check the job fits (:func:`check_feasible`), price one micro-batch of
 compute, let the strategy plan its ranks' work, set up the SimPy environment with the
 collective runner (flow network, closed form, or a given cost model), run the ranks, then turn
-what was measured into metrics (``analysis.metrics.run_result``). Ranks that nothing
-distinguishes (no compute noise) are simulated once — the collective still spans the whole
-group — which gives the result of simulating every rank (equal up to the rounding of means
-across ranks; a test checks this) at a fraction of the cost.
+what was measured into metrics (``analysis.metrics.run_result``). The work names its
+representative processes (``RankWork.representatives``: rank 0 for DDP/FSDP, one rank per
+pipeline stage for Megatron), each standing for a set of ranks that do the same work; a
+collective still spans its whole group. Without rank noise a representative is each of its
+ranks; with it, its ranks run as one rank ensemble (``strategies.ensemble``). Either gives the
+result of simulating every rank (``simulate_all_ranks``; equal up to the rounding of means
+across ranks without noise, a test checks this for every strategy) at a fraction of the cost.
 """
 
 from __future__ import annotations
@@ -24,13 +27,15 @@ from scaling.model.comm.collectives import (
     CollectiveKey,
     CollectiveRecord,
     Communicator,
+    Runner,
     timed_runner,
 )
 from scaling.model.comm.flowcoll import FlowCollectives
+from scaling.model.comm.ops import CollectiveOp, Group
 from scaling.model.hardware.compute import ComputeModel, MicroBatchCompute, micro_batch_compute
 from scaling.model.hardware.memory import MemoryBreakdown
 from scaling.model.job import InfeasibleJobError, Job
-from scaling.model.strategies.base import RankWork
+from scaling.model.strategies.base import RankWork, Representative, Strategy
 from scaling.model.strategies.ensemble import EnsembleStream
 from scaling.model.strategies.rank import ComputeStream, RankLog
 from scaling.model.variability import (
@@ -59,12 +64,7 @@ def check_feasible(job: Job) -> MemoryBreakdown:
         )
     mem = job.strategy.memory(job)
     if mem.total > dev.mem_bytes:
-        hint = (
-            "try a smaller micro-batch, activation checkpointing, or a sharded strategy (FSDP)"
-            if not hasattr(job.strategy, "model_parallel")
-            else "try activation checkpointing, a larger tensor or pipeline size, "
-            "sequence_parallel or distributed_optimizer"
-        )
+        hint = job.strategy.memory_hint
         raise InfeasibleJobError(
             f"{job.system.name}: {job.shape.name} with {job.strategy.label} on "
             f"{job.devices} devices needs {mem.total / GiB:.1f} GiB per rank "
@@ -78,11 +78,13 @@ class Timeline:
     """What happened in a run, for traces and explanations.
 
     Attributes:
-        logs: per simulated rank (rank id = index), its steps and spans (when traced).
+        logs: per simulated process, its steps and spans (when traced).
         collectives: every collective, with its group and times (s).
         bottleneck: link class that bounded each collective (by record key), where known.
         devices_per_node: to place ranks on nodes.
-        all_ranks: every rank was simulated (else rank 0 stands for all identical ranks).
+        all_ranks: every rank was simulated (else representatives stand for sets of ranks).
+        strategy: the job's strategy (what ``explain`` and traces ask it: dimensions, streams).
+        log_index: per rank, the index in ``logs`` of the process that stands for it.
         details: what the strategy says about each collective (DDP: its bucket's parameters;
             FSDP: its unit), when traced.
     """
@@ -92,7 +94,13 @@ class Timeline:
     bottleneck: dict[CollectiveKey, str]
     devices_per_node: int
     all_ranks: bool
+    strategy: Strategy
+    log_index: tuple[int, ...]
     details: dict[CollectiveKey, dict[str, object]] = field(default_factory=dict)
+
+    def log_of(self, rank: int) -> RankLog:
+        """The log of the process that ran rank ``rank`` (its own, or its representative's)."""
+        return self.logs[self.log_index[rank]]
 
     def step_window(self, step: int) -> tuple[float, float]:
         """Start and end (s) of ``step`` across the simulated ranks."""
@@ -129,9 +137,10 @@ def run_job_detailed(
         job.training.flash_attention,
     )
     work = job.strategy.plan(job, compute, mb)
+    reps = work.representatives(job)
     env = simpy.Environment()
-    pricing, comm = _communicator(env, job, cost_model)
-    logs = _run_ranks(env, job, work, comm, trace)
+    pricing, comm = _communicator(env, job, work, len(reps), cost_model)
+    logs, log_index = _run_ranks(env, job, work, reps, comm, trace)
     steps = _step_records(job, logs)
     measured = _measure(job, steps, comm, pricing, mb, work, mem)
     timeline = Timeline(
@@ -141,7 +150,9 @@ def run_job_detailed(
         if trace
         else {},
         job.system.devices_per_node,
-        len(logs) == job.devices,
+        job.sim.simulate_all_ranks,
+        job.strategy,
+        log_index,
         {r.key: work.describe(r.key) for r in comm.records} if trace else {},
     )
     return run_result(job, measured), timeline
@@ -153,20 +164,19 @@ def _ranks_differ(job: Job) -> bool:
     return job.sim.compute_jitter_cv > 0 or (var is not None and var.per_rank)
 
 
-def _simulated_ranks(job: Job) -> int:
-    """Every rank when asked; else one process: one rank standing for identical ranks, or the
-    rank ensemble of distinct ones (``strategies.ensemble``)."""
-    return job.devices if job.sim.simulate_all_ranks else 1
-
-
 def _communicator(
-    env: simpy.Environment, job: Job, cost_model: CollectiveCostModel | None
+    env: simpy.Environment,
+    job: Job,
+    work: RankWork,
+    n_reps: int,
+    cost_model: CollectiveCostModel | None,
 ) -> tuple[CollectiveCostModel, Communicator]:
     """The collective runner the ranks meet in, and the model that prices a call (for bytes
-    and bottleneck reports)."""
+    and bottleneck reports). Processes: every rank, or the ``n_reps`` representatives."""
     var = job.sim.variability
     lay = _layout(job)
     degraded = var is not None and var.degraded_nics
+    n_sim = job.devices if job.sim.simulate_all_ranks else n_reps
     if cost_model is None and job.sim.network == "flow":
         flows = FlowCollectives(env, job.system, job.nodes, job.sim.seed)
         if degraded:
@@ -174,7 +184,8 @@ def _communicator(
             flows.net = degraded_flow_network(
                 env, flows, lay.degraded, var.degraded_nic_bw_fraction
             )
-        return flows, Communicator(env, flows.start, _simulated_ranks(job))
+        runner = flows.start if work.node_local_calls_contend else _node_local_priced(env, flows)
+        return flows, Communicator(env, runner, n_sim)
     pricing: CollectiveCostModel
     if cost_model is not None:
         pricing = cost_model
@@ -183,7 +194,23 @@ def _communicator(
         pricing = DegradedNicCostModel(job.system, lay.degraded_nodes, var.degraded_nic_bw_fraction)
     else:
         pricing = AnalyticCostModel(job.system)
-    return pricing, Communicator(env, timed_runner(env, pricing), _simulated_ranks(job))
+    return pricing, Communicator(env, timed_runner(env, pricing), n_sim)
+
+
+def _node_local_priced(env: simpy.Environment, flows: FlowCollectives) -> Runner:
+    """The flow network's runner, except that a collective inside one node (one group, no
+    sibling lanes) takes the network's uncontended prediction (``FlowCollectives.cost``) instead
+    of running as flows: for work whose node-local calls share no link with each other or with
+    inter-node traffic (``RankWork.node_local_calls_contend``), the same time at a fraction of
+    the engine's cost."""
+
+    def runner(op: CollectiveOp, nbytes: float, group: Group) -> simpy.Event:
+        if group.nodes == 1 and group.lanes == 1:
+            c = flows.cost(op, nbytes, group)
+            return env.timeout(c.time_s, value=c.algorithm)
+        return flows.start(op, nbytes, group)
+
+    return runner
 
 
 def _layout(job: Job) -> Layout:
@@ -193,35 +220,59 @@ def _layout(job: Job) -> Layout:
 
 
 def _run_ranks(
-    env: simpy.Environment, job: Job, work: RankWork, comm: Communicator, trace: bool
-) -> list[RankLog]:
-    """Start every simulated rank's process (each with its own seeded noise) — or the one rank
-    ensemble of distinct ranks — and run to the end."""
+    env: simpy.Environment,
+    job: Job,
+    work: RankWork,
+    reps: tuple[Representative, ...],
+    comm: Communicator,
+    trace: bool,
+) -> tuple[list[RankLog], tuple[int, ...]]:
+    """Start every simulated process and run to the end; return their logs and, per rank, the
+    index of the log that stands for it. Every rank (``simulate_all_ranks``) each with its own
+    seeded noise; else each representative, as one rank when its ranks are identical, or as
+    the rank ensemble of its distinct ranks (each representative its own random stream)."""
     sim = job.sim
-    n_sim = comm.simulated_ranks
     steps = sim.warmup_steps + sim.steps
     var = sim.variability
     rate, dur = (var.host_noise_rate_per_s, var.host_noise_duration_s) if var else (0.0, 0.0)
     interference = job.system.library.compute_interference
     differ = _ranks_differ(job)
     slowdown = _layout(job).slowdown if differ else None
-    if differ and n_sim == 1:
-        log = RankLog(spans=[] if trace else None)
-        assert slowdown is not None
-        ens = EnsembleStream(
-            env,
-            comm,
-            stream(sim.seed, ENSEMBLE_STREAM),
-            sim.compute_jitter_cv,
-            interference,
-            slowdown,
-            rate,
-            dur,
-            log,
-        )
-        env.process(work.run(env, 0, comm, steps, ens))  # type: ignore[arg-type]
+    if not sim.simulate_all_ranks:
+        logs = [RankLog(spans=[] if trace else None) for _ in reps]
+        index = [0] * job.devices
+        for i, rep in enumerate(reps):
+            for r in rep.members:
+                index[r] = i
+        streams: list[ComputeStream | EnsembleStream]
+        if differ:
+            assert slowdown is not None
+            base = stream(sim.seed, ENSEMBLE_STREAM)
+            rngs = [base] if len(reps) == 1 else base.spawn(len(reps))
+            streams = [
+                EnsembleStream(
+                    env,
+                    comm,
+                    rngs[i],
+                    sim.compute_jitter_cv,
+                    interference,
+                    slowdown[np.asarray(rep.members)],
+                    rate,
+                    dur,
+                    logs[i],
+                )
+                for i, rep in enumerate(reps)
+            ]
+        else:
+            streams = [
+                ComputeStream(env, comm, None, sim.compute_jitter_cv, interference, lg)
+                for lg in logs
+            ]
+        for rep, cs in zip(reps, streams, strict=True):
+            env.process(work.run(env, rep.rank, comm, steps, cs))  # type: ignore[arg-type]
         env.run()
-        return [log]
+        return logs, tuple(index)
+    n_sim = job.devices
     seeds = np.random.SeedSequence(sim.seed).spawn(n_sim)
     logs = [RankLog(spans=[] if trace else None) for _ in range(n_sim)]
     for r in range(n_sim):
@@ -232,11 +283,13 @@ def _run_ranks(
         )
         env.process(work.run(env, r, comm, steps, cs))
     env.run()
-    return logs
+    return logs, tuple(range(n_sim))
 
 
 def _step_records(job: Job, logs: list[RankLog]) -> tuple[StepRecord, ...]:
-    """Per step: wall time (a step ends when its slowest rank ends) and mean compute-busy time."""
+    """Per step: wall time (a step ends when its slowest rank ends) and mean compute-busy time
+    over the simulated processes (the mean over ranks: every representative stands for as many
+    ranks as any other)."""
     ends = np.array([lg.step_end for lg in logs])  # [ranks, steps]
     # iteration 0 starts after the strategy's setup (DDP's constructor broadcasts)
     start = min(lg.step_start[0] for lg in logs)
@@ -260,20 +313,13 @@ def _measure(
 ) -> Measured:
     """Collect what the metrics need: rank 0's communication per measured step, the compute's
     FLOPs and memory traffic per step."""
-    sim, tr = job.sim, job.training
+    sim = job.sim
     # rank 0's collectives (other nodes' HSDP shard groups are their own business)
     dpn = job.system.devices_per_node
     mine = [r for r in comm.records if r.group.contains(0, dpn) and r.key.step >= sim.warmup_steps]
-    ga, n_layers = tr.grad_accum, job.shape.n_layers
     # a model-parallel strategy (Megatron) knows one rank's share of the model's work itself
-    flops = getattr(work, "model_flops_per_device", mb.model_flops * tr.grad_accum)
-    comp_bytes = getattr(work, "compute_bytes_per_step", None)
-    if comp_bytes is None:
-        comp_bytes = (
-            ga * (mb.head_fwd.bytes + mb.head_bwd.bytes)
-            + ga * n_layers * (mb.block_fwd.bytes + mb.block_bwd.bytes)
-            + work.optimizer.bytes
-        )
+    flops = work.model_flops_per_device(job, mb)
+    comp_bytes = work.compute_bytes_per_step(job, mb)
     return Measured(
         steps=steps,
         comm_time_s=sum(r.end_s - r.start_s for r in mine) / sim.steps,

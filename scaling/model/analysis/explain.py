@@ -5,8 +5,9 @@ in). A wait of the compute stream on communication is *exposed* time; it is spli
 collectives in flight during it, equally at each instant (a wait with none in flight — waiting
 for slower ranks to arrive at a collective — counts as ``waiting for other ranks``). The parts add
 up to the rank's step time exactly. Under pipeline parallelism a wait for another stage with
-nothing of this rank in flight is the pipeline bubble, and Megatron's collectives are labelled
-by their parallel dimension (TP, PP, DP: ``exposed_by_parallel``).
+nothing of this rank in flight is the pipeline bubble (the strategy's ``bubble_waits``), and
+collectives are labelled by the parallel dimension the strategy declares for their kind
+(``Strategy.parallel_dims``; Megatron's TP, PP, DP: ``exposed_by_parallel``).
 """
 
 from __future__ import annotations
@@ -36,7 +37,8 @@ class Breakdown:
     #: pipeline parallelism: waits for an activation or gradient from another stage while no
     #: transfer of this rank is in flight (the stage had nothing to do: the bubble), s
     bubble_s: float = 0.0
-    #: exposed seconds by parallel dimension (``TP``, ``PP``, ``DP``) of Megatron's collectives
+    #: exposed seconds by parallel dimension (the strategy's ``parallel_dims``: Megatron's
+    #: ``TP``, ``PP``, ``DP``)
     exposed_by_parallel: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -70,7 +72,7 @@ class Breakdown:
 
 def explain_step(timeline: Timeline, step: int, rank: int = 0) -> Breakdown:
     """Break rank ``rank``'s step ``step`` into parts (requires a traced timeline)."""
-    log = timeline.logs[rank if timeline.all_ranks else 0]
+    log = timeline.log_of(rank)
     if log.spans is None:
         raise ValueError("explain_step needs a timeline recorded with trace=True")
     start, end = log.step_start[step], log.step_end[step]
@@ -79,6 +81,7 @@ def explain_step(timeline: Timeline, step: int, rank: int = 0) -> Breakdown:
         [r for r in timeline.rank_collectives(rank) if r.end_s > start and r.start_s < end]
     )
     covered = 0.0
+    bubble = timeline.strategy.bubble_waits
     for sp in log.spans:
         if sp.step != step:
             continue
@@ -91,15 +94,11 @@ def explain_step(timeline: Timeline, step: int, rank: int = 0) -> Breakdown:
         elif sp.name == "optimizer":
             out.optimizer_s += dur
         elif sp.name.startswith("wait:"):
-            _split_wait(sp.start_s, sp.end_s, colls, timeline, out, sp.name.startswith("wait:pp"))
+            _split_wait(sp.start_s, sp.end_s, colls, timeline, out, sp.name.startswith(bubble))
         else:
             out.other_compute_s += dur
     out.idle_s = max(out.step_s - covered, 0.0)
     return out
-
-
-#: collective kinds of Megatron's parallel dimensions (``strategies.megatron``)
-PARALLEL_KINDS = {"tp": "TP", "pp": "PP", "dp": "DP"}
 
 
 class _Overlaps:
@@ -143,6 +142,7 @@ def _split_wait(
     pipeline_wait: bool = False,
 ) -> None:
     active = colls.during(a, b)
+    dims = tl.strategy.parallel_dims
     cuts = sorted({a, b, *(t for r in active for t in (r.start_s, r.end_s) if a < t < b)})
     for lo, hi in itertools.pairwise(cuts):
         mid = 0.5 * (lo + hi)
@@ -155,7 +155,7 @@ def _split_wait(
             continue
         share = (hi - lo) / len(now)
         for r in now:
-            dim = PARALLEL_KINDS.get(r.key.kind)
+            dim = dims.get(r.key.kind)
             op = f"{dim} {r.op.value}" if dim else r.op.value
             if dim:
                 out.exposed_by_parallel[dim] = out.exposed_by_parallel.get(dim, 0.0) + share

@@ -561,13 +561,16 @@ def compute_breakdown(
 
 
 def step_compute_breakdown(job: Job) -> list[tuple[str, float]]:
-    """A rank's forward + backward device time in one step of ``job``, s, by kind of kernel
-    (:func:`compute_breakdown` of one micro-batch × the micro-batches per step), largest first.
-    The optimizer step is not included (``scaling explain`` shows it as its own part)."""
-    own = getattr(job.strategy, "compute_breakdown", None)
-    if own is not None:  # a model-parallel strategy (Megatron) knows its rank's share
-        result: list[tuple[str, float]] = own(job)
-        return result
+    """A rank's forward + backward device time in one step of ``job``, s, by kind of kernel,
+    largest first: the strategy's answer (``Strategy.compute_breakdown``; a model-parallel
+    strategy knows its rank's share). The optimizer step is not included (``scaling explain``
+    shows it as its own part)."""
+    return job.strategy.compute_breakdown(job)
+
+
+def replica_compute_breakdown(job: Job) -> list[tuple[str, float]]:
+    """:func:`compute_breakdown` of one micro-batch of the whole model × the micro-batches per
+    step, largest first: a rank of a data-parallel strategy (``StrategyBase``'s default)."""
     t = job.training
     cm = ComputeModel(job.system.device, t.dtype, sparse=t.sparsity)
     parts = compute_breakdown(

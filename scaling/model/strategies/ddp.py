@@ -50,6 +50,7 @@ from scaling.model.hardware.compute import (
 )
 from scaling.model.hardware.memory import MemoryBreakdown, ddp_memory
 from scaling.model.hardware.workload import TransformerShape
+from scaling.model.strategies.base import StrategyBase, WorkBase
 from scaling.model.strategies.rank import ComputeStream
 from scaling.units import MiB
 
@@ -85,7 +86,7 @@ class CommHook(StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
-class DDPSpec:
+class DDPSpec(StrategyBase):
     """DDP knobs (names as in ``torch.nn.parallel.DistributedDataParallel``).
 
     Attributes:
@@ -316,7 +317,7 @@ def setup_broadcasts(shape: TransformerShape, param_dtype: str, world: int) -> l
 
 
 @dataclass(frozen=True, slots=True)
-class DDPWork:
+class DDPWork(WorkBase):
     """Everything a DDP rank needs, precomputed once per job (implements ``RankWork``)."""
 
     mb: MicroBatchCompute

@@ -42,6 +42,7 @@ from scaling.model.comm.ops import CollectiveOp, Group
 from scaling.model.hardware.compute import DTYPE_BYTES, ComputeModel, MicroBatchCompute, PhaseCost
 from scaling.model.hardware.memory import MemoryBreakdown, fsdp_memory
 from scaling.model.hardware.workload import TransformerShape
+from scaling.model.strategies.base import StrategyBase, WorkBase
 from scaling.model.strategies.rank import ComputeStream
 
 if TYPE_CHECKING:
@@ -68,7 +69,7 @@ class BackwardPrefetch(StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
-class FSDPSpec:
+class FSDPSpec(StrategyBase):
     """FSDP knobs (names as in ``torch.distributed.fsdp.FullyShardedDataParallel``).
 
     Attributes:
@@ -203,7 +204,7 @@ def unit_padded_elements(shape: TransformerShape, shard: int, api: str) -> list[
 
 
 @dataclass(frozen=True, slots=True)
-class FSDPWork:
+class FSDPWork(WorkBase):
     """Everything an FSDP rank needs, precomputed once per job."""
 
     mb: MicroBatchCompute

@@ -99,6 +99,12 @@ class ComputeStream:
         if self.log.spans is not None and self.env.now > start:
             self.log.spans.append(Span("compute", f"wait:{name}", start, self.env.now, self.step))
 
+    def hold(self, event: simpy.Event) -> Generator[simpy.Event, object, None]:
+        """Block until ``event`` (e.g. the end of the step on every pipeline stage) without
+        recording a wait: the time is idle, not waiting on communication."""
+        if not event.processed:
+            yield event
+
     def begin_step(self, step: int) -> None:
         """Start step ``step``: reset busy time, record the start."""
         self.step = step

@@ -1,0 +1,152 @@
+"""``scaling collective``: an nccl-tests-like table for one collective on a system (the table
+itself: :mod:`scaling.app.collective`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from scaling.app.exits import fail, user_errors
+from scaling.app.output import (
+    Printer,
+    format_option,
+    is_stdout,
+    out_file_option,
+    progress_option,
+    want_progress,
+)
+from scaling.model.comm.ops import ALGORITHMS, CollectiveOp
+
+
+@click.command()
+@click.option(
+    "--system", "system_name", required=True, help="System name (topologies/) or YAML path."
+)
+@click.option(
+    "--nodes", type=click.IntRange(min=1), default=1, show_default=True, help="Nodes in the group."
+)
+@click.option(
+    "--per-node",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Ranks per node (default: all devices).",
+)
+@click.option(
+    "--op",
+    type=click.Choice([o.value for o in CollectiveOp]),
+    default="all_reduce",
+    show_default=True,
+)
+@click.option(
+    "--sizes", default="32K:16G", show_default=True, help="MIN:MAX (x2 steps), or a comma list."
+)
+@click.option(
+    "--factor", type=click.IntRange(min=2), default=2, show_default=True, help="Size step factor."
+)
+@click.option(
+    "--algo",
+    default=None,
+    help=f"Force an algorithm: {', '.join(ALGORITHMS)} (default: the library's tuner; one the "
+    "library does not list needs --what-if).",
+)
+@click.option(
+    "--proto",
+    default=None,
+    help="Force a protocol of the system's library, e.g. LL, LL128 or Simple for NCCL "
+    "(topologies/libraries/*.yaml; default: the library's tuner).",
+)
+@click.option(
+    "--what-if",
+    is_flag=True,
+    help="Allow an --algo the library's profile does not list (a what-if; warns).",
+)
+@click.option(
+    "--max-ranks",
+    type=click.IntRange(min=2),
+    default=None,
+    help="Refuse groups above this many ranks (default: the simulation.max_ranks default).",
+)
+@out_file_option("Write the table as CSV (- = stdout; the text table then goes to stderr).")
+@progress_option
+@format_option
+@user_errors
+def collective(
+    system_name: str,
+    nodes: int,
+    per_node: int | None,
+    op: str,
+    sizes: str,
+    factor: int,
+    algo: str | None,
+    proto: str | None,
+    what_if: bool,
+    max_ranks: int | None,
+    out_file: Path | None,
+    fmt: str,
+    progress: bool | None,
+) -> None:
+    """nccl-tests-like table for one collective on a system: size, time, algbw, busbw.
+
+    \b
+    Example: scaling collective --system dgx-a100 --nodes 8 --sizes 1M:1G --algo ring --out -
+    """
+    from scaling.app.collective import collective_table, format_collective_table, size_range
+    from scaling.io.topology import load_system
+
+    if is_stdout(out_file) and fmt != "table":
+        fail(f"--out - and --format {fmt}: both write to stdout; give one of them")
+    loaded = load_system(system_name)
+    spec = loaded.spec
+    if per_node is not None and per_node > spec.devices_per_node:
+        fail(f"--per-node {per_node}: {spec.name} has {spec.devices_per_node} devices per node")
+    if algo is not None and algo not in ALGORITHMS:
+        fail(f"--algo {algo!r}: expected one of {', '.join(ALGORITHMS)}")
+    if algo is not None and algo not in spec.library.algorithms:
+        have = ", ".join(spec.library.algorithms)
+        if not what_if:
+            fail(
+                f"--algo {algo}: got an algorithm {spec.library.name} does not have; expected "
+                f"one of {have} (add --what-if to run it anyway as a what-if)"
+            )
+        click.echo(
+            f"warning: --what-if: {spec.library.name} has no {algo} (has {have}); the table "
+            "is a what-if, not what the library runs",
+            err=True,
+        )
+    from scaling.io.config import DEFAULT_MAX_RANKS, run_size_error
+
+    too_big = run_size_error(
+        nodes, per_node or spec.devices_per_node, max_ranks or DEFAULT_MAX_RANKS, "--max-ranks"
+    )
+    if too_big:
+        fail(f"--nodes {nodes}: got {too_big}")
+    table = collective_table(
+        spec,
+        nodes,
+        CollectiveOp(op),
+        size_range(sizes, factor),
+        algo,
+        proto,
+        per_node,
+        progress=want_progress(progress),
+    )
+    ranks = int(table.ranks.iloc[0])
+    p = Printer(fmt, stdout_taken=is_stdout(out_file))
+    p.say(
+        f"# {op} on {spec.name}: {nodes} node(s) x {per_node or spec.devices_per_node} = {ranks} ranks, "
+        f"library {spec.library.name}"
+    )
+    p.table(table, text=format_collective_table(table))
+    if is_stdout(out_file):
+        click.echo(table.to_csv(index=False), nl=False)
+    elif out_file is not None:
+        # written in place, not by rename: --out may be a device (/dev/stdout)
+        try:
+            out_file.parent.mkdir(parents=True, exist_ok=True)
+            table.to_csv(out_file, index=False)
+        except OSError as e:
+            from scaling.io.files import write_error
+
+            raise write_error(out_file, e) from None
+        p.say(f"wrote {out_file}")

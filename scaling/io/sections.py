@@ -1,0 +1,202 @@
+"""The run sections of an experiment config: training, simulation, variability, failures,
+economics and a model described field by field; each turns into its model-layer spec."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, model_serializer, model_validator
+
+from scaling.io.fields import NonNegFloat, NonNegInt, PosFloat, PosInt, Strict
+from scaling.model.analysis.goodput import FailureSpec
+from scaling.model.hardware.workload import Checkpointing, Norm, TransformerShape
+from scaling.model.job import SimSpec, TrainingSpec
+from scaling.model.variability import VariabilitySpec
+
+#: Default limits of one run, checked before anything is built (:meth:`LoadedExperiment.
+#: check_size`): ranks (nodes x devices per node) and simulated micro-batches per rank
+#: ((steps + warmup_steps) x grad_accum_steps). A 32,768-rank flow network takes ~0.4 GiB and
+#: ~20 s to build and run one collective on; the limits sit above every bundled config and
+#: benchmark. Raise them with ``simulation.max_ranks`` / ``simulation.max_micro_batches``.
+DEFAULT_MAX_RANKS = 65_536
+DEFAULT_MAX_MICRO_BATCHES = 10_000
+
+
+class TrainingConfig(Strict):
+    """Per-rank batch and numerics. Weak scaling: the per-rank batch is fixed as nodes grow."""
+
+    seq_len: PosInt = 2048
+    micro_batch_size: PosInt = 1
+    grad_accum_steps: PosInt = 1
+    dtype: Literal["bf16", "fp16", "fp32", "tf32", "fp8"] = "bf16"
+    activation_checkpointing: Checkpointing = Checkpointing.NONE
+    flash_attention: bool = True
+    token_budget: PosFloat | None = None  # default: 20 tokens per parameter
+    sparsity: bool = False  # weight GEMMs on the structured-sparsity engine (device's speed-up)
+    # Dtype the parameters (and so their gradients and Adam states) are held in. fp32 with
+    # dtype bf16 is PyTorch AMP (torch.autocast): what most users run, and what DDP all-reduces.
+    param_dtype: Literal["fp32", "bf16", "fp16"] = "fp32"
+
+    def to_spec(self) -> TrainingSpec:
+        """The model-layer training spec."""
+        return TrainingSpec(
+            self.micro_batch_size,
+            self.grad_accum_steps,
+            self.seq_len,
+            self.dtype,
+            self.activation_checkpointing,
+            self.flash_attention,
+            self.token_budget,
+            self.sparsity,
+            self.param_dtype,
+        )
+
+
+class SimulationConfig(Strict):
+    """How long to simulate and with which seed."""
+
+    steps: PosInt = 2
+    # DDP differs in iterations 0 (one bucket) and 1 (bucket rebuild): steady state from 2 on
+    warmup_steps: NonNegInt = 2
+    seed: Annotated[int, Field(ge=0, lt=2**63)] = 0  # numpy seeds are 64-bit here
+    compute_jitter_cv: Annotated[float, Field(ge=0, lt=1)] = 0.0
+    network: Literal["flow", "analytic"] = "flow"
+    # size limits of one run, checked before it is built (LoadedExperiment.check_size)
+    max_ranks: PosInt = DEFAULT_MAX_RANKS
+    max_micro_batches: PosInt = DEFAULT_MAX_MICRO_BATCHES
+
+    @model_serializer(mode="wrap")
+    def _omit_default_limits(self, handler: Any) -> Any:
+        # limits decide whether a run is refused, never its result: left out of dumps at their
+        # defaults so that config hashes and run keys stay what they were before they existed
+        d = handler(self)
+        if isinstance(d, dict):
+            for k, default in (
+                ("max_ranks", DEFAULT_MAX_RANKS),
+                ("max_micro_batches", DEFAULT_MAX_MICRO_BATCHES),
+            ):
+                if d.get(k) == default:
+                    d.pop(k, None)
+        return d
+
+    def to_spec(self) -> SimSpec:
+        """The model-layer simulation spec."""
+        return SimSpec(
+            self.steps, self.warmup_steps, self.seed, self.compute_jitter_cv, network=self.network
+        )
+
+
+class VariabilityConfig(Strict):
+    """Persistent and external variability across ranks (``scaling.model.variability``). A
+    fraction and its size come together: one without the other would change nothing."""
+
+    slow_rank_fraction: Annotated[float, Field(ge=0, lt=1)] = 0.0
+    slow_rank_slowdown: Annotated[float, Field(ge=1)] = 1.0  # factor on a slow rank's compute
+    degraded_nic_fraction: Annotated[float, Field(ge=0, le=1)] = 0.0
+    degraded_nic_bw_fraction: Annotated[float, Field(gt=0, le=1)] = 1.0  # of the nominal rate
+    host_noise_rate_per_s: NonNegFloat = 0.0  # interruptions per compute-s
+    host_noise_duration_us: NonNegFloat = 0.0  # length of one interruption
+
+    @model_validator(mode="after")
+    def _pairs(self) -> VariabilityConfig:
+        for a, b, none_b in (
+            ("slow_rank_fraction", "slow_rank_slowdown", 1.0),
+            ("degraded_nic_fraction", "degraded_nic_bw_fraction", 1.0),
+            ("host_noise_rate_per_s", "host_noise_duration_us", 0.0),
+        ):
+            if (getattr(self, a) > 0) != (getattr(self, b) != none_b):
+                raise ValueError(f"{a} and {b} given together (one alone changes nothing)")
+        return self
+
+    def to_spec(self) -> VariabilitySpec:
+        """The model-layer variability spec (microseconds to seconds)."""
+        return VariabilitySpec(
+            self.slow_rank_fraction,
+            self.slow_rank_slowdown,
+            self.degraded_nic_fraction,
+            self.degraded_nic_bw_fraction,
+            self.host_noise_rate_per_s,
+            self.host_noise_duration_us * 1e-6,
+        )
+
+
+class FailuresConfig(Strict):
+    """Failures and recovery (``scaling.model.analysis.goodput``): goodput, time to train."""
+
+    mtbf_per_device_h: PosFloat
+    checkpoint_write_s: NonNegFloat = 0.0
+    restart_s: NonNegFloat = 0.0
+    # null = Young's optimum sqrt(2 · write · job MTBF); needs a write cost to be defined
+    checkpoint_interval_min: PosFloat | None = None
+
+    @model_validator(mode="after")
+    def _interval_defined(self) -> FailuresConfig:
+        if self.checkpoint_interval_min is None and self.checkpoint_write_s == 0:
+            raise ValueError(
+                "checkpoint_interval_min or a checkpoint_write_s > 0 (Young's optimal interval "
+                "sqrt(2 · write · MTBF) is 0 for free checkpoints)"
+            )
+        return self
+
+    def to_spec(self) -> FailureSpec:
+        """The model-layer failure spec (hours/minutes to seconds)."""
+        return FailureSpec(
+            self.mtbf_per_device_h,
+            self.checkpoint_write_s,
+            self.restart_s,
+            self.checkpoint_interval_min,
+        )
+
+
+class EconomicsConfig(Strict):
+    """Per-system overrides of the catalog's price and power assumptions (for cost/energy)."""
+
+    price_per_hour_USD: PosFloat | None = None
+    power_idle_W: NonNegFloat | None = None
+    power_busy_W: PosFloat | None = None
+    node_power_overhead_W: NonNegFloat | None = None
+
+
+class ModelConfig(Strict):
+    """A decoder-only transformer described field by field; its parameter tensors are those
+    ``torch.nn`` registers for the equivalent module (see ``TransformerShape.param_tensors``)."""
+
+    name: Annotated[str, Field(min_length=1, max_length=100)] = "custom"
+    vocab: PosInt
+    hidden: PosInt
+    layers: PosInt
+    heads: PosInt
+    kv_heads: PosInt | None = None  # grouped-query attention; default: heads (MHA)
+    ffn: PosInt | None = None  # MLP inner width; default 4·hidden
+    max_positions: NonNegInt = 0  # learned position table rows; 0 = none (rotary)
+    tied_embeddings: bool = True  # output layer reuses wte (no lm_head tensor)
+    bias: bool = True  # nn.Linear (incl. an untied lm_head) and LayerNorm biases
+    norm: Norm = Norm.LAYERNORM
+    gated_mlp: bool = False  # SwiGLU-style MLP: fc_in holds two ffn-wide projections
+    head_bias: bool | None = None  # untied lm_head's bias; null = follow `bias` (nn.Linear)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ModelConfig:
+        if self.hidden % self.heads:
+            raise ValueError(f"hidden ({self.hidden}) divisible by heads ({self.heads})")
+        if self.kv_heads is not None and self.heads % self.kv_heads:
+            raise ValueError(f"heads ({self.heads}) divisible by kv_heads ({self.kv_heads})")
+        return self
+
+    def to_shape(self) -> TransformerShape:
+        """The model shape this mapping describes."""
+        return TransformerShape(
+            self.name,
+            self.layers,
+            self.hidden,
+            self.heads,
+            self.ffn or 4 * self.hidden,
+            self.vocab,
+            self.max_positions,
+            self.kv_heads or self.heads,
+            gated_mlp=self.gated_mlp,
+            bias=self.bias,
+            tied_embeddings=self.tied_embeddings,
+            norm=self.norm,
+            head_bias=self.head_bias,
+        )

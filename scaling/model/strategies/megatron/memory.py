@@ -1,0 +1,118 @@
+"""Peak memory of a Megatron rank (Korthikanti et al. 2022; Megatron-LM
+``docs/source/distrib_optimizer.md``)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from scaling.model.hardware.compute import DTYPE_BYTES
+from scaling.model.hardware.memory import MemoryBreakdown
+from scaling.model.hardware.workload import Checkpointing, TransformerShape
+
+if TYPE_CHECKING:
+    from scaling.model.job import Job
+    from scaling.model.strategies.megatron.spec import MegatronSpec
+
+#: Bytes per parameter Megatron's Adam keeps beyond the model weights and gradients under mixed
+#: precision: fp32 master weight + two fp32 moments (``docs/source/distrib_optimizer.md``).
+MASTER_AND_MOMENTS_BYTES = 12.0
+#: Adam's two moments alone (an fp32 model is its own master copy).
+MOMENTS_BYTES = 8.0
+
+
+def layer_activation_bytes(
+    shape: TransformerShape,
+    b: int,
+    s: int,
+    t: int,
+    sp: bool,
+    checkpointing: Checkpointing,
+    flash: bool,
+) -> float:
+    """Activation bytes one block stores for one micro-batch on one TP rank (16-bit activations).
+
+    Korthikanti et al. 2022, Table 2: no recompute ``sbh(10 + 24/t + 5as/(ht))``; with sequence
+    parallelism ``sbh/t · (34 + 5as/h)``; selective recompute drops the ``5as/h`` attention
+    term; full recompute keeps the block input, ``2sbh`` (``/t`` with sequence parallelism).
+    A fused (flash) attention kernel never stores the ``a·s²`` tensors either.
+    """
+    sbh, a, h = float(s * b * shape.hidden), shape.n_heads, shape.hidden
+    if checkpointing is Checkpointing.FULL:
+        return 2.0 * sbh / (t if sp else 1)
+    attn = 0.0 if (flash or checkpointing is Checkpointing.SELECTIVE) else 5.0 * a * s / h
+    if sp:
+        return sbh / t * (34.0 + attn)
+    return sbh * (10.0 + 24.0 / t + attn / t)
+
+
+def in_flight_micro_batches(p: int, v: int, m: int, stage: int) -> float:
+    """Micro-batches whose activations stage ``stage`` holds at its peak (in units of the stage's
+    layers): 1F1B ``min(p − stage, m)`` (SC'21 §2.2.1); interleaved (Korthikanti et al. §4.2.3)
+    ``× (1 + (p − 1)/(p·v))`` on the first stage."""
+    base = float(min(p - stage, m))
+    if v > 1:
+        base *= 1.0 + (p - 1) / (p * v)
+    return base
+
+
+def megatron_memory(job: Job, spec: MegatronSpec) -> MemoryBreakdown:
+    """Peak memory of one Megatron rank, bytes: weights, gradients and optimizer states of the
+    rank's ``1/t`` of its stage's layers (plus the embedding on the first and the output layer
+    on the last stage), activations of the schedule's in-flight micro-batches; the larger of the
+    first and last stage."""
+    shape, tr = job.shape, job.training
+    t, p, v = spec.tensor, spec.pipeline, spec.virtual_stages
+    d = max(spec.data_parallel(job.devices), 1)
+    e = DTYPE_BYTES[tr.dtype]
+    g = DTYPE_BYTES[tr.param_dtype]
+    state = MASTER_AND_MOMENTS_BYTES if e < 4 else MOMENTS_BYTES
+    if spec.distributed_optimizer:
+        state /= d
+    per_layer = layer_activation_bytes(
+        shape,
+        tr.micro_batch,
+        tr.seq_len,
+        t,
+        spec.sequence_parallel,
+        tr.checkpointing,
+        tr.flash_attention,
+    )
+    layers = shape.n_layers // p
+    sbh = float(tr.seq_len * tr.micro_batch * shape.hidden)
+    best: MemoryBreakdown | None = None
+    for stage in {0, p - 1}:
+        n = layers * shape.layer_params() / t
+        if stage == 0:
+            n += shape.embedding_params() / t
+        if stage == p - 1:
+            n += (shape.head_params() + (shape.embedding_params() if p > 1 else 0)) / t
+        in_flight = in_flight_micro_batches(p, v, tr.grad_accum, stage)
+        acts = layers * per_layer * in_flight
+        if tr.checkpointing is Checkpointing.FULL:
+            # one block's working set while it is recomputed
+            acts += layer_activation_bytes(
+                shape,
+                tr.micro_batch,
+                tr.seq_len,
+                t,
+                spec.sequence_parallel,
+                Checkpointing.NONE,
+                tr.flash_attention,
+            )
+        if stage == 0:
+            acts += in_flight * sbh * e  # embedding output (dropout input), Korthikanti §4.3
+        if stage == p - 1:
+            # 16-bit logits and their fp32 copy for the vocabulary-parallel loss
+            acts += tr.seq_len * tr.micro_batch * shape.vocab / t * (e + 4.0)
+        mem = MemoryBreakdown(
+            weights=n * (e if e < 4 else 4),
+            gradients=n * g,
+            optimizer=n * state,
+            activations=acts,
+            comm_buffers=0.0,
+            reserved=job.system.device.reserved_mem_bytes,
+        )
+        if best is None or mem.total > best.total:
+            best = mem
+    assert best is not None
+    return best

@@ -1,0 +1,168 @@
+"""One TP rank's kernels of a block, the embedding and the output layer, and the segments
+between the block's TP communication points (Megatron-LM ``megatron/core/tensor_parallel/
+layers.py``; Korthikanti et al. 2022 for sequence parallelism)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from scaling.model.hardware.compute import (
+    ComputeModel,
+    FlashShape,
+    GemmShape,
+    Op,
+    PhaseCost,
+)
+from scaling.model.hardware.workload import Checkpointing, TransformerShape
+
+
+def _mm(name: str, m: int, k: int, n: int, e: int, bias: bool = False) -> Op:
+    g = GemmShape(m, k, n)
+    nbytes = float(e * (m * k + k * n + m * n))
+    return Op(name, 2.0 * m * k * n, nbytes, True, gemm=g, bias=bias)
+
+
+def tp_block_ops(
+    shape: TransformerShape, b: int, s: int, e: int, flash: bool, t: int, sp: bool
+) -> tuple[list[Op], list[Op]]:
+    """One TP rank's kernels of one block's forward, split at the two TP communication points:
+    (attention half: norm, QKV, attention, projection; MLP half: residual, norm, MLP in,
+    activation, MLP out, residual). GEMMs are ``1/t`` along the split dimension; element-wise
+    ops see all tokens, or ``1/t`` of them with sequence parallelism."""
+    tok = b * s
+    h, f, kv = shape.hidden, shape.ffn_hidden, shape.kv_dim
+    tl = tok // t if sp else tok
+    n_in = 2 if shape.gated_mlp else 1
+    attn_flops = 4.0 * tok * s * h / t
+    first = [
+        Op("residual2", float(tl * h), 3.0 * e * tl * h, False),  # the previous block's
+        Op("ln1", 5.0 * tl * h, 2.0 * e * tl * h, False),
+        _mm("qkv", tok, h, (h + 2 * kv) // t, e, shape.bias),
+    ]
+    if flash:
+        first.append(
+            Op(
+                "attention",
+                attn_flops,
+                float(e * tok * (2 * h + 2 * kv) / t),
+                True,
+                flash=FlashShape(s, causal=True),
+            )
+        )
+    else:
+        bh, dh = b * shape.n_heads // t, shape.head_dim
+        scores = float(bh * s * s)
+        drop = (2.0 * e + 1.0) * scores
+        first += [
+            Op(
+                "attn.scores",
+                attn_flops / 2,
+                e * tok * (h + kv) / t + e * scores,
+                True,
+                gemm=GemmShape(s, dh, s, bh),
+            ),
+            Op(
+                "attn.softmax", 5.0 * scores, 2.0 * e * scores, False, backward_bytes=3 * e * scores
+            ),
+            Op("attn.dropout", scores, drop, False, backward_bytes=drop),
+            Op(
+                "attn.av",
+                attn_flops / 2,
+                e * scores + e * tok * (kv + h) / t,
+                True,
+                gemm=GemmShape(s, s, dh, bh),
+            ),
+        ]
+    first.append(_mm("proj", tok, h // t, h, e, shape.bias))
+    second = [
+        Op("residual1", float(tl * h), 3.0 * e * tl * h, False),
+        Op("ln2", 5.0 * tl * h, 2.0 * e * tl * h, False),
+        _mm("fc_in", tok, h, n_in * f // t, e, shape.bias),
+        Op("act", 8.0 * tok * f / t, float(e * tok * (n_in + 1) * f / t), False),
+        _mm("fc_out", tok, f // t, h, e, shape.bias),
+    ]
+    return first, second
+
+
+def tp_head_ops(
+    shape: TransformerShape, b: int, s: int, e: int, t: int, sp: bool
+) -> tuple[list[Op], list[Op]]:
+    """(first stage: vocabulary-parallel embedding; last stage: final norm, the ``1/t`` logits
+    GEMM and the vocabulary-parallel cross-entropy, ``megatron/core/tensor_parallel/
+    cross_entropy.py``)."""
+    tok = b * s
+    h, vt = shape.hidden, shape.vocab // t
+    tl = tok // t if sp else tok
+    tv = float(tok * vt)
+    emb = [Op("embedding", float(tok * h), 2.0 * e * tok * h, False)]
+    head = [
+        Op("ln_f", 5.0 * tl * h, 2.0 * e * tl * h, False),
+        _mm("logits", tok, h, vt, e),
+        Op("cross_entropy", 5.0 * tv, tv * (e + 12.0), False, backward_bytes=tv * (e + 20.0)),
+    ]
+    return emb, head
+
+
+def phase_cost(cm: ComputeModel, kernels: list[Op]) -> PhaseCost:
+    """Kernels issued back to back (``ComputeModel.cost``'s rule, for any list of kernels)."""
+    time = sum(cm.op_time(k) for k in kernels)
+    return PhaseCost(
+        max(time, len(kernels) * cm.device.host_launch_s),
+        sum(k.flops for k in kernels),
+        sum(k.bytes for k in kernels),
+        len(kernels),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class BlockCost:
+    """One TP rank's block, in the segments between its TP communication points (PhaseCosts).
+
+    Forward: ``f1`` → comm → ``f2`` → comm. Backward: ``b2`` → comm ∥ ``b2w`` (wgrad of MLP in)
+    → ``b1`` → comm ∥ ``b1w`` (wgrad of QKV) → ``b0`` (first norm). ``recompute``: full
+    activation checkpointing re-runs the forward (and its communication) before the backward;
+    ``extra_bwd``: selective recompute's attention core, added to ``b1``.
+    """
+
+    f1: PhaseCost
+    f2: PhaseCost
+    b2: PhaseCost
+    b2w: PhaseCost
+    b1: PhaseCost
+    b1w: PhaseCost
+    b0: PhaseCost
+    recompute: bool
+
+
+def block_cost(
+    cm: ComputeModel,
+    shape: TransformerShape,
+    b: int,
+    s: int,
+    t: int,
+    sp: bool,
+    checkpointing: Checkpointing,
+    flash: bool,
+) -> BlockCost:
+    """Segments of one block on one TP rank (see :class:`BlockCost`)."""
+    first, second = tp_block_ops(shape, b, s, cm.dtype_bytes, flash, t, sp)
+    bk1 = cm.kernels(first, backward=True)
+    bk2 = cm.kernels(second, backward=True)
+    b2w = [k for k in bk2 if k.name.startswith("fc_in.") and k.name != "fc_in.dgrad"]
+    b2 = [k for k in bk2 if k not in b2w]
+    b1w = [k for k in bk1 if k.name.startswith("qkv.") and k.name != "qkv.dgrad"]
+    b0 = [k for k in bk1 if k.name in ("ln1", "residual2")]
+    b1 = [k for k in bk1 if k not in b1w and k not in b0]
+    extra: list[Op] = []
+    if checkpointing is Checkpointing.SELECTIVE:
+        extra = [op for op in first if op.name.startswith("attn.")]
+    return BlockCost(
+        phase_cost(cm, first),
+        phase_cost(cm, second),
+        phase_cost(cm, b2),
+        phase_cost(cm, b2w),
+        phase_cost(cm, b1 + extra),
+        phase_cost(cm, b1w),
+        phase_cost(cm, b0),
+        checkpointing is Checkpointing.FULL,
+    )

@@ -1,0 +1,74 @@
+"""Where Megatron's ranks sit: coordinates → devices, and the groups their collectives run on."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from scaling.model.comm.ops import Group
+
+if TYPE_CHECKING:
+    from scaling.model.strategies.megatron.spec import MegatronSpec
+
+
+def rank_of(spec: MegatronSpec, d: int, tp: int, pp: int, dp: int) -> int:
+    """Global rank (= device) of coordinates (tp, pp, dp) under ``spec.order``."""
+    t, p = spec.tensor, spec.pipeline
+    if spec.order == "tp-dp-pp":
+        return tp + t * (dp + d * pp)
+    return tp + t * (pp + p * dp)
+
+
+def group_of(
+    devices: list[int], lanes: int, dpn: int, nodes: int, slot: int | None = None
+) -> Group:
+    """A :class:`Group` over ``devices`` (one lane) with ``lanes`` sibling lanes: as many nodes
+    and ranks per node as they span (the same number on each: the config refuses placements
+    that straddle nodes unevenly, ``MegatronSpec.placement_error``). A set strided over nodes (a DP
+    group under ``tp-pp-dp``) is priced as consecutive nodes with the same shape, the offsets'
+    groups kept on disjoint blocks of nodes as the real ones are; strided local devices as
+    consecutive ones. ``slot``: the group's index among the groups (each with its lanes) that
+    share its nodes; its stand-in then takes local devices ``slot·per_node·lanes`` on, so that
+    the stand-ins of groups that are disjoint (the stages' DP groups) are disjoint too."""
+    node_ids = sorted({x // dpn for x in devices})
+    n = len(node_ids)
+    per_node = len(devices) // n
+    counts = {i: 0 for i in node_ids}
+    for x in devices:
+        counts[x // dpn] += 1
+    assert n * per_node == len(devices) and set(counts.values()) == {per_node}, (
+        f"ranks {devices[:4]}… straddle nodes of {dpn} unevenly ({sorted(counts.values())})"
+    )
+    first = node_ids[0]
+    stride = node_ids[1] - node_ids[0] if n > 1 else 1
+    if stride > 1:
+        # nodes first, first + stride, …: the groups of the stride's offsets are disjoint, and so
+        # are their consecutive stand-ins, block by block
+        first = (first % stride) * n
+    first = min(first, nodes - n)
+    local = min(x % dpn for x in devices if x // dpn == node_ids[0])
+    if slot is not None:
+        local = slot * per_node * lanes
+    if local + per_node > dpn:
+        local = dpn - per_node
+    lanes = max(1, min(lanes, (dpn - local) // per_node))
+    return Group(len(node_ids), per_node, first, local, lanes)
+
+
+def p2p_group(a: int, b: int, lanes: int, dpn: int) -> Group:
+    """The group a point-to-point send from device ``a`` to ``b`` runs on (as a two-rank
+    broadcast): two neighbouring nodes, one rank each and ``lanes`` rails side by side, when it
+    leaves the node; inside a node the pair of neighbours that straddles the boundary between the
+    two devices' blocks (the same links a real send crosses between them)."""
+    na, nb = a // dpn, b // dpn
+    if na != nb:
+        return Group(2, 1, min(na, nb), a % dpn, max(1, min(lanes, dpn - a % dpn)))
+    lo = max(a % dpn, b % dpn)
+    return Group(1, 2, na, lo - 1, 1)
+
+
+def stage_of(spec: MegatronSpec, d: int, rank: int) -> int:
+    """The pipeline stage of global rank ``rank`` under ``spec.order`` (``d`` replicas)."""
+    t, p = spec.tensor, spec.pipeline
+    if spec.order == "tp-dp-pp":
+        return rank // (t * d)
+    return (rank // t) % p
