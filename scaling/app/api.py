@@ -16,16 +16,20 @@ import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any
 
 from scaling.io.config import LoadedExperiment, as_experiment
 from scaling.io.errors import ConfigError
 from scaling.io.results import add_scaling_efficiency, job_identity
+from scaling.lazy import lazy_module
 from scaling.model.analysis.metrics import RunResult
 from scaling.model.job import InfeasibleJobError, Job
 from scaling.model.simulation import check_feasible, run_job
+
+if TYPE_CHECKING:
+    import pandas as pd
+else:
+    pd = lazy_module("pandas")  # tables only: simulate() and sweep workers skip its import
 
 #: overrides: ``PATH=VALUE`` strings (as ``--set``) or a mapping of paths to Python values
 Overrides = Iterable[str] | Mapping[str, Any] | None

@@ -156,7 +156,6 @@ def run(
     from scaling.app.api import feasibility_errors, run_experiment
     from scaling.io.config import load_experiment
     from scaling.io.files import atomic_write, make_dir, results_lock
-    from scaling.io.plots import plot_headline
     from scaling.io.results import write_outputs
     from scaling.sweep.budget import check_budget, describe, parse_budget
 
@@ -214,6 +213,8 @@ def run(
             p.say(seed.format_table2(t))
         atomic_write(out / f"{exp.config.report}.csv", lambda f: t.to_csv(f, index=False))
     if not no_plot:
+        from scaling.io.plots import plot_headline  # matplotlib: only when plotting
+
         paths["plot"] = plot_headline(
             res.table, out / "scaling_efficiency.png", f"{exp.config.name}: {exp.config.model_name}"
         )

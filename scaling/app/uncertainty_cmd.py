@@ -6,10 +6,9 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-import pandas as pd
 
 from scaling.app.exits import fail, user_errors
 from scaling.app.output import (
@@ -19,6 +18,12 @@ from scaling.app.output import (
     progress_bar,
     want_progress,
 )
+from scaling.lazy import lazy_module
+
+if TYPE_CHECKING:
+    import pandas as pd
+else:
+    pd = lazy_module("pandas")
 
 
 def option_given(param: str) -> bool:

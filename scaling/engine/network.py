@@ -97,8 +97,10 @@ class FlowNetwork:
         self._seq = np.zeros(0, dtype=np.int64)  # start order, for deterministic event order
         self._active = np.zeros(0, dtype=bool)
         self._bundle = np.zeros(0, dtype=np.int64)  # bundle id per slot, -1 = free
-        self._free: list[int] = []
-        self._bundles: dict[int, list] = {}  # id -> [flows left, event]
+        # Free slots as a stack (top = end of the first `_n_free` entries), reused LIFO.
+        self._free = np.zeros(0, dtype=np.int64)
+        self._n_free = 0
+        self._bundles: dict[int, list] = {}  # id -> [flows left, event, its slots in start order]
         self._next_bundle = 0
         self._n_active = 0
         self._next_seq = 0
@@ -112,6 +114,12 @@ class FlowNetwork:
         self._link_idx = np.zeros(0, dtype=np.int64)
         self._link_rate = np.zeros(0)
         self._link_bytes = np.zeros(cap.size)
+        # The active set's signature kept up to date as flows start and finish, so a re-solve
+        # reads it off instead of sorting the active slots (np.unique) each time: per
+        # registered path, the flows it carries (multiplicity summed over active slots), and
+        # its per-flow rate at the last re-solve. Indexed by path id; grown as paths register.
+        self._path_mult = np.zeros(0, dtype=np.int64)
+        self._path_rate = np.zeros(0)
 
         self.resolves = 0
         """Flow-set changes that left >= 1 active flow (each asks the solver for rates)."""
@@ -223,8 +231,8 @@ class FlowNetwork:
             return event
         bid = self._next_bundle
         self._next_bundle += 1
-        self._bundles[bid] = [n_real, event]
         slots = self._alloc_many(n_real)
+        self._bundles[bid] = [n_real, event, slots]
         self._rem[slots] = size[real]
         self._size[slots] = size[real]
         self._rate[slots] = 0.0  # until the flush re-solves; no time passes before then
@@ -235,6 +243,12 @@ class FlowNetwork:
         self._active[slots] = True
         self._bundle[slots] = bid
         self._n_active += n_real
+        n_paths = self.solver.n_paths
+        if self._path_mult.size < n_paths:
+            grow = max(n_paths, 2 * self._path_mult.size) - self._path_mult.size
+            self._path_mult = np.concatenate([self._path_mult, np.zeros(grow, dtype=np.int64)])
+            self._path_rate = np.concatenate([self._path_rate, np.zeros(grow)])
+        np.add.at(self._path_mult, self._pid[slots], self._mult[slots])
         self._dirty = True
         self._schedule_flush()
         return event
@@ -261,14 +275,18 @@ class FlowNetwork:
         self._active = np.concatenate([self._active, np.zeros(grow, dtype=bool)])
         self._bundle = np.concatenate([self._bundle, np.full(grow, -1, dtype=np.int64)])
         # Reversed so that the lowest slot is handed out first (deterministic reuse).
-        self._free[:0] = range(n + grow - 1, n - 1, -1)
+        free = np.zeros(n + grow, dtype=np.int64)  # room for every slot
+        free[:grow] = np.arange(n + grow - 1, n - 1, -1)
+        free[grow : grow + self._n_free] = self._free[: self._n_free]
+        self._free = free
+        self._n_free += grow
 
     def _alloc_many(self, n: int) -> IntArray:
-        if len(self._free) < n:
-            self._grow(max(n - len(self._free), self._rem.size, 16))
-        out = self._free[-n:][::-1]
-        del self._free[-n:]
-        return np.asarray(out, dtype=np.int64)
+        if self._n_free < n:
+            self._grow(max(n - self._n_free, self._rem.size, 16))
+        top = self._n_free
+        self._n_free = top - n
+        return self._free[top - n : top][::-1].copy()
 
     def _on_flush(self, _event: simpy.Event) -> None:
         self._flush_pending = False
@@ -286,8 +304,9 @@ class FlowNetwork:
         now = float(self.env.now)
         dt = now - self._last_t
         if dt > 0.0 and self._n_active:
-            act = self._active
-            self._rem[act] -= self._rate[act] * dt
+            # over every slot: a free or not yet solved slot has rate 0 and keeps its bytes,
+            # and this is cheaper than selecting the active ones (same arithmetic per slot)
+            self._rem -= self._rate * dt
             self._link_bytes[self._link_idx] += self._link_rate * dt
         self._last_t = now
 
@@ -300,12 +319,24 @@ class FlowNetwork:
             # The timer's own flows are finished by definition, whatever the rounding.
             done[self._due] = True
         if done.any():
-            self._complete(np.flatnonzero(done), now)
+            self._complete(done, now)
         if self._dirty:
             self._resolve()
 
-    def _complete(self, slots: IntArray, now: float) -> None:
-        slots = slots[np.argsort(self._seq[slots], kind="stable")]
+    def _complete(self, done: npt.NDArray[np.bool_], now: float) -> None:
+        """Retire the flows of the slots marked in ``done`` (a mask over all slots)."""
+        # The finished slots in start order. Most wake-ups finish flows of one bundle, whose
+        # slots are kept in start order: filter those; otherwise sort by sequence number
+        # (unique, so any sort gives the same permutation).
+        slots = np.flatnonzero(done)
+        bundles = self._bundle[slots]
+        first = int(bundles[0])
+        one_bundle = bool((bundles == first).all())
+        if one_bundle:
+            whole = self._bundles[first][2]
+            slots = whole if whole.size == slots.size else whole[done[whole]]
+        else:
+            slots = slots[np.argsort(self._seq[slots])]
         pids = self._pid[slots]
         mults = self._mult[slots]
         rems = self._rem[slots]
@@ -318,21 +349,29 @@ class FlowNetwork:
         self._rate[slots] = 0.0
         self._rem[slots] = 0.0
         self._n_active -= int(slots.size)
+        np.subtract.at(self._path_mult, pids, mults)
         self.transfers_completed += int(slots.size)
         self.flows_completed += int(mults.sum())
 
         # Bundles fire in the order their first flow was started (np.unique sorts bundle ids,
-        # which are handed out in start order).
-        bids, counts = np.unique(self._bundle[slots], return_counts=True)
+        # which are handed out in start order); most wake-ups finish flows of one bundle.
+        if one_bundle:
+            done_counts: list[tuple[int, int]] = [(first, int(slots.size))]
+        else:
+            bids, counts = np.unique(bundles, return_counts=True)
+            done_counts = list(zip(bids.tolist(), counts.tolist(), strict=True))
         finished: list[simpy.Event] = []
-        for bid, cnt in zip(bids.tolist(), counts.tolist(), strict=True):
+        for bid, cnt in done_counts:
             entry = self._bundles[bid]
             entry[0] -= cnt
             if entry[0] == 0:
                 del self._bundles[bid]
                 finished.append(entry[1])
         self._bundle[slots] = -1
-        self._free.extend(reversed(slots.tolist()))
+        # pushed so that the lowest-started slot is handed out first
+        top = self._n_free
+        self._free[top : top + slots.size] = slots[::-1]
+        self._n_free = top + slots.size
         for event in finished:
             event.succeed(now)
         self._dirty = True
@@ -346,12 +385,13 @@ class FlowNetwork:
             self._link_idx = np.zeros(0, dtype=np.int64)
             self._link_rate = np.zeros(0)
             return
-        act = np.flatnonzero(self._active)
-        pids, inv = np.unique(self._pid[act], return_inverse=True)
-        mults = np.bincount(inv, weights=self._mult[act]).astype(np.int64)
-        sol = self.solver.solve_arrays(pids, mults)
+        # the signature: active path ids in increasing order and their flow counts
+        pids = np.flatnonzero(self._path_mult != 0)  # on a bool mask: ~4x faster than on ints
+        sol = self.solver.solve_arrays(pids, self._path_mult[pids])
         self.resolves += 1
-        rate = sol.rates[inv]
+        self._path_rate[pids] = sol.rates
+        act = np.flatnonzero(self._active)
+        rate = self._path_rate[self._pid[act]]
         self._rate[act] = rate
         self._link_idx = sol.link_idx
         self._link_rate = sol.link_rate

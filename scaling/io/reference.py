@@ -6,8 +6,14 @@ from __future__ import annotations
 import csv
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pandas as pd
+from scaling.lazy import lazy_module
+
+if TYPE_CHECKING:
+    import pandas as pd
+else:
+    pd = lazy_module("pandas")
 
 REFERENCE_DIR = Path(__file__).resolve().parents[1] / "data" / "reference"
 

@@ -6,14 +6,19 @@ import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
 import yaml
 
 from scaling.io.errors import ConfigError
+from scaling.lazy import lazy_module
 from scaling.model.analysis.metrics import RunResult, scaling_efficiency
 from scaling.model.job import Job
+
+if TYPE_CHECKING:
+    import pandas as pd
+else:
+    pd = lazy_module("pandas")  # imported when a table is first built
 
 #: Bookkeeping columns of results tables: ``scaling run`` writes the experiment's
 #: ``config_hash`` on each row; ``scaling sweep`` keys each run by its ``run_key`` and adds its

@@ -6,8 +6,7 @@ TP x PP, the MPT H100 rows on 2-8 nodes, Ascend 910B rows for information)."""
 from __future__ import annotations
 
 import dataclasses
-
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from scaling.app.validate.data import (
     DeviceOverrides,
@@ -21,9 +20,15 @@ from scaling.app.validate.report import Point, StudyResult
 from scaling.io.config import DDPConfig, FSDPConfig, TrainingConfig
 from scaling.io.reference import ascend_training, mpt_benchmarks
 from scaling.io.topology import load_system
+from scaling.lazy import lazy_module
 from scaling.model.hardware.system import SystemSpec
 from scaling.model.hardware.workload import Checkpointing, TransformerShape, get_preset
 from scaling.model.job import Job, SimSpec, TrainingSpec
+
+if TYPE_CHECKING:
+    import pandas as pd
+else:
+    pd = lazy_module("pandas")
 
 #: MPT shapes as benchmarked, by model (scaling/data/validation/mpt_shapes.csv, from
 #: mosaicml/llm-foundry scripts/train/yamls/pretrain/mpt-*.yaml): layers, width, heads,

@@ -39,7 +39,9 @@ leaves follows the topology's ``scale_out.ecmp``:
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import overload
 
 import numpy as np
 
@@ -63,6 +65,53 @@ class Link:
         return "/".join(map(str, self.key))
 
 
+class _Links(Sequence[Link]):
+    """The cluster's links by id, each :class:`Link` made when asked for (a 4,096-node cluster
+    has ~200k links; routing needs keys and capacities, not objects)."""
+
+    __slots__ = ("_caps", "_cls", "_keys")
+
+    def __init__(
+        self, keys: list[tuple[object, ...]], caps: list[float], cls: list[LinkClass]
+    ) -> None:
+        self._keys, self._caps, self._cls = keys, caps, cls
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    @overload
+    def __getitem__(self, i: int) -> Link: ...
+    @overload
+    def __getitem__(self, i: slice) -> list[Link]: ...
+    def __getitem__(self, i: int | slice) -> Link | list[Link]:
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        return Link(self._keys[i], self._caps[i], self._cls[i])
+
+
+@dataclass(slots=True)
+class _Structure:
+    """A cluster graph without its numbers: link keys in build order, their ids, and routes
+    per ECMP salt. Shared by every :class:`ClusterNetwork` of the same structure in a process
+    (uncertainty samples, seeds and strategies change capacities only)."""
+
+    keys: list[tuple[object, ...]]
+    index: dict[tuple[object, ...], int]
+    routes: dict[int | None, dict[tuple[int, int], tuple[tuple[int, ...], ...]]] = field(
+        default_factory=dict
+    )
+
+
+#: structures by :meth:`ClusterNetwork.structure_key`, oldest evicted first
+_STRUCTURES: dict[tuple[object, ...], _Structure] = {}
+_MAX_STRUCTURES = 8
+
+
+def clear_structure_cache() -> None:
+    """Forget every cached cluster structure (the next :class:`ClusterNetwork` builds afresh)."""
+    _STRUCTURES.clear()
+
+
 def _ecmp(a: int, b: int, n: int, salt: int = 0) -> int:
     """Deterministic ECMP choice among ``n`` next hops for a (source, destination) pair; the
     salt (the run seed) picks one of many equally plausible hash functions."""
@@ -74,7 +123,13 @@ def _ecmp(a: int, b: int, n: int, salt: int = 0) -> int:
 
 
 class ClusterNetwork:
-    """Links and routes of ``nodes`` nodes of ``system``."""
+    """Links and routes of ``nodes`` nodes of ``system``.
+
+    The graph's structure (link keys, ids, routes) is cached per :meth:`structure_key` within
+    the process; each instance computes its own capacities by running the build, and reuses
+    the cached structure only if the build produced exactly the cached link keys in the same
+    order (:attr:`reused`), so a structure can never be reused for a different graph.
+    """
 
     def __init__(self, system: SystemSpec, nodes: int, seed: int = 0) -> None:
         """``seed``: the run seed, the salt of the ``hash`` ECMP (unused with ``ideal``)."""
@@ -85,7 +140,10 @@ class ClusterNetwork:
         self.ideal_ecmp = system.scale_out.ecmp == "ideal"
         self.nodes = nodes
         self.g = system.devices_per_node
-        self.links: list[Link] = []
+        self._keys: list[tuple[object, ...]] = []
+        self._caps: list[float] = []
+        self._cls: list[LinkClass] = []
+        self.links: Sequence[Link] = _Links(self._keys, self._caps, self._cls)
         self._index: dict[tuple, int] = {}
         lib = self._lib = system.library.bw_efficiency
         fab, nic = system.fabric, system.nics
@@ -99,15 +157,50 @@ class ClusterNetwork:
         self._nic_behind_switch = fabric_of(fab.kind).grouped
         self._nics_of = [self.nics_of(d) for d in range(self.g)]
         self._build()
+        self._share_structure()
 
     # ---- construction ------------------------------------------------------------------
     def _add(self, key: tuple, raw_bw: float, cls: LinkClass, hw_eff: float | None = None) -> int:
         """Add a link of ``raw_bw`` × hardware efficiency (default: the class's) × library's."""
-        idx = len(self.links)
+        idx = len(self._keys)
         eff = self._eff[cls] if hw_eff is None else hw_eff * self._lib[cls]
-        self.links.append(Link(key, raw_bw * eff, cls))
-        self._index[key] = idx
+        self._keys.append(key)
+        self._caps.append(raw_bw * eff)
+        self._cls.append(cls)
         return idx
+
+    def structure_key(self) -> tuple[object, ...]:
+        """Every input the graph's links and routes depend on other than capacities: nodes,
+        devices per node, fabric kind and group size, NIC count, the leaf-spine shape and its
+        ECMP mode. (The run seed salts routes only; they are cached per seed.)"""
+        s = self.system
+        so = s.scale_out
+        return (
+            self.nodes,
+            self.g,
+            s.fabric.kind,
+            s.fabric.group_size,
+            s.nics.count,
+            so.nodes_per_leaf,
+            so.oversubscription,
+            so.rail_optimized,
+            so.ecmp,
+        )
+
+    def _share_structure(self) -> None:
+        """Take the cached structure if this build's link keys are exactly its keys, else
+        index the links and cache this structure (:attr:`reused` says which)."""
+        key = self.structure_key()
+        hit = _STRUCTURES.get(key)
+        self.reused = hit is not None and hit.keys == self._keys
+        if hit is None or not self.reused:
+            if len(_STRUCTURES) >= _MAX_STRUCTURES:
+                del _STRUCTURES[next(iter(_STRUCTURES))]
+            hit = _STRUCTURES[key] = _Structure(
+                self._keys, {k: i for i, k in enumerate(self._keys)}
+            )
+        self._index = hit.index
+        self._routes = hit.routes.setdefault(None if self.ideal_ecmp else self.seed, {})
 
     def _build(self) -> None:
         s, fab, g = self.system, self.system.fabric, self.g
@@ -308,4 +401,4 @@ class ClusterNetwork:
     # ---- arrays for the flow engine ----------------------------------------------------
     def capacity(self) -> np.ndarray:
         """Achievable capacity per link, bytes/s."""
-        return np.array([lk.capacity_Bps for lk in self.links])
+        return np.array(self._caps)

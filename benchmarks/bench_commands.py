@@ -1,0 +1,111 @@
+"""Whole-command speed where users wait (issue 29), in CPU seconds (prints figures; asserts
+nothing). Each figure is a fresh ``python -m scaling`` process, start-up included, its CPU read
+from ``RUSAGE_CHILDREN`` (worker processes of ``-j`` included); median of 3.
+
+Targets (issue 29, CPU seconds on the project's 2-core machine):
+
+* ``scaling run`` of one point of the main job: <= 0.5 s;
+* ``scaling collective``, 1 GiB all-reduce at 4,096 ranks (512 DGX A100 nodes): <= 0.35 s
+  (ASTRA-sim needs ~20 s CPU quiet);
+* ``scaling schedule`` GPT-3 175B FSDP at 512 GPUs: <= 3 s;
+* ``scaling explain --vs`` (README's command): <= 10 s;
+* ``--long``: 64-sample uncertainty of ``configs/mlu-vs-gpu.yaml`` at nodes [1, 512]: <= 60 s
+  (several minutes per repeat today).
+
+    python benchmarks/bench_commands.py           # the short ones
+    python benchmarks/bench_commands.py --long    # and the uncertainty run
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+
+from timing import line, measure, measure_command
+
+
+def main() -> None:
+    out = tempfile.mkdtemp(prefix="bench-commands-")
+    main_job = ["scaling", "run", "configs/mlu-vs-gpu.yaml", "--no-plot", "--force"]
+    cases: list[tuple[str, list[str], float | None]] = [
+        (
+            "import scaling.app.api",
+            [sys.executable, "-c", "import scaling.app.api"],
+            None,
+        ),
+        (
+            "run, one point (mlu370-x8, 8 nodes, DDP and FSDP)",
+            [
+                *main_job,
+                "--set",
+                "systems=[mlu370-x8]",
+                "--set",
+                "nodes=[8]",
+                "--out",
+                f"{out}/one",
+            ],
+            0.5,
+        ),
+        (
+            "collective, 1 GiB all-reduce, 4,096 ranks (dgx-a100 x512)",
+            [
+                "scaling",
+                "collective",
+                "--system",
+                "dgx-a100",
+                "--nodes",
+                "512",
+                "--sizes",
+                "1G",
+                "--out",
+                "-",
+            ],
+            0.35,
+        ),
+        (
+            "schedule, GPT-3 175B FSDP, 512 GPUs",
+            ["scaling", "schedule", "configs/fsdp-gpt3-175b.yaml", "--out", f"{out}/s.json"],
+            3.0,
+        ),
+        (
+            "explain --vs dgx-a100 mlu370-x8, nodes 1,8,64,256",
+            [
+                *["scaling", "explain", "--vs", "dgx-a100", "mlu370-x8", "configs/mlu-vs-gpu.yaml"],
+                *["--set", "strategies=null", "--nodes", "1,8,64,256", "--out"],
+                f"{out}/attr",
+            ],
+            10.0,
+        ),
+    ]
+    if "--long" in sys.argv[1:]:
+        cases.append(
+            (
+                "run --uncertainty 64, nodes [1, 512]",
+                [
+                    *main_job,
+                    *["--set", "nodes=[1,512]", "--uncertainty", "64", "--out"],
+                    f"{out}/unc",
+                ],
+                60.0,
+            )
+        )
+    print("whole processes, start-up included; CPU = user + system of the process and workers")
+    for label, args, target in cases:
+        t = measure_command(args)
+        print(line(label, t, target), flush=True)
+    # for scale: the same simulations without start-up, in this process
+    from scaling.app.api import simulate
+
+    cfg = {
+        "model": "gpt3-1.3b",
+        "systems": ["mlu370-x8"],
+        "nodes": [1024],
+        "strategy": {"kind": "ddp"},
+        "training": {"micro_batch_size": 4},
+        "simulation": {"steps": 1, "warmup_steps": 0},
+    }
+    print(line("in process: DDP 1.3B step, 1,024 MLU nodes", measure(lambda: simulate(cfg))))
+
+
+if __name__ == "__main__":
+    main()
