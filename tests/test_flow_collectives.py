@@ -199,19 +199,7 @@ def test_oversubscribed_fat_tree_lowers_inter_node_busbw() -> None:
     assert ring_thin > 0.5 * ring_full
 
 
-#: Issue 24 made CNCL's tree nominal (cncl.h, CNCL 1.25). On the MLU370-X8's bridge-group node the
-#: tree's flows share the PCIe legs to the NICs with its intra-node chain; under max-min fairness
-#: faster NICs let the inter-node flows take more of those legs and the chain's slowest flow gets
-#: slower (2 nodes, 1 GB: 57 -> 77 ms). A pipelined tree runs at its bottleneck rate in NCCL, not
-#: as independent flows: a model defect for the collectives' owner, kept visible here (strict).
-_TREE_ON_PCIE = pytest.mark.xfail(
-    strict=True, reason="max-min flows of a pipelined tree on a PCIe/NIC-shared node (issue 24)"
-)
-
-
-@pytest.mark.parametrize(
-    "name", ["dgx-a100", pytest.param("mlu370-x8", marks=_TREE_ON_PCIE), "atlas-800t-a2"]
-)
+@pytest.mark.parametrize("name", ["dgx-a100", "mlu370-x8", "mlu370-s4", "atlas-800t-a2"])
 def test_more_bandwidth_never_slower_on_flows(name: str) -> None:
     base = load_system(name).spec
     faster = dataclasses.replace(

@@ -25,16 +25,7 @@ FP32 = 4.0  # AMP: fp32 gradients, so DDP buckets hold 4-byte elements
     "system",
     [
         "dgx-a100",
-        pytest.param(
-            "mlu370-x8",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="issue 24: CNCL's tree (nominal since cncl.h 1.25) is used from 2 nodes "
-                "only (model.comm.collectives), and on the MLU370-X8's PCIe-bridged node the "
-                "2-node tree's intra-node chain beats the 1-node ring: efficiency 1.009 at 2 "
-                "nodes. A model defect for the collectives' owner (tree or chain at 1 node).",
-            ),
-        ),
+        "mlu370-x8",
     ],
 )
 def test_efficiency_at_most_one_and_non_increasing(small_exp, system: str) -> None:

@@ -22,8 +22,8 @@ from scaling.model.hardware.system import LinkClass, Protocol, SystemSpec
 
 @register
 class Tree(Algorithm):
-    """Tree all-reduce across nodes; its bandwidth share and per-level latency are the library's
-    ``tree_bw_factor`` and ``tree_level_latency``."""
+    """Tree all-reduce (on one node: its chain); its bandwidth share and per-level latency are
+    the library's ``tree_bw_factor`` and ``tree_level_latency``."""
 
     name = "tree"
     ops = frozenset({CollectiveOp.ALL_REDUCE})
@@ -43,27 +43,47 @@ class Tree(Algorithm):
 
     def schedule(self, plan: Planner, op: CollectiveOp, group: Group) -> Schedule:
         """NCCL-style tree all-reduce: a chain inside each node, a double binary tree across
-        nodes; reduce and broadcast pipelined, so every edge carries its bytes both ways."""
-        if op is not CollectiveOp.ALL_REDUCE or group.nodes < 2:
-            raise NotApplicable("tree exists for all-reduce across more than one node")
+        nodes; reduce and broadcast pipelined, so every edge carries its bytes both ways.
+
+        NCCL runs the two trees of ``ncclGetDtree`` on two copies of each channel (connect.cc,
+        "Duplicate channels trees": channel ``c`` carries tree 0, channel ``c + nChannels``
+        tree 1), each with its own copy of the intra-node chain, each with half of the data.
+        So every flow here — chain edge or tree edge, per tree — carries the same S/(2·channels)
+        each way, and a flow is never larger than another: the slowest flow's max-min rate is
+        the first water level ``min over links of capacity / flows``, the rate at which the
+        pipelined tree as a whole moves (its chunks advance in lock-step through every edge,
+        so it runs at its bottleneck link's rate). Pricing by the slowest flow is then exact
+        (a flow that finishes early frees no capacity on that bottleneck link), and more
+        bandwidth on any link never makes it slower.
+
+        On one node the tree is its chain (NCCL builds and prices it there: connect.cc's
+        ``tree.up``/``tree.down`` from ``treeIntra``; tuning.cc's tree latency
+        ``2·((nRanks/nNodes−1)·intraLat + log2i(nNodes)·interLat)`` and LL128 factor
+        ``nNodes == 1 ? 7/9 : 120/128``; only NVLSTree is disabled on one node). That LL128
+        factor is not modelled: a protocol's ``bw_fraction`` is one number per library.
+        """
+        if op is not CollectiveOp.ALL_REDUCE or group.size < 2:
+            raise NotApplicable("tree exists for all-reduce on more than one rank")
         n, k, g = group.nodes, group.per_node, plan.g
         base = group.local_base
-        per_ch = 1.0 / plan.channels
-        # Double binary tree as NCCL builds it (dtree_parents), each tree carrying half of the
-        # data; a node interior in one tree is a leaf of the other.
-        trees = [np.array(p, dtype=np.int64) for p in dtree_parents(n)]
+        # per tree (two of them) and channel: every flow's bytes per byte of S
+        per_flow = 0.5 / plan.channels
+        # Double binary tree as NCCL builds it (dtree_parents), each tree carrying half of
+        # the data; a node interior in one tree is a leaf of the other.
+        trees = [np.array(p, dtype=np.int64) for p in dtree_parents(n)] if n > 1 else []
         node_base = base + (group.first_node + np.arange(n, dtype=np.int64)) * g
         srcs, dsts, coeffs = [], [], []
         for c in range(plan.channels):
             chain = plan.local_walk(k, c)
-            # per node, in node order: each chain edge down (broadcast) then up (reduce)
+            # per node, in node order: each chain edge down (broadcast) then up (reduce), once
+            # for each tree's copy of the channel
             pairs = [(x, y) for a, b in itertools.pairwise(chain) for x, y in ((a, b), (b, a))]
             if pairs:
-                pa = np.array(pairs, dtype=np.int64)
+                pa = np.array(pairs * 2, dtype=np.int64)
                 srcs.append((node_base[:, None] + pa[:, 0]).ravel())
                 dsts.append((node_base[:, None] + pa[:, 1]).ravel())
-                coeffs.append(np.full(n * len(pairs), per_ch))
-            add_tree_edges(srcs, dsts, coeffs, trees, node_base + chain[0], per_ch)
+                coeffs.append(np.full(n * len(pa), per_flow))
+            add_tree_edges(srcs, dsts, coeffs, trees, node_base + chain[0], 2 * per_flow)
         src, dst = np.concatenate(srcs), np.concatenate(dsts)
         steps = {
             plan.intra_class: 2.0 * (k - 1),
