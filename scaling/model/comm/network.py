@@ -46,7 +46,7 @@ from typing import overload
 import numpy as np
 
 from scaling.model.hardware.fabrics import fabric_of
-from scaling.model.hardware.system import FabricKind, LinkClass, SystemSpec
+from scaling.model.hardware.system import LinkClass, SystemSpec
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,47 +204,11 @@ class ClusterNetwork:
 
     def _build(self) -> None:
         s, fab, g = self.system, self.system.fabric, self.g
+        model = fabric_of(fab.kind)
+        node_links = list(model.node_links(fab, g))  # the fabric kind's links, in build order
         for n in range(self.nodes):
-            if fab.kind is FabricKind.SWITCH:
-                for d in range(g):
-                    self._add(("up", n, d), fab.link_bw_Bps, LinkClass.SCALE_UP)
-                    self._add(("dn", n, d), fab.link_bw_Bps, LinkClass.SCALE_UP)
-            elif fab.kind is FabricKind.FULL_MESH:
-                for a in range(g):
-                    for b in range(g):
-                        if a != b:
-                            self._add(
-                                ("p2p", n, a, b),
-                                fab.link_bw_Bps,
-                                LinkClass.SCALE_UP,
-                            )
-            elif fab.kind is FabricKind.BRIDGE_GROUPS:
-                gs = fab.group_size
-                for a in range(g):
-                    for b in range(g):
-                        if a != b and a // gs == b // gs:
-                            share = fab.link_bw_Bps / (min(gs, g) - 1)
-                            self._add(("p2p", n, a, b), share, LinkClass.SCALE_UP)
-            if fabric_of(fab.kind).grouped:
-                # On a PCIe-only node the device's own PCIe link is the fabric's link (link_bw at
-                # link_efficiency); the switch-host legs are PCIe at pcie_efficiency.
-                pcie_only = fab.kind is FabricKind.PCIE
-                dev_bw = fab.link_bw_Bps if pcie_only else fab.inter_group_bw_Bps
-                dev_eff = fab.link_efficiency if pcie_only else None
-                for d in range(g):
-                    self._add(("pci_up", n, d), dev_bw, LinkClass.PCIE, dev_eff)
-                    self._add(("pci_dn", n, d), dev_bw, LinkClass.PCIE, dev_eff)
-                for sw in range(self.n_switches):
-                    self._add(
-                        ("sw_up", n, sw),
-                        fab.inter_group_bw_Bps,
-                        LinkClass.PCIE,
-                    )
-                    self._add(
-                        ("sw_dn", n, sw),
-                        fab.inter_group_bw_Bps,
-                        LinkClass.PCIE,
-                    )
+            for (kind, *rest), bw, cls, eff in node_links:
+                self._add((kind, n, *rest), bw, cls, eff)
             if self.nodes > 1:
                 for k in range(s.nics.count):
                     if self._nic_behind_switch:
@@ -320,19 +284,8 @@ class ClusterNetwork:
         return self._index[key]
 
     def _intra(self, n: int, a: int, b: int) -> list[int]:
-        fab = self.system.fabric
-        if fab.kind is FabricKind.SWITCH:
-            return [self._l("up", n, a), self._l("dn", n, b)]
-        if fab.kind is FabricKind.FULL_MESH:
-            return [self._l("p2p", n, a, b)]
-        gs = fab.group_size
-        if fab.kind is FabricKind.BRIDGE_GROUPS and a // gs == b // gs:
-            return [self._l("p2p", n, a, b)]
-        sa, sb = a // gs, b // gs
-        path = [self._l("pci_up", n, a)]
-        if sa != sb:
-            path += [self._l("sw_up", n, sa), self._l("sw_dn", n, sb)]
-        return [*path, self._l("pci_dn", n, b)]
+        route = fabric_of(self.system.fabric.kind).intra_route(self.system.fabric, a, b)
+        return [self._l(kind, n, *rest) for kind, *rest in route]
 
     def _to_nic(self, n: int, d: int, k: int) -> list[int]:
         if not self._nic_behind_switch:
