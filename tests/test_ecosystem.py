@@ -421,7 +421,7 @@ def test_every_command_help_has_an_example_and_minimal_runs_never_trace_back(sma
     minimal = [  # the commands test_every_table_command_speaks_every_format does not run
         ["trace", *one, "--out", str(tmp_path / "t.json")],
         ["schedule", *one, "--out", str(tmp_path / "s.json")],
-        ["plot", str(d / "o"), "--format", "png"],
+        ["plot", str(d / "o"), "--image-format", "png"],
         ["baseline", "update", "--only", "no-such-baseline", "--dir", str(tmp_path / "g")],
         ["schema"],
         ["examples"],
