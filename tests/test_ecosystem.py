@@ -434,7 +434,14 @@ def test_every_command_help_has_an_example_and_minimal_runs_never_trace_back(sma
 # --- 4. progress bars and verbosity ----------------------------------------------------------
 
 #: the commands that run more than a few simulations (or collectives)
-PROGRESS_COMMANDS = [["run"], ["sweep"], ["explain"], ["collective"], ["baseline", "update"]]
+PROGRESS_COMMANDS = [
+    ["run"],
+    ["sweep"],
+    ["explain"],
+    ["collective"],
+    ["sensitivity"],
+    ["baseline", "update"],
+]
 
 
 def test_progress_and_verbosity_options(small_run, tmp_path):
