@@ -421,7 +421,7 @@ def test_every_command_help_has_an_example_and_minimal_runs_never_trace_back(sma
     minimal = [  # the commands test_every_table_command_speaks_every_format does not run
         ["trace", *one, "--out", str(tmp_path / "t.json")],
         ["schedule", *one, "--out", str(tmp_path / "s.json")],
-        ["plot", str(d / "o"), "--format", "png"],
+        ["plot", str(d / "o"), "--image-format", "png"],
         ["baseline", "update", "--only", "no-such-baseline", "--dir", str(tmp_path / "g")],
         ["schema"],
         ["examples"],
@@ -434,7 +434,14 @@ def test_every_command_help_has_an_example_and_minimal_runs_never_trace_back(sma
 # --- 4. progress bars and verbosity ----------------------------------------------------------
 
 #: the commands that run more than a few simulations (or collectives)
-PROGRESS_COMMANDS = [["run"], ["sweep"], ["explain"], ["collective"], ["baseline", "update"]]
+PROGRESS_COMMANDS = [
+    ["run"],
+    ["sweep"],
+    ["explain"],
+    ["collective"],
+    ["sensitivity"],
+    ["baseline", "update"],
+]
 
 
 def test_progress_and_verbosity_options(small_run, tmp_path):

@@ -202,6 +202,6 @@ def test_a_plot_on_a_full_disk_leaves_no_partial_image(tmp_path, monkeypatch) ->
     disk = tmp_path / "disk"
     disk.mkdir()
     _fail_writes_under(monkeypatch, disk, errno.ENOSPC)
-    code, out = cli("plot", str(res), "--out", str(disk), "--format", "png")
+    code, out = cli("plot", str(res), "--out", str(disk), "--image-format", "png")
     assert code == 2 and "No space left" in out, out
     assert [p for p in disk.rglob("*") if p.is_file()] == []

@@ -21,8 +21,12 @@ def test_fsdp_16_rank_trace_structure(repo, tmp_path) -> None:
     assert res.exit_code == 0, res.output
     doc = json.loads(out.read_text())
     events = doc["traceEvents"]
-    procs = {e["pid"] for e in events if e["ph"] == "M" and e["name"] == "process_name"}
-    assert procs == set(range(16))
+    procs = {
+        e["pid"]: e["args"]["name"]
+        for e in events
+        if e["ph"] == "M" and e["name"] == "process_name"
+    }
+    assert set(procs) == set(range(17)) and procs[16] == "network"  # 16 ranks, the links
     threads = {
         (e["pid"], e["args"]["name"])
         for e in events

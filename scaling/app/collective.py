@@ -20,21 +20,39 @@ MAX_SIZE = 1024**4
 MAX_SIZES = 1000
 
 
+#: nccl-tests' default data type (``-d float``): the element of the ``count`` column. The
+#: simulation moves bytes, so the type only names the element count; 4-byte elements.
+ELEMENT_TYPE = "float"
+ELEMENT_BYTES = 4
+
+
+def redop(op: CollectiveOp) -> str:
+    """nccl-tests' ``redop`` column: ``sum`` (its default ``-o sum``) for a reducing
+    collective, ``none`` for one that only moves data."""
+    return "sum" if op in (CollectiveOp.ALL_REDUCE, CollectiveOp.REDUCE_SCATTER) else "none"
+
+
+def root(op: CollectiveOp) -> int:
+    """nccl-tests' ``root`` column: rank 0 for a rooted collective (broadcast), else -1."""
+    return 0 if op is CollectiveOp.BROADCAST else -1
+
+
 def _shown(text: str) -> str:
     return repr(text if len(text) <= 40 else text[:37] + "...")
 
 
-def parse_size(text: str) -> int:
-    """``32K`` → 32768 (binary prefixes, as nccl-tests' -b/-e); from 1 B to :data:`MAX_SIZE`."""
+def parse_size(text: str, option: str = "--sizes") -> int:
+    """``32K`` → 32768 (binary prefixes, as nccl-tests' -b/-e); from 1 B to :data:`MAX_SIZE`.
+    ``option``: the option named in a refusal."""
     m = re.fullmatch(r"\s*(\d{1,20}(?:\.\d{1,20})?)\s*([KMGT]?)(?:i?B)?\s*", text, re.IGNORECASE)
     if not m:
         raise ConfigError(
-            f"--sizes: got {_shown(text)}; expected a size such as 32K, 256M, 16G (up to 1T)"
+            f"{option}: got {_shown(text)}; expected a size such as 32K, 256M, 16G (up to 1T)"
         )
     size = int(float(m.group(1)) * _UNITS[m.group(2).upper()])
     if not 1 <= size <= MAX_SIZE:
         raise ConfigError(
-            f"--sizes: got {_shown(text)} = {size} B; expected a size from 1 B to 1T "
+            f"{option}: got {_shown(text)} = {size} B; expected a size from 1 B to 1T "
             "(a 0-byte collective moves nothing: no time, no bandwidth)"
         )
     return size
@@ -100,6 +118,10 @@ def collective_table(
         rows.append(
             {
                 "size_bytes": size,
+                "count": size // ELEMENT_BYTES,
+                "type": ELEMENT_TYPE,
+                "redop": redop(op),
+                "root": root(op),
                 "ranks": group.size,
                 "time_us": t * 1e6,
                 "algbw_GBps": algbw,
@@ -112,20 +134,37 @@ def collective_table(
 
 
 def format_collective_table(df: pd.DataFrame) -> str:
-    """The table as nccl-tests prints it: size, element count (4-byte elements), time, algbw,
+    """The table as nccl-tests prints it: size, element count, type, redop, root, time, algbw,
     busbw, and the algorithm/protocol the tuner chose."""
-    header = ["size (B)", "count", "time (us)", "algbw (GB/s)", "busbw (GB/s)", "algorithm"]
+    header = [
+        "size (B)",
+        "count",
+        "type",
+        "redop",
+        "root",
+        "time (us)",
+        "algbw (GB/s)",
+        "busbw (GB/s)",
+        "algorithm",
+    ]
     rows = [
         [
             f"{size:d}",
-            f"{size // 4:d}",
+            f"{count:d}",
+            str(dtype),
+            str(op),
+            f"{rt:d}",
             f"{t:.1f}",
             f"{alg:.2f}",
             f"{bus:.2f}",
             f"{algo}/{proto}",
         ]
-        for size, t, alg, bus, algo, proto in zip(
+        for size, count, dtype, op, rt, t, alg, bus, algo, proto in zip(
             df["size_bytes"].astype(int),
+            df["count"].astype(int),
+            df["type"],
+            df["redop"],
+            df["root"].astype(int),
             df["time_us"],
             df["algbw_GBps"],
             df["busbw_GBps"],
@@ -134,4 +173,4 @@ def format_collective_table(df: pd.DataFrame) -> str:
             strict=True,
         )
     ]
-    return format_table(header, rows, align="rrrrrl")
+    return format_table(header, rows, align="rrllrrrrl")

@@ -19,6 +19,27 @@ from scaling.app.output import (
 from scaling.model.comm.algos import algorithm_names
 from scaling.model.comm.ops import CollectiveOp
 
+#: the sizes of a table when neither --sizes nor -b/-e is given
+DEFAULT_SIZES = "32K:16G"
+
+
+def _sizes_arg(sizes: str | None, minbytes: str | None, maxbytes: str | None) -> str:
+    """The size range as ``--sizes`` spells it, from ``--sizes`` or nccl-tests' ``-b``/``-e``
+    (refused together: two answers to one question)."""
+    if sizes is not None and (minbytes is not None or maxbytes is not None):
+        given = "-b" if minbytes is not None else "-e"
+        fail(f"--sizes and {given}: both give the sizes; give --sizes, or -b/-e (nccl-tests)")
+    if sizes is not None:
+        return sizes
+    from scaling.app.collective import parse_size
+
+    lo, hi = DEFAULT_SIZES.split(":")
+    lo, hi = minbytes or lo, maxbytes or hi
+    # refused naming the options the user gave, not --sizes
+    if parse_size(lo, "-b") > parse_size(hi, "-e"):
+        fail(f"-b {lo} -e {hi}: expected minBytes <= maxBytes")
+    return f"{lo}:{hi}"
+
 
 @click.command()
 @click.option(
@@ -40,10 +61,32 @@ from scaling.model.comm.ops import CollectiveOp
     show_default=True,
 )
 @click.option(
-    "--sizes", default="32K:16G", show_default=True, help="MIN:MAX (x2 steps), or a comma list."
+    "--sizes",
+    default=None,
+    help=f"MIN:MAX (x --stepfactor steps), or a comma list [default: {DEFAULT_SIZES}].",
 )
 @click.option(
-    "--factor", type=click.IntRange(min=2), default=2, show_default=True, help="Size step factor."
+    "-b",
+    "--minbytes",
+    default=None,
+    help="Smallest size, as nccl-tests' -b (8, 32K, 1M; K/M/G/T = 2^10/2^20/2^30/2^40) "
+    f"[default: {DEFAULT_SIZES.split(':')[0]}].",
+)
+@click.option(
+    "-e",
+    "--maxbytes",
+    default=None,
+    help=f"Largest size, as nccl-tests' -e [default: {DEFAULT_SIZES.split(':')[1]}].",
+)
+@click.option(
+    "-f",
+    "--stepfactor",
+    "--factor",
+    "factor",
+    type=click.IntRange(min=2),
+    default=2,
+    show_default=True,
+    help="Size step factor, as nccl-tests' -f.",
 )
 @click.option(
     "--algo",
@@ -85,7 +128,9 @@ def collective(
     nodes: int,
     per_node: int | None,
     op: str,
-    sizes: str,
+    sizes: str | None,
+    minbytes: str | None,
+    maxbytes: str | None,
     factor: int,
     algo: str | None,
     proto: str | None,
@@ -98,8 +143,12 @@ def collective(
 ) -> None:
     """nccl-tests-like table for one collective on a system: size, time, algbw, busbw.
 
+    The columns are nccl-tests' (size, count, type, redop, root, time, algbw, busbw) and the
+    algorithm/protocol the tuner chose; sizes as all_reduce_perf takes them (-b, -e, -f) or
+    as --sizes.
+
     \b
-    Example: scaling collective --system dgx-a100 --nodes 8 --sizes 1M:1G --algo ring --out -
+    Example: scaling collective --system dgx-a100 --nodes 8 -b 1M -e 1G -f 2 --algo ring --out -
     """
     from scaling.app.collective import collective_table, format_collective_table, size_range
     from scaling.io.topology import load_system
@@ -135,7 +184,7 @@ def collective(
         spec,
         nodes,
         CollectiveOp(op),
-        size_range(sizes, factor),
+        size_range(_sizes_arg(sizes, minbytes, maxbytes), factor),
         algo,
         proto,
         per_node,

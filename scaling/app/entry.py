@@ -133,20 +133,43 @@ class _StderrHandler(logging.StreamHandler):
         pass
 
 
+class _LevelFilter(logging.Filter):
+    """Lets through a record at or above its logger's threshold: the ``scaling`` loggers'
+    level, else the libraries' (distributed, asyncio). Needed because a library that sets its
+    own loggers' level (distributed sets ``distributed.*`` to INFO from its config) passes its
+    INFO records on to the root handlers whatever the root's level is."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ours = logging.WARNING
+        self.libraries = logging.WARNING
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Whether ``record`` reaches stderr."""
+        mine = record.name == "scaling" or record.name.startswith("scaling.")
+        return record.levelno >= (self.ours if mine else self.libraries)
+
+
 def configure_logging(verbose: int, quiet: bool) -> int:
     """Log to stderr at the level ``-q``/``-v`` ask for; return the verbosity: -1 quiet (errors
     only, no progress bars), 0 warnings, 1 ``-v`` (the ``scaling`` loggers' info: what runs
-    where, how long), 2 ``-vv`` (debug, the libraries' too: distributed, asyncio)."""
+    where, how long), 2 ``-vv`` (debug, the libraries' too: distributed, asyncio). Below
+    ``-vv`` the libraries' info is dropped (a local Dask cluster logs ~50 INFO lines)."""
     level = -1 if quiet else min(verbose, 2)
     root = logging.getLogger()
-    if not any(isinstance(h, _StderrHandler) for h in root.handlers):
-        h = _StderrHandler()
-        h.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
-        root.addHandler(h)
-    root.setLevel({-1: logging.ERROR, 2: logging.DEBUG}.get(level, logging.WARNING))
-    logging.getLogger("scaling").setLevel(
-        {-1: logging.ERROR, 0: logging.WARNING, 1: logging.INFO}.get(level, logging.DEBUG)
-    )
+    handler = next((h for h in root.handlers if isinstance(h, _StderrHandler)), None)
+    if handler is None:
+        handler = _StderrHandler()
+        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+        handler.addFilter(_LevelFilter())
+        root.addHandler(handler)
+    libraries = {-1: logging.ERROR, 2: logging.DEBUG}.get(level, logging.WARNING)
+    ours = {-1: logging.ERROR, 0: logging.WARNING, 1: logging.INFO}.get(level, logging.DEBUG)
+    for f in handler.filters:
+        if isinstance(f, _LevelFilter):
+            f.ours, f.libraries = ours, libraries
+    root.setLevel(libraries)
+    logging.getLogger("scaling").setLevel(ours)
     return level
 
 
@@ -174,7 +197,12 @@ def verbosity_options(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 #: the group's help (the same as :func:`scaling.app.cli.main`'s, checked by a test)
-HELP = "Simulate distributed training (DDP) on GPU, MLU and NPU clusters and compare scaling."
+HELP = (
+    "Simulate distributed training (PyTorch DDP, FSDP, Megatron tensor/pipeline parallelism) "
+    "on GPU, MLU and NPU clusters: scaling curves, collective benchmarks, plans of the fastest "
+    "configuration, library calibration from measurements, and validation against published "
+    "data."
+)
 
 
 def short_help(name: str, limit: int) -> str:

@@ -129,9 +129,14 @@ def _explain_vs(
 @click.option(
     "--top",
     type=click.IntRange(min=0),
-    default=5,
-    show_default=True,
-    help="Most exposed collectives to list.",
+    default=None,
+    help="Most exposed collectives to list [default: 5]; with --links: busiest links [10].",
+)
+@click.option(
+    "--links",
+    is_flag=True,
+    help="Instead: the busiest links of the last (steady-state) step: class, where, bytes, busy "
+    "time and utilisation = bytes / (capacity x step time) (flow network only).",
 )
 @click.option(
     "--vs", nargs=2, default=None, metavar="A B", help="Attribute the gap between systems A and B."
@@ -154,7 +159,8 @@ def _explain_vs(
 def explain(
     config: Path,
     overrides: tuple[str, ...],
-    top: int,
+    top: int | None,
+    links: bool,
     vs: tuple[str, str] | None,
     nodes: str | None,
     out_dir: Path | None,
@@ -168,10 +174,22 @@ def explain(
     memory bandwidth, memory capacity, scale-up link, scale-out network and collective library by
     Shapley values over swapping those components between the systems.
 
+    With --links: per point, the links that carried the last step's traffic, busiest first:
+    link class (scale-up switch port, mesh or bridge link, PCIe, NIC tx/rx, leaf-spine),
+    where it is, bytes, busy time and utilisation over the step.
+
     \b
     Example: scaling explain configs/mlu-vs-gpu.yaml --set nodes=[64] --vs dgx-a100 mlu370-x8
+    \b
+    Example: scaling explain fsdp-mlu-16 --links --top 8
     """
     p = Printer(fmt)
+    if links and vs:
+        fail("--links and --vs: give one of them (--links explains each point's own step)")
+    if links:
+        _explain_links(config, overrides, 10 if top is None else top, p, progress)
+        return
+    top = 5 if top is None else top
     if vs:
         _explain_vs(config, overrides, vs, nodes, out_dir, p, n_jobs, progress)
         return
@@ -224,4 +242,71 @@ def explain(
                 row("exposed collective", lab, t)
     import pandas as pd
 
+    p.table(pd.DataFrame(rows), text="\n".join(lines))
+
+
+def _explain_links(
+    config: Path, overrides: tuple[str, ...], top: int, p: Printer, progress: bool | None
+) -> None:
+    """``explain --links``: the ``top`` busiest links of each point's last step."""
+    import pandas as pd
+
+    from scaling.app.api import feasibility_errors
+    from scaling.io.config import load_experiment
+    from scaling.io.results import format_table
+    from scaling.model.simulation import run_job_detailed
+
+    exp = load_experiment(config, list(overrides))
+    if exp.config.simulation.network != "flow":
+        fail(
+            f"--links: {config} prices communication with the {exp.config.simulation.network} "
+            "network, which has no links; use --set simulation.network=flow"
+        )
+    errs = feasibility_errors(exp)
+    if errs:
+        raise InfeasibleJobError("; ".join(errs))
+    lines: list[str] = []
+    rows: list[dict[str, Any]] = []
+    for job in progress_bar(exp.jobs(), desc="explain --links", enabled=want_progress(progress)):
+        res, tl = run_job_detailed(job, links=True)
+        step = len(res.steps) - 1
+        t0, t1 = tl.step_window(step)
+        assert tl.links is not None  # the flow network, checked above
+        used = tl.links.usage(t0, t1)
+        point = {"system": res.system, "nodes": res.nodes, "devices": res.devices}
+        point |= {"model": res.model, "strategy": res.strategy, "step": step}
+        point |= {"step_time_s": t1 - t0}
+        lines.append(
+            f"{res.system} x{res.nodes} nodes ({res.devices} accel), {res.model}, {res.strategy}: "
+            f"step {step}, {(t1 - t0) * 1e3:.2f} ms; {len(used)} links carried traffic, "
+            f"the {min(top, len(used))} busiest:"
+        )
+        cells = []
+        for u in used[:top]:
+            rows.append(
+                point
+                | {
+                    "link_class": u.cls,
+                    "where": u.place,
+                    "bytes": u.bytes,
+                    "busy_s": u.busy_s,
+                    "capacity_GBps": u.capacity_Bps / 1e9,
+                    "busy_fraction": u.busy_fraction,
+                    "utilisation": u.utilisation,
+                }
+            )
+            cells.append(
+                [
+                    u.cls,
+                    u.place,
+                    f"{u.bytes / 1e6:,.1f}",
+                    f"{u.capacity_Bps / 1e9:.1f}",
+                    f"{u.busy_s * 1e3:.2f}",
+                    f"{u.busy_fraction:.1%}",
+                    f"{u.utilisation:.1%}",
+                ]
+            )
+        header = ["link class", "where", "MB", "GB/s", "busy ms", "busy", "utilisation"]
+        table = format_table(header, cells, align="llrrrrr")
+        lines += ["  " + ln for ln in table.splitlines()]
     p.table(pd.DataFrame(rows), text="\n".join(lines))

@@ -217,6 +217,27 @@ def sweep(
         )
 
 
+#: what ``scaling plot --image-format`` writes
+IMAGE_FORMATS = ("png", "svg", "pdf")
+
+
+def _refuse_format(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    """``plot --format X``: refused in one line (``--format`` is the table format of every
+    other command), naming ``--image-format`` when X is an image format."""
+    if value is None:
+        return
+    hint = (
+        f"use --image-format {value}"
+        if value in IMAGE_FORMATS
+        else f"expected --image-format {'|'.join(IMAGE_FORMATS)}"
+    )
+    raise click.UsageError(
+        f"--format {value}: plot writes images, and --format is the table format of the other "
+        f"commands; {hint}",
+        ctx,
+    )
+
+
 @click.command("plot")
 @click.argument("results", type=click.Path(path_type=Path))
 @click.option(
@@ -227,13 +248,21 @@ def sweep(
     help="Folder for the plots (default: the results' folder).",
 )
 @click.option(
-    "--format",
+    "--image-format",
     "formats",
-    type=click.Choice(["png", "svg", "pdf"]),
+    type=click.Choice(IMAGE_FORMATS),
     multiple=True,
     default=("png", "svg"),
     show_default=True,
     help="Image formats (repeat for several).",
+)
+@click.option(
+    "--format",
+    "table_format",
+    hidden=True,
+    expose_value=False,
+    callback=_refuse_format,
+    help="Refused: --format is every other command's table format; plot writes images.",
 )
 @click.option("--title", default=None, help="Plot title (default: the model).")
 @_user_errors
@@ -244,7 +273,7 @@ def plot(results: Path, out_dir: Path | None, formats: tuple[str, ...], title: s
     accelerators, one line per system and strategy (and per sweep-axis value).
 
     \b
-    Example: scaling plot results/ddp --format pdf
+    Example: scaling plot results/ddp --image-format pdf
     """
     from scaling.io.plots import axis_columns, plot_sweep
     from scaling.io.results import read_results

@@ -61,10 +61,24 @@ def one_job(config: Path, overrides: tuple[str, ...], what: str) -> tuple[Any, A
 @click.option(
     "--ranks", default=None, help="Ranks to include, e.g. 0-15 or 0,8 (default: the first 16)."
 )
+@click.option(
+    "--links",
+    "n_links",
+    type=click.IntRange(min=0, max=1000),
+    default=8,
+    show_default=True,
+    help="Counter tracks of the N busiest links' rates (GB/s) over the step (flow network; "
+    "0 = none).",
+)
 @set_option
 @user_errors
-def trace(config: Path, out_file: Path, ranks: str | None, overrides: tuple[str, ...]) -> None:
+def trace(
+    config: Path, out_file: Path, ranks: str | None, n_links: int, overrides: tuple[str, ...]
+) -> None:
     """Write one steady-state step as Chrome Trace Event JSON (open it in ui.perfetto.dev).
+
+    A process per traced rank (compute and communication tracks) and, on the flow network, a
+    ``network`` process with a counter track per busiest link.
 
     \b
     Example: scaling trace mlu-vs-gpu --set systems=[dgx-a100] --set nodes=[2] --out step.json
@@ -75,7 +89,7 @@ def trace(config: Path, out_file: Path, ranks: str | None, overrides: tuple[str,
     from scaling.model.simulation import run_job_detailed
 
     exp, job = one_job(config, overrides, "trace")
-    res, tl = run_job_detailed(job, trace=True)
+    res, tl = run_job_detailed(job, trace=True, links=n_links > 0)
     chosen = _parse_ranks(ranks, job.devices)
     step = len(res.steps) - 1
     meta = {
@@ -87,7 +101,7 @@ def trace(config: Path, out_file: Path, ranks: str | None, overrides: tuple[str,
         "step": step,
         "step_time_s": res.step_time_s,
     }
-    doc = chrome_trace(tl, step, chosen, meta)
+    doc = chrome_trace(tl, step, chosen, meta, n_links)
     text = json.dumps(doc, allow_nan=False)  # strict JSON: chrome_trace keeps numbers finite
     if is_stdout(out_file):
         click.echo(text)

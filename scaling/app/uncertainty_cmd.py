@@ -14,8 +14,10 @@ from scaling.app.exits import fail, user_errors
 from scaling.app.output import (
     Printer,
     config_argument,
+    format_option,
     jobs_option,
     progress_bar,
+    progress_option,
     want_progress,
 )
 from scaling.lazy import lazy_module
@@ -176,6 +178,8 @@ def _parse_at(at: str) -> int:
     help="Only the inputs whose name contains TEXT (repeatable), e.g. --only nics --only cncl.",
 )
 @click.option("--no-plot", is_flag=True, help="Skip the tornado chart.")
+@progress_option
+@format_option
 @user_errors
 def sensitivity(
     config: Path,
@@ -189,6 +193,8 @@ def sensitivity(
     n_jobs: int | None,
     only: tuple[str, ...],
     no_plot: bool,
+    progress: bool | None,
+    fmt: str,
 ) -> None:
     """Which uncertain inputs decide a metric: one-at-a-time elasticities and a tornado chart.
 
@@ -198,6 +204,8 @@ def sensitivity(
     fewest nodes) per system and strategy, ranked by swing (metric at high - at low), with
     the elasticity (relative metric change per relative input change). --samples N adds
     variance-based Sobol indices. Writes sensitivity.csv (and sobol.csv, tornado.png).
+    With --format csv/json/markdown stdout carries the one-at-a-time table (every input, every
+    column of sensitivity.csv); the Sobol lines and notes go to stderr.
 
     \b
     Example: scaling sensitivity configs/mlu-vs-gpu.yaml --at nodes=512 --set nodes=[1,512]
@@ -205,7 +213,7 @@ def sensitivity(
     from scaling.io.config import load_experiment
     from scaling.io.files import make_dir
     from scaling.io.uncertainty_plot import plot_tornado
-    from scaling.sweep.executors import make_executor
+    from scaling.sweep.executors import CountingExecutor, make_executor
     from scaling.sweep.sensitivity import check_metric, one_at_a_time, plans_at, sobol_indices
 
     if not samples and option_given("seed"):
@@ -215,36 +223,56 @@ def sensitivity(
     nodes = _parse_at(at) if at else max(exp.config.nodes)
     out = out_dir or Path("results") / exp.config.name / "sensitivity"
     make_dir(out)
-    with make_executor(jobs=n_jobs) as ex:
+    p = Printer(fmt)
+    with (
+        progress_bar(total=0, desc="sensitivity", enabled=want_progress(progress)) as bar,
+        CountingExecutor(make_executor(jobs=n_jobs), _bar_progress(bar)) as ex,
+    ):
         plans = plans_at(exp, nodes, ex)  # the steady-state probe, once for every case
         oat = one_at_a_time(exp, nodes, metric, ex, only=list(only) or None, plans=plans)
         if oat.empty:
             fail(f"{config}: no uncertain input (every range is a point)")
-        click.echo(f"{exp.config.name}: {metric} at {nodes} nodes, one input at a time")
-        click.echo(format_oat(oat, top))
-        paths = [_write_csv(out / "sensitivity.csv", oat)]
-        if samples:
-            tables = []
-            for (system, strat), _ in oat.groupby(["system", "strategy"], sort=False):
-                name = next(k for k, v in exp.systems.items() if v.spec.name == system)
-                idx = sobol_indices(
-                    exp, nodes, metric, samples, seed, ex, name, strat, list(only) or None, plans
-                )
-                idx.insert(0, "strategy", strat)
-                idx.insert(0, "system", system)
-                tables.append(idx)
-                click.echo(
-                    f"Sobol indices, {system} {strat} ({samples} x {len(idx) + 2} runs; "
-                    f"sum of first-order {idx['S1'].sum():.2f}):"
-                )
-                for r in idx.head(top).itertuples():
-                    click.echo(f"  {r.input:<56} S1 {r.S1:6.3f}  ST {r.ST:6.3f}")
-            paths.append(_write_csv(out / "sobol.csv", pd.concat(tables, ignore_index=True)))
+        tables = []
+        pairs = oat[["system", "strategy"]].drop_duplicates().itertuples(index=False)
+        for system, strat in pairs if samples else []:
+            name = next(k for k, v in exp.systems.items() if v.spec.name == system)
+            idx = sobol_indices(
+                exp, nodes, metric, samples, seed, ex, name, strat, list(only) or None, plans
+            )
+            idx.insert(0, "strategy", strat)
+            idx.insert(0, "system", system)
+            tables.append(idx)
+    # printed once the bar is gone (it would tear the lines)
+    p.say(f"{exp.config.name}: {metric} at {nodes} nodes, one input at a time")
+    p.table(oat, text=format_oat(oat, top))
+    paths = [_write_csv(out / "sensitivity.csv", oat)]
+    for idx in tables:
+        system, strat = idx["system"].iloc[0], idx["strategy"].iloc[0]
+        p.say(
+            f"Sobol indices, {system} {strat} ({samples} x {len(idx) + 2} runs; "
+            f"sum of first-order {idx['S1'].sum():.2f}):"
+        )
+        for r in idx.head(top).itertuples():
+            p.say(f"  {r.input:<56} S1 {r.S1:6.3f}  ST {r.ST:6.3f}")
+    if tables:
+        paths.append(_write_csv(out / "sobol.csv", pd.concat(tables, ignore_index=True)))
     if not no_plot:
         paths.append(
             plot_tornado(oat, out / "tornado.png", f"{exp.config.name}: {metric} at {nodes} nodes")
         )
-    click.echo("wrote " + ", ".join(str(p) for p in paths))
+    p.say("wrote " + ", ".join(str(x) for x in paths))
+
+
+def _bar_progress(bar: Any) -> Any:
+    """A :class:`~scaling.sweep.executors.CountingExecutor` callback moving ``bar``: the runs
+    done out of those submitted so far (the total grows as each loop submits its batch)."""
+
+    def update(done: int, total: int) -> None:
+        bar.total = total
+        bar.n = done
+        bar.refresh()
+
+    return update
 
 
 def format_oat(oat: pd.DataFrame, top: int = 10) -> str:

@@ -120,6 +120,11 @@ class FlowNetwork:
         # its per-flow rate at the last re-solve. Indexed by path id; grown as paths register.
         self._path_mult = np.zeros(0, dtype=np.int64)
         self._path_rate = np.zeros(0)
+        self._link_busy = np.zeros(cap.size)  # seconds each link carried a nonzero rate
+        # (start s, end s, link ids, their aggregate rates B/s) per interval of constant rates,
+        # kept only after record_intervals() (explain --links, trace): the arrays are the
+        # solver's read-only solutions, shared across intervals with the same active set
+        self._intervals: list[tuple[float, float, IntArray, FloatArray]] | None = None
 
         self.resolves = 0
         """Flow-set changes that left >= 1 active flow (each asks the solver for rates)."""
@@ -178,6 +183,78 @@ class FlowNetwork:
         equals, per link, the sum of ``nbytes * multiplicity`` over flows crossing it.
         """
         return self._link_bytes.copy()
+
+    @property
+    def busy_s_per_link(self) -> FloatArray:
+        """Seconds each link has carried traffic so far (copy), shape [L]: the summed lengths
+        of the intervals between flow-set changes in which some active flow crossed it."""
+        return self._link_busy.copy()
+
+    def record_intervals(self) -> None:
+        """From now on keep every interval of constant link rates, for :meth:`link_usage` and
+        :meth:`link_rates` over any time window (memory: one entry per flow-set change)."""
+        if self._intervals is None:
+            self._intervals = []
+
+    def _window(
+        self, t0: float, t1: float
+    ) -> tuple[list[tuple[float, float, IntArray, FloatArray]], FloatArray]:
+        """The recorded intervals overlapping ``[t0, t1]`` and each one's overlap (s). Up to the
+        last flow-set change (a query must not advance the flows: that would split an interval
+        and move the rounding of the results)."""
+        if self._intervals is None:
+            raise RuntimeError("link_usage/link_rates need record_intervals() before the run")
+        got = [iv for iv in self._intervals if iv[1] > t0 and iv[0] < t1]
+        overlap = np.array([min(b, t1) - max(a, t0) for a, b, _, _ in got], dtype=np.float64)
+        return got, overlap
+
+    def link_usage(self, t0: float, t1: float) -> tuple[FloatArray, FloatArray]:
+        """Bytes carried by each link, and seconds it carried traffic, between ``t0`` and
+        ``t1`` (s), shape [L] each, from the intervals kept since :meth:`record_intervals`.
+
+        Integrated from the fluid rates (rate × overlap per interval, one vectorised sum); the
+        sub-tolerance residue a finishing flow is credited with (<= ``finish_rtol`` of its
+        size, see :attr:`bytes_per_link`) has no time and is left out.
+        """
+        got, overlap = self._window(t0, t1)
+        n = self.n_links
+        if not got:
+            return np.zeros(n), np.zeros(n)
+        idx = np.concatenate([iv[2] for iv in got])
+        counts = np.array([iv[2].size for iv in got])
+        rate = np.concatenate([iv[3] for iv in got])
+        dt = np.repeat(overlap, counts)
+        carried = np.bincount(idx, weights=rate * dt, minlength=n).astype(np.float64)
+        busy = np.bincount(idx, weights=dt, minlength=n).astype(np.float64)
+        return carried, busy
+
+    def link_rates(
+        self, links: Sequence[int] | npt.ArrayLike, t0: float, t1: float
+    ) -> tuple[FloatArray, FloatArray]:
+        """The aggregate rate (bytes/s) of each of ``links`` over ``[t0, t1]`` as a step
+        function: change times (s), shape [T], and the rates from each time on, shape [T, K];
+        the last row (at the end of the window, or where the links fall idle) is zero."""
+        want = np.asarray(links, dtype=np.int64).reshape(-1)
+        got, _ = self._window(t0, t1)
+        times: list[float] = []
+        rows: list[FloatArray] = []
+        zero = np.zeros(want.size)
+        end = -math.inf
+        for a, b, idx, rate in got:
+            start = max(a, t0)
+            if times and start > end:  # a gap: nothing flowed
+                times.append(end)
+                rows.append(zero)
+            pos = np.minimum(np.searchsorted(idx, want), idx.size - 1)
+            row = np.where(idx[pos] == want, rate[pos], 0.0)
+            if not rows or not np.array_equal(row, rows[-1]):
+                times.append(start)
+                rows.append(row)
+            end = min(b, t1)
+        if times:
+            times.append(end)
+            rows.append(zero)
+        return np.array(times), np.array(rows).reshape(len(times), want.size)
 
     def current_rates(self) -> dict[int, float]:
         """Per-flow rate in bytes/s of each active path at the last re-solve."""
@@ -308,6 +385,9 @@ class FlowNetwork:
             # and this is cheaper than selecting the active ones (same arithmetic per slot)
             self._rem -= self._rate * dt
             self._link_bytes[self._link_idx] += self._link_rate * dt
+            self._link_busy[self._link_idx] += dt  # every listed link carries a rate > 0
+            if self._intervals is not None and self._link_idx.size:
+                self._intervals.append((self._last_t, now, self._link_idx, self._link_rate))
         self._last_t = now
 
     def _step(self) -> None:

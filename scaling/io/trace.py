@@ -13,6 +13,11 @@ Flow events (``"ph": "s"`` → ``"ph": "f"``, paired by ``id``) draw the arrows:
 * ``same collective`` (category ``collective``): from each traced rank's slice of one
   collective to the next traced rank's slice of it (rank order; HSDP's sibling lanes apart).
 
+Counter events (``"ph": "C"``) on a process of their own, ``network``: the aggregate rate
+(GB/s) of each of the step's busiest links (flow network, :mod:`scaling.model.comm.linkload`),
+one track per link, a sample at each change of its rate; ``otherData.busiest_links`` lists
+their bytes, busy time and utilisation over the step.
+
 The document holds only finite numbers (non-finite ones become ``null``), so it serialises
 with ``json.dump(..., allow_nan=False)``; ``bytes`` are integers.
 """
@@ -82,11 +87,50 @@ def _awaited(
     return max(named, key=lambda r: (r.end_s, r.issue)) if named else None
 
 
-def chrome_trace(timeline: Timeline, step: int, ranks: list[int], meta: dict[str, Any]) -> dict:
+def _link_counters(
+    timeline: Timeline, t0: float, t1: float, n: int, pid: int
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Counter events of the ``n`` busiest links over ``[t0, t1]`` on process ``pid``, and
+    their summary (for ``otherData``); nothing without the run's link load."""
+    load = timeline.links
+    if load is None or n <= 0:
+        return [], []
+    top = load.busiest(t0, t1, n)
+    if not top:
+        return [], []
+    events: list[dict[str, Any]] = [
+        {"ph": "M", "pid": pid, "name": "process_name", "args": {"name": "network"}},
+        {"ph": "M", "pid": pid, "name": "process_sort_index", "args": {"sort_index": pid}},
+    ]
+    times, rates = load.rates([u.link for u in top], t0, t1)
+    for k, u in enumerate(top):
+        name = f"{u.cls} ({u.place}) GB/s"
+        events += [
+            {"ph": "C", "pid": pid, "name": name, "ts": (t - t0) * 1e6, "args": {"GB/s": r / 1e9}}
+            for t, r in zip(times.tolist(), rates[:, k].tolist(), strict=True)
+        ]
+    summary = [
+        {
+            "link_class": u.cls,
+            "where": u.place,
+            "bytes": round(u.bytes),
+            "busy_s": u.busy_s,
+            "capacity_GBps": u.capacity_Bps / 1e9,
+            "utilisation": u.utilisation,
+        }
+        for u in top
+    ]
+    return events, summary
+
+
+def chrome_trace(
+    timeline: Timeline, step: int, ranks: list[int], meta: dict[str, Any], links: int = 8
+) -> dict:
     """Trace events of ``step`` for ``ranks`` (identical ranks share rank 0's timeline when they
     were simulated once), with flow events linking waits to collectives and the ranks of each
-    collective (see the module docstring)."""
-    t0, _ = timeline.step_window(step)
+    collective, and counters of the ``links`` busiest links when the timeline has the run's
+    link load (see the module docstring)."""
+    t0, t1 = timeline.step_window(step)
     g = timeline.devices_per_node
     strategy = timeline.strategy
     tids = {"compute": 0} | {name: i + 1 for i, name in enumerate(strategy.trace_streams)}
@@ -192,5 +236,9 @@ def chrome_trace(timeline: Timeline, step: int, ranks: list[int], meta: dict[str
         for lane_ranks in lanes.values():
             for src, dst in itertools.pairwise(lane_ranks):
                 flow("collective", "same collective", (src, tid, ts), (dst, tid, ts))
-    doc = {"traceEvents": events + flows, "displayTimeUnit": "ms", "otherData": meta}
+    # the network's process id: one past the last rank, so it is nobody's
+    counters, busiest = _link_counters(timeline, t0, t1, links, len(timeline.log_index))
+    if busiest:
+        meta = meta | {"busiest_links": busiest}
+    doc = {"traceEvents": events + flows + counters, "displayTimeUnit": "ms", "otherData": meta}
     return finite(doc)

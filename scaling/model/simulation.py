@@ -30,6 +30,7 @@ from scaling.model.comm.collectives import (
 )
 from scaling.model.comm.degraded import DegradedNicCostModel, degraded_flow_network
 from scaling.model.comm.flowcoll import FlowCollectives
+from scaling.model.comm.linkload import LinkLoad
 from scaling.model.comm.uncontended import AnalyticCostModel
 from scaling.model.failures import failures_refusal
 from scaling.model.hardware.compute import ComputeModel, MicroBatchCompute, micro_batch_compute
@@ -82,6 +83,8 @@ class Timeline:
         log_index: per rank, the index in ``logs`` of the process that stands for it.
         details: what the strategy says about each collective (DDP: its bucket's parameters;
             FSDP: its unit), when traced.
+        links: the flow network's per-link load over any window of the run, when asked for
+            (``run_job_detailed(links=True)`` on the flow network); else None.
     """
 
     logs: tuple[RankLog, ...]
@@ -92,6 +95,7 @@ class Timeline:
     strategy: Strategy
     log_index: tuple[int, ...]
     details: dict[CollectiveKey, dict[str, object]] = field(default_factory=dict)
+    links: LinkLoad | None = None
 
     def log_of(self, rank: int) -> RankLog:
         """The log of the process that ran rank ``rank`` (its own, or its representative's)."""
@@ -115,11 +119,16 @@ def run_job(job: Job, cost_model: CollectiveCostModel | None = None) -> RunResul
 
 
 def run_job_detailed(
-    job: Job, cost_model: CollectiveCostModel | None = None, trace: bool = False
+    job: Job,
+    cost_model: CollectiveCostModel | None = None,
+    trace: bool = False,
+    links: bool = False,
 ) -> tuple[RunResult, Timeline]:
-    """Simulate ``job``; return its metrics and its timeline (spans recorded when ``trace``).
+    """Simulate ``job``; return its metrics and its timeline (spans recorded when ``trace``;
+    with ``links`` on the flow network, the per-link load: ``Timeline.links``).
 
     ``cost_model`` replaces the network with uncontended per-call costs (tests, what-ifs).
+    Neither ``trace`` nor ``links`` changes a result.
     """
     mem = check_feasible(job)
     compute = ComputeModel(job.system.device, job.training.dtype, sparse=job.training.sparsity)
@@ -135,6 +144,11 @@ def run_job_detailed(
     reps = work.representatives(job)
     env = simpy.Environment()
     pricing, comm = _communicator(env, job, work, len(reps), cost_model)
+    load = (
+        LinkLoad(pricing.cluster, pricing.net)
+        if links and isinstance(pricing, FlowCollectives)
+        else None
+    )
     logs, log_index = _run_ranks(env, job, work, reps, comm, trace)
     steps = _step_records(job, logs)
     measured = _measure(job, steps, comm, pricing, mb, work, mem)
@@ -149,6 +163,7 @@ def run_job_detailed(
         job.strategy,
         log_index,
         {r.key: work.describe(r.key) for r in comm.records} if trace else {},
+        load,
     )
     return run_result(job, measured), timeline
 

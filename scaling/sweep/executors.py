@@ -83,6 +83,38 @@ class SerialExecutor(SweepExecutor):
         return "in process" + (f" ({self.note})" if self.note else "")
 
 
+class CountingExecutor(SweepExecutor):
+    """Another executor, reporting progress: ``on_progress(done, total)`` after each batch is
+    submitted (``total`` grows by its size) and after each call finishes. For commands whose
+    loops submit several batches of unknown size (``scaling sensitivity``'s steady-state probe,
+    one-at-a-time cases, Sobol matrices): the caller draws the bar, this layer only counts."""
+
+    def __init__(self, inner: SweepExecutor, on_progress: Callable[[int, int], None]) -> None:
+        self.inner = inner
+        self.on_progress = on_progress
+        self.workers = inner.workers
+        self.note = inner.note
+        self.done = 0
+        self.total = 0
+
+    def imap_unordered(self, fn: Callable[[Any], Any], args: Sequence[Any]) -> Iterator[Outcome]:
+        """The inner executor's outcomes, counted."""
+        self.total += len(args)
+        self.on_progress(self.done, self.total)
+        for outcome in self.inner.imap_unordered(fn, args):
+            self.done += 1
+            self.on_progress(self.done, self.total)
+            yield outcome
+
+    def describe(self) -> str:
+        """The inner executor's description."""
+        return self.inner.describe()
+
+    def close(self) -> None:
+        """Close the inner executor."""
+        self.inner.close()
+
+
 #: how often (s) a pool worker checks that the process that started it is alive
 PARENT_POLL_S = 0.5
 
@@ -302,7 +334,13 @@ class DaskExecutor(SweepExecutor):
                     threads_per_worker=1,
                     processes=True,
                     dashboard_address=None,
-                    silence_logs=logging.ERROR,
+                    # the worker processes' own log handlers: a worker that outlives the
+                    # scheduler by a heartbeat at close logs an ERROR that means nothing;
+                    # what matters (a task's failure, a lost worker) comes back through the
+                    # futures. Kept when the root logger is at DEBUG (-vv).
+                    silence_logs=logging.ERROR
+                    if logging.getLogger().isEnabledFor(logging.DEBUG)
+                    else logging.CRITICAL,
                 )
             self._client = Client(self._cluster)
         return self._client
