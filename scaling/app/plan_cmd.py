@@ -230,7 +230,8 @@ def plan(
                 if e.candidate.configured and e.status == "ok" and e is not p.best:
                     gain = p.best.metrics[RANK_BY] / e.metrics[RANK_BY] - 1
                     pr.say(
-                        f"     the best is {gain:+.1%} faster than the configuration as configured"
+                        f"     as configured, {e.candidate.label.removesuffix(' (as configured)')}"
+                        f": {e.metrics[RANK_BY]:,.0f} tok/s/dev; the best is {gain:+.1%} faster"
                     )
     if len(bvb) > 1:
         pr.say("")
