@@ -58,11 +58,15 @@ def in_flight_micro_batches(p: int, v: int, m: int, stage: int) -> float:
 def megatron_memory(job: Job, spec: MegatronSpec) -> MemoryBreakdown:
     """Peak memory of one Megatron rank, bytes: weights, gradients and optimizer states of the
     rank's ``1/t`` of its stage's layers (plus the embedding on the first and the output layer
-    on the last stage), activations of the schedule's in-flight micro-batches; the larger of the
-    first and last stage."""
+    on the last stage), activations of the schedule's in-flight micro-batches on its ``1/c`` of
+    the sequence (context parallelism); the largest over the stages (uneven stages: a middle
+    stage with more layers may hold more). The distributed optimizer shards over the ``d·c``
+    ranks of the data-parallel group with context parallelism (Megatron-Core
+    ``DistributedOptimizer`` on ``get_data_parallel_group(with_context_parallel=True)``)."""
     shape, tr = job.shape, job.training
-    t, p, v = spec.tensor, spec.pipeline, spec.virtual_stages
-    d = max(spec.data_parallel(job.devices), 1)
+    t, p, v, c = spec.tensor, spec.pipeline, spec.virtual_stages, spec.context
+    d = max(spec.data_parallel(job.devices), 1) * c
+    seq = tr.seq_len // c
     e = DTYPE_BYTES[tr.dtype]
     g = DTYPE_BYTES[tr.param_dtype]
     state = MASTER_AND_MOMENTS_BYTES if e < 4 else MOMENTS_BYTES
@@ -71,16 +75,22 @@ def megatron_memory(job: Job, spec: MegatronSpec) -> MemoryBreakdown:
     per_layer = layer_activation_bytes(
         shape,
         tr.micro_batch,
-        tr.seq_len,
+        seq,
         t,
         spec.sequence_parallel,
         tr.checkpointing,
         tr.flash_attention,
     )
-    layers = shape.n_layers // p
-    sbh = float(tr.seq_len * tr.micro_batch * shape.hidden)
+    uneven = spec.first_stage_layers is not None or spec.last_stage_layers is not None
+    per_stage = spec.stage_layers(shape.n_layers) if uneven else [shape.n_layers // p] * p
+    sbh = float(seq * tr.micro_batch * shape.hidden)
     best: MemoryBreakdown | None = None
-    for stage in {0, p - 1}:
+    # the first and last stage, and (uneven) the fullest middle stage nearest the front
+    stages = {0, p - 1}
+    if p > 2:
+        stages.add(max(range(1, p - 1), key=lambda k: (per_stage[k], -k)))
+    for stage in sorted(stages):
+        layers = per_stage[stage]
         n = layers * shape.layer_params() / t
         if stage == 0:
             n += shape.embedding_params() / t
@@ -93,7 +103,7 @@ def megatron_memory(job: Job, spec: MegatronSpec) -> MemoryBreakdown:
             acts += layer_activation_bytes(
                 shape,
                 tr.micro_batch,
-                tr.seq_len,
+                seq,
                 t,
                 spec.sequence_parallel,
                 Checkpointing.NONE,
@@ -103,7 +113,7 @@ def megatron_memory(job: Job, spec: MegatronSpec) -> MemoryBreakdown:
             acts += in_flight * sbh * e  # embedding output (dropout input), Korthikanti §4.3
         if stage == p - 1:
             # 16-bit logits and their fp32 copy for the vocabulary-parallel loss
-            acts += tr.seq_len * tr.micro_batch * shape.vocab / t * (e + 4.0)
+            acts += seq * tr.micro_batch * shape.vocab / t * (e + 4.0)
         mem = MemoryBreakdown(
             weights=n * (e if e < 4 else 4),
             gradients=n * g,
