@@ -31,18 +31,29 @@ def layer_activation_bytes(
 ) -> float:
     """Activation bytes one block stores for one micro-batch on one TP rank (16-bit activations).
 
-    Korthikanti et al. 2022, Table 2: no recompute ``sbh(10 + 24/t + 5as/(ht))``; with sequence
-    parallelism ``sbh/t · (34 + 5as/h)``; selective recompute drops the ``5as/h`` attention
-    term; full recompute keeps the block input, ``2sbh`` (``/t`` with sequence parallelism).
-    A fused (flash) attention kernel never stores the ``a·s²`` tensors either.
+    Korthikanti et al. 2022, §4.1 and Table 2: no recompute ``sbh(10 + 24/t + 5as/(ht))``; with
+    sequence parallelism ``sbh/t · (34 + 5as/h)``; selective recompute drops the ``5as/h``
+    attention term; full recompute keeps the block input, ``2sbh`` (``/t`` with sequence
+    parallelism). A fused (flash) attention kernel never stores the ``a·s²`` tensors either.
+
+    The ``24/t`` is their tensor-by-tensor sum for multi-head attention and a 4h GeLU MLP: Q
+    and K (4), V (2), the projection's input (2), the MLP's first output (8) and the GeLU's
+    output (8), in units of ``sbh`` bytes. Here the same tensors take the model's shape:
+    K and V ``kv_dim/h`` of Q's size (grouped-query attention), the MLP's first output
+    ``n_in·f/h`` (gated: gate and up) and the activation's output ``f/h`` — which gives back
+    24 for their shape. The unsharded 10 (two norms' inputs 4, the QKV and MLP inputs 4, two
+    dropout masks 2) does not depend on the shape.
     """
     sbh, a, h = float(s * b * shape.hidden), shape.n_heads, shape.hidden
     if checkpointing is Checkpointing.FULL:
         return 2.0 * sbh / (t if sp else 1)
     attn = 0.0 if (flash or checkpointing is Checkpointing.SELECTIVE) else 5.0 * a * s / h
+    g, f = shape.kv_dim / h, shape.ffn_hidden / h
+    n_in = 2 if shape.gated_mlp else 1
+    sharded = (2.0 + 2.0 * g) + 2.0 * g + 2.0 + 2.0 * f * (n_in + 1)
     if sp:
-        return sbh / t * (34.0 + attn)
-    return sbh * (10.0 + 24.0 / t + attn / t)
+        return sbh / t * (10.0 + sharded + attn)
+    return sbh * (10.0 + sharded / t + attn / t)
 
 
 def in_flight_micro_batches(p: int, v: int, m: int, stage: int) -> float:

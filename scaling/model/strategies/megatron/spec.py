@@ -124,7 +124,9 @@ class MegatronSpec(StrategyBase):
         """Model-parallel remedies."""
         return (
             "try activation checkpointing, a larger tensor or pipeline size, "
-            "sequence_parallel or distributed_optimizer"
+            "sequence_parallel, distributed_optimizer, parallelism.context (splits the "
+            "activations by the sequence) or fewer layers on the first stage "
+            "(parallelism.first_stage_layers)"
         )
 
     @property
