@@ -329,3 +329,26 @@ def test_context_and_stage_fields_change_results() -> None:
     assert step({"tensor": 2, "pipeline": 4, "last_stage_layers": 9}) != base
     # the even split given explicitly is the default
     assert step({"tensor": 2, "pipeline": 4, "first_stage_layers": 6}) == base
+
+
+def test_405b_config_explains_bubble_and_each_dimension_apart() -> None:
+    """configs/llama3-405b-tp-cp-pp.yaml (TP8 x CP2 x PP16, 7/8…8/7 layers): explain's parts
+    sum to the step, with the bubble, TP, PP and DP apart; the CP ring is issued (K/V one node
+    away, 2 MiB per exchange) and hides behind the attention steps."""
+    from pathlib import Path
+
+    from scaling.io.config import load_experiment
+    from scaling.model.analysis.explain import explain_step
+
+    path = Path(__file__).parent.parent / "configs" / "llama3-405b-tp-cp-pp.yaml"
+    (job,) = load_experiment(path).jobs()
+    assert job.strategy.label.startswith("megatron-t8-p16-c2-l7-7")
+    res, tl = run_job_detailed(job, trace=True)
+    br = explain_step(tl, 0)
+    assert sum(v for _, v in br.parts()) == pytest.approx(br.step_s, rel=1e-9)
+    assert br.bubble_s > 0.3 * br.step_s  # 16 micro-batches over 16 stages
+    assert {"TP", "PP", "DP"} <= set(br.exposed_by_parallel)
+    cp = [r for r in tl.collectives if r.key.kind == "cp"]
+    assert cp and {r.nbytes for r in cp} >= {2.0 * 4096 * 1024 / 8 * 2}
+    assert all(r.group.nodes == 2 for r in cp)
+    assert res.peak_mem_GiB < 60
