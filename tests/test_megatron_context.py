@@ -145,6 +145,12 @@ def test_cp_splits_activations_and_shows_exposed_cp_in_explain() -> None:
     assert {"TP", "CP", "PP"} <= set(br.exposed_by_parallel)
     assert br.bubble_s > 0
     assert any(k.startswith("exposed CP") for k, _ in br.parts())
+    # the kernel-kind breakdown (rank 0's 1/c of the tokens, plus the ring's other steps) is
+    # what the timeline ran
+    from scaling.model.hardware.compute import step_compute_breakdown
+
+    kinds = sum(v for _, v in step_compute_breakdown(job))
+    assert kinds == pytest.approx(br.forward_s + br.backward_s, rel=0.1)
 
 
 def _flush_1f1b(fwd: list[float], bwd: list[float], m: int) -> list[float]:
@@ -351,4 +357,4 @@ def test_405b_config_explains_bubble_and_each_dimension_apart() -> None:
     cp = [r for r in tl.collectives if r.key.kind == "cp"]
     assert cp and {r.nbytes for r in cp} >= {2.0 * 4096 * 1024 / 8 * 2}
     assert all(r.group.nodes == 2 for r in cp)
-    assert res.peak_mem_GiB < 60
+    assert 50 < res.peak_mem_GiB < 74.5  # 59.9 GiB: fits an 80 GB H100
