@@ -308,6 +308,11 @@ def _cfg(strategy: dict[str, Any], **over: Any) -> dict[str, Any]:
         ({"pipeline": 4, "virtual_stages": 2, "last_stage_layers": 6}, {"grad_accum_steps": 8},
          "expected pipeline >= 2 without interleaving"),
         ({"pipeline": 5}, {}, "(or parallelism.first_stage_layers / last_stage_layers)"),
+        ({"pipeline": 4, "account_for_embedding": True}, {},
+         "parallelism.account_for_embedding: got true with pipeline 4 x virtual_stages 1; "
+         "expected pipeline >= 2 without interleaving dividing the 24 layers + 1 accounted"),
+        ({"pipeline": 2, "account_for_loss": True, "first_stage_layers": 12}, {},
+         "expected one of the two ways"),
     ],
 )  # fmt: skip
 def test_bad_context_or_stages_is_one_line_naming_file_and_field(
@@ -358,3 +363,31 @@ def test_405b_config_explains_bubble_and_each_dimension_apart() -> None:
     assert cp and {r.nbytes for r in cp} >= {2.0 * 4096 * 1024 / 8 * 2}
     assert all(r.group.nodes == 2 for r in cp)
     assert 50 < res.peak_mem_GiB < 74.5  # 59.9 GiB: fits an 80 GB H100
+
+
+def test_embedding_and_loss_accounting_is_the_same_split_as_given_layers() -> None:
+    """--account-for-embedding/loss-in-pipeline-split: (126 + 2)/16 = 8 per stage, the first
+    and last one block fewer: Llama 3's 7, 8 x 14, 7."""
+    acc = MegatronSpec(8, 16, account_for_embedding=True, account_for_loss=True)
+    assert acc.stage_layers(126) == [7] + [8] * 14 + [7]
+    assert MegatronSpec(1, 5, account_for_embedding=True).stage_layers(24) == [4, 5, 5, 5, 5]
+    assert acc.label.endswith("-acc-emb-acc-loss")
+
+    def step(par: dict[str, Any], nodes: int = 2, order: str = "tp-dp-pp") -> tuple[float, float]:
+        train = {"grad_accum_steps": 8, "seq_len": 512}
+        (job,) = experiment_from_dict(
+            _cfg({"parallelism": par, "order": order}, training=train, nodes=[nodes])
+        ).jobs()
+        r = run_job(job)
+        return r.step_time_s, r.peak_mem_GiB
+
+    # 24 layers + 2 over 2 stages: 12 and 12, as the even split
+    given = step({"tensor": 2, "pipeline": 2, "first_stage_layers": 12, "last_stage_layers": 12})
+    both = {"account_for_embedding": True, "account_for_loss": True}
+    assert step({"tensor": 2, "pipeline": 2, **both}) == given
+    assert step({"tensor": 2, "pipeline": 2}) == given
+    # 24 + 1 over 5 stages (40 devices): 4 on the first, as first_stage_layers 4
+    five = {"tensor": 1, "pipeline": 5}
+    acc5 = step({**five, "account_for_embedding": True}, nodes=5)
+    assert acc5 == step({**five, "first_stage_layers": 4}, nodes=5)
+    assert acc5 != step({**five, "first_stage_layers": 8}, nodes=5)

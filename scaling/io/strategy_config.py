@@ -136,6 +136,9 @@ class ParallelismConfig(Strict):
     # --decoder-first-pipeline-num-layers / --decoder-last-pipeline-num-layers (null: even)
     first_stage_layers: PosInt | None = None
     last_stage_layers: PosInt | None = None
+    # --account-for-embedding-in-pipeline-split / --account-for-loss-in-pipeline-split
+    account_for_embedding: bool = False
+    account_for_loss: bool = False
 
 
 class MegatronConfig(StrategyConfig):
@@ -166,6 +169,8 @@ class MegatronConfig(StrategyConfig):
             par.context,
             par.first_stage_layers,
             par.last_stage_layers,
+            par.account_for_embedding,
+            par.account_for_loss,
         )
 
 

@@ -92,8 +92,8 @@ def megatron_memory(job: Job, spec: MegatronSpec) -> MemoryBreakdown:
         tr.checkpointing,
         tr.flash_attention,
     )
-    uneven = spec.first_stage_layers is not None or spec.last_stage_layers is not None
-    per_stage = spec.stage_layers(shape.n_layers) if uneven else [shape.n_layers // p] * p
+    even = [shape.n_layers // p] * p
+    per_stage = spec.stage_layers(shape.n_layers) if spec.uneven_stages else even
     sbh = float(seq * tr.micro_batch * shape.hidden)
     best: MemoryBreakdown | None = None
     # the first and last stage, and (uneven) the fullest middle stage nearest the front

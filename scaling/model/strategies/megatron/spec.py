@@ -49,6 +49,11 @@ class MegatronSpec(StrategyBase):
         first_stage_layers, last_stage_layers: blocks on the first / last pipeline stage
             (``--decoder-first-pipeline-num-layers`` / ``--decoder-last-pipeline-num-layers``;
             None: the even share); the other stages split the rest evenly.
+        account_for_embedding, account_for_loss: count the embedding as one layer of the
+            first stage / the output layer and loss as one of the last
+            (``--account-for-embedding-in-pipeline-split`` /
+            ``--account-for-loss-in-pipeline-split``): every stage then holds
+            ``(L + e + l)/p`` layers, the first and last one block fewer.
     """
 
     tensor: int = 1
@@ -62,6 +67,8 @@ class MegatronSpec(StrategyBase):
     context: int = 1
     first_stage_layers: int | None = None
     last_stage_layers: int | None = None
+    account_for_embedding: bool = False
+    account_for_loss: bool = False
 
     @property
     def model_parallel(self) -> int:
@@ -69,14 +76,27 @@ class MegatronSpec(StrategyBase):
         micro-batch's sequence, so they count toward a replica, not toward the data size)."""
         return self.tensor * self.context * self.pipeline
 
+    @property
+    def uneven_stages(self) -> bool:
+        """Whether the stages' blocks are set otherwise than ``L/p`` each."""
+        given = self.first_stage_layers is not None or self.last_stage_layers is not None
+        return given or self.account_for_embedding or self.account_for_loss
+
     def stage_layers(self, n_layers: int) -> list[int]:
         """Blocks on each pipeline stage: ``first_stage_layers`` / ``last_stage_layers`` where
         given, the rest split evenly over the other stages (Megatron-Core
-        ``transformer_block.get_num_layers_to_build``). Assumes :meth:`model_error` passed."""
+        ``transformer_block.get_num_layers_to_build``); with the embedding / loss accounted as
+        a layer, ``(L + e + l)/p`` per stage less that layer on the first / last stage
+        (``TransformerConfig.account_for_embedding_in_pipeline_split``). Assumes
+        :meth:`model_error` passed."""
         p = self.pipeline
         first, last = self.first_stage_layers, self.last_stage_layers
         if p == 1:
             return [n_layers]
+        e, lo = int(self.account_for_embedding), int(self.account_for_loss)
+        if e or lo:
+            per = (n_layers + e + lo) // p
+            first, last = per - e, per - lo
         fixed = {0: first, p - 1: last}
         free = [k for k in range(p) if fixed.get(k) is None]
         rest = n_layers - sum(x for x in fixed.values() if x is not None)
@@ -93,6 +113,10 @@ class MegatronSpec(StrategyBase):
             out += f"-c{self.context}"
         if self.first_stage_layers is not None or self.last_stage_layers is not None:
             out += "-l" + "-".join(map(str, self.stage_layers_label))
+        if self.account_for_embedding:
+            out += "-acc-emb"
+        if self.account_for_loss:
+            out += "-acc-loss"
         if self.virtual_stages > 1:
             out += f"-v{self.virtual_stages}"
         if self.sequence_parallel:
@@ -156,7 +180,7 @@ class MegatronSpec(StrategyBase):
         rules of Megatron-LM's ``arguments.py`` / ``initialize_model_parallel``."""
         t, p, v, c = self.tensor, self.pipeline, self.virtual_stages, self.context
         m = training.grad_accum
-        uneven = self.first_stage_layers is not None or self.last_stage_layers is not None
+        uneven = self.uneven_stages
         checks = [
             (v == 1 or p >= 2, f"parallelism.virtual_stages: got {v} with pipeline {p}; "
              "expected pipeline >= 2 for the interleaved schedule"),
@@ -192,9 +216,26 @@ class MegatronSpec(StrategyBase):
         they can): Megatron-Core's rules (no interleaving with uneven stages; the other stages
         take an equal, non-empty share of the rest)."""
         first, last = self.first_stage_layers, self.last_stage_layers
+        p, n = self.pipeline, shape.n_layers
+        acc = {"account_for_embedding": self.account_for_embedding,
+               "account_for_loss": self.account_for_loss}  # fmt: skip
+        if any(acc.values()):
+            name = next(k for k, on in acc.items() if on)
+            total = n + sum(acc.values())
+            if first is not None or last is not None:
+                return (
+                    f"parallelism.{name}: got true with first_stage_layers / last_stage_layers "
+                    "set; expected one of the two ways of splitting the stages"
+                )
+            if p < 2 or self.virtual_stages > 1 or total % p or total // p < 2:
+                return (
+                    f"parallelism.{name}: got true with pipeline {p} x virtual_stages "
+                    f"{self.virtual_stages}; expected pipeline >= 2 without interleaving "
+                    f"dividing the {n} layers + {total - n} accounted = {total} (at least 2 each)"
+                )
+            return ""
         if first is None and last is None:
             return ""
-        p, n = self.pipeline, shape.n_layers
         name = "first_stage_layers" if first is not None else "last_stage_layers"
         got = first if first is not None else last
         if p < 2 or self.virtual_stages > 1:
@@ -295,7 +336,7 @@ class MegatronSpec(StrategyBase):
             recompute = fwd + attn * (c - 1)
         elif tr.checkpointing is Checkpointing.SELECTIVE:
             recompute = [op for op in first if op.name.startswith("attn.")] * c
-        uneven = self.first_stage_layers is not None or self.last_stage_layers is not None
+        uneven = self.uneven_stages
         layers = (
             self.stage_layers(job.shape.n_layers)[0]
             if uneven

@@ -118,8 +118,7 @@ class MegatronWork(StageProcess):
         emb, head = tp_head_ops(shape, b, seq, e, t, spec.sequence_parallel)
         act = float(b * seq * shape.hidden * e)
         lpc = shape.n_layers // (p * v)
-        uneven = spec.first_stage_layers is not None or spec.last_stage_layers is not None
-        per_stage = spec.stage_layers(shape.n_layers) if uneven else []
+        per_stage = spec.stage_layers(shape.n_layers) if spec.uneven_stages else []
         lpcs = per_stage or [lpc] * p
         tp_groups, dp_groups, p2p_groups = [], [], []
         # the stages' DP groups (TP lane 0) and, to keep their stand-ins apart as the real
