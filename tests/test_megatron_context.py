@@ -391,3 +391,11 @@ def test_embedding_and_loss_accounting_is_the_same_split_as_given_layers() -> No
     acc5 = step({**five, "account_for_embedding": True}, nodes=5)
     assert acc5 == step({**five, "first_stage_layers": 4}, nodes=5)
     assert acc5 != step({**five, "first_stage_layers": 8}, nodes=5)
+
+
+def test_every_rank_simulated_gives_the_representative_result_with_context() -> None:
+    spec = MegatronSpec(2, 2, context=2, first_stage_layers=1, last_stage_layers=3)
+    job = replace(_job(spec, 1, 4, _gqa(4)), sim=SimSpec(steps=1, warmup_steps=0, network="flow"))
+    one = run_job(job)
+    every = run_job(replace(job, sim=replace(job.sim, simulate_all_ranks=True)))
+    assert every.step_time_s == pytest.approx(one.step_time_s, rel=1e-12)
