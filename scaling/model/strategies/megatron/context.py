@@ -83,6 +83,7 @@ class ContextRing:
         attn_fwd_s, attn_bwd_s: one ring step's attention on one rank, forward / backward (s).
         groups: per pipeline stage, the group one exchange is priced on.
         recompute_core: selective recomputation re-runs the ring forward in the backward.
+        step_bytes: bytes one ring step's attention moves, forward + backward.
     """
 
     c: int
@@ -91,6 +92,7 @@ class ContextRing:
     attn_bwd_s: float
     groups: list[Group]
     recompute_core: bool
+    step_bytes: float = 0.0
 
     @classmethod
     def build(
@@ -106,8 +108,9 @@ class ContextRing:
             shape, tr.micro_batch, s_loc, e, tr.flash_attention, t, spec.sequence_parallel
         )
         attn = [op for op in first if op.name == "attention" or op.name.startswith("attn.")]
-        fwd = sum(cm.op_time(k) for k in cm.kernels(attn))
-        bwd = sum(cm.op_time(k) for k in cm.kernels(attn, backward=True))
+        kf, kb = cm.kernels(attn), cm.kernels(attn, backward=True)
+        fwd = sum(cm.op_time(k) for k in kf)
+        bwd = sum(cm.op_time(k) for k in kb)
         dpn = job.system.devices_per_node
         groups = []
         for ring in rank:
@@ -124,6 +127,7 @@ class ContextRing:
             # as the block's own segments: selective recomputation re-runs the unfused
             # attention core (a fused kernel stores no s×s tensors, so nothing is recomputed)
             tr.checkpointing is Checkpointing.SELECTIVE and not tr.flash_attention,
+            sum(k.bytes for k in kf + kb),
         )
 
 

@@ -149,7 +149,7 @@ class MegatronWork(StageProcess):
             n_opt = sum(n_chunks) / (d if spec.distributed_optimizer else 1)
             opt.append(cm.optimizer_cost(n_opt))
         m = tr.grad_accum
-        # model FLOPs of one rank per step: the model's, over the t·p ranks of a replica
+        # model FLOPs of one rank per step: the model's, over the t·c·p ranks of a replica
         flops = shape.flops_per_token(tr.seq_len) * b * tr.seq_len * m / (t * p * c)
         n0 = lpcs[0] * v  # rank 0's blocks
         per_micro = n0 * (blk.f1.bytes + blk.f2.bytes + blk.b2.bytes + blk.b2w.bytes + blk.b1.bytes)
@@ -162,6 +162,9 @@ class MegatronWork(StageProcess):
         per_micro += emb_fwd.bytes + emb_bwd.bytes
         if p == 1:
             per_micro += head_fwd.bytes + head_bwd.bytes
+        ring = ContextRing.build(job, spec, cm, stage_rings(spec, d)) if c > 1 else None
+        if ring is not None:  # the ring's other c − 1 attention steps
+            per_micro += n0 * (c - 1) * ring.step_bytes
         comp_bytes = m * per_micro + opt[0].bytes
         return cls(
             spec,
@@ -187,7 +190,7 @@ class MegatronWork(StageProcess):
             comp_bytes,
             layer_grad_bytes=layer_p * g,
             replicas=d,
-            ring=ContextRing.build(job, spec, cm, stage_rings(spec, d)) if c > 1 else None,
+            ring=ring,
         )
 
     # ---- closed-form helpers (tests, explanations) ------------------------------------------
