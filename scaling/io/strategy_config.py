@@ -135,12 +135,19 @@ class FSDPConfig(StrategyConfig):
 
 
 class ParallelismConfig(Strict):
-    """Megatron-LM's parallel sizes: ``devices = tensor × pipeline × data``."""
+    """Megatron-LM's parallel sizes: ``devices = tensor × context × pipeline × data``."""
 
     tensor: PosInt = 1  # --tensor-model-parallel-size
     pipeline: PosInt = 1  # --pipeline-model-parallel-size
     virtual_stages: PosInt = 1  # model chunks per stage (interleaved 1F1B when > 1)
-    data: Literal["auto"] | PosInt = "auto"  # auto: devices / (tensor x pipeline)
+    data: Literal["auto"] | PosInt = "auto"  # auto: devices / (tensor x context x pipeline)
+    context: PosInt = 1  # --context-parallel-size (ring attention over the sequence)
+    # --decoder-first-pipeline-num-layers / --decoder-last-pipeline-num-layers (null: even)
+    first_stage_layers: PosInt | None = None
+    last_stage_layers: PosInt | None = None
+    # --account-for-embedding-in-pipeline-split / --account-for-loss-in-pipeline-split
+    account_for_embedding: bool = False
+    account_for_loss: bool = False
 
 
 class MegatronConfig(StrategyConfig):
@@ -168,6 +175,11 @@ class MegatronConfig(StrategyConfig):
             self.distributed_optimizer,
             self.overlap_grad_reduce,
             None if par.data == "auto" else par.data,
+            par.context,
+            par.first_stage_layers,
+            par.last_stage_layers,
+            par.account_for_embedding,
+            par.account_for_loss,
         )
 
 

@@ -34,7 +34,14 @@ What is modelled, with the rule's source:
   distrib_optimizer.md``) a reduce-scatter of the gradients and, after the optimizer step on the
   ``1/d`` shard, an all-gather of the updated 16-bit parameters. The optimizer step updates the
   rank's parameters (``1/d`` of them with the distributed optimizer).
-* **Placement**: rank ``r`` has coordinates (tp, pp, dp) with TP innermost; ``order`` chooses
+* **Context parallelism** (``context.py``; Transformer Engine ``AttnFuncWithCPAndKVP2P``):
+  each rank runs its blocks on ``1/c`` of the sequence; attention by a ring of ``c − 1`` K/V
+  exchanges (K/V and dK/dV backward), each overlapped with one attention step; gradients
+  reduced (and the distributed optimizer sharded) over ``d·c`` ranks.
+* **Uneven stages** (``--decoder-first/last-pipeline-num-layers``, Megatron-Core
+  ``get_num_layers_to_build``): the first and last stage may hold a given number of blocks,
+  the others the rest evenly (non-interleaved schedule only); memory takes the busiest stage.
+* **Placement**: rank ``r`` has coordinates (tp, cp, pp, dp) with TP innermost and CP next; ``order`` chooses
   whether PP (``tp-pp-dp``, the default here: consecutive stages on neighbouring devices) or DP
   (``tp-dp-pp``, Megatron-LM's ``initialize_model_parallel`` order ``tp-cp-ep-dp-pp``) comes
   next. Each collective runs on the devices it spans (``placement.group_of``); groups whose
@@ -56,12 +63,14 @@ stage's ranks run as one rank ensemble). A step ends when every stage has finish
 step (Megatron's end-of-step gradient-norm and ``found_inf`` reductions span the model-parallel
 group); the next one starts then on every stage.
 
-Modules: ``spec`` (the knobs, config rules, compute by kernel kind), ``memory``, ``ops`` (one TP
+Modules: ``spec`` (the knobs, config rules, compute by kernel kind), ``memory``, ``context``
+(ring attention), ``ops`` (one TP
 rank's kernels and their segments), ``placement`` (ranks → groups), ``schedule`` (1F1B and
 interleaved orders), ``work`` (the plan, representatives, closed forms) and ``stage`` (the SimPy
 process of one stage).
 """
 
+from scaling.model.strategies.megatron.context import ContextRing, ring_bytes_per_layer
 from scaling.model.strategies.megatron.memory import (
     MASTER_AND_MOMENTS_BYTES,
     MOMENTS_BYTES,
@@ -82,6 +91,7 @@ __all__ = [
     "ORDERS",
     "STREAMS",
     "BlockCost",
+    "ContextRing",
     "MegatronSpec",
     "MegatronWork",
     "block_cost",
@@ -89,6 +99,7 @@ __all__ = [
     "layer_activation_bytes",
     "megatron_memory",
     "rank_of",
+    "ring_bytes_per_layer",
     "stage_order",
     "tp_block_ops",
     "tp_head_ops",

@@ -31,18 +31,29 @@ def layer_activation_bytes(
 ) -> float:
     """Activation bytes one block stores for one micro-batch on one TP rank (16-bit activations).
 
-    Korthikanti et al. 2022, Table 2: no recompute ``sbh(10 + 24/t + 5as/(ht))``; with sequence
-    parallelism ``sbh/t · (34 + 5as/h)``; selective recompute drops the ``5as/h`` attention
-    term; full recompute keeps the block input, ``2sbh`` (``/t`` with sequence parallelism).
-    A fused (flash) attention kernel never stores the ``a·s²`` tensors either.
+    Korthikanti et al. 2022, §4.1 and Table 2: no recompute ``sbh(10 + 24/t + 5as/(ht))``; with
+    sequence parallelism ``sbh/t · (34 + 5as/h)``; selective recompute drops the ``5as/h``
+    attention term; full recompute keeps the block input, ``2sbh`` (``/t`` with sequence
+    parallelism). A fused (flash) attention kernel never stores the ``a·s²`` tensors either.
+
+    The ``24/t`` is their tensor-by-tensor sum for multi-head attention and a 4h GeLU MLP: Q
+    and K (4), V (2), the projection's input (2), the MLP's first output (8) and the GeLU's
+    output (8), in units of ``sbh`` bytes. Here the same tensors take the model's shape:
+    K and V ``kv_dim/h`` of Q's size (grouped-query attention), the MLP's first output
+    ``n_in·f/h`` (gated: gate and up) and the activation's output ``f/h`` — which gives back
+    24 for their shape. The unsharded 10 (two norms' inputs 4, the QKV and MLP inputs 4, two
+    dropout masks 2) does not depend on the shape.
     """
     sbh, a, h = float(s * b * shape.hidden), shape.n_heads, shape.hidden
     if checkpointing is Checkpointing.FULL:
         return 2.0 * sbh / (t if sp else 1)
     attn = 0.0 if (flash or checkpointing is Checkpointing.SELECTIVE) else 5.0 * a * s / h
+    g, f = shape.kv_dim / h, shape.ffn_hidden / h
+    n_in = 2 if shape.gated_mlp else 1
+    sharded = (2.0 + 2.0 * g) + 2.0 * g + 2.0 + 2.0 * f * (n_in + 1)
     if sp:
-        return sbh / t * (34.0 + attn)
-    return sbh * (10.0 + 24.0 / t + attn / t)
+        return sbh / t * (10.0 + sharded + attn)
+    return sbh * (10.0 + sharded / t + attn / t)
 
 
 def in_flight_micro_batches(p: int, v: int, m: int, stage: int) -> float:
@@ -58,11 +69,15 @@ def in_flight_micro_batches(p: int, v: int, m: int, stage: int) -> float:
 def megatron_memory(job: Job, spec: MegatronSpec) -> MemoryBreakdown:
     """Peak memory of one Megatron rank, bytes: weights, gradients and optimizer states of the
     rank's ``1/t`` of its stage's layers (plus the embedding on the first and the output layer
-    on the last stage), activations of the schedule's in-flight micro-batches; the larger of the
-    first and last stage."""
+    on the last stage), activations of the schedule's in-flight micro-batches on its ``1/c`` of
+    the sequence (context parallelism); the largest over the stages (uneven stages: a middle
+    stage with more layers may hold more). The distributed optimizer shards over the ``d·c``
+    ranks of the data-parallel group with context parallelism (Megatron-Core
+    ``DistributedOptimizer`` on ``get_data_parallel_group(with_context_parallel=True)``)."""
     shape, tr = job.shape, job.training
-    t, p, v = spec.tensor, spec.pipeline, spec.virtual_stages
-    d = max(spec.data_parallel(job.devices), 1)
+    t, p, v, c = spec.tensor, spec.pipeline, spec.virtual_stages, spec.context
+    d = max(spec.data_parallel(job.devices), 1) * c
+    seq = tr.seq_len // c
     e = DTYPE_BYTES[tr.dtype]
     g = DTYPE_BYTES[tr.param_dtype]
     state = MASTER_AND_MOMENTS_BYTES if e < 4 else MOMENTS_BYTES
@@ -71,16 +86,22 @@ def megatron_memory(job: Job, spec: MegatronSpec) -> MemoryBreakdown:
     per_layer = layer_activation_bytes(
         shape,
         tr.micro_batch,
-        tr.seq_len,
+        seq,
         t,
         spec.sequence_parallel,
         tr.checkpointing,
         tr.flash_attention,
     )
-    layers = shape.n_layers // p
-    sbh = float(tr.seq_len * tr.micro_batch * shape.hidden)
+    even = [shape.n_layers // p] * p
+    per_stage = spec.stage_layers(shape.n_layers) if spec.uneven_stages else even
+    sbh = float(seq * tr.micro_batch * shape.hidden)
     best: MemoryBreakdown | None = None
-    for stage in {0, p - 1}:
+    # the first and last stage, and (uneven) the fullest middle stage nearest the front
+    stages = {0, p - 1}
+    if p > 2:
+        stages.add(max(range(1, p - 1), key=lambda k: (per_stage[k], -k)))
+    for stage in sorted(stages):
+        layers = per_stage[stage]
         n = layers * shape.layer_params() / t
         if stage == 0:
             n += shape.embedding_params() / t
@@ -93,7 +114,7 @@ def megatron_memory(job: Job, spec: MegatronSpec) -> MemoryBreakdown:
             acts += layer_activation_bytes(
                 shape,
                 tr.micro_batch,
-                tr.seq_len,
+                seq,
                 t,
                 spec.sequence_parallel,
                 Checkpointing.NONE,
@@ -103,7 +124,7 @@ def megatron_memory(job: Job, spec: MegatronSpec) -> MemoryBreakdown:
             acts += in_flight * sbh * e  # embedding output (dropout input), Korthikanti §4.3
         if stage == p - 1:
             # 16-bit logits and their fp32 copy for the vocabulary-parallel loss
-            acts += tr.seq_len * tr.micro_batch * shape.vocab / t * (e + 4.0)
+            acts += seq * tr.micro_batch * shape.vocab / t * (e + 4.0)
         mem = MemoryBreakdown(
             weights=n * (e if e < 4 else 4),
             gradients=n * g,

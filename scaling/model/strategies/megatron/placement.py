@@ -10,12 +10,28 @@ if TYPE_CHECKING:
     from scaling.model.strategies.megatron.spec import MegatronSpec
 
 
-def rank_of(spec: MegatronSpec, d: int, tp: int, pp: int, dp: int) -> int:
-    """Global rank (= device) of coordinates (tp, pp, dp) under ``spec.order``."""
-    t, p = spec.tensor, spec.pipeline
+def rank_of(spec: MegatronSpec, d: int, tp: int, pp: int, dp: int, cp: int = 0) -> int:
+    """Global rank (= device) of coordinates (tp, cp, pp, dp) under ``spec.order``: CP right
+    after TP, as Megatron-LM's ``initialize_model_parallel`` order ``tp-cp-ep-dp-pp``
+    (``megatron/core/parallel_state.py``) puts it, so that a CP ring stays as close as TP
+    allows."""
+    t, c, p = spec.tensor, spec.context, spec.pipeline
+    inner = tp + t * cp
     if spec.order == "tp-dp-pp":
-        return tp + t * (dp + d * pp)
-    return tp + t * (pp + p * dp)
+        return inner + t * c * (dp + d * pp)
+    return inner + t * c * (pp + p * dp)
+
+
+def dp_ranks(spec: MegatronSpec, d: int, pp: int, tp: int = 0) -> list[int]:
+    """The ranks stage ``pp``'s gradients are reduced over: the data-parallel group *with*
+    context parallelism (``parallel_state.get_data_parallel_group(with_context_parallel=True)``,
+    which the DDP buffers and the distributed optimizer use), ``d·c`` ranks of TP lane ``tp``."""
+    return [rank_of(spec, d, tp, pp, r, cp) for r in range(d) for cp in range(spec.context)]
+
+
+def cp_ranks(spec: MegatronSpec, d: int, pp: int, dp: int = 0, tp: int = 0) -> list[int]:
+    """The ``c`` ranks of one context-parallel ring (``t`` devices apart)."""
+    return [rank_of(spec, d, tp, pp, dp, cp) for cp in range(spec.context)]
 
 
 def group_of(
@@ -68,7 +84,7 @@ def p2p_group(a: int, b: int, lanes: int, dpn: int) -> Group:
 
 def stage_of(spec: MegatronSpec, d: int, rank: int) -> int:
     """The pipeline stage of global rank ``rank`` under ``spec.order`` (``d`` replicas)."""
-    t, p = spec.tensor, spec.pipeline
+    tc, p = spec.tensor * spec.context, spec.pipeline
     if spec.order == "tp-dp-pp":
-        return rank // (t * d)
-    return (rank // t) % p
+        return rank // (tc * d)
+    return (rank // tc) % p

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from scaling.model.job import Job, TrainingSpec
 
 #: The parallel dimension ``explain`` reports each kind of collective under.
-PARALLEL_DIMS = {"tp": "TP", "pp": "PP", "dp": "DP"}
+PARALLEL_DIMS = {"tp": "TP", "cp": "CP", "pp": "PP", "dp": "DP"}
 #: Placements: the order of the parallel dimensions from innermost (consecutive ranks) out.
 ORDERS = ("tp-pp-dp", "tp-dp-pp")
 
@@ -44,6 +44,16 @@ class MegatronSpec(StrategyBase):
             backward (``--overlap-grad-reduce``); else every gradient after the flush.
         data: the data-parallel size the config asked for (None: whatever the devices give);
             a size the devices do not give is refused (:meth:`placement_error`).
+        context: context-parallel size ``c`` (``--context-parallel-size``): each micro-batch's
+            sequence split ``c`` ways, attention by ring exchange of K/V (``megatron.context``).
+        first_stage_layers, last_stage_layers: blocks on the first / last pipeline stage
+            (``--decoder-first-pipeline-num-layers`` / ``--decoder-last-pipeline-num-layers``;
+            None: the even share); the other stages split the rest evenly.
+        account_for_embedding, account_for_loss: count the embedding as one layer of the
+            first stage / the output layer and loss as one of the last
+            (``--account-for-embedding-in-pipeline-split`` /
+            ``--account-for-loss-in-pipeline-split``): every stage then holds
+            ``(L + e + l)/p`` layers, the first and last one block fewer.
     """
 
     tensor: int = 1
@@ -54,11 +64,44 @@ class MegatronSpec(StrategyBase):
     distributed_optimizer: bool = False
     overlap_grad_reduce: bool = False
     data: int | None = None
+    context: int = 1
+    first_stage_layers: int | None = None
+    last_stage_layers: int | None = None
+    account_for_embedding: bool = False
+    account_for_loss: bool = False
 
     @property
     def model_parallel(self) -> int:
-        """Ranks one model replica spans (``t·p``)."""
-        return self.tensor * self.pipeline
+        """Ranks one model replica spans (``t·c·p``: the ``c`` context-parallel ranks share one
+        micro-batch's sequence, so they count toward a replica, not toward the data size)."""
+        return self.tensor * self.context * self.pipeline
+
+    @property
+    def uneven_stages(self) -> bool:
+        """Whether the stages' blocks are set otherwise than ``L/p`` each."""
+        given = self.first_stage_layers is not None or self.last_stage_layers is not None
+        return given or self.account_for_embedding or self.account_for_loss
+
+    def stage_layers(self, n_layers: int) -> list[int]:
+        """Blocks on each pipeline stage: ``first_stage_layers`` / ``last_stage_layers`` where
+        given, the rest split evenly over the other stages (Megatron-Core
+        ``transformer_block.get_num_layers_to_build``); with the embedding / loss accounted as
+        a layer, ``(L + e + l)/p`` per stage less that layer on the first / last stage
+        (``TransformerConfig.account_for_embedding_in_pipeline_split``). Assumes
+        :meth:`model_error` passed."""
+        p = self.pipeline
+        first, last = self.first_stage_layers, self.last_stage_layers
+        if p == 1:
+            return [n_layers]
+        e, lo = int(self.account_for_embedding), int(self.account_for_loss)
+        if e or lo:
+            per = (n_layers + e + lo) // p
+            first, last = per - e, per - lo
+        fixed = {0: first, p - 1: last}
+        free = [k for k in range(p) if fixed.get(k) is None]
+        rest = n_layers - sum(x for x in fixed.values() if x is not None)
+        each = rest // len(free) if free else 0
+        return [fixed[k] if fixed.get(k) is not None else each for k in range(p)]  # type: ignore[misc]
 
     @property
     def label(self) -> str:
@@ -66,6 +109,14 @@ class MegatronSpec(StrategyBase):
         ``-tp-dp-pp``) only when it is not the default ``tp-pp-dp``, so that strategies differing
         only in placement have different labels (the results' ``strategy`` key)."""
         out = f"megatron-t{self.tensor}-p{self.pipeline}"
+        if self.context > 1:
+            out += f"-c{self.context}"
+        if self.first_stage_layers is not None or self.last_stage_layers is not None:
+            out += "-l" + "-".join(map(str, self.stage_layers_label))
+        if self.account_for_embedding:
+            out += "-acc-emb"
+        if self.account_for_loss:
+            out += "-acc-loss"
         if self.virtual_stages > 1:
             out += f"-v{self.virtual_stages}"
         if self.sequence_parallel:
@@ -78,8 +129,14 @@ class MegatronSpec(StrategyBase):
             out += f"-{self.order}"
         return out
 
+    @property
+    def stage_layers_label(self) -> tuple[str, str]:
+        """(first, last) stage blocks as the label shows them (``even`` when not given)."""
+        f, last = self.first_stage_layers, self.last_stage_layers
+        return ("even" if f is None else str(f), "even" if last is None else str(last))
+
     def data_parallel(self, devices: int) -> int:
-        """Replicas ``d = devices / (t·p)``."""
+        """Replicas ``d = devices / (t·c·p)``."""
         return devices // self.model_parallel
 
     def memory(self, job: Job) -> MemoryBreakdown:
@@ -91,7 +148,9 @@ class MegatronSpec(StrategyBase):
         """Model-parallel remedies."""
         return (
             "try activation checkpointing, a larger tensor or pipeline size, "
-            "sequence_parallel or distributed_optimizer"
+            "sequence_parallel, distributed_optimizer, parallelism.context (splits the "
+            "activations by the sequence) or fewer layers on the first stage "
+            "(parallelism.first_stage_layers)"
         )
 
     @property
@@ -119,8 +178,9 @@ class MegatronSpec(StrategyBase):
     def model_error(self, shape: TransformerShape, training: TrainingSpec) -> str:
         """Why this split of ``shape`` with this batch is impossible ("" when it is not): the
         rules of Megatron-LM's ``arguments.py`` / ``initialize_model_parallel``."""
-        t, p, v = self.tensor, self.pipeline, self.virtual_stages
+        t, p, v, c = self.tensor, self.pipeline, self.virtual_stages, self.context
         m = training.grad_accum
+        uneven = self.uneven_stages
         checks = [
             (v == 1 or p >= 2, f"parallelism.virtual_stages: got {v} with pipeline {p}; "
              "expected pipeline >= 2 for the interleaved schedule"),
@@ -133,34 +193,89 @@ class MegatronSpec(StrategyBase):
              f"model's {shape.kv_heads} key/value heads"),
             (shape.ffn_hidden % t == 0, f"parallelism.tensor: got {t}; expected a divisor of the "
              f"MLP width {shape.ffn_hidden}"),
-            (shape.n_layers % (p * v) == 0, f"parallelism.pipeline: got pipeline {p} x "
-             f"virtual_stages {v} = {p * v}; expected a divisor of the model's {shape.n_layers} "
-             "layers"),
+            (uneven or shape.n_layers % (p * v) == 0, f"parallelism.pipeline: got pipeline {p}"
+             f" x virtual_stages {v} = {p * v}; expected a divisor of the model's "
+             f"{shape.n_layers} layers (or parallelism.first_stage_layers / last_stage_layers)"),
             (p == 1 or m >= p, f"training.grad_accum_steps: got {m} micro-batches per step; "
              f"expected at least parallelism.pipeline = {p} (else the pipeline never fills)"),
             (v == 1 or m % p == 0, f"training.grad_accum_steps: got {m}; expected a multiple "
              f"of parallelism.pipeline = {p} for the interleaved schedule (Megatron-LM's rule)"),
-            (not self.sequence_parallel or training.seq_len % t == 0, f"training.seq_len: got "
-             f"{training.seq_len}; expected a multiple of parallelism.tensor = {t} for "
-             "sequence_parallel"),
+            (not self.sequence_parallel or training.seq_len % (t * c) == 0, f"training.seq_len:"
+             f" got {training.seq_len}; expected a multiple of parallelism.tensor x context = "
+             f"{t * c} for sequence_parallel"),
+            # Megatron-LM get_batch_on_this_cp_rank: the sequence in 2c chunks, rank i taking
+            # chunks i and 2c-1-i (causal load balance)
+            (c == 1 or training.seq_len % (2 * c) == 0, f"training.seq_len: got "
+             f"{training.seq_len}; expected a multiple of 2 x parallelism.context = {2 * c} "
+             "(the sequence is split into 2 x context chunks)"),
         ]  # fmt: skip
-        return next((msg for ok, msg in checks if not ok), "")
+        return next((msg for ok, msg in checks if not ok), "") or self._stages_error(shape)
+
+    def _stages_error(self, shape: TransformerShape) -> str:
+        """Why ``first_stage_layers`` / ``last_stage_layers`` cannot split ``shape`` ("" when
+        they can): Megatron-Core's rules (no interleaving with uneven stages; the other stages
+        take an equal, non-empty share of the rest)."""
+        first, last = self.first_stage_layers, self.last_stage_layers
+        p, n = self.pipeline, shape.n_layers
+        acc = {"account_for_embedding": self.account_for_embedding,
+               "account_for_loss": self.account_for_loss}  # fmt: skip
+        if any(acc.values()):
+            name = next(k for k, on in acc.items() if on)
+            total = n + sum(acc.values())
+            if first is not None or last is not None:
+                return (
+                    f"parallelism.{name}: got true with first_stage_layers / last_stage_layers "
+                    "set; expected one of the two ways of splitting the stages"
+                )
+            if p < 2 or self.virtual_stages > 1 or total % p or total // p < 2:
+                return (
+                    f"parallelism.{name}: got true with pipeline {p} x virtual_stages "
+                    f"{self.virtual_stages}; expected pipeline >= 2 without interleaving "
+                    f"dividing the {n} layers + {total - n} accounted = {total} (at least 2 each)"
+                )
+            return ""
+        if first is None and last is None:
+            return ""
+        name = "first_stage_layers" if first is not None else "last_stage_layers"
+        got = first if first is not None else last
+        if p < 2 or self.virtual_stages > 1:
+            return (
+                f"parallelism.{name}: got {got} with pipeline {p} x virtual_stages "
+                f"{self.virtual_stages}; expected pipeline >= 2 without interleaving "
+                "(Megatron-Core builds uneven stages only for the non-interleaved schedule)"
+            )
+        given = sum(x for x in (first, last) if x is not None)
+        free = p - sum(1 for x in (first, last) if x is not None)
+        rest = n - given
+        if free == 0 and rest != 0:
+            return (
+                f"parallelism.{name}: got first {first} + last {last} = {given} with pipeline "
+                f"{p}; expected the model's {n} layers"
+            )
+        if free and (rest < free or rest % free):
+            return (
+                f"parallelism.{name}: got {given} layers on the given stage(s) of {n}; expected "
+                f"the other {free} stages to split the remaining {rest} evenly (a multiple of "
+                f"{free}, at least {free})"
+            )
+        return ""
 
     def placement_error(self, devices: int, devices_per_node: int) -> str:
         """Why the ranks cannot be placed on ``devices`` devices ("" when they can): ``t·p``
         divides the devices, the data size (if given) is what they give, TP fits the node, and
         no DP group straddles nodes unevenly (``placement.group_of`` prices groups of
         nodes × ranks per node)."""
-        t, p = self.tensor, self.pipeline
-        mp = t * p
+        t, p, c = self.tensor, self.pipeline, self.context
+        mp = t * c * p
+        what = (
+            f"tensor {t} x pipeline {p}" if c == 1 else f"tensor {t} x context {c} x pipeline {p}"
+        )
         if devices % mp:
-            return (
-                f"parallelism: got tensor {t} x pipeline {p} = {mp} on "
-                f"{devices} devices; expected devices a multiple of {mp}"
-            )
+            return f"parallelism: got {what} = {mp} on {devices} devices; expected devices a multiple of {mp}"
         if self.data is not None and self.data * mp != devices:
+            den = "tensor x pipeline" if c == 1 else "tensor x context x pipeline"
             return (
-                f"parallelism.data: got {self.data}; expected devices / (tensor x pipeline) = "
+                f"parallelism.data: got {self.data}; expected devices / ({den}) = "
                 f"{devices // mp} (or auto)"
             )
         if devices_per_node % t and t % devices_per_node:
@@ -168,12 +283,21 @@ class MegatronSpec(StrategyBase):
                 f"parallelism.tensor: got {t} on nodes of {devices_per_node} devices; expected "
                 f"a divisor or a multiple of {devices_per_node}"
             )
-        # a DP group's ranks repeat every t·p devices (tp-pp-dp) or fill t·d consecutive ones
-        # (tp-dp-pp): unless that block divides or is a multiple of the node, the group has
-        # more ranks on some nodes than on others, which no group of nodes × ranks per node
-        # prices
+        tc = t * c
+        if c > 1 and devices_per_node % tc and tc % devices_per_node:
+            # a CP group (c ranks t apart, Megatron's tp-cp-… order) would have more ranks on
+            # some nodes than on others
+            return (
+                f"parallelism.context: got {c} with tensor {t} = {tc} devices per context-"
+                f"parallel block on nodes of {devices_per_node} devices; expected tensor x "
+                f"context a divisor or a multiple of {devices_per_node}"
+            )
+        # a DP group's ranks repeat every t·c·p devices (tp-pp-dp) or fill t·c·d consecutive
+        # ones (tp-dp-pp): unless that block divides or is a multiple of the node, the group
+        # has more ranks on some nodes than on others, which no group of nodes × ranks per
+        # node prices
         d = devices // mp
-        inner = {"tp-pp-dp": (t * p, "pipeline", p), "tp-dp-pp": (t * d, "data", d)}
+        inner = {"tp-pp-dp": (tc * p, "pipeline", p), "tp-dp-pp": (tc * d, "data", d)}
 
         def uneven(order: str) -> bool:
             block = inner[order][0]
@@ -183,11 +307,12 @@ class MegatronSpec(StrategyBase):
             block, name, size = inner[self.order]
             other = next(o for o in inner if o != self.order)
             alt = "" if uneven(other) else f", or order {other}"
+            ctx = "" if c == 1 else f" x context {c}"
             return (
-                f"order: got {self.order} with tensor {t} x {name} {size} = {block} devices "
+                f"order: got {self.order} with tensor {t}{ctx} x {name} {size} = {block} devices "
                 f"per data-parallel block on nodes of {devices_per_node} devices; expected "
-                f"tensor x {name} a divisor or a multiple of {devices_per_node} (else a "
-                f"data-parallel group straddles nodes unevenly){alt}"
+                f"tensor{' x context' if c > 1 else ''} x {name} a divisor or a multiple of "
+                f"{devices_per_node} (else a data-parallel group straddles nodes unevenly){alt}"
             )
         return ""
 
@@ -198,22 +323,32 @@ class MegatronSpec(StrategyBase):
         rank 0 is also the last stage) the output layer and loss, × the micro-batches."""
         tr = job.training
         cm = ComputeModel(job.system.device, tr.dtype, sparse=tr.sparsity)
-        e, t = cm.dtype_bytes, self.tensor
+        e, t, c = cm.dtype_bytes, self.tensor, self.context
+        seq = tr.seq_len // c  # context parallelism: 1/c of the sequence per rank
         first, second = tp_block_ops(
-            job.shape, tr.micro_batch, tr.seq_len, e, tr.flash_attention, t, self.sequence_parallel
+            job.shape, tr.micro_batch, seq, e, tr.flash_attention, t, self.sequence_parallel
         )
-        emb, head = tp_head_ops(job.shape, tr.micro_batch, tr.seq_len, e, t, self.sequence_parallel)
+        emb, head = tp_head_ops(job.shape, tr.micro_batch, seq, e, t, self.sequence_parallel)
         fwd = first + second
+        attn = [op for op in first if op.name == "attention" or op.name.startswith("attn.")]
         recompute: list[Op] = []
         if tr.checkpointing is Checkpointing.FULL:
-            recompute = fwd
+            recompute = fwd + attn * (c - 1)
         elif tr.checkpointing is Checkpointing.SELECTIVE:
-            recompute = [op for op in first if op.name.startswith("attn.")]
-        layers = job.shape.n_layers // self.pipeline
+            recompute = [op for op in first if op.name.startswith("attn.")] * c
+        uneven = self.uneven_stages
+        layers = (
+            self.stage_layers(job.shape.n_layers)[0]
+            if uneven
+            else job.shape.n_layers // self.pipeline
+        )
         phases = [
             (cm.kernels(fwd), layers),
             (cm.kernels(fwd, backward=True), layers),
             (cm.kernels(recompute), layers),
+            # the ring's other c − 1 attention steps (context.py)
+            (cm.kernels(attn * (c - 1)), layers),
+            (cm.kernels(attn * (c - 1), backward=True), layers),
             (cm.kernels(emb), 1),
             (cm.kernels(emb, backward=True), 1),
         ]

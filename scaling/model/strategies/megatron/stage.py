@@ -13,6 +13,7 @@ import simpy
 from scaling.model.comm.collectives import CollectiveKey, Communicator
 from scaling.model.comm.ops import CollectiveOp, Group
 from scaling.model.hardware.compute import PhaseCost
+from scaling.model.strategies.megatron.context import CP_STREAM, ContextRingProcess
 from scaling.model.strategies.megatron.ops import BlockCost
 from scaling.model.strategies.megatron.schedule import stage_order
 from scaling.model.strategies.rank import ComputeStream
@@ -23,10 +24,10 @@ if TYPE_CHECKING:
 #: Trace tracks of the three kinds of communication (TP and PP on the node's communication
 #: stream, DP on the replicate stream as HSDP's replication); the parallel dimension itself is
 #: the key's ``kind`` (``tp``, ``pp``, ``dp``).
-STREAMS = {"tp": "comm", "pp": "comm", "dp": "comm:replicate"}
+STREAMS = {"tp": "comm", "cp": CP_STREAM, "pp": "comm", "dp": "comm:replicate"}
 
 
-class StageProcess:
+class StageProcess(ContextRingProcess):
     """The stage process, a part of :class:`~scaling.model.strategies.megatron.work.
     MegatronWork` (whose fields it reads). Every call a stage makes is joined by the simulated
     ranks of the stage (``_per_stage``: 1 for the representative, ``t·d`` when every rank is
@@ -40,6 +41,7 @@ class StageProcess:
     head_fwd: PhaseCost
     head_bwd: PhaseCost
     layers_per_chunk: int
+    stage_layers: list[int]
     act_bytes: float
     p2p_bytes: float
     tp_groups: list[Group]
@@ -54,6 +56,10 @@ class StageProcess:
     flush_s: list[float]
     _per_stage: int
     _mail: dict[int, dict[tuple[str, int, int], simpy.Event]]
+
+    def layers_of(self, stage: int) -> int:
+        """Blocks per model chunk of ``stage`` (uneven first / last stages)."""
+        return self.stage_layers[stage] if self.stage_layers else self.layers_per_chunk
 
     def _box(self, env: simpy.Environment, step: int, key: tuple[str, int, int]) -> simpy.Event:
         """The mailbox of an activation (``"F"``) or gradient (``"B"``) of ``(micro, virtual
@@ -121,11 +127,12 @@ class StageProcess:
         chunk: int,
         phase: str = "forward",
     ) -> Generator[simpy.Event, object, None]:
-        bc, lpc = self.block, self.layers_per_chunk
+        bc, lpc = self.block, self.layers_of(stage)
         slot = 4 if phase == "recompute" else 0
         for layer in range(lpc):
             idx = ((chunk * lpc + layer) * 8 + slot) * 2
             yield from cs.run(bc.f1.time_s, phase, layer=layer)
+            yield from self._ring(comm, cs, step, phase, stage, micro, idx, layer, False)
             yield from self._tp_pair(comm, cs, step, phase, stage, idx, micro)
             yield from cs.run(bc.f2.time_s, phase, layer=layer)
             yield from self._tp_pair(comm, cs, step, phase, stage, idx + 2, micro)
@@ -239,7 +246,7 @@ class StageProcess:
         ended (``flush_s``)."""
         p, v = self.spec.pipeline, self.spec.virtual_stages
         last = p * v - 1
-        lpc = self.layers_per_chunk
+        lpc = self.layers_of(k)
         order = stage_order(p, v, self.m, k)
         final_b = {c: i for i, (kind, _, c) in enumerate(order) if kind == "B"}
         zero = self.spec.distributed_optimizer
@@ -282,6 +289,7 @@ class StageProcess:
                     if self.block.recompute:
                         yield from self._recompute_layer(comm, cs, step, k, micro, chunk, layer)
                     yield from self._backward_layer(comm, cs, step, k, micro, idx, layer)
+                    yield from self._ring_backward(comm, cs, step, k, micro, idx, layer)
                     if overlap and i == final_b[chunk]:
                         nbytes = self.layer_grad_bytes
                         if layer == 0:  # the chunk's embedding / head gradients too
@@ -364,9 +372,10 @@ class StageProcess:
         chunk: int,
         layer: int,
     ) -> Generator[simpy.Event, object, None]:
-        bc, lpc = self.block, self.layers_per_chunk
+        bc, lpc = self.block, self.layers_of(stage)
         idx = ((chunk * lpc + layer) * 8 + 4) * 2
         yield from cs.run(bc.f1.time_s, "backward", part="recompute", layer=layer)
+        yield from self._ring(comm, cs, step, "recompute", stage, micro, idx, layer, False)
         yield from self._tp_pair(comm, cs, step, "recompute", stage, idx, micro)
         yield from cs.run(bc.f2.time_s, "backward", part="recompute", layer=layer)
         yield from self._tp_pair(comm, cs, step, "recompute", stage, idx + 2, micro)

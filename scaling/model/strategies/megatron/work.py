@@ -19,8 +19,15 @@ from scaling.model.hardware.compute import (
     PhaseCost,
 )
 from scaling.model.strategies.base import Representative
+from scaling.model.strategies.megatron.context import ContextRing, stage_rings
 from scaling.model.strategies.megatron.ops import BlockCost, block_cost, phase_cost, tp_head_ops
-from scaling.model.strategies.megatron.placement import group_of, p2p_group, rank_of, stage_of
+from scaling.model.strategies.megatron.placement import (
+    dp_ranks,
+    group_of,
+    p2p_group,
+    rank_of,
+    stage_of,
+)
 from scaling.model.strategies.megatron.stage import StageProcess
 from scaling.model.strategies.rank import ComputeStream
 
@@ -39,7 +46,8 @@ class MegatronWork(StageProcess):
         block: one block's segments on one TP rank.
         emb_fwd, emb_bwd, head_fwd, head_bwd: embedding (first virtual stage) and output layer +
             loss (last virtual stage) on one TP rank.
-        layers_per_chunk: blocks per model chunk.
+        layers_per_chunk: blocks per model chunk (the even share).
+        stage_layers: blocks of each stage when the first / last differ (else empty).
         act_bytes: the ``b·s·h`` activation in the compute dtype, bytes (the TP collectives'
             nccl-tests size).
         p2p_bytes: what each TP rank sends to the next stage per micro-batch, bytes.
@@ -55,6 +63,7 @@ class MegatronWork(StageProcess):
         layer_grad_bytes: one block's gradients on one rank, bytes.
         replicas: the data-parallel size ``d``.
         flush_s: per step, when stage 0 finished its last backward (s after the step start).
+        ring: context parallelism's ring attention (None without it).
     """
 
     spec: MegatronSpec
@@ -65,6 +74,7 @@ class MegatronWork(StageProcess):
     head_fwd: PhaseCost
     head_bwd: PhaseCost
     layers_per_chunk: int
+    stage_layers: list[int]
     act_bytes: float
     p2p_bytes: float
     tp_groups: list[Group]
@@ -80,6 +90,7 @@ class MegatronWork(StageProcess):
     layer_grad_bytes: float = 0.0
     replicas: int = 1
     flush_s: list[float] = field(default_factory=list)
+    ring: ContextRing | None = None
     # run state shared by the stage processes: simulated ranks per stage (who joins a call),
     # each step's mailboxes of activations and gradients, and the ranks at the step barrier
     _per_stage: int = 1
@@ -98,17 +109,21 @@ class MegatronWork(StageProcess):
         t, p, v = spec.tensor, spec.pipeline, spec.virtual_stages
         d = spec.data_parallel(job.devices)
         dpn = s.devices_per_node
-        b, seq, e = tr.micro_batch, tr.seq_len, cm.dtype_bytes
+        c = spec.context
+        # each CP rank runs its blocks on 1/c of the sequence (context.py)
+        b, seq, e = tr.micro_batch, tr.seq_len // c, cm.dtype_bytes
         blk = block_cost(
             cm, shape, b, seq, t, spec.sequence_parallel, tr.checkpointing, tr.flash_attention
         )
         emb, head = tp_head_ops(shape, b, seq, e, t, spec.sequence_parallel)
         act = float(b * seq * shape.hidden * e)
         lpc = shape.n_layers // (p * v)
+        per_stage = spec.stage_layers(shape.n_layers) if spec.uneven_stages else []
+        lpcs = per_stage or [lpc] * p
         tp_groups, dp_groups, p2p_groups = [], [], []
         # the stages' DP groups (TP lane 0) and, to keep their stand-ins apart as the real
         # groups are, each one's rank among the stages on the same nodes (by first local device)
-        dp_devs = [[rank_of(spec, d, 0, k, r) for r in range(d)] for k in range(p)]
+        dp_devs = [dp_ranks(spec, d, k) for k in range(p)]
         dp_nodes = [frozenset(x // dpn for x in devs) for devs in dp_devs]
         dp_low = [min(x % dpn for x in devs) for devs in dp_devs]
         for k in range(p):
@@ -122,7 +137,7 @@ class MegatronWork(StageProcess):
         layer_p = shape.layer_params() / t
         grads, params, opt = [], [], []
         for k in range(p):
-            n_chunks = [lpc * layer_p] * v
+            n_chunks = [lpcs[k] * layer_p] * v
             if k == 0:
                 n_chunks[0] += shape.embedding_params() / t
             if k == p - 1:
@@ -134,20 +149,22 @@ class MegatronWork(StageProcess):
             n_opt = sum(n_chunks) / (d if spec.distributed_optimizer else 1)
             opt.append(cm.optimizer_cost(n_opt))
         m = tr.grad_accum
-        # model FLOPs of one rank per step: the model's, over the t·p ranks of a replica
-        flops = shape.flops_per_token(seq) * b * seq * m / (t * p)
-        per_micro = (
-            lpc * v * (blk.f1.bytes + blk.f2.bytes + blk.b2.bytes + blk.b2w.bytes + blk.b1.bytes)
-        )
-        per_micro += lpc * v * (blk.b1w.bytes + blk.b0.bytes)
+        # model FLOPs of one rank per step: the model's, over the t·c·p ranks of a replica
+        flops = shape.flops_per_token(tr.seq_len) * b * tr.seq_len * m / (t * p * c)
+        n0 = lpcs[0] * v  # rank 0's blocks
+        per_micro = n0 * (blk.f1.bytes + blk.f2.bytes + blk.b2.bytes + blk.b2w.bytes + blk.b1.bytes)
+        per_micro += n0 * (blk.b1w.bytes + blk.b0.bytes)
         if blk.recompute:
-            per_micro += lpc * v * (blk.f1.bytes + blk.f2.bytes)
+            per_micro += n0 * (blk.f1.bytes + blk.f2.bytes)
         emb_fwd, emb_bwd = phase_cost(cm, emb), phase_cost(cm, cm.kernels(emb, backward=True))
         head_fwd, head_bwd = phase_cost(cm, head), phase_cost(cm, cm.kernels(head, backward=True))
         # rank 0 (stage 0) runs the embedding; with one stage the output layer and loss too
         per_micro += emb_fwd.bytes + emb_bwd.bytes
         if p == 1:
             per_micro += head_fwd.bytes + head_bwd.bytes
+        ring = ContextRing.build(job, spec, cm, stage_rings(spec, d)) if c > 1 else None
+        if ring is not None:  # the ring's other c − 1 attention steps
+            per_micro += n0 * (c - 1) * ring.step_bytes
         comp_bytes = m * per_micro + opt[0].bytes
         return cls(
             spec,
@@ -158,6 +175,7 @@ class MegatronWork(StageProcess):
             head_fwd,
             head_bwd,
             lpc,
+            per_stage,
             act,
             act / t,
             tp_groups,
@@ -172,6 +190,7 @@ class MegatronWork(StageProcess):
             comp_bytes,
             layer_grad_bytes=layer_p * g,
             replicas=d,
+            ring=ring,
         )
 
     # ---- closed-form helpers (tests, explanations) ------------------------------------------
@@ -223,13 +242,18 @@ class MegatronWork(StageProcess):
 
     # ---- the representative processes ---------------------------------------------------------
     def representatives(self, job: Job) -> tuple[Representative, ...]:
-        """One process per pipeline stage: rank (tp 0, stage k, dp 0) for the stage's ``t·d``
-        ranks."""
+        """One process per pipeline stage: rank (tp 0, cp 0, stage k, dp 0) for the stage's
+        ``t·c·d`` ranks."""
         spec, d = self.spec, self.replicas
         return tuple(
             Representative(
                 rank_of(spec, d, 0, k, 0),
-                [rank_of(spec, d, j, k, r) for r in range(d) for j in range(spec.tensor)],
+                [
+                    rank_of(spec, d, j, k, r, q)
+                    for r in range(d)
+                    for q in range(spec.context)
+                    for j in range(spec.tensor)
+                ],
             )
             for k in range(spec.pipeline)
         )
