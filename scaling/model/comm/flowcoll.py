@@ -75,7 +75,7 @@ class FlowCollectives:
         # run replaces it): a new one starts them afresh; schedules do not depend on it
         self._net = net
         self._phase_flows: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
-        self._pair_pids: dict[tuple[int, int], tuple[int, ...]] = {}
+        self._pair_pids: dict[tuple[int, int, int], tuple[int, ...]] = {}
         self._phase_k: dict[int, tuple[float, str]] = {}
         self._choice: dict[tuple[CollectiveOp, float, Group, str | None, str | None], Choice] = {}
 
@@ -94,22 +94,27 @@ class FlowCollectives:
     def flows(self, phase: Phase) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The phase as engine flows: (path id, coeff, multiplicity) per flow. A transfer
         between nodes whose devices own several NICs is split evenly over its paths
-        (:meth:`ClusterNetwork.routes`). Memoised per phase."""
+        (:meth:`ClusterNetwork.routes`); a folded entry takes its mirrored paths
+        (:meth:`ClusterNetwork.folded_routes`). Memoised per phase."""
         hit = self._phase_flows.get(id(phase))
         if hit is None:
-            pairs = list(zip(phase.src.tolist(), phase.dst.tolist(), strict=True))
+            fold = phase.fold if phase.fold is not None else np.zeros(phase.src.size, np.int8)
+            keys = list(zip(phase.src.tolist(), phase.dst.tolist(), fold.tolist(), strict=True))
             known = self._pair_pids
-            new = [k for k in dict.fromkeys(pairs) if k not in known]
+            new = [k for k in dict.fromkeys(keys) if k not in known]
             if new:
-                # register each new (src, dst) pair's paths once: phases of several
+                # register each new (src, dst, fold) entry's paths once: phases of several
                 # algorithms share pairs (tree and NVLSTree cross nodes on the same edges)
-                routes = [self.cluster.routes(a, b) for a, b in new]
+                cl = self.cluster
+                routes = [
+                    cl.routes(a, b) if f == 0 else cl.folded_routes(a, b, f == 2) for a, b, f in new
+                ]
                 flat = self.net.path_ids([p for r in routes for p in r]).tolist()
                 i = 0
                 for key, r in zip(new, routes, strict=True):
                     known[key] = tuple(flat[i : i + len(r)])
                     i += len(r)
-            per = [known[k] for k in pairs]
+            per = [known[k] for k in keys]
             if all(len(r) == 1 for r in per):
                 pids = np.array([r[0] for r in per], dtype=np.int64)
                 hit = (pids, phase.coeff, phase.mult)

@@ -20,6 +20,15 @@ from scaling.model.hardware.fabrics import fabric_of
 from scaling.model.hardware.system import LinkClass, SystemSpec
 
 
+def _fold_of(phases: list[Phase]) -> np.ndarray | None:
+    """The ``fold`` codes of phases laid end to end (None where none of them folds)."""
+    if all(p.fold is None for p in phases):
+        return None
+    return np.concatenate(
+        [p.fold if p.fold is not None else np.zeros(p.src.size, np.int8) for p in phases]
+    )
+
+
 class Planner:
     """Builds schedules for one system: the channel walks and ring orders every algorithm
     shares, and :meth:`build` by name through the registry."""
@@ -142,6 +151,7 @@ class Planner:
                     np.concatenate([p.phases[i].dst for p in parts]),
                     np.concatenate([p.phases[i].coeff for p in parts]),
                     np.concatenate([p.phases[i].mult for p in parts]),
+                    _fold_of([p.phases[i] for p in parts]),
                 )
                 for i in range(len(parts[0].phases))
             )
