@@ -32,7 +32,11 @@ class HierarchicalAllToAll(Algorithm):
 
     name = "hier_a2a"
     ops = frozenset({CollectiveOp.ALL_TO_ALL})
-    params: ClassVar[dict[str, Param]] = {"peers_in_flight": Param(integer=True)}
+    #: no library lists it (DeepSpeed-MoE and Tutel build it on NCCL send/receive): where a
+    #: library gives no ``peers_in_flight``, one peer at a time
+    params: ClassVar[dict[str, Param]] = {
+        "peers_in_flight": Param(integer=True, required=False, default=1.0)
+    }
 
     def schedule(self, plan: Planner, op: CollectiveOp, group: Group) -> Schedule:
         """Gather by rail, then exchange on each rail."""

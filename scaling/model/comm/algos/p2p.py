@@ -31,7 +31,7 @@ from scaling.model.comm.algos.exchange import (
 )
 from scaling.model.comm.algos.planner import Planner
 from scaling.model.comm.ops import CollectiveOp, Group
-from scaling.model.hardware.system import LinkClass
+from scaling.model.hardware.system import LinkClass, Protocol
 
 
 @register
@@ -41,6 +41,12 @@ class P2P(Algorithm):
     name = "p2p"
     ops = frozenset({CollectiveOp.ALL_TO_ALL})
     params: ClassVar[dict[str, Param]] = {"peers_in_flight": Param(integer=True)}
+
+    def allows_protocol(self, proto: Protocol, candidates: int) -> bool:
+        """NCCL sends point-to-point with LL below ``NCCL_P2P_LL_THRESHOLD`` and Simple above,
+        never LL128 (src/enqueue.cc p2p task protocol): LL128 is refused where the library
+        offers a choice."""
+        return proto.name.lower() != "ll128" or candidates <= 1
 
     def schedule(self, plan: Planner, op: CollectiveOp, group: Group) -> Schedule:
         """All pairs at once; rounds of ``peers_in_flight`` peers for the latency."""
