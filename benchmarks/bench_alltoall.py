@@ -52,7 +52,7 @@ def main() -> None:
         p = nodes * load_system(system).spec.devices_per_node
         goal = f" (target <= {target:.0f} s CPU)" if target else ""
         print(
-            f"{system:14} {p:5d} ranks {str(runs[0]['algo']):9}: CPU {cpu:5.2f} s, wall "
+            f"{system:14} {p:5d} ranks {runs[0]['algo']!s:9}: CPU {cpu:5.2f} s, wall "
             f"{wall:5.2f} s{goal}; simulated {float(runs[0]['sim']) * 1e3:7.2f} ms; "
             f"{runs[0]['entries']} flow entries for {p * (p - 1)} pairs"
         )
