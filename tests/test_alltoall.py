@@ -13,7 +13,7 @@ import simpy
 from scaling.io.topology import load_system
 from scaling.model.comm.algos import exchange
 from scaling.model.comm.flowcoll import FlowCollectives
-from scaling.model.comm.ops import CollectiveOp, Group
+from scaling.model.comm.ops import CollectiveOp, Group, PeerSizes
 from scaling.model.hardware.system import LinkClass, SystemSpec
 from tests.test_flow_collectives import plain, run_alone
 
@@ -217,3 +217,71 @@ def test_collective_command_reports_alltoall_busbw() -> None:
     algbw, busbw = float(cols[3]), float(cols[4])
     assert busbw == pytest.approx(algbw * 127 / 128, abs=0.01)
     assert cols[5].split("/")[0] in ("p2p", "pxn")
+
+
+# ---- uneven all-to-all (all_to_allv) ---------------------------------------------------------
+
+V_ALGOS = ("direct", *ALGOS)
+
+
+@pytest.mark.parametrize("name", ["dgx-h100", "atlas-800t-a2"])
+def test_uniform_peer_sizes_are_the_all_to_all(name: str) -> None:
+    """All-ones peer sizes move what the uniform all-to-all moves, in the same time."""
+    spec = load_system(name).spec
+    group = Group(4, spec.devices_per_node)
+    uniform = PeerSizes(np.ones((group.size, group.size)))
+    fc = FlowCollectives(simpy.Environment(), spec, 4)
+    for algo in V_ALGOS:
+        try:
+            base = fc.predict(A2A, GiB, group, algo)
+        except ValueError:
+            continue
+        v = fc.predict(A2A, GiB, group, algo, sizes=uniform)
+        assert v.time_s == pytest.approx(base.time_s, rel=1e-9), algo
+        assert v.wire_per_rank == pytest.approx(base.wire_per_rank, rel=1e-9), algo
+
+
+def test_histogram_all_to_all_is_set_by_the_busiest_receiver() -> None:
+    """p2p with a per-destination histogram h on NIC-bound DGX H100 nodes: every remote flow
+    into rank d carries S·h_d/Σh and the NICs share evenly, so the bandwidth time per byte of
+    S is (p−k)·max h/(Σh·B_nic): the uniform time × the imbalance p·max h/Σh."""
+    spec = ideal(load_system("dgx-h100").spec)
+    group = Group(4, 8)
+    p, k = 32, 8
+    rng = np.random.default_rng(7)
+    h = rng.integers(1, 100, size=p).astype(float)
+    fc = FlowCollectives(simpy.Environment(), spec, 4)
+    b_nic, _ = _rates(fc)
+    ch = fc.predict(A2A, GiB, group, "p2p", "Simple", PeerSizes.from_histogram(h))
+    assert ch.bw_s_per_byte == pytest.approx((p - k) * h.max() / (h.sum() * b_nic), rel=1e-9)
+    t, _ = run_alone(spec, 4, A2A, GiB, group, "p2p")  # the uniform one, for the ratio
+    assert ch.time_s > t
+
+
+@pytest.mark.parametrize("algo", V_ALGOS)
+def test_more_skew_is_never_faster(algo: str) -> None:
+    """Zipf-distributed destinations, exponent 0 (uniform) to 2: each step of skew makes the
+    uneven all-to-all no faster (the busiest rank's share grows)."""
+    spec = load_system("dgx-h100").spec
+    group = Group(4, 8)
+    fc = FlowCollectives(simpy.Environment(), spec, 4)
+    ranks = np.arange(1, group.size + 1, dtype=float)
+    times = []
+    for s in (0.0, 0.5, 1.0, 1.5, 2.0):
+        sizes = PeerSizes.from_histogram(ranks**-s)
+        times.append(fc.predict(A2A, GiB, group, algo, sizes=sizes).time_s)
+    assert all(b >= a * (1 - 1e-12) for a, b in zip(times, times[1:], strict=False)), times
+    assert times[-1] > times[0]
+
+
+def test_uneven_all_to_all_refuses_what_it_cannot_run() -> None:
+    spec = load_system("dgx-h100").spec
+    fc = FlowCollectives(simpy.Environment(), spec, 64)
+    with pytest.raises(ValueError, match="up to 256 ranks"):
+        fc.predict(A2A, GiB, Group(64, 8), "p2p", sizes=PeerSizes(np.ones((512, 512))))
+    with pytest.raises(ValueError, match="peer sizes for 8 ranks, group of 16"):
+        fc.predict(A2A, GiB, Group(2, 8), "p2p", sizes=PeerSizes(np.ones((8, 8))))
+    with pytest.raises(ValueError, match="finite and >= 0"):
+        PeerSizes(-np.ones((4, 4)))
+    with pytest.raises(ValueError, match="square matrix"):
+        PeerSizes(np.ones((4, 3)))

@@ -30,7 +30,7 @@ from scaling.model.comm.algos import NotApplicable, Phase, Planner, Schedule
 from scaling.model.comm.algos import algorithm as algorithm_of
 from scaling.model.comm.collectives import CollectiveCost
 from scaling.model.comm.network import ClusterNetwork
-from scaling.model.comm.ops import CollectiveOp, Group, busbw_factor
+from scaling.model.comm.ops import CollectiveOp, Group, PeerSizes, busbw_factor
 from scaling.model.hardware.system import LinkClass, SystemSpec
 
 
@@ -60,8 +60,9 @@ class FlowCollectives:
         self.lib = system.library
         self.cluster = ClusterNetwork(system, nodes, seed)
         self.algos = Planner(system, self.lib.channels)
-        self._sched: dict[tuple[str, CollectiveOp, Group], Schedule | None] = {}
-        self._why: dict[tuple[str, CollectiveOp, Group], str] = {}  # why a schedule is None
+        SchedKey = tuple[str, CollectiveOp, Group, PeerSizes | None]
+        self._sched: dict[SchedKey, Schedule | None] = {}
+        self._why: dict[SchedKey, str] = {}  # why a schedule is None
         self.net = FlowNetwork(env, self.cluster.capacity())
 
     @property
@@ -77,15 +78,25 @@ class FlowCollectives:
         self._phase_flows: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
         self._pair_pids: dict[tuple[int, int, int], tuple[int, ...]] = {}
         self._phase_k: dict[int, tuple[float, str]] = {}
-        self._choice: dict[tuple[CollectiveOp, float, Group, str | None, str | None], Choice] = {}
+        self._choice: dict[
+            tuple[CollectiveOp, float, Group, str | None, str | None, PeerSizes | None], Choice
+        ] = {}
 
     # ---- schedules and their uncontended cost --------------------------------------------
-    def schedule(self, algorithm: str, op: CollectiveOp, group: Group) -> Schedule | None:
-        """The algorithm's schedule on ``group``, or None where it does not apply (memoised)."""
-        key = (algorithm, op, group)
+    def schedule(
+        self, algorithm: str, op: CollectiveOp, group: Group, sizes: PeerSizes | None = None
+    ) -> Schedule | None:
+        """The algorithm's schedule on ``group`` (its uneven all-to-all of ``sizes`` where
+        given), or None where it does not apply (memoised)."""
+        key = (algorithm, op, group, sizes)
         if key not in self._sched:
             try:
-                self._sched[key] = self.algos.build(algorithm, op, group)
+                if sizes is not None:
+                    if op is not CollectiveOp.ALL_TO_ALL:
+                        raise NotApplicable("peer sizes are for all_to_all only")
+                    self._sched[key] = self.algos.build_v(algorithm, group, sizes)
+                else:
+                    self._sched[key] = self.algos.build(algorithm, op, group)
             except NotApplicable as e:
                 self._sched[key] = None
                 self._why[key] = str(e)
@@ -159,10 +170,11 @@ class FlowCollectives:
         group: Group,
         algorithm: str | None = None,
         protocol: str | None = None,
+        sizes: PeerSizes | None = None,
     ) -> Choice:
         """The tuner: the fastest (algorithm, protocol) the library has for this call, or the
         named ones. Raises ``ValueError`` if nothing applies."""
-        key = (op, nbytes, group, algorithm, protocol)
+        key = (op, nbytes, group, algorithm, protocol, sizes)
         hit = self._choice.get(key)
         if hit is not None:
             return hit
@@ -175,7 +187,7 @@ class FlowCollectives:
         best: Choice | None = None
         p = group.size
         for name in algos:
-            sched = self.schedule(name, op, group)
+            sched = self.schedule(name, op, group, sizes)
             if sched is None:
                 continue
             algo = algorithm_of(name)
@@ -206,7 +218,7 @@ class FlowCollectives:
                 if best is None or c.time_s < best.time_s:
                     best = c
         if best is None and algorithm:
-            why = self._why.get((algorithm, op, group), "")
+            why = self._why.get((algorithm, op, group, sizes), "")
             raise ValueError(
                 f"{self.lib.name} has no {algorithm} for {op.value} on "
                 f"{group.nodes}x{group.per_node} ranks" + (f": {why}" if why else "")
@@ -226,12 +238,13 @@ class FlowCollectives:
         group: Group,
         algorithm: str | None = None,
         protocol: str | None = None,
+        sizes: PeerSizes | None = None,
     ) -> CollectiveCost:
         """Uncontended cost of the tuner's choice, or of the named algorithm/protocol (the
         ``CollectiveCostModel`` interface)."""
         if group.size == 1:
             return CollectiveCost(0.0, 0.0, math.inf, None, "none", 0.0)
-        ch = self.predict(op, nbytes, group, algorithm, protocol)
+        ch = self.predict(op, nbytes, group, algorithm, protocol, sizes)
         bw_time = ch.time_s - ch.latency_s
         busbw = nbytes * busbw_factor(op, group.size) / bw_time if bw_time > 0 else math.inf
         return CollectiveCost(
@@ -271,13 +284,14 @@ class FlowCollectives:
         group: Group,
         algorithm: str | None = None,
         protocol: str | None = None,
+        sizes: PeerSizes | None = None,
     ) -> Generator[simpy.Event, object, Choice | None]:
         """SimPy process body: run one collective on the shared network (the tuner's choice,
         or the named algorithm/protocol); returns the choice."""
         if group.size == 1 or nbytes <= 0:
             return None
-        ch = self.predict(op, nbytes, group, algorithm, protocol)
-        sched = self.schedule(ch.algorithm, op, group)
+        ch = self.predict(op, nbytes, group, algorithm, protocol, sizes)
+        sched = self.schedule(ch.algorithm, op, group, sizes)
         assert sched is not None
         for ph in sched.phases:
             pids, coeff, mult = self.flows(ph)

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, ClassVar
 import numpy as np
 
 from scaling.model.comm.algos.latency import latency_s
-from scaling.model.comm.ops import CollectiveOp, Group
+from scaling.model.comm.ops import CollectiveOp, Group, PeerSizes
 from scaling.model.hardware.system import LinkClass, Protocol, SystemSpec
 
 if TYPE_CHECKING:
@@ -156,6 +156,11 @@ class Algorithm(ABC):
     def schedule(self, plan: Planner, op: CollectiveOp, group: Group) -> Schedule:
         """Its phases and latency steps for ``op`` on ``group``; raises :class:`NotApplicable`
         where it does not exist (group shape, fabric)."""
+
+    def schedule_v(self, plan: Planner, group: Group, sizes: PeerSizes) -> Schedule:
+        """Its phases for an uneven all-to-all (``all_to_allv``) of ``sizes`` on ``group``;
+        by default it has none (:class:`NotApplicable`)."""
+        raise NotApplicable(f"{self.name} has no uneven all-to-all")
 
     def allows_protocol(self, proto: Protocol, candidates: int) -> bool:
         """Whether it runs with ``proto`` when the tuner has ``candidates`` protocols to try

@@ -20,14 +20,26 @@ import math
 
 import numpy as np
 
-from scaling.model.comm.algos.base import Phase
+from scaling.model.comm.algos.base import NotApplicable, Phase
 from scaling.model.comm.algos.planner import Planner
-from scaling.model.comm.ops import Group
+from scaling.model.comm.ops import Group, PeerSizes
 
-__all__ = ["FOLD_ABOVE", "concat", "folds", "intra_pairs", "peer_rounds", "remote_pairs"]
+__all__ = [
+    "FOLD_ABOVE",
+    "V_MAX_RANKS",
+    "concat",
+    "folds",
+    "intra_pairs",
+    "peer_rounds",
+    "remote_pairs",
+    "v_pairs",
+    "v_rail",
+]
 
 #: groups of more ranks than this fold their inter-node flows (Direct's p² limit)
 FOLD_ABOVE = 64
+#: an uneven all-to-all is not symmetric (no folding): its real pairs, up to this many ranks
+V_MAX_RANKS = 256
 
 
 def folds(group: Group) -> bool:
@@ -122,3 +134,41 @@ def concat(*phases: Phase) -> Phase:
 def peer_rounds(peers: int, in_flight: int) -> int:
     """Sequential rounds to reach ``peers`` peers, ``in_flight`` at a time."""
     return math.ceil(peers / max(1, in_flight)) if peers > 0 else 0
+
+
+def _v_weights(group: Group, sizes: PeerSizes) -> np.ndarray:
+    """The per-pair weights as coefficients (bytes per byte of S), diagonal zeroed; refuses
+    groups above :data:`V_MAX_RANKS`."""
+    if group.size > V_MAX_RANKS:
+        raise NotApplicable(
+            f"uneven all-to-all runs its {group.size}² real pairs: up to {V_MAX_RANKS} ranks"
+        )
+    w = sizes.weights / group.size
+    w = w.copy()
+    np.fill_diagonal(w, 0.0)
+    return w
+
+
+def v_pairs(plan: Planner, group: Group, sizes: PeerSizes) -> Phase:
+    """Every rank to every other its ``weights[s, d]·S/p`` at once (zero pairs dropped)."""
+    w = _v_weights(group, sizes)
+    devs = group.devices(plan.g)
+    s, d = np.nonzero(w > 0)
+    return Phase(devs[s], devs[d], w[s, d], np.ones(s.size, dtype=np.int64))
+
+
+def v_rail(plan: Planner, group: Group, sizes: PeerSizes) -> tuple[Phase, Phase]:
+    """An uneven all-to-all relayed through the rail peer (PXN, hierarchical): inside each
+    node ``x → y`` carries ``x``'s shares for every rank of local index ``y`` (its own node's
+    included); between nodes ``(i, y) → (j, y)`` carries node ``i``'s shares for ``(j, y)``."""
+    w = _v_weights(group, sizes)
+    n, k = group.nodes, group.per_node
+    devs = group.devices(plan.g).reshape(n, k)
+    w4 = w.reshape(n, k, n, k)  # [src node, src local, dst node, dst local]
+    intra = w4.sum(axis=2)  # [i, x, y]: all that x of node i has for local index y
+    ii, xx, yy = np.nonzero(intra * (1 - np.eye(k))[None, :, :] > 0)
+    gather = Phase(devs[ii, xx], devs[ii, yy], intra[ii, xx, yy], np.ones(ii.size, dtype=np.int64))
+    rail = np.einsum("ixjy->iyj", w4)  # [i, y, j]: node i's shares for (j, y)
+    ii, yy, jj = np.nonzero(rail * (1 - np.eye(n))[:, None, :] > 0)
+    net = Phase(devs[ii, yy], devs[jj, yy], rail[ii, yy, jj], np.ones(ii.size, dtype=np.int64))
+    return gather, net

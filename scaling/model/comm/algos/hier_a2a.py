@@ -20,9 +20,15 @@ from typing import ClassVar
 import numpy as np
 
 from scaling.model.comm.algos.base import Algorithm, NotApplicable, Param, Schedule, register
-from scaling.model.comm.algos.exchange import folds, intra_pairs, peer_rounds, remote_pairs
+from scaling.model.comm.algos.exchange import (
+    folds,
+    intra_pairs,
+    peer_rounds,
+    remote_pairs,
+    v_rail,
+)
 from scaling.model.comm.algos.planner import Planner
-from scaling.model.comm.ops import CollectiveOp, Group
+from scaling.model.comm.ops import CollectiveOp, Group, PeerSizes
 from scaling.model.hardware.system import LinkClass
 
 
@@ -53,3 +59,10 @@ class HierarchicalAllToAll(Algorithm):
         steps = {plan.intra_class: float(intra), LinkClass.NETWORK: net}
         wire = ((k - 1) * n + (n - 1) * k) / p  # bytes each rank sends per byte of S
         return Schedule(self.name, (gather, exchange), steps, wire)
+
+    def schedule_v(self, plan: Planner, group: Group, sizes: PeerSizes) -> Schedule:
+        """The uneven all-to-all: gather by rail, then exchange on each rail."""
+        sched = self.schedule(plan, CollectiveOp.ALL_TO_ALL, group)
+        gather, net = v_rail(plan, group, sizes)
+        wire = float(gather.coeff.sum() + net.coeff.sum()) / group.size
+        return Schedule(self.name, (gather, net), sched.steps, wire)

@@ -28,9 +28,10 @@ from scaling.model.comm.algos.exchange import (
     intra_pairs,
     peer_rounds,
     remote_pairs,
+    v_pairs,
 )
 from scaling.model.comm.algos.planner import Planner
-from scaling.model.comm.ops import CollectiveOp, Group
+from scaling.model.comm.ops import CollectiveOp, Group, PeerSizes
 from scaling.model.hardware.system import LinkClass, Protocol
 
 
@@ -65,3 +66,10 @@ class P2P(Algorithm):
         }
         cross = n > 1 and k > 1  # local rank x sends to local rank y != x of another node
         return Schedule(self.name, (ph,), steps, (p - 1) / p, cross)
+
+    def schedule_v(self, plan: Planner, group: Group, sizes: PeerSizes) -> Schedule:
+        """The uneven all-to-all: every pair's own size at once, the same rounds."""
+        sched = self.schedule(plan, CollectiveOp.ALL_TO_ALL, group)
+        ph = v_pairs(plan, group, sizes)
+        wire = float(ph.coeff.sum()) / group.size  # mean bytes a rank sends per byte of S
+        return Schedule(self.name, (ph,), sched.steps, wire, sched.cross_rail)

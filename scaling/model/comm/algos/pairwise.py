@@ -26,9 +26,9 @@ from scaling.model.comm.algos.base import (
     phase_of_arrays,
     register,
 )
-from scaling.model.comm.algos.exchange import concat, folds
+from scaling.model.comm.algos.exchange import concat, folds, v_pairs
 from scaling.model.comm.algos.planner import Planner
-from scaling.model.comm.ops import CollectiveOp, Group
+from scaling.model.comm.ops import CollectiveOp, Group, PeerSizes
 from scaling.model.hardware.system import LinkClass
 
 
@@ -55,6 +55,25 @@ class Pairwise(Algorithm):
             )
         cls = LinkClass.NETWORK if n > 1 else plan.intra_class
         return Schedule(self.name, phases, {cls: float(p - 1)}, (p - 1) / p, n > 1)
+
+    def schedule_v(self, plan: Planner, group: Group, sizes: PeerSizes) -> Schedule:
+        """The uneven all-to-all: round ``r`` carries each rank's share for rank ``i + r``;
+        a round ends with its largest share's flow."""
+        w = v_pairs(plan, group, sizes)  # refuses groups too large for real pairs
+        p, n = group.size, group.nodes
+        devs = group.devices(plan.g)
+        weights = sizes.weights / p
+        ranks = np.arange(p)
+        phases = []
+        for r in range(1, p):
+            coeff = weights[ranks, (ranks + r) % p]
+            keep = coeff > 0
+            if keep.any():
+                dst = devs[(ranks + r) % p]
+                phases.append(phase_of_arrays(devs[keep], dst[keep], coeff[keep]))
+        cls = LinkClass.NETWORK if n > 1 else plan.intra_class
+        wire = float(w.coeff.sum()) / p
+        return Schedule(self.name, tuple(phases), {cls: float(p - 1)}, wire, n > 1)
 
 
 def _folded_rounds(plan: Planner, group: Group) -> tuple[Phase, ...]:

@@ -15,7 +15,7 @@ import numpy as np
 
 from scaling.model.comm.algos.base import NotApplicable, Phase, Schedule, algorithm
 from scaling.model.comm.algos.latency import ring_steps_per_pass
-from scaling.model.comm.ops import CollectiveOp, Group
+from scaling.model.comm.ops import CollectiveOp, Group, PeerSizes
 from scaling.model.hardware.fabrics import fabric_of
 from scaling.model.hardware.system import LinkClass, SystemSpec
 
@@ -167,3 +167,18 @@ class Planner:
             have = ", ".join(sorted(o.value for o in algo.ops))
             raise NotApplicable(f"{name} exists for {have}")
         return algo.schedule(self, op, group)
+
+    def build_v(self, name: str, group: Group, sizes: PeerSizes) -> Schedule:
+        """Schedule of the named algorithm's uneven all-to-all; NotApplicable if it has none
+        or the sizes are not for this group."""
+        if group.lanes > 1:
+            raise NotApplicable("uneven all-to-all on sibling communicators is not modelled")
+        if sizes.ranks != group.size:
+            raise NotApplicable(f"peer sizes for {sizes.ranks} ranks, group of {group.size}")
+        try:
+            algo = algorithm(name)
+        except KeyError:
+            raise NotApplicable(f"unknown algorithm {name!r}") from None
+        if CollectiveOp.ALL_TO_ALL not in algo.ops:
+            raise NotApplicable(f"{name} has no all-to-all")
+        return algo.schedule_v(self, group, sizes)

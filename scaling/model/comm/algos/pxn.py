@@ -28,9 +28,11 @@ from scaling.model.comm.algos.exchange import (
     intra_pairs,
     peer_rounds,
     remote_pairs,
+    v_pairs,
+    v_rail,
 )
 from scaling.model.comm.algos.planner import Planner
-from scaling.model.comm.ops import CollectiveOp, Group
+from scaling.model.comm.ops import CollectiveOp, Group, PeerSizes
 from scaling.model.hardware.system import LinkClass, Protocol
 
 
@@ -69,3 +71,10 @@ class PXN(Algorithm):
         }
         # each rank sends its p-1 shares once; relays add (n-1)/p·S on the scale-up links
         return Schedule(self.name, (ph,), steps, (p - 1) / p)
+
+    def schedule_v(self, plan: Planner, group: Group, sizes: PeerSizes) -> Schedule:
+        """The uneven all-to-all relayed through the rail peer; one pipelined phase."""
+        sched = self.schedule(plan, CollectiveOp.ALL_TO_ALL, group)
+        gather, net = v_rail(plan, group, sizes)
+        wire = float(v_pairs(plan, group, sizes).coeff.sum()) / group.size
+        return Schedule(self.name, (concat(gather, net),), sched.steps, wire)
