@@ -4,6 +4,7 @@ volume per rank, folded = unfolded, contention, monotonicity, scale, the command
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 
 import numpy as np
@@ -270,7 +271,7 @@ def test_more_skew_is_never_faster(algo: str) -> None:
     for s in (0.0, 0.5, 1.0, 1.5, 2.0):
         sizes = PeerSizes.from_histogram(ranks**-s)
         times.append(fc.predict(A2A, GiB, group, algo, sizes=sizes).time_s)
-    assert all(b >= a * (1 - 1e-12) for a, b in zip(times, times[1:], strict=False)), times
+    assert all(b >= a * (1 - 1e-12) for a, b in itertools.pairwise(times)), times
     assert times[-1] > times[0]
 
 
