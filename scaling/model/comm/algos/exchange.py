@@ -31,6 +31,7 @@ __all__ = [
     "folds",
     "intra_pairs",
     "peer_rounds",
+    "peers_in_flight",
     "remote_pairs",
     "v_pairs",
     "v_rail",
@@ -129,6 +130,12 @@ def concat(*phases: Phase) -> Phase:
         np.concatenate([p.mult for p in phases]),
         fold,
     )
+
+
+def peers_in_flight(value: float) -> int:
+    """A library's ``peers_in_flight`` as a count: rounded to the nearest whole peer, at least
+    one (the uncertainty sampler draws it from a continuous range)."""
+    return max(1, round(value))
 
 
 def peer_rounds(peers: int, in_flight: int) -> int:

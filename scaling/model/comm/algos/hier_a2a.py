@@ -24,6 +24,7 @@ from scaling.model.comm.algos.exchange import (
     folds,
     intra_pairs,
     peer_rounds,
+    peers_in_flight,
     remote_pairs,
     v_rail,
 )
@@ -40,9 +41,7 @@ class HierarchicalAllToAll(Algorithm):
     ops = frozenset({CollectiveOp.ALL_TO_ALL})
     #: no library lists it (DeepSpeed-MoE and Tutel build it on NCCL send/receive): where a
     #: library gives no ``peers_in_flight``, one peer at a time
-    params: ClassVar[dict[str, Param]] = {
-        "peers_in_flight": Param(integer=True, required=False, default=1.0)
-    }
+    params: ClassVar[dict[str, Param]] = {"peers_in_flight": Param(required=False, default=1.0)}
 
     def schedule(self, plan: Planner, op: CollectiveOp, group: Group) -> Schedule:
         """Gather by rail, then exchange on each rail."""
@@ -51,7 +50,7 @@ class HierarchicalAllToAll(Algorithm):
         if group.nodes < 2 or group.per_node < 2:
             raise NotApplicable("hierarchical all-to-all needs several nodes of several ranks")
         p, k, n = group.size, group.per_node, group.nodes
-        in_flight = int(self.param(plan.system, "peers_in_flight"))
+        in_flight = peers_in_flight(self.param(plan.system, "peers_in_flight"))
         gather = intra_pairs(plan, group, n / p)
         exchange = remote_pairs(plan, group, np.diag(np.full(k, k / p)), fold=folds(group))
         intra = 1 if plan.fabric.mesh_exchange else peer_rounds(k - 1, in_flight)

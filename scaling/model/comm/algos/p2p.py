@@ -27,6 +27,7 @@ from scaling.model.comm.algos.exchange import (
     folds,
     intra_pairs,
     peer_rounds,
+    peers_in_flight,
     remote_pairs,
     v_pairs,
 )
@@ -41,7 +42,7 @@ class P2P(Algorithm):
 
     name = "p2p"
     ops = frozenset({CollectiveOp.ALL_TO_ALL})
-    params: ClassVar[dict[str, Param]] = {"peers_in_flight": Param(integer=True)}
+    params: ClassVar[dict[str, Param]] = {"peers_in_flight": Param()}
 
     def allows_protocol(self, proto: Protocol, candidates: int) -> bool:
         """NCCL sends point-to-point with LL below ``NCCL_P2P_LL_THRESHOLD`` and Simple above,
@@ -54,7 +55,7 @@ class P2P(Algorithm):
         if op is not CollectiveOp.ALL_TO_ALL:
             raise NotApplicable("p2p exists for all_to_all")
         p, k, n = group.size, group.per_node, group.nodes
-        in_flight = int(self.param(plan.system, "peers_in_flight"))
+        in_flight = peers_in_flight(self.param(plan.system, "peers_in_flight"))
         remote = np.full((k, k), 1.0 / p)
         ph = concat(
             intra_pairs(plan, group, 1.0 / p),

@@ -27,6 +27,7 @@ from scaling.model.comm.algos.exchange import (
     folds,
     intra_pairs,
     peer_rounds,
+    peers_in_flight,
     remote_pairs,
     v_pairs,
     v_rail,
@@ -42,7 +43,7 @@ class PXN(Algorithm):
 
     name = "pxn"
     ops = frozenset({CollectiveOp.ALL_TO_ALL})
-    params: ClassVar[dict[str, Param]] = {"peers_in_flight": Param(integer=True)}
+    params: ClassVar[dict[str, Param]] = {"peers_in_flight": Param()}
 
     def allows_protocol(self, proto: Protocol, candidates: int) -> bool:
         """NCCL sends point-to-point with LL below ``NCCL_P2P_LL_THRESHOLD`` and Simple above,
@@ -59,7 +60,7 @@ class PXN(Algorithm):
         if plan.fabric.grouped:
             raise NotApplicable("PXN needs every local device linked to every other (NVLink)")
         p, k, n = group.size, group.per_node, group.nodes
-        in_flight = int(self.param(plan.system, "peers_in_flight"))
+        in_flight = peers_in_flight(self.param(plan.system, "peers_in_flight"))
         rail = np.diag(np.full(k, k / p))
         ph = concat(
             intra_pairs(plan, group, n / p),
