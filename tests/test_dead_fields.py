@@ -159,6 +159,15 @@ def _comm_probe(spec: SystemSpec) -> tuple[float, ...]:
                         except ValueError:
                             continue
                         out += [ch.time_s, ch.latency_s]
+    # all-to-all's own algorithms (p2p, pxn, pairwise) over four nodes: more peers than a
+    # library has in flight at once
+    fc4 = FlowCollectives(simpy.Environment(), spec, 4)
+    for algo in spec.library.algorithms:
+        try:
+            ch = fc4.predict(CollectiveOp.ALL_TO_ALL, 2.0**20, Group(4, g), algo)
+        except ValueError:
+            continue
+        out += [ch.time_s, ch.latency_s]
     # across two pods of the leaf-spine (nodes_per_leaf, oversubscription, spine latency)
     nodes = _BASE_NODES_PER_LEAF.get(spec.name, spec.scale_out.nodes_per_leaf) + 1
     am = AnalyticCostModel(spec)

@@ -120,11 +120,12 @@ def test_cited_evidence_rows_exist_in_the_package_reference_data() -> None:
 
 def test_cncl_has_a_tree_with_ring_only_as_the_named_alternative() -> None:
     """cncl.h (CNCL 1.25) builds ring and tree topologies: both nominal; ring-only is the
-    alternative; compute interference from the serial buffer copy is non-zero across its range."""
+    alternative (all-to-all keeps its assumed p2p in both); compute interference from the serial
+    buffer copy is non-zero across its range."""
     lib = load_system("mlu370-x8").library
-    assert list(lib.algorithms) == ["ring", "tree"] and lib.tree_bw_factor is not None
+    assert list(lib.algorithms) == ["ring", "tree", "p2p"] and lib.tree_bw_factor is not None
     alt = {a.name: a for a in lib.alternatives}["cncl-1.x-ring-only"]
-    assert alt.set["algorithms"] == ["ring"]
+    assert alt.set["algorithms"] == ["ring", "p2p"]
     ci = lib.compute_interference
     assert ci.low is not None and 0 < ci.low < ci.value < (ci.high or 0)
 

@@ -73,3 +73,29 @@ def test_collective_command_shows_either_mode() -> None:
     assert flow.exit_code == 0 and analytic.exit_code == 0, analytic.output
     assert "analytic (uncontended) network" in analytic.output
     assert flow.output.splitlines()[1:] == analytic.output.splitlines()[1:]
+
+
+@pytest.mark.parametrize("name", available_systems())
+def test_all_to_all_algorithms_agree_in_both_modes_at_scale(name: str) -> None:
+    """Every all-to-all algorithm the library lists, named, with folded flows (more than 64
+    ranks) over one and over two pods: the flow run alone takes the analytic price."""
+    spec = load_system(name).spec
+    g = spec.devices_per_node
+    analytic = AnalyticCostModel(spec)
+    a2a = CollectiveOp.ALL_TO_ALL
+    checked = 0
+    for nodes in (16, spec.scale_out.nodes_per_leaf + 8):
+        env = simpy.Environment()
+        flows = FlowCollectives(env, spec, nodes)
+        group = Group(nodes, g)
+        for algo in spec.library.algorithms:
+            for size in (2.0**20, 2.0**30):
+                try:
+                    price = analytic.price(a2a, size, group, algo)
+                except ValueError:
+                    continue
+                t0 = env.now
+                env.run(env.process(flows.run(a2a, size, group, algo)))
+                assert env.now - t0 == pytest.approx(price.time_s, rel=1e-6), (algo, nodes)
+                checked += 1
+    assert checked > 0 or name in ("br100", "enflame-t20", "mtt-s4000")

@@ -36,6 +36,7 @@ from scaling.app.validate.collectives import (
     SCALE_SPLIT,
     scale_curves,
     study_nccl_a100_curve,
+    study_nccl_alltoall,
     study_nccl_plateaus,
     study_nccl_scale,
 )
@@ -104,6 +105,7 @@ STUDIES: tuple[
         ),
         study_nccl_scale,
     ),
+    (("nccl-alltoall-a100-2node",), study_nccl_alltoall),
     (("compute-a100-mpt", "compute-h100-mpt"), study_compute_mpt),
     (("compute-a100-flashattention2-gpt3-1.3b",), study_fa2),
     (("e2e-megatron-gpt1.7b-32a100",), study_megatron),

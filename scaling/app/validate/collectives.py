@@ -125,3 +125,36 @@ def study_nccl_scale(_: DeviceOverrides | None = None) -> list[StudyResult]:
     )
     out.append(result("nccl-scale-h100-ratio-512-4", ratio, src))
     return out
+
+
+#: NVIDIA/nccl#1138 alltoall_perf on 2 nodes of 8 A100 with 4 x 200 Gb/s NICs (reference/nccl_busbw.csv)
+ALLTOALL_DATASET = "NVIDIA_nccl1138_alltoall_2node_a100"
+
+
+def study_nccl_alltoall(_: DeviceOverrides | None = None) -> list[StudyResult]:
+    """all_to_all busbw of nccl-tests on 2 DGX-A100-class nodes with 4 NICs each, held out: the
+    tuner's all-to-all alone on the network, busbw = algbw·(n−1)/n as nccl-tests reports it."""
+    ref = nccl_busbw().query("dataset == @ALLTOALL_DATASET")
+    spec = load_system("dgx-a100").spec
+    pts = []
+    for row in ref.itertuples():
+        nics = dataclasses.replace(spec.nics, count=4)  # the reporter's 4 x 200 Gb/s per node
+        got = _a2a_busbw(
+            dataclasses.replace(spec, nics=nics), int(row.nodes_num), row.msg_bytes_num
+        )
+        label = f"{int(row.nodes_num)} nodes x 8, {int(row.msg_bytes_num) >> 30} GiB"
+        pts.append(Point(label, float(row.busbw_GBps_num), got, False))
+    return [result("nccl-alltoall-a100-2node", tuple(pts), str(ref.source.iloc[0]))]
+
+
+def _a2a_busbw(system: SystemSpec, nodes: int, size: float) -> float:
+    """busbw (GB/s) of the tuner's all_to_all of ``size`` bytes alone on the cluster."""
+    import simpy
+
+    from scaling.model.comm.flowcoll import FlowCollectives
+    from scaling.model.comm.ops import Group, busbw_factor
+
+    fc = FlowCollectives(simpy.Environment(), system, nodes)
+    group = Group(nodes, system.devices_per_node)
+    op = CollectiveOp.ALL_TO_ALL
+    return size * busbw_factor(op, group.size) / fc.predict(op, size, group).time_s / 1e9

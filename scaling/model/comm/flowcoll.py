@@ -30,7 +30,7 @@ from scaling.model.comm.algos import NotApplicable, Phase, Planner, Schedule
 from scaling.model.comm.algos import algorithm as algorithm_of
 from scaling.model.comm.collectives import CollectiveCost
 from scaling.model.comm.network import ClusterNetwork
-from scaling.model.comm.ops import CollectiveOp, Group, busbw_factor
+from scaling.model.comm.ops import CollectiveOp, Group, PeerSizes, busbw_factor
 from scaling.model.hardware.system import LinkClass, SystemSpec
 
 
@@ -60,8 +60,9 @@ class FlowCollectives:
         self.lib = system.library
         self.cluster = ClusterNetwork(system, nodes, seed)
         self.algos = Planner(system, self.lib.channels)
-        self._sched: dict[tuple[str, CollectiveOp, Group], Schedule | None] = {}
-        self._why: dict[tuple[str, CollectiveOp, Group], str] = {}  # why a schedule is None
+        SchedKey = tuple[str, CollectiveOp, Group, PeerSizes | None]
+        self._sched: dict[SchedKey, Schedule | None] = {}
+        self._why: dict[SchedKey, str] = {}  # why a schedule is None
         self.net = FlowNetwork(env, self.cluster.capacity())
 
     @property
@@ -75,17 +76,27 @@ class FlowCollectives:
         # run replaces it): a new one starts them afresh; schedules do not depend on it
         self._net = net
         self._phase_flows: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
-        self._pair_pids: dict[tuple[int, int], tuple[int, ...]] = {}
+        self._pair_pids: dict[tuple[int, int, int], tuple[int, ...]] = {}
         self._phase_k: dict[int, tuple[float, str]] = {}
-        self._choice: dict[tuple[CollectiveOp, float, Group, str | None, str | None], Choice] = {}
+        self._choice: dict[
+            tuple[CollectiveOp, float, Group, str | None, str | None, PeerSizes | None], Choice
+        ] = {}
 
     # ---- schedules and their uncontended cost --------------------------------------------
-    def schedule(self, algorithm: str, op: CollectiveOp, group: Group) -> Schedule | None:
-        """The algorithm's schedule on ``group``, or None where it does not apply (memoised)."""
-        key = (algorithm, op, group)
+    def schedule(
+        self, algorithm: str, op: CollectiveOp, group: Group, sizes: PeerSizes | None = None
+    ) -> Schedule | None:
+        """The algorithm's schedule on ``group`` (its uneven all-to-all of ``sizes`` where
+        given), or None where it does not apply (memoised)."""
+        key = (algorithm, op, group, sizes)
         if key not in self._sched:
             try:
-                self._sched[key] = self.algos.build(algorithm, op, group)
+                if sizes is not None:
+                    if op is not CollectiveOp.ALL_TO_ALL:
+                        raise NotApplicable("peer sizes are for all_to_all only")
+                    self._sched[key] = self.algos.build_v(algorithm, group, sizes)
+                else:
+                    self._sched[key] = self.algos.build(algorithm, op, group)
             except NotApplicable as e:
                 self._sched[key] = None
                 self._why[key] = str(e)
@@ -94,22 +105,27 @@ class FlowCollectives:
     def flows(self, phase: Phase) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The phase as engine flows: (path id, coeff, multiplicity) per flow. A transfer
         between nodes whose devices own several NICs is split evenly over its paths
-        (:meth:`ClusterNetwork.routes`). Memoised per phase."""
+        (:meth:`ClusterNetwork.routes`); a folded entry takes its mirrored paths
+        (:meth:`ClusterNetwork.folded_routes`). Memoised per phase."""
         hit = self._phase_flows.get(id(phase))
         if hit is None:
-            pairs = list(zip(phase.src.tolist(), phase.dst.tolist(), strict=True))
+            fold = phase.fold if phase.fold is not None else np.zeros(phase.src.size, np.int8)
+            keys = list(zip(phase.src.tolist(), phase.dst.tolist(), fold.tolist(), strict=True))
             known = self._pair_pids
-            new = [k for k in dict.fromkeys(pairs) if k not in known]
+            new = [k for k in dict.fromkeys(keys) if k not in known]
             if new:
-                # register each new (src, dst) pair's paths once: phases of several
+                # register each new (src, dst, fold) entry's paths once: phases of several
                 # algorithms share pairs (tree and NVLSTree cross nodes on the same edges)
-                routes = [self.cluster.routes(a, b) for a, b in new]
+                cl = self.cluster
+                routes = [
+                    cl.routes(a, b) if f == 0 else cl.folded_routes(a, b, f == 2) for a, b, f in new
+                ]
                 flat = self.net.path_ids([p for r in routes for p in r]).tolist()
                 i = 0
                 for key, r in zip(new, routes, strict=True):
                     known[key] = tuple(flat[i : i + len(r)])
                     i += len(r)
-            per = [known[k] for k in pairs]
+            per = [known[k] for k in keys]
             if all(len(r) == 1 for r in per):
                 pids = np.array([r[0] for r in per], dtype=np.int64)
                 hit = (pids, phase.coeff, phase.mult)
@@ -154,10 +170,11 @@ class FlowCollectives:
         group: Group,
         algorithm: str | None = None,
         protocol: str | None = None,
+        sizes: PeerSizes | None = None,
     ) -> Choice:
         """The tuner: the fastest (algorithm, protocol) the library has for this call, or the
         named ones. Raises ``ValueError`` if nothing applies."""
-        key = (op, nbytes, group, algorithm, protocol)
+        key = (op, nbytes, group, algorithm, protocol, sizes)
         hit = self._choice.get(key)
         if hit is not None:
             return hit
@@ -170,7 +187,7 @@ class FlowCollectives:
         best: Choice | None = None
         p = group.size
         for name in algos:
-            sched = self.schedule(name, op, group)
+            sched = self.schedule(name, op, group, sizes)
             if sched is None:
                 continue
             algo = algorithm_of(name)
@@ -201,7 +218,7 @@ class FlowCollectives:
                 if best is None or c.time_s < best.time_s:
                     best = c
         if best is None and algorithm:
-            why = self._why.get((algorithm, op, group), "")
+            why = self._why.get((algorithm, op, group, sizes), "")
             raise ValueError(
                 f"{self.lib.name} has no {algorithm} for {op.value} on "
                 f"{group.nodes}x{group.per_node} ranks" + (f": {why}" if why else "")
@@ -221,12 +238,13 @@ class FlowCollectives:
         group: Group,
         algorithm: str | None = None,
         protocol: str | None = None,
+        sizes: PeerSizes | None = None,
     ) -> CollectiveCost:
         """Uncontended cost of the tuner's choice, or of the named algorithm/protocol (the
         ``CollectiveCostModel`` interface)."""
         if group.size == 1:
             return CollectiveCost(0.0, 0.0, math.inf, None, "none", 0.0)
-        ch = self.predict(op, nbytes, group, algorithm, protocol)
+        ch = self.predict(op, nbytes, group, algorithm, protocol, sizes)
         bw_time = ch.time_s - ch.latency_s
         busbw = nbytes * busbw_factor(op, group.size) / bw_time if bw_time > 0 else math.inf
         return CollectiveCost(
@@ -266,13 +284,14 @@ class FlowCollectives:
         group: Group,
         algorithm: str | None = None,
         protocol: str | None = None,
+        sizes: PeerSizes | None = None,
     ) -> Generator[simpy.Event, object, Choice | None]:
         """SimPy process body: run one collective on the shared network (the tuner's choice,
         or the named algorithm/protocol); returns the choice."""
         if group.size == 1 or nbytes <= 0:
             return None
-        ch = self.predict(op, nbytes, group, algorithm, protocol)
-        sched = self.schedule(ch.algorithm, op, group)
+        ch = self.predict(op, nbytes, group, algorithm, protocol, sizes)
+        sched = self.schedule(ch.algorithm, op, group, sizes)
         assert sched is not None
         for ph in sched.phases:
             pids, coeff, mult = self.flows(ph)

@@ -153,6 +153,7 @@ class ClusterNetwork:
             LinkClass.NETWORK: nic.efficiency * lib[LinkClass.NETWORK],
         }
         self._routes: dict[tuple[int, int], tuple[tuple[int, ...], ...]] = {}
+        self._folded: dict[tuple[int, int, bool], tuple[tuple[int, ...], ...]] = {}
         # the path to a NIC crosses the device's PCIe switch (bridge groups / PCIe fabrics)
         self._nic_behind_switch = fabric_of(fab.kind).grouped
         self._nics_of = [self.nics_of(d) for d in range(self.g)]
@@ -335,6 +336,53 @@ class ClusterNetwork:
             )
         self._routes[key] = out
         return out
+
+    def folded_routes(self, src: int, dst: int, far: bool) -> tuple[tuple[int, ...], ...]:
+        """The paths of a *folded* transfer (:class:`~scaling.model.comm.algos.base.Phase`'s
+        ``fold``): from device ``src`` to the devices of ``dst``'s local index on other nodes —
+        in the same pod (``far`` False) or in other pods (``far`` True) — with the far half of
+        each route (spine to leaf, receiving NIC, the path down to the device) mirrored onto
+        ``src``'s own node. ``dst`` is a device of ``src``'s node.
+
+        In a symmetric exchange (every node of a group sends the same pattern to every other
+        node: a uniform all-to-all) each receiving link carries exactly the load its mirror
+        image on the sender's node carries, so one flow class per (source, destination local
+        index, near/far) with the number of peers as multiplicity loads every link as the
+        ``p²`` real flows do. Spine: folded classes are dealt evenly over the spines (the
+        balanced limit per-flow hashing reaches over hundreds of flows per NIC, whatever the
+        topology's ``ecmp``); a far class always crosses it. One path per NIC pairing, as :meth:`routes`. Memoised."""
+        key = (src, dst, far)
+        hit = self._folded.get(key)
+        if hit is not None:
+            return hit
+        g = self.g
+        n, a = divmod(src, g)
+        nd, b = divmod(dst, g)
+        if nd != n or self.nodes < 2:
+            raise ValueError(f"folded route from {src} to {dst}: needs two devices of one node")
+        na, nb = self._nics_of[a], self._nics_of[b]
+        out = []
+        for j in range(max(len(na), len(nb))):
+            ka, kb = na[j % len(na)], nb[j % len(nb)]
+            path = [*self._to_nic(n, a, ka), self._l("nic_tx", n, ka)]
+            la, lb = self.leaf_of(n, ka), self.leaf_of(n, kb)
+            if (far or la != lb) and self.n_leaves > 1:
+                sp = 0
+                if not self.ideal_ecmp:
+                    # deal evenly: the nodes of a leaf on consecutive spines, each (source NIC
+                    # index, destination NIC index) pair a pod's width further on, so a leaf's
+                    # uplinks and downlinks carry equal shares
+                    S, nics = self.n_spines, self.system.nics.count
+                    npl = self.system.scale_out.nodes_per_leaf
+                    sp = (n % npl + (ka * nics + kb) * npl + (S // 2 if far else 0)) % S
+                path += [self._l("l2s", la, sp), self._l("s2l", sp, lb)]
+            path += [self._l("nic_rx", n, kb), *self._from_nic(n, kb, b)]
+            if len(set(path)) != len(path):
+                raise ValueError(f"folded route from {src} to {dst} crosses a link twice")
+            out.append(tuple(path))
+        res = tuple(out)
+        self._folded[key] = res
+        return res
 
     def _net_path(self, ns: int, a: int, ka: int, nd: int, b: int, kb: int) -> tuple[int, ...]:
         """Device ``a`` of node ``ns`` over NIC ``ka`` to device ``b`` of node ``nd`` at ``kb``."""

@@ -67,3 +67,48 @@ class Group:
         n = np.arange(self.first_node, self.first_node + self.nodes)
         local = self.local_base + np.arange(self.per_node)
         return (n[:, None] * devices_per_node + local[None, :]).reshape(-1)
+
+
+class PeerSizes:
+    """The per-peer sizes of an uneven all-to-all (``all_to_allv``).
+
+    ``weights[s, d]`` is what rank ``s`` sends rank ``d`` in units of ``S/p``, ``S`` being the
+    call's size: all ones is the uniform all-to-all; the diagonal (a rank's share for itself)
+    moves nothing. Equal weights compare equal (a content digest), so schedules memoise on them.
+    """
+
+    __slots__ = ("_key", "weights")
+
+    def __init__(self, weights: np.ndarray) -> None:
+        w = np.array(weights, dtype=np.float64)
+        if w.ndim != 2 or w.shape[0] != w.shape[1] or w.shape[0] < 2:
+            raise ValueError(f"peer sizes: a square matrix of at least 2 ranks, got {w.shape}")
+        if not np.all(np.isfinite(w)) or np.any(w < 0):
+            raise ValueError("peer sizes: every weight finite and >= 0")
+        w.setflags(write=False)
+        self.weights = w
+        self._key = hash(w.tobytes())
+
+    @classmethod
+    def from_histogram(cls, counts: np.ndarray) -> PeerSizes:
+        """Every rank sends to rank ``d`` in proportion to ``counts[d]`` (tokens routed to the
+        experts of rank ``d``), its buffer ``S`` in all: ``weights[s, d] = p·counts[d]/Σcounts``."""
+        c = np.asarray(counts, dtype=np.float64).reshape(-1)
+        if c.size < 2 or not np.all(np.isfinite(c)) or np.any(c < 0) or c.sum() <= 0:
+            raise ValueError("peer sizes: a histogram of >= 2 non-negative counts, not all 0")
+        return cls(np.tile(c.size * c / c.sum(), (c.size, 1)))
+
+    @property
+    def ranks(self) -> int:
+        """Ranks of the group the sizes are for."""
+        return int(self.weights.shape[0])
+
+    def __hash__(self) -> int:
+        return self._key
+
+    def __eq__(self, other: object) -> bool:
+        return (
+            isinstance(other, PeerSizes)
+            and self._key == other._key
+            and np.array_equal(self.weights, other.weights)
+        )

@@ -16,7 +16,7 @@ import simpy
 
 from scaling.model.comm.collectives import CollectiveCost
 from scaling.model.comm.flowcoll import FlowCollectives
-from scaling.model.comm.ops import CollectiveOp, Group
+from scaling.model.comm.ops import CollectiveOp, Group, PeerSizes
 from scaling.model.hardware.system import SystemSpec
 
 __all__ = ["AnalyticCostModel"]
@@ -34,7 +34,10 @@ class AnalyticCostModel:
         self.seed = seed
         self._nodes = max(1, nodes)
         self._flows: FlowCollectives | None = None
-        self._memo: dict[tuple[CollectiveOp, float, Group, str | None, str | None], CollectiveCost]
+        self._memo: dict[
+            tuple[CollectiveOp, float, Group, str | None, str | None, PeerSizes | None],
+            CollectiveCost,
+        ]
         self._memo = {}
 
     def collectives(self, group: Group) -> FlowCollectives:
@@ -56,12 +59,14 @@ class AnalyticCostModel:
         group: Group,
         algorithm: str | None = None,
         protocol: str | None = None,
+        sizes: PeerSizes | None = None,
     ) -> CollectiveCost:
-        """:meth:`cost`, or the named algorithm/protocol's uncontended cost; ``ValueError``
-        where the library has none for this call."""
-        key = (op, nbytes, group, algorithm, protocol)
+        """:meth:`cost`, or the named algorithm/protocol's uncontended cost (an uneven
+        all-to-all of ``sizes`` where given); ``ValueError`` where the library has none for
+        this call."""
+        key = (op, nbytes, group, algorithm, protocol, sizes)
         hit = self._memo.get(key)
         if hit is None:
-            hit = self.collectives(group).cost(op, nbytes, group, algorithm, protocol)
+            hit = self.collectives(group).cost(op, nbytes, group, algorithm, protocol, sizes)
             self._memo[key] = hit
         return hit

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, ClassVar
 import numpy as np
 
 from scaling.model.comm.algos.latency import latency_s
-from scaling.model.comm.ops import CollectiveOp, Group
+from scaling.model.comm.ops import CollectiveOp, Group, PeerSizes
 from scaling.model.hardware.system import LinkClass, Protocol, SystemSpec
 
 if TYPE_CHECKING:
@@ -50,12 +50,21 @@ __all__ = [
 class Phase:
     """Concurrent flows: ``src``/``dst`` global device ids, ``coeff`` bytes per byte of S, and
     ``mult`` identical flows per entry (several channels between the same two devices are
-    separate flows: each gets its own max-min share)."""
+    separate flows: each gets its own max-min share).
+
+    ``fold`` (optional, one code per entry) aggregates a symmetric exchange: 0 is a real pair;
+    1 and 2 stand for ``mult`` flows from ``src`` to the devices of ``dst``'s local index on the
+    *other nodes* of the group in ``src``'s pod (1) or in other pods (2), ``dst`` being a device
+    of ``src``'s own node, each routed with its far half mirrored onto ``src``'s node
+    (:meth:`ClusterNetwork.folded_routes <scaling.model.comm.network.ClusterNetwork.folded_routes>`).
+    Exact in link loads where every node sends the same pattern (a uniform all-to-all), and
+    ``O(p)`` entries instead of ``p²``."""
 
     src: np.ndarray
     dst: np.ndarray
     coeff: np.ndarray
     mult: np.ndarray
+    fold: np.ndarray | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,6 +156,11 @@ class Algorithm(ABC):
     def schedule(self, plan: Planner, op: CollectiveOp, group: Group) -> Schedule:
         """Its phases and latency steps for ``op`` on ``group``; raises :class:`NotApplicable`
         where it does not exist (group shape, fabric)."""
+
+    def schedule_v(self, plan: Planner, group: Group, sizes: PeerSizes) -> Schedule:
+        """Its phases for an uneven all-to-all (``all_to_allv``) of ``sizes`` on ``group``;
+        by default it has none (:class:`NotApplicable`)."""
+        raise NotApplicable(f"{self.name} has no uneven all-to-all")
 
     def allows_protocol(self, proto: Protocol, candidates: int) -> bool:
         """Whether it runs with ``proto`` when the tuner has ``candidates`` protocols to try

@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 
 from scaling.model.comm.algos.base import Algorithm, NotApplicable, Phase, Schedule, register
+from scaling.model.comm.algos.exchange import v_pairs
 from scaling.model.comm.algos.planner import Planner
-from scaling.model.comm.ops import CollectiveOp, Group
+from scaling.model.comm.ops import CollectiveOp, Group, PeerSizes
 from scaling.model.hardware.system import LinkClass
 
 
@@ -43,3 +44,11 @@ class Direct(Algorithm):
         if op in (CollectiveOp.REDUCE_SCATTER, CollectiveOp.ALL_GATHER, CollectiveOp.ALL_TO_ALL):
             return Schedule("direct", (share,), {cls: 1.0}, (p - 1) / p, cross)
         raise NotApplicable("direct broadcast is not modelled")
+
+    def schedule_v(self, plan: Planner, group: Group, sizes: PeerSizes) -> Schedule:
+        """The uneven all-to-all (HCCL's AlltoAllV over the mesh): every pair's own size at
+        once, one step."""
+        sched = self.schedule(plan, CollectiveOp.ALL_TO_ALL, group)
+        ph = v_pairs(plan, group, sizes)
+        wire = float(ph.coeff.sum()) / group.size
+        return Schedule("direct", (ph,), sched.steps, wire, sched.cross_rail)

@@ -15,9 +15,18 @@ import numpy as np
 
 from scaling.model.comm.algos.base import NotApplicable, Phase, Schedule, algorithm
 from scaling.model.comm.algos.latency import ring_steps_per_pass
-from scaling.model.comm.ops import CollectiveOp, Group
+from scaling.model.comm.ops import CollectiveOp, Group, PeerSizes
 from scaling.model.hardware.fabrics import fabric_of
 from scaling.model.hardware.system import LinkClass, SystemSpec
+
+
+def _fold_of(phases: list[Phase]) -> np.ndarray | None:
+    """The ``fold`` codes of phases laid end to end (None where none of them folds)."""
+    if all(p.fold is None for p in phases):
+        return None
+    return np.concatenate(
+        [p.fold if p.fold is not None else np.zeros(p.src.size, np.int8) for p in phases]
+    )
 
 
 class Planner:
@@ -142,6 +151,7 @@ class Planner:
                     np.concatenate([p.phases[i].dst for p in parts]),
                     np.concatenate([p.phases[i].coeff for p in parts]),
                     np.concatenate([p.phases[i].mult for p in parts]),
+                    _fold_of([p.phases[i] for p in parts]),
                 )
                 for i in range(len(parts[0].phases))
             )
@@ -157,3 +167,18 @@ class Planner:
             have = ", ".join(sorted(o.value for o in algo.ops))
             raise NotApplicable(f"{name} exists for {have}")
         return algo.schedule(self, op, group)
+
+    def build_v(self, name: str, group: Group, sizes: PeerSizes) -> Schedule:
+        """Schedule of the named algorithm's uneven all-to-all; NotApplicable if it has none
+        or the sizes are not for this group."""
+        if group.lanes > 1:
+            raise NotApplicable("uneven all-to-all on sibling communicators is not modelled")
+        if sizes.ranks != group.size:
+            raise NotApplicable(f"peer sizes for {sizes.ranks} ranks, group of {group.size}")
+        try:
+            algo = algorithm(name)
+        except KeyError:
+            raise NotApplicable(f"unknown algorithm {name!r}") from None
+        if CollectiveOp.ALL_TO_ALL not in algo.ops:
+            raise NotApplicable(f"{name} has no all-to-all")
+        return algo.schedule_v(self, group, sizes)
