@@ -3,12 +3,15 @@ name (:func:`register`). Importing this package registers the built-in ones; a n
 its own module (imported here, or by whoever registers it) plus its entry in a library file."""
 
 from scaling.model.comm.algos import (  # noqa: F401  (importing registers them)
+    ahc,
     bruck,
     direct,
     hierarchical,
+    nhr,
     nvls,
     nvls_tree,
     pat,
+    pipeline,
     rhd,
     ring,
     tree,
