@@ -210,14 +210,18 @@ def test_collective_command_reports_alltoall_busbw() -> None:
 
     from scaling.app.cli import main
 
+    import csv
+    import io
+
     args = ["collective", "--system", "dgx-h100", "--nodes", "16", "--op", "all_to_all"]
-    res = CliRunner().invoke(main, [*args, "--sizes", "1G", "--network", "analytic"])
+    res = CliRunner().invoke(
+        main, [*args, "--sizes", "1G", "--network", "analytic", "--format", "csv"]
+    )
     assert res.exit_code == 0, res.output
-    row = next(line for line in res.output.splitlines() if line.strip().startswith("1073741824"))
-    cols = row.split()
-    algbw, busbw = float(cols[3]), float(cols[4])
-    assert busbw == pytest.approx(algbw * 127 / 128, abs=0.01)
-    assert cols[5].split("/")[0] in ("p2p", "pxn")
+    (row,) = list(csv.DictReader(io.StringIO(res.stdout)))
+    algbw, busbw = float(row["algbw_GBps"]), float(row["busbw_GBps"])
+    assert busbw == pytest.approx(algbw * 127 / 128, rel=1e-6)
+    assert row["algorithm"] in ("p2p", "pxn")
 
 
 # ---- uneven all-to-all (all_to_allv) ---------------------------------------------------------

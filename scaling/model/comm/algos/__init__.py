@@ -3,15 +3,18 @@ name (:func:`register`). Importing this package registers the built-in ones; a n
 its own module (imported here, or by whoever registers it) plus its entry in a library file."""
 
 from scaling.model.comm.algos import (  # noqa: F401  (importing registers them)
+    ahc,
     bruck,
     direct,
     hier_a2a,
     hierarchical,
+    nhr,
     nvls,
     nvls_tree,
     p2p,
     pairwise,
     pat,
+    pipeline,
     pxn,
     rhd,
     ring,
