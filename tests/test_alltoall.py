@@ -206,12 +206,12 @@ def test_pairwise_hash_collisions_show_only_on_real_pairs() -> None:
 
 def test_collective_command_reports_alltoall_busbw() -> None:
     """``scaling collective --op all_to_all``: busbw = algbw · (n−1)/n, as nccl-tests."""
+    import csv
+    import io
+
     from click.testing import CliRunner
 
     from scaling.app.cli import main
-
-    import csv
-    import io
 
     args = ["collective", "--system", "dgx-h100", "--nodes", "16", "--op", "all_to_all"]
     res = CliRunner().invoke(

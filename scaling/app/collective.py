@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import re
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
 import simpy
 
 from scaling.io.errors import ConfigError
@@ -12,6 +14,28 @@ from scaling.io.results import format_table
 from scaling.model.comm.flowcoll import FlowCollectives
 from scaling.model.comm.ops import CollectiveOp, Group, busbw_factor
 from scaling.model.hardware.system import SystemSpec
+
+if TYPE_CHECKING:
+    import pandas as pd
+else:  # the command prints its table without pandas (start-up: issue 29)
+    from scaling.lazy import lazy_module
+
+    pd = lazy_module("pandas")
+
+#: the table's columns, in order (nccl-tests' size, count, type, redop, root first)
+COLUMNS = (
+    "size_bytes",
+    "count",
+    "type",
+    "redop",
+    "root",
+    "ranks",
+    "time_us",
+    "algbw_GBps",
+    "busbw_GBps",
+    "algorithm",
+    "protocol",
+)
 
 _UNITS = {"": 1, "B": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
 #: the largest message size (B): 1 TiB, 64x nccl-tests' usual 16G maximum
@@ -88,6 +112,24 @@ def collective_table(
     progress: bool = False,
     network: str = "flow",
 ) -> pd.DataFrame:
+    """:func:`collective_rows` as a table (one row per size, columns :data:`COLUMNS`)."""
+    rows = collective_rows(
+        system, nodes, op, sizes, algorithm, protocol, per_node, progress, network
+    )
+    return pd.DataFrame(rows, columns=list(COLUMNS))
+
+
+def collective_rows(
+    system: SystemSpec,
+    nodes: int,
+    op: CollectiveOp,
+    sizes: list[int],
+    algorithm: str | None = None,
+    protocol: str | None = None,
+    per_node: int | None = None,
+    progress: bool = False,
+    network: str = "flow",
+) -> list[dict[str, Any]]:
     """Run each size once, alone on the cluster's flow network (as nccl-tests does), or
     (``network="analytic"``) take the tuner's uncontended prediction without running it;
     ``progress``: a bar on stderr, one step per size."""
@@ -130,10 +172,21 @@ def collective_table(
                 "protocol": choice.protocol,
             }
         )
-    return pd.DataFrame(rows)
+    return rows
 
 
-def format_collective_table(df: pd.DataFrame) -> str:
+def rows_csv(rows: list[dict[str, Any]]) -> str:
+    """The rows as CSV, exactly as ``pandas.DataFrame.to_csv(index=False)`` writes them
+    (shortest round-trip floats, ``inf``), without importing pandas."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(COLUMNS)
+    for r in rows:
+        w.writerow([repr(v) if isinstance(v, float) else v for v in (r[c] for c in COLUMNS)])
+    return buf.getvalue()
+
+
+def format_collective_table(df: pd.DataFrame | list[dict[str, Any]]) -> str:
     """The table as nccl-tests prints it: size, element count, type, redop, root, time, algbw,
     busbw, and the algorithm/protocol the tuner chose."""
     header = [
@@ -147,6 +200,10 @@ def format_collective_table(df: pd.DataFrame) -> str:
         "busbw (GB/s)",
         "algorithm",
     ]
+    if isinstance(df, list):
+        cols: dict[str, list[Any]] = {c: [r[c] for r in df] for c in COLUMNS}
+    else:
+        cols = {c: list(df[c]) for c in COLUMNS}
     rows = [
         [
             f"{size:d}",
@@ -160,16 +217,16 @@ def format_collective_table(df: pd.DataFrame) -> str:
             f"{algo}/{proto}",
         ]
         for size, count, dtype, op, rt, t, alg, bus, algo, proto in zip(
-            df["size_bytes"].astype(int),
-            df["count"].astype(int),
-            df["type"],
-            df["redop"],
-            df["root"].astype(int),
-            df["time_us"],
-            df["algbw_GBps"],
-            df["busbw_GBps"],
-            df["algorithm"],
-            df["protocol"],
+            (int(v) for v in cols["size_bytes"]),
+            (int(v) for v in cols["count"]),
+            cols["type"],
+            cols["redop"],
+            (int(v) for v in cols["root"]),
+            cols["time_us"],
+            cols["algbw_GBps"],
+            cols["busbw_GBps"],
+            cols["algorithm"],
+            cols["protocol"],
             strict=True,
         )
     ]

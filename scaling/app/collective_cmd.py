@@ -150,7 +150,13 @@ def collective(
     \b
     Example: scaling collective --system dgx-a100 --nodes 8 -b 1M -e 1G -f 2 --algo ring --out -
     """
-    from scaling.app.collective import collective_table, format_collective_table, size_range
+    from scaling.app.collective import (
+        COLUMNS,
+        collective_rows,
+        format_collective_table,
+        rows_csv,
+        size_range,
+    )
     from scaling.io.topology import load_system
 
     if is_stdout(out_file) and fmt != "table":
@@ -180,7 +186,7 @@ def collective(
     )
     if too_big:
         fail(f"--nodes {nodes}: got {too_big}")
-    table = collective_table(
+    rows = collective_rows(
         spec,
         nodes,
         CollectiveOp(op),
@@ -191,18 +197,24 @@ def collective(
         progress=want_progress(progress),
         network=network,
     )
-    ranks = int(table.ranks.iloc[0])
+    ranks = int(rows[0]["ranks"])
     p = Printer(fmt, stdout_taken=is_stdout(out_file))
     p.say(
         f"# {op} on {spec.name}: {nodes} node(s) x {per_node or spec.devices_per_node} = {ranks} ranks, "
         f"library {spec.library.name}"
         + (", analytic (uncontended) network" if network == "analytic" else "")
     )
-    p.table(table, text=format_collective_table(table))
-    if is_stdout(out_file):
-        click.echo(table.to_csv(index=False), nl=False)
-    elif out_file is not None:
-        from scaling.io.files import write_output  # atomic; in place for a device (/dev/stdout)
+    text = format_collective_table(rows)
+    if fmt == "table":
+        p.table(None, text=text)  # the text alone: no pandas on this path
+    else:
+        import pandas as pd
 
-        write_output(out_file, lambda f: table.to_csv(f, index=False))
+        p.table(pd.DataFrame(rows, columns=list(COLUMNS)), text=text)
+    if is_stdout(out_file):
+        click.echo(rows_csv(rows), nl=False)
+    elif out_file is not None:
+        from scaling.io.files import write_output_text  # atomic; in place for a device
+
+        write_output_text(out_file, rows_csv(rows))
         p.say(f"wrote {out_file}")

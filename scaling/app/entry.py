@@ -3,7 +3,7 @@ fraction of a second.
 
 The commands are registered in :data:`REGISTRY` (one line each) and live in their own modules,
 whose imports pull in numpy, pandas and pydantic; :mod:`scaling.app.cli` builds the full group
-from the registry, and this group loads it only when a command runs or shows its own help. The
+from the registry, and this group imports only the one command that runs or shows its own help. The
 group's help lists each command's first docstring paragraph from :data:`COMMANDS`, a copy that
 tests/test_ecosystem.py checks against the commands themselves.
 """
@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Callable
+from importlib import import_module
 from typing import Any
 
 import click
@@ -218,12 +219,13 @@ class LazyGroup(click.Group):
         return sorted(COMMANDS)
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
-        """The command, loading the full CLI only now (keeps --help fast)."""
+        """The command, importing only its own module now (keeps --help and start-up fast:
+        the full CLI, :mod:`scaling.app.cli`, imports every command's dependencies)."""
         if cmd_name not in COMMANDS:
             return None
-        from scaling.app.cli import main as full
-
-        return full.get_command(ctx, cmd_name)
+        module, attr, _ = REGISTRY[cmd_name]
+        cmd: click.Command = getattr(import_module(module), attr)
+        return cmd
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         """List each command with its first help paragraph, without importing it."""

@@ -125,7 +125,7 @@ MAX_YAML_DEPTH = 64  # nested mappings/sequences
 MAX_YAML_SCALAR_CHARS = 100_000
 
 
-def check_yaml_limits(text: str, where: str) -> None:
+def check_yaml_limits(text: str, where: str, loader: type[Any] = yaml.SafeLoader) -> None:
     """Refuse YAML beyond :data:`MAX_YAML_CHARS`, :data:`MAX_YAML_NODES` (aliases expanded),
     :data:`MAX_YAML_DEPTH` or with a recursive alias, as a :class:`ConfigError` naming the line.
     Works on the event stream, so the cost is linear in the text whatever the aliases expand to.
@@ -151,7 +151,7 @@ def check_yaml_limits(text: str, where: str) -> None:
                 "expected a plain config (an alias bomb?)"
             )
 
-    for ev in yaml.parse(text, Loader=yaml.SafeLoader):
+    for ev in yaml.parse(text, Loader=loader):
         line = ev.start_mark.line + 1 if ev.start_mark else 0
         if isinstance(ev, yaml.CollectionStartEvent):
             if len(stack) >= MAX_YAML_DEPTH:
@@ -193,18 +193,17 @@ def parse_yaml(text: str, where: str, what: str = "config") -> tuple[dict[str, A
         not ln.strip() or ln.lstrip().startswith("#") for ln in text.splitlines()
     ):
         raise ConfigError(f"{where}: file is empty; expected a YAML {what} mapping")
-    try:
-        check_yaml_limits(text, where)
-        loader = yaml.SafeLoader(text)
+    if _FAST_LOADER is not None:
         try:
-            node = loader.get_single_node()
-            if node is None:
-                raise ConfigError(f"{where}: file is empty; expected a YAML {what} mapping")
-            lines = LineMap()
-            _walk(node, (), lines, where)
-            data = loader.construct_document(node)
-        finally:
-            loader.dispose()
+            return _parse_checked(text, where, what, _FAST_LOADER)
+        except ConfigError:
+            raise  # the limits, duplicate keys, empty or non-mapping: libyaml's marks are exact
+        except Exception:
+            # libyaml words its syntax errors differently: the pure-Python parser below re-reads
+            # the text and reports the failure exactly as it always has (file, line, message)
+            pass
+    try:
+        return _parse_checked(text, where, what, yaml.SafeLoader)
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         line = f":{mark.line + 1}" if mark else ""
@@ -224,6 +223,28 @@ def parse_yaml(text: str, where: str, what: str = "config") -> tuple[dict[str, A
         if "integer string conversion" in first:
             first = "an integer of more than 4,300 digits"
         raise ConfigError(f"{where}: cannot read a value: {first}") from None
+
+
+#: libyaml's loader where PyYAML was built with it (several times faster on the bundled
+#: topologies); it builds the same nodes, marks and values as :class:`yaml.SafeLoader`
+_FAST_LOADER: type[Any] | None = getattr(yaml, "CSafeLoader", None)
+
+
+def _parse_checked(
+    text: str, where: str, what: str, loader_cls: type[Any]
+) -> tuple[dict[str, Any], LineMap]:
+    """:func:`parse_yaml`'s work with one loader class; YAML and conversion errors propagate."""
+    check_yaml_limits(text, where, loader_cls)
+    loader = loader_cls(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            raise ConfigError(f"{where}: file is empty; expected a YAML {what} mapping")
+        lines = LineMap()
+        _walk(node, (), lines, where)
+        data = loader.construct_document(node)
+    finally:
+        loader.dispose()
     if not isinstance(data, dict):
         raise ConfigError(
             f"{where}:1: top level is a {type(data).__name__}; expected a YAML {what} mapping"

@@ -131,16 +131,7 @@ def run_job_detailed(
     Neither ``trace`` nor ``links`` changes a result.
     """
     mem = check_feasible(job)
-    compute = ComputeModel(job.system.device, job.training.dtype, sparse=job.training.sparsity)
-    mb = micro_batch_compute(
-        compute,
-        job.shape,
-        job.training.micro_batch,
-        job.training.seq_len,
-        job.training.checkpointing,
-        job.training.flash_attention,
-    )
-    work = job.strategy.plan(job, compute, mb)
+    mb, work = _plan(job)
     reps = work.representatives(job)
     env = simpy.Environment()
     pricing, comm = _communicator(env, job, work, len(reps), cost_model)
@@ -166,6 +157,31 @@ def run_job_detailed(
         load,
     )
     return run_result(job, measured), timeline
+
+
+def _plan(job: Job) -> tuple[MicroBatchCompute, RankWork]:
+    """The job's micro-batch compute and its strategy's plan."""
+    compute = ComputeModel(job.system.device, job.training.dtype, sparse=job.training.sparsity)
+    mb = micro_batch_compute(
+        compute,
+        job.shape,
+        job.training.micro_batch,
+        job.training.seq_len,
+        job.training.checkpointing,
+        job.training.flash_attention,
+    )
+    return mb, job.strategy.plan(job, compute, mb)
+
+
+def one_process_stands_for_all(job: Job) -> bool:
+    """Whether one simulated rank stands for every rank of ``job``: its ranks have no noise or
+    slow ranks of their own and its strategy's representatives are one set of all ranks (DDP,
+    FSDP/HSDP; not Megatron's pipeline stages). Then every rank issues the same program (the
+    same calls in the same order; its groups are rank 0's moved to its node and lane)."""
+    if _ranks_differ(job):
+        return False
+    reps = _plan(job)[1].representatives(job)
+    return len(reps) == 1 and len(reps[0].members) == job.devices
 
 
 def _ranks_differ(job: Job) -> bool:

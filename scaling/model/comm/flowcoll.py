@@ -18,6 +18,7 @@ phases: the engine's links carry no latency of their own.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Generator
 from dataclasses import dataclass
@@ -48,6 +49,30 @@ class Choice:
     bottleneck: str = ""  # link class of the slowest phase's bottleneck link
 
 
+_ChoiceKey = tuple[CollectiveOp, float, Group, str | None, str | None, PeerSizes | None]
+
+# ---- tuner prices shared across runs in one process ------------------------------------------
+#: The tuner's choices by (price context, call): the context is the system's every field (its
+#: repr: capacities, latencies, efficiencies, library constants and algorithms), the node
+#: count, the ECMP salt (the seed, unless ECMP is ideal) and a digest of the network's link
+#: capacities (a degraded-NIC network differs), so an entry is reused only where every input
+#: of the price is the same (runs of several strategies, seeds or commands of one system);
+#: uncertainty samples perturb the system and so never share. Oldest entries go first.
+_PRICES: dict[tuple[tuple[str, int, int | None, bytes], _ChoiceKey], Choice] = {}
+_MAX_PRICES = 65_536
+
+
+def _remember_price(key: tuple[tuple[str, int, int | None, bytes], _ChoiceKey], c: Choice) -> None:
+    if len(_PRICES) >= _MAX_PRICES:
+        del _PRICES[next(iter(_PRICES))]
+    _PRICES[key] = c
+
+
+def clear_price_cache() -> None:
+    """Forget every tuner price shared across runs (the next prediction prices afresh)."""
+    _PRICES.clear()
+
+
 class FlowCollectives:
     """Prices and runs collectives of one system's cluster on a shared flow network."""
 
@@ -63,6 +88,9 @@ class FlowCollectives:
         SchedKey = tuple[str, CollectiveOp, Group, PeerSizes | None]
         self._sched: dict[SchedKey, Schedule | None] = {}
         self._why: dict[SchedKey, str] = {}  # why a schedule is None
+        # every number and name of the system (capacities, latencies, library constants,
+        # algorithm list): the part of a price's key that the system gives (see _PRICES)
+        self._system_key = repr(system)
         self.net = FlowNetwork(env, self.cluster.capacity())
 
     @property
@@ -78,9 +106,10 @@ class FlowCollectives:
         self._phase_flows: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
         self._pair_pids: dict[tuple[int, int, int], tuple[int, ...]] = {}
         self._phase_k: dict[int, tuple[float, str]] = {}
-        self._choice: dict[
-            tuple[CollectiveOp, float, Group, str | None, str | None, PeerSizes | None], Choice
-        ] = {}
+        self._choice: dict[_ChoiceKey, Choice] = {}
+        salt = None if self.cluster.ideal_ecmp else self.cluster.seed
+        digest = hashlib.blake2b(np.ascontiguousarray(net.capacity).tobytes()).digest()
+        self._price_ctx = (self._system_key, self.cluster.nodes, salt, digest)
 
     # ---- schedules and their uncontended cost --------------------------------------------
     def schedule(
@@ -176,6 +205,10 @@ class FlowCollectives:
         named ones. Raises ``ValueError`` if nothing applies."""
         key = (op, nbytes, group, algorithm, protocol, sizes)
         hit = self._choice.get(key)
+        if hit is None:
+            hit = _PRICES.get((self._price_ctx, key))
+            if hit is not None:
+                self._choice[key] = hit
         if hit is not None:
             return hit
         algos = [algorithm] if algorithm else list(self.lib.algorithms)
@@ -229,6 +262,7 @@ class FlowCollectives:
                 f"ranks (library algorithms: {', '.join(self.lib.algorithms)})"
             )
         self._choice[key] = best
+        _remember_price((self._price_ctx, key), best)
         return best
 
     def cost(
