@@ -391,7 +391,7 @@ def _curve(system: str, strategy: str, effs: list[float], nodes=(1, 8, 64)) -> p
 
 def test_golden_invariants_are_declared_data() -> None:
     """What io/golden.py used to hard-code is read from configs/golden/invariants.yaml."""
-    assert INVARIANTS.allowance("fsdp-full_shard") == 0.02  # by kind
+    assert INVARIANTS.allowance("fsdp-full_shard") == 0.03  # by kind
     assert INVARIANTS.allowance("ddp") == INVARIANTS.allowance("toy") == 1e-9  # float slack
     assert INVARIANTS.slower_than == (("mlu370-x8", "dgx-a100"),)
     assert Invariants().slower_than == () and Invariants().allowance("fsdp-full_shard") == 1e-9
@@ -417,9 +417,9 @@ def test_invariants_catch_violations() -> None:
         "> 1": _curve("x", "ddp", [1.0, 1.001, 0.9]),
         "rises from 0.900000 at 8 nodes": _curve("x", "ddp", [1.0, 0.9, 0.95]),
         "fsdp-full_shard's super-linear allowance": _curve(
-            "x", "fsdp-full_shard", [1.0, 1.03, 1.0]
+            "x", "fsdp-full_shard", [1.0, 1.04, 1.0]
         ),
-        "more than the allowance 0.02": _curve("x", "fsdp-full_shard", [1.0, 0.9, 0.95]),
+        "more than the allowance 0.03": _curve("x", "fsdp-full_shard", [1.0, 0.9, 0.95]),
         "not in (0, 1]": _curve("x", "ddp", [1.0, 0.5, 0.0]),
         "not weak scaling": _curve("x", "ddp", [1.0, 0.9, 0.8]).assign(global_batch=[8, 64, 1024]),
         "is not below dgx-a100": pd.concat(
