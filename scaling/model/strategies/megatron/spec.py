@@ -44,6 +44,12 @@ class MegatronSpec(StrategyBase):
             backward (``--overlap-grad-reduce``); else every gradient after the flush.
         data: the data-parallel size the config asked for (None: whatever the devices give);
             a size the devices do not give is refused (:meth:`placement_error`).
+        tp_comm_overlap: Transformer Engine's userbuffer overlap of the sequence-parallel
+            all-gathers / reduce-scatters with the GEMMs of the linears (``--tp-comm-overlap``;
+            :data:`~scaling.model.strategies.megatron.ops.UB_SM_SHARE`).
+        overlap_param_gather: the distributed optimizer's parameter all-gather dispatched after
+            the optimizer step, bucket by bucket, and waited for by the next step's forward
+            before the block that uses it (``--overlap-param-gather``).
     """
 
     tensor: int = 1
@@ -54,6 +60,8 @@ class MegatronSpec(StrategyBase):
     distributed_optimizer: bool = False
     overlap_grad_reduce: bool = False
     data: int | None = None
+    tp_comm_overlap: bool = False
+    overlap_param_gather: bool = False
 
     @property
     def model_parallel(self) -> int:
@@ -74,6 +82,10 @@ class MegatronSpec(StrategyBase):
             out += "-zero1"
         if self.overlap_grad_reduce:
             out += "-overlap"
+        if self.overlap_param_gather:
+            out += "-opg"
+        if self.tp_comm_overlap:
+            out += "-tpo"
         if self.order != ORDERS[0]:
             out += f"-{self.order}"
         return out
@@ -140,6 +152,13 @@ class MegatronSpec(StrategyBase):
              f"expected at least parallelism.pipeline = {p} (else the pipeline never fills)"),
             (v == 1 or m % p == 0, f"training.grad_accum_steps: got {m}; expected a multiple "
              f"of parallelism.pipeline = {p} for the interleaved schedule (Megatron-LM's rule)"),
+            (not self.tp_comm_overlap or self.sequence_parallel, "tp_comm_overlap: got true "
+             "without sequence_parallel; expected sequence_parallel: true (Megatron-LM's "
+             "arguments.py: the userbuffer overlap splits the sequence-parallel collectives)"),
+            (not self.overlap_param_gather or (self.distributed_optimizer
+             and self.overlap_grad_reduce), "overlap_param_gather: got true; expected "
+             "distributed_optimizer: true and overlap_grad_reduce: true (Megatron-LM's "
+             "arguments.py)"),
             (not self.sequence_parallel or training.seq_len % t == 0, f"training.seq_len: got "
              f"{training.seq_len}; expected a multiple of parallelism.tensor = {t} for "
              "sequence_parallel"),
