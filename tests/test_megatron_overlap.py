@@ -18,7 +18,7 @@ from scaling.model.hardware.workload import Checkpointing, TransformerShape
 from scaling.model.job import Job, SimSpec, TrainingSpec
 from scaling.model.simulation import run_job, run_job_detailed
 from scaling.model.strategies.megatron import MegatronSpec, MegatronWork
-from scaling.model.strategies.megatron.ops import UB_PIPELINE_SPLITS, UB_SM_SHARE
+from scaling.model.strategies.megatron.ops import UB_NUM_SM, UB_PIPELINE_SPLITS
 from scaling.model.strategies.rank import ComputeStream, RankLog
 
 
@@ -72,7 +72,7 @@ def test_ring_exchange_gather_is_max_of_gemm_and_comm_per_chunk(comm_over_gemm: 
     comm.runner = timed_runner(env, PerByte((t - 1) * c / work_bytes))
     env.process(work._ring_gather_gemm(comm, cs, 0, "forward", 0, 0, 0, 1, gemm))
     env.run()
-    slow = g / (1 - UB_SM_SHARE["ring_exchange"])
+    slow = g / (1 - UB_NUM_SM["ring_exchange"] / 132)  # H100: 132 SMs
     assert env.now == pytest.approx((t - 1) * max(slow, c) + g, rel=1e-12)
 
 
@@ -91,7 +91,7 @@ def test_pipelined_scatter_is_first_chunk_then_max_per_chunk_then_last_scatter(
     comm.runner = timed_runner(env, PerByte(r / (work.act_bytes / n)))
     env.process(work._pipelined_gemm_scatter(comm, cs, 0, "forward", 0, 0, 0, 1, gemm))
     env.run()
-    slow = g / (1 - UB_SM_SHARE["pipeline"])
+    slow = g / (1 - UB_NUM_SM["pipeline"] / 132)
     assert env.now == pytest.approx(g + (n - 1) * max(slow, r) + r, rel=1e-12)
 
 

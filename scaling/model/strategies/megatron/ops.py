@@ -24,13 +24,18 @@ from scaling.model.hardware.workload import Checkpointing, TransformerShape
 #: linear overlaps the re-gather of its input with the dgrad GEMM and the reduce-scatter of the
 #: input gradient with the wgrad GEMM (``bulk``).
 UB_PIPELINE_SPLITS = 4
-#: Share of the SMs the userbuffer communication kernels take from the GEMM they overlap, by
-#: method (TE launches the GEMM on ``sm_count − num_sm`` SMs with ``set_sm_margin``): the NeMo H100
-#: configs give ``num_sm`` 1 (ring exchange: copy-engine peer writes), 16–24 (pipelined
-#: reduce-scatter; 24 taken) and 2–24 (bulk; 4 taken) of H100's 132 SMs. Range: ring 0–2/132,
-#: pipeline 16/132–24/132, bulk 2/132–24/132. The overlapped GEMM chunk runs ``1 / (1 − share)``
-#: longer.
-UB_SM_SHARE = {"ring_exchange": 1 / 132, "pipeline": 24 / 132, "bulk": 4 / 132}
+#: SMs the userbuffer communication kernels take from the GEMM they overlap, by method (TE
+#: launches the GEMM on ``sm_count − num_sm`` SMs with ``set_sm_margin``; NeMo's H100 configs in
+#: ``tp_overlap_configs/userbuffers.py``): 1 for the ring exchange (copy-engine peer writes;
+#: range 0–2), 24 for the pipelined reduce-scatter (range 16–24), 4 for bulk (range 2–24). Over the
+#: device's ``compute_units`` the overlapped GEMM chunk runs ``1 / (1 − num_sm / units)`` longer
+#: (:func:`ub_slowdown`).
+UB_NUM_SM = {"ring_exchange": 1, "pipeline": 24, "bulk": 4}
+
+
+def ub_slowdown(compute_units: int) -> dict[str, float]:
+    """How much longer a GEMM chunk takes while each userbuffer method overlaps it (× time)."""
+    return {k: 1.0 / (1.0 - n / compute_units) for k, n in UB_NUM_SM.items()}
 
 
 def _mm(name: str, m: int, k: int, n: int, e: int, bias: bool = False) -> Op:

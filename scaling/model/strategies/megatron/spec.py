@@ -46,7 +46,7 @@ class MegatronSpec(StrategyBase):
             a size the devices do not give is refused (:meth:`placement_error`).
         tp_comm_overlap: Transformer Engine's userbuffer overlap of the sequence-parallel
             all-gathers / reduce-scatters with the GEMMs of the linears (``--tp-comm-overlap``;
-            :data:`~scaling.model.strategies.megatron.ops.UB_SM_SHARE`).
+            :data:`~scaling.model.strategies.megatron.ops.UB_NUM_SM`).
         overlap_param_gather: the distributed optimizer's parameter all-gather dispatched after
             the optimizer step, bucket by bucket, and waited for by the next step's forward
             before the block that uses it (``--overlap-param-gather``).

@@ -13,7 +13,7 @@ import simpy
 from scaling.model.comm.collectives import CollectiveKey, CollectiveRecord, Communicator
 from scaling.model.comm.ops import CollectiveOp, Group
 from scaling.model.hardware.compute import PhaseCost
-from scaling.model.strategies.megatron.ops import UB_PIPELINE_SPLITS, UB_SM_SHARE, BlockCost
+from scaling.model.strategies.megatron.ops import UB_PIPELINE_SPLITS, BlockCost
 from scaling.model.strategies.megatron.schedule import stage_order
 from scaling.model.strategies.rank import ComputeStream
 
@@ -56,6 +56,7 @@ class StageProcess:
     emb_group: Group | None
     emb_grad_bytes: float
     layer_param_bytes: float
+    ub_slow: dict[str, float]
     _per_stage: int
     _mail: dict[int, dict[tuple[str, int, int], simpy.Event]]
     _params: dict[tuple[int, int], dict[tuple[int, int], simpy.Event]]
@@ -155,7 +156,7 @@ class StageProcess:
     ) -> Generator[simpy.Event, object, None]:
         """One block's forward under ``--tp-comm-overlap``: ring-exchange all-gathers into the
         QKV and MLP-in GEMMs, pipelined reduce-scatters out of the projection and MLP-out GEMMs
-        (``ops.UB_SM_SHARE``)."""
+        (``ops.UB_NUM_SM``)."""
         parts = self.block.parts
         assert parts is not None
         seq = ((parts.a_pre, parts.qkv, parts.attn, parts.proj),
@@ -188,7 +189,7 @@ class StageProcess:
         the ring's SM share): every chunk but the last overlaps a step, the last runs alone."""
         t = self.spec.tensor
         g = gemm_s / t
-        slow = 1.0 / (1.0 - UB_SM_SHARE["ring_exchange"])
+        slow = self.ub_slow["ring_exchange"]
         ev = self._tp(comm, step, phase, stage, index, micro, CollectiveOp.ALL_GATHER,
                       self.act_bytes)  # fmt: skip
         yield from cs.run((t - 1) * g * slow, phase, layer=layer)
@@ -217,7 +218,7 @@ class StageProcess:
         and its scatter end ``g + (n − 1)·max(g', r) + r`` after they start."""
         n = UB_PIPELINE_SPLITS
         g = gemm_s / n
-        g_slow = g / (1.0 - UB_SM_SHARE["pipeline"])
+        g_slow = g * self.ub_slow["pipeline"]
         yield from cs.run(g, phase, layer=layer)
         ev = self._tp(comm, step, phase, stage, index, micro, CollectiveOp.REDUCE_SCATTER,
                       self.act_bytes)  # fmt: skip
@@ -300,7 +301,7 @@ class StageProcess:
         p = self.block.parts
         assert p is not None
         ub = self.spec.tp_comm_overlap
-        slow = 1.0 / (1.0 - UB_SM_SHARE["bulk"]) if ub else 1.0
+        slow = self.ub_slow["bulk"] if ub else 1.0
         halves = ((p.fc2_d, p.fc2_w + p.act_b, p.fc1_d, p.fc1_w, p.m_post, 0),
                   (p.proj_d, p.proj_w + p.attn_b, p.qkv_d, p.qkv_w, p.a_post, 2))  # fmt: skip
         a = self.act_bytes

@@ -19,7 +19,13 @@ from scaling.model.hardware.compute import (
     PhaseCost,
 )
 from scaling.model.strategies.base import Representative
-from scaling.model.strategies.megatron.ops import BlockCost, block_cost, phase_cost, tp_head_ops
+from scaling.model.strategies.megatron.ops import (
+    BlockCost,
+    block_cost,
+    phase_cost,
+    tp_head_ops,
+    ub_slowdown,
+)
 from scaling.model.strategies.megatron.placement import group_of, p2p_group, rank_of, stage_of
 from scaling.model.strategies.megatron.stage import StageProcess
 from scaling.model.strategies.rank import ComputeStream
@@ -61,6 +67,8 @@ class MegatronWork(StageProcess):
             last stage's embedding-gradient all-reduce (None otherwise).
         emb_grad_bytes: the word-embedding gradients of one TP rank, bytes.
         layer_param_bytes: one block's 16-bit parameters on one rank, bytes.
+        ub_slow: how much longer a GEMM chunk runs under each userbuffer overlap method
+            (``ops.ub_slowdown`` of the device's compute units).
     """
 
     spec: MegatronSpec
@@ -90,6 +98,7 @@ class MegatronWork(StageProcess):
     emb_group: Group | None = None
     emb_grad_bytes: float = 0.0
     layer_param_bytes: float = 0.0
+    ub_slow: dict[str, float] = field(default_factory=dict)
     # run state shared by the stage processes: simulated ranks per stage (who joins a call),
     # each step's mailboxes of activations and gradients, and the ranks at the step barrier
     _per_stage: int = 1
@@ -191,6 +200,7 @@ class MegatronWork(StageProcess):
             emb_group=emb_group,
             emb_grad_bytes=shape.vocab * shape.hidden / t * g,
             layer_param_bytes=layer_p * e,
+            ub_slow=ub_slowdown(cm.device.compute_units),
         )
 
     # ---- closed-form helpers (tests, explanations) ------------------------------------------
