@@ -4,8 +4,8 @@ sequence parallelism with TP, the distributed optimizer, ``overlap_grad_reduce``
 ``overlap_param_gather``, ``tp_comm_overlap`` (Transformer Engine userbuffers) with TP, the
 interleaved 1F1B schedule, Megatron's rank order (``tp-dp-pp``), no activation recomputation,
 bf16 gradient reduction (the recipes' ``grad_reduce_in_fp32 = False``; an assumption where a row
-does not say). The same rows with every overlap off are the ``before`` study: how much of the
-difference is the overlap."""
+does not say). The same rows with every overlap off (:func:`megatron_core_points`) show how much
+of the difference is the overlap (docs/guides/megatron-overlap.md)."""
 
 from __future__ import annotations
 
