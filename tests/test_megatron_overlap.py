@@ -4,6 +4,7 @@ always issues (tied-embedding gradient all-reduce, cross-entropy all-reduces).""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any
 
@@ -153,3 +154,23 @@ def test_tied_embedding_gradients_all_reduced_between_first_and_last_stage() -> 
     assert emb[0].group.size == 2
     _, tl1 = run_job_detailed(_job(MegatronSpec(2, 1)), trace=True)
     assert not [r for r in tl1.collectives if "embedding gradient" in r.key.label]
+
+
+def test_every_rank_simulated_gives_the_representatives_step_with_every_overlap() -> None:
+    """``simulate_all_ranks``: every rank of a stage waits for its parameter buckets and joins
+    every chunked TP call, so the step is the representatives' one."""
+    spec = MegatronSpec(
+        2,
+        2,
+        sequence_parallel=True,
+        distributed_optimizer=True,
+        overlap_grad_reduce=True,
+        overlap_param_gather=True,
+        tp_comm_overlap=True,
+    )
+    job = _job(spec, nodes=2, m=2, steps=1, warm=1)
+    rep = run_job(job)
+    every = run_job(
+        dataclasses.replace(job, sim=dataclasses.replace(job.sim, simulate_all_ranks=True))
+    )
+    assert every.step_time_s == pytest.approx(rep.step_time_s, rel=1e-9)

@@ -128,7 +128,7 @@ class StageProcess(OverlapSegments):
         params = self._params.get((step, stage), {})
         for layer in range(lpc):
             idx = ((chunk * lpc + layer) * 8 + slot) * 2
-            gather = params.pop((chunk, layer), None)
+            gather = params.get((chunk, layer))  # every simulated rank of the stage waits
             if gather is not None:  # --overlap-param-gather: this block's bucket
                 yield from cs.wait(gather, "dp all_gather")
             if self.spec.tp_comm_overlap:

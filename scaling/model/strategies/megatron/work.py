@@ -297,4 +297,6 @@ class MegatronWork(StageProcess):
                 waiting[r].succeed()
             del self._waiting[step]
             self._mail.pop(step, None)
+            for k in range(self.spec.pipeline):  # this step's parameter gathers were waited for
+                self._params.pop((step, k), None)
         return ev
