@@ -174,3 +174,33 @@ def test_every_rank_simulated_gives_the_representatives_step_with_every_overlap(
         dataclasses.replace(job, sim=dataclasses.replace(job.sim, simulate_all_ranks=True))
     )
     assert every.step_time_s == pytest.approx(rep.step_time_s, rel=1e-9)
+
+
+def test_the_overlap_fields_of_the_config_change_the_result() -> None:
+    """``strategy: {kind: megatron, tp_comm_overlap, overlap_param_gather}`` reach the model
+    (each changes the step), and each is refused without what Megatron-LM requires."""
+    from tests.test_megatron import _step
+
+    sp = {"parallelism": {"tensor": 2, "pipeline": 2}, "sequence_parallel": True}
+    assert _step({**sp, "tp_comm_overlap": True}) != _step(sp)
+    zero = {**sp, "distributed_optimizer": True, "overlap_grad_reduce": True}
+    assert _step({**zero, "overlap_param_gather": True}) != _step(zero)
+
+
+@pytest.mark.parametrize(
+    ("strategy", "needle"),
+    [
+        ({"tp_comm_overlap": True}, "tp_comm_overlap: got true without sequence_parallel"),
+        ({"overlap_param_gather": True}, "overlap_param_gather: got true; expected"),
+    ],
+)
+def test_overlap_without_its_prerequisite_is_one_line(
+    strategy: dict[str, Any], needle: str
+) -> None:
+    from scaling.io.config import experiment_from_dict
+    from scaling.io.errors import ConfigError
+    from tests.test_megatron import _cfg
+
+    with pytest.raises(ConfigError) as e:
+        experiment_from_dict(_cfg({"parallelism": {"tensor": 2}, **strategy})).jobs()
+    assert "\n" not in str(e.value) and needle in str(e.value)
