@@ -79,8 +79,6 @@ def megatron_core_points(overlap: bool, overrides: DeviceOverrides | None = None
 
 
 def study_megatron_core(overrides: DeviceOverrides | None = None) -> list[StudyResult]:
-    """Megatron-Core H100 rows as their recipes run them, and with every overlap off."""
-    return [
-        result("e2e-megatron-core-h100", tuple(megatron_core_points(True, overrides))),
-        result("info-megatron-core-h100-no-overlap", tuple(megatron_core_points(False, overrides))),
-    ]
+    """Megatron-Core H100 rows as their recipes run them (``megatron_core_points(False)``: the
+    same rows with every overlap off, for docs/guides/megatron-overlap.md's before/after)."""
+    return [result("e2e-megatron-core-h100", tuple(megatron_core_points(True, overrides)))]
