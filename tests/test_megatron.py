@@ -81,21 +81,32 @@ def test_tp_volume_per_block_is_two_all_reduces_each_way() -> None:
     bsh = 1 * 2048 * 1024 * 2.0
     calls = work.tp_calls_per_block()
     assert calls == [(CollectiveOp.ALL_REDUCE, bsh)] * 4
-    # and that is what the simulation issues: per block 4 TP calls (+1 embedding, +1 head)
+    # and that is what the simulation issues: per block 4 TP calls (+1 embedding, +1 head),
+    # and the vocabulary-parallel cross-entropy's two fp32 all-reduces of b·s and 2·b·s values
     _, tl = run_job_detailed(job, FreeNetwork(), trace=True)
     tp = [r for r in tl.collectives if r.key.kind == "tp"]
-    assert len(tp) == 4 * 16 + 2
-    assert {r.nbytes for r in tp} == {bsh}
+    assert len(tp) == 4 * 16 + 2 + 2
+    ce = [r.nbytes for r in tp if "cross-entropy" in r.key.label]
+    assert ce == [4.0 * 2048, 8.0 * 2048]
+    assert {r.nbytes for r in tp if "cross-entropy" not in r.key.label} == {bsh}
     assert all(r.group == Group(1, 8) for r in tp)
     sp = MegatronSpec(8, 1, sequence_parallel=True)
     sp_calls = MegatronWork.build(_job(sp, 1, 1), sp, cm).tp_calls_per_block()
-    assert sorted(op.value for op, _ in sp_calls) == ["all_gather"] * 4 + ["reduce_scatter"] * 4
+    # Korthikanti et al. §4.2.2's count plus the backward's re-gather of each column-parallel
+    # linear's sequence-sharded input for its weight gradient (Megatron-LM saves the shard)
+    assert sorted(op.value for op, _ in sp_calls) == ["all_gather"] * 6 + ["reduce_scatter"] * 4
 
     def bus(c: list[tuple[CollectiveOp, float]]) -> float:  # nccl-tests bus bytes
         f = {"all_reduce": 2 * 7 / 8, "all_gather": 7 / 8, "reduce_scatter": 7 / 8}
         return sum(f[op.value] * n for op, n in c)
 
-    assert bus(sp_calls) == pytest.approx(bus(calls))
+    # the same bus volume as the all-reduces, plus two all-gathers of b·s·h
+    assert bus(sp_calls) == pytest.approx(bus(calls) + 2 * 7 / 8 * bsh)
+    _, tl = run_job_detailed(_job(sp, 1, 1, checkpointing=Checkpointing.NONE), FreeNetwork(),
+                             trace=True)  # fmt: skip
+    sp_tp = [r for r in tl.collectives if r.key.kind == "tp" and r.nbytes == bsh]
+    assert len(sp_tp) == 10 * 16 + 3  # + embedding's reduce-scatter/all-gather, head's
+    # reduce-scatter (one all-gather per block stands for the next block's / the head's)
 
 
 def test_stage_orders_are_megatron_lm_s() -> None:

@@ -162,6 +162,10 @@ class MegatronConfig(StrategyConfig):
     distributed_optimizer: bool = False  # --use-distributed-optimizer (ZeRO-1 over data)
     # --overlap-grad-reduce: each block's gradients reduced as the last backward produces them
     overlap_grad_reduce: bool = False
+    # --overlap-param-gather: ZeRO-1's parameter all-gather overlapped with the next forward
+    overlap_param_gather: bool = False
+    # --tp-comm-overlap: Transformer Engine userbuffers (needs sequence_parallel)
+    tp_comm_overlap: bool = False
 
     def to_spec(self) -> MegatronSpec:
         """The model-layer Megatron spec."""
@@ -180,6 +184,8 @@ class MegatronConfig(StrategyConfig):
             par.last_stage_layers,
             par.account_for_embedding,
             par.account_for_loss,
+            tp_comm_overlap=self.tp_comm_overlap,
+            overlap_param_gather=self.overlap_param_gather,
         )
 
 

@@ -41,6 +41,7 @@ from scaling.app.validate.collectives import (
     study_nccl_scale,
 )
 from scaling.app.validate.data import DeviceOverrides, study_specs
+from scaling.app.validate.megatron_core import study_megatron_core
 from scaling.app.validate.report import (
     Point,
     Report,
@@ -111,6 +112,7 @@ STUDIES: tuple[
     (("e2e-megatron-gpt1.7b-32a100",), study_megatron),
     (("e2e-megatron-sc21-table1-tp-pp",), study_megatron_tp_pp),
     (("e2e-h100-mpt-multinode",), study_mpt_multinode),
+    (("e2e-megatron-core-h100",), study_megatron_core),
     (("info-ascend910b-llama2-7b",), study_ascend),
 )
 

@@ -14,8 +14,15 @@ What is modelled, with the rule's source:
   §4.2.2) each all-reduce becomes a reduce-scatter and an all-gather of the same total volume:
   forward all-gather before QKV / MLP-in and reduce-scatter after the projection / MLP-out;
   backward the reverse; layer norms, dropout and residuals run on ``1/t`` of the tokens. The
-  backward's re-all-gather of the sequence-sharded input for the wgrad GEMM (overlapped with the
-  dgrad GEMM) is not modelled.
+  backward re-gathers each column-parallel linear's sequence-sharded input for its weight
+  gradient, launched before the dgrad GEMM and waited for after it (Megatron-LM saves the
+  shard). **TP communication overlap** (``--tp-comm-overlap``, Transformer Engine userbuffers;
+  ``overlap``): ring-exchange all-gathers into the column-parallel GEMMs (and the row-parallel
+  dgrad), pipelined reduce-scatters out of the row-parallel GEMMs, bulk overlap of the re-gather
+  with the dgrad GEMM and of the reduce-scatter with the wgrad GEMM; the overlapped GEMM chunks
+  are slowed by the SMs the communication kernels take (``ops.UB_NUM_SM``). The last stage's
+  vocabulary-parallel cross-entropy all-reduces its per-token maximum and (predicted logit, sum
+  of exponentials) over TP (``tensor_parallel/cross_entropy.py``).
 * **Pipeline parallelism** (Narayanan et al. SC'21 §2.2; ``megatron/core/pipeline_parallel/
   schedules.py``): ``forward_backward_pipelining_without_interleaving`` (1F1B: stage ``k`` runs
   ``min(p−k−1, m)`` warm-up forwards, then one forward / one backward, then the cool-down
@@ -33,7 +40,12 @@ What is modelled, with the rule's source:
   groups running side by side; with the **distributed optimizer** (ZeRO-1, ``docs/source/
   distrib_optimizer.md``) a reduce-scatter of the gradients and, after the optimizer step on the
   ``1/d`` shard, an all-gather of the updated 16-bit parameters. The optimizer step updates the
-  rank's parameters (``1/d`` of them with the distributed optimizer).
+  rank's parameters (``1/d`` of them with the distributed optimizer). ``--overlap-grad-reduce``
+  reduces a block's gradients as the last micro-batch's backward produces them;
+  ``--overlap-param-gather`` dispatches the parameter all-gather bucket by bucket after the
+  optimizer and lets the next step's forward wait for each block's bucket. With tied embeddings
+  over ``p > 1`` stages the first and the last stage all-reduce the word-embedding gradients
+  before the optimizer (``finalize_model_grads.py``).
 * **Context parallelism** (``context.py``; Transformer Engine ``AttnFuncWithCPAndKVP2P``):
   each rank runs its blocks on ``1/c`` of the sequence; attention by a ring of ``c − 1`` K/V
   exchanges (K/V and dK/dV backward), each overlapped with one attention step; gradients
@@ -66,8 +78,8 @@ group); the next one starts then on every stage.
 Modules: ``spec`` (the knobs, config rules, compute by kernel kind), ``memory``, ``context``
 (ring attention), ``ops`` (one TP
 rank's kernels and their segments), ``placement`` (ranks → groups), ``schedule`` (1F1B and
-interleaved orders), ``work`` (the plan, representatives, closed forms) and ``stage`` (the SimPy
-process of one stage).
+interleaved orders), ``work`` (the plan, representatives, closed forms), ``stage`` (the SimPy
+process of one stage) and ``overlap`` (its overlapped segments).
 """
 
 from scaling.model.strategies.megatron.context import ContextRing, ring_bytes_per_layer

@@ -15,6 +15,28 @@ from scaling.model.hardware.compute import (
 )
 from scaling.model.hardware.workload import Checkpointing, TransformerShape
 
+#: Transformer Engine userbuffer overlap (``--tp-comm-overlap``; TE ``module/base.py``
+#: ``initialize_ub``, NeMo ``collections/llm/recipes/tp_overlap_configs/userbuffers.py``, the H100
+#: configurations): the all-gather before a column-parallel GEMM (QKV, MLP-in forward; projection,
+#: MLP-out dgrad) is a ring exchange of the ``t`` sequence shards, one shard per GEMM chunk; the
+#: reduce-scatter after a row-parallel GEMM (projection, MLP-out forward) is pipelined over
+#: ``UB_PIPELINE_SPLITS`` chunks (TE's ``num_splits`` = 4); the backward of a column-parallel
+#: linear overlaps the re-gather of its input with the dgrad GEMM and the reduce-scatter of the
+#: input gradient with the wgrad GEMM (``bulk``).
+UB_PIPELINE_SPLITS = 4
+#: SMs the userbuffer communication kernels take from the GEMM they overlap, by method (TE
+#: launches the GEMM on ``sm_count − num_sm`` SMs with ``set_sm_margin``; NeMo's H100 configs in
+#: ``tp_overlap_configs/userbuffers.py``): 1 for the ring exchange (copy-engine peer writes;
+#: range 0–2), 24 for the pipelined reduce-scatter (range 16–24), 4 for bulk (range 2–24). Over the
+#: device's ``compute_units`` the overlapped GEMM chunk runs ``1 / (1 − num_sm / units)`` longer
+#: (:func:`ub_slowdown`).
+UB_NUM_SM = {"ring_exchange": 1, "pipeline": 24, "bulk": 4}
+
+
+def ub_slowdown(compute_units: int) -> dict[str, float]:
+    """How much longer a GEMM chunk takes while each userbuffer method overlaps it (× time)."""
+    return {k: 1.0 / (1.0 - n / compute_units) for k, n in UB_NUM_SM.items()}
+
 
 def _mm(name: str, m: int, k: int, n: int, e: int, bias: bool = False) -> Op:
     g = GemmShape(m, k, n)
@@ -132,6 +154,7 @@ class BlockCost:
     b1w: PhaseCost
     b0: PhaseCost
     recompute: bool
+    parts: BlockParts | None = None
 
 
 def block_cost(
@@ -165,4 +188,81 @@ def block_cost(
         phase_cost(cm, b1w),
         phase_cost(cm, b0),
         checkpointing is Checkpointing.FULL,
+        block_parts(cm, first, second, bk1, bk2, extra),
     )
+
+
+@dataclass(frozen=True, slots=True)
+class BlockParts:
+    """One TP rank's block split at every linear (s), for the sequence-parallel schedules whose
+    communication sits between single GEMMs: the backward's re-gather of the linear's input for
+    its weight gradient, and Transformer Engine's userbuffer overlap (``--tp-comm-overlap``).
+
+    Forward: ``a_pre`` (residual, first norm) → ``qkv`` → ``attn`` → ``proj`` → ``m_pre``
+    (residual, second norm) → ``fc1`` → ``act`` → ``fc2``. Backward: ``fc2_d``, ``fc2_w`` (MLP-out
+    dgrad, wgrad + bias grad), ``act_b``, ``fc1_d``, ``fc1_w``, ``m_post`` (second norm and
+    residual), ``proj_d``, ``proj_w``, ``attn_b`` (with selective recompute's attention
+    forward), ``qkv_d``, ``qkv_w``, ``a_post`` (first norm and residual).
+    """
+
+    a_pre: float
+    qkv: float
+    attn: float
+    proj: float
+    m_pre: float
+    fc1: float
+    act: float
+    fc2: float
+    fc2_d: float
+    fc2_w: float
+    act_b: float
+    fc1_d: float
+    fc1_w: float
+    m_post: float
+    proj_d: float
+    proj_w: float
+    attn_b: float
+    qkv_d: float
+    qkv_w: float
+    a_post: float
+
+
+def block_parts(
+    cm: ComputeModel,
+    first: list[Op],
+    second: list[Op],
+    bk1: list[Op],
+    bk2: list[Op],
+    extra: list[Op],
+) -> BlockParts:
+    """Price the parts of :class:`BlockParts` from one block's forward halves and their
+    backward kernels (``extra``: selective recompute's attention forward)."""
+    fwd_attn = [k for k in first if k.name == "attention" or k.name.startswith("attn.")]
+    bwd_attn = [k for k in bk1 if k.name == "attention" or k.name.startswith("attn.")]
+    return BlockParts(
+        phase_cost(cm, first[:2]).time_s,
+        phase_cost(cm, [k for k in first if k.name == "qkv"]).time_s,
+        phase_cost(cm, fwd_attn).time_s,
+        phase_cost(cm, [k for k in first if k.name == "proj"]).time_s,
+        phase_cost(cm, second[:2]).time_s,
+        phase_cost(cm, [k for k in second if k.name == "fc_in"]).time_s,
+        phase_cost(cm, [k for k in second if k.name == "act"]).time_s,
+        phase_cost(cm, [k for k in second if k.name == "fc_out"]).time_s,
+        _pick(cm, bk2, ("fc_out.dgrad",)),
+        _pick(cm, bk2, ("fc_out.wgrad", "fc_out.bgrad")),
+        _pick(cm, bk2, ("act",)),
+        _pick(cm, bk2, ("fc_in.dgrad",)),
+        _pick(cm, bk2, ("fc_in.wgrad", "fc_in.bgrad")),
+        _pick(cm, bk2, ("residual1", "ln2")),
+        _pick(cm, bk1, ("proj.dgrad",)),
+        _pick(cm, bk1, ("proj.wgrad", "proj.bgrad")),
+        phase_cost(cm, bwd_attn + extra).time_s,
+        _pick(cm, bk1, ("qkv.dgrad",)),
+        _pick(cm, bk1, ("qkv.wgrad", "qkv.bgrad")),
+        _pick(cm, bk1, ("residual2", "ln1")),
+    )
+
+
+def _pick(cm: ComputeModel, kernels: list[Op], names: tuple[str, ...]) -> float:
+    """Time of the kernels of ``kernels`` named ``names``, back to back (s)."""
+    return phase_cost(cm, [k for k in kernels if k.name in names]).time_s

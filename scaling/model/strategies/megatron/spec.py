@@ -54,6 +54,12 @@ class MegatronSpec(StrategyBase):
             (``--account-for-embedding-in-pipeline-split`` /
             ``--account-for-loss-in-pipeline-split``): every stage then holds
             ``(L + e + l)/p`` layers, the first and last one block fewer.
+        tp_comm_overlap: Transformer Engine's userbuffer overlap of the sequence-parallel
+            all-gathers / reduce-scatters with the GEMMs of the linears (``--tp-comm-overlap``;
+            :data:`~scaling.model.strategies.megatron.ops.UB_NUM_SM`).
+        overlap_param_gather: the distributed optimizer's parameter all-gather dispatched after
+            the optimizer step, bucket by bucket, and waited for by the next step's forward
+            before the block that uses it (``--overlap-param-gather``).
     """
 
     tensor: int = 1
@@ -69,6 +75,8 @@ class MegatronSpec(StrategyBase):
     last_stage_layers: int | None = None
     account_for_embedding: bool = False
     account_for_loss: bool = False
+    tp_comm_overlap: bool = False
+    overlap_param_gather: bool = False
 
     @property
     def model_parallel(self) -> int:
@@ -125,6 +133,10 @@ class MegatronSpec(StrategyBase):
             out += "-zero1"
         if self.overlap_grad_reduce:
             out += "-overlap"
+        if self.overlap_param_gather:
+            out += "-opg"
+        if self.tp_comm_overlap:
+            out += "-tpo"
         if self.order != ORDERS[0]:
             out += f"-{self.order}"
         return out
@@ -208,6 +220,18 @@ class MegatronSpec(StrategyBase):
             (c == 1 or training.seq_len % (2 * c) == 0, f"training.seq_len: got "
              f"{training.seq_len}; expected a multiple of 2 x parallelism.context = {2 * c} "
              "(the sequence is split into 2 x context chunks)"),
+            # the overlapped linears (megatron.overlap) do not run the context ring's attention
+            # steps yet: refused rather than silently dropping the ring
+            (not self.tp_comm_overlap or c == 1, f"tp_comm_overlap: got true with "
+             f"parallelism.context {c}; expected context 1 (ring attention under the userbuffer "
+             "overlap is not modelled yet)"),
+            (not self.tp_comm_overlap or self.sequence_parallel, "tp_comm_overlap: got true "
+             "without sequence_parallel; expected sequence_parallel: true (Megatron-LM's "
+             "arguments.py: the userbuffer overlap splits the sequence-parallel collectives)"),
+            (not self.overlap_param_gather or (self.distributed_optimizer
+             and self.overlap_grad_reduce), "overlap_param_gather: got true; expected "
+             "distributed_optimizer: true and overlap_grad_reduce: true (Megatron-LM's "
+             "arguments.py)"),
         ]  # fmt: skip
         return next((msg for ok, msg in checks if not ok), "") or self._stages_error(shape)
 

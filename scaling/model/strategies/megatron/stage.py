@@ -13,21 +13,17 @@ import simpy
 from scaling.model.comm.collectives import CollectiveKey, Communicator
 from scaling.model.comm.ops import CollectiveOp, Group
 from scaling.model.hardware.compute import PhaseCost
-from scaling.model.strategies.megatron.context import CP_STREAM, ContextRingProcess
+from scaling.model.strategies.megatron.context import ContextRingProcess
 from scaling.model.strategies.megatron.ops import BlockCost
+from scaling.model.strategies.megatron.overlap import STREAMS, OverlapSegments
 from scaling.model.strategies.megatron.schedule import stage_order
 from scaling.model.strategies.rank import ComputeStream
 
 if TYPE_CHECKING:
     from scaling.model.strategies.megatron.spec import MegatronSpec
 
-#: Trace tracks of the three kinds of communication (TP and PP on the node's communication
-#: stream, DP on the replicate stream as HSDP's replication); the parallel dimension itself is
-#: the key's ``kind`` (``tp``, ``pp``, ``dp``).
-STREAMS = {"tp": "comm", "cp": CP_STREAM, "pp": "comm", "dp": "comm:replicate"}
 
-
-class StageProcess(ContextRingProcess):
+class StageProcess(ContextRingProcess, OverlapSegments):
     """The stage process, a part of :class:`~scaling.model.strategies.megatron.work.
     MegatronWork` (whose fields it reads). Every call a stage makes is joined by the simulated
     ranks of the stage (``_per_stage``: 1 for the representative, ``t·d`` when every rank is
@@ -54,8 +50,14 @@ class StageProcess(ContextRingProcess):
     act_dtype: str
     layer_grad_bytes: float
     flush_s: list[float]
+    ce_bytes: float
+    emb_group: Group | None
+    emb_grad_bytes: float
+    layer_param_bytes: float
+    ub_slow: dict[str, float]
     _per_stage: int
     _mail: dict[int, dict[tuple[str, int, int], simpy.Event]]
+    _params: dict[tuple[int, int], dict[tuple[int, int], simpy.Event]]
 
     def layers_of(self, stage: int) -> int:
         """Blocks per model chunk of ``stage`` (uneven first / last stages)."""
@@ -129,8 +131,15 @@ class StageProcess(ContextRingProcess):
     ) -> Generator[simpy.Event, object, None]:
         bc, lpc = self.block, self.layers_of(stage)
         slot = 4 if phase == "recompute" else 0
+        params = self._params.get((step, stage), {})
         for layer in range(lpc):
             idx = ((chunk * lpc + layer) * 8 + slot) * 2
+            gather = params.get((chunk, layer))  # every simulated rank of the stage waits
+            if gather is not None:  # --overlap-param-gather: this block's bucket
+                yield from cs.wait(gather, "dp all_gather")
+            if self.spec.tp_comm_overlap:
+                yield from self._forward_overlapped(comm, cs, step, phase, stage, idx, micro, layer)
+                continue
             yield from cs.run(bc.f1.time_s, phase, layer=layer)
             yield from self._ring(comm, cs, step, phase, stage, micro, idx, layer, False)
             yield from self._tp_pair(comm, cs, step, phase, stage, idx, micro)
@@ -148,47 +157,17 @@ class StageProcess(ContextRingProcess):
         layer: int,
     ) -> Generator[simpy.Event, object, None]:
         bc = self.block
+        if self.spec.sequence_parallel:
+            yield from self._backward_layer_sp(comm, cs, step, stage, micro, idx, layer)
+            return
         yield from cs.run(bc.b2.time_s, "backward", layer=layer)
         for seg_w, seg_next, j in ((bc.b2w, bc.b1, 0), (bc.b1w, bc.b0, 2)):
-            if self.spec.sequence_parallel:
-                # the all-gather of g-bar's backward, then the reduce-scatter of f's, overlapped
-                # with the wgrad GEMM
-                ag = self._tp(
-                    comm,
-                    step,
-                    "backward",
-                    stage,
-                    2 * (idx + j),
-                    micro,
-                    CollectiveOp.ALL_GATHER,
-                    self.act_bytes,
-                )
-                yield from cs.wait(ag, "tp all_gather")
-                ev = self._tp(
-                    comm,
-                    step,
-                    "backward",
-                    stage,
-                    2 * (idx + j) + 1,
-                    micro,
-                    CollectiveOp.REDUCE_SCATTER,
-                    self.act_bytes,
-                )
-            else:
-                ev = self._tp(
-                    comm,
-                    step,
-                    "backward",
-                    stage,
-                    idx + j,
-                    micro,
-                    CollectiveOp.ALL_REDUCE,
-                    self.act_bytes,
-                )
+            ev = self._tp(
+                comm, step, "backward", stage, idx + j, micro, CollectiveOp.ALL_REDUCE,
+                self.act_bytes,
+            )  # fmt: skip
             yield from cs.run(seg_w.time_s, "backward", layer=layer)
-            yield from cs.wait(
-                ev, "tp " + ("reduce_scatter" if self.spec.sequence_parallel else "all_reduce")
-            )
+            yield from cs.wait(ev, "tp all_reduce")
             yield from cs.run(seg_next.time_s, "backward", layer=layer)
 
     def _send(
@@ -260,12 +239,17 @@ class StageProcess(ContextRingProcess):
                     yield from cs.wait(self._box(env, step, ("F", micro, vs)), "pp recv activation")
                 else:
                     yield from cs.run(self.emb_fwd.time_s, "forward", part="embedding")
-                    yield from self._tp_pair(comm, cs, step, "forward", k, -2, micro)
+                    if self.spec.tp_comm_overlap:  # the first QKV's ring exchange gathers it
+                        ev = self._tp(comm, step, "forward", k, -4, micro,
+                                      CollectiveOp.REDUCE_SCATTER, self.act_bytes)  # fmt: skip
+                        yield from cs.wait(ev, "tp reduce_scatter")
+                    else:
+                        yield from self._tp_pair(comm, cs, step, "forward", k, -2, micro)
                 yield from self._forward(comm, cs, step, k, micro, chunk)
                 if vs < last:
                     self._send(comm, env, step, "F", micro, vs, vs + 1)
                 else:
-                    yield from cs.run(self.head_fwd.time_s, "forward", part="head")
+                    yield from self._head_forward(comm, cs, step, k, micro)
             else:
                 if vs < last:
                     yield from cs.wait(self._box(env, step, ("B", micro, vs)), "pp recv gradient")
@@ -310,8 +294,21 @@ class StageProcess(ContextRingProcess):
         if tail is not None:
             yield from cs.wait(tail, f"dp {op.value}")
         dp = self.dp_groups[k]
+        if self.emb_group is not None and k in (0, p - 1):
+            # tied embeddings: the word-embedding gradients of the first and the last stage
+            # all-reduced after the DP gradient sync (``finalize_model_grads.py``,
+            # ``_allreduce_word_embedding_grads``), before the optimizer
+            ev = comm.call(
+                CollectiveKey(step, "optimizer", "pp", -3, 0, STREAMS["pp"], (0, p - 1),
+                              "embedding gradient all_reduce (stages 0, last)"),
+                CollectiveOp.ALL_REDUCE, self.emb_grad_bytes, self.emb_group,
+                2 * self._per_stage, dtype=self.grad_dtype,
+            )  # fmt: skip
+            yield from cs.wait(ev, "pp all_reduce embedding")
         yield from cs.run(self.optimizer_per_stage[k].time_s, "optimizer")
-        if zero:
+        if zero and self.spec.overlap_param_gather:
+            self._dispatch_param_gather(cs.env, comm, step, k)
+        elif zero:
             evs = [
                 comm.call(
                     CollectiveKey(

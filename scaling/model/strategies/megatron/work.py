@@ -20,7 +20,13 @@ from scaling.model.hardware.compute import (
 )
 from scaling.model.strategies.base import Representative
 from scaling.model.strategies.megatron.context import ContextRing, stage_rings
-from scaling.model.strategies.megatron.ops import BlockCost, block_cost, phase_cost, tp_head_ops
+from scaling.model.strategies.megatron.ops import (
+    BlockCost,
+    block_cost,
+    phase_cost,
+    tp_head_ops,
+    ub_slowdown,
+)
 from scaling.model.strategies.megatron.placement import (
     dp_ranks,
     group_of,
@@ -64,6 +70,14 @@ class MegatronWork(StageProcess):
         replicas: the data-parallel size ``d``.
         flush_s: per step, when stage 0 finished its last backward (s after the step start).
         ring: context parallelism's ring attention (None without it).
+        ce_bytes: one fp32 value per token of a micro-batch, bytes (the cross-entropy's
+            all-reduces).
+        emb_group: with tied embeddings over ``p > 1`` stages, the group of the first and the
+            last stage's embedding-gradient all-reduce (None otherwise).
+        emb_grad_bytes: the word-embedding gradients of one TP rank, bytes.
+        layer_param_bytes: one block's 16-bit parameters on one rank, bytes.
+        ub_slow: how much longer a GEMM chunk runs under each userbuffer overlap method
+            (``ops.ub_slowdown`` of the device's compute units).
     """
 
     spec: MegatronSpec
@@ -91,11 +105,17 @@ class MegatronWork(StageProcess):
     replicas: int = 1
     flush_s: list[float] = field(default_factory=list)
     ring: ContextRing | None = None
+    ce_bytes: float = 0.0
+    emb_group: Group | None = None
+    emb_grad_bytes: float = 0.0
+    layer_param_bytes: float = 0.0
+    ub_slow: dict[str, float] = field(default_factory=dict)
     # run state shared by the stage processes: simulated ranks per stage (who joins a call),
     # each step's mailboxes of activations and gradients, and the ranks at the step barrier
     _per_stage: int = 1
     _mail: dict[int, dict[tuple[str, int, int], simpy.Event]] = field(default_factory=dict)
     _waiting: dict[int, dict[int, simpy.Event]] = field(default_factory=dict)
+    _params: dict[tuple[int, int], dict[tuple[int, int], simpy.Event]] = field(default_factory=dict)
 
     @property
     def optimizer(self) -> PhaseCost:
@@ -166,6 +186,10 @@ class MegatronWork(StageProcess):
         if ring is not None:  # the ring's other c − 1 attention steps
             per_micro += n0 * (c - 1) * ring.step_bytes
         comp_bytes = m * per_micro + opt[0].bytes
+        emb_group = None
+        if p > 1 and shape.tied_embeddings:
+            ends = [rank_of(spec, d, 0, 0, 0), rank_of(spec, d, 0, p - 1, 0)]
+            emb_group = group_of(ends, t, dpn, job.nodes)
         return cls(
             spec,
             m,
@@ -191,6 +215,11 @@ class MegatronWork(StageProcess):
             layer_grad_bytes=layer_p * g,
             replicas=d,
             ring=ring,
+            ce_bytes=4.0 * b * seq,
+            emb_group=emb_group,
+            emb_grad_bytes=shape.vocab * shape.hidden / t * g,
+            layer_param_bytes=layer_p * e,
+            ub_slow=ub_slowdown(cm.device.compute_units),
         )
 
     # ---- closed-form helpers (tests, explanations) ------------------------------------------
@@ -206,11 +235,16 @@ class MegatronWork(StageProcess):
 
     def tp_calls_per_block(self) -> list[tuple[CollectiveOp, float]]:
         """The TP collectives of one block for one micro-batch, forward then backward (op,
-        nccl-tests bytes), without recomputation."""
+        nccl-tests bytes), without recomputation. With sequence parallelism the backward
+        re-gathers each column-parallel linear's input for its weight gradient (the
+        sequence-sharded input is what Megatron-LM saves), one all-gather more per half."""
         a = self.act_bytes
         if self.spec.sequence_parallel:
             fwd = [CollectiveOp.ALL_GATHER, CollectiveOp.REDUCE_SCATTER] * 2
-            bwd = [CollectiveOp.ALL_GATHER, CollectiveOp.REDUCE_SCATTER] * 2
+            # per half: the output gradient's all-gather, the re-gather of the column-parallel
+            # linear's input for its wgrad, the input gradient's reduce-scatter
+            ag, rs = CollectiveOp.ALL_GATHER, CollectiveOp.REDUCE_SCATTER
+            bwd = [ag, ag, rs] * 2
         else:
             fwd = [CollectiveOp.ALL_REDUCE] * 2
             bwd = [CollectiveOp.ALL_REDUCE] * 2
@@ -287,4 +321,6 @@ class MegatronWork(StageProcess):
                 waiting[r].succeed()
             del self._waiting[step]
             self._mail.pop(step, None)
+            for k in range(self.spec.pipeline):  # this step's parameter gathers were waited for
+                self._params.pop((step, k), None)
         return ev

@@ -1,0 +1,84 @@
+"""Megatron-Core on H100 (NeMo and Megatron Bridge performance summaries,
+reference/megatron_core_h100.csv): held out from every fit. Each row runs as its recipe does:
+sequence parallelism with TP, the distributed optimizer, ``overlap_grad_reduce``,
+``overlap_param_gather``, ``tp_comm_overlap`` (Transformer Engine userbuffers) with TP, the
+interleaved 1F1B schedule, Megatron's rank order (``tp-dp-pp``), no activation recomputation,
+bf16 gradient reduction (the recipes' ``grad_reduce_in_fp32 = False``; an assumption where a row
+does not say). The same rows with every overlap off (:func:`megatron_core_points`) show how much
+of the difference is the overlap (docs/guides/megatron-overlap.md)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from scaling.app.validate.data import DeviceOverrides, result
+from scaling.app.validate.report import Point, StudyResult
+from scaling.app.validate.training import _system, _training, _unbounded_memory
+from scaling.io.reference import reference_rows
+from scaling.model.hardware.workload import Checkpointing, Norm, TransformerShape, get_preset
+from scaling.model.job import Job, SimSpec
+
+#: Shapes the presets lack, as the row's ``shape_source`` gives them.
+EXTRA_SHAPES = {
+    "nemotron4-340b": TransformerShape(
+        "nemotron4-340b", 96, 18432, 96, 73728, 256000, 4096, 8,
+        gated_mlp=False, bias=False, tied_embeddings=False, norm=Norm.LAYERNORM,
+    ),
+}  # fmt: skip
+
+
+def megatron_core_rows(simulated: bool = True) -> list[dict[str, str]]:
+    """The rows of reference/megatron_core_h100.csv the strategy can run (``simulated``), or the
+    others."""
+    rows = reference_rows("megatron_core_h100.csv")
+    return [r for r in rows if (r["simulate"] == "yes") == simulated]
+
+
+def megatron_core_job(row: dict[str, str], overlap: bool, system: str = "dgx-h100",
+                      overrides: DeviceOverrides | None = None) -> Job:  # fmt: skip
+    """The run of ``row`` as a job (``overlap``: the recipe's overlap options on)."""
+    from scaling.model.strategies.megatron import MegatronSpec
+
+    name = row["model"]
+    shape = EXTRA_SHAPES[name] if name in EXTRA_SHAPES else get_preset(name)
+    gpus, gbs, mbs = int(row["gpus"]), int(row["global_batch"]), int(row["micro_batch"])
+    t, p, v = int(row["tp"]), int(row["pp"]), int(row["vp"])
+    d = gpus // (t * p)
+    seq = int(row["seq_len"])
+    training = dataclasses.replace(
+        _training(mbs, gbs // (d * mbs), seq, row["precision"], Checkpointing.NONE, True),
+        param_dtype="bf16",
+    )
+    spec = MegatronSpec(
+        t,
+        p,
+        v,
+        sequence_parallel=t > 1,
+        order="tp-dp-pp",
+        distributed_optimizer=True,
+        overlap_grad_reduce=overlap,
+        overlap_param_gather=overlap,
+        tp_comm_overlap=overlap and t > 1,
+    )
+    sys_spec = _unbounded_memory(_system(system, overrides))
+    # one warm-up step: --overlap-param-gather's gathers are waited for by the next step
+    return Job(sys_spec, shape, gpus // sys_spec.devices_per_node, training, spec,
+               SimSpec(steps=1, warmup_steps=1))  # fmt: skip
+
+
+def megatron_core_points(overlap: bool, overrides: DeviceOverrides | None = None) -> list[Point]:
+    """Model vs published tokens/s per GPU, every runnable row."""
+    from scaling.model.simulation import run_job
+
+    pts = []
+    for row in megatron_core_rows():
+        res = run_job(megatron_core_job(row, overlap, overrides=overrides))
+        got = res.tokens_per_s / res.devices
+        pts.append(Point(row["label"], float(row["tokens_per_s_per_gpu"]), got, False))
+    return pts
+
+
+def study_megatron_core(overrides: DeviceOverrides | None = None) -> list[StudyResult]:
+    """Megatron-Core H100 rows as their recipes run them (``megatron_core_points(False)``: the
+    same rows with every overlap off, for docs/guides/megatron-overlap.md's before/after)."""
+    return [result("e2e-megatron-core-h100", tuple(megatron_core_points(True, overrides)))]
