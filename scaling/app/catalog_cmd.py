@@ -145,8 +145,10 @@ def systems(fmt: str) -> None:
 @click.command()
 @format_option
 def metrics(fmt: str) -> None:
-    """Print every metric's name, unit and definition, then the other result columns
-    (identity, sizes, bookkeeping).
+    """Print every result column's name, unit and definition: metrics, then the others.
+
+    The others identify a row (system, nodes, strategy, ...), give the job's sizes or keep
+    books (status, error, hashes).
 
     \b
     Example: scaling metrics --format markdown
