@@ -144,3 +144,12 @@ def test_every_result_column_is_documented_by_scaling_metrics():
     table = run_experiment(SMALL).table
     columns = {"config_hash", *table.columns, *run_columns(), "point", "replica", "seed"}
     assert columns - documented == set()
+
+
+def test_progress_from_python_draws_a_bar_on_stderr(capsys):
+    from scaling import run_experiment
+
+    run_experiment(SMALL, progress=False)
+    assert "simulating" not in capsys.readouterr().err
+    run_experiment(SMALL, progress=True)
+    assert "simulating" in capsys.readouterr().err
