@@ -153,3 +153,12 @@ def test_progress_from_python_draws_a_bar_on_stderr(capsys):
     assert "simulating" not in capsys.readouterr().err
     run_experiment(SMALL, progress=True)
     assert "simulating" in capsys.readouterr().err
+
+
+def test_run_uncertainty_reports_the_nominal_run_of_each_point():
+    from scaling import run_experiment, run_uncertainty
+
+    u = run_uncertainty(SMALL, 2, jobs=1)
+    eff = u.summary[u.summary.metric == "tokens_per_s_per_device"].set_index("nodes").nominal
+    plain = run_experiment(SMALL).table.set_index("nodes").tokens_per_s_per_device
+    assert eff.to_dict() == pytest.approx(plain.to_dict(), rel=1e-12)

@@ -151,13 +151,25 @@ def run_uncertainty(
     experiment's systems (as ``scaling run --uncertainty N``): ``.summary`` (per point and
     metric: nominal, median, p5, p95), ``.branches`` (per branch of the structural
     alternative that splits a point) and ``.runs`` (one row per sample and point).
-    Deterministic for a given ``seed``; ``jobs`` as :func:`run_replicas`."""
+    Deterministic for a given ``seed``; ``jobs`` as :func:`run_replicas`. The nominal run
+    of every point goes first (the tables' ``nominal`` column), as the CLI does; a point that
+    is refused there is a :class:`~scaling.ConfigError`."""
+    from scaling.app.api import run_experiment
     from scaling.app.output import progress_bar
+    from scaling.io.errors import ConfigError
     from scaling.sweep.uncertainty import run_uncertainty as _run
 
     exp = load_experiment(config, overrides, systems)
+    res = run_experiment(exp, progress=progress)
+    if len(res.refused):
+        why = res.refused["error"].iloc[0]
+        raise ConfigError(
+            f"run_uncertainty: {len(res.refused)} point(s) are refused ({why}); narrow the "
+            "experiment"
+        )
+    nominal = [{"status": "ok", **r.scalars()} for r in res.runs]
     with _executor(jobs) as ex, progress_bar(desc="samples", enabled=progress) as bar:
-        return _run(exp, samples, seed, ex, on_done=lambda: bar.update(1))
+        return _run(exp, samples, seed, ex, nominal, res.ok, on_done=lambda: bar.update(1))
 
 
 def format_uncertainty(summary: pd.DataFrame, metrics: Iterable[str] | None = None) -> str:
