@@ -162,3 +162,21 @@ def test_run_uncertainty_reports_the_nominal_run_of_each_point():
     eff = u.summary[u.summary.metric == "tokens_per_s_per_device"].set_index("nodes").nominal
     plain = run_experiment(SMALL).table.set_index("nodes").tokens_per_s_per_device
     assert eff.to_dict() == pytest.approx(plain.to_dict(), rel=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("model", "field"),
+    [
+        ({"hidden": -3}, "model.hidden: got -3"),
+        ({"hiden": 3}, "model.hiden"),
+        ({"layers": None}, "model.layers"),
+    ],
+)
+def test_an_invalid_described_model_names_its_field(model, field):
+    from scaling import ConfigError, simulate
+
+    described = {"name": "tiny", "vocab": 32000, "hidden": 1024, "layers": 8, "heads": 16}
+    described = {k: v for k, v in {**described, **model}.items() if v is not None}
+    with pytest.raises(ConfigError) as e:
+        simulate({**SMALL, "nodes": [1], "model": described})
+    assert field in str(e.value) and "str" not in str(e.value) and "\n" not in str(e.value)

@@ -20,9 +20,9 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import Field, field_validator, model_serializer, model_validator
+from pydantic import Discriminator, Field, Tag, field_validator, model_serializer, model_validator
 
-from scaling.io.errors import ConfigError, LineMap, read_yaml, validate
+from scaling.io.errors import UNION_TAG, ConfigError, LineMap, read_yaml, validate
 from scaling.io.fields import (
     MAX_COUNT,
     MAX_VALUE,
@@ -109,12 +109,24 @@ else:
     _Strategy = strategy_union(STRATEGY_CONFIGS)
 
 
+def _model_member(v: Any) -> str:
+    """The member of ``model``'s union an input is validated as: a string names a preset,
+    anything else is a described model (and gets that schema's field errors)."""
+    return f"{UNION_TAG}preset" if isinstance(v, str) else f"{UNION_TAG}model"
+
+
 class ExperimentConfig(Strict):
     """A runnable experiment: systems × node counts for one model and strategy."""
 
     name: str = "experiment"  # names the output folder results/<name> (see safe_name)
     description: str = ""
-    model: str | ModelConfig  # a preset name, or a mapping describing the model
+    # a preset name, or a mapping describing the model; the union picks its member by the
+    # input's type, so a bad mapping's error names its field (not "model: expected a string")
+    model: Annotated[
+        Annotated[str, Tag(f"{UNION_TAG}preset")]
+        | Annotated[ModelConfig, Tag(f"{UNION_TAG}model")],
+        Discriminator(_model_member),
+    ]
     # list lengths bounded: an experiment is systems x strategies x nodes runs, all built first
     systems: Annotated[list[str], Field(min_length=1, max_length=100)]
     nodes: Annotated[list[PosInt], Field(min_length=1, max_length=1000)]
