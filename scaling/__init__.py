@@ -14,7 +14,7 @@ cheap)::
     fig = plot_efficiency(res.table)                        # a matplotlib Figure (ax= to draw on yours)
 
 Also: ``explain`` (the step breakdown as a table), ``run_replicas``, ``run_uncertainty``,
-``plan``, ``load_experiment``, in-memory systems (``systems={"name": topology mapping}``, a
+``run_plan``, ``load_experiment``, in-memory systems (``systems={"name": topology mapping}``, a
 catalog one from ``system_document``), ``system_spec`` and the plots of the CLI. Type checkers
 see the real signatures (the ``TYPE_CHECKING`` imports below); at run time each name is imported
 on first use.
@@ -50,7 +50,7 @@ if TYPE_CHECKING:  # what type checkers see; at run time each name is imported o
         load_experiment as load_experiment,
     )
     from scaling.app.api_analysis import (
-        plan as plan,
+        run_plan as run_plan,
     )
     from scaling.app.api_analysis import (
         run_replicas as run_replicas,
@@ -127,7 +127,7 @@ _API = {
     "run_replicas": "scaling.app.api_analysis",
     "run_uncertainty": "scaling.app.api_analysis",
     "format_uncertainty": "scaling.app.api_analysis",
-    "plan": "scaling.app.api_analysis",
+    "run_plan": "scaling.app.api_analysis",
     "system_spec": "scaling.app.api_analysis",
     "ConfigError": "scaling.io.errors",
     "InfeasibleJobError": "scaling.model.job",

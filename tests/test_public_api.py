@@ -41,6 +41,9 @@ def _type_checking_imports() -> dict[str, str]:
 def test_type_checking_imports_are_the_lazy_table():
     assert _type_checking_imports() == scaling._API
     assert set(scaling.__all__) == {"__version__", *scaling._API}
+    import pkgutil  # a public name equal to a subpackage is shadowed once that is imported
+
+    assert not {m.name for m in pkgutil.iter_modules(scaling.__path__)} & set(scaling._API)
     for name in scaling._API:  # each resolves at run time to the object the checker sees
         assert getattr(scaling, name) is getattr(
             __import__(scaling._API[name], fromlist=[name]), name
@@ -180,3 +183,13 @@ def test_an_invalid_described_model_names_its_field(model, field):
     with pytest.raises(ConfigError) as e:
         simulate({**SMALL, "nodes": [1], "model": described})
     assert field in str(e.value) and "str" not in str(e.value) and "\n" not in str(e.value)
+
+
+def test_run_plan_from_python_ranks_the_configured_strategy():
+    from scaling import PlanSpace, run_plan
+
+    space = PlanSpace(strategies=("ddp",), micro_batches=(2, 4), checkpointing=("none",))
+    result = run_plan({**SMALL, "nodes": [1]}, space=space, keep=2)
+    best = result.best_rows(2)
+    assert [r["rank"] for r in best] == [1, 2]
+    assert best[0]["tokens_per_s_per_device"] >= best[1]["tokens_per_s_per_device"]

@@ -1,5 +1,5 @@
 """Public API, analysis part: the step breakdown (``explain``), Monte-Carlo replicas,
-uncertainty samples, the planner and the catalog's systems — each what a CLI command does, as a
+uncertainty samples, the planner (``run_plan``) and the catalog's systems — each what a CLI command does, as a
 function for notebooks (``from scaling import explain, run_replicas, ...``).
 
 Every function takes an experiment as :func:`scaling.run_experiment` does: a bundled example
@@ -181,7 +181,7 @@ def format_uncertainty(summary: pd.DataFrame, metrics: Iterable[str] | None = No
     return format_summary(summary, list(metrics) if metrics is not None else None)
 
 
-def plan(
+def run_plan(
     config: Config,
     overrides: Overrides = None,
     space: PlanSpace | None = None,
@@ -191,7 +191,8 @@ def plan(
     jobs: int | None = 1,
     progress: bool = False,
 ) -> PlanResult:
-    """Each system's fastest feasible configurations at each node count (``scaling plan``):
+    """Each system's fastest feasible configurations at each node count (``scaling plan``;
+    not named ``plan``: that is the :mod:`scaling.plan` package):
     enumerates ``space`` (:class:`~scaling.PlanSpace`; default every strategy), refuses what
     does not fit, prunes on the analytic network and simulates at least ``keep`` per point on
     the flow network. ``global_batch``: sequences per step (None: the experiment's own).
