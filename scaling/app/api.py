@@ -58,17 +58,20 @@ def override_strings(overrides: Overrides) -> list[str]:
 def simulate(
     config: Job | LoadedExperiment | dict[str, Any] | str | Path,
     overrides: Overrides = None,
+    systems: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> RunResult:
     """Simulate one training job and return its steady-state metrics.
 
     ``config`` is a :class:`Job`, an experiment (file path, mapping or loaded) with exactly one
     system and one node count, plus optional overrides (``--set`` strings or a mapping). Same
-    config and seed give bit-identical results. Raises :class:`InfeasibleJobError` for a job
+    config and seed give bit-identical results. ``systems``: in-memory systems, topology
+    documents by name (``{"my-cluster": {...}}``, the schema of ``topologies/*.yaml``;
+    :func:`scaling.system_document` gives a catalog one to edit). Raises :class:`InfeasibleJobError` for a job
     that cannot run, :class:`ConfigError` for bad input.
     """
     if isinstance(config, Job):
         return run_job(config)
-    jobs = as_experiment(config, override_strings(overrides)).jobs()
+    jobs = as_experiment(config, override_strings(overrides), systems).jobs()
     if len(jobs) != 1:
         raise ConfigError(
             f"simulate() runs one point but the config expands to {len(jobs)} "
@@ -140,14 +143,17 @@ def run_experiment(
     overrides: Overrides = None,
     progress: bool = False,
     strict: bool = False,
+    systems: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> ExperimentResult:
     """Run every (system, nodes) point of an experiment.
 
     A point that cannot run (out of memory, a device that cannot train) is a ``refused`` row
     with its reason, as in a sweep; the others run. Raises :class:`InfeasibleJobError` before
     simulating anything when every point would be refused, or any with ``strict=True``.
+    ``progress``: a bar (a widget in Jupyter) counting the simulated points; ``systems``:
+    in-memory systems by name, as :func:`simulate`.
     """
-    exp = as_experiment(config, override_strings(overrides))
+    exp = as_experiment(config, override_strings(overrides), systems)
     jobs = exp.jobs()
     reasons = refusals(exp)
     if reasons and (strict or len(reasons) == len(jobs)):  # nothing to run, or asked to refuse
@@ -177,12 +183,18 @@ def run_sweep(
     **kwargs: Any,
 ) -> pd.DataFrame:
     """:func:`scaling.sweep.run_sweep` with overrides in either form and ``jobs`` worker
-    processes (default: one per CPU; 1 = in this process) unless ``executor=`` is given.
-    Returns the sweep's table (also in ``out_dir/results.parquet``)."""
+    processes (default: one per CPU; 1 = in this process) unless ``executor=`` is given;
+    ``progress=True`` draws a bar with ETA. ``spec`` is a sweep file, a bundled example name
+    or a mapping (``base`` experiment + ``axes``). Returns the sweep's table (also in
+    ``out_dir/results.parquet``)."""
     from scaling.sweep import make_executor
     from scaling.sweep import run_sweep as _run_sweep
 
     kwargs.setdefault("progress", False)
+    if isinstance(spec, str | Path):
+        from scaling.io.examples import resolve_config
+
+        spec = resolve_config(spec)  # a bundled example by name, as the CLI takes it
     if "executor" in kwargs:
         return _run_sweep(spec, out_dir, overrides=override_strings(overrides), **kwargs)
     with make_executor(jobs=jobs) as ex:

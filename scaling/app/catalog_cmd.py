@@ -145,17 +145,31 @@ def systems(fmt: str) -> None:
 @click.command()
 @format_option
 def metrics(fmt: str) -> None:
-    """Print every metric's name, unit and definition.
+    """Print every result column's name, unit and definition: metrics, then the others.
+
+    The others identify a row (system, nodes, strategy, ...), give the job's sizes or keep
+    books (status, error, hashes).
 
     \b
     Example: scaling metrics --format markdown
     """
     import pandas as pd
 
-    from scaling.model.analysis.metrics import METRICS
+    from scaling.model.analysis.metrics import IDENTITY_COLUMNS, METRICS
 
-    text = "\n".join(f"{m.name} [{m.unit}]: {m.definition}" for m in METRICS.values())
-    frame = pd.DataFrame(
-        [{"name": m.name, "unit": m.unit, "definition": m.definition} for m in METRICS.values()]
+    text = "\n".join(
+        [
+            *(f"{m.name} [{m.unit}]: {m.definition}" for m in METRICS.values()),
+            "",
+            "other columns of a results table (identity, sizes, bookkeeping):",
+            *(f"{m.name} [{m.unit}]: {m.definition}" for m in IDENTITY_COLUMNS.values()),
+        ]
     )
-    Printer(fmt).table(frame, (list(frame.columns), frame.values.tolist(), "lll"), text=text)
+    frame = pd.DataFrame(
+        [
+            {"name": m.name, "unit": m.unit, "kind": kind, "definition": m.definition}
+            for kind, table in (("metric", METRICS), ("column", IDENTITY_COLUMNS))
+            for m in table.values()
+        ]
+    )
+    Printer(fmt).table(frame, (list(frame.columns), frame.values.tolist(), "llll"), text=text)

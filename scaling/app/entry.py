@@ -60,7 +60,7 @@ REGISTRY: dict[str, tuple[str, str, str]] = {
     "metrics": (
         "scaling.app.catalog_cmd",
         "metrics",
-        "Print every metric's name, unit and definition.",
+        "Print every result column's name, unit and definition: metrics, then the others.",
     ),
     "plan": (
         "scaling.app.plan_cmd",

@@ -4,7 +4,6 @@ of the throughput gap between two systems (:mod:`scaling.model.analysis.attribut
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import click
 
@@ -19,7 +18,6 @@ from scaling.app.output import (
     set_option,
     want_progress,
 )
-from scaling.model.job import InfeasibleJobError
 
 
 def _explain_vs(
@@ -200,46 +198,11 @@ def explain(
     ):
         if given:
             fail(f"{flag}: only used with --vs A B (the attribution between two systems)")
-    from scaling.app.api import feasibility_errors
+    from scaling.app.api_analysis import explain_rows
     from scaling.io.config import load_experiment
-    from scaling.model.analysis.explain import explain_step
-    from scaling.model.hardware.compute import step_compute_breakdown
-    from scaling.model.simulation import run_job_detailed
 
     exp = load_experiment(config, list(overrides))
-    errs = feasibility_errors(exp)
-    if errs:
-        raise InfeasibleJobError("; ".join(errs))
-    lines: list[str] = []
-    rows: list[dict[str, Any]] = []
-    bar = progress_bar(exp.jobs(), desc="explain", enabled=want_progress(progress))
-    for job in bar:
-        res, tl = run_job_detailed(job, trace=True)
-        b = explain_step(tl, len(res.steps) - 1)
-        point = {"system": res.system, "nodes": res.nodes, "devices": res.devices}
-        point |= {"model": res.model, "strategy": res.strategy, "step_time_s": b.step_s}
-
-        def row(kind: str, label: str, t: float, point: dict[str, Any] = point) -> None:
-            rows.append(point | {"kind": kind, "label": label, "time_s": t})
-
-        lines.append(
-            f"{res.system} x{res.nodes} nodes ({res.devices} accel), {res.model}, {res.strategy}: "
-            f"step {b.step_s * 1e3:.2f} ms"
-        )
-        for label, t in b.parts():
-            lines.append(f"  {label:<40} {t * 1e3:10.2f} ms  {t / b.step_s:6.1%}")
-            row("step", label, t)
-        total = sum(t for _, t in b.parts())
-        lines.append(f"  {'total':<40} {total * 1e3:10.2f} ms")
-        lines.append("  compute by kernel kind (forward + backward, device time):")
-        for lab, t in step_compute_breakdown(job):
-            lines.append(f"    {lab:<38} {t * 1e3:10.2f} ms")
-            row("kernel", lab, t)
-        if top and b.exposed_by_collective:
-            lines.append("  most exposed collectives:")
-            for lab, t in sorted(b.exposed_by_collective.items(), key=lambda kv: -kv[1])[:top]:
-                lines.append(f"    {lab:<46} {t * 1e3:8.2f} ms")
-                row("exposed collective", lab, t)
+    rows, lines = explain_rows(exp, top, want_progress(progress))
     import pandas as pd
 
     p.table(pd.DataFrame(rows), text="\n".join(lines))

@@ -15,13 +15,14 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import Field, field_validator, model_serializer, model_validator
+from pydantic import Discriminator, Field, Tag, field_validator, model_serializer, model_validator
 
-from scaling.io.errors import ConfigError, LineMap, read_yaml, validate
+from scaling.io.errors import UNION_TAG, ConfigError, LineMap, read_yaml, validate
 from scaling.io.fields import (
     MAX_COUNT,
     MAX_VALUE,
@@ -55,7 +56,7 @@ from scaling.io.strategy_config import (
     register_strategy,
     strategy_union,
 )
-from scaling.io.topology import LoadedSystem, load_system
+from scaling.io.topology import LoadedSystem, load_system, system_from_dict
 from scaling.model.hardware.system import SystemSpec
 from scaling.model.hardware.workload import PRESETS, get_preset
 from scaling.model.job import Job
@@ -108,12 +109,24 @@ else:
     _Strategy = strategy_union(STRATEGY_CONFIGS)
 
 
+def _model_member(v: Any) -> str:
+    """The member of ``model``'s union an input is validated as: a string names a preset,
+    anything else is a described model (and gets that schema's field errors)."""
+    return f"{UNION_TAG}preset" if isinstance(v, str) else f"{UNION_TAG}model"
+
+
 class ExperimentConfig(Strict):
     """A runnable experiment: systems × node counts for one model and strategy."""
 
     name: str = "experiment"  # names the output folder results/<name> (see safe_name)
     description: str = ""
-    model: str | ModelConfig  # a preset name, or a mapping describing the model
+    # a preset name, or a mapping describing the model; the union picks its member by the
+    # input's type, so a bad mapping's error names its field (not "model: expected a string")
+    model: Annotated[
+        Annotated[str, Tag(f"{UNION_TAG}preset")]
+        | Annotated[ModelConfig, Tag(f"{UNION_TAG}model")],
+        Discriminator(_model_member),
+    ]
     # list lengths bounded: an experiment is systems x strategies x nodes runs, all built first
     systems: Annotated[list[str], Field(min_length=1, max_length=100)]
     nodes: Annotated[list[PosInt], Field(min_length=1, max_length=1000)]
@@ -248,14 +261,25 @@ class LoadedExperiment:
         where: str,
         base_dir: Path | None,
         lines: LineMap | None = None,
+        inline_systems: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> None:
         self.config = cfg
         self.where = where
         self.base_dir = base_dir
         extra = [base_dir / "topologies", base_dir.parent / "topologies"] if base_dir else []
         self.systems: dict[str, LoadedSystem] = {}
+        inline = dict(inline_systems or {})
+        unused = sorted(set(inline) - set(cfg.systems))
+        if unused:
+            raise ConfigError(
+                f"{where}: systems[{unused[0]!r}] is defined in memory but not one of the "
+                f"experiment's systems ({', '.join(cfg.systems)})"
+            )
         for i, name in enumerate(cfg.systems):
             try:
+                if name in inline:  # defined in memory (API), before the catalog of that name
+                    self.systems[name] = system_from_dict(name, inline[name], extra)
+                    continue
                 self.systems[name] = load_system(name, extra)
             except ConfigError as e:
                 if str(e).startswith("unknown system"):
@@ -433,43 +457,56 @@ def content_hash(doc: Any) -> str:
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
-def load_experiment(path: str | Path, overrides: list[str] | None = None) -> LoadedExperiment:
-    """Read, override and validate an experiment file; every failure is a :class:`ConfigError`."""
+def load_experiment(
+    path: str | Path,
+    overrides: list[str] | None = None,
+    systems: Mapping[str, Mapping[str, Any]] | None = None,
+) -> LoadedExperiment:
+    """Read, override and validate an experiment file; every failure is a :class:`ConfigError`.
+    ``systems``: in-memory topology documents by name (:func:`~scaling.io.topology.
+    system_from_dict`), used where the experiment names them."""
     p = Path(path)
     data, lines = read_yaml(p, "experiment config")
     if overrides:
         data = apply_overrides(data, overrides, lines)
     where = str(p)
     cfg = validate(ExperimentConfig, default_strategy_kind(data), where, lines)
-    return LoadedExperiment(cfg, where, p.resolve().parent, lines)
+    return LoadedExperiment(cfg, where, p.resolve().parent, lines, systems)
 
 
 def experiment_from_dict(
-    data: dict[str, Any], overrides: list[str] | None = None, where: str = "<dict>"
+    data: dict[str, Any],
+    overrides: list[str] | None = None,
+    where: str = "<dict>",
+    systems: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> LoadedExperiment:
     """Build an experiment from an in-memory mapping (notebooks, tests), with optional
     ``PATH=VALUE`` overrides (as ``--set``; the mapping itself is not changed)."""
     if overrides:
         data = apply_overrides(copy.deepcopy(data), overrides)
     cfg = validate(ExperimentConfig, default_strategy_kind(data), where, None)
-    return LoadedExperiment(cfg, where, None)
+    return LoadedExperiment(cfg, where, None, None, systems)
 
 
 def as_experiment(
-    config: LoadedExperiment | dict[str, Any] | str | Path, overrides: list[str] | None = None
+    config: LoadedExperiment | dict[str, Any] | str | Path,
+    overrides: list[str] | None = None,
+    systems: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> LoadedExperiment:
     """The one experiment loader of the API: a loaded experiment as is, a mapping, or a YAML
     file or bundled example name (``mlu-vs-gpu``, as the CLI takes it), with optional
-    ``PATH=VALUE`` overrides (which need a mapping or a file)."""
+    ``PATH=VALUE`` overrides and in-memory ``systems`` (which need a mapping or a file)."""
     if isinstance(config, LoadedExperiment):
-        if overrides:
-            raise ValueError("overrides apply when loading: pass a file or a mapping with them")
+        if overrides or systems:
+            raise ConfigError(
+                "overrides and systems apply when loading: pass a file or a mapping with them"
+            )
         return config
     if isinstance(config, dict):
-        return experiment_from_dict(config, overrides)
+        return experiment_from_dict(config, overrides, systems=systems)
     from scaling.io.examples import resolve_config
 
-    return load_experiment(resolve_config(config), overrides)
+    return load_experiment(resolve_config(config), overrides, systems)
 
 
 def _rebuild_strategies(registry: dict[str, type[StrategyConfig]]) -> None:

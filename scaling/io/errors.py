@@ -304,6 +304,11 @@ def _expected(err: Mapping[str, Any]) -> str:
     return err["msg"][0].lower() + err["msg"][1:]
 
 
+#: prefix of the tags of a union whose member is chosen by a callable discriminator (pydantic
+#: puts the tag in an error's location; it is no path into the data and is dropped)
+UNION_TAG = "member:"
+
+
 def data_path(loc: tuple[Any, ...], data: Any) -> tuple[Any, ...]:
     """The error location as a path into the data: pydantic inserts a tagged union's member
     name (``strategy.fsdp.sharding``); it equals the mapping's ``kind`` value and is dropped."""
@@ -332,7 +337,9 @@ def validation_error(
     """Turn the first pydantic error into a one-line :class:`ConfigError`."""
     err = exc.errors(include_url=False)[0]
     loc = (*prefix, *err["loc"])
-    loc = tuple(p for p in loc if not (isinstance(p, str) and p.startswith("function-")))
+    loc = tuple(
+        p for p in loc if not (isinstance(p, str) and p.startswith(("function-", UNION_TAG)))
+    )
     data_loc = data_path(loc, data) if data is not None else loc
     if lines is not None and lines.overridden(data_loc):
         head = f"{where} (--set)"

@@ -193,16 +193,22 @@ def column_units(path: str | Path) -> dict[str, str]:
 def write_outputs(
     out_dir: Path, df: pd.DataFrame, resolved: dict[str, Any], config_hash: str
 ) -> dict[str, Path]:
-    """Write results CSV and the resolved config (with its hash) into ``out_dir``, each
+    """Write the results as CSV and Parquet (typed, units in the field metadata, as a sweep's:
+    :func:`write_parquet`) and the resolved config (with its hash) into ``out_dir``, each
     atomically (a crash leaves the old file or the new one); a failed write is a one-line
     :class:`ConfigError`."""
     from scaling.io.files import atomic_write, make_dir, write_text_atomic
 
     make_dir(out_dir)
-    paths = {"results": out_dir / "results.csv", "config": out_dir / "resolved_config.yaml"}
+    paths = {
+        "results": out_dir / "results.csv",
+        "parquet": out_dir / "results.parquet",
+        "config": out_dir / "resolved_config.yaml",
+    }
     frame = df.copy()
     frame.insert(0, "config_hash", config_hash)
     atomic_write(paths["results"], lambda p: frame.to_csv(p, index=False))
+    atomic_write(paths["parquet"], lambda p: write_parquet(frame, p))
     doc = {"config_hash": config_hash, **json.loads(json.dumps(resolved))}
     text = f"# resolved config; hash {config_hash}\n" + yaml.safe_dump(doc, sort_keys=False)
     write_text_atomic(paths["config"], text)

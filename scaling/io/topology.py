@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -244,6 +245,41 @@ def load_system(name: str, extra: list[Path] | None = None) -> LoadedSystem:
     )
 
 
+def system_from_dict(
+    name: str, data: Mapping[str, Any], extra: list[Path] | None = None
+) -> LoadedSystem:
+    """A system defined in memory (the same document as a ``topologies/*.yaml`` file, validated
+    by the same schema): ``name`` is how experiments refer to it; the document's own ``name``,
+    when given, must equal it. ``collective_library`` is a catalog name or a path. Every
+    failure is a one-line :class:`ConfigError` naming ``systems[name]`` and the field."""
+    where = f"systems[{name!r}]"
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{where}: expected a mapping (a topology document); got {data!r:.60}")
+    doc = json.loads(json.dumps(dict(data), default=str))  # a copy: the caller's dict is kept
+    given = doc.setdefault("name", name)
+    if given != name:
+        raise ConfigError(f"{where}: name: got {given!r}; expected {name!r} (the key it is under)")
+    schema: SystemSchema = validate(SystemSchema, doc, where, None)
+    try:
+        lib, lib_path, lib_data = load_library(schema.collective_library, extra)
+    except ConfigError as e:
+        if not str(e).startswith(("unknown collective library", "collective library")):
+            raise  # an error inside the library file names that file
+        raise ConfigError(f"{where}: collective_library: {e}") from None
+    return LoadedSystem(
+        to_system_spec(schema, lib), schema, lib, Path(where), lib_path, _canon_hash(doc, lib_data)
+    )
+
+
+def system_document(name: str) -> dict[str, Any]:
+    """The topology document of catalog system ``name`` (or a YAML path) as a fresh mapping,
+    provenance included: a starting point to edit and pass back as an in-memory system."""
+    path = _find(name, "system", None)
+    data, _ = read_yaml(path, "topology")
+    out: dict[str, Any] = json.loads(json.dumps(data, default=str))
+    return out
+
+
 def to_system_spec(s: SystemSchema, lib: LibrarySchema) -> SystemSpec:
     """Strip provenance and convert to the model layer's SI dataclasses."""
     d, n, f = s.device, s.node, s.node.fabric
@@ -326,5 +362,7 @@ __all__ = [
     "load_system",
     "quantities",
     "ranged_quantities",
+    "system_document",
+    "system_from_dict",
     "to_library_profile",
 ]

@@ -142,6 +142,45 @@ METRICS: dict[str, Metric] = {
     )
 }
 
+#: The other columns of a results table (``scaling run``, a sweep, replicas, uncertainty
+#: samples): what identifies a row and the job's sizes, with units ("1": a count or a label);
+#: ``scaling metrics`` lists them after :data:`METRICS`. Sweep axis columns are named by the
+#: sweep's own ``axes`` (the field path they set).
+IDENTITY_COLUMNS: dict[str, Metric] = {
+    m.name: m
+    for m in (
+        Metric("system", "1", "system name (a topologies/*.yaml file or an in-memory system)"),
+        Metric("model", "1", "model preset name, or the name of a model described in the config"),
+        Metric(
+            "strategy", "1", "the strategy's label: kind and the knobs that differ from defaults"
+        ),
+        Metric("nodes", "1", "nodes of the point"),
+        Metric("devices", "1", "accelerators of the point: nodes x devices per node"),
+        Metric("global_batch", "sequences", "sequences per optimizer step, whole cluster"),
+        Metric("tokens_per_step", "tokens", "global_batch x training.seq_len"),
+        Metric(
+            "n_collectives_per_step",
+            "1",
+            "collectives rank 0 takes part in per measured step",
+        ),
+        Metric(
+            "mem_capacity_GiB",
+            "GiB",
+            "memory capacity of one accelerator (device.mem_GB; peak_mem_GiB must fit in it less reserved_mem_GiB)",
+        ),
+        Metric("status", "1", "ok (ran), refused (cannot run: the reason in error) or failed"),
+        Metric("error", "1", "why a point was refused or failed; empty when it ran"),
+        Metric(
+            "config_hash", "1", "hash of every input of a scaling run (equal hashes, equal inputs)"
+        ),
+        Metric("run_key", "1", "a sweep run's content hash: its file is runs/<run_key>.parquet"),
+        Metric("point", "1", "a sweep run's index among the sweep's points (axis combinations)"),
+        Metric("replica", "1", "replica index (--replicas; 0 = the configured seed)"),
+        Metric("seed", "1", "the random seed a replica or sample ran with"),
+        Metric("sample", "1", "uncertainty sample index (--uncertainty)"),
+    )
+}
+
 
 def scaling_efficiency(
     per_device_throughput: float, baseline_per_device_throughput: float
