@@ -96,6 +96,8 @@ class VariabilityConfig(Strict):
     degraded_nic_bw_fraction: Annotated[float, Field(gt=0, le=1)] = 1.0  # of the nominal rate
     host_noise_rate_per_s: NonNegFloat = 0.0  # interruptions per compute-s
     host_noise_duration_us: NonNegFloat = 0.0  # length of one interruption
+    # persistent per-rank compute speed spread (CV of the factor on every compute phase)
+    device_speed_cv: Annotated[float, Field(ge=0, lt=0.5)] = 0.0
 
     @model_validator(mode="after")
     def _pairs(self) -> VariabilityConfig:
@@ -117,6 +119,7 @@ class VariabilityConfig(Strict):
             self.degraded_nic_bw_fraction,
             self.host_noise_rate_per_s,
             self.host_noise_duration_us * 1e-6,
+            self.device_speed_cv,
         )
 
 

@@ -13,6 +13,13 @@ persists or comes from outside the kernel:
   degraded rate (the analytic model: that group's NIC bandwidth × ``bw_fraction``; the flow
   network: the NIC's links at that capacity, so contention decides; both in
   :mod:`scaling.model.comm.degraded`);
+* **device speed spread** — every rank's compute runs at its own persistent speed, a factor
+  ``max(0.5, 1 + speed_cv·Z)`` (Z standard normal) on every compute phase, drawn once per run:
+  identical SKUs differ through manufacturing and power management (Sinha et al., "Not All GPUs
+  Are Created Equal", SC'22: 8 % average, up to 22 %, performance variation across the GPUs of
+  one cluster on identical SKUs). A job that synchronises every layer (FSDP's all-gathers) runs
+  at its slowest rank, whose expected factor grows with p as E[max of p normals] ≈ √(2 ln p):
+  1 + 1.42·cv at 8 ranks, 1 + 3.04·cv at 512 (:func:`expected_max_normal_factor`);
 * **host noise** — interruptions of ``duration_s`` arriving as a Poisson process of
   ``rate_per_s`` on each rank (daemons, interrupts, page reclaim): a compute phase of nominal
   length t gains ``duration_s · Poisson(rate_per_s · t)``.
@@ -56,6 +63,8 @@ class VariabilitySpec:
         degraded_nic_bw_fraction: rate of a degraded NIC as a share of its nominal rate, (0, 1].
         host_noise_rate_per_s: host interruptions per second of compute, per rank.
         host_noise_duration_s: length of one host interruption, s.
+        device_speed_cv: coefficient of variation of the persistent per-rank compute speed
+            factor (0 = identical devices), [0, 0.5).
     """
 
     slow_rank_fraction: float = 0.0
@@ -64,6 +73,7 @@ class VariabilitySpec:
     degraded_nic_bw_fraction: float = 1.0
     host_noise_rate_per_s: float = 0.0
     host_noise_duration_s: float = 0.0
+    device_speed_cv: float = 0.0
 
     @property
     def slow_ranks(self) -> bool:
@@ -83,7 +93,7 @@ class VariabilitySpec:
     @property
     def per_rank(self) -> bool:
         """Ranks differ in their compute (so they must be simulated as distinct ranks)."""
-        return self.slow_ranks or self.host_noise
+        return self.slow_ranks or self.host_noise or self.device_speed_cv > 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +136,10 @@ def layout(
         total = nodes * nics
         picks = rng.choice(total, size=_count(spec.degraded_nic_fraction, total), replace=False)
         degraded = tuple(sorted((int(i) // nics, int(i) % nics) for i in picks))
+    if spec.device_speed_cv > 0:
+        # drawn last, so that adding a spread keeps the same slow ranks and degraded NICs; the
+        # floor keeps the factor positive (a rank at half the time would be another part)
+        slowdown *= np.maximum(0.5, 1.0 + spec.device_speed_cv * rng.standard_normal(p))
     return Layout(slowdown, degraded)
 
 
