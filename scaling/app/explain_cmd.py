@@ -4,6 +4,7 @@ of the throughput gap between two systems (:mod:`scaling.model.analysis.attribut
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -18,6 +19,7 @@ from scaling.app.output import (
     set_option,
     want_progress,
 )
+from scaling.model.job import InfeasibleJobError
 
 
 def _explain_vs(
