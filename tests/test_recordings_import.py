@@ -1,7 +1,7 @@
 """The scaling-record importer and the comparison, without torch.
 
 The committed real-PyTorch fixtures (tests/fixtures/torch_schedules) are written out in the
-scaling-record format (docs/recording.md), read back by the importer and compared with the
+scaling-record format (docs/guides/recording.md), read back by the importer and compared with the
 simulator: exact for every recorded iteration, on rank 0 and on a rank of another node (HSDP).
 Broken files are refused with one line naming the file, the line and what is wrong.
 """

@@ -13,7 +13,7 @@ folder, ``SCALING_RECORD_STEPS`` how many iterations to keep)::
     SCALING_RECORD=recording/ torchrun --nproc-per-node 8 -m scaling.record train.py ARGS
 
 and compare: ``scaling schedule CONFIG --compare recording/rank0.jsonl --step all``. The file
-format is in docs/recording.md. torch is needed only here (``pip install scaling[record]``);
+format is in docs/guides/recording.md. torch is needed only here (``pip install scaling[record]``);
 importing this package does not import it: :func:`start` does.
 """
 

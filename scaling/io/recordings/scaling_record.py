@@ -1,4 +1,4 @@
-"""``scaling.record``'s JSON-lines files (format ``scaling-record``, version 1; docs/recording.md).
+"""``scaling.record``'s JSON-lines files (format ``scaling-record``, version 1; docs/guides/recording.md).
 
 The format carries everything the comparison checks: op, bytes, dtype, group ranks, phase,
 micro-batch, DDP bucket and FSDP unit with the user's parameter names. It cannot recover the
