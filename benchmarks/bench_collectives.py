@@ -20,8 +20,8 @@ import simpy
 from timing import REPEATS, line, measure
 
 from scaling.io.topology import load_system
+from scaling.model.comm.cluster import clear_structure_cache
 from scaling.model.comm.flowcoll import FlowCollectives
-from scaling.model.comm.network import clear_structure_cache
 from scaling.model.comm.ops import CollectiveOp, Group
 
 

@@ -25,14 +25,14 @@ from scaling.model.comm.algos import (
     algorithm,
     algorithm_names,
     register,
+    unregister,
 )
 from scaling.model.comm.ops import CollectiveOp, Group
-from scaling.model.hardware.system import LinkClass, Protocol, SystemSpec
+from scaling.model.hardware.system import LibraryProtocol, LinkClass, SystemSpec
 
 AR = CollectiveOp.ALL_REDUCE
 
 
-@register
 class Star(Algorithm):
     """Toy: every rank sends its S to rank 0, which sends the reduced S back (two phases)."""
 
@@ -56,9 +56,18 @@ class Star(Algorithm):
         )
 
     def latency_s(
-        self, system: SystemSpec, proto: Protocol, group: Group, sched: Schedule
+        self, system: SystemSpec, proto: LibraryProtocol, group: Group, sched: Schedule
     ) -> float:
         return super().latency_s(system, proto, group, sched) + self.param(system, "root_extra_us")
+
+
+@pytest.fixture(autouse=True)
+def _toy_registered():
+    """The toy is registered for this module's tests only: the registry outlives a test, and
+    the CLI's help lists every registered algorithm."""
+    register(Star)
+    yield
+    unregister(Star.name)
 
 
 def test_a_toy_algorithm_runs_through_the_collective_table() -> None:

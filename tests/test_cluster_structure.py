@@ -1,4 +1,4 @@
-"""The cluster graph's structure cache (`scaling.model.comm.network`): reused only where the
+"""The cluster graph's structure cache (`scaling.model.comm.cluster`): reused only where the
 graph is the same, never stale, and identical to a fresh build."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from scaling.io.topology import load_system
-from scaling.model.comm.network import ClusterNetwork, clear_structure_cache
+from scaling.model.comm.cluster import ClusterNetwork, clear_structure_cache
 from scaling.model.hardware.system import FabricKind, SystemSpec
 
 

@@ -13,7 +13,7 @@ from scaling.io.topology import load_system
 from scaling.model.comm import analytic
 from scaling.model.comm.ops import CollectiveOp, Group, busbw_factor
 from scaling.model.comm.uncontended import AnalyticCostModel
-from scaling.model.hardware.system import LinkClass, Protocol, SystemSpec
+from scaling.model.hardware.system import LibraryProtocol, LinkClass, SystemSpec
 from scaling.units import GBps, MiB
 
 
@@ -23,7 +23,7 @@ def uniform_latency(system: SystemSpec, alpha: float, algorithms=("ring",)) -> S
     the closed forms check that both parts are charged once per step)."""
     lib = dataclasses.replace(
         system.library,
-        protocols=(Protocol("simple", 0.0, dict.fromkeys(LinkClass, 0.25 * alpha)),),
+        protocols=(LibraryProtocol("simple", 0.0, dict.fromkeys(LinkClass, 0.25 * alpha)),),
         call_overhead_s=0.0,
         algorithms=algorithms,
     )

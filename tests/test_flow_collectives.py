@@ -13,11 +13,11 @@ from hypothesis import strategies as st
 
 from scaling.io.topology import load_system
 from scaling.model.comm import analytic
+from scaling.model.comm.cluster import ClusterNetwork
 from scaling.model.comm.flowcoll import FlowCollectives
-from scaling.model.comm.network import ClusterNetwork
 from scaling.model.comm.ops import CollectiveOp, Group, busbw_factor
 from scaling.model.comm.uncontended import AnalyticCostModel
-from scaling.model.hardware.system import LinkClass, Protocol, SystemSpec
+from scaling.model.hardware.system import LibraryProtocol, LinkClass, SystemSpec
 
 AR = CollectiveOp.ALL_REDUCE
 
@@ -29,7 +29,7 @@ def plain(
     a quarter from the library, three quarters from the hop's hardware (none at the spine)."""
     lib = dataclasses.replace(
         system.library,
-        protocols=(Protocol("simple", 0.0, dict.fromkeys(LinkClass, 0.25 * alpha)),),
+        protocols=(LibraryProtocol("simple", 0.0, dict.fromkeys(LinkClass, 0.25 * alpha)),),
         call_overhead_s=0.0,
         ramp_half_bytes=0.0,
         tree_bw_factor=1.0,

@@ -16,7 +16,7 @@ from scaling.app.cli import main
 from scaling.io.config import experiment_from_dict
 from scaling.io.errors import ConfigError
 from scaling.model import failures
-from scaling.model.analysis.replicas import replica_seed, summarize
+from scaling.model.analysis.replica_stats import replica_seed, summarize
 from scaling.model.failures import (
     MIN_GOODPUT,
     FailureSpec,

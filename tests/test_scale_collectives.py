@@ -12,8 +12,8 @@ from scaling.io.errors import ConfigError, read_yaml, validate
 from scaling.io.topology import SystemSchema, bundled_topology_dir, load_system
 from scaling.model.comm.algos import Planner
 from scaling.model.comm.algos.trees import btree_parent, dtree_parents
+from scaling.model.comm.cluster import ClusterNetwork
 from scaling.model.comm.flowcoll import FlowCollectives
-from scaling.model.comm.network import ClusterNetwork
 from scaling.model.comm.ops import CollectiveOp, Group, busbw_factor
 from scaling.model.hardware.system import SystemSpec
 

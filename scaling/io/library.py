@@ -25,7 +25,7 @@ from scaling.io.quantities import (
     _Strict,
 )
 from scaling.model.comm.algos import algorithm, algorithm_names
-from scaling.model.hardware.system import LibraryProfile, LinkClass, Protocol
+from scaling.model.hardware.system import LibraryProfile, LibraryProtocol, LinkClass
 from scaling.units import MB, GBps, us
 
 __all__ = ["LibrarySchema", "ProtocolSchema", "to_library_profile"]
@@ -161,7 +161,7 @@ def to_library_profile(lib: LibrarySchema) -> LibraryProfile:
     """Strip provenance and convert to SI units."""
     if lib.protocols:
         protocols = tuple(
-            Protocol(
+            LibraryProtocol(
                 name=p.name,
                 call_latency_s=p.call_latency_us.value * us,
                 step_latency_s={c: q.value * us for c, q in p.step_latency_us.items()},
@@ -173,7 +173,7 @@ def to_library_profile(lib: LibrarySchema) -> LibraryProfile:
     else:
         assert lib.call_latency_us is not None and lib.step_latency_us is not None  # validated
         protocols = (
-            Protocol(
+            LibraryProtocol(
                 "simple",
                 lib.call_latency_us.value * us,
                 {c: q.value * us for c, q in lib.step_latency_us.items()},

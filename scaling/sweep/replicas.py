@@ -1,7 +1,7 @@
 """Monte-Carlo replicas of an experiment's points, run through the sweep executors.
 
 Each point (system, strategy, nodes) runs ``n`` times with the seeds of
-:func:`~scaling.model.analysis.replicas.replica_seed`; the table of replicas and the summary
+:func:`~scaling.model.analysis.replica_stats.replica_seed`; the table of replicas and the summary
 per point (median, its 95 % confidence interval, the central 95 % of the replicas) of the
 metrics that vary between them come back as DataFrames.
 """
@@ -16,7 +16,7 @@ import pandas as pd
 from scaling.io.config import LoadedExperiment
 from scaling.io.errors import ConfigError
 from scaling.io.results import KEY_COLUMNS
-from scaling.model.analysis.replicas import replica_seed, summarize
+from scaling.model.analysis.replica_stats import replica_seed, summarize
 from scaling.sweep.executors import SweepExecutor
 from scaling.sweep.runner import OK, execute_run
 

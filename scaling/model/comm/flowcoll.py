@@ -29,8 +29,8 @@ import simpy
 from scaling.engine.network import FlowNetwork
 from scaling.model.comm.algos import NotApplicable, Phase, Planner, Schedule
 from scaling.model.comm.algos import algorithm as algorithm_of
+from scaling.model.comm.cluster import ClusterNetwork
 from scaling.model.comm.collectives import CollectiveCost
-from scaling.model.comm.network import ClusterNetwork
 from scaling.model.comm.ops import CollectiveOp, Group, PeerSizes, busbw_factor
 from scaling.model.hardware.system import LinkClass, SystemSpec
 

@@ -3,7 +3,7 @@ close to their capacity (``scaling explain --links``, the counters of ``scaling 
 
 The engine integrates each link's aggregate rate over every interval between flow-set changes
 (:meth:`~scaling.engine.network.FlowNetwork.link_usage`); this module names the links
-(:class:`~scaling.model.comm.network.ClusterNetwork` keys) and divides by their capacity.
+(:class:`~scaling.model.comm.cluster.ClusterNetwork` keys) and divides by their capacity.
 Utilisation over a window of ``T`` seconds is ``bytes / (capacity × T)``: 1 means the link
 carried traffic at its achievable capacity for the whole window. Capacities are the achievable
 ones the run used (raw × hardware × library efficiency; a degraded NIC's reduced one).
@@ -17,7 +17,7 @@ import numpy as np
 
 from scaling.engine.maxmin import FloatArray
 from scaling.engine.network import FlowNetwork
-from scaling.model.comm.network import ClusterNetwork
+from scaling.model.comm.cluster import ClusterNetwork
 from scaling.model.hardware.system import FabricKind
 
 #: link class of each ClusterNetwork key kind (the first element of a link's key)

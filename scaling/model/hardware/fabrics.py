@@ -52,7 +52,7 @@ class FabricModel(ABC):
         """Whether the fabric can reduce in-network (NVLS exists)."""
         return False
 
-    # ---- the node's links and the routes between its devices (comm.network builds them) ----
+    # ---- the node's links and the routes between its devices (comm.cluster builds them) ----
     def scale_up_links(self, fab: FabricSpec, g: int) -> Iterator[NodeLink]:
         """The node's accelerator-link (scale-up) links, in build order."""
         return iter(())

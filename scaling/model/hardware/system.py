@@ -167,7 +167,7 @@ class ScaleOutSpec:
 
 
 @dataclass(frozen=True, slots=True)
-class Protocol:
+class LibraryProtocol:
     """A wire protocol of a collective library (NCCL: LL, LL128, Simple).
 
     Attributes:
@@ -213,7 +213,7 @@ class LibraryProfile:
     """
 
     name: str
-    protocols: tuple[Protocol, ...]
+    protocols: tuple[LibraryProtocol, ...]
     bw_efficiency: dict[LinkClass, float]
     channels: int
     algorithms: tuple[str, ...] = ("ring",)

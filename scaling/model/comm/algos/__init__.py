@@ -29,6 +29,7 @@ from scaling.model.comm.algos.base import (
     algorithm,
     algorithm_names,
     register,
+    unregister,
 )
 from scaling.model.comm.algos.planner import Planner
 
@@ -42,4 +43,5 @@ __all__ = [
     "algorithm",
     "algorithm_names",
     "register",
+    "unregister",
 ]

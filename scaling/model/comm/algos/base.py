@@ -29,7 +29,7 @@ import numpy as np
 
 from scaling.model.comm.algos.latency import latency_s
 from scaling.model.comm.ops import CollectiveOp, Group, PeerSizes
-from scaling.model.hardware.system import LinkClass, Protocol, SystemSpec
+from scaling.model.hardware.system import LibraryProtocol, LinkClass, SystemSpec
 
 if TYPE_CHECKING:
     from scaling.model.comm.algos.planner import Planner
@@ -56,7 +56,7 @@ class Phase:
     1 and 2 stand for ``mult`` flows from ``src`` to the devices of ``dst``'s local index on the
     *other nodes* of the group in ``src``'s pod (1) or in other pods (2), ``dst`` being a device
     of ``src``'s own node, each routed with its far half mirrored onto ``src``'s node
-    (:meth:`ClusterNetwork.folded_routes <scaling.model.comm.network.ClusterNetwork.folded_routes>`).
+    (:meth:`ClusterNetwork.folded_routes <scaling.model.comm.cluster.ClusterNetwork.folded_routes>`).
     Exact in link loads where every node sends the same pattern (a uniform all-to-all), and
     ``O(p)`` entries instead of ``p²``."""
 
@@ -162,13 +162,13 @@ class Algorithm(ABC):
         by default it has none (:class:`NotApplicable`)."""
         raise NotApplicable(f"{self.name} has no uneven all-to-all")
 
-    def allows_protocol(self, proto: Protocol, candidates: int) -> bool:
+    def allows_protocol(self, proto: LibraryProtocol, candidates: int) -> bool:
         """Whether it runs with ``proto`` when the tuner has ``candidates`` protocols to try
         (a library of one protocol runs everything with it)."""
         return not self.simple_only or proto.name.lower() == "simple" or candidates <= 1
 
     def latency_s(
-        self, system: SystemSpec, proto: Protocol, group: Group, sched: Schedule
+        self, system: SystemSpec, proto: LibraryProtocol, group: Group, sched: Schedule
     ) -> float:
         """Latency term of one call, s: by default the library's call overhead + the protocol's
         base latency + Σ steps × (step latency + hop latency) (:func:`latency.latency_s`)."""
@@ -179,14 +179,19 @@ class Algorithm(ABC):
         return 1.0
 
     def bandwidth_floor_s(
-        self, system: SystemSpec, op: CollectiveOp, nbytes: float, proto: Protocol, ramp: float
+        self,
+        system: SystemSpec,
+        op: CollectiveOp,
+        nbytes: float,
+        proto: LibraryProtocol,
+        ramp: float,
     ) -> float:
         """A lower bound on its bandwidth time that is not a link's (a switch's reduction
         rate), s; 0 by default. ``ramp``: the library's size efficiency at ``nbytes``."""
         return 0.0
 
     # ---- helpers for subclasses ---------------------------------------------------------
-    def param(self, system: SystemSpec, key: str, proto: Protocol | None = None) -> float:
+    def param(self, system: SystemSpec, key: str, proto: LibraryProtocol | None = None) -> float:
         """The library's value of declared constant ``key`` (SI; per protocol where declared
         so), or its default where the library does not give it."""
         spec = self.params[key]
@@ -206,6 +211,11 @@ def register(cls: type[Algorithm]) -> type[Algorithm]:
     class of the same name replaces the first."""
     _REGISTRY[cls.name] = cls()
     return cls
+
+
+def unregister(name: str) -> None:
+    """Remove the algorithm registered as ``name`` (a test's or a plug-in's; no-op if none)."""
+    _REGISTRY.pop(name, None)
 
 
 def algorithm(name: str) -> Algorithm:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from scaling.model.comm.ops import Group
 from scaling.model.hardware.fabrics import fabric_of
-from scaling.model.hardware.system import LinkClass, Protocol, SystemSpec
+from scaling.model.hardware.system import LibraryProtocol, LinkClass, SystemSpec
 
 
 def ring_steps_per_pass(system: SystemSpec, group: Group) -> dict[LinkClass, int]:
@@ -57,7 +57,7 @@ def hop_latency_s(
 
 def latency_s(
     system: SystemSpec,
-    proto: Protocol,
+    proto: LibraryProtocol,
     group: Group,
     steps: dict[LinkClass, float],
     *,

@@ -9,7 +9,7 @@ import numpy as np
 from scaling.model.comm.algos.base import Algorithm, NotApplicable, Param, Phase, Schedule, register
 from scaling.model.comm.algos.planner import Planner
 from scaling.model.comm.ops import CollectiveOp, Group
-from scaling.model.hardware.system import LinkClass, Protocol, SystemSpec
+from scaling.model.hardware.system import LibraryProtocol, LinkClass, SystemSpec
 
 
 @register
@@ -69,7 +69,7 @@ class Nvls(Algorithm):
         return Schedule("nvls", (ph,), {LinkClass.SCALE_UP: 2.0}, (p - 1) / p)
 
     def latency_s(
-        self, system: SystemSpec, proto: Protocol, group: Group, sched: Schedule
+        self, system: SystemSpec, proto: LibraryProtocol, group: Group, sched: Schedule
     ) -> float:
         """The default rule plus the switch's reduction latency (tuning.cc's NVLS intraLat,
         25 us on a DGX with the two NVLink steps)."""
@@ -91,7 +91,12 @@ class Nvls(Algorithm):
         return self.param(system, "efficiency") * (c - 1) / c * ((ppn - 1) / ppn) ** 2
 
     def bandwidth_floor_s(
-        self, system: SystemSpec, op: CollectiveOp, nbytes: float, proto: Protocol, ramp: float
+        self,
+        system: SystemSpec,
+        op: CollectiveOp,
+        nbytes: float,
+        proto: LibraryProtocol,
+        ramp: float,
     ) -> float:
         """All-reduce: the switch reduces each device's data no faster than its reduction
         rate (``fabric.switch_reduction``)."""
@@ -99,7 +104,7 @@ class Nvls(Algorithm):
 
 
 def switch_reduction_floor_s(
-    system: SystemSpec, op: CollectiveOp, nbytes: float, proto: Protocol, ramp: float
+    system: SystemSpec, op: CollectiveOp, nbytes: float, proto: LibraryProtocol, ramp: float
 ) -> float:
     """Time the switch takes to reduce one device's ``nbytes`` of an all-reduce at its rate
     (with the protocol's data share and the size ramp), s; 0 for other ops."""

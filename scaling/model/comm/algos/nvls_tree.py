@@ -19,7 +19,7 @@ from scaling.model.comm.algos.nvls import switch_reduction_floor_s
 from scaling.model.comm.algos.planner import Planner
 from scaling.model.comm.algos.trees import add_tree_edges, dtree_parents
 from scaling.model.comm.ops import CollectiveOp, Group
-from scaling.model.hardware.system import LinkClass, Protocol, SystemSpec
+from scaling.model.hardware.system import LibraryProtocol, LinkClass, SystemSpec
 
 
 @register
@@ -73,7 +73,7 @@ class NvlsTree(Algorithm):
         return Schedule("nvls_tree", (ph,), steps, 1.0 + 2.0 / k)
 
     def latency_s(
-        self, system: SystemSpec, proto: Protocol, group: Group, sched: Schedule
+        self, system: SystemSpec, proto: LibraryProtocol, group: Group, sched: Schedule
     ) -> float:
         """The default rule, plus the switch's reduction latency once (tuning.cc's NVLS
         ``intraLat``) and per network step (``2·log2(nNodes)`` of them) NVLSTree's NET latency —
@@ -93,7 +93,12 @@ class NvlsTree(Algorithm):
         return lat + net * extra
 
     def bandwidth_floor_s(
-        self, system: SystemSpec, op: CollectiveOp, nbytes: float, proto: Protocol, ramp: float
+        self,
+        system: SystemSpec,
+        op: CollectiveOp,
+        nbytes: float,
+        proto: LibraryProtocol,
+        ramp: float,
     ) -> float:
         """The switch's reduction rate bounds it as it bounds NVLS."""
         return switch_reduction_floor_s(system, op, nbytes, proto, ramp)

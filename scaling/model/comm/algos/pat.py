@@ -10,7 +10,7 @@ import numpy as np
 from scaling.model.comm.algos.base import Algorithm, NotApplicable, Param, Phase, Schedule, register
 from scaling.model.comm.algos.planner import Planner
 from scaling.model.comm.ops import CollectiveOp, Group
-from scaling.model.hardware.system import LinkClass, Protocol, SystemSpec
+from scaling.model.hardware.system import LibraryProtocol, LinkClass, SystemSpec
 
 
 @register
@@ -64,7 +64,7 @@ class Pat(Algorithm):
         return Schedule("pat", tuple(phases), steps, (n - 1) / n)
 
     def latency_s(
-        self, system: SystemSpec, proto: Protocol, group: Group, sched: Schedule
+        self, system: SystemSpec, proto: LibraryProtocol, group: Group, sched: Schedule
     ) -> float:
         """tuning.cc: PAT's base latency in place of the protocol's, ``log2i(n)/3.5`` network
         steps (in the schedule), and a linear part per rank ("still a linear part; hopefully

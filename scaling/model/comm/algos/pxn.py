@@ -34,7 +34,7 @@ from scaling.model.comm.algos.exchange import (
 )
 from scaling.model.comm.algos.planner import Planner
 from scaling.model.comm.ops import CollectiveOp, Group, PeerSizes
-from scaling.model.hardware.system import LinkClass, Protocol
+from scaling.model.hardware.system import LibraryProtocol, LinkClass
 
 
 @register
@@ -45,7 +45,7 @@ class PXN(Algorithm):
     ops = frozenset({CollectiveOp.ALL_TO_ALL})
     params: ClassVar[dict[str, Param]] = {"peers_in_flight": Param()}
 
-    def allows_protocol(self, proto: Protocol, candidates: int) -> bool:
+    def allows_protocol(self, proto: LibraryProtocol, candidates: int) -> bool:
         """NCCL sends point-to-point with LL below ``NCCL_P2P_LL_THRESHOLD`` and Simple above,
         never LL128 (src/enqueue.cc p2p task protocol): LL128 is refused where the library
         offers a choice."""

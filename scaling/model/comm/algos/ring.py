@@ -16,7 +16,7 @@ from scaling.model.comm.algos.base import (
 )
 from scaling.model.comm.algos.planner import Planner
 from scaling.model.comm.ops import CollectiveOp, Group
-from scaling.model.hardware.system import LinkClass, Protocol, SystemSpec
+from scaling.model.hardware.system import LibraryProtocol, LinkClass, SystemSpec
 
 
 @register
@@ -39,7 +39,7 @@ class Ring(Algorithm):
     }
 
     def latency_s(
-        self, system: SystemSpec, proto: Protocol, group: Group, sched: Schedule
+        self, system: SystemSpec, proto: LibraryProtocol, group: Group, sched: Schedule
     ) -> float:
         """The default rule, plus on one rank per node :attr:`params`'s extra per network
         step (NCCL 2.30 tuning.cc ncclTopoTuneModel)."""

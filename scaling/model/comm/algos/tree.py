@@ -17,7 +17,7 @@ from scaling.model.comm.algos.base import (
 from scaling.model.comm.algos.planner import Planner
 from scaling.model.comm.algos.trees import add_tree_edges, dtree_parents
 from scaling.model.comm.ops import CollectiveOp, Group
-from scaling.model.hardware.system import LinkClass, Protocol, SystemSpec
+from scaling.model.hardware.system import LibraryProtocol, LinkClass, SystemSpec
 
 
 @register
@@ -29,7 +29,7 @@ class Tree(Algorithm):
     ops = frozenset({CollectiveOp.ALL_REDUCE})
 
     def latency_s(
-        self, system: SystemSpec, proto: Protocol, group: Group, sched: Schedule
+        self, system: SystemSpec, proto: LibraryProtocol, group: Group, sched: Schedule
     ) -> float:
         """The default rule plus the library's calibrated ``tree_level_latency`` per network
         step (a tree level between nodes costs more than a ring step at scale)."""
