@@ -16,6 +16,7 @@ from scaling.app.output import (
     jobs_option,
     progress_bar,
     progress_option,
+    set_option,
     want_progress,
 )
 
@@ -45,7 +46,7 @@ def _words(opt: str, text: str, allowed: tuple[str, ...]) -> tuple[str, ...]:
 
 @click.command()
 @click.argument("config", type=click.Path(path_type=Path), callback=config_argument)
-@click.option("--set", "overrides", multiple=True, metavar="PATH=VALUE", help="Override a field.")
+@set_option
 @click.option(
     "--strategies", default="ddp,fsdp,megatron", show_default=True, help="Strategy kinds to try."
 )

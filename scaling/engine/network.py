@@ -120,7 +120,6 @@ class FlowNetwork:
         # its per-flow rate at the last re-solve. Indexed by path id; grown as paths register.
         self._path_mult = np.zeros(0, dtype=np.int64)
         self._path_rate = np.zeros(0)
-        self._link_busy = np.zeros(cap.size)  # seconds each link carried a nonzero rate
         # (start s, end s, link ids, their aggregate rates B/s) per interval of constant rates,
         # kept only after record_intervals() (explain --links, trace): the arrays are the
         # solver's read-only solutions, shared across intervals with the same active set
@@ -186,9 +185,11 @@ class FlowNetwork:
 
     @property
     def busy_s_per_link(self) -> FloatArray:
-        """Seconds each link has carried traffic so far (copy), shape [L]: the summed lengths
-        of the intervals between flow-set changes in which some active flow crossed it."""
-        return self._link_busy.copy()
+        """Seconds each link has carried traffic so far, shape [L]: the summed lengths of the
+        recorded intervals in which some active flow crossed it (needs :meth:`record_intervals`
+        before the run: derived from the intervals, so the event loop keeps no second
+        counter)."""
+        return self.link_usage(-math.inf, math.inf)[1]
 
     def record_intervals(self) -> None:
         """From now on keep every interval of constant link rates, for :meth:`link_usage` and
@@ -385,7 +386,6 @@ class FlowNetwork:
             # and this is cheaper than selecting the active ones (same arithmetic per slot)
             self._rem -= self._rate * dt
             self._link_bytes[self._link_idx] += self._link_rate * dt
-            self._link_busy[self._link_idx] += dt  # every listed link carries a rate > 0
             if self._intervals is not None and self._link_idx.size:
                 self._intervals.append((self._last_t, now, self._link_idx, self._link_rate))
         self._last_t = now

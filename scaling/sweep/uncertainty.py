@@ -46,7 +46,7 @@ from scaling.io.topology import (
     to_system_spec,
 )
 from scaling.model.job import Job
-from scaling.sweep.branches import AlternativeColumn, branch_table, shaped_summary
+from scaling.sweep.branches import P_HI, P_LO, AlternativeColumn, branch_table, shaped_summary
 from scaling.sweep.executors import SweepExecutor
 from scaling.sweep.runner import OK, execute_run
 
@@ -71,8 +71,7 @@ ECONOMICS_ONLY = frozenset(
 FEASIBILITY_ONLY = frozenset({"device.mem_GB", "device.reserved_mem_GiB"})
 #: the relative step-time difference below which a shorter run counts as the same steady state
 STEADY_RTOL = 1e-9
-#: interval reported: the central 90 % of the samples
-P_LO, P_HI = 5.0, 95.0
+#: the interval reported (P_LO-P_HI, scaling.sweep.branches): the central 90 % of the samples
 
 
 @dataclass(frozen=True)

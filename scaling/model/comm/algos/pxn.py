@@ -17,11 +17,9 @@ full mesh), several ranks per node and several nodes.
 
 from __future__ import annotations
 
-from typing import ClassVar
-
 import numpy as np
 
-from scaling.model.comm.algos.base import Algorithm, NotApplicable, Param, Schedule, register
+from scaling.model.comm.algos.base import NotApplicable, Schedule, register
 from scaling.model.comm.algos.exchange import (
     concat,
     folds,
@@ -32,24 +30,18 @@ from scaling.model.comm.algos.exchange import (
     v_pairs,
     v_rail,
 )
+from scaling.model.comm.algos.p2p import P2P
 from scaling.model.comm.algos.planner import Planner
 from scaling.model.comm.ops import CollectiveOp, Group, PeerSizes
-from scaling.model.hardware.system import LibraryProtocol, LinkClass
+from scaling.model.hardware.system import LinkClass
 
 
 @register
-class PXN(Algorithm):
-    """All-to-all over NVLink to the rail peer, then the rail NIC (NCCL PXN)."""
+class PXN(P2P):
+    """All-to-all over NVLink to the rail peer, then the rail NIC (NCCL PXN): point-to-point
+    sends as :class:`P2P` (its protocols and ``peers_in_flight``), routed through the rail."""
 
     name = "pxn"
-    ops = frozenset({CollectiveOp.ALL_TO_ALL})
-    params: ClassVar[dict[str, Param]] = {"peers_in_flight": Param()}
-
-    def allows_protocol(self, proto: LibraryProtocol, candidates: int) -> bool:
-        """NCCL sends point-to-point with LL below ``NCCL_P2P_LL_THRESHOLD`` and Simple above,
-        never LL128 (src/enqueue.cc p2p task protocol): LL128 is refused where the library
-        offers a choice."""
-        return proto.name.lower() != "ll128" or candidates <= 1
 
     def schedule(self, plan: Planner, op: CollectiveOp, group: Group) -> Schedule:
         """Relay through the rail peer; one pipelined phase."""
