@@ -123,11 +123,12 @@ def _split(global_batch: int, replicas: int, micro_batch: int) -> int | None:
 
 
 def replicas_of(strategy: dict[str, Any], devices: int) -> int | None:
-    """Data-parallel replicas of a strategy mapping on ``devices`` (None: it does not divide)."""
-    if strategy.get("kind") != "megatron":
-        return devices
-    par = strategy.get("parallelism", {})
-    mp = par.get("tensor", 1) * par.get("pipeline", 1)
+    """Data-parallel replicas of a strategy mapping on ``devices`` (None: it does not divide):
+    ``devices`` over the strategy's own ``model_parallel`` (Megatron: tensor × context ×
+    pipeline), asked of the strategy the config kind builds."""
+    from scaling.io.strategy_config import STRATEGY_CONFIGS
+
+    mp = STRATEGY_CONFIGS[strategy["kind"]].model_validate(strategy).to_spec().model_parallel
     return devices // mp if devices % mp == 0 else None
 
 
