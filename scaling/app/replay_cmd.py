@@ -134,6 +134,15 @@ def explain_replay(job: Any, top: int = 5) -> tuple[list[dict[str, Any]], Any]:
     return rows, tl
 
 
+def replayed_schedule(tl: Any, step: int, device: int) -> list[dict[str, Any]]:
+    """The calls the recorded rank (on target device ``device``) issued in ``step``, in issue
+    order (``rank_schedule``'s rows). The one simulated process is the recorded rank itself,
+    not rank 0, so its own collectives are read, not rank 0's moved to it."""
+    from scaling.model.analysis.schedule import rank_schedule
+
+    return rank_schedule(replace(tl, all_ranks=True), step, device)
+
+
 @click.command()
 @click.argument("recording", type=click.Path(path_type=Path))
 @click.option("--system", required=True, help="Catalog system to run the job on (scaling systems).")

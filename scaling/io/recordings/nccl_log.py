@@ -133,7 +133,7 @@ class NcclLogImporter:
                 f"{path}: no collective lines (run with NCCL_DEBUG=INFO and "
                 "NCCL_DEBUG_SUBSYS=COLL, or INIT,COLL)"
             )
-        world = max(c.nranks for c in calls)
+        world = max([c.nranks for c in calls] + [n for _, n in ranks.values()])
         cannot: tuple[str, ...] = CANNOT
         world_comms = [c for c, (_, n) in ranks.items() if n == world]
         mine = next((c for c in world_comms if ranks[c][0] == 0), None) or next(
@@ -142,7 +142,7 @@ class NcclLogImporter:
         if mine is not None:
             rank, who = ranks[mine][0], owner[mine]
         else:
-            mine = next(c for c in calls if c.nranks == world).comm
+            mine = max(calls, key=lambda c: c.nranks).comm
             rank, who = 0, next(c.who for c in calls if c.comm == mine)
             cannot = (*CANNOT, "the rank (no init line for its communicator: taken as rank 0)")
         if not who[0]:

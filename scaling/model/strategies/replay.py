@@ -17,8 +17,11 @@ another system keeps that program and re-prices what depends on the hardware:
   the output of an all-gather, broadcast or all-to-all feeds the next compute (FSDP's unit
   parameters, DDP's constructor broadcast), so the compute after it waits for it; an
   all-reduce or reduce-scatter of gradients is waited for at the end of the iteration, before
-  the optimizer (DDP's ``finalize_backward``, FSDP's post-backward final callback). Setup calls
-  run before iteration 0, each waited for.
+  the optimizer (DDP's ``finalize_backward``, FSDP's post-backward final callback); an
+  all-reduce right after a reduce-scatter on another group reduces that reduce-scatter's output
+  (HSDP) and starts after it. Calls are numbered in program order (a call's place in the
+  schedule), whenever their stream gets to them. Setup calls run before iteration 0, each
+  waited for.
 * **Compute** between calls: ``trace`` — the recorded kernel seconds x the recorded device's
   dense peak / the target's (same dtype); ``model`` — a described model's forward, backward and
   optimizer on the target's device model, forward spread evenly over the gaps before the
@@ -62,6 +65,10 @@ REPLAY_SETUP_STEP = -1
 _FEEDS_COMPUTE = frozenset(
     {CollectiveOp.ALL_GATHER, CollectiveOp.BROADCAST, CollectiveOp.ALL_TO_ALL}
 )
+
+
+#: compute in one gap between calls: (span name, seconds on the target) parts
+Segment = tuple[tuple[str, float], ...]
 
 
 class ComputeSource(StrEnum):
@@ -216,33 +223,31 @@ class ReplaySpec(StrategyBase):
 
     def _gaps(
         self, step: ReplayedStep, job: Job, mb: MicroBatchCompute, optimizer: PhaseCost
-    ) -> tuple[float, ...]:
-        """Compute (s, on the target) before each call, then after the last."""
+    ) -> tuple[Segment, ...]:
+        """Compute on the target before each call, then after the last: (span name, s) parts."""
         n = len(step.calls)
         if self.compute is ComputeSource.TRACE:
-            peak = job.system.device.peak(job.training.dtype)
-            scale = self.recorded_peak_flops / peak
-            return (*(c.compute_before_s * scale for c in step.calls), step.compute_after_s * scale)
+            scale = self.recorded_peak_flops / job.system.device.peak(job.training.dtype)
+            before = tuple(((_span(c.phase), c.compute_before_s * scale),) for c in step.calls)
+            return (*before, (("compute", step.compute_after_s * scale),))
         if self.compute is ComputeSource.NONE:
-            return (0.0,) * (n + 1)
+            return ((),) * (n + 1)
         ga, L = job.training.grad_accum, job.shape.n_layers
         fwd = ga * (mb.head_fwd.time_s + L * mb.block_fwd.time_s)
         bwd = ga * (mb.head_bwd.time_s + L * mb.block_bwd.time_s)
-        gaps = [0.0] * (n + 1)
+        gaps: list[list[tuple[str, float]]] = [[] for _ in range(n + 1)]
         phases = [c.phase for c in step.calls]
-        if not any(phases):
-            for k in range(max(n, 1)):
-                gaps[k] += (fwd + bwd) / max(n, 1)
-        else:
-            for part, t in (("forward", fwd), ("backward", bwd)):
-                at = [k for k, p in enumerate(phases) if p == part]
-                if not at:  # no call in that phase: all of it before the next one
-                    later = "backward" if part == "forward" else "optimizer"
-                    at = [next((k for k, p in enumerate(phases) if p == later), n)]
-                for k in at:
-                    gaps[k] += t / len(at)
-        gaps[n] += optimizer.time_s
-        return tuple(gaps)
+        for part, t in (("forward", fwd), ("backward", bwd)):
+            at = [k for k, p in enumerate(phases) if p == part]
+            if not any(phases):  # no phases recorded: spread over every gap
+                at = list(range(max(n, 1)))
+            elif not at:  # no call in that phase: all of it before the next phase's first
+                later = "backward" if part == "forward" else "optimizer"
+                at = [next((k for k, p in enumerate(phases) if p == later), n)]
+            for k in at:
+                gaps[k].append((part, t / len(at)))
+        gaps[n].append(("optimizer", optimizer.time_s))
+        return tuple(tuple(g) for g in gaps)
 
 
 @dataclass(frozen=True, slots=True)
@@ -252,7 +257,8 @@ class ReplayWork(WorkBase):
     Attributes:
         spec: the replayed schedule.
         groups: recorded ranks -> the target's group.
-        gaps: per recorded iteration, compute (s) before each call and after the last.
+        gaps: per recorded iteration, the compute before each call and after the last, as
+            (span name, s) parts.
         optimizer: the described optimizer step (zero without a description).
         device: the target device the recorded rank is placed on.
         described: the described strategy's work (FLOPs and bytes per step), if any.
@@ -260,7 +266,7 @@ class ReplayWork(WorkBase):
 
     spec: ReplaySpec
     groups: dict[tuple[int, ...], Group]
-    gaps: tuple[tuple[float, ...], ...]
+    gaps: tuple[tuple[Segment, ...], ...]
     optimizer: PhaseCost
     device: int
     described: RankWork | None = None
@@ -305,22 +311,29 @@ class ReplayWork(WorkBase):
             cs.begin_step(step)
             last: dict[tuple[int, ...], tuple[simpy.Event, CollectiveOp]] = {}
             needed: list[tuple[simpy.Event, CollectiveOp]] = []
+            issued: list[simpy.Event] = []
             for i, c in enumerate(rec.calls):
                 for ev, op in needed:
                     yield from cs.wait(ev, op.value)
                 needed.clear()
-                if gaps[i] > 0:
-                    yield from cs.run(gaps[i], c.phase if c.phase in _COMPUTE else "compute")
+                for name, t in gaps[i]:
+                    if t > 0:
+                        yield from cs.run(t, name)
                 key = self._key(step, i, c)
-                prev = last[c.ranks][0] if c.ranks in last else None
-                done = env.process(self._on_stream(comm, prev, key, c))
+                after = [last[c.ranks][0]] if c.ranks in last else []
+                if i and _reduces_output_of(c, rec.calls[i - 1]):
+                    after.append(issued[-1])
+                # numbered now, in program order, whenever its stream gets to it
+                done = env.process(self._on_stream(comm, after, key, c, comm.next_issue()))
+                issued.append(done)
                 last[c.ranks] = (done, c.op)
                 if c.op in _FEEDS_COMPUTE:
                     needed.append((done, c.op))
             for ev, op in [*needed, *last.values()]:
                 yield from cs.wait(ev, op.value)
-            if gaps[-1] > 0:
-                yield from cs.run(gaps[-1], "optimizer")
+            for name, t in gaps[-1]:
+                if t > 0:
+                    yield from cs.run(t, name)
             cs.end_step()
 
     def _key(self, step: int, i: int, c: ReplayedCall) -> CollectiveKey:
@@ -331,14 +344,29 @@ class ReplayWork(WorkBase):
     def _on_stream(
         self,
         comm: Communicator,
-        prev: simpy.Event | None,
+        after: list[simpy.Event],
         key: CollectiveKey,
         c: ReplayedCall,
+        issue: int,
     ) -> Generator[simpy.Event, object, None]:
-        """One call on its group's stream: after the group's previous call."""
-        if prev is not None and not prev.processed:
-            yield prev
-        yield comm.call(key, c.op, c.nbytes, self.groups[c.ranks], dtype=c.dtype)
+        """One call on its group's stream: after the group's previous call (and the call whose
+        output it carries)."""
+        for ev in after:
+            if not ev.processed:
+                yield ev
+        group = self.groups[c.ranks]
+        yield comm.call(key, c.op, c.nbytes, group, dtype=c.dtype, issue=issue)
+
+
+def _reduces_output_of(c: ReplayedCall, prev: ReplayedCall) -> bool:
+    """Whether ``c`` carries ``prev``'s output: an all-reduce right after a reduce-scatter on
+    another group (HSDP's replicate all-reduce of the shard just reduced; PyTorch FSDP
+    ``_reduce_grad`` makes its all-reduce stream wait for the reduce-scatter's)."""
+    return (
+        c.op is CollectiveOp.ALL_REDUCE
+        and prev.op is CollectiveOp.REDUCE_SCATTER
+        and c.ranks != prev.ranks
+    )
 
 
 def stream_of(c: ReplayedCall, world_size: int) -> str:
@@ -346,5 +374,6 @@ def stream_of(c: ReplayedCall, world_size: int) -> str:
     return "comm" if len(c.ranks) == world_size else f"comm:{len(c.ranks)}"
 
 
-#: compute spans named by the phase explain knows (else ``compute``)
-_COMPUTE = frozenset({"forward", "backward"})
+def _span(phase: str) -> str:
+    """A compute span's name: the phase ``explain`` knows (forward, backward), else compute."""
+    return phase if phase in ("forward", "backward") else "compute"
