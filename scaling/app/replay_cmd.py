@@ -169,7 +169,11 @@ def replayed_schedule(tl: Any, step: int, device: int) -> list[dict[str, Any]]:
     "are scaled by that device's dense peak / the target's.",
 )
 @click.option(
-    "--network", type=click.Choice(["flow", "analytic"]), default="flow", show_default=True
+    "--network",
+    type=click.Choice(["flow", "analytic"]),
+    default="flow",
+    show_default=True,
+    help="flow: concurrent calls share links (max-min fair); analytic: each call priced alone.",
 )
 @click.option(
     "--uncertainty",
@@ -178,7 +182,13 @@ def replayed_schedule(tl: Any, step: int, device: int) -> list[dict[str, Any]]:
     help="Samples of the target system's uncertain inputs: each row's median and 5-95 % interval.",
 )
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of --uncertainty.")
-@click.option("--top", type=click.IntRange(min=0), default=5, show_default=True)
+@click.option(
+    "--top",
+    type=click.IntRange(min=0),
+    default=5,
+    show_default=True,
+    help="Most exposed calls listed per iteration.",
+)
 @set_option
 @format_option
 @user_errors
@@ -231,7 +241,7 @@ def replay(
     rows, _ = explain_replay(job, top)
     df = pd.DataFrame(rows)
     if uncertainty:
-        df = _with_intervals(df, exp, job, uncertainty, seed, top)
+        df = _with_intervals(df, exp, job, uncertainty, seed)
     p.table(df, text=_text(df))
 
 
@@ -253,7 +263,7 @@ def _text(df: Any) -> str:
     return "\n".join(lines)
 
 
-def _with_intervals(df: Any, exp: Any, job: Any, n: int, seed: int, top: int) -> Any:
+def _with_intervals(df: Any, exp: Any, job: Any, n: int, seed: int) -> Any:
     """Each row's median and 5-95 % interval over ``n`` samples of the target's uncertain
     inputs (the nominal row's labels; a label absent from a sample counts 0 s there)."""
     import numpy as np
@@ -266,9 +276,9 @@ def _with_intervals(df: Any, exp: Any, job: Any, n: int, seed: int, top: int) ->
     jobs, _ = sample_jobs(exp, inputs, design, run_seeds(n, seed))
     samples = []
     for j in jobs:
-        rows, _ = explain_replay(
-            replace(job, system=j.system, sim=replace(job.sim, seed=j.sim.seed)), top
-        )
+        # every call's row, not only the most exposed: a sample's top calls may be others
+        sampled = replace(job, system=j.system, sim=replace(job.sim, seed=j.sim.seed))
+        rows, _ = explain_replay(sampled, top=10**9)
         samples.append({(r["step"], r["kind"], r["label"]): r["time_s"] for r in rows})
     keys = list(zip(df.step, df.kind, df.label, strict=True))
     values = np.array([[s.get(k, 0.0) for k in keys] for s in samples])
