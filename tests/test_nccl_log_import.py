@@ -136,3 +136,11 @@ def test_broken_logs_are_refused_in_one_line(tmp_path: Path, text: str, expected
     with pytest.raises(RecordingError) as e:
         load_recording(path)
     assert expected in str(e.value) and "\n" not in str(e.value) and str(path) in str(e.value)
+
+
+def test_nccl_lines_after_the_scripts_own_output_are_found(tmp_path: Path) -> None:
+    text = (LOGS / "nvidia_nccl_issue_203.log").read_text()
+    path = tmp_path / "train.log"
+    path.write_text("epoch 0 loss 2.31 (training script output)\n" * 200 + text)
+    assert path.stat().st_size > 4096
+    assert len(load_recording(path).steps[WHOLE]) == 3

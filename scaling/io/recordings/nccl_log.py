@@ -92,8 +92,10 @@ class NcclLogImporter:
     name = "nccl-debug-log"
 
     def recognises(self, path: Path, head: str) -> bool:
-        """A text log with NCCL's ``NCCL INFO`` lines."""
-        return "NCCL INFO" in head and not head.lstrip().startswith("{")
+        """A text log with NCCL's ``NCCL INFO`` lines in its first characters, or any ``.log``
+        file (NCCL's lines may come after the training script's own output)."""
+        text = "NCCL INFO" in head or path.suffix == ".log"
+        return text and not head.lstrip().startswith("{")
 
     def load(self, path: Path) -> Recording:
         """Read the log; refuse one without collective lines (``NCCL_DEBUG_SUBSYS`` lacks
