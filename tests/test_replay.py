@@ -23,7 +23,8 @@ from click.testing import CliRunner
 from scaling.app.cli import main
 from scaling.app.replay_cmd import explain_replay, replay_job, replayed_schedule
 from scaling.model.hardware.compute import ComputeModel, micro_batch_compute
-from scaling.model.strategies.replay import group_of
+from scaling.model.comm.ops import CollectiveOp
+from scaling.model.strategies.replay import ReplayedCall, ReplayedStep, ReplaySpec, group_of
 from tests.test_recordings_import import _as_scaling_record
 from tests.test_torch_schedules import FIXTURES, _load, _strategy
 
@@ -233,6 +234,12 @@ def test_group_placement() -> None:
     g = group_of((2, 3), 4, 8)
     assert not isinstance(g, str) and (g.nodes, g.per_node, g.local_base) == (1, 2, 2)
     assert "not a block" in str(group_of((0, 2), 4, 8))
+    bad = ReplayedCall(CollectiveOp.ALL_REDUCE, 8.0, (0, 5))
+    spec = ReplaySpec(0, 2, 2, (), (ReplayedStep((bad,)),))
+    assert "outside the recorded world of 2" in spec.placement_error(8, 8)
+    ok = ReplaySpec(0, 2, 2, (), (ReplayedStep((dataclasses.replace(bad, ranks=(0, 1)),)),))
+    assert ok.placement_error(8, 8) == ""
+    assert "other world size" in ok.placement_error(16, 8)
 
 
 def _cli(*args: str) -> tuple[int, str]:

@@ -196,6 +196,10 @@ class ReplaySpec(StrategyBase):
                 f"{nodes} nodes x {self.ranks_per_node} = {nodes * self.ranks_per_node}"
             )
         for c in (*self.setup, *(c for s in self.steps for c in s.calls)):
+            if not all(0 <= r < self.world_size for r in c.ranks):
+                return (
+                    f"group {list(c.ranks)}: ranks outside the recorded world of {self.world_size}"
+                )
             g = group_of(c.ranks, self.ranks_per_node, devices_per_node)
             if isinstance(g, str):
                 return g
