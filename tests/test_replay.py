@@ -22,8 +22,8 @@ from click.testing import CliRunner
 
 from scaling.app.cli import main
 from scaling.app.replay_cmd import explain_replay, replay_job, replayed_schedule
-from scaling.model.hardware.compute import ComputeModel, micro_batch_compute
 from scaling.model.comm.ops import CollectiveOp
+from scaling.model.hardware.compute import ComputeModel, micro_batch_compute
 from scaling.model.strategies.replay import ReplayedCall, ReplayedStep, ReplaySpec, group_of
 from tests.test_recordings_import import _as_scaling_record
 from tests.test_torch_schedules import FIXTURES, _load, _strategy
