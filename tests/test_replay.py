@@ -75,12 +75,13 @@ def _device(r: int, per_node: int, dpn: int) -> int:
     ("variant", "rank", "per_node"),
     [("ddp_bucket_cap", 0, 2), ("fsdp1_full_shard", 1, 2), ("fsdp1_hybrid_shard_2x2", 3, 2)],
 )
+@pytest.mark.parametrize("network", ["analytic", "flow"])
 def test_replay_on_dgx_a100_reproduces_the_recorded_order(
-    tmp_path: Path, variant: str, rank: int, per_node: int
+    tmp_path: Path, variant: str, rank: int, per_node: int, network: str
 ) -> None:
     path, doc = _recording(tmp_path, variant, rank)
     world = doc["world_size"]
-    rp, _ = replay_job(path, "dgx-a100", world // per_node, per_node, network="analytic")
+    rp, _ = replay_job(path, "dgx-a100", world // per_node, per_node, network=network)
     _, tl = explain_replay(rp.job)
     dpn = rp.job.system.devices_per_node
     device = _device(rank, per_node, dpn)
