@@ -72,6 +72,11 @@ REGISTRY: dict[str, tuple[str, str, str]] = {
         "plot",
         "Plot a results table: RESULTS is a results.parquet/.csv file or a run/sweep folder.",
     ),
+    "replay": (
+        "scaling.app.replay_cmd",
+        "replay",
+        "Run a recorded job's collective schedule on any catalog system, with explain rows.",
+    ),
     "run": (
         "scaling.app.run_cmd",
         "run",

@@ -78,10 +78,15 @@ def schedule(
     exp, job = one_job(config, overrides, "schedule")
     if rank >= job.devices:
         fail(f"--rank {rank}: the job has {job.devices} ranks (0-{job.devices - 1})")
+    if job.sim.simulate_all_ranks and one_process_stands_for_all(job):
+        # the schedule is a rank's program (calls, bytes, groups, order; no times), the same on
+        # every rank of such a job: one process instead of all (512 GPUs of GPT-3 175B FSDP:
+        # ~1/500 of the events); rank_schedule moves rank 0's groups to the asked rank's
+        job = replace(job, sim=replace(job.sim, simulate_all_ranks=False))
     if recording is not None or step == "all":
         from scaling.app.schedule_compare import schedule_extra
 
-        schedule_extra(job, recording, name_map, step, rank)
+        schedule_extra(job, recording, name_map, step, rank, out_file)
     # iterations 0 and 1 differ from the rest (DDP's first bucket and its rebuild): simulate
     # far enough that the default shows a steady-state iteration
     from scaling.model.strategies.ddp import SETUP_STEP
@@ -98,11 +103,6 @@ def schedule(
             "micro-batches; raise it with --set simulation.max_micro_batches=N"
         )
     job = replace(job, sim=replace(job.sim, warmup_steps=0, steps=max(shown + 1, 3)))
-    if job.sim.simulate_all_ranks and one_process_stands_for_all(job):
-        # the schedule is a rank's program (calls, bytes, groups, order; no times), the same on
-        # every rank of such a job: one process instead of all (512 GPUs of GPT-3 175B FSDP:
-        # ~1/500 of the events); rank_schedule moves rank 0's groups to the asked rank's
-        job = replace(job, sim=replace(job.sim, simulate_all_ranks=False))
     res, tl = run_job_detailed(job, trace=True)
     calls = rank_schedule(tl, shown, rank)
     if fmt == "json":

@@ -30,7 +30,7 @@ from scaling.io.recordings import (
 )
 from scaling.model.analysis.schedule import TORCH_DTYPES, rank_schedule
 from scaling.model.job import Job
-from scaling.model.simulation import run_job_detailed
+from scaling.model.simulation import one_process_stands_for_all, run_job_detailed
 from scaling.model.strategies.ddp import SETUP_STEP
 
 StepKey = int | str
@@ -193,7 +193,7 @@ def simulate_steps(job: Job, last: int, rank: int) -> dict[StepKey, list[dict[st
     """Simulate ``job`` once through iteration ``last``; rank ``rank``'s schedule of the setup
     and of every iteration 0 … ``last``."""
     sim = replace(job.sim, warmup_steps=0, steps=max(last + 1, 1))
-    if rank:
+    if rank and not one_process_stands_for_all(job):
         sim = replace(sim, simulate_all_ranks=True)  # another rank's own groups and order
     _, tl = run_job_detailed(replace(job, sim=sim), trace=True)
     out: dict[StepKey, list[dict[str, Any]]] = {SETUP: rank_schedule(tl, SETUP_STEP, rank)}
@@ -324,11 +324,20 @@ def schedule_extra(
     name_map: Path | None,
     step: str | None,
     rank: int,
+    out_file: Path | None = None,
 ) -> NoReturn:
-    """The ``schedule`` command with ``--compare`` or ``--step all``: print, then exit (code 1
-    on a mismatch, 2 on a recording that does not fit)."""
+    """The ``schedule`` command with ``--compare`` or ``--step all``: print (``--step all``:
+    to ``out_file`` unless it is stdout), then exit (code 1 on a mismatch, 2 on a recording
+    that does not fit)."""
     if recording is None:
-        click.echo(all_steps_document(job, rank))
+        text = all_steps_document(job, rank) + "\n"
+        if out_file is None or str(out_file) == "-":
+            click.echo(text, nl=False)
+        else:
+            from scaling.io.files import write_output_text  # atomic, as the one-step output
+
+            write_output_text(out_file, text)
+            click.echo(f"wrote {out_file}: every iteration of rank {rank}", err=True)
         sys.exit(0)
     only: StepKey | None = None
     if step not in (None, "all"):

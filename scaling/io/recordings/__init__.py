@@ -18,6 +18,7 @@ from scaling.io.recordings.base import (
 )
 from scaling.io.recordings.flight_recorder import FlightRecorderImporter
 from scaling.io.recordings.kineto import KinetoImporter
+from scaling.io.recordings.nccl_log import NcclLogImporter
 from scaling.io.recordings.scaling_record import ScalingRecordImporter
 
 #: every importer, asked in this order
@@ -25,6 +26,7 @@ IMPORTERS: tuple[Importer, ...] = (
     ScalingRecordImporter(),
     FlightRecorderImporter(),
     KinetoImporter(),
+    NcclLogImporter(),
 )
 
 __all__ = [

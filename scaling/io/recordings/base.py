@@ -37,6 +37,9 @@ class RecordedCall:
         bucket: DDP bucket index, if the call is a bucket's all-reduce.
         unit: FSDP unit (the user's module name), if the call moves one.
         params: the user's parameter names the call carries (bucket or unit).
+        compute_before_s: device seconds of compute kernels between the previous call (or the
+            start) and this one, where the format has kernel times (a Kineto trace of a GPU
+            job); None otherwise.
     """
 
     op: str
@@ -48,6 +51,7 @@ class RecordedCall:
     bucket: int | None = None
     unit: str | None = None
     params: tuple[str, ...] = ()
+    compute_before_s: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +70,9 @@ class Recording:
         cannot_recover: what this format does not carry.
         checked: the fields the comparison checks (of ``op``, ``bytes``, ``dtype``, ``group``,
             ``phase``, ``micro_batch``, ``bucket``, ``unit``); None = all of them.
+        compute_after_s: per iteration, device seconds of compute kernels after its last call,
+            where the format has kernel times (see :attr:`RecordedCall.compute_before_s`).
+        device: the recorded accelerator's name as the format gives it ("" if not).
     """
 
     path: Path
@@ -76,6 +83,8 @@ class Recording:
     steps: dict[int | str, list[RecordedCall]]
     cannot_recover: tuple[str, ...] = field(default=())
     checked: tuple[str, ...] | None = None
+    compute_after_s: dict[int | str, float] = field(default_factory=dict)
+    device: str = ""
 
 
 class Importer(Protocol):

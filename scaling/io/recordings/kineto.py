@@ -14,6 +14,7 @@ the profiler started or after it stopped (profile the whole run, wrapper constru
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -110,6 +111,8 @@ class KinetoImporter:
                 "the whole run)"
             )
         checked = ("op", "bytes", "dtype", "group") if comms or only else ("op", "bytes", "dtype")
+        calls, after, cannot = _with_kernel_times(events, calls)
+        props = doc.get("deviceProperties") or [{}]
         return Recording(
             path,
             self.name,
@@ -117,9 +120,38 @@ class KinetoImporter:
             int(info.get("world_size", 1)),
             (),
             {WHOLE: calls},
-            CANNOT,
+            cannot,
             checked,
+            {WHOLE: after} if after is not None else {},
+            str(props[0].get("name", "")) if isinstance(props[0], dict) else "",
         )
+
+
+def _with_kernel_times(
+    events: list[dict[str, Any]], calls: list[RecordedCall]
+) -> tuple[list[RecordedCall], float | None, tuple[str, ...]]:
+    """The calls with the device time of the compute kernels before each (GPU traces: the
+    ``kernel`` events, NCCL's own — ``nccl*`` — marking where each call ran on the device, in
+    issue order), and the compute after the last; unchanged, with what is missing said, when
+    the trace has no device kernels or its NCCL kernels do not pair one to one with its calls."""
+    kernels = sorted((e for e in events if e.get("cat") == "kernel"), key=lambda e: e["ts"])
+    comm = [e for e in kernels if str(e.get("name", "")).startswith("nccl")]
+    if not kernels:
+        return calls, None, (*CANNOT, "compute times (no device kernels in the trace)")
+    if len(comm) != len(calls):
+        why = f"{len(comm)} NCCL kernels for {len(calls)} calls"
+        return calls, None, (*CANNOT, f"compute times ({why})")
+    sums = [0.0] * (len(calls) + 1)
+    starts = [float(e["ts"]) for e in comm]
+    k = 0
+    for e in kernels:
+        if str(e.get("name", "")).startswith("nccl"):
+            continue
+        while k < len(starts) and float(e["ts"]) >= starts[k]:
+            k += 1
+        sums[k] += float(e.get("dur", 0.0)) * 1e-6  # the trace's µs
+    out = [replace(c, compute_before_s=t) for c, t in zip(calls, sums, strict=False)]
+    return out, sums[-1], CANNOT
 
 
 def _numel(dims: Any) -> int:
