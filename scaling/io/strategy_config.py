@@ -178,7 +178,8 @@ class MoEOptionsConfig(Strict):
             raise ValueError("routing histogram with exactly one of histogram / histogram_file")
         if self.routing != "histogram" and given:
             raise ValueError(f"routing: histogram with {given[0]} (got routing {self.routing})")
-        if "zipf_s" in self.model_fields_set and self.routing != "zipf":
+        # (a dumped config carries the default zipf_s back in: only another value is refused)
+        if self.zipf_s != 1.0 and self.routing != "zipf":
             raise ValueError(f"routing: zipf with zipf_s (got routing {self.routing})")
         if self.histogram is not None and not any(self.histogram):
             raise ValueError("histogram with at least one positive weight")
