@@ -207,7 +207,10 @@ def test_bad_expert_config_is_one_line(cfg: dict, fragment: str) -> None:
 def test_dense_model_refuses_expert_parallel() -> None:
     cfg = _cfg(expert_parallel=2)
     cfg["model"] = "gpt3-125m"
-    with pytest.raises(ConfigError, match="with the dense model 'gpt3-125m'; expected 1"):
+    with pytest.raises(
+        ConfigError,
+        match=r"parallelism\.expert_parallel: got 2 with the dense model 'gpt3-125m'; expected 1",
+    ):
         experiment_from_dict(cfg, where="moe.yaml")
 
 
@@ -221,3 +224,42 @@ def test_histogram_file(tmp_path: Any) -> None:
     bad = _cfg(moe={"routing": "histogram", "histogram_file": str(tmp_path / "none.csv")})
     with pytest.raises(ConfigError, match=r"moe\.histogram_file: expected a readable file"):
         experiment_from_dict(bad, where="moe.yaml")
+
+
+def _result(cfg: dict) -> tuple[float, float, float, float]:
+    (job,) = experiment_from_dict(cfg).jobs()
+    r = run_job(job)
+    return r.step_time_s, r.peak_mem_GiB, r.comm_bytes_per_rank, r.mfu
+
+
+def test_every_moe_field_changes_a_result() -> None:
+    """No dead knobs: each MoE model field and strategy option moves a result."""
+    base = _cfg(nodes=1, expert_parallel=4)
+    base["simulation"]["network"] = "analytic"
+    ref = _result(base)
+    model_variants = [
+        {"router": "sigmoid"},
+        {"shared_experts": 1},
+        {"shared_experts": 1, "shared_ffn": 1024},
+        {"dense_layers": 1},
+        {"top_k": 4},
+        {"expert_ffn": 1024},
+        {"experts": 32},
+    ]
+    for v in model_variants:
+        cfg = {**base, "model": {**MODEL, "moe": {**MODEL["moe"], **v}}}
+        assert _result(cfg) != ref, v
+    for v in [{"head_dim": 128}, {"qk_norm": True},
+              {"mla": {"kv_lora_rank": 256, "qk_nope_dim": 64, "qk_rope_dim": 32, "v_dim": 64}}]:  # fmt: skip
+        assert _result({**base, "model": {**MODEL, **v}}) != ref, v
+    strat = base["strategy"]
+    shared = {**base, "model": {**MODEL, "moe": {**MODEL["moe"], "shared_experts": 1}}}
+    for moe in [{"shared_expert_overlap": True}, {"capacity_factor": 0.5},
+                {"routing": "zipf", "zipf_s": 1.0},
+                {"routing": "histogram", "histogram": [5] + [1] * 15}]:  # fmt: skip
+        src = shared if "shared_expert_overlap" in moe else base
+        cfg = {**src, "strategy": {**strat, "moe": moe}}
+        assert _result(cfg) != _result(src), moe
+    for par in [{"expert_parallel": 2}, {"expert_parallel": 4, "expert_tensor_parallel": 2}]:
+        cfg = {**base, "strategy": {**strat, "parallelism": par}}
+        assert _result(cfg) != ref, par

@@ -47,7 +47,12 @@ from typing import TYPE_CHECKING
 from scaling.model.comm.collectives import CollectiveKey, Communicator
 from scaling.model.comm.ops import CollectiveOp, Group
 from scaling.model.hardware.compute import DTYPE_BYTES, ComputeModel, GemmShape, Op, PhaseCost
-from scaling.model.hardware.moe import ROUTER_FLOPS_PER_SCORE, MoEShape, grouped_gemm_rows
+from scaling.model.hardware.moe import (
+    ROUTER_FLOPS_PER_SCORE,
+    ROUTER_PASSES_PER_SCORE,
+    MoEShape,
+    grouped_gemm_rows,
+)
 from scaling.model.routing import RoutingLoad, layer_loads
 from scaling.model.strategies.megatron.ops import phase_cost
 from scaling.model.strategies.megatron.overlap import STREAMS
@@ -121,7 +126,7 @@ def moe_ops(
         Op(
             "gate",
             ROUTER_FLOPS_PER_SCORE[m.router] * tl * m.experts,
-            3.0 * e * tl * m.experts,
+            ROUTER_PASSES_PER_SCORE[m.router] * e * tl * m.experts,
             False,
         ),
         Op("permute", 0.0, 2.0 * e * copies * h, False),

@@ -282,14 +282,22 @@ class MegatronSpec(StrategyBase):
         ``arguments.py`` rules for MoE."""
         ep, etp, t = self.expert_parallel, self.etp, self.tensor
         if not isinstance(shape, MoEShape):
-            given = ep > 1 or self.expert_tensor_parallel is not None
-            return (
-                f"parallelism.expert_parallel: got expert_parallel {ep} / expert_tensor_parallel "
-                f"{self.expert_tensor_parallel} with the dense model {shape.name!r}; expected 1 "
-                "/ null (a model with model.moe)"
-                if given or self.moe_shared_expert_overlap or self.routing != RoutingSpec()
-                else ""
-            )
+            given = {
+                "parallelism.expert_parallel": (ep, ep > 1, 1),
+                "parallelism.expert_tensor_parallel": (
+                    self.expert_tensor_parallel, self.expert_tensor_parallel is not None, None),
+                "moe.shared_expert_overlap": (self.moe_shared_expert_overlap,
+                                              self.moe_shared_expert_overlap, False),
+                "moe.routing": (self.routing.kind.value, self.routing != RoutingSpec(),
+                                "uniform, no capacity factor"),
+            }  # fmt: skip
+            for name, (got, on, want) in given.items():
+                if on:
+                    return (
+                        f"{name}: got {got} with the dense model {shape.name!r}; expected "
+                        f"{want} (expert options need a model with model.moe)"
+                    )
+            return ""
         m = shape.moe
         checks = [
             (m.experts % ep == 0, f"parallelism.expert_parallel: got {ep}; expected a divisor "
