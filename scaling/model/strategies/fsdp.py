@@ -191,9 +191,7 @@ class FSDPSpec(StrategyBase):
 
 def unit_params(shape: TransformerShape) -> list[int]:
     """Parameters of each FSDP unit: [root, block 0 … block L−1]."""
-    return [shape.embedding_params() + shape.head_params()] + [
-        shape.layer_params()
-    ] * shape.n_layers
+    return [shape.embedding_params() + shape.head_params(), *shape.block_params()]
 
 
 def unit_padded_elements(shape: TransformerShape, shard: int, api: str) -> list[int]:
@@ -207,16 +205,15 @@ def unit_padded_elements(shape: TransformerShape, shard: int, api: str) -> list[
     if api == "fsdp1":
         return [-(-n // shard) * shard for n in unit_params(shape)]
     root = [*shape.embedding_tensors(), *shape.head_tensors()]
-    block = shape.layer_param_tensors()
 
-    def padded(tensors: list[tuple[str, int]], prefix: str = "") -> int:
+    def padded(tensors: list[tuple[str, int]]) -> int:
         total = 0
         for name, n in tensors:
-            rows = shape.dim0(prefix + name, n)
+            rows = shape.dim0(name, n)
             total += -(-rows // shard) * shard * (n // rows)
         return total
 
-    return [padded(root)] + [padded(block, "h0.")] * shape.n_layers
+    return [padded(root)] + [padded(shape.block_tensors(i)) for i in range(shape.n_layers)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -391,10 +388,10 @@ def _rank_process(
         bwd_tag = (node, (local // k) * k)
 
     def fwd_cost(u: int) -> float:
-        return mb.head_fwd.time_s if u == 0 else mb.block_fwd.time_s
+        return mb.head_fwd.time_s if u == 0 else mb.block(u - 1)[0].time_s
 
     def bwd_cost(u: int) -> float:
-        return mb.head_bwd.time_s if u == 0 else mb.block_bwd.time_s
+        return mb.head_bwd.time_s if u == 0 else mb.block(u - 1)[1].time_s
 
     def ag_bytes(u: int) -> float:
         return work.units[u] * DTYPE_BYTES[work.gather_dtype]  # full gathered size
