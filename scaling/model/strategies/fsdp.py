@@ -56,6 +56,7 @@ from scaling.model.hardware.compute import DTYPE_BYTES, ComputeModel, MicroBatch
 from scaling.model.hardware.memory import MemoryBreakdown, fsdp_memory
 from scaling.model.hardware.workload import TransformerShape
 from scaling.model.strategies.base import StrategyBase, WorkBase
+from scaling.model.strategies.fsdp_host import LIMITER_RESUME_S, after_limiter
 from scaling.model.strategies.rank import ComputeStream
 
 if TYPE_CHECKING:
@@ -106,6 +107,9 @@ class FSDPSpec(StrategyBase):
             which is then gathered again before its backward (by default the root is kept).
         forward_prefetch: FSDP1 ``forward_prefetch=True`` (moves each block's gradient
             reduction one slot later in backward, from the second forward on).
+        limiter_resume_s: FSDP1's host time from the rate limiter's synchronisation to the
+            gated all-gather's launch, s (:mod:`.fsdp_host`); None = the measured
+            :data:`~.fsdp_host.LIMITER_RESUME_S` for FSDP1, 0 for FSDP2 (no CPU-side limiter).
     """
 
     sharding: ShardingStrategy = ShardingStrategy.FULL_SHARD
@@ -119,6 +123,16 @@ class FSDPSpec(StrategyBase):
     api: str = "fsdp1"
     reshard_root: bool = False
     forward_prefetch: bool = False
+    limiter_resume_s: float | None = None
+
+    @property
+    def resume_s(self) -> float:
+        """The limiter's host resume time in effect, s (0 without the limiter or on FSDP2)."""
+        if not self.limit_all_gathers:
+            return 0.0
+        if self.limiter_resume_s is not None:
+            return self.limiter_resume_s
+        return LIMITER_RESUME_S if self.api == "fsdp1" else 0.0
 
     def _check_post_forward(self, job: Job) -> None:
         k, g = self.post_forward_shard, job.system.devices_per_node
@@ -438,6 +452,7 @@ def _rank_process(
             if sharded:
                 for u in order:
                     gate = freed[u - limit] if (reshard_fwd and u - limit >= 1) else None
+                    gate = after_limiter(env, gate, spec.resume_s)  # the host's stall
                     gathered[u] = q.submit(
                         CollectiveKey(
                             step,
