@@ -234,9 +234,6 @@ def gemm_op(name: str, m: int, k: int, n: int, e: int, bias: bool = False) -> Op
     return Op(name, 2.0 * m * k * n, _gemm_bytes(g, e), True, gemm=g, bias=bias)
 
 
-_matmul = gemm_op
-
-
 def block_forward_ops(
     shape: TransformerShape, micro_batch: int, seq: int, dtype_bytes: int, flash: bool
 ) -> list[Op]:
@@ -246,7 +243,7 @@ def block_forward_ops(
     n_in = 2 if shape.gated_mlp else 1
     ops = [
         Op("ln1", 5.0 * t * h, 2.0 * e * t * h, False),
-        _matmul("qkv", t, h, h + 2 * kv, e, shape.bias),
+        gemm_op("qkv", t, h, h + 2 * kv, e, shape.bias),
     ]
     attn_flops = 4.0 * t * seq * h
     if flash:
@@ -296,12 +293,12 @@ def block_forward_ops(
             ),
         ]
     ops += [
-        _matmul("proj", t, h, h, e, shape.bias),
+        gemm_op("proj", t, h, h, e, shape.bias),
         Op("residual1", float(t * h), 3.0 * e * t * h, False),
         Op("ln2", 5.0 * t * h, 2.0 * e * t * h, False),
-        _matmul("fc_in", t, h, n_in * f, e, shape.bias),
+        gemm_op("fc_in", t, h, n_in * f, e, shape.bias),
         Op("act", 8.0 * t * f, float(e * t * (n_in + 1) * f), False),
-        _matmul("fc_out", t, f, h, e, shape.bias),
+        gemm_op("fc_out", t, f, h, e, shape.bias),
         Op("residual2", float(t * h), 3.0 * e * t * h, False),
     ]
     return ops
@@ -328,7 +325,7 @@ def head_forward_ops(
     return [
         Op("embedding", float(t * h), 2.0 * e * t * h, False),
         Op("ln_f", 5.0 * t * h, 2.0 * e * t * h, False),
-        _matmul("logits", t, h, v, e),
+        gemm_op("logits", t, h, v, e),
         Op(
             "cross_entropy",
             5.0 * tv,
