@@ -38,6 +38,7 @@ from scaling.io.sections import (
     DEFAULT_MAX_MICRO_BATCHES,
     DEFAULT_MAX_RANKS,
     EconomicsConfig,
+    EncDecConfig,
     FailuresConfig,
     ModelConfig,
     SimulationConfig,
@@ -70,6 +71,7 @@ __all__ = [
     "STRATEGY_CONFIGS",
     "DDPConfig",
     "EconomicsConfig",
+    "EncDecConfig",
     "ExperimentConfig",
     "FSDPConfig",
     "FailuresConfig",
@@ -112,7 +114,15 @@ else:
 def _model_member(v: Any) -> str:
     """The member of ``model``'s union an input is validated as: a string names a preset,
     anything else is a described model (and gets that schema's field errors)."""
-    return f"{UNION_TAG}preset" if isinstance(v, str) else f"{UNION_TAG}model"
+    if isinstance(v, str):
+        return f"{UNION_TAG}preset"
+    if isinstance(v, Mapping | EncDecConfig) and _kind(v) == "encoder_decoder":
+        return f"{UNION_TAG}encdec"
+    return f"{UNION_TAG}model"
+
+
+def _kind(v: Any) -> object:
+    return v.get("kind") if isinstance(v, Mapping) else v.kind
 
 
 class ExperimentConfig(Strict):
@@ -124,7 +134,8 @@ class ExperimentConfig(Strict):
     # input's type, so a bad mapping's error names its field (not "model: expected a string")
     model: Annotated[
         Annotated[str, Tag(f"{UNION_TAG}preset")]
-        | Annotated[ModelConfig, Tag(f"{UNION_TAG}model")],
+        | Annotated[ModelConfig, Tag(f"{UNION_TAG}model")]
+        | Annotated[EncDecConfig, Tag(f"{UNION_TAG}encdec")],
         Discriminator(_model_member),
     ]
     # list lengths bounded: an experiment is systems x strategies x nodes runs, all built first
@@ -155,7 +166,7 @@ class ExperimentConfig(Strict):
 
     @field_validator("model")
     @classmethod
-    def _known_model(cls, v: str | ModelConfig) -> str | ModelConfig:
+    def _known_model(cls, v: str | ModelConfig | EncDecConfig) -> str | ModelConfig | EncDecConfig:
         if isinstance(v, str) and v not in PRESETS:
             raise ValueError(f"a known model preset ({', '.join(PRESETS)})")
         return v

@@ -9,6 +9,7 @@ from pydantic import Field, model_serializer, model_validator
 
 from scaling.io.fields import NonNegFloat, NonNegInt, PosFloat, PosInt, Strict
 from scaling.model.failures import MAX_CHECKPOINT_WRITE_S, MAX_RESTART_S, FailureSpec
+from scaling.model.hardware.encdec import T5_BUCKETS, t5_shape
 from scaling.model.hardware.moe import MLASpec, MoEShape, MoESpec, Router
 from scaling.model.hardware.workload import Checkpointing, Norm, TransformerShape
 from scaling.model.job import SimSpec, TrainingSpec
@@ -284,4 +285,42 @@ class ModelConfig(Strict):
             tied_embeddings=self.tied_embeddings,
             norm=self.norm,
             head_bias=self.head_bias,
+        )
+
+
+class EncDecConfig(Strict):
+    """An encoder-decoder (T5-style) transformer described field by field (``kind:
+    encoder_decoder``); tensors as Hugging Face's ``T5ForConditionalGeneration`` registers them
+    (see ``scaling.model.hardware.encdec``). The encoder reads ``training.seq_len`` tokens per
+    sequence; the decoder ``target_len``."""
+
+    kind: Literal["encoder_decoder"]
+    name: Annotated[str, Field(min_length=1, max_length=100)] = "custom-encdec"
+    vocab: PosInt
+    hidden: PosInt  # d_model
+    layers: PosInt  # encoder blocks (num_layers)
+    decoder_layers: PosInt | None = None  # num_decoder_layers; default: layers
+    heads: PosInt
+    head_dim: PosInt  # d_kv (attention width = heads x head_dim, need not be hidden)
+    ffn: PosInt  # d_ff
+    target_len: PosInt  # decoder (target) tokens per sequence
+    gated_mlp: bool = False  # T5 v1.1 gated-GELU FF (wi_0, wi_1, wo)
+    tied_embeddings: bool = True  # lm_head reuses `shared` (T5); false: own lm_head (v1.1)
+    relative_buckets: PosInt = T5_BUCKETS
+
+    def to_shape(self) -> TransformerShape:
+        """The model shape this mapping describes."""
+        return t5_shape(
+            self.name,
+            self.layers,
+            self.hidden,
+            self.ffn,
+            self.heads,
+            self.head_dim,
+            self.vocab,
+            self.target_len,
+            gated=self.gated_mlp,
+            tied=self.tied_embeddings,
+            decoder_layers=self.decoder_layers,
+            rel_buckets=self.relative_buckets,
         )

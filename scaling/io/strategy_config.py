@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import Field, model_validator
 
-from scaling.io.fields import NonNegInt, PosFloat, PosInt, Strict
+from scaling.io.fields import NonNegFloat, NonNegInt, PosFloat, PosInt, Strict
 from scaling.model.routing import RoutingKind, RoutingSpec
 from scaling.model.strategies.base import Strategy
 from scaling.model.strategies.ddp import CommHook, DDPSpec
@@ -99,6 +99,9 @@ class FSDPConfig(StrategyConfig):
     reshard_after_forward: bool | PosInt | None = None
     # FSDP1 forward_prefetch=True: each block's gradient reduction one slot later in backward
     forward_prefetch: bool = False
+    # FSDP1 rate limiter: host time from its event.synchronize() to the gated all-gather's
+    # launch (model.strategies.fsdp_host); null = 235 us measured (pytorch/pytorch#108234)
+    limiter_resume_us: NonNegFloat | None = None
 
     @model_validator(mode="after")
     def _fsdp2_options(self) -> FSDPConfig:
@@ -109,6 +112,11 @@ class FSDPConfig(StrategyConfig):
             raise ValueError(
                 "forward_prefetch is FullyShardedDataParallel's (api: fsdp1) option; FSDP2 "
                 "prefetches through set_modules_to_forward_prefetch"
+            )
+        if self.limiter_resume_us and self.api != "fsdp1":
+            raise ValueError(
+                "limiter_resume_us is FullyShardedDataParallel's (api: fsdp1) CPU-side rate "
+                "limiter; FSDP2 waits for the reshard on the device (leave it unset)"
             )
         if self.api == "fsdp2" and self.sharding not in ok:
             raise ValueError(
@@ -134,6 +142,9 @@ class FSDPConfig(StrategyConfig):
             self.api,
             raf is True or k is not None,
             self.forward_prefetch,
+            limiter_resume_s=None
+            if self.limiter_resume_us is None
+            else self.limiter_resume_us * 1e-6,
         )
 
 

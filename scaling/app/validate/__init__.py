@@ -24,7 +24,8 @@ Groups:
   points validate them; the FlashAttention-2 paper's GPT3-1.3B run.
 * **end-to-end**: multi-node training results (Megatron-LM SC'21 GPT 1.7B on 32 A100 with DDP,
   and its TP / TP x PP rows 3.6B-145.6B on 64-1,536 A100 with the Megatron strategy; the MPT
-  H100 rows on 2-8 nodes), none fitted; Ascend 910B rows for information.
+  H100 rows on 2-8 nodes; the PyTorch FSDP paper's T5-11B FULL_SHARD per-GPU change from 8 to
+  512 A100, :mod:`.fsdp_scaling`), none fitted; Ascend 910B rows for information.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from scaling.app.validate.collectives import (
     study_nccl_scale,
 )
 from scaling.app.validate.data import DeviceOverrides, study_specs
+from scaling.app.validate.fsdp_scaling import FSDP_SCALING_STUDIES, study_fsdp_scaling
 from scaling.app.validate.megatron_core import study_megatron_core
 from scaling.app.validate.report import (
     Point,
@@ -113,6 +115,7 @@ STUDIES: tuple[
     (("e2e-megatron-sc21-table1-tp-pp",), study_megatron_tp_pp),
     (("e2e-h100-mpt-multinode",), study_mpt_multinode),
     (("e2e-megatron-core-h100",), study_megatron_core),
+    (FSDP_SCALING_STUDIES, study_fsdp_scaling),
     (("info-ascend910b-llama2-7b",), study_ascend),
 )
 

@@ -168,3 +168,56 @@ def fa2_gpt3_measured() -> float:
         r["value"] for r in reference_rows("training_scaling.csv") if r["study"] == FA2_STUDY
     )
     return float(value)
+
+
+@dataclass(frozen=True, slots=True)
+class ScalingRun:
+    """One FSDP weak-scaling comparison (fsdp_scaling.csv): what to simulate at two node counts
+    and the published per-GPU ratio (high / low) it is compared with, from its reference row."""
+
+    study: str
+    label: str
+    system: str
+    model: str
+    target_len: int
+    micro_batch: int
+    seq_len: int
+    checkpointing: str
+    flash_attention: bool
+    param_dtype: str
+    reduce_dtype: str
+    nodes: tuple[int, int]
+    device_speed_cv: float
+    seeds: int
+    measured_ratio: float
+    source: str
+
+
+def fsdp_scaling_runs() -> list[ScalingRun]:
+    """The FSDP scaling comparisons, each with its published ratio: the reference row's
+    per-GPU change (%) from the low to the high GPU count, as ``1 + change / 100``."""
+    ref = {(r["study"], r["metric"]): r for r in reference_rows("training_scaling.csv")}
+    out = []
+    for r in _rows("fsdp_scaling.csv"):
+        change = float(ref[(r["reference_study"], r["reference_metric"])]["value"])
+        out.append(
+            ScalingRun(
+                r["study"],
+                r["label"],
+                r["system"],
+                r["model"],
+                int(r["target_len"]),
+                int(r["micro_batch"]),
+                int(r["seq_len"]),
+                r["checkpointing"],
+                r["flash_attention"] == "true",
+                r["param_dtype"],
+                r["reduce_dtype"],
+                (int(r["nodes_low"]), int(r["nodes_high"])),
+                float(r["device_speed_cv"]),
+                int(r["seeds"]),
+                1.0 + change / 100.0,
+                ref[(r["reference_study"], r["reference_metric"])]["source"],
+            )
+        )
+    return out

@@ -6,3 +6,6 @@ from scaling.model.hardware import workload as _workload
 # the MoE presets join the preset table (moe.py subclasses workload's shape, so it registers
 # here, where both are loaded, whichever of them is imported first)
 _workload.PRESETS.update(_moe.MOE_PRESETS)
+
+# registers the encoder-decoder presets (T5) beside workload.PRESETS
+from scaling.model.hardware import encdec as encdec  # noqa: E402

@@ -228,7 +228,8 @@ def _gemm_bytes(g: GemmShape, e: int) -> float:
     return float(e * g.batch * (g.m * g.k + g.k * g.n + g.m * g.n))
 
 
-def _matmul(name: str, m: int, k: int, n: int, e: int, bias: bool = False) -> Op:
+def gemm_op(name: str, m: int, k: int, n: int, e: int, bias: bool = False) -> Op:
+    """A linear layer's GEMM ``(m×k)·(k×n)`` in ``e``-byte elements (``bias``: with a bias)."""
     g = GemmShape(m, k, n)
     return Op(name, 2.0 * m * k * n, _gemm_bytes(g, e), True, gemm=g, bias=bias)
 
@@ -242,7 +243,7 @@ def block_forward_ops(
     n_in = 2 if shape.gated_mlp else 1
     ops = [
         Op("ln1", 5.0 * t * h, 2.0 * e * t * h, False),
-        _matmul("qkv", t, h, h + 2 * kv, e, shape.bias),
+        gemm_op("qkv", t, h, h + 2 * kv, e, shape.bias),
     ]
     attn_flops = 4.0 * t * seq * h
     if flash:
@@ -292,12 +293,12 @@ def block_forward_ops(
             ),
         ]
     ops += [
-        _matmul("proj", t, h, h, e, shape.bias),
+        gemm_op("proj", t, h, h, e, shape.bias),
         Op("residual1", float(t * h), 3.0 * e * t * h, False),
         Op("ln2", 5.0 * t * h, 2.0 * e * t * h, False),
-        _matmul("fc_in", t, h, n_in * f, e, shape.bias),
+        gemm_op("fc_in", t, h, n_in * f, e, shape.bias),
         Op("act", 8.0 * t * f, float(e * t * (n_in + 1) * f), False),
-        _matmul("fc_out", t, f, h, e, shape.bias),
+        gemm_op("fc_out", t, f, h, e, shape.bias),
         Op("residual2", float(t * h), 3.0 * e * t * h, False),
     ]
     return ops
@@ -324,7 +325,7 @@ def head_forward_ops(
     return [
         Op("embedding", float(t * h), 2.0 * e * t * h, False),
         Op("ln_f", 5.0 * t * h, 2.0 * e * t * h, False),
-        _matmul("logits", t, h, v, e),
+        gemm_op("logits", t, h, v, e),
         Op(
             "cross_entropy",
             5.0 * tv,
@@ -484,7 +485,9 @@ class MicroBatchCompute:
     ``block_fwd`` / ``block_bwd`` are per transformer block; ``head_fwd`` / ``head_bwd`` cover
     embedding, final norm, logits and loss. ``block_bwd`` includes the forward recomputation when
     activation checkpointing is on. ``model_flops`` counts forward + backward once (no recompute),
-    the numerator of MFU.
+    the numerator of MFU. ``blocks``: (forward, backward) of every block in order when blocks
+    differ (an encoder-decoder); empty = every block costs ``block_fwd`` / ``block_bwd`` (then
+    the first block's).
     """
 
     block_fwd: PhaseCost
@@ -492,6 +495,45 @@ class MicroBatchCompute:
     head_fwd: PhaseCost
     head_bwd: PhaseCost
     model_flops: float
+    blocks: tuple[tuple[PhaseCost, PhaseCost], ...] = ()
+
+    def block(self, i: int) -> tuple[PhaseCost, PhaseCost]:
+        """(forward, backward) of block ``i``."""
+        return self.blocks[i] if self.blocks else (self.block_fwd, self.block_bwd)
+
+    def all_blocks(self, n_layers: int) -> tuple[PhaseCost, PhaseCost]:
+        """(forward, backward) of all ``n_layers`` blocks together."""
+        if not self.blocks:
+            return self.block_fwd.scaled(n_layers), self.block_bwd.scaled(n_layers)
+        fwd, bwd = ZERO, ZERO
+        for f, b in self.blocks:
+            fwd, bwd = fwd + f, bwd + b
+        return fwd, bwd
+
+
+def _recompute_ops(fwd_ops: list[Op], checkpointing: Checkpointing) -> list[Op]:
+    """What backward re-runs of a block's forward: all of it (full), the unfused attention core
+    ``attn.*`` (selective: a fused flash kernel's backward already recomputes its scores)."""
+    if checkpointing is Checkpointing.FULL:
+        return fwd_ops
+    if checkpointing is Checkpointing.SELECTIVE:
+        return [op for op in fwd_ops if op.name.startswith("attn.")]
+    return []
+
+
+def _block_groups(
+    shape: TransformerShape, micro_batch: int, seq: int, e: int, flash: bool
+) -> list[tuple[list[Op], int]]:
+    """(forward kernels, blocks in a row that run them) of the model's blocks, in order."""
+    groups = shape.block_ops(micro_batch, seq, e, flash)
+    if groups is None:
+        return [(block_forward_ops(shape, micro_batch, seq, e, flash), shape.n_layers)]
+    return groups
+
+
+def _head_ops(shape: TransformerShape, micro_batch: int, seq: int, e: int) -> list[Op]:
+    ops = shape.head_ops(micro_batch, seq, e)
+    return head_forward_ops(shape, micro_batch, seq, e) if ops is None else ops
 
 
 def micro_batch_compute(
@@ -504,23 +546,21 @@ def micro_batch_compute(
 ) -> MicroBatchCompute:
     """Build the per-block and head costs of one micro-batch on one device."""
     e = cm.dtype_bytes
-    fwd_ops = block_forward_ops(shape, micro_batch, seq, e, flash_attention)
-    block_fwd = cm.cost(fwd_ops)
-    block_bwd = cm.cost(fwd_ops, backward=True)
-    if checkpointing is Checkpointing.FULL:
-        block_bwd = block_bwd + block_fwd
-    elif checkpointing is Checkpointing.SELECTIVE:
-        # Selective recompute re-runs the attention core (scores, softmax, dropout, A·V) in
-        # backward. With a fused flash kernel ("attention") its backward already recomputes the
-        # scores, so there is nothing more to re-run: only the unfused "attn.*" ops count.
-        attn = [op for op in fwd_ops if op.name.startswith("attn.")]
-        block_bwd = block_bwd + cm.cost(attn)
-    head_ops = head_forward_ops(shape, micro_batch, seq, e)
+    costs: list[tuple[PhaseCost, PhaseCost, int]] = []
+    for fwd_ops, count in _block_groups(shape, micro_batch, seq, e, flash_attention):
+        fwd = cm.cost(fwd_ops)
+        bwd = cm.cost(fwd_ops, backward=True)
+        recompute = _recompute_ops(fwd_ops, checkpointing)
+        if recompute:
+            bwd = bwd + cm.cost(recompute)
+        costs.append((fwd, bwd, count))
+    head_ops = _head_ops(shape, micro_batch, seq, e)
     head_fwd = cm.cost(head_ops)
     head_bwd = cm.cost(head_ops, backward=True)
     tokens = micro_batch * seq
     model_flops = shape.flops_per_token(seq) * tokens
-    return MicroBatchCompute(block_fwd, block_bwd, head_fwd, head_bwd, model_flops)
+    blocks = () if len(costs) == 1 else tuple((f, b) for f, b, n in costs for _ in range(n))
+    return MicroBatchCompute(costs[0][0], costs[0][1], head_fwd, head_bwd, model_flops, blocks)
 
 
 def compute_breakdown(
@@ -537,21 +577,16 @@ def compute_breakdown(
     up to ``n_layers · (block_fwd + block_bwd) + head_fwd + head_bwd`` of
     :func:`micro_batch_compute` for the same arguments."""
     e = cm.dtype_bytes
-    fwd_ops = block_forward_ops(shape, micro_batch, seq, e, flash_attention)
-    head_ops = head_forward_ops(shape, micro_batch, seq, e)
-    recompute: list[Op] = []
-    if checkpointing is Checkpointing.FULL:
-        recompute = fwd_ops
-    elif checkpointing is Checkpointing.SELECTIVE:
-        recompute = [op for op in fwd_ops if op.name.startswith("attn.")]
     # each phase is costed on its own, as micro_batch_compute does: (kernels, repetitions)
-    phases = [
-        (cm.kernels(fwd_ops), shape.n_layers),
-        (cm.kernels(fwd_ops, backward=True), shape.n_layers),
-        (cm.kernels(recompute), shape.n_layers),
-        (cm.kernels(head_ops), 1),
-        (cm.kernels(head_ops, backward=True), 1),
-    ]
+    phases: list[tuple[list[Op], int]] = []
+    for fwd_ops, count in _block_groups(shape, micro_batch, seq, e, flash_attention):
+        phases += [
+            (cm.kernels(fwd_ops), count),
+            (cm.kernels(fwd_ops, backward=True), count),
+            (cm.kernels(_recompute_ops(fwd_ops, checkpointing)), count),
+        ]
+    head_ops = _head_ops(shape, micro_batch, seq, e)
+    phases += [(cm.kernels(head_ops), 1), (cm.kernels(head_ops, backward=True), 1)]
     out: dict[str, float] = {}
     gap = cm.device.kernel_launch_s
     for kernels, reps in phases:

@@ -63,6 +63,9 @@ def activation_bytes(
     flash_attention: bool,
 ) -> float:
     """Peak activation memory of one rank for one micro-batch in flight, bytes."""
+    own = shape.activation_bytes(micro_batch, seq, checkpointing, flash_attention)
+    if own is not None:  # a shape with its own accounting (encoder-decoder)
+        return own
     s, b, h, a = seq, micro_batch, shape.hidden, shape.n_heads
     full_block = s * b * h * 34.0
     if not flash_attention:
@@ -143,8 +146,9 @@ def fsdp_memory(
     from forward to its backward.
     """
     n = float(shape.params())
-    block = float(shape.layer_params())
-    root = n - shape.n_layers * block
+    blocks = shape.block_params()
+    block = float(max(blocks))  # the largest unit in flight (blocks differ in an enc-dec)
+    root = float(shape.embedding_params() + shape.head_params())
     if sharding == "no_shard":
         weights, grads = n * param_bytes, n * param_bytes
         opt = ADAM_STATES * n * param_bytes
@@ -162,7 +166,7 @@ def fsdp_memory(
         if unsharded_grads:
             grads += n * gather_bytes
         if post_forward_shard:
-            weights += shape.n_layers * block * gather_bytes / post_forward_shard
+            weights += sum(blocks) * gather_bytes / post_forward_shard
     return MemoryBreakdown(
         weights=weights,
         gradients=grads,

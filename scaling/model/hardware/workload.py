@@ -10,6 +10,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # compute.py imports this module
+    from scaling.model.hardware.compute import Op
 
 
 class Checkpointing(StrEnum):
@@ -122,12 +126,55 @@ class TransformerShape:
     def param_tensors(self) -> list[tuple[str, int]]:
         """Every parameter tensor of the model, in registration order: embeddings, blocks
         ``h{i}.…``, final norm, output layer (the order of ``model.parameters()``)."""
-        blocks = [
-            (f"h{i}.{name}", n)
-            for i in range(self.n_layers)
-            for name, n in self.layer_param_tensors()
-        ]
+        blocks = [t for i in range(self.n_layers) for t in self.block_tensors(i)]
         return [*self.embedding_tensors(), *blocks, *self.head_tensors()]
+
+    # ---- blocks: what an encoder-decoder (encdec.EncDecShape) answers differently ------------
+    @property
+    def encoder_decoder(self) -> bool:
+        """False: one stack of identical blocks (encdec.EncDecShape: encoder and decoder)."""
+        return False
+
+    def block_tensors(self, i: int) -> list[tuple[str, int]]:
+        """Block ``i``'s parameter tensors with their full names ``h{i}.…``, registration order."""
+        return [(f"h{i}.{name}", n) for name, n in self.layer_param_tensors()]
+
+    def block_params(self) -> list[int]:
+        """Parameters of every block, in order (FSDP's units, besides the root)."""
+        return [self.layer_params()] * self.n_layers
+
+    def tensors_with_stage(self) -> list[tuple[str, int, int]]:
+        """(name, elements, ready stage) of every parameter tensor in registration order.
+
+        Stages: the head (final norm, untied output layer) is ready after the head's backward
+        (stage 0); block i after the ``n_layers − i`` blocks above it; the embeddings only when
+        the whole backward is done (stage ``n_layers``).
+        """
+        L = self.n_layers
+        out: list[tuple[str, int, int]] = [(n, k, L) for n, k in self.embedding_tensors()]
+        for i in range(L):
+            out += [(name, k, L - i) for name, k in self.block_tensors(i)]
+        out += [(n, k, 0) for n, k in self.head_tensors()]
+        return out
+
+    def block_ops(
+        self, micro_batch: int, seq: int, dtype_bytes: int, flash: bool
+    ) -> list[tuple[list[Op], int]] | None:
+        """Forward kernels of each kind of block with how many blocks in a row run them, when
+        blocks differ; None = every block runs ``compute.block_forward_ops``."""
+        return None
+
+    def head_ops(self, micro_batch: int, seq: int, dtype_bytes: int) -> list[Op] | None:
+        """Kernels of embedding, final norm, logits and loss when they are not
+        ``compute.head_forward_ops``'s; None = those."""
+        return None
+
+    def activation_bytes(
+        self, micro_batch: int, seq: int, checkpointing: Checkpointing, flash_attention: bool
+    ) -> float | None:
+        """Peak activation bytes of one micro-batch when not ``memory.activation_bytes``'s
+        decoder-only accounting; None = that."""
+        return None
 
     def dim0(self, name: str, numel: int) -> int:
         """Size of dimension 0 of parameter ``name`` of ``numel`` elements (what FSDP2 shards):

@@ -118,12 +118,10 @@ class WorkBase:
 
     def compute_bytes_per_step(self: _HasOptimizer, job: Job, mb: MicroBatchCompute) -> float:
         """Blocks and head, forward and backward, per micro-batch, plus the optimizer step."""
-        ga, n_layers = job.training.grad_accum, job.shape.n_layers
-        optimizer = self.optimizer
-        return (
-            ga * (mb.head_fwd.bytes + mb.head_bwd.bytes)
-            + ga * n_layers * (mb.block_fwd.bytes + mb.block_bwd.bytes)
-            + optimizer.bytes
+        ga = job.training.grad_accum
+        fwd, bwd = mb.all_blocks(job.shape.n_layers)
+        return ga * (mb.head_fwd.bytes + mb.head_bwd.bytes + fwd.bytes + bwd.bytes) + (
+            self.optimizer.bytes
         )
 
     @property

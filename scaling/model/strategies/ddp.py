@@ -186,12 +186,7 @@ def param_tensors_with_stage(shape: TransformerShape) -> list[tuple[str, int, in
     (stage 0); block i after the ``n_layers − i`` blocks above it; the embeddings only when the
     whole backward is done (stage ``n_layers``).
     """
-    L = shape.n_layers
-    out: list[tuple[str, int, int]] = [(n, k, L) for n, k in shape.embedding_tensors()]
-    for i in range(L):
-        out += [(f"h{i}.{name}", k, L - i) for name, k in shape.layer_param_tensors()]
-    out += [(n, k, 0) for n, k in shape.head_tensors()]
-    return out
+    return shape.tensors_with_stage()
 
 
 def assign_buckets(
@@ -359,7 +354,8 @@ class DDPWork(WorkBase):
     ) -> Generator[simpy.Event, object, None]:
         """SimPy process of one DDP rank for ``steps`` training steps."""
         mb, L = self.mb, self.n_layers
-        fwd = mb.head_fwd.time_s + L * mb.block_fwd.time_s  # forward has no communication in DDP
+        # forward has no communication in DDP
+        fwd = mb.head_fwd.time_s + mb.all_blocks(L)[0].time_s
         for i, (op, nbytes, dtype) in enumerate(self.setup):
             # the constructor's shape check and parameter broadcast, before iteration 0
             key = CollectiveKey(SETUP_STEP, "setup", "init", i, label="DDP constructor")
@@ -386,7 +382,8 @@ class DDPWork(WorkBase):
                 for b in stage_buckets.get(0, ()):
                     ready[b].succeed()
                 for k in range(1, L + 1):
-                    yield from cs.run(mb.block_bwd.time_s, f"backward:block{L - k}", micro=micro)
+                    bwd = mb.block(L - k)[1].time_s
+                    yield from cs.run(bwd, f"backward:block{L - k}", micro=micro)
                     for b in stage_buckets.get(k, ()):
                         ready[b].succeed()
                 if sync:

@@ -56,6 +56,7 @@ from scaling.model.hardware.compute import DTYPE_BYTES, ComputeModel, MicroBatch
 from scaling.model.hardware.memory import MemoryBreakdown, fsdp_memory
 from scaling.model.hardware.workload import TransformerShape
 from scaling.model.strategies.base import StrategyBase, WorkBase
+from scaling.model.strategies.fsdp_host import LIMITER_RESUME_S, after_limiter
 from scaling.model.strategies.rank import ComputeStream
 
 if TYPE_CHECKING:
@@ -106,6 +107,9 @@ class FSDPSpec(StrategyBase):
             which is then gathered again before its backward (by default the root is kept).
         forward_prefetch: FSDP1 ``forward_prefetch=True`` (moves each block's gradient
             reduction one slot later in backward, from the second forward on).
+        limiter_resume_s: FSDP1's host time from the rate limiter's synchronisation to the
+            gated all-gather's launch, s (:mod:`.fsdp_host`); None = the measured
+            :data:`~.fsdp_host.LIMITER_RESUME_S` for FSDP1, 0 for FSDP2 (no CPU-side limiter).
     """
 
     sharding: ShardingStrategy = ShardingStrategy.FULL_SHARD
@@ -119,6 +123,16 @@ class FSDPSpec(StrategyBase):
     api: str = "fsdp1"
     reshard_root: bool = False
     forward_prefetch: bool = False
+    limiter_resume_s: float | None = None
+
+    @property
+    def resume_s(self) -> float:
+        """The limiter's host resume time in effect, s (0 without the limiter or on FSDP2)."""
+        if not self.limit_all_gathers:
+            return 0.0
+        if self.limiter_resume_s is not None:
+            return self.limiter_resume_s
+        return LIMITER_RESUME_S if self.api == "fsdp1" else 0.0
 
     def _check_post_forward(self, job: Job) -> None:
         k, g = self.post_forward_shard, job.system.devices_per_node
@@ -191,9 +205,7 @@ class FSDPSpec(StrategyBase):
 
 def unit_params(shape: TransformerShape) -> list[int]:
     """Parameters of each FSDP unit: [root, block 0 … block L−1]."""
-    return [shape.embedding_params() + shape.head_params()] + [
-        shape.layer_params()
-    ] * shape.n_layers
+    return [shape.embedding_params() + shape.head_params(), *shape.block_params()]
 
 
 def unit_padded_elements(shape: TransformerShape, shard: int, api: str) -> list[int]:
@@ -207,16 +219,15 @@ def unit_padded_elements(shape: TransformerShape, shard: int, api: str) -> list[
     if api == "fsdp1":
         return [-(-n // shard) * shard for n in unit_params(shape)]
     root = [*shape.embedding_tensors(), *shape.head_tensors()]
-    block = shape.layer_param_tensors()
 
-    def padded(tensors: list[tuple[str, int]], prefix: str = "") -> int:
+    def padded(tensors: list[tuple[str, int]]) -> int:
         total = 0
         for name, n in tensors:
-            rows = shape.dim0(prefix + name, n)
+            rows = shape.dim0(name, n)
             total += -(-rows // shard) * shard * (n // rows)
         return total
 
-    return [padded(root)] + [padded(block, "h0.")] * shape.n_layers
+    return [padded(root)] + [padded(shape.block_tensors(i)) for i in range(shape.n_layers)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -391,10 +402,10 @@ def _rank_process(
         bwd_tag = (node, (local // k) * k)
 
     def fwd_cost(u: int) -> float:
-        return mb.head_fwd.time_s if u == 0 else mb.block_fwd.time_s
+        return mb.head_fwd.time_s if u == 0 else mb.block(u - 1)[0].time_s
 
     def bwd_cost(u: int) -> float:
-        return mb.head_bwd.time_s if u == 0 else mb.block_bwd.time_s
+        return mb.head_bwd.time_s if u == 0 else mb.block(u - 1)[1].time_s
 
     def ag_bytes(u: int) -> float:
         return work.units[u] * DTYPE_BYTES[work.gather_dtype]  # full gathered size
@@ -441,6 +452,7 @@ def _rank_process(
             if sharded:
                 for u in order:
                     gate = freed[u - limit] if (reshard_fwd and u - limit >= 1) else None
+                    gate = after_limiter(env, gate, spec.resume_s)  # the host's stall
                     gathered[u] = q.submit(
                         CollectiveKey(
                             step,

@@ -231,6 +231,13 @@ class MegatronSpec(StrategyBase):
     def model_error(self, shape: TransformerShape, training: TrainingSpec) -> str:
         """Why this split of ``shape`` with this batch is impossible ("" when it is not): the
         rules of Megatron-LM's ``arguments.py`` / ``initialize_model_parallel``."""
+        if shape.encoder_decoder:
+            # Megatron's T5 (megatron/core/models/T5) splits encoder and decoder across its
+            # own pipeline layout; this strategy builds the decoder-only GPT model only
+            return (
+                f"model: got encoder-decoder {shape.name!r}; expected a decoder-only model "
+                "(the Megatron strategy has no encoder-decoder TP/PP; use ddp or fsdp)"
+            )
         t, p, v, c = self.tensor, self.pipeline, self.virtual_stages, self.context
         m = training.grad_accum
         uneven = self.uneven_stages
