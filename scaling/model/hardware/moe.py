@@ -201,14 +201,9 @@ class MoEShape(TransformerShape):
             *mlp,
         ]
 
-    def param_tensors(self) -> list[tuple[str, int]]:
-        """Every parameter tensor, in registration order (embeddings, blocks, head)."""
-        blocks = [
-            (f"h{i}.{name}", n)
-            for i in range(self.n_layers)
-            for name, n in self.block_param_tensors(i)
-        ]
-        return [*self.embedding_tensors(), *blocks, *self.head_tensors()]
+    def block_tensors(self, i: int) -> list[tuple[str, int]]:
+        """Block ``i``'s tensors with their full names ``h{i}.…`` (dense or MoE block)."""
+        return [(f"h{i}.{name}", n) for name, n in self.block_param_tensors(i)]
 
     def routed_expert_params(self) -> int:
         """Parameters of the routed experts of one MoE block (what expert parallelism shards)."""
@@ -218,18 +213,23 @@ class MoEShape(TransformerShape):
             per += n_in * self.moe.expert_ffn + self.hidden
         return self.moe.experts * per
 
-    def block_params(self, i: int) -> int:
+    def params_in_block(self, i: int) -> int:
         """Parameters of block ``i``."""
         return sum(n for _, n in self.block_param_tensors(i))
 
+    def block_params(self) -> list[int]:
+        """Parameters of every block, in order (dense first blocks, then MoE blocks)."""
+        dense, moe = self.params_in_block(0), self.layer_params()
+        return [dense if not self.is_moe_layer(i) else moe for i in range(self.n_layers)]
+
     def layer_params(self) -> int:
         """Parameters of a MoE block (the blocks a stage mostly holds; dense first blocks:
-        :meth:`block_params`)."""
-        return self.block_params(self.moe.dense_layers)
+        :meth:`params_in_block`)."""
+        return self.params_in_block(self.moe.dense_layers)
 
     def params(self) -> int:
         """Total trainable parameters."""
-        blocks = self.moe.dense_layers * self.block_params(0)  # block 0 is dense when any is
+        blocks = self.moe.dense_layers * self.params_in_block(0)  # block 0 is dense when any is
         blocks += self.moe_layers * self.layer_params()
         return self.embedding_params() + blocks + self.head_params()
 

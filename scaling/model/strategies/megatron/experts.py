@@ -431,4 +431,4 @@ def dense_block_params(shape: MoEShape, block: int) -> int:
     """Parameters of block ``block`` outside its routed experts (what TP splits and DP
     reduces)."""
     routed = shape.routed_expert_params() if shape.is_moe_layer(block) else 0
-    return shape.block_params(block) - routed
+    return shape.params_in_block(block) - routed
