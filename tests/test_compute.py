@@ -24,6 +24,7 @@ from hypothesis import strategies as st
 
 from scaling.app.api import simulate
 from scaling.io.topology import load_system
+from scaling.model.hardware.breakdown import compute_breakdown
 from scaling.model.hardware.compute import (
     CE_BWD_BYTES_FP32,
     CE_FWD_BYTES_FP32,
@@ -34,7 +35,6 @@ from scaling.model.hardware.compute import (
     Op,
     block_forward_ops,
     causal_fraction,
-    compute_breakdown,
     flash_attention_efficiency,
     head_forward_ops,
     matmul_efficiency,

@@ -223,11 +223,17 @@ def _job_of(spec: SystemSpec, path: tuple) -> Job:
     if "host_launch_us" in path:
         # the host's issue cost shows where kernels are short: a 32-token micro-batch
         job = dataclasses.replace(job, training=dataclasses.replace(job.training, seq_len=32))
-    if "attention_efficiency" in path:
+    if "fp8_matmul_efficiency" in path:
+        job = dataclasses.replace(job, training=dataclasses.replace(job.training, dtype="fp8"))
+    if "attention_efficiency" in path or "cudnn_attention_efficiency" in path:
         # 1 x 256 tokens leaves a fast device host-bound (kernels shorter than their launch):
         # the attention kernel's rate shows on a longer sequence
+        kernel = "cudnn" if "cudnn_attention_efficiency" in path else "flash"
         job = dataclasses.replace(
-            job, training=dataclasses.replace(job.training, micro_batch=4, seq_len=2048)
+            job,
+            training=dataclasses.replace(
+                job.training, micro_batch=4, seq_len=2048, attention_kernel=kernel
+            ),
         )
     return job
 

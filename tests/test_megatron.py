@@ -22,7 +22,7 @@ from scaling.io.errors import ConfigError
 from scaling.io.topology import load_system
 from scaling.model.comm.collectives import CollectiveCost
 from scaling.model.comm.ops import CollectiveOp, Group
-from scaling.model.hardware.compute import ZERO, ComputeModel
+from scaling.model.hardware.compute import ADAM_BYTES_PER_PARAM, ZERO, ComputeModel
 from scaling.model.hardware.workload import Checkpointing, TransformerShape
 from scaling.model.job import InfeasibleJobError, Job, SimSpec, TrainingSpec
 from scaling.model.simulation import run_job, run_job_detailed
@@ -139,13 +139,20 @@ class UniformStages(MegatronSpec):
 
 
 @pytest.mark.parametrize(
-    ("p", "v", "m"), [(4, 1, 8), (8, 1, 8), (8, 1, 24), (4, 2, 8), (4, 4, 8), (2, 2, 6)]
-)
-def test_pipeline_bubble_closed_form(p: int, v: int, m: int) -> None:
+    ("p", "v", "m", "tied"),
+    [(4, 1, 8, False), (8, 1, 8, False), (8, 1, 24, False), (4, 2, 8, False), (4, 4, 8, False),
+     (2, 2, 6, False), (4, 1, 8, True), (4, 2, 8, True)],
+)  # fmt: skip
+def test_pipeline_bubble_closed_form(p: int, v: int, m: int, tied: bool) -> None:
     """Free network, equal stages: the flush takes (v·m + p − 1) chunk-times (SC'21 §2.2: bubble
-    fraction (p−1)/(m+p−1) for 1F1B, (p−1)/(v·m+p−1) interleaved)."""
+    fraction (p−1)/(m+p−1) for 1F1B, (p−1)/(v·m+p−1) interleaved), then the optimizer. Untied,
+    the step ends with stage 0's optimizer (the last stage flushed (p−1) backward chunks
+    earlier); tied, the word-embedding gradient all-reduce makes the first and last stage
+    start their optimizers together, and the step ends with the slower one: the last stage's,
+    which also holds the final norm's 2h parameters (Megatron-Core's ``final_layernorm`` on the
+    ``post_process`` stage), 2h · 28 B / memory rate later (33 ns for this toy on an A100)."""
     spec = UniformStages(1, p, v)
-    job = _job(spec, 1, m, _shape(layers=p * v * 2))
+    job = _job(spec, 1, m, replace(_shape(layers=p * v * 2), tied_embeddings=tied))
     # no compute slow-down from (zero-time) communication in flight
     lib = replace(job.system.library, compute_interference=0.0)
     job = replace(job, system=replace(job.system, library=lib))
@@ -153,8 +160,13 @@ def test_pipeline_bubble_closed_form(p: int, v: int, m: int) -> None:
     fwd, bwd = work.chunk_compute_s()
     want = (v * m + p - 1) * (fwd + bwd)
     res = run_job(job, FreeNetwork())
-    flush = res.step_time_s - work.optimizer.time_s
-    assert flush == pytest.approx(want, rel=1e-3)
+    opt = work.optimizer_per_stage
+    if tied:  # the last stage's extra optimizer work: the final norm's 2h parameters
+        dev = job.system.device
+        norm_s = 2 * 1024 * ADAM_BYTES_PER_PARAM / (dev.mem_bw_Bps * dev.mem_bw_efficiency)
+        assert opt[-1].time_s - opt[0].time_s == pytest.approx(norm_s, rel=1e-6)
+    flush = res.step_time_s - (max(opt[0].time_s, opt[-1].time_s) if tied else opt[0].time_s)
+    assert flush == pytest.approx(want, rel=1e-12)
     bubble = 1 - v * m * (fwd + bwd) / flush
     assert bubble == pytest.approx((p - 1) / (v * m + p - 1), rel=5e-3)
 
@@ -308,7 +320,7 @@ def test_explain_shows_bubble_and_tp_pp_dp_apart_and_sums_to_the_step() -> None:
     assert any(k.startswith("exposed TP all_reduce") for k in labels)
     assert any(k.startswith("exposed DP all_reduce") for k in labels)
     # the kernel-kind breakdown is rank 0's share (1/t of the GEMMs, its stage's layers)
-    from scaling.model.hardware.compute import step_compute_breakdown
+    from scaling.model.hardware.breakdown import step_compute_breakdown
 
     kinds = sum(t for _, t in step_compute_breakdown(job))
     assert kinds == pytest.approx(b.forward_s + b.backward_s, rel=0.1)

@@ -127,6 +127,27 @@ def test_cp_ring_time_free_and_exposed_beyond_the_attention_step() -> None:
         assert got == pytest.approx(want, rel=1e-6, abs=1e-12)
 
 
+def test_cp_ring_runs_under_tp_comm_overlap() -> None:
+    """Transformer Engine's userbuffers hold a CP rank's s/c tokens (Megatron-LM
+    ``initialize_tp_communicators``: ``input_shape = [seq_length · micro_batch_size //
+    context_parallel_size, hidden]``), so ``--tp-comm-overlap`` and the ring run together: the
+    same c − 1 exchanges per block each way as without the overlap, each exposed beyond the
+    attention step it overlaps by the same closed form."""
+    t, c, m, layers = 2, 4, 2, 4
+    spec = NoHead(t, 1, context=c, sequence_parallel=True, tp_comm_overlap=True)
+    job = _job(spec, 1, m, _gqa(layers), checkpointing=Checkpointing.NONE)
+    assert spec.model_error(job.shape, job.training) == ""
+    ring = spec.plan(job, ComputeModel(job.system.device, "bf16"), None).ring
+    assert ring is not None
+    res, tl = run_job_detailed(job, FixedExchange(0.0), trace=True)
+    cp = [r for r in tl.collectives if r.key.kind == "cp"]
+    assert len(cp) == 2 * layers * m * (c - 1)
+    for x in (0.5 * ring.attn_fwd_s, 4 * ring.attn_bwd_s):
+        got = run_job(job, FixedExchange(x)).step_time_s - res.step_time_s
+        want = layers * m * (c - 1) * (max(0, x - ring.attn_fwd_s) + max(0, x - ring.attn_bwd_s))
+        assert got == pytest.approx(want, rel=1e-6, abs=1e-12)
+
+
 def test_cp_splits_activations_and_shows_exposed_cp_in_explain() -> None:
     from scaling.model.analysis.explain import explain_step
 
@@ -147,7 +168,7 @@ def test_cp_splits_activations_and_shows_exposed_cp_in_explain() -> None:
     assert any(k.startswith("exposed CP") for k, _ in br.parts())
     # the kernel-kind breakdown (rank 0's 1/c of the tokens, plus the ring's other steps) is
     # what the timeline ran
-    from scaling.model.hardware.compute import step_compute_breakdown
+    from scaling.model.hardware.breakdown import step_compute_breakdown
 
     kinds = sum(v for _, v in step_compute_breakdown(job))
     assert kinds == pytest.approx(br.forward_s + br.backward_s, rel=1e-2)

@@ -49,7 +49,7 @@ def explain_rows(
     from scaling.app.api import feasibility_errors
     from scaling.app.output import progress_bar
     from scaling.model.analysis.explain import explain_step
-    from scaling.model.hardware.compute import step_compute_breakdown
+    from scaling.model.hardware.breakdown import step_compute_breakdown
     from scaling.model.job import InfeasibleJobError
     from scaling.model.simulation import run_job_detailed
 

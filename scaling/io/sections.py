@@ -38,6 +38,18 @@ class TrainingConfig(Strict):
     # Dtype the parameters (and so their gradients and Adam states) are held in. fp32 with
     # dtype bf16 is PyTorch AMP (torch.autocast): what most users run, and what DDP all-reduces.
     param_dtype: Literal["fp32", "bf16", "fp16"] = "fp32"
+    # the fused attention kernel: "flash" (the device's attention_efficiency) or "cudnn"
+    # (cuDNN fused attention, as Transformer Engine runs it on Hopper; cudnn_attention_efficiency)
+    attention_kernel: Literal["flash", "cudnn"] = "flash"
+
+    @model_serializer(mode="wrap")
+    def _omit_default_kernel(self, handler: Any) -> Any:
+        # left out of dumps at its default so that config hashes and run keys stay what they
+        # were before the field existed
+        d = handler(self)
+        if isinstance(d, dict) and d.get("attention_kernel") == "flash":
+            d.pop("attention_kernel", None)
+        return d
 
     def to_spec(self) -> TrainingSpec:
         """The model-layer training spec."""
@@ -51,6 +63,7 @@ class TrainingConfig(Strict):
             self.token_budget,
             self.sparsity,
             self.param_dtype,
+            self.attention_kernel,
         )
 
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, model_serializer, model_validator
 
 import scaling
 from scaling.io.errors import ConfigError, LineMap, read_yaml, validate
@@ -68,6 +68,23 @@ class DeviceSchema(_Strict):
     can_train: bool = True
     cannot_train_reason: str = ""
     sparsity_speedup: OversubQ | None = None
+    # best-shape FP8 GEMM fraction of the fp8 peak (model.hardware.precision); without it a job
+    # in fp8 is refused on this device
+    fp8_matmul_efficiency: FracQ | None = None
+    # cuDNN fused attention's forward fraction of the 16-bit peak in a training loop
+    # (model.hardware.compute); without it a job with attention_kernel cudnn is refused
+    cudnn_attention_efficiency: FracQ | None = None
+
+    @model_serializer(mode="wrap")
+    def _omit_unset_optional(self, handler: Any) -> Any:
+        # the optional compute facts are left out of dumps when a device does not give them, so
+        # that the config hashes of the systems without them stay what they were
+        d = handler(self)
+        if isinstance(d, dict):
+            for k in ("fp8_matmul_efficiency", "cudnn_attention_efficiency"):
+                if d.get(k) is None:
+                    d.pop(k, None)
+        return d
 
 
 class FabricSchema(_Strict):
@@ -302,6 +319,10 @@ def to_system_spec(s: SystemSchema, lib: LibrarySchema) -> SystemSpec:
         can_train=d.can_train,
         cannot_train_reason=d.cannot_train_reason,
         sparsity_speedup=d.sparsity_speedup.value if d.sparsity_speedup else 1.0,
+        fp8_matmul_efficiency=(d.fp8_matmul_efficiency.value if d.fp8_matmul_efficiency else None),
+        cudnn_attention_efficiency=(
+            d.cudnn_attention_efficiency.value if d.cudnn_attention_efficiency else None
+        ),
     )
     devices = n.devices.value
     fabric = FabricSpec(

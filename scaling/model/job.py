@@ -35,6 +35,10 @@ class TrainingSpec:
         param_dtype: dtype of the parameters and their gradients as the model holds them.
             ``fp32`` with ``dtype=bf16`` is PyTorch AMP (``torch.autocast``): fp32 weights,
             gradients and Adam states, bf16 matmuls — what DDP buckets and all-reduces.
+        attention_kernel: the fused attention kernel (with ``flash_attention``): ``"flash"``,
+            the FlashAttention-family kernel the device's ``attention_efficiency`` was fitted
+            with, or ``"cudnn"``, cuDNN's fused attention (Transformer Engine's
+            ``DotProductAttention`` on Hopper; the device's ``cudnn_attention_efficiency``).
     """
 
     micro_batch: int
@@ -46,6 +50,7 @@ class TrainingSpec:
     token_budget: float | None = None
     sparsity: bool = False
     param_dtype: str = "fp32"
+    attention_kernel: str = "flash"
 
 
 @dataclass(frozen=True, slots=True)

@@ -56,6 +56,16 @@ def check_feasible(job: Job) -> MemoryBreakdown:
         raise InfeasibleJobError(
             f"{job.system.name}: {dev.name} has no {job.training.dtype} peak (has {have})"
         )
+    if job.training.dtype == "fp8" and dev.fp8_matmul_efficiency is None:
+        raise InfeasibleJobError(
+            f"{job.system.name}: {dev.name} has no fp8_matmul_efficiency (the FP8 GEMM rate is "
+            "not known); expected training.dtype bf16, or the device's fp8_matmul_efficiency"
+        )
+    if job.training.attention_kernel == "cudnn" and dev.cudnn_attention_efficiency is None:
+        raise InfeasibleJobError(
+            f"{job.system.name}: {dev.name} has no cudnn_attention_efficiency; expected "
+            "training.attention_kernel flash, or the device's cudnn_attention_efficiency"
+        )
     if why := failures_refusal(job.failures, job.devices):
         raise InfeasibleJobError(f"{job.system.name} x{job.nodes} nodes: {why}")
     mem = job.strategy.memory(job)
@@ -161,7 +171,7 @@ def run_job_detailed(
 
 def _plan(job: Job) -> tuple[MicroBatchCompute, RankWork]:
     """The job's micro-batch compute and its strategy's plan."""
-    compute = ComputeModel(job.system.device, job.training.dtype, sparse=job.training.sparsity)
+    compute = ComputeModel.for_job(job)
     mb = micro_batch_compute(
         compute,
         job.shape,

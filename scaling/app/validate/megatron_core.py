@@ -1,8 +1,12 @@
 """Megatron-Core on H100 (NeMo and Megatron Bridge performance summaries,
-reference/megatron_core_h100.csv): held out from every fit. Each row runs as its recipe does:
-sequence parallelism with TP, the distributed optimizer, ``overlap_grad_reduce``,
+reference/megatron_core_h100.csv). One row (``role`` ``calibration``: LLAMA2-7B on one node, the
+row with the least communication) is what the H100's ``fp8_matmul_efficiency`` is fitted to;
+every other row is held out from every fit. Each row runs as its recipe does: sequence
+parallelism with TP, the distributed optimizer, ``overlap_grad_reduce``,
 ``overlap_param_gather``, ``tp_comm_overlap`` (Transformer Engine userbuffers) with TP, the
-interleaved 1F1B schedule, Megatron's rank order (``tp-dp-pp``), no activation recomputation,
+interleaved 1F1B schedule, context parallelism where the row has it, FP8 as Transformer Engine
+runs it with cuDNN's fused attention (model.hardware.precision), Megatron's rank order
+(``tp-dp-pp``), no activation recomputation,
 bf16 gradient reduction (the recipes' ``grad_reduce_in_fp32 = False``; an assumption where a row
 does not say). The same rows with every overlap off (:func:`megatron_core_points`) show how much
 of the difference is the overlap (docs/guides/megatron-overlap.md)."""
@@ -42,18 +46,21 @@ def megatron_core_job(row: dict[str, str], overlap: bool, system: str = "dgx-h10
     name = row["model"]
     shape = EXTRA_SHAPES[name] if name in EXTRA_SHAPES else get_preset(name)
     gpus, gbs, mbs = int(row["gpus"]), int(row["global_batch"]), int(row["micro_batch"])
-    t, p, v = int(row["tp"]), int(row["pp"]), int(row["vp"])
-    d = gpus // (t * p)
+    t, p, v, c = int(row["tp"]), int(row["pp"]), int(row["vp"]), int(row["cp"])
+    d = gpus // (t * c * p)
     seq = int(row["seq_len"])
     training = dataclasses.replace(
         _training(mbs, gbs // (d * mbs), seq, row["precision"], Checkpointing.NONE, True),
         param_dtype="bf16",
+        # Transformer Engine's DotProductAttention runs cuDNN's fused attention on Hopper
+        attention_kernel="cudnn",
     )
     spec = MegatronSpec(
         t,
         p,
         v,
         sequence_parallel=t > 1,
+        context=c,
         order="tp-dp-pp",
         distributed_optimizer=True,
         overlap_grad_reduce=overlap,
@@ -74,7 +81,8 @@ def megatron_core_points(overlap: bool, overrides: DeviceOverrides | None = None
     for row in megatron_core_rows():
         res = run_job(megatron_core_job(row, overlap, overrides=overrides))
         got = res.tokens_per_s / res.devices
-        pts.append(Point(row["label"], float(row["tokens_per_s_per_gpu"]), got, False))
+        fitted = row["role"] == "calibration"  # the device's fp8_matmul_efficiency is fitted to it
+        pts.append(Point(row["label"], float(row["tokens_per_s_per_gpu"]), got, fitted))
     return pts
 
 

@@ -47,6 +47,7 @@ import math
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
+from scaling.model.hardware.precision import activation_dtype, fp8_cast_bytes
 from scaling.model.hardware.system import DeviceSpec
 from scaling.model.hardware.workload import Checkpointing, TransformerShape
 
@@ -185,7 +186,9 @@ class Op:
     moves when it is not the usual 2× the forward's bytes. ``bias``: a linear layer with a bias,
     whose backward adds the bias-gradient reduction over the tokens (``torch.nn.Linear``'s
     autograd sums ``dY`` over the rows in a separate kernel; the forward bias add is the GEMM's
-    epilogue, free).
+    epilogue, free). ``fp8``: a linear of the transformer block, which an FP8 recipe runs as an
+    FP8 GEMM (model.hardware.precision); ``fp8_cast``: it casts its first operand to FP8 first
+    (forward and data-gradient GEMMs; the weight-gradient GEMM reuses their transposed copies).
     """
 
     name: str
@@ -197,6 +200,8 @@ class Op:
     backward: bool = False
     backward_bytes: float | None = None
     bias: bool = False
+    fp8: bool = False
+    fp8_cast: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,10 +233,11 @@ def _gemm_bytes(g: GemmShape, e: int) -> float:
     return float(e * g.batch * (g.m * g.k + g.k * g.n + g.m * g.n))
 
 
-def gemm_op(name: str, m: int, k: int, n: int, e: int, bias: bool = False) -> Op:
-    """A linear layer's GEMM ``(m×k)·(k×n)`` in ``e``-byte elements (``bias``: with a bias)."""
+def gemm_op(name: str, m: int, k: int, n: int, e: int, bias: bool = False, fp8: bool = False) -> Op:
+    """A linear layer's GEMM ``(m×k)·(k×n)`` in ``e``-byte elements (``bias``: with a bias;
+    ``fp8``: a block linear an FP8 recipe runs as an FP8 GEMM, model.hardware.precision)."""
     g = GemmShape(m, k, n)
-    return Op(name, 2.0 * m * k * n, _gemm_bytes(g, e), True, gemm=g, bias=bias)
+    return Op(name, 2.0 * m * k * n, _gemm_bytes(g, e), True, gemm=g, bias=bias, fp8=fp8)
 
 
 def block_forward_ops(
@@ -243,7 +249,7 @@ def block_forward_ops(
     n_in = 2 if shape.gated_mlp else 1
     ops = [
         Op("ln1", 5.0 * t * h, 2.0 * e * t * h, False),
-        gemm_op("qkv", t, h, h + 2 * kv, e, shape.bias),
+        gemm_op("qkv", t, h, h + 2 * kv, e, shape.bias, fp8=True),
     ]
     attn_flops = 4.0 * t * seq * h
     if flash:
@@ -293,12 +299,12 @@ def block_forward_ops(
             ),
         ]
     ops += [
-        gemm_op("proj", t, h, h, e, shape.bias),
+        gemm_op("proj", t, h, h, e, shape.bias, fp8=True),
         Op("residual1", float(t * h), 3.0 * e * t * h, False),
         Op("ln2", 5.0 * t * h, 2.0 * e * t * h, False),
-        gemm_op("fc_in", t, h, n_in * f, e, shape.bias),
+        gemm_op("fc_in", t, h, n_in * f, e, shape.bias, fp8=True),
         Op("act", 8.0 * t * f, float(e * t * (n_in + 1) * f), False),
-        gemm_op("fc_out", t, f, h, e, shape.bias),
+        gemm_op("fc_out", t, f, h, e, shape.bias, fp8=True),
         Op("residual2", float(t * h), 3.0 * e * t * h, False),
     ]
     return ops
@@ -336,71 +342,82 @@ def head_forward_ops(
     ]
 
 
-#: How :func:`op_category` groups kernels for explanations (prefix of the op name → label).
-OP_CATEGORIES: tuple[tuple[str, str], ...] = (
-    ("*.bgrad", "bias gradients"),
-    # MoE blocks (strategies/megatron/experts.py)
-    ("experts.act", "activations"),
-    ("experts.", "expert GEMMs (grouped)"),
-    ("router", "router and gating"),
-    ("gate", "router and gating"),
-    ("permute", "token permutation"),
-    ("unpermute", "token permutation"),
-    ("attention", "attention (fused)"),
-    ("attn.softmax", "softmax / dropout (attention)"),
-    ("attn.dropout", "softmax / dropout (attention)"),
-    ("attn.", "attention GEMMs"),
-    ("ln", "layer norms"),
-    ("act", "activations"),
-    ("residual", "residual adds"),
-    ("cross_entropy", "cross-entropy (vocabulary)"),
-    ("embedding", "embedding"),
-    ("logits", "GEMMs"),
-)
-
-
-def op_category(name: str) -> str:
-    """The explanation label of a kernel (``"GEMMs"`` for the dense weight GEMMs)."""
-    for prefix, label in OP_CATEGORIES:
-        if name.startswith(prefix) or (prefix.startswith("*") and name.endswith(prefix[1:])):
-            return label
-    return "GEMMs"
-
-
 class ComputeModel:
     """Times ops on one device with the roofline in the module docstring."""
 
     def __init__(
-        self, device: DeviceSpec, dtype: str, *, sustained: bool = True, sparse: bool = False
+        self,
+        device: DeviceSpec,
+        dtype: str,
+        *,
+        sustained: bool = True,
+        sparse: bool = False,
+        attention_kernel: str = "flash",
     ) -> None:
         """``sustained``: time GEMMs at the training-loop rate (the device's
         ``sustained_matmul_fraction`` of the burst rate); ``False`` times an isolated kernel the
         way a MAMF benchmark does. ``sparse``: weight GEMMs run on the device's
         structured-sparsity engine, at ``peak × device.sparsity_speedup`` (attention and
-        element-wise ops stay dense)."""
+        element-wise ops stay dense). ``dtype`` ``fp8``: the block's linears run as FP8 GEMMs
+        at ``device.fp8_matmul_efficiency`` of the FP8 peak, with their casts; everything else
+        in BF16, and ``dtype_bytes`` is the activations' 2 (model.hardware.precision); refused
+        (``KeyError``) on a device without an FP8 GEMM efficiency. ``attention_kernel``:
+        ``"flash"`` (``device.attention_efficiency``) or ``"cudnn"``
+        (``device.cudnn_attention_efficiency``; refused where the device lacks it)."""
         self.device = device
         self.dtype = dtype
-        self.dtype_bytes = DTYPE_BYTES[dtype]
+        self.act_dtype = activation_dtype(dtype)
+        self.dtype_bytes = DTYPE_BYTES[self.act_dtype]
         self.sustained = sustained
-        self._peak = device.peak(dtype)
-        self._gemm_peak = self._peak * (device.sparsity_speedup if sparse else 1.0)
+        sparsity = device.sparsity_speedup if sparse else 1.0
+        self._peak = device.peak(self.act_dtype)
+        self._gemm_peak = self._peak * sparsity
         self._best = device.matmul_efficiency
+        self._fp8 = dtype != self.act_dtype
+        self._fp8_peak = self._gemm_peak
+        self._fp8_best = self._best
+        if self._fp8:
+            if device.fp8_matmul_efficiency is None:
+                raise KeyError(
+                    f"{device.name} has no fp8_matmul_efficiency (the FP8 GEMM rate is unknown);"
+                    " expected training.dtype bf16, or the device's fp8_matmul_efficiency"
+                )
+            self._fp8_peak = device.peak(dtype) * sparsity
+            self._fp8_best = device.fp8_matmul_efficiency
+        self._attention_eff = device.attention_efficiency
+        if attention_kernel == "cudnn":
+            if device.cudnn_attention_efficiency is None:
+                raise KeyError(
+                    f"{device.name} has no cudnn_attention_efficiency; expected "
+                    "training.attention_kernel flash, or the device's cudnn_attention_efficiency"
+                )
+            self._attention_eff = device.cudnn_attention_efficiency
+        elif attention_kernel != "flash":
+            raise KeyError(f"attention_kernel {attention_kernel!r}; expected flash or cudnn")
         self._units = device.compute_units
         self._gemm_scale = device.sustained_matmul_fraction if sustained else 1.0
         # Non-matmul FLOPs run on vector units; they are never the bound for these ops in
         # practice, so they are timed by bytes only (their FLOPs still count as executed work).
         self._mem_rate = device.mem_bw_Bps * device.mem_bw_efficiency
 
+    @classmethod
+    def for_job(cls, job: Job) -> ComputeModel:
+        """The training-loop compute model of ``job``'s device with its dtype, sparsity and
+        attention kernel."""
+        t = job.training
+        return cls(
+            job.system.device, t.dtype, sparse=t.sparsity, attention_kernel=t.attention_kernel
+        )
+
     def efficiency(self, op: Op) -> float:
         """Achievable fraction of peak of a matmul-unit op (see the module docstring)."""
         if op.flash is not None:
             # an in-loop figure already: the sustained fraction is not applied again
-            return flash_attention_efficiency(
-                self.device.attention_efficiency, backward=op.backward
-            )
+            return flash_attention_efficiency(self._attention_eff, backward=op.backward)
         if op.gemm is not None:
             g = op.gemm
-            eff = matmul_efficiency(g.m, g.k, g.n, self._best, batch=g.batch, units=self._units)
+            best = self._fp8_best if op.fp8 else self._best
+            eff = matmul_efficiency(g.m, g.k, g.n, best, batch=g.batch, units=self._units)
         else:
             eff = self._best
         return eff * self._gemm_scale
@@ -419,10 +436,16 @@ class ComputeModel:
         """Device time of one kernel, s: roofline plus the device's per-kernel gap."""
         t_mem = op.bytes / self._mem_rate
         if op.matmul:
-            peak = self._gemm_peak if op.gemm is not None else self._peak
+            peak = self._peak
+            if op.gemm is not None:
+                peak = self._fp8_peak if op.fp8 else self._gemm_peak
             t = max(self.executed_flops(op) / (peak * self.efficiency(op)), t_mem)
         else:
             t = t_mem
+        if self._fp8 and op.fp8 and op.fp8_cast and op.gemm is not None:
+            # Transformer Engine's cast_transpose of the GEMM's BF16 input (precision.py)
+            g = op.gemm
+            t += fp8_cast_bytes(g.m, g.k, g.batch) / self._mem_rate
         return t + self.device.kernel_launch_s
 
     def _backward_kernels(self, op: Op) -> list[Op]:
@@ -430,8 +453,10 @@ class ComputeModel:
         if op.gemm is not None:
             # Data and weight gradients: two GEMMs, each with the forward's FLOPs and bytes.
             out = [
-                replace(op, gemm=g, backward=True, name=f"{op.name}.{part}")
-                for g, part in zip(op.gemm.backward(), ("dgrad", "wgrad"), strict=True)
+                replace(op, gemm=g, backward=True, name=f"{op.name}.{part}", fp8_cast=cast)
+                for g, part, cast in zip(
+                    op.gemm.backward(), ("dgrad", "wgrad"), (True, False), strict=True
+                )
             ]
             if op.bias:
                 # db = Σ_rows dY: reads dY (m×n), writes n float32; memory-bound, and not part
@@ -511,7 +536,7 @@ class MicroBatchCompute:
         return fwd, bwd
 
 
-def _recompute_ops(fwd_ops: list[Op], checkpointing: Checkpointing) -> list[Op]:
+def recompute_ops(fwd_ops: list[Op], checkpointing: Checkpointing) -> list[Op]:
     """What backward re-runs of a block's forward: all of it (full), the unfused attention core
     ``attn.*`` (selective: a fused flash kernel's backward already recomputes its scores)."""
     if checkpointing is Checkpointing.FULL:
@@ -521,7 +546,7 @@ def _recompute_ops(fwd_ops: list[Op], checkpointing: Checkpointing) -> list[Op]:
     return []
 
 
-def _block_groups(
+def block_groups(
     shape: TransformerShape, micro_batch: int, seq: int, e: int, flash: bool
 ) -> list[tuple[list[Op], int]]:
     """(forward kernels, blocks in a row that run them) of the model's blocks, in order."""
@@ -531,7 +556,9 @@ def _block_groups(
     return groups
 
 
-def _head_ops(shape: TransformerShape, micro_batch: int, seq: int, e: int) -> list[Op]:
+def model_head_ops(shape: TransformerShape, micro_batch: int, seq: int, e: int) -> list[Op]:
+    """Forward kernels of embedding, final norm, logits and loss: the shape's own when it has
+    them (an encoder-decoder), else :func:`head_forward_ops`."""
     ops = shape.head_ops(micro_batch, seq, e)
     return head_forward_ops(shape, micro_batch, seq, e) if ops is None else ops
 
@@ -547,75 +574,17 @@ def micro_batch_compute(
     """Build the per-block and head costs of one micro-batch on one device."""
     e = cm.dtype_bytes
     costs: list[tuple[PhaseCost, PhaseCost, int]] = []
-    for fwd_ops, count in _block_groups(shape, micro_batch, seq, e, flash_attention):
+    for fwd_ops, count in block_groups(shape, micro_batch, seq, e, flash_attention):
         fwd = cm.cost(fwd_ops)
         bwd = cm.cost(fwd_ops, backward=True)
-        recompute = _recompute_ops(fwd_ops, checkpointing)
+        recompute = recompute_ops(fwd_ops, checkpointing)
         if recompute:
             bwd = bwd + cm.cost(recompute)
         costs.append((fwd, bwd, count))
-    head_ops = _head_ops(shape, micro_batch, seq, e)
+    head_ops = model_head_ops(shape, micro_batch, seq, e)
     head_fwd = cm.cost(head_ops)
     head_bwd = cm.cost(head_ops, backward=True)
     tokens = micro_batch * seq
     model_flops = shape.flops_per_token(seq) * tokens
     blocks = () if len(costs) == 1 else tuple((f, b) for f, b, n in costs for _ in range(n))
     return MicroBatchCompute(costs[0][0], costs[0][1], head_fwd, head_bwd, model_flops, blocks)
-
-
-def compute_breakdown(
-    cm: ComputeModel,
-    shape: TransformerShape,
-    micro_batch: int,
-    seq: int,
-    checkpointing: Checkpointing,
-    flash_attention: bool,
-) -> dict[str, float]:
-    """Device time of one micro-batch's forward + backward (all blocks and the head), s, split by
-    kind of kernel (:func:`op_category`), with ``"kernel gaps"`` (the per-kernel device gap) and
-    ``"host-bound wait"`` (what :meth:`ComputeModel.cost`'s host bound adds) apart. The parts add
-    up to ``n_layers · (block_fwd + block_bwd) + head_fwd + head_bwd`` of
-    :func:`micro_batch_compute` for the same arguments."""
-    e = cm.dtype_bytes
-    # each phase is costed on its own, as micro_batch_compute does: (kernels, repetitions)
-    phases: list[tuple[list[Op], int]] = []
-    for fwd_ops, count in _block_groups(shape, micro_batch, seq, e, flash_attention):
-        phases += [
-            (cm.kernels(fwd_ops), count),
-            (cm.kernels(fwd_ops, backward=True), count),
-            (cm.kernels(_recompute_ops(fwd_ops, checkpointing)), count),
-        ]
-    head_ops = _head_ops(shape, micro_batch, seq, e)
-    phases += [(cm.kernels(head_ops), 1), (cm.kernels(head_ops, backward=True), 1)]
-    out: dict[str, float] = {}
-    gap = cm.device.kernel_launch_s
-    for kernels, reps in phases:
-        device_time = 0.0
-        for k in kernels:
-            t = cm.op_time(k)
-            label = op_category(k.name)
-            out[label] = out.get(label, 0.0) + reps * (t - gap)
-            out["kernel gaps"] = out.get("kernel gaps", 0.0) + reps * gap
-            device_time += t
-        wait = max(0.0, len(kernels) * cm.device.host_launch_s - device_time)
-        out["host-bound wait"] = out.get("host-bound wait", 0.0) + reps * wait
-    return out
-
-
-def step_compute_breakdown(job: Job) -> list[tuple[str, float]]:
-    """A rank's forward + backward device time in one step of ``job``, s, by kind of kernel,
-    largest first: the strategy's answer (``Strategy.compute_breakdown``; a model-parallel
-    strategy knows its rank's share). The optimizer step is not included (``scaling explain``
-    shows it as its own part)."""
-    return job.strategy.compute_breakdown(job)
-
-
-def replica_compute_breakdown(job: Job) -> list[tuple[str, float]]:
-    """:func:`compute_breakdown` of one micro-batch of the whole model × the micro-batches per
-    step, largest first: a rank of a data-parallel strategy (``StrategyBase``'s default)."""
-    t = job.training
-    cm = ComputeModel(job.system.device, t.dtype, sparse=t.sparsity)
-    parts = compute_breakdown(
-        cm, job.shape, t.micro_batch, t.seq_len, t.checkpointing, t.flash_attention
-    )
-    return sorted(((k, v * t.grad_accum) for k, v in parts.items()), key=lambda kv: -kv[1])

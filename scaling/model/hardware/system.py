@@ -55,6 +55,11 @@ class DeviceSpec:
         can_train: False for inference-only parts; ``cannot_train_reason`` says why.
         sparsity_speedup: GEMM speed-up of the structured-sparsity engine (A100 2:4 sparsity:
             2×); used only when a job asks for sparse training.
+        fp8_matmul_efficiency: best-shape fraction of the FP8 peak an FP8 GEMM reaches (0–1], as
+            ``matmul_efficiency`` is for 16-bit GEMMs; ``None``: unknown, and a job in ``fp8``
+            is refused (model.hardware.precision).
+        cudnn_attention_efficiency: as ``attention_efficiency``, for cuDNN's fused attention
+            (a job's ``attention_kernel: cudnn``); ``None``: unknown, such a job is refused.
     """
 
     name: str
@@ -75,6 +80,8 @@ class DeviceSpec:
     can_train: bool = True
     cannot_train_reason: str = ""
     sparsity_speedup: float = 1.0
+    fp8_matmul_efficiency: float | None = None
+    cudnn_attention_efficiency: float | None = None
 
     def peak(self, dtype: str) -> float:
         """Dense peak FLOP/s for ``dtype``; raises ``KeyError`` naming the dtypes it has."""

@@ -218,7 +218,7 @@ class StrategyBase:
 
     def compute_breakdown(self, job: Job) -> list[tuple[str, float]]:
         """The whole model's kernels per micro-batch × micro-batches per step."""
-        from scaling.model.hardware.compute import replica_compute_breakdown
+        from scaling.model.hardware.breakdown import replica_compute_breakdown
 
         return replica_compute_breakdown(job)
 

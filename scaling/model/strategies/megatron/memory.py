@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 from scaling.model.hardware.compute import DTYPE_BYTES
 from scaling.model.hardware.memory import MemoryBreakdown
 from scaling.model.hardware.moe import MoEShape
+from scaling.model.hardware.precision import activation_dtype
 from scaling.model.hardware.workload import Checkpointing, TransformerShape
 from scaling.model.strategies.megatron.experts import dense_block_params, stage_blocks
 
@@ -80,7 +81,7 @@ def megatron_memory(job: Job, spec: MegatronSpec) -> MemoryBreakdown:
     t, p, v, c = spec.tensor, spec.pipeline, spec.virtual_stages, spec.context
     d = max(spec.data_parallel(job.devices), 1) * c
     seq = tr.seq_len // c
-    e = DTYPE_BYTES[tr.dtype]
+    e = DTYPE_BYTES[activation_dtype(tr.dtype)]  # FP8 training keeps BF16 activations
     g = DTYPE_BYTES[tr.param_dtype]
     state = MASTER_AND_MOMENTS_BYTES if e < 4 else MOMENTS_BYTES
     if spec.distributed_optimizer:

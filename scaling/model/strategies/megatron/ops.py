@@ -38,10 +38,12 @@ def ub_slowdown(compute_units: int) -> dict[str, float]:
     return {k: 1.0 / (1.0 - n / compute_units) for k, n in UB_NUM_SM.items()}
 
 
-def _mm(name: str, m: int, k: int, n: int, e: int, bias: bool = False) -> Op:
+def _mm(name: str, m: int, k: int, n: int, e: int, bias: bool = False, fp8: bool = True) -> Op:
+    """A GEMM; ``fp8``: a Transformer Engine linear of the block (FP8 under an FP8 recipe; the
+    output layer is Megatron-Core's own ColumnParallelLinear, BF16: model.hardware.precision)."""
     g = GemmShape(m, k, n)
     nbytes = float(e * (m * k + k * n + m * n))
-    return Op(name, 2.0 * m * k * n, nbytes, True, gemm=g, bias=bias)
+    return Op(name, 2.0 * m * k * n, nbytes, True, gemm=g, bias=bias, fp8=fp8)
 
 
 def tp_block_ops(
@@ -119,7 +121,7 @@ def tp_head_ops(
     emb = [Op("embedding", float(tok * h), 2.0 * e * tok * h, False)]
     head = [
         Op("ln_f", 5.0 * tl * h, 2.0 * e * tl * h, False),
-        _mm("logits", tok, h, vt, e),
+        _mm("logits", tok, h, vt, e, fp8=False),
         Op("cross_entropy", 5.0 * tv, tv * (e + 12.0), False, backward_bytes=tv * (e + 20.0)),
     ]
     return emb, head

@@ -64,6 +64,21 @@ class OverlapSegments:
         """One TP collective of ``stage`` (``StageProcess._tp``)."""
         raise NotImplementedError
 
+    def _ring(
+        self,
+        comm: Communicator,
+        cs: ComputeStream,
+        step: int,
+        phase: str,
+        stage: int,
+        micro: int,
+        index: int,
+        layer: int,
+        backward: bool,
+    ) -> Generator[simpy.Event, object, None]:
+        """The context-parallel ring steps of one block (``ContextRingProcess._ring``)."""
+        raise NotImplementedError
+
     def _forward_overlapped(
         self,
         comm: Communicator,
@@ -77,7 +92,11 @@ class OverlapSegments:
     ) -> Generator[simpy.Event, object, None]:
         """One block's forward under ``--tp-comm-overlap``: ring-exchange all-gathers into the
         QKV and MLP-in GEMMs, pipelined reduce-scatters out of the projection and MLP-out GEMMs
-        (``ops.UB_NUM_SM``)."""
+        (``ops.UB_NUM_SM``). With context parallelism the ring's other ``c − 1`` attention steps
+        follow the block's own attention, before the projection, as without the overlap: the
+        userbuffers hold this rank's ``s/c`` tokens (Megatron-LM ``initialize_tp_communicators``:
+        ``input_shape = [seq_length · micro_batch_size // context_parallel_size, hidden]``), and
+        the ring exchanges K/V on its own stream (``megatron.context``)."""
         parts = self.block.parts
         assert parts is not None
         seq = ((parts.a_pre, parts.qkv, parts.attn, parts.proj),
@@ -88,6 +107,8 @@ class OverlapSegments:
             yield from cs.run(pre, phase, layer=layer)
             yield from self._ring_gather_gemm(*args, base + 1, col)
             yield from cs.run(mid, phase, layer=layer)
+            if half == 0:  # the context-parallel ring (nothing without it)
+                yield from self._ring(comm, cs, step, phase, stage, micro, idx, layer, False)
             yield from self._pipelined_gemm_scatter(*args, base, row)
 
     def _ring_gather_gemm(

@@ -8,7 +8,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from scaling.model.hardware.compute import ComputeModel, MicroBatchCompute, Op, op_category
+from scaling.model.hardware.breakdown import op_category
+from scaling.model.hardware.compute import ComputeModel, MicroBatchCompute, Op
 from scaling.model.hardware.memory import MemoryBreakdown
 from scaling.model.hardware.moe import MoEShape
 from scaling.model.hardware.workload import Checkpointing, TransformerShape
@@ -268,11 +269,6 @@ class MegatronSpec(StrategyBase):
             (c == 1 or training.seq_len % (2 * c) == 0, f"training.seq_len: got "
              f"{training.seq_len}; expected a multiple of 2 x parallelism.context = {2 * c} "
              "(the sequence is split into 2 x context chunks)"),
-            # the overlapped linears (megatron.overlap) do not run the context ring's attention
-            # steps yet: refused rather than silently dropping the ring
-            (not self.tp_comm_overlap or c == 1, f"tp_comm_overlap: got true with "
-             f"parallelism.context {c}; expected context 1 (ring attention under the userbuffer "
-             "overlap is not modelled yet)"),
             (not self.tp_comm_overlap or self.sequence_parallel, "tp_comm_overlap: got true "
              "without sequence_parallel; expected sequence_parallel: true (Megatron-LM's "
              "arguments.py: the userbuffer overlap splits the sequence-parallel collectives)"),
@@ -470,7 +466,7 @@ class MegatronSpec(StrategyBase):
         stage's blocks (and recomputation) and the embedding, and with one stage (``p == 1``,
         rank 0 is also the last stage) the output layer and loss, × the micro-batches."""
         tr = job.training
-        cm = ComputeModel(job.system.device, tr.dtype, sparse=tr.sparsity)
+        cm = ComputeModel.for_job(job)
         e, t, c = cm.dtype_bytes, self.tensor, self.context
         seq = tr.seq_len // c  # context parallelism: 1/c of the sequence per rank
         first, second = tp_block_ops(
