@@ -204,3 +204,16 @@ def test_overlap_without_its_prerequisite_is_one_line(
     with pytest.raises(ConfigError) as e:
         experiment_from_dict(_cfg({"parallelism": {"tensor": 2}, **strategy})).jobs()
     assert "\n" not in str(e.value) and needle in str(e.value)
+
+
+def test_userbuffer_overlap_refused_where_its_kernels_take_every_compute_unit() -> None:
+    """TE's pipelined reduce-scatter takes 24 SMs: a 20-core Ascend 910B has none left for the
+    GEMM it overlaps (the slowdown 1/(1 − 24/20) would be negative); a 132-SM H100 runs it."""
+    from scaling.model.simulation import InfeasibleJobError, check_feasible
+
+    ub = MegatronSpec(8, 1, sequence_parallel=True, tp_comm_overlap=True)
+    check_feasible(_job(ub))  # dgx-h100: fits and runs
+    with pytest.raises(InfeasibleJobError, match="tp_comm_overlap: got true on a device of 20"):
+        check_feasible(_job(ub, system="atlas-800t-a2"))
+    plain = MegatronSpec(8, 1, sequence_parallel=True)
+    check_feasible(_job(plain, system="atlas-800t-a2"))

@@ -66,6 +66,8 @@ def check_feasible(job: Job) -> MemoryBreakdown:
             f"{job.system.name}: {dev.name} has no cudnn_attention_efficiency; expected "
             "training.attention_kernel flash, or the device's cudnn_attention_efficiency"
         )
+    if why := job.strategy.device_error(dev):
+        raise InfeasibleJobError(f"{job.system.name}: {dev.name}: {why}")
     if why := failures_refusal(job.failures, job.devices):
         raise InfeasibleJobError(f"{job.system.name} x{job.nodes} nodes: {why}")
     mem = job.strategy.memory(job)

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from scaling.model.comm.collectives import CollectiveKey, Communicator
     from scaling.model.hardware.compute import ComputeModel, MicroBatchCompute, PhaseCost
     from scaling.model.hardware.memory import MemoryBreakdown
+    from scaling.model.hardware.system import DeviceSpec
     from scaling.model.hardware.workload import TransformerShape
     from scaling.model.job import Job, TrainingSpec
     from scaling.model.strategies.rank import ComputeStream
@@ -178,6 +179,11 @@ class Strategy(Protocol):
         ``devices_per_node`` ("" when it can), as ``field: got X; expected Y``."""
         ...
 
+    def device_error(self, device: DeviceSpec) -> str:
+        """Why the strategy's options cannot run on ``device`` ("" when they can), as
+        ``field: got X; expected Y``."""
+        ...
+
     @property
     def parallel_dims(self) -> Mapping[str, str]:
         """Collective ``kind`` → the parallel dimension ``explain`` reports it under (``TP`` …);
@@ -234,6 +240,10 @@ class StrategyBase:
 
     def placement_error(self, devices: int, devices_per_node: int) -> str:
         """None: any number of devices."""
+        return ""
+
+    def device_error(self, device: DeviceSpec) -> str:
+        """None: any device that trains."""
         return ""
 
     @property

@@ -33,6 +33,19 @@ UB_PIPELINE_SPLITS = 4
 UB_NUM_SM = {"ring_exchange": 1, "pipeline": 24, "bulk": 4}
 
 
+def ub_error(compute_units: int) -> str:
+    """Why Transformer Engine's userbuffer overlap cannot run on a device of ``compute_units``
+    ("" when it can): every method must leave the overlapped GEMM at least one unit."""
+    method, need = max(UB_NUM_SM.items(), key=lambda kv: kv[1])
+    if need < compute_units:
+        return ""
+    return (
+        f"tp_comm_overlap: got true on a device of {compute_units} compute units; expected false"
+        f" (Transformer Engine's {method} overlap takes {need} of them, ops.UB_NUM_SM, and the"
+        " overlapped GEMM needs the rest)"
+    )
+
+
 def ub_slowdown(compute_units: int) -> dict[str, float]:
     """How much longer a GEMM chunk takes while each userbuffer method overlaps it (× time)."""
     return {k: 1.0 / (1.0 - n / compute_units) for k, n in UB_NUM_SM.items()}

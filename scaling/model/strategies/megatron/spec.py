@@ -17,11 +17,12 @@ from scaling.model.routing import RoutingKind, RoutingSpec, layer_loads
 from scaling.model.strategies.base import StrategyBase
 from scaling.model.strategies.megatron.experts import moe_ops, moe_tokens, stage_blocks
 from scaling.model.strategies.megatron.memory import megatron_memory
-from scaling.model.strategies.megatron.ops import tp_block_ops, tp_head_ops
+from scaling.model.strategies.megatron.ops import tp_block_ops, tp_head_ops, ub_error
 from scaling.model.strategies.megatron.stage import STREAMS
 from scaling.model.strategies.megatron.work import MegatronWork
 
 if TYPE_CHECKING:
+    from scaling.model.hardware.system import DeviceSpec
     from scaling.model.job import Job, TrainingSpec
 
 #: The parallel dimension ``explain`` reports each kind of collective under.
@@ -429,6 +430,10 @@ class MegatronSpec(StrategyBase):
                 f"{devices_per_node} (else a data-parallel group straddles nodes unevenly){alt}"
             )
         return ""
+
+    def device_error(self, device: DeviceSpec) -> str:
+        """Userbuffer overlap needs more compute units than its communication kernels take."""
+        return ub_error(device.compute_units) if self.tp_comm_overlap else ""
 
     def _expert_placement_error(self, devices: int, devices_per_node: int) -> str:
         """Megatron-Core's rule for the expert groups (``parallel_state.py``: ``EP × ETP``
