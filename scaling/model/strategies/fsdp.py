@@ -56,6 +56,7 @@ from scaling.model.hardware.compute import DTYPE_BYTES, ComputeModel, MicroBatch
 from scaling.model.hardware.memory import MemoryBreakdown, fsdp_memory
 from scaling.model.hardware.workload import TransformerShape
 from scaling.model.strategies.base import StrategyBase, WorkBase
+from scaling.model.strategies.fsdp_mesh import HSDPMesh
 from scaling.model.strategies.rank import ComputeStream
 
 if TYPE_CHECKING:
@@ -106,6 +107,8 @@ class FSDPSpec(StrategyBase):
             which is then gathered again before its backward (by default the root is kept).
         forward_prefetch: FSDP1 ``forward_prefetch=True`` (moves each block's gradient
             reduction one slot later in backward, from the second forward on).
+        mesh: HYBRID_SHARD on an explicit 2-D device mesh (FSDP1 ``device_mesh=``, FSDP2
+            ``fully_shard(mesh=)``), shard groups possibly strided; None = shard inside a node.
     """
 
     sharding: ShardingStrategy = ShardingStrategy.FULL_SHARD
@@ -119,6 +122,11 @@ class FSDPSpec(StrategyBase):
     api: str = "fsdp1"
     reshard_root: bool = False
     forward_prefetch: bool = False
+    mesh: HSDPMesh | None = None
+
+    def placement_error(self, devices: int, devices_per_node: int) -> str:
+        """An explicit HSDP mesh must hold every device, its groups evenly spread over nodes."""
+        return "" if self.mesh is None else self.mesh.error(devices, devices_per_node)
 
     def _check_post_forward(self, job: Job) -> None:
         k, g = self.post_forward_shard, job.system.devices_per_node
@@ -147,7 +155,7 @@ class FSDPSpec(StrategyBase):
         if self.sharding is ShardingStrategy.NO_SHARD:
             return 1
         if self.sharding is ShardingStrategy.HYBRID_SHARD:
-            return job.system.devices_per_node
+            return job.system.devices_per_node if self.mesh is None else self.mesh.shard
         return job.devices
 
     def memory(self, job: Job) -> MemoryBreakdown:
@@ -374,11 +382,24 @@ def _rank_process(
     reshard_fwd = spec.sharding in (ShardingStrategy.FULL_SHARD, ShardingStrategy.HYBRID_SHARD)
     all_ranks = comm.simulated_ranks > 1
     issue = itertools.count(1)
-    if spec.sharding is ShardingStrategy.HYBRID_SHARD:
+    q_rep: _Queue | None = None
+    if spec.mesh is not None:
+        # an explicit mesh: each rank's own groups (strides included); with every rank
+        # simulated each group is its own rendezvous, told apart by its first rank
+        m = spec.mesh
+        shard = m.shard_group(rank, work.per_node, not all_ranks)
+        first = min(m.shard_ranks(rank))
+        q = _Queue(env, comm, m.shard if all_ranks else 1, issue, (first,))
+        rep_group = m.replicate_group(rank, work.per_node, not all_ranks)
+        rep_group = rep_group if m.replicate > 1 else None
+        first = min(m.replicate_ranks(rank))
+        q_rep = _Queue(env, comm, m.replicate if all_ranks else 1, issue, (first,))
+    elif spec.sharding is ShardingStrategy.HYBRID_SHARD:
         q = _Queue(env, comm, shard.size if all_ranks else 1, issue, (shard.first_node,))
     else:
         q = _Queue(env, comm, comm.simulated_ranks, issue)
-    q_rep = _Queue(env, comm, comm.simulated_ranks, issue) if rep_group is not None else None
+    if spec.mesh is None:
+        q_rep = _Queue(env, comm, comm.simulated_ranks, issue) if rep_group is not None else None
     n_units = len(work.units)
     limit = spec.limit_all_gathers or n_units + 1
     # backward all-gathers: the shard group, or FSDP2's smaller post-forward group of k ranks
