@@ -170,6 +170,35 @@ def test_every_recorded_variant_is_compared() -> None:
     for must in ("ddp_default", "ddp_static_graph", "ddp_find_unused", "fsdp1_hybrid_shard_2x2"):
         assert must in names
     assert any(n.startswith("fsdp2_reshard_int") for n in names)
+    # issue 27's gaps: an untied head with a bias, FSDP with more than 2 units, a model larger
+    # than one 25 MiB bucket, small explicit caps on a 100 MiB+ model, the C++ built-in
+    # reducer without a comm hook, 4-step accumulation, most variants at 4 ranks, FSDP2 on a
+    # 2-D mesh (a strided one too)
+    docs = [_load(p) for p in FILES]
+    assert any("lm_head.bias" in dict(d["model"]["params"]) for d in docs)
+    assert any(d["strategy"]["kind"] != "ddp" and d["model"]["n_layers"] > 2 for d in docs)
+
+    def model_bytes(d: dict[str, Any]) -> int:
+        return 4 * sum(n for _, n in d["model"]["params"])
+
+    ddp = [d for d in docs if d["strategy"]["kind"] == "ddp"]
+    assert any(model_bytes(d) > 25 * 2**20 and "bucket_cap_mb" not in d["strategy"] for d in ddp)
+    assert any(
+        model_bytes(d) > 100 * 2**20 and d["strategy"].get("bucket_cap_mb", 25) < 25 for d in ddp
+    )
+    assert sum(d["strategy"].get("comm_hook") == "builtin" for d in ddp) >= 3
+    assert {d["strategy"]["kind"] for d in docs if d["training"]["grad_accum"] == 4} >= {
+        "ddp",
+        "fsdp1",
+    }
+    assert sum(d["world_size"] >= 4 for d in docs) > len(docs) / 2
+    meshes = [
+        d["strategy"] for d in docs if d["strategy"]["kind"] == "fsdp2" and "mesh" in d["strategy"]
+    ]
+    assert any(m.get("mesh_dim_names") == ["shard", "replicate"] for m in meshes)
+    assert any(
+        m.get("mesh_dim_names", ["replicate", "shard"]) == ["replicate", "shard"] for m in meshes
+    )
     # forward_prefetch shows only with more than two blocks
     assert any(
         _load(FIXTURES / f"{n}.json")["model"]["n_layers"] > 2

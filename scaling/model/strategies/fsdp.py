@@ -13,7 +13,9 @@ Rules, with their source (torch/distributed/fsdp, PyTorch 2.x; Zhao et al., VLDB
   per unit per step, 2(p−1)/p·Ψ.
 * HYBRID_SHARD: FULL_SHARD inside a node (shard group = the node's ranks); after the intra-node
   reduce-scatter, an all-reduce of the 1/g gradient shard across nodes (replicate group: the same
-  local rank of every node; all g of them run at once).
+  local rank of every node; all g of them run at once). On an explicit 2-D mesh
+  (``FSDPSpec.mesh``, :mod:`~scaling.model.strategies.fsdp_mesh`) the groups are the mesh's rows
+  and columns, strided ones included.
 * NO_SHARD: gradients all-reduced per unit after its backward (DDP without buckets).
 * All-gathers and reduce-scatters of one process group share one NCCL communicator and so run
   in issue order on one queue. In forward the CPU runs ahead of the GPU and issues all-gathers
