@@ -62,6 +62,9 @@ def test_strided_ranks_of_every_rank() -> None:
     assert [group_ranks(g, r, 4) for r in range(8)] == [[0, 2, 4, 6], [1, 3, 5, 7]] * 4
     lanes = Group.of_ranks([0, 4], 2, lanes=2)
     assert [group_ranks(lanes, r, 2) for r in range(4)] == [[0, 4], [1, 5], [2, 6], [3, 7]]
+    # the lane a device is in (trace rows): interleaved for a strided group
+    assert [Group.of_ranks([0, 2, 4, 6], 4, lanes=2).lane_of(r, 4) for r in range(4)] == [0, 1] * 2
+    assert [lanes.lane_of(r, 2) for r in range(4)] == [0, 1, 0, 1]
 
 
 def test_strided_all_reduce_crosses_the_nics_a_contiguous_one_does_not() -> None:

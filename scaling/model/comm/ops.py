@@ -84,6 +84,11 @@ class Group:
             self.local_stride,
         )
 
+    def lane_of(self, device: int, devices_per_node: int) -> int:
+        """Which sibling communicator (lane) local device of ``device`` belongs to."""
+        off = device % devices_per_node - self.local_base
+        return off % self.local_stride if self.local_stride > 1 else off // self.per_node
+
     def standin(self) -> Group:
         """The group with its strides removed (consecutive nodes from ``first_node``, local
         devices from ``local_base``; lanes kept): what the algorithms build their flows on."""
