@@ -33,6 +33,7 @@ from scaling.model.strategies.megatron import (
     layer_activation_bytes,
     stage_order,
 )
+from scaling.model.strategies.megatron.placement import dp_ranks
 
 #: SC'21 Table 1, one copy for scaling validate and these tests
 TABLE1 = MEGATRON_TABLE1
@@ -350,14 +351,14 @@ def test_overlapped_grad_reduce_hides_dp_behind_the_last_backward() -> None:
 
 def test_placement_groups_cross_the_links_the_ranks_do() -> None:
     # TP 8 on 8-GPU nodes: a TP group is a node, sends between stages leave it (8 rails), and
-    # under tp-pp-dp the stages' DP groups (strided over nodes) stay on disjoint nodes
+    # under tp-pp-dp stage k's DP group is nodes k, k + 8, … (strided over nodes), as it is
     spec = MegatronSpec(8, 8)
     job = _job(spec, 64, 8, _shape(layers=16))
     w = MegatronWork.build(job, spec, ComputeModel(job.system.device, "bf16"))
     assert w.tp_groups[3] == Group(1, 8, 3)
     assert w.p2p_groups[0] == Group(2, 1, 0, 0, 8)
-    assert [g.first_node for g in w.dp_groups] == [8 * k for k in range(8)]
-    assert all(g.nodes == 8 and g.lanes == 8 for g in w.dp_groups)
+    assert [g.first_node for g in w.dp_groups] == list(range(8))
+    assert all(g.nodes == 8 and g.lanes == 8 and g.node_stride == 8 for g in w.dp_groups)
     # TP 4: two stages per node; their send stays inside it, between local devices 3 and 4
     spec = MegatronSpec(4, 2)
     job = _job(spec, 2, 4, _shape(layers=16))
@@ -408,12 +409,8 @@ def test_uneven_placement_is_refused_naming_the_field(
 
 
 def _footprint(g: Group, dpn: int) -> set[tuple[int, int]]:
-    """(node, local device) pairs a group's stand-in occupies, every lane."""
-    return {
-        (n, g.local_base + i)
-        for n in range(g.first_node, g.first_node + g.nodes)
-        for i in range(g.per_node * g.lanes)
-    }
+    """(node, local device) pairs a group occupies, every lane."""
+    return {divmod(int(x), dpn) for j in range(g.lanes) for x in g.lane(j).devices(dpn)}
 
 
 @pytest.mark.parametrize(
@@ -421,26 +418,25 @@ def _footprint(g: Group, dpn: int) -> set[tuple[int, int]]:
     [(2, 2, "tp-pp-dp", 8), (1, 4, "tp-pp-dp", 2), (2, 4, "tp-pp-dp", 2), (4, 4, "tp-pp-dp", 4),
      (2, 2, "tp-dp-pp", 1), (8, 2, "tp-pp-dp", 2), (2, 4, "tp-dp-pp", 4)],
 )  # fmt: skip
-def test_stage_dp_stand_ins_are_disjoint_on_every_node(
-    t: int, p: int, order: str, nodes: int
-) -> None:
-    """The stages' real DP groups (every TP lane) are disjoint, so are their stand-ins; each
-    stand-in sits on as many local devices per node as the real group, inside the node."""
+def test_stage_dp_groups_are_disjoint_on_every_node(t: int, p: int, order: str, nodes: int) -> None:
+    """The stages' DP groups (every TP lane) are the real ones: disjoint, each lane exactly the
+    ranks Megatron reduces over, inside the cluster."""
     spec = MegatronSpec(t, p, order=order)
     job = _job(spec, nodes, 4, _shape(layers=16))
     w = MegatronWork.build(job, spec, ComputeModel(job.system.device, "bf16"))
     dpn = job.system.devices_per_node
     prints = [_footprint(g, dpn) for g in w.dp_groups]
+    d = spec.data_parallel(job.devices)
     for k, g in enumerate(w.dp_groups):
-        assert g.local_base + g.per_node * g.lanes <= dpn
-        assert g.first_node + g.nodes <= nodes
+        assert sorted(g.devices(dpn).tolist()) == sorted(dp_ranks(spec, d, k))
+        assert g.last_node < nodes
         assert len(prints[k]) == job.devices // p  # t lanes × d replicas
         for q in range(k):
             assert not prints[k] & prints[q], (k, q, g, w.dp_groups[q])
     if (t, p, order, nodes) == (2, 2, "tp-pp-dp", 8):
         # the reviewer's case: stage 0 = locals {0,1,4,5}, stage 1 = {2,3,6,7} on every node
-        assert w.dp_groups[0] == Group(8, 2, 0, 0, 2)
-        assert w.dp_groups[1] == Group(8, 2, 0, 4, 2)
+        assert w.dp_groups[0] == Group(8, 2, 0, 0, 2, local_stride=4)
+        assert w.dp_groups[1] == Group(8, 2, 0, 2, 2, local_stride=4)
 
 
 def _strats(strategies: list[dict[str, Any]]) -> dict[str, Any]:

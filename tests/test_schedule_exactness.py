@@ -27,8 +27,13 @@ def _order(calls: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
 
 @pytest.mark.parametrize("network", NETWORKS)
 @pytest.mark.parametrize("seed", [0, 3])
-def test_hsdp_every_rank_keeps_its_own_issue_order(network: str, seed: int) -> None:
-    doc = _load(FIXTURES / "fsdp1_hybrid_shard_2x2.json")
+@pytest.mark.parametrize(
+    "fixture",
+    ["fsdp1_hybrid_shard_2x2", "fsdp1_hybrid_shard_strided_2x2", "fsdp2_hsdp_strided_2x4"],
+)
+def test_hsdp_every_rank_keeps_its_own_issue_order(network: str, seed: int, fixture: str) -> None:
+    # strided meshes too: shard groups {0, 2} / {0, 2, 4, 6} across two nodes
+    doc = _load(FIXTURES / f"{fixture}.json")
     job = _job(doc)
     # every rank simulated, each with its own compute noise: nodes reach a unit at other times
     sim = dataclasses.replace(

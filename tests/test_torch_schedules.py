@@ -22,6 +22,7 @@ from scaling.model.analysis.schedule import TORCH_DTYPES, rank_schedule
 from scaling.model.job import Job
 from scaling.model.simulation import run_job_detailed
 from scaling.model.strategies.ddp import SETUP_STEP
+from scaling.model.strategies.fsdp_mesh import HSDPMesh
 
 FIXTURES = Path(__file__).parent / "fixtures" / "torch_schedules"
 FILES = sorted(FIXTURES.glob("*.json"))
@@ -53,6 +54,8 @@ def _strategy(doc: dict[str, Any]) -> dict[str, Any]:
             out["comm_hook"] = "bf16_compress"
         return out
     out = {"kind": "fsdp", "api": s["kind"]}
+    if "mesh" in s:
+        out["sharding"] = "hybrid_shard"  # FSDP2 on a 2-D mesh is HSDP (_job sets the mesh)
     if s["kind"] == "fsdp1":
         out["sharding"] = _SHARDING[s.get("sharding_strategy", "FULL_SHARD")]
         out["backward_prefetch"] = _PREFETCH[s.get("backward_prefetch", "BACKWARD_PRE")]
@@ -99,11 +102,21 @@ def _job(doc: dict[str, Any], network: str = "analytic") -> Job:
     }
     job = experiment_from_dict(cfg).jobs()[0]
     world = doc["world_size"]
-    # HYBRID_SHARD on a (replicate, shard) mesh: one "node" per shard group
-    mesh = doc["strategy"].get("mesh")
-    per_node, nodes = (mesh[1], mesh[0]) if mesh else (world, 1)
+    # a 2-D mesh on two nodes: shard groups inside a node ([replicate, shard] on 2x2) or strided
+    # across both ([shard, replicate]: shard over {0, 2} or {0, 2, 4, 6})
+    nodes = 2 if "mesh" in doc["strategy"] else 1
+    per_node = world // nodes
     system = dataclasses.replace(job.system, devices_per_node=per_node)
-    return dataclasses.replace(job, system=system, nodes=nodes)
+    job = dataclasses.replace(job, system=system, nodes=nodes)
+    if "mesh" in doc["strategy"]:
+        # the recorded mesh: init_device_mesh(mesh, mesh_dim_names) given to FSDP as (replicate,
+        # shard) (the config's strategy.mesh_shape / mesh_dim_names on a catalog system)
+        s = doc["strategy"]
+        names = tuple(s.get("mesh_dim_names", ("replicate", "shard")))
+        mesh = HSDPMesh.from_config(tuple(s["mesh"]), names)
+        assert mesh.error(world, per_node) == ""
+        job = dataclasses.replace(job, strategy=dataclasses.replace(job.strategy, mesh=mesh))
+    return job
 
 
 def _recorded(e: dict[str, Any], grad_accum: int) -> dict[str, Any]:
@@ -157,6 +170,35 @@ def test_every_recorded_variant_is_compared() -> None:
     for must in ("ddp_default", "ddp_static_graph", "ddp_find_unused", "fsdp1_hybrid_shard_2x2"):
         assert must in names
     assert any(n.startswith("fsdp2_reshard_int") for n in names)
+    # issue 27's gaps: an untied head with a bias, FSDP with more than 2 units, a model larger
+    # than one 25 MiB bucket, small explicit caps on a 100 MiB+ model, the C++ built-in
+    # reducer without a comm hook, 4-step accumulation, most variants at 4 ranks, FSDP2 on a
+    # 2-D mesh (a strided one too)
+    docs = [_load(p) for p in FILES]
+    assert any("lm_head.bias" in dict(d["model"]["params"]) for d in docs)
+    assert any(d["strategy"]["kind"] != "ddp" and d["model"]["n_layers"] > 2 for d in docs)
+
+    def model_bytes(d: dict[str, Any]) -> int:
+        return 4 * sum(n for _, n in d["model"]["params"])
+
+    ddp = [d for d in docs if d["strategy"]["kind"] == "ddp"]
+    assert any(model_bytes(d) > 25 * 2**20 and "bucket_cap_mb" not in d["strategy"] for d in ddp)
+    assert any(
+        model_bytes(d) > 100 * 2**20 and d["strategy"].get("bucket_cap_mb", 25) < 25 for d in ddp
+    )
+    assert sum(d["strategy"].get("comm_hook") == "builtin" for d in ddp) >= 3
+    assert {d["strategy"]["kind"] for d in docs if d["training"]["grad_accum"] == 4} >= {
+        "ddp",
+        "fsdp1",
+    }
+    assert sum(d["world_size"] >= 4 for d in docs) > len(docs) / 2
+    meshes = [
+        d["strategy"] for d in docs if d["strategy"]["kind"] == "fsdp2" and "mesh" in d["strategy"]
+    ]
+    assert any(m.get("mesh_dim_names") == ["shard", "replicate"] for m in meshes)
+    assert any(
+        m.get("mesh_dim_names", ["replicate", "shard"]) == ["replicate", "shard"] for m in meshes
+    )
     # forward_prefetch shows only with more than two blocks
     assert any(
         _load(FIXTURES / f"{n}.json")["model"]["n_layers"] > 2

@@ -79,6 +79,7 @@ class GPTDims:
     n_layers: int
     max_seq: int
     tied_embeddings: bool = True
+    head_bias: bool = False  # an untied lm_head with a bias (nn.Linear's default)
 
 
 class Block(nn.Module):
@@ -119,7 +120,9 @@ class GPT(nn.Module):
         for i in range(d.n_layers):  # h0, h1, … (not a ModuleList: names match the simulator's)
             self.add_module(f"h{i}", Block(d))
         self.ln_f = nn.LayerNorm(d.hidden)
-        self.lm_head = None if d.tied_embeddings else nn.Linear(d.hidden, d.vocab, bias=False)
+        self.lm_head = (
+            None if d.tied_embeddings else nn.Linear(d.hidden, d.vocab, bias=d.head_bias)
+        )
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
         pos = torch.arange(idx.shape[1], device=idx.device)
@@ -142,6 +145,12 @@ ODD = GPTDims(vocab=254, hidden=30, n_heads=2, ffn_hidden=91, n_layers=2, max_se
 TINY4 = dataclasses.replace(TINY, n_layers=4)
 #: ~0.9 M parameters (3.4 MiB of fp32 gradients): DDP's 1 MiB first bucket matters.
 MEDIUM = GPTDims(vocab=512, hidden=128, n_heads=4, ffn_hidden=512, n_layers=4, max_seq=32)
+#: untied lm_head with a bias (nn.Linear's default): the head's bias is the last parameter
+UNTIED_BIAS = dataclasses.replace(SMALL_UNTIED, head_bias=True)
+#: ~14.7 M parameters (56 MiB of fp32 gradients): more than one 25 MiB DDP bucket
+LARGE = GPTDims(vocab=4096, hidden=512, n_heads=8, ffn_hidden=2048, n_layers=4, max_seq=16)
+#: ~31.5 M parameters (120 MiB): a 100 MiB+ model under small explicit bucket caps
+HUGE = GPTDims(vocab=4096, hidden=768, n_heads=12, ffn_hidden=3072, n_layers=4, max_seq=16)
 
 
 # ---- variants -----------------------------------------------------------------------------------
@@ -384,6 +393,153 @@ VARIANTS: list[Variant] = [
         options={"param_dtype": "bfloat16", "reduce_dtype": "float32"},
         clip_grad_norm=1.0,
     ),
+    # ---- issue 27: the gaps of the first 30 recordings ---------------------------------------
+    Variant(
+        "ddp_builtin_untied_bias_w4",
+        "DDP on 4 ranks, C++ built-in reducer (no comm hook), untied lm_head with a bias, "
+        "bucket_cap_mb=0.05",
+        "ddp",
+        4,
+        UNTIED_BIAS,
+        {"bucket_cap_mb": 0.05, "comm_hook": "builtin"},
+    ),
+    Variant(
+        "ddp_builtin_large_w4",
+        "DDP on 4 ranks, built-in reducer, default caps, a 56 MiB model: 1 MiB first bucket "
+        "then 25 MiB buckets",
+        "ddp",
+        4,
+        LARGE,
+        {"comm_hook": "builtin"},
+    ),
+    Variant(
+        "ddp_builtin_huge_cap4",
+        "DDP, built-in reducer, bucket_cap_mb=4 on a 120 MiB model (the embedding alone "
+        "exceeds the cap)",
+        "ddp",
+        2,
+        HUGE,
+        {"bucket_cap_mb": 4, "comm_hook": "builtin"},
+    ),
+    Variant(
+        "ddp_no_sync_accum4_w4",
+        "DDP on 4 ranks, 4 micro-batches per step, the first three under no_sync()",
+        "ddp",
+        4,
+        TINY,
+        {**_CAP, "comm_hook": "builtin"},
+        grad_accum=4,
+    ),
+    Variant(
+        "ddp_static_graph_w4",
+        "DDP on 4 ranks, static_graph=True, built-in reducer",
+        "ddp",
+        4,
+        TINY,
+        {**_CAP, "static_graph": True, "comm_hook": "builtin"},
+        steps=5,
+    ),
+    Variant(
+        "ddp_find_unused_w4",
+        "DDP on 4 ranks, find_unused_parameters=True, built-in reducer",
+        "ddp",
+        4,
+        TINY,
+        {**_CAP, "find_unused_parameters": True, "comm_hook": "builtin"},
+    ),
+    Variant(
+        "fsdp1_full_shard_4blocks_w4",
+        "FSDP1 FULL_SHARD on 4 ranks, 4 blocks (5 units)",
+        "fsdp1",
+        4,
+        TINY4,
+    ),
+    Variant(
+        "fsdp1_backward_prefetch_post_4blocks_w4",
+        "FSDP1 FULL_SHARD on 4 ranks, 4 blocks, backward_prefetch=BACKWARD_POST",
+        "fsdp1",
+        4,
+        TINY4,
+        {"backward_prefetch": "BACKWARD_POST"},
+    ),
+    Variant(
+        "fsdp1_no_sync_accum4_w4",
+        "FSDP1 FULL_SHARD on 4 ranks, 4 micro-batches per step, the first three under no_sync()",
+        "fsdp1",
+        4,
+        grad_accum=4,
+    ),
+    Variant(
+        "fsdp1_mp_bf16_4blocks_w4",
+        "FSDP1 MixedPrecision(bf16, reduce fp32) on 4 ranks, 4 blocks, clip_grad_norm_(1.0)",
+        "fsdp1",
+        4,
+        TINY4,
+        {"param_dtype": "bfloat16", "reduce_dtype": "float32"},
+        clip_grad_norm=1.0,
+    ),
+    Variant(
+        "fsdp1_hybrid_shard_strided_2x2",
+        "FSDP1 HYBRID_SHARD on the 2-D mesh [[0, 2], [1, 3]] (replicate, shard): shard groups "
+        "{0,2},{1,3}, replicate groups {0,1},{2,3}",
+        "fsdp1",
+        4,
+        options={
+            "sharding_strategy": "HYBRID_SHARD",
+            "mesh": [2, 2],
+            "mesh_dim_names": ["shard", "replicate"],
+        },
+    ),
+    Variant(
+        "fsdp2_4blocks_w4",
+        "FSDP2 on 4 ranks, 4 blocks (5 units)",
+        "fsdp2",
+        4,
+        TINY4,
+    ),
+    Variant(
+        "fsdp2_mp_bf16_4blocks_w4",
+        "FSDP2 MixedPrecisionPolicy(bf16, fp32) on 4 ranks, 4 blocks, untied head with a bias",
+        "fsdp2",
+        4,
+        dataclasses.replace(TINY4, tied_embeddings=False, head_bias=True),
+        {"param_dtype": "bfloat16", "reduce_dtype": "float32"},
+    ),
+    Variant(
+        "fsdp2_hsdp_2x2",
+        "FSDP2 on the 2-D mesh init_device_mesh((2, 2), ('replicate', 'shard')): shard groups "
+        "{0,1},{2,3}, replicate groups {0,2},{1,3}",
+        "fsdp2",
+        4,
+        options={"mesh": [2, 2], "mesh_dim_names": ["replicate", "shard"]},
+    ),
+    Variant(
+        "fsdp2_hsdp_strided_2x4",
+        "FSDP2 on 8 ranks, init_device_mesh((4, 2), ('shard', 'replicate'))['replicate', "
+        "'shard']: shard groups {0,2,4,6},{1,3,5,7} (strided), replicate groups {0,1},{2,3},…",
+        "fsdp2",
+        8,
+        options={"mesh": [4, 2], "mesh_dim_names": ["shard", "replicate"]},
+    ),
+]
+#: the 2-rank variants recorded again on 4 ranks (issue 27: most variants at 4 ranks)
+_ON_FOUR = (
+    "ddp_default",
+    "ddp_amp_bf16",
+    "ddp_bf16_compress_hook",
+    "ddp_grad_as_bucket_view",
+    "fsdp1_shard_grad_op",
+    "fsdp1_no_shard",
+    "fsdp1_backward_prefetch_none",
+    "fsdp1_forward_prefetch_4blocks",
+    "fsdp1_clip_grad_norm",
+    "fsdp2_reshard_true",
+    "fsdp2_reshard_false",
+)
+VARIANTS += [
+    dataclasses.replace(v, name=f"{v.name}_w4", description=f"{v.description}; 4 ranks", world_size=4)
+    for v in VARIANTS
+    if v.name in _ON_FOUR
 ]
 VARIANTS_BY_NAME = {v.name: v for v in VARIANTS}
 
@@ -644,11 +800,7 @@ def _wrap_fsdp1(model: nn.Module, v: Variant) -> tuple[nn.Module, Meta]:
             reduce_dtype=getattr(torch, o["reduce_dtype"]),
         )
     if "mesh" in o:
-        from torch.distributed.device_mesh import init_device_mesh
-
-        kw["device_mesh"] = init_device_mesh(
-            "cpu", tuple(o["mesh"]), mesh_dim_names=("replicate", "shard")
-        )
+        kw["device_mesh"] = _hsdp_mesh(o)
     names = _module_names(model)  # before wrapping: FSDP inserts "_fsdp_wrapped_module"
     _fsdp1_patch(model)
     fsdp = FSDP(model, **kw)
@@ -684,6 +836,21 @@ def _wrap_fsdp1(model: nn.Module, v: Variant) -> tuple[nn.Module, Meta]:
     return fsdp, units
 
 
+def _hsdp_mesh(o: dict[str, Any]) -> Any:
+    """The (replicate, shard) mesh FSDP gets. Names ("replicate", "shard") (the default):
+    ``init_device_mesh(shape, names)``, shard groups contiguous. Names ("shard", "replicate"):
+    the ranks laid out shard-major, ``arange(world).view(shape)``, handed to FSDP transposed as
+    ``DeviceMesh(mesh.t(), ("replicate", "shard"))`` (torch 2.13's ``mesh["replicate", "shard"]``
+    refuses to reorder dimensions): strided shard groups, contiguous replicate groups."""
+    from torch.distributed.device_mesh import DeviceMesh, init_device_mesh
+
+    names = tuple(o.get("mesh_dim_names", ("replicate", "shard")))
+    if names == ("replicate", "shard"):
+        return init_device_mesh("cpu", tuple(o["mesh"]), mesh_dim_names=names)
+    ranks = torch.arange(math.prod(o["mesh"])).view(*o["mesh"]).t().contiguous()
+    return DeviceMesh("cpu", ranks, mesh_dim_names=("replicate", "shard"))
+
+
 def _wrap_fsdp2(model: nn.Module, v: Variant) -> tuple[nn.Module, Meta]:
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
@@ -691,7 +858,8 @@ def _wrap_fsdp2(model: nn.Module, v: Variant) -> tuple[nn.Module, Meta]:
     from torch.distributed.fsdp._fully_shard import _fsdp_state as st_mod
 
     o = v.options
-    mesh = init_device_mesh("cpu", (v.world_size,))
+    mesh = _hsdp_mesh(o) if "mesh" in o else init_device_mesh("cpu", (v.world_size,))
+    shard_size = mesh.size(mesh.ndim - 1)  # the shard dimension is the last (FSDP2 HSDP)
     kw: dict[str, Any] = {"mesh": mesh}
     if "reshard_after_forward" in o:
         kw["reshard_after_forward"] = o["reshard_after_forward"]
@@ -728,7 +896,7 @@ def _wrap_fsdp2(model: nn.Module, v: Variant) -> tuple[nn.Module, Meta]:
     names = _module_names(model)
 
     def units() -> dict[str, Any]:
-        return {"units": _fsdp2_units([*blocks, model], names, v.world_size)}
+        return {"units": _fsdp2_units([*blocks, model], names, shard_size)}
 
     return model, units
 

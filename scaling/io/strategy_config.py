@@ -19,6 +19,7 @@ from scaling.model.routing import RoutingKind, RoutingSpec
 from scaling.model.strategies.base import Strategy
 from scaling.model.strategies.ddp import CommHook, DDPSpec
 from scaling.model.strategies.fsdp import BackwardPrefetch, FSDPSpec, ShardingStrategy
+from scaling.model.strategies.fsdp_mesh import HSDPMesh
 from scaling.model.strategies.megatron import MegatronSpec
 from scaling.units import MiB
 
@@ -102,6 +103,16 @@ class FSDPConfig(StrategyConfig):
     # FSDP1 rate limiter: host time from its event.synchronize() to the gated all-gather's
     # launch (model.strategies.fsdp_host); null = 235 us measured (pytorch/pytorch#108234)
     limiter_resume_us: NonNegFloat | None = None
+    # HYBRID_SHARD on an explicit 2-D DeviceMesh: init_device_mesh(mesh_shape, mesh_dim_names)
+    # handed to FSDP as (replicate, shard) (FSDP1 device_mesh=, FSDP2 fully_shard(mesh=)).
+    # Names [replicate, shard]: shard groups of consecutive ranks; [shard, replicate]: ranks laid
+    # out shard-major, strided shard groups (e.g. 8 ranks, [4, 2]: shard over {0,2,4,6},
+    # replicate over {0,1}). null = shard inside each node (mesh [nodes, devices per node]).
+    mesh_shape: tuple[PosInt, PosInt] | None = None
+    mesh_dim_names: tuple[Literal["replicate", "shard"], Literal["replicate", "shard"]] = (
+        "replicate",
+        "shard",
+    )
 
     @model_validator(mode="after")
     def _fsdp2_options(self) -> FSDPConfig:
@@ -118,6 +129,14 @@ class FSDPConfig(StrategyConfig):
                 "limiter_resume_us is FullyShardedDataParallel's (api: fsdp1) CPU-side rate "
                 "limiter; FSDP2 waits for the reshard on the device (leave it unset)"
             )
+        if self.mesh_shape is not None and self.sharding is not ShardingStrategy.HYBRID_SHARD:
+            raise ValueError(
+                "mesh_shape is a 2-D (replicate, shard) mesh: set sharding: hybrid_shard"
+            )
+        if set(self.mesh_dim_names) != {"replicate", "shard"}:
+            raise ValueError("mesh_dim_names: expected [replicate, shard] or [shard, replicate]")
+        if self.mesh_dim_names != ("replicate", "shard") and self.mesh_shape is None:
+            raise ValueError("mesh_dim_names names the dimensions of mesh_shape: set mesh_shape")
         if self.api == "fsdp2" and self.sharding not in ok:
             raise ValueError(
                 "FSDP2 (fully_shard) shards fully or hybrid (a 2-D mesh); for ZeRO-2 use "
@@ -145,6 +164,9 @@ class FSDPConfig(StrategyConfig):
             limiter_resume_s=None
             if self.limiter_resume_us is None
             else self.limiter_resume_us * 1e-6,
+            mesh=None
+            if self.mesh_shape is None
+            else HSDPMesh.from_config(self.mesh_shape, self.mesh_dim_names),
         )
 
 

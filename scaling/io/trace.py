@@ -51,8 +51,7 @@ def finite(obj: Any) -> Any:
 
 def _lane(rec: CollectiveRecord, rank: int, per_node_devices: int) -> int:
     """Which of a record's sibling communicators (HSDP lanes) ``rank`` belongs to."""
-    local = rank % per_node_devices
-    return (local - rec.group.local_base) // rec.group.per_node
+    return rec.group.lane_of(rank, per_node_devices)
 
 
 class _ByEnd:

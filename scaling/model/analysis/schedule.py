@@ -60,18 +60,29 @@ def group_ranks(group: Group, rank: int, devices_per_node: int) -> list[int]:
     """Global ranks of the communicator of ``group`` that ``rank`` belongs to (its lane).
 
     A group recorded for rank 0 standing for every identical rank (a node's shard group, a
-    k-rank block of it) is moved to the node and block of ``rank``.
+    k-rank block of it, a strided group's sibling) is moved to the node and block of ``rank``.
     """
     if not group.contains(rank, devices_per_node):
-        node, local = divmod(rank, devices_per_node)
-        width = group.per_node * group.lanes
-        group = replace(
-            group,
-            first_node=(node // group.nodes) * group.nodes,
-            local_base=(local // width) * width + group.local_base % width,
-        )
-    lane = 0
-    if group.lanes > 1:
-        lane = (rank % devices_per_node - group.local_base) // group.per_node
-    one = group.lane(lane) if group.lanes > 1 else group
-    return [int(d) for d in one.devices(devices_per_node)]
+        group = _sibling(group, rank, devices_per_node)
+    for j in range(group.lanes):
+        devs = [int(d) for d in group.lane(j).devices(devices_per_node)]
+        if rank in devs:
+            return devs
+    return [int(d) for d in group.lane(0).devices(devices_per_node)]
+
+
+def _sibling(group: Group, rank: int, devices_per_node: int) -> Group:
+    """The group of ``group``'s shape (strides and lanes included) that holds ``rank``: groups
+    of one shape tile the cluster from device 0 in blocks of ``nodes·node_stride`` nodes and
+    ``per_node·local_stride`` (strided, one per offset) or ``per_node·lanes`` (contiguous)
+    local devices."""
+    node, local = divmod(rank, devices_per_node)
+    span = group.nodes * group.node_stride
+    first = (node // span) * span + node % group.node_stride
+    if group.local_stride > 1:
+        width = group.per_node * group.local_stride
+        base = (local // width) * width + local % group.local_stride
+        return replace(group, first_node=first, local_base=base, lanes=1)
+    width = group.per_node * group.lanes
+    base = (local // width) * width + group.local_base % width
+    return replace(group, first_node=first, local_base=base)

@@ -31,7 +31,7 @@ def degraded_system(system: SystemSpec, bw_fraction: float) -> SystemSpec:
 
 def group_nodes(group: Group) -> range:
     """Nodes a group's ranks live on."""
-    return range(group.first_node, group.first_node + group.nodes)
+    return range(group.first_node, group.last_node + 1, group.node_stride)
 
 
 class DegradedNicCostModel:

@@ -42,7 +42,7 @@ class AnalyticCostModel:
 
     def collectives(self, group: Group) -> FlowCollectives:
         """The tuner over a cluster that holds ``group`` (grown when a group reaches further)."""
-        need = group.first_node + group.nodes
+        need = group.last_node + 1
         if self._flows is None or need > self._nodes:
             self._nodes = max(self._nodes, need)
             self._flows = FlowCollectives(simpy.Environment(), self.system, self._nodes, self.seed)

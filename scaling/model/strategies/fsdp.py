@@ -13,7 +13,9 @@ Rules, with their source (torch/distributed/fsdp, PyTorch 2.x; Zhao et al., VLDB
   per unit per step, 2(p−1)/p·Ψ.
 * HYBRID_SHARD: FULL_SHARD inside a node (shard group = the node's ranks); after the intra-node
   reduce-scatter, an all-reduce of the 1/g gradient shard across nodes (replicate group: the same
-  local rank of every node; all g of them run at once).
+  local rank of every node; all g of them run at once). On an explicit 2-D mesh
+  (``FSDPSpec.mesh``, :mod:`~scaling.model.strategies.fsdp_mesh`) the groups are the mesh's rows
+  and columns, strided ones included.
 * NO_SHARD: gradients all-reduced per unit after its backward (DDP without buckets).
 * All-gathers and reduce-scatters of one process group share one NCCL communicator and so run
   in issue order on one queue. In forward the CPU runs ahead of the GPU and issues all-gathers
@@ -57,6 +59,7 @@ from scaling.model.hardware.memory import MemoryBreakdown, fsdp_memory
 from scaling.model.hardware.workload import TransformerShape
 from scaling.model.strategies.base import StrategyBase, WorkBase
 from scaling.model.strategies.fsdp_host import LIMITER_RESUME_S, after_limiter
+from scaling.model.strategies.fsdp_mesh import HSDPMesh
 from scaling.model.strategies.rank import ComputeStream
 
 if TYPE_CHECKING:
@@ -110,6 +113,8 @@ class FSDPSpec(StrategyBase):
         limiter_resume_s: FSDP1's host time from the rate limiter's synchronisation to the
             gated all-gather's launch, s (:mod:`.fsdp_host`); None = the measured
             :data:`~.fsdp_host.LIMITER_RESUME_S` for FSDP1, 0 for FSDP2 (no CPU-side limiter).
+        mesh: HYBRID_SHARD on an explicit 2-D device mesh (FSDP1 ``device_mesh=``, FSDP2
+            ``fully_shard(mesh=)``), shard groups possibly strided; None = shard inside a node.
     """
 
     sharding: ShardingStrategy = ShardingStrategy.FULL_SHARD
@@ -124,6 +129,7 @@ class FSDPSpec(StrategyBase):
     reshard_root: bool = False
     forward_prefetch: bool = False
     limiter_resume_s: float | None = None
+    mesh: HSDPMesh | None = None
 
     @property
     def resume_s(self) -> float:
@@ -133,6 +139,10 @@ class FSDPSpec(StrategyBase):
         if self.limiter_resume_s is not None:
             return self.limiter_resume_s
         return LIMITER_RESUME_S if self.api == "fsdp1" else 0.0
+
+    def placement_error(self, devices: int, devices_per_node: int) -> str:
+        """An explicit HSDP mesh must hold every device, its groups evenly spread over nodes."""
+        return "" if self.mesh is None else self.mesh.error(devices, devices_per_node)
 
     def _check_post_forward(self, job: Job) -> None:
         k, g = self.post_forward_shard, job.system.devices_per_node
@@ -161,7 +171,7 @@ class FSDPSpec(StrategyBase):
         if self.sharding is ShardingStrategy.NO_SHARD:
             return 1
         if self.sharding is ShardingStrategy.HYBRID_SHARD:
-            return job.system.devices_per_node
+            return job.system.devices_per_node if self.mesh is None else self.mesh.shard
         return job.devices
 
     def memory(self, job: Job) -> MemoryBreakdown:
@@ -385,11 +395,24 @@ def _rank_process(
     reshard_fwd = spec.sharding in (ShardingStrategy.FULL_SHARD, ShardingStrategy.HYBRID_SHARD)
     all_ranks = comm.simulated_ranks > 1
     issue = itertools.count(1)
-    if spec.sharding is ShardingStrategy.HYBRID_SHARD:
+    q_rep: _Queue | None = None
+    if spec.mesh is not None:
+        # an explicit mesh: each rank's own groups (strides included); with every rank
+        # simulated each group is its own rendezvous, told apart by its first rank
+        m = spec.mesh
+        shard = m.shard_group(rank, work.per_node, not all_ranks)
+        first = min(m.shard_ranks(rank))
+        q = _Queue(env, comm, m.shard if all_ranks else 1, issue, (first,))
+        rep_group = m.replicate_group(rank, work.per_node, not all_ranks)
+        rep_group = rep_group if m.replicate > 1 else None
+        first = min(m.replicate_ranks(rank))
+        q_rep = _Queue(env, comm, m.replicate if all_ranks else 1, issue, (first,))
+    elif spec.sharding is ShardingStrategy.HYBRID_SHARD:
         q = _Queue(env, comm, shard.size if all_ranks else 1, issue, (shard.first_node,))
     else:
         q = _Queue(env, comm, comm.simulated_ranks, issue)
-    q_rep = _Queue(env, comm, comm.simulated_ranks, issue) if rep_group is not None else None
+    if spec.mesh is None:
+        q_rep = _Queue(env, comm, comm.simulated_ranks, issue) if rep_group is not None else None
     n_units = len(work.units)
     limit = spec.limit_all_gathers or n_units + 1
     # backward all-gathers: the shard group, or FSDP2's smaller post-forward group of k ranks

@@ -43,13 +43,20 @@ def hop_latency_s(
     pcie = 0.0
     if model.grouped:
         gs, k = fab.group_size, group.per_node
-        lows = [group.local_base + j * k for j in range(group.lanes)]  # each lane's first device
-        spans_switches = any(lo // gs != (lo + k - 1) // gs for lo in lows)
+        if group.strided:  # a lane whose local devices sit under more than one PCIe switch
+            spans_switches = any(
+                len({int(x) // gs for x in group.lane(j).local_ids()}) > 1
+                for j in range(group.lanes)
+            )
+        else:
+            lows = [group.local_base + j * k for j in range(group.lanes)]  # lanes' first devices
+            spans_switches = any(lo // gs != (lo + k - 1) // gs for lo in lows)
         pcie = model.pcie_hop_latency_s(fab, spans_switches)
     net = 0.0
     if group.nodes > 1:
         npl = so.nodes_per_leaf
-        pods = (group.first_node + group.nodes - 1) // npl - group.first_node // npl + 1
+        last = group.last_node  # strided groups: the real nodes' span
+        pods = last // npl - group.first_node // npl + 1
         rails = cross_rail and so.rail_optimized and system.nics.count > 1
         net = system.nics.latency_s + (so.spine_latency_s if pods > 1 or rails else 0.0)
     return {LinkClass.SCALE_UP: fab.link_latency_s, LinkClass.PCIE: pcie, LinkClass.NETWORK: net}

@@ -159,6 +159,8 @@ class Planner:
             return Schedule(
                 first.algorithm, phases, first.steps, first.wire_per_rank, first.cross_rail
             )
+        if group.strided:
+            return self._moved(self.build(name, op, group.standin()), group)
         try:
             algo = algorithm(name)
         except KeyError:
@@ -167,6 +169,27 @@ class Planner:
             have = ", ".join(sorted(o.value for o in algo.ops))
             raise NotApplicable(f"{name} exists for {have}")
         return algo.schedule(self, op, group)
+
+    def _moved(self, sched: Schedule, group: Group) -> Schedule:
+        """``sched`` (built on ``group``'s stand-in) moved onto ``group``'s real devices: the
+        stand-in's rank i becomes the group's rank i, so every flow runs between the devices
+        that really exchange it and is routed over their links (NICs, leaves, spines, PCIe
+        switches). Latency steps are the stand-in's: the same shape takes the same steps."""
+        fro = group.standin_devices(self.g)
+        to = group.devices(self.g)
+        move = np.arange(max(int(fro.max()), int(to.max())) + 1)
+        move[fro] = to
+
+        def moved(p: Phase) -> Phase:
+            return Phase(move[p.src], move[p.dst], p.coeff, p.mult, p.fold)
+
+        return Schedule(
+            sched.algorithm,
+            tuple(moved(p) for p in sched.phases),
+            sched.steps,
+            sched.wire_per_rank,
+            sched.cross_rail,
+        )
 
     def build_v(self, name: str, group: Group, sizes: PeerSizes) -> Schedule:
         """Schedule of the named algorithm's uneven all-to-all; NotApplicable if it has none
@@ -181,4 +204,6 @@ class Planner:
             raise NotApplicable(f"unknown algorithm {name!r}") from None
         if CollectiveOp.ALL_TO_ALL not in algo.ops:
             raise NotApplicable(f"{name} has no all-to-all")
+        if group.strided:
+            return self._moved(algo.schedule_v(self, group.standin(), sizes), group)
         return algo.schedule_v(self, group, sizes)

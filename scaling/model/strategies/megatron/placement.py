@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from scaling.model.comm.ops import Group
@@ -37,14 +38,34 @@ def cp_ranks(spec: MegatronSpec, d: int, pp: int, dp: int = 0, tp: int = 0) -> l
 def group_of(
     devices: list[int], lanes: int, dpn: int, nodes: int, slot: int | None = None
 ) -> Group:
-    """A :class:`Group` over ``devices`` (one lane) with ``lanes`` sibling lanes: as many nodes
-    and ranks per node as they span (the same number on each: the config refuses placements
-    that straddle nodes unevenly, ``MegatronSpec.placement_error``). A set strided over nodes (a DP
-    group under ``tp-pp-dp``) is priced as consecutive nodes with the same shape, the offsets'
-    groups kept on disjoint blocks of nodes as the real ones are; strided local devices as
-    consecutive ones. ``slot``: the group's index among the groups (each with its lanes) that
-    share its nodes; its stand-in then takes local devices ``slot·per_node·lanes`` on, so that
-    the stand-ins of groups that are disjoint (the stages' DP groups) are disjoint too."""
+    """A :class:`Group` over ``devices`` (one lane) with up to ``lanes`` sibling lanes (the
+    other TP ranks' groups on the same devices' nodes, local devices shifted by one).
+
+    A set spaced evenly over nodes and local devices (a DP group under ``tp-pp-dp``: every
+    ``t·c·p``-th rank) is the group it is, strides included, so it is priced on the links it
+    really uses: the NICs of its own local devices, the spine where its nodes sit in several
+    pods, the PCIe switches its devices sit under (``Group.of_ranks``). A set that is not
+    evenly spaced falls back to :func:`_standin`.
+    """
+    try:
+        g = Group.of_ranks(sorted(devices), dpn)
+    except ValueError:
+        return _standin(devices, lanes, dpn, nodes, slot)
+    # siblings interleave with a strided group (at most its stride) and follow a contiguous
+    # one block by block (as many as fit in the node)
+    room = g.local_stride if g.local_stride > 1 else (dpn - g.local_base) // g.per_node
+    return replace(g, lanes=max(1, min(lanes, room)))
+
+
+def _standin(
+    devices: list[int], lanes: int, dpn: int, nodes: int, slot: int | None = None
+) -> Group:
+    """A group of the shape of ``devices``: as many nodes and ranks per node as they span (the
+    same number on each: the config refuses placements that straddle nodes unevenly,
+    ``MegatronSpec.placement_error``), on consecutive nodes and local devices, the offsets'
+    groups kept on disjoint blocks of nodes as the real ones are. ``slot``: the group's index
+    among the groups (each with its lanes) that share its nodes; its stand-in then takes local
+    devices ``slot·per_node·lanes`` on, so that the stand-ins of disjoint groups are disjoint."""
     node_ids = sorted({x // dpn for x in devices})
     n = len(node_ids)
     per_node = len(devices) // n
