@@ -346,4 +346,5 @@ def _measure(
         model_flops_per_device=flops,
         compute_bytes=comp_bytes,
         peak_mem_bytes=mem.total,
+        routing=work.routing,
     )
