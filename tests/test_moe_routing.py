@@ -157,3 +157,13 @@ def test_explain_has_routing_rows() -> None:
                             "moe_dropped_share"}  # fmt: skip
     assert routing["moe_rank_load"] > 1.0
     assert any("MoE routing" in ln for ln in lines)
+
+
+def test_dropped_tokens_are_not_sent() -> None:
+    """Bytes on the wire follow the uneven sizes: rank 0 sends each peer its share, and what a
+    capacity factor drops is not dispatched."""
+    zipf = RoutingSpec(RoutingKind.ZIPF, 1.5)
+    free = run_job(_job(_spec(expert_parallel=8, routing=zipf)))
+    cut = run_job(_job(_spec(expert_parallel=8, routing=replace(zipf, capacity_factor=1.0))))
+    assert cut.moe_dropped_share > 0.2
+    assert cut.comm_bytes_per_rank < free.comm_bytes_per_rank

@@ -91,7 +91,8 @@ class CollectiveRecord:
     """One completed collective as seen by the communicator (times in s, sizes in bytes).
 
     ``issue`` orders calls as the ranks issued them (a rank may queue a call before it can
-    start); ``dtype`` is the element type on the wire (empty: not stated by the strategy).
+    start); ``dtype`` is the element type on the wire (empty: not stated by the strategy);
+    ``sizes``: an uneven all-to-all's per-peer sizes (None: even).
     """
 
     key: CollectiveKey
@@ -103,6 +104,7 @@ class CollectiveRecord:
     algorithm: str
     issue: int = 0
     dtype: str = ""
+    sizes: PeerSizes | None = None
 
 
 @dataclass(slots=True)
@@ -199,6 +201,7 @@ class Communicator:
                     str(ev.value or ""),
                     pend.issue,
                     dtype or "",
+                    sizes,
                 )
                 self.records.append(rec)
                 done.succeed(rec)
