@@ -4,6 +4,7 @@ interrupted plan resumes, and bad constraints are refused in one line."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -190,3 +191,68 @@ def test_intervals_rerun_the_winners_over_the_samples() -> None:
         np.array_equal(a.values, b.values, equal_nan=True)
         for a, b in zip(points, again, strict=True)
     )
+
+
+MOE = {
+    "model": {"name": "tiny-moe", "vocab": 32000, "hidden": 1024, "layers": 4, "heads": 16,
+              "ffn": 4096, "gated_mlp": True, "bias": False, "tied_embeddings": False,
+              "norm": "rmsnorm", "moe": {"experts": 16, "top_k": 2, "expert_ffn": 512}},
+    "systems": ["dgx-h100"],
+    "nodes": [1],
+    "strategy": {"kind": "megatron", "moe": {"routing": "zipf", "zipf_s": 0.5}},
+    "training": {"micro_batch_size": 1, "seq_len": 1024, "grad_accum_steps": 2},
+    "simulation": {"steps": 1, "warmup_steps": 0},
+}  # fmt: skip
+MOE_SPACE = PlanSpace(
+    strategies=("ddp", "megatron"),
+    micro_batches=(1,),
+    checkpointing=("none",),
+    tensor=(1, 2),
+    pipeline=(1, 2),
+)
+
+
+def test_moe_expert_parallel_candidates_and_refusals() -> None:
+    """EP over the divisors of the experts that the expert-data-parallel rule allows
+    (EP·ETP divides tensor·data; ETP = tensor), counted by reason; Megatron's tp-dp-pp order."""
+    cands, refused = enumerate_candidates("dgx-h100", 8, 1, 16, MOE_SPACE, experts=16)
+    eps = {}
+    for c in cands:
+        if c.kind != "megatron":
+            continue
+        st = c.values()["strategy"]
+        par = st["parallelism"]
+        ep = par.get("expert_parallel", 1)
+        d = 8 // (par["tensor"] * par["pipeline"])
+        assert d % ep == 0 and 16 % ep == 0
+        assert ep == 1 or st["order"] == "tp-dp-pp"
+        eps.setdefault((par["tensor"], par["pipeline"]), set()).add(ep)
+    # data 8, 4, 4, 2: EP up to the data size, of the divisors 1, 2, 4, 8, 16
+    assert eps == {(1, 1): {1, 2, 4, 8}, (2, 1): {1, 2, 4}, (1, 2): {1, 2, 4}, (2, 2): {1, 2}}
+    assert refused == {"tensor x data not a multiple of expert_parallel x expert_tensor_parallel": 1
+                       + 2 + 2 + 3}  # fmt: skip
+    few, refused = enumerate_candidates(
+        "dgx-h100", 8, 1, 16, replace(MOE_SPACE, expert_parallel=(3, 4)), experts=16
+    )
+    assert refused["experts not a multiple of expert_parallel"] == 4
+    assert any("e4" in c.label for c in few)
+    # a dense model runs no expert parallelism: the same candidates as before, and --ep refused
+    dense, _ = enumerate_candidates("dgx-h100", 8, 1, 16, MOE_SPACE)
+    assert not any("expert_parallel" in c.values()["strategy"].get("parallelism", {})
+                   for c in dense)  # fmt: skip
+    with pytest.raises(ConfigError, match="expert_parallel: got \\[2\\] with the dense model"):
+        plan(experiment_from_dict(SMALL), replace(SPACE, expert_parallel=(2,)))
+
+
+def test_moe_pruned_search_finds_the_exhaustive_best() -> None:
+    exp = experiment_from_dict(MOE)
+    pruned = plan(exp, MOE_SPACE, keep=1)
+    exhaustive = plan(exp, MOE_SPACE, keep=1000)
+    (pp,), (ep,) = pruned.points, exhaustive.points
+    assert len(ep.flow) == len(ep.analytic) > 4
+    assert pp.best is not None and ep.best is not None
+    assert pp.best.candidate == ep.best.candidate and pp.best.metrics == ep.best.metrics
+    # DDP cannot run a MoE model: refused as a config rule, counted
+    assert any(k.startswith("config rule") for k in ep.refused)
+    labels = {e.candidate.label for e in ep.flow}
+    assert any(" e" in lb for lb in labels)  # expert parallelism was searched

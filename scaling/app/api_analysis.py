@@ -44,8 +44,10 @@ def explain_rows(
     """The rows and text lines of ``scaling explain``: for each point, its last step's parts
     (``kind`` ``step``: compute, exposed communication by collective and tier, bubble, idle;
     they add up to ``step_time_s``), compute by kernel kind (``kernel``), exposed seconds per
-    parallel dimension where the strategy declares them (``parallel``: Megatron's TP, PP, DP)
-    and the ``top`` most exposed collectives (``exposed collective``); times in seconds."""
+    parallel dimension where the strategy declares them (``parallel``: Megatron's TP, PP, DP),
+    a MoE model's drawn routing (``routing``: the ``moe_*`` result columns in ``value``, a
+    ratio or share) and the ``top`` most exposed collectives (``exposed collective``); times in
+    seconds."""
     from scaling.app.api import feasibility_errors
     from scaling.app.output import progress_bar
     from scaling.model.analysis.explain import explain_step
@@ -85,6 +87,16 @@ def explain_rows(
             for dim, t in b.exposed_by_parallel.items():
                 lines.append(f"    {dim:<38} {t * 1e3:10.2f} ms")
                 row("parallel", dim, t)
+        if res.moe_expert_load != 1.0 or res.moe_dropped_share != 0.0:  # a drawn routing
+            lines.append(
+                f"  MoE routing (this seed; `--replicas N` for its interval): busiest EP rank "
+                f"{res.moe_rank_load:.3f}x the mean (worst layer {res.moe_rank_load_max:.3f}x), "
+                f"busiest expert {res.moe_expert_load:.3f}x, dropped {res.moe_dropped_share:.2%}"
+            )
+            sc = res.scalars()
+            for name in ("moe_rank_load", "moe_rank_load_max", "moe_expert_load",
+                         "moe_dropped_share"):  # fmt: skip
+                rows.append(point | {"kind": "routing", "label": name, "value": sc[name]})
         if top and b.exposed_by_collective:
             lines.append("  most exposed collectives:")
             for lab, t in sorted(b.exposed_by_collective.items(), key=lambda kv: -kv[1])[:top]:
@@ -106,8 +118,9 @@ def explain(
     ``kind`` is ``step`` (parts that add up to ``step_time_s``: compute forward/backward/
     optimizer, ``exposed <op> (<tier> bound)``, ``pipeline bubble``, ``waiting for other
     ranks``, ``idle``), ``kernel`` (compute by kernel kind), ``parallel`` (exposed seconds per
-    parallel dimension: Megatron's ``TP``/``PP``/``DP``) or ``exposed collective`` (the ``top``
-    most exposed). Identity columns: system, nodes, devices, model, strategy, step_time_s (s).
+    parallel dimension: Megatron's ``TP``/``PP``/``DP``), ``routing`` (a MoE model's routing
+    draw: the ``moe_*`` result columns, in ``value`` instead of ``time_s``) or ``exposed
+    collective`` (the ``top`` most exposed). Identity columns: system, nodes, devices, model, strategy, step_time_s (s).
     """
     rows, _ = explain_rows(load_experiment(config, overrides, systems), top, progress)
     return pd.DataFrame(rows)

@@ -66,6 +66,12 @@ def _words(opt: str, text: str, allowed: tuple[str, ...]) -> tuple[str, ...]:
 @click.option("--tp", default="1,2,4,8", show_default=True, help="Megatron tensor sizes.")
 @click.option("--pp", default="1,2,4,8,16", show_default=True, help="Megatron pipeline sizes.")
 @click.option(
+    "--ep",
+    default=None,
+    help="Megatron expert-parallel sizes for a MoE model (default: every divisor of its routed "
+    "experts that divides the data-parallel size).",
+)
+@click.option(
     "--global-batch",
     type=click.IntRange(min=1),
     default=None,
@@ -115,6 +121,7 @@ def plan(
     sharding: str,
     tp: str,
     pp: str,
+    ep: str | None,
     global_batch: int | None,
     top: int,
     keep: int,
@@ -127,7 +134,8 @@ def plan(
 ) -> None:
     """Each system's fastest feasible configurations at each node count of CONFIG.
 
-    Enumerates DDP, FSDP (sharding strategies) and Megatron TP x PP x DP with ZeRO-1 over
+    Enumerates DDP, FSDP (sharding strategies) and Megatron TP x PP x DP with ZeRO-1 (and
+    expert parallelism for a MoE model) over
     micro-batch sizes and activation checkpointing at the same global batch, refuses what the
     config rules or memory rule out (counted by reason), prunes on the analytic network (the
     same tuner, no contention), simulates the --keep best on the flow network and prints the
@@ -158,6 +166,7 @@ def plan(
             ),
             tensor=_ints("--tp", tp),
             pipeline=_ints("--pp", pp),
+            expert_parallel=None if ep is None else _ints("--ep", ep),
         )
     except ValueError as err:
         fail(str(err))

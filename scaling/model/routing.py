@@ -79,10 +79,15 @@ class RoutingLoad:
         busiest: token-copies the busiest EP rank keeps, over the mean ``tokens·k/EP``
             (1 for a perfect balance without drops; below 1 only when drops cut every rank).
         dropped: share of the token-copies dropped by the capacity factor (0 when dropless).
+        expert_peak: token-copies the busiest expert keeps, over the mean ``tokens·k/E``.
+        received: token-copies each EP rank keeps, over the mean (in EP-rank order; its
+            maximum is ``busiest``): what the dispatch all-to-all delivers to each rank.
     """
 
     busiest: float
     dropped: float
+    expert_peak: float = 1.0
+    received: tuple[float, ...] = ()
 
 
 def expert_shares(spec: RoutingSpec, experts: int, rng: np.random.Generator) -> np.ndarray:
@@ -107,8 +112,13 @@ def route(
     if spec.capacity_factor is not None:
         cap = math.ceil(spec.capacity_factor * copies / experts)
         counts = np.minimum(counts, cap)
-    per_rank = counts.reshape(ep, experts // ep).sum(axis=1)
-    return RoutingLoad(float(per_rank.max() / (copies / ep)), float(1.0 - counts.sum() / copies))
+    per_rank = counts.reshape(ep, experts // ep).sum(axis=1) / (copies / ep)
+    return RoutingLoad(
+        float(per_rank.max()),
+        float(1.0 - counts.sum() / copies),
+        float(counts.max() / (copies / experts)),
+        tuple(float(x) for x in per_rank),
+    )
 
 
 def layer_loads(
@@ -118,3 +128,33 @@ def layer_loads(
     ``seed`` gives the same loads)."""
     rng = stream(seed, ROUTING_STREAM)
     return [route(spec, experts, top_k, ep, tokens, rng) for _ in range(layers)]
+
+
+@dataclass(frozen=True, slots=True)
+class RoutingStats:
+    """A run's routing over its MoE layers, as the results report it.
+
+    Attributes:
+        rank_load: the busiest EP rank's token-copies over the mean, averaged over the MoE
+            layers (the step's expert GEMMs and dispatch all-to-alls scale with it).
+        rank_load_max: the same, the worst layer.
+        expert_load: the busiest expert's token-copies over the mean, averaged over the layers.
+        dropped: share of the token-copies the capacity factor drops, averaged over the layers.
+    """
+
+    rank_load: float = 1.0
+    rank_load_max: float = 1.0
+    expert_load: float = 1.0
+    dropped: float = 0.0
+
+    @classmethod
+    def of(cls, loads: list[RoutingLoad] | tuple[RoutingLoad, ...]) -> RoutingStats:
+        """The statistics of ``loads`` (a dense model's: the defaults, a perfect balance)."""
+        if not loads:
+            return cls()
+        return cls(
+            float(np.mean([x.busiest for x in loads])),
+            max(x.busiest for x in loads),
+            float(np.mean([x.expert_peak for x in loads])),
+            float(np.mean([x.dropped for x in loads])),
+        )

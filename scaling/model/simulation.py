@@ -22,6 +22,7 @@ import simpy
 
 from scaling.model.analysis.metrics import Measured, RunResult, StepRecord, run_result
 from scaling.model.comm.collectives import (
+    CollectiveCost,
     CollectiveCostModel,
     CollectiveKey,
     CollectiveRecord,
@@ -158,9 +159,7 @@ def run_job_detailed(
     timeline = Timeline(
         tuple(logs),
         tuple(comm.records),
-        {r.key: str(pricing.cost(r.op, r.nbytes, r.group).bottleneck or "") for r in comm.records}
-        if trace
-        else {},
+        {r.key: str(_cost(pricing, r).bottleneck or "") for r in comm.records} if trace else {},
         job.system.devices_per_node,
         job.sim.simulate_all_ranks,
         job.strategy,
@@ -329,6 +328,13 @@ def _step_records(job: Job, logs: list[RankLog]) -> tuple[StepRecord, ...]:
     )
 
 
+def _cost(pricing: CollectiveCostModel, r: CollectiveRecord) -> CollectiveCost:
+    """A recorded call's uncontended cost (its per-peer sizes where it had them)."""
+    if r.sizes is None:
+        return pricing.cost(r.op, r.nbytes, r.group)
+    return pricing.cost(r.op, r.nbytes, r.group, sizes=r.sizes)
+
+
 def _measure(
     job: Job,
     steps: tuple[StepRecord, ...],
@@ -350,12 +356,10 @@ def _measure(
     return Measured(
         steps=steps,
         comm_time_s=sum(r.end_s - r.start_s for r in mine) / sim.steps,
-        comm_bytes_per_rank=sum(
-            pricing.cost(r.op, r.nbytes, r.group).bytes_sent_per_rank for r in mine
-        )
-        / sim.steps,
+        comm_bytes_per_rank=sum(_cost(pricing, r).bytes_sent_per_rank for r in mine) / sim.steps,
         n_collectives_per_step=len(mine) // sim.steps,
         model_flops_per_device=flops,
         compute_bytes=comp_bytes,
         peak_mem_bytes=mem.total,
+        routing=work.routing,
     )

@@ -25,6 +25,7 @@ from typing import Any
 
 from scaling.io.config import LoadedExperiment, experiment_from_dict
 from scaling.io.errors import ConfigError
+from scaling.model.hardware.moe import MoEShape
 from scaling.model.job import InfeasibleJobError
 from scaling.model.simulation import check_feasible, run_job
 from scaling.plan.space import (
@@ -240,8 +241,16 @@ def plan(
     store = _Store(out_dir)
     base = base_config(exp)
     reference: dict[tuple[str, int], int] = {}  # the experiment's own global batch per point
-    for job in exp.jobs():  # systems x strategies x nodes: the first strategy's job per point
+    jobs = exp.jobs()
+    for job in jobs:  # systems x strategies x nodes: the first strategy's job per point
         reference.setdefault((job.system.name, job.nodes), job.global_batch)
+    shape = jobs[0].shape  # one model per experiment
+    experts = shape.moe.experts if isinstance(shape, MoEShape) else 0
+    if not experts and space.expert_parallel not in (None, (1,)):
+        raise ConfigError(
+            f"expert_parallel: got {list(space.expert_parallel or ())} with the dense model "
+            f"{shape.name!r}; expected 1 (expert parallelism needs a MoE model)"
+        )
     points: list[PointPlan] = []
     for name, loaded in exp.systems.items():
         dpn = loaded.spec.devices_per_node
@@ -249,7 +258,7 @@ def plan(
             gb = global_batch
             if gb is None:
                 gb = reference[(loaded.spec.name, nodes)]
-            cands, refused = enumerate_candidates(name, dpn, nodes, gb, space)
+            cands, refused = enumerate_candidates(name, dpn, nodes, gb, space, experts)
             feasible = _feasible(base, cands, refused)
             if not feasible:
                 raise ConfigError(_empty_message(name, nodes, gb, len(cands), refused, space))

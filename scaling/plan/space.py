@@ -36,6 +36,8 @@ class PlanSpace:
         pipeline: Megatron pipeline-parallel sizes.
         virtual_stages: Megatron model chunks per stage (interleaved 1F1B when > 1).
         distributed_optimizer: Megatron ZeRO-1 choices.
+        expert_parallel: Megatron expert-parallel sizes for a MoE model (None: every divisor
+            of its routed experts); a dense model runs without expert parallelism.
     """
 
     strategies: tuple[str, ...] = KINDS
@@ -47,6 +49,7 @@ class PlanSpace:
     pipeline: tuple[int, ...] = (1, 2, 4, 8, 16)
     virtual_stages: tuple[int, ...] = (1,)
     distributed_optimizer: tuple[bool, ...] = (True,)
+    expert_parallel: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
         unknown = [k for k in self.strategies if k not in KINDS]
@@ -55,8 +58,8 @@ class PlanSpace:
         for name in ("strategies", "micro_batches", "checkpointing", "tensor", "pipeline"):
             if not getattr(self, name):
                 raise ValueError(f"{name}: got an empty list; expected at least one value")
-        for name in ("micro_batches", "tensor", "pipeline", "virtual_stages"):
-            bad = [v for v in getattr(self, name) if not isinstance(v, int) or v < 1]
+        for name in ("micro_batches", "tensor", "pipeline", "virtual_stages", "expert_parallel"):
+            bad = [v for v in getattr(self, name) or () if not isinstance(v, int) or v < 1]
             if bad:
                 raise ValueError(f"{name}: got {bad[0]!r}; expected positive integers")
 
@@ -97,6 +100,8 @@ class Candidate:
         if self.kind == "megatron":
             par = st["parallelism"]
             parts.append(f"t{par['tensor']} p{par['pipeline']}")
+            if par.get("expert_parallel", 1) > 1:
+                parts.append(f"e{par['expert_parallel']}")
             if par["virtual_stages"] > 1:
                 parts.append(f"v{par['virtual_stages']}")
         parts.append(f"mb{tr['micro_batch_size']} ga{tr['grad_accum_steps']}")
@@ -158,15 +163,45 @@ def configured_candidate(
     return Candidate.make(system, nodes, str(strategy["kind"]), fields, configured=True)
 
 
+def expert_choices(
+    strategy: dict[str, Any], replicas: int, experts: int, space: PlanSpace, refused: Counter[str]
+) -> Iterator[dict[str, Any]]:
+    """A Megatron strategy mapping with each expert-parallel size the space allows for a MoE
+    model of ``experts`` routed experts (the mapping itself for a dense model), counting the
+    sizes refused by reason. The rules are Megatron-Core's: EP divides the experts
+    (``num_moe_experts % expert_model_parallel_size``), and the expert ranks ``ETP × EP ×
+    EDP`` refold a stage's ``tensor × data`` ranks (``parallel_state.py``; ETP defaults to the
+    tensor size, the planner searches no context parallelism), so ``EP · ETP`` divides them.
+    With EP > 1 the ranks follow Megatron's own ``tp-dp-pp`` order, which expert parallelism
+    over several stages requires."""
+    if experts == 0:
+        yield strategy
+        return
+    par = strategy["parallelism"]
+    t = par["tensor"]
+    sizes = space.expert_parallel or tuple(e for e in range(1, experts + 1) if experts % e == 0)
+    for ep in sizes:
+        if experts % ep:
+            refused["experts not a multiple of expert_parallel"] += 1
+        elif (t * replicas) % (ep * t):  # i.e. EP does not divide the data-parallel size
+            refused["tensor x data not a multiple of expert_parallel x expert_tensor_parallel"] += 1
+        elif ep == 1:
+            yield strategy
+        else:
+            yield {**strategy, "order": "tp-dp-pp", "parallelism": {**par, "expert_parallel": ep}}
+
+
 def enumerate_candidates(
     system: str,
     devices_per_node: int,
     nodes: int,
     global_batch: int,
     space: PlanSpace,
+    experts: int = 0,
 ) -> tuple[list[Candidate], Counter[str]]:
     """Every configuration of ``space`` at ``nodes`` nodes that keeps ``global_batch``
-    sequences per step, and the count of those refused by the batch arithmetic, by reason."""
+    sequences per step, and the count of those refused by the batch arithmetic (and, for a MoE
+    model of ``experts`` routed experts, by the expert-parallel rules), by reason."""
     devices = nodes * devices_per_node
     refused: Counter[str] = Counter()
     out: list[Candidate] = []
@@ -175,19 +210,21 @@ def enumerate_candidates(
         return {"micro_batch_size": mb, "grad_accum_steps": ga, "activation_checkpointing": ckpt}
 
     for kind in space.strategies:
-        for strat in _strategies(kind, space, nodes, devices_per_node):
-            replicas = replicas_of(strat, devices)
+        for base in _strategies(kind, space, nodes, devices_per_node):
+            replicas = replicas_of(base, devices)
             if replicas is None:
                 refused["devices not a multiple of tensor x pipeline"] += 1
                 continue
-            for mb in space.micro_batches:
-                ga = _split(global_batch, replicas, mb)
-                if ga is None:
-                    refused["global batch not a multiple of replicas x micro-batch"] += 1
-                    continue
-                for ckpt in space.checkpointing:
-                    fields = {"strategy": strat, "training": training(mb, ga, ckpt)}
-                    out.append(Candidate.make(system, nodes, kind, fields))
+            moe = experts if kind == "megatron" else 0
+            for strat in expert_choices(base, replicas, moe, space, refused):
+                for mb in space.micro_batches:
+                    ga = _split(global_batch, replicas, mb)
+                    if ga is None:
+                        refused["global batch not a multiple of replicas x micro-batch"] += 1
+                        continue
+                    for ckpt in space.checkpointing:
+                        fields = {"strategy": strat, "training": training(mb, ga, ckpt)}
+                        out.append(Candidate.make(system, nodes, kind, fields))
     return out, refused
 
 

@@ -30,6 +30,16 @@ REPLICA_METRICS = (
     "effective_time_to_train_h",
 )
 
+#: summarised too for the points whose routing is drawn (a MoE model with expert parallelism
+#: or a capacity factor): each replica's seed draws its own token-to-expert routing
+#: (``model.routing``), so their spread is the interval the routing skew implies
+ROUTING_METRICS = ("moe_rank_load", "moe_expert_load", "moe_dropped_share")
+
+
+def _routed(grp: pd.DataFrame) -> bool:
+    """Whether a point's replicas drew a routing (a dense model reports a perfect balance)."""
+    return bool(((grp["moe_expert_load"] != 1.0) | (grp["moe_dropped_share"] != 0.0)).any())
+
 
 def run_replicas(
     exp: LoadedExperiment, n: int, executor: SweepExecutor, done: list[dict[str, Any]] | None = None
@@ -66,7 +76,7 @@ def run_replicas(
     )
     summary = []
     for key, grp in table.groupby(list(KEY_COLUMNS), sort=False):
-        for m in REPLICA_METRICS:
+        for m in REPLICA_METRICS + (ROUTING_METRICS if _routed(grp) else ()):
             s = summarize(grp[m].to_numpy())
             summary.append(
                 {

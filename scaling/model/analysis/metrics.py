@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from scaling.model.failures import goodput_of
+from scaling.model.routing import RoutingStats
 from scaling.model.variability import FAILURE_STREAM, stream
 from scaling.units import GiB
 
@@ -138,6 +139,31 @@ METRICS: dict[str, Metric] = {
             "checkpoint_interval_opt_min",
             "min",
             "Young's optimal checkpoint interval sqrt(2 · checkpoint write time · job_mtbf_h)",
+        ),
+        Metric(
+            "moe_rank_load",
+            "1",
+            "MoE routing: token-copies the busiest expert-parallel rank receives / the mean "
+            "(tokens·top_k/EP), averaged over the MoE layers (one seeded draw per layer, "
+            "capacity drops applied); it scales the expert GEMMs and dispatch all-to-alls; 1 "
+            "for a dense model or a perfect balance",
+        ),
+        Metric(
+            "moe_rank_load_max",
+            "1",
+            "moe_rank_load of the worst MoE layer",
+        ),
+        Metric(
+            "moe_expert_load",
+            "1",
+            "MoE routing: token-copies the busiest expert keeps / the mean (tokens·top_k/E), "
+            "averaged over the MoE layers; 1 for a dense model",
+        ),
+        Metric(
+            "moe_dropped_share",
+            "1",
+            "MoE routing: share of the token-copies the capacity factor drops, averaged over "
+            "the MoE layers; 0 when dropless or for a dense model",
         ),
     )
 }
@@ -270,6 +296,10 @@ class RunResult:
     job_mtbf_h: float = math.inf
     checkpoint_interval_min: float = math.inf
     checkpoint_interval_opt_min: float = math.inf
+    moe_rank_load: float = 1.0
+    moe_rank_load_max: float = 1.0
+    moe_expert_load: float = 1.0
+    moe_dropped_share: float = 0.0
     steps: tuple[StepRecord, ...] = field(default=())
 
     def scalars(self) -> dict[str, float | int | str]:
@@ -298,6 +328,7 @@ class Measured:
         model_flops_per_device: model FLOPs of one rank per step (no recomputation).
         compute_bytes: bytes one rank's compute moves to and from device memory per step.
         peak_mem_bytes: peak memory of one rank.
+        routing: the token routing over the MoE layers (a perfect balance without experts).
     """
 
     steps: tuple[StepRecord, ...]
@@ -307,6 +338,7 @@ class Measured:
     model_flops_per_device: float
     compute_bytes: float
     peak_mem_bytes: float
+    routing: RoutingStats = field(default_factory=RoutingStats)
 
 
 def run_result(job: Job, m: Measured) -> RunResult:
@@ -369,5 +401,9 @@ def run_result(job: Job, m: Measured) -> RunResult:
         job_mtbf_h=gp.job_mtbf_h,
         checkpoint_interval_min=gp.checkpoint_interval_min,
         checkpoint_interval_opt_min=gp.checkpoint_interval_opt_min,
+        moe_rank_load=m.routing.rank_load,
+        moe_rank_load_max=m.routing.rank_load_max,
+        moe_expert_load=m.routing.expert_load,
+        moe_dropped_share=m.routing.dropped,
         steps=m.steps,
     )

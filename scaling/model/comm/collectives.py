@@ -16,7 +16,7 @@ from typing import Protocol
 
 import simpy
 
-from scaling.model.comm.ops import CollectiveOp, Group
+from scaling.model.comm.ops import CollectiveOp, Group, PeerSizes
 from scaling.model.hardware.system import LinkClass
 
 __all__ = [
@@ -53,8 +53,11 @@ class CollectiveCost:
 class CollectiveCostModel(Protocol):
     """Anything that can price a collective for a group (analytic now, flow-level next)."""
 
-    def cost(self, op: CollectiveOp, nbytes: float, group: Group) -> CollectiveCost:
-        """Uncontended cost of one call of ``op`` on ``nbytes`` (nccl-tests size) over ``group``."""
+    def cost(
+        self, op: CollectiveOp, nbytes: float, group: Group, *, sizes: PeerSizes | None = None
+    ) -> CollectiveCost:
+        """Uncontended cost of one call of ``op`` on ``nbytes`` (nccl-tests size) over ``group``
+        (an uneven all-to-all of per-peer ``sizes`` where given)."""
         ...
 
 
@@ -88,7 +91,8 @@ class CollectiveRecord:
     """One completed collective as seen by the communicator (times in s, sizes in bytes).
 
     ``issue`` orders calls as the ranks issued them (a rank may queue a call before it can
-    start); ``dtype`` is the element type on the wire (empty: not stated by the strategy).
+    start); ``dtype`` is the element type on the wire (empty: not stated by the strategy);
+    ``sizes``: an uneven all-to-all's per-peer sizes (None: even).
     """
 
     key: CollectiveKey
@@ -100,6 +104,7 @@ class CollectiveRecord:
     algorithm: str
     issue: int = 0
     dtype: str = ""
+    sizes: PeerSizes | None = None
 
 
 @dataclass(slots=True)
@@ -109,15 +114,22 @@ class _Pending:
     done: simpy.Event
 
 
-Runner = Callable[[CollectiveOp, float, Group], simpy.Event]
-"""Starts one collective now; the event fires when it is done, with the algorithm name."""
+Runner = Callable[[CollectiveOp, float, Group, PeerSizes | None], simpy.Event]
+"""Starts one collective now (an uneven all-to-all where per-peer sizes are given); the event
+fires when it is done, with the algorithm name."""
 
 
 def timed_runner(env: simpy.Environment, model: CollectiveCostModel) -> Runner:
     """A runner that takes each collective's uncontended cost from ``model`` (no contention)."""
 
-    def start(op: CollectiveOp, nbytes: float, group: Group) -> simpy.Event:
-        cost = model.cost(op, nbytes, group)
+    def start(
+        op: CollectiveOp, nbytes: float, group: Group, sizes: PeerSizes | None
+    ) -> simpy.Event:
+        cost = (
+            model.cost(op, nbytes, group)
+            if sizes is None
+            else model.cost(op, nbytes, group, sizes=sizes)
+        )
         return env.timeout(cost.time_s, value=cost.algorithm)
 
     return start
@@ -157,12 +169,14 @@ class Communicator:
         *,
         dtype: str | None = None,
         issue: int | None = None,
+        sizes: PeerSizes | None = None,
     ) -> simpy.Event:
         """Join collective ``key``; the returned event fires when it has completed.
 
         ``expected``: simulated ranks that take part (default: all of them). ``dtype``: element
         type on the wire, for reports. ``issue``: the number :meth:`next_issue` gave the call
-        when it was queued (default: a new one now).
+        when it was queued (default: a new one now). ``sizes``: an all-to-all's per-peer sizes
+        (``all_to_allv``; None: every peer ``nbytes/p``).
         """
         pend = self._pending.get(key)
         if pend is None:
@@ -187,11 +201,12 @@ class Communicator:
                     str(ev.value or ""),
                     pend.issue,
                     dtype or "",
+                    sizes,
                 )
                 self.records.append(rec)
                 done.succeed(rec)
 
-            self.runner(op, nbytes, group).callbacks.append(finish)
+            self.runner(op, nbytes, group, sizes).callbacks.append(finish)
         return pend.done
 
     def next_issue(self) -> int:

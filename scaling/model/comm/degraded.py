@@ -18,7 +18,7 @@ import simpy
 from scaling.engine.network import FlowNetwork
 from scaling.model.comm.collectives import CollectiveCost
 from scaling.model.comm.flowcoll import FlowCollectives
-from scaling.model.comm.ops import CollectiveOp, Group
+from scaling.model.comm.ops import CollectiveOp, Group, PeerSizes
 from scaling.model.comm.uncontended import AnalyticCostModel
 from scaling.model.hardware.system import SystemSpec
 
@@ -43,10 +43,12 @@ class DegradedNicCostModel:
         self.degraded = AnalyticCostModel(degraded_system(system, bw_fraction))
         self.degraded_nodes = degraded_nodes
 
-    def cost(self, op: CollectiveOp, nbytes: float, group: Group) -> CollectiveCost:
+    def cost(
+        self, op: CollectiveOp, nbytes: float, group: Group, *, sizes: PeerSizes | None = None
+    ) -> CollectiveCost:
         """Price one call (s, bytes/s) as :meth:`AnalyticCostModel.cost`."""
         crosses = group.nodes > 1 and any(n in self.degraded_nodes for n in group_nodes(group))
-        return (self.degraded if crosses else self.nominal).cost(op, nbytes, group)
+        return (self.degraded if crosses else self.nominal).cost(op, nbytes, group, sizes=sizes)
 
 
 def degrade_capacities(capacity: np.ndarray, link_ids: list[int], bw_fraction: float) -> np.ndarray:

@@ -300,20 +300,23 @@ class FlowCollectives:
     #: expert-parallel groups, each on its stage's own nodes)
     all_to_all_uncontended: bool = False
 
-    def start(self, op: CollectiveOp, nbytes: float, group: Group) -> simpy.Event:
-        """Start one collective now (a :data:`~scaling.model.collectives.Runner`); the event's
-        value is ``"algorithm/protocol"``. Under :attr:`node_local_uncontended` a call inside
-        one node takes the tuner's uncontended time without entering the network."""
+    def start(
+        self, op: CollectiveOp, nbytes: float, group: Group, sizes: PeerSizes | None = None
+    ) -> simpy.Event:
+        """Start one collective now (a :data:`~scaling.model.collectives.Runner`; an uneven
+        all-to-all of ``sizes`` where given); the event's value is ``"algorithm/protocol"``.
+        Under :attr:`node_local_uncontended` a call inside one node takes the tuner's
+        uncontended time without entering the network."""
         local = self.node_local_uncontended and group.nodes == 1 and group.lanes == 1
         if local or (self.all_to_all_uncontended and op is CollectiveOp.ALL_TO_ALL):
-            c = self.cost(op, nbytes, group)
+            c = self.cost(op, nbytes, group, sizes=sizes)
             return self.env.timeout(c.time_s, value=c.algorithm)
-        return self.env.process(self._run_named(op, nbytes, group))
+        return self.env.process(self._run_named(op, nbytes, group, sizes))
 
     def _run_named(
-        self, op: CollectiveOp, nbytes: float, group: Group
+        self, op: CollectiveOp, nbytes: float, group: Group, sizes: PeerSizes | None
     ) -> Generator[simpy.Event, object, str]:
-        ch = yield from self.run(op, nbytes, group)
+        ch = yield from self.run(op, nbytes, group, sizes=sizes)
         return f"{ch.algorithm}/{ch.protocol}" if ch else "none"
 
     def run(

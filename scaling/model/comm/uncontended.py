@@ -48,9 +48,11 @@ class AnalyticCostModel:
             self._flows = FlowCollectives(simpy.Environment(), self.system, self._nodes, self.seed)
         return self._flows
 
-    def cost(self, op: CollectiveOp, nbytes: float, group: Group) -> CollectiveCost:
+    def cost(
+        self, op: CollectiveOp, nbytes: float, group: Group, *, sizes: PeerSizes | None = None
+    ) -> CollectiveCost:
         """The tuner's choice for this call and its uncontended cost (memoised)."""
-        return self.price(op, nbytes, group)
+        return self.price(op, nbytes, group, sizes=sizes)
 
     def price(
         self,

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 import simpy
 
 from scaling.model.hardware.moe import MoEShape
+from scaling.model.routing import RoutingStats
 
 if TYPE_CHECKING:
     from scaling.model.comm.collectives import CollectiveKey, Communicator
@@ -97,6 +98,12 @@ class RankWork(Protocol):
         flow network prices them by its uncontended prediction (``simulation._communicator``)."""
         ...
 
+    @property
+    def routing(self) -> RoutingStats:
+        """The run's token routing over its MoE layers (``model.routing``; a perfect balance
+        without experts): the results' ``moe_*`` columns."""
+        ...
+
 
 class _HasOptimizer(Protocol):
     @property
@@ -134,6 +141,11 @@ class WorkBase:
     def all_to_all_calls_contend(self) -> bool:
         """Yes (a strategy without all-to-alls has nothing to price otherwise)."""
         return True
+
+    @property
+    def routing(self) -> RoutingStats:
+        """No experts: a perfect balance, nothing dropped."""
+        return RoutingStats()
 
 
 @runtime_checkable

@@ -144,21 +144,7 @@ class Planner:
         """Schedule of the named algorithm; NotApplicable if it does not exist here."""
         if group.lanes > 1:
             # sibling communicators at once: the union of their flows, phase by phase
-            parts = [self.build(name, op, group.lane(j)) for j in range(group.lanes)]
-            phases = tuple(
-                Phase(
-                    np.concatenate([p.phases[i].src for p in parts]),
-                    np.concatenate([p.phases[i].dst for p in parts]),
-                    np.concatenate([p.phases[i].coeff for p in parts]),
-                    np.concatenate([p.phases[i].mult for p in parts]),
-                    _fold_of([p.phases[i] for p in parts]),
-                )
-                for i in range(len(parts[0].phases))
-            )
-            first = parts[0]
-            return Schedule(
-                first.algorithm, phases, first.steps, first.wire_per_rank, first.cross_rail
-            )
+            return _union([self.build(name, op, group.lane(j)) for j in range(group.lanes)])
         if group.strided:
             return self._moved(self.build(name, op, group.standin()), group)
         try:
@@ -193,11 +179,12 @@ class Planner:
 
     def build_v(self, name: str, group: Group, sizes: PeerSizes) -> Schedule:
         """Schedule of the named algorithm's uneven all-to-all; NotApplicable if it has none
-        or the sizes are not for this group."""
-        if group.lanes > 1:
-            raise NotApplicable("uneven all-to-all on sibling communicators is not modelled")
+        or the sizes are not for this group. Sibling communicators (``lanes``) each run the
+        same sizes (the union of their flows)."""
         if sizes.ranks != group.size:
             raise NotApplicable(f"peer sizes for {sizes.ranks} ranks, group of {group.size}")
+        if group.lanes > 1:
+            return _union([self.build_v(name, group.lane(j), sizes) for j in range(group.lanes)])
         try:
             algo = algorithm(name)
         except KeyError:
@@ -207,3 +194,19 @@ class Planner:
         if group.strided:
             return self._moved(algo.schedule_v(self, group.standin(), sizes), group)
         return algo.schedule_v(self, group, sizes)
+
+
+def _union(parts: list[Schedule]) -> Schedule:
+    """Sibling communicators' schedules run at once: the union of their flows, phase by phase."""
+    phases = tuple(
+        Phase(
+            np.concatenate([p.phases[i].src for p in parts]),
+            np.concatenate([p.phases[i].dst for p in parts]),
+            np.concatenate([p.phases[i].coeff for p in parts]),
+            np.concatenate([p.phases[i].mult for p in parts]),
+            _fold_of([p.phases[i] for p in parts]),
+        )
+        for i in range(len(parts[0].phases))
+    )
+    first = parts[0]
+    return Schedule(first.algorithm, phases, first.steps, first.wire_per_rank, first.cross_rail)

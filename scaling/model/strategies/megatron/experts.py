@@ -28,7 +28,15 @@ What is modelled, with the rule's source:
 * **Routing imbalance** (``model.routing``): each MoE block's routing is drawn once per run
   from the run's seed; the busiest EP rank's token-copies set the grouped GEMMs' rows of the
   simulated rank (every rank waits for the busiest in the combine all-to-all: a straggler inside
-  the EP group); the all-to-alls carry the mean size (the closed form).
+  the EP group). The block's dispatch and combine all-to-alls (forward and backward) are the
+  uneven ``all_to_allv`` the routing implies (``MoEAlltoAllTokenDispatcher`` passes the
+  per-rank ``input_splits``/``output_splits`` to ``all_to_all``): every rank sends rank ``d``
+  ``received[d]·S/EP`` of its nccl-tests size ``S``, ``received[d]`` being rank ``d``'s
+  token-copies over the mean after drops, so the all-to-all's time follows the busiest
+  receiver's links (``comm.algos`` ``schedule_v``). With all loads 1 it is the uniform
+  all-to-all: ``S·(EP−1)/EP`` leave each rank. Above ``V_MAX_RANKS`` EP ranks (real pairs:
+  ``EP²`` flows) the all-to-all is the uniform one of size ``busiest·S``: each rank receiving
+  what the busiest does (an upper bound, stated).
 * **Gradients** (``distributed_data_parallel.py``: expert parameters in buffers of their own,
   ``get_expert_data_parallel_group``): the routed experts' gradients are reduced over the
   ``EDP`` ranks (reduce-scatter with the distributed optimizer, which shards their states over
@@ -44,8 +52,11 @@ from collections.abc import Generator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+import numpy as np
+
+from scaling.model.comm.algos.exchange import V_MAX_RANKS
 from scaling.model.comm.collectives import CollectiveKey, Communicator
-from scaling.model.comm.ops import CollectiveOp, Group
+from scaling.model.comm.ops import CollectiveOp, Group, PeerSizes
 from scaling.model.hardware.compute import DTYPE_BYTES, ComputeModel, GemmShape, Op, PhaseCost
 from scaling.model.hardware.moe import (
     ROUTER_FLOPS_PER_SCORE,
@@ -88,6 +99,19 @@ def dispatch_bytes(tokens: int, top_k: int, hidden: int, dtype_bytes: int) -> fl
     """nccl-tests size of one dispatch (or combine) all-to-all of one rank: its token-copies,
     ``tokens·top_k·h·bytes`` (of which ``(EP−1)/EP`` leave the rank), bytes."""
     return float(tokens * top_k * hidden * dtype_bytes)
+
+
+def a2a_sizes(load: RoutingLoad, nbytes: float) -> tuple[float, PeerSizes | None]:
+    """The nccl-tests size and per-peer sizes of one MoE block's dispatch / combine all-to-all
+    under ``load`` (``nbytes``: the uniform size, :func:`dispatch_bytes`): every rank sends rank
+    ``d`` its share ``received[d]·nbytes/EP`` (None: one EP rank, or all shares 1 — the uniform
+    all-to-all). Above ``V_MAX_RANKS`` ranks: the uniform all-to-all of ``busiest·nbytes``."""
+    ep = len(load.received)
+    if ep < 2 or all(x == 1.0 for x in load.received):
+        return nbytes, None
+    if ep > V_MAX_RANKS:
+        return load.busiest * nbytes, None
+    return nbytes, PeerSizes(np.tile(np.asarray(load.received), (ep, 1)))
 
 
 def _gemm(name: str, rows: int, k: int, n: int, batch: int, e: int) -> Op:
@@ -220,6 +244,8 @@ class ExpertPlan:
         expert_param_bytes: the same in 16-bit parameters, bytes.
         overlap_shared: ``--moe-shared-expert-overlap``.
         loads: the routing of each MoE block (in block order).
+        a2a_calls: per MoE block, the nccl-tests size and per-peer sizes of its dispatch /
+            combine all-to-all (:func:`a2a_sizes`).
     """
 
     costs: dict[int, MoECost]
@@ -233,6 +259,7 @@ class ExpertPlan:
     expert_param_bytes: float
     overlap_shared: bool
     loads: list[RoutingLoad]
+    a2a_calls: dict[int, tuple[float, PeerSizes | None]]
 
     @classmethod
     def build(cls, job: Job, spec: MegatronSpec, cm: ComputeModel, d: int) -> ExpertPlan:
@@ -272,6 +299,7 @@ class ExpertPlan:
             per_rank * e,
             spec.moe_shared_expert_overlap,
             loads,
+            {i: a2a_sizes(ld, a2a) for i, ld in zip(moe_blocks, loads, strict=True)},
         )
 
 
@@ -293,25 +321,29 @@ class ExpertProcess:
         return block if block in x.costs else None
 
     def _call(self, comm: Communicator, step: int, phase: str, kind: str, index: int,
-              micro: int, stage: int, op: CollectiveOp, label: str) -> simpy.Event:  # fmt: skip
+              micro: int, stage: int, op: CollectiveOp, label: str,
+              block: int = -1) -> simpy.Event:  # fmt: skip
+        """An EP all-to-all of MoE block ``block`` or an expert-TP call over the stage's
+        group."""
         x = self.experts
         assert x is not None
         group = {"ep": x.ep_groups, "etp": x.etp_groups}[kind][stage]
-        nbytes = x.a2a_bytes if kind == "ep" else x.etp_bytes
+        nbytes, sizes = x.a2a_calls[block] if kind == "ep" else (x.etp_bytes, None)
         key = CollectiveKey(step, phase, kind, index, micro, STREAMS[kind], (stage,),
                             f"{kind.upper()} {label} (stage {stage}, {phase})")  # fmt: skip
-        return comm.call(key, op, nbytes, group, self._per_stage, dtype=self.act_dtype)
+        return comm.call(key, op, nbytes, group, self._per_stage, dtype=self.act_dtype,
+                         sizes=sizes)  # fmt: skip
 
     def _a2a(self, comm: Communicator, step: int, phase: str, index: int, micro: int,
-             stage: int, what: str) -> simpy.Event | None:  # fmt: skip
-        """A dispatch or combine all-to-all over the stage's EP group (None with EP = 1: the
-        tokens stay on the rank)."""
+             stage: int, what: str, block: int) -> simpy.Event | None:  # fmt: skip
+        """A dispatch or combine all-to-all of MoE block ``block`` over the stage's EP group
+        (None with EP = 1: the tokens stay on the rank)."""
         x = self.experts
         assert x is not None
         if x.ep_groups[stage].size == 1:
             return None
         return self._call(comm, step, phase, "ep", index, micro, stage,
-                          CollectiveOp.ALL_TO_ALL, f"{what} all_to_all")  # fmt: skip
+                          CollectiveOp.ALL_TO_ALL, f"{what} all_to_all", block)  # fmt: skip
 
     def _moe_forward(self, comm: Communicator, cs: ComputeStream, step: int, phase: str,
                      stage: int, micro: int, block: int, idx: int,
@@ -329,7 +361,7 @@ class ExpertProcess:
         etp = x.etp_groups[stage].size > 1
         base = idx * 8
         yield from run(c.pre)
-        ev = self._a2a(comm, step, phase, base, micro, stage, "dispatch")
+        ev = self._a2a(comm, step, phase, base, micro, stage, "dispatch", block)
         if x.overlap_shared:
             yield from run(c.shared_in)
         if ev is not None:
@@ -343,7 +375,7 @@ class ExpertProcess:
             ev = self._call(comm, step, phase, "etp", base + 1, micro, stage,
                             CollectiveOp.REDUCE_SCATTER, "reduce_scatter")  # fmt: skip
             yield from cs.wait(ev, "etp reduce_scatter")
-        ev = self._a2a(comm, step, phase, base + 1, micro, stage, "combine")
+        ev = self._a2a(comm, step, phase, base + 1, micro, stage, "combine", block)
         if x.overlap_shared:
             yield from run(c.shared_out)
         if ev is not None:
@@ -371,7 +403,7 @@ class ExpertProcess:
             yield from run(c.shared_out_b)
             yield from run(c.shared_in_b)
         yield from run(c.post_b)
-        ev = self._a2a(comm, step, "backward", base, micro, stage, "combine")
+        ev = self._a2a(comm, step, "backward", base, micro, stage, "combine", block)
         if x.overlap_shared:
             yield from run(c.shared_out_b)
         if ev is not None:
@@ -385,7 +417,7 @@ class ExpertProcess:
             ev = self._call(comm, step, "backward", "etp", base + 1, micro, stage,
                             CollectiveOp.REDUCE_SCATTER, "reduce_scatter")  # fmt: skip
             yield from cs.wait(ev, "etp reduce_scatter")
-        ev = self._a2a(comm, step, "backward", base + 1, micro, stage, "dispatch")
+        ev = self._a2a(comm, step, "backward", base + 1, micro, stage, "dispatch", block)
         if x.overlap_shared:
             yield from run(c.shared_in_b)
         if ev is not None:

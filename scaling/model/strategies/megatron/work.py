@@ -19,6 +19,7 @@ from scaling.model.hardware.compute import (
     PhaseCost,
 )
 from scaling.model.hardware.moe import MoEShape
+from scaling.model.routing import RoutingStats
 from scaling.model.strategies.base import Representative
 from scaling.model.strategies.megatron.context import ContextRing, stage_rings
 from scaling.model.strategies.megatron.experts import ExpertPlan, dense_block_params, stage_blocks
@@ -306,6 +307,11 @@ class MegatronWork(StageProcess):
         by its uncontended prediction (as flows each would cost ~2 ms of engine time, and a
         100B+ model issues ~10^5 of them per step)."""
         return False
+
+    @property
+    def routing(self) -> RoutingStats:
+        """The routing draws of the MoE blocks (``ExpertPlan.loads``; none for a dense model)."""
+        return RoutingStats.of(self.experts.loads if self.experts is not None else [])
 
     @property
     def all_to_all_calls_contend(self) -> bool:
