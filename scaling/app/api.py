@@ -48,10 +48,12 @@ def as_budget(budget: BudgetLike) -> Budget:
 
     if isinstance(budget, Budget):
         return budget
-    text = budget
-    if isinstance(budget, tuple | list):
+    text: str | None
+    if budget is None or isinstance(budget, str):
+        text = budget
+    elif isinstance(budget, tuple | list):
         text = ",".join(map(str, budget))
-    elif budget is not None and not isinstance(budget, str):
+    else:
         text = f"{budget!r}"
     try:
         return parse_budget(text)
