@@ -50,6 +50,9 @@ if TYPE_CHECKING:  # what type checkers see; at run time each name is imported o
         load_experiment as load_experiment,
     )
     from scaling.app.api_analysis import (
+        run_collective as run_collective,
+    )
+    from scaling.app.api_analysis import (
         run_plan as run_plan,
     )
     from scaling.app.api_analysis import (
@@ -128,6 +131,7 @@ _API = {
     "run_uncertainty": "scaling.app.api_analysis",
     "format_uncertainty": "scaling.app.api_analysis",
     "run_plan": "scaling.app.api_analysis",
+    "run_collective": "scaling.app.api_analysis",
     "system_spec": "scaling.app.api_analysis",
     "ConfigError": "scaling.io.errors",
     "InfeasibleJobError": "scaling.model.job",
