@@ -3,6 +3,7 @@ tornado chart of one-at-a-time swings (matplotlib's object API: no display neede
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 import pandas as pd
@@ -10,6 +11,7 @@ from matplotlib import colormaps
 from matplotlib.figure import Figure
 
 from scaling.io.files import atomic_write
+from scaling.io.plots import GAP_LABEL, draw_simulated, nodes_axis
 
 
 def _save(fig: Figure, path: Path) -> Path:
@@ -24,13 +26,18 @@ def plot_bands(
     title: str,
     metric: str = "scaling_efficiency",
     label: str = "scaling efficiency (per-device throughput / 1 node)",
+    per_node: Mapping[str, int] | None = None,
 ) -> Path:
     """One panel per strategy: per system and branch (``summary`` with ``branch`` /
     ``assumption`` / ``has_nominal`` / ``split`` columns, :func:`scaling.sweep.branches.
     branch_table`; without them, one branch), the median of ``metric`` (solid for the branch
-    holding the nominal structure, dashed for the others), its 5-95 % band (shaded; other
-    branches hatched) and the nominal inputs' value (dotted) against nodes (log2 axis);
-    written to ``path`` (PNG)."""
+    holding the nominal structure, dashed for the others), its 5-95 % band (shaded, and an
+    error bar at each sampled point; other branches hatched) and the nominal inputs' value
+    (dash-dot), joined between neighbouring sampled points only (a wider gap is dotted:
+    nothing was sampled between; :func:`scaling.io.plots.draw_simulated`). The x axis is
+    accelerators as in the main plot when ``per_node`` gives each system's accelerators per
+    node (nodes on the top axis where they agree), else nodes (log2 axis); written to ``path``
+    (PNG)."""
     df = summary[summary["metric"] == metric]
     if "branch" not in df:
         df = df.assign(branch="all", assumption="", has_nominal=True, split=False)
@@ -40,7 +47,10 @@ def plot_bands(
     systems = list(dict.fromkeys(df["system"]))
     colors = colormaps["tab10"]
     hatches = ("", "//", "xx", "..")
+    scale = {s: (per_node or {}).get(s, 1) for s in systems}
+    on_devices = per_node is not None and all(s in per_node for s in systems)
     for ax, strat in zip(axes, strategies, strict=False):
+        gaps = False
         for k, system in enumerate(systems):
             s = df[(df["strategy"] == strat) & (df["system"] == system)]
             if s.empty:
@@ -53,24 +63,30 @@ def plot_bands(
                 g = g[g["median"].notna()]
                 if g.empty:
                     continue
-                x = g["nodes"].to_numpy()
-                nominal_branch = bool(g["has_nominal"].iloc[0])
-                ax.fill_between(
-                    x, g["p5"], g["p95"], color=c, alpha=0.22, linewidth=0,
-                    hatch=hatches[j % len(hatches)],
-                )  # fmt: skip
                 who = g["assumption"].iloc[0].split(": ", 1)[-1]
                 tag = f" {who} = {name}" if split else ""
-                ax.plot(
-                    x, g["median"], color=c, marker="o", markersize=3,
-                    linestyle="-" if nominal_branch else "--", label=f"{system}{tag} median",
+                gaps |= draw_simulated(
+                    ax, g["nodes"] * scale[system], g["median"], c, f"{system}{tag} median",
+                    lo=g["p5"], hi=g["p95"],
+                    linestyle="-" if bool(g["has_nominal"].iloc[0]) else "--",
+                    hatch=hatches[j % len(hatches)], band_alpha=0.22,
                 )  # fmt: skip
             g = s[s["has_nominal"]].drop_duplicates("nodes").sort_values("nodes")
-            if g["nominal"].notna().any():
-                ax.plot(g["nodes"], g["nominal"], color=c, linestyle=":", linewidth=1.2,
-                        label=f"{system} nominal")  # fmt: skip
+            g = g[g["nominal"].notna()]
+            if len(g):
+                gaps |= draw_simulated(
+                    ax, g["nodes"] * scale[system], g["nominal"], c, f"{system} nominal",
+                    linestyle="-.", marker="x",
+                )  # fmt: skip
+        if gaps:
+            ax.plot([], [], color="gray", linestyle=":", linewidth=0.8, label=GAP_LABEL)
         ax.set_xscale("log", base=2)
-        ax.set_xlabel("nodes")
+        if on_devices:
+            ax.set_xlabel("accelerators")
+            shared = set(scale.values())
+            nodes_axis(ax, shared.pop() if len(shared) == 1 else None)
+        else:
+            ax.set_xlabel("nodes")
         ax.set_ylabel(label)
         ax.set_title(f"{strat}: median, 5-95 % band per branch", fontsize="medium")
         if metric == "scaling_efficiency":
@@ -88,7 +104,9 @@ def plot_tornado(oat: pd.DataFrame, path: Path, title: str, top: int = 12) -> Pa
     option), around the nominal value (vertical line); written to ``path`` (PNG)."""
     groups = list(oat.groupby(["system", "strategy"], sort=False))
     fig = Figure(figsize=(7.5, 0.35 * top * len(groups) + 1.2 * len(groups)), dpi=110)
-    axes = fig.subplots(max(1, len(groups)), 1, squeeze=False)[:, 0]
+    # one metric in every panel: a shared x axis keeps the swings comparable (issue 30: panels
+    # scaled 0.003 and 0.7 wide looked alike)
+    axes = fig.subplots(max(1, len(groups)), 1, squeeze=False, sharex=True)[:, 0]
     for ax, ((system, strat), g) in zip(axes, groups, strict=False):
         g = g.reindex(g["swing"].abs().sort_values(ascending=False).index).head(top)[::-1]
         m0 = float(g["at_nominal"].iloc[0]) if len(g) else 0.0
