@@ -21,6 +21,7 @@ import pandas as pd
 from matplotlib import colormaps
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter, LogLocator
 
 from scaling.io.files import write_output
 from scaling.io.results import META_COLUMNS
@@ -112,6 +113,8 @@ def nodes_axis(ax: Axes, per_node: int | None) -> None:
             return n * g
 
         top = ax.secondary_xaxis("top", functions=(to_nodes, to_accelerators))
+        top.xaxis.set_major_locator(LogLocator(base=2))  # as the accelerators below
+        top.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
         top.set_xlabel(f"nodes ({per_node} accelerators each)", fontsize="small")
 
 
