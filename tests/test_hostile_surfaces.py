@@ -63,9 +63,28 @@ def _small(name: str, **over: Any) -> dict[str, Any]:
 
 BASES: dict[str, dict[str, Any]] = {
     "goodput": _small("goodput-mlu-vs-gpu", nodes=[2, 4]),
-    "failures": _small("llama3-405b-failures", nodes=[2]),
+    "failures": _small("llama3-405b-failures"),  # 2,048 nodes: 405B needs them to fit
     "megatron": _small("gpt3-175b-tp-pp", nodes=[8]),
-    "model": _small("llama3-405b-failures", nodes=[2]),
+    # a custom model mapping with every field, small enough to run on one node
+    "model": {
+        **TINY,
+        "nodes": [1],
+        "model": {
+            "name": "m",
+            "vocab": 32000,
+            "hidden": 1024,
+            "layers": 4,
+            "heads": 16,
+            "kv_heads": 4,
+            "ffn": 2816,
+            "max_positions": 0,
+            "tied_embeddings": False,
+            "bias": False,
+            "norm": "rmsnorm",
+            "gated_mlp": True,
+            "head_bias": None,
+        },
+    },
 }
 #: the fields mutated, per base
 FIELDS: dict[str, list[tuple[str, ...]]] = {
@@ -237,7 +256,9 @@ def check_output(code: int, err: str, label: str) -> None:
     if code == 2:
         lines = [ln for ln in err.strip().splitlines() if ln.strip()]
         usage = bool(lines) and lines[-1].startswith("Error: ") and lines[0].startswith("Usage:")
-        one = len(lines) == 1 and lines[0].startswith("error: ")
+        # one error line, after a note per refused point (run: "refused: <point>: <why>")
+        notes = all(ln.startswith(("refused: ", "warning: ")) for ln in lines[:-1])
+        one = bool(lines) and lines[-1].startswith("error: ") and notes
         assert usage or one, f"{label}: {err[-800:]}"
 
 
@@ -359,6 +380,9 @@ def test_the_check_catches_a_traceback_and_a_long_error() -> None:
         check_output(1, "Traceback (most recent call last):\n  File x\nValueError: y", "t")
     with pytest.raises(AssertionError):
         check_output(2, "error: a\nerror: b", "t")
+    with pytest.raises(AssertionError):
+        check_output(2, "error: a\n  File x", "t")
+    check_output(2, "refused: x: too big\nerror: every point refused", "t")
     with pytest.raises(AssertionError):
         check_output(3, "", "t")
     check_output(2, "error: one line naming x.yaml:3: field", "t")

@@ -140,3 +140,29 @@ def test_tornado_panels_share_x(tmp_path, monkeypatch) -> None:
     uncertainty_plot.plot_tornado(pd.DataFrame(rows), tmp_path / "t.png", "t")
     a, b = captured["f"].axes[:2]
     assert a.get_xlim() == b.get_xlim()
+
+
+def test_tornado_marks_inputs_that_land_on_one_value(tmp_path, monkeypatch) -> None:
+    """Three inputs at 0.3788 (issue 30): one switch of the network flipped by each, hatched
+    and named; an input whose low and high coincide alone is not."""
+    assert uncertainty_plot.shared_values([0.3788, 0.5, 0.3788], [0, 1, 2], 0.42) == {0, 2}
+    assert uncertainty_plot.shared_values([0.3788, 0.3788, 0.5], [0, 0, 1], 0.42) == set()
+    assert uncertainty_plot.shared_values([0.42, 0.42], [0, 1], 0.42) == set()  # at nominal
+    rows = [
+        {"system": "mlu370-x8", "strategy": "fsdp", "input": f"in{i}", "metric": "scaling_efficiency",
+         "at_nominal": 0.4188, "at_low": lo, "at_high": 0.4188, "swing": 0.4188 - lo,
+         "low_value": 1.0, "high_value": 2.0}
+        for i, lo in enumerate([0.3788, 0.3788, 0.3788, 0.30])
+    ]  # fmt: skip
+    captured = {}
+    real = Figure.savefig
+    monkeypatch.setattr(
+        Figure,
+        "savefig",
+        lambda self, *a, **k: (captured.setdefault("f", self), real(self, *a, **k))[1],
+    )
+    uncertainty_plot.plot_tornado(pd.DataFrame(rows), tmp_path / "t.png", "t")
+    ax = captured["f"].axes[0]
+    hatched = [p for p in ax.patches if p.get_hatch()]
+    assert len(hatched) == 3
+    assert any("0.3788" in t.get_text() for t in ax.get_legend().get_texts())

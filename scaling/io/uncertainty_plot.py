@@ -3,9 +3,10 @@ tornado chart of one-at-a-time swings (matplotlib's object API: no display neede
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from matplotlib import colormaps
 from matplotlib.figure import Figure
@@ -98,10 +99,37 @@ def plot_bands(
     return _save(fig, path)
 
 
+#: bar ends that agree to this relative tolerance count as the same value
+SAME_VALUE_RTOL = 1e-4
+
+
+def shared_values(
+    values: Sequence[float], owners: Sequence[object], nominal: float, least: int = 2
+) -> set[int]:
+    """Indices of ``values`` (bar ends; ``owners[i]`` the input of each) that land on the same
+    value as ends of at least ``least`` different inputs, away from ``nominal``: on the flow
+    network a discrete switch — an ECMP hash collision appearing or vanishing, the tuner
+    changing algorithm — gives every input that flips it the same result, so those bars measure
+    the switch, not the inputs' own effect (issue 30: three inputs at 0.3788)."""
+    v = np.asarray(values, dtype=float)
+    tol = SAME_VALUE_RTOL * max(abs(nominal), 1e-12)
+    out: set[int] = set()
+    for x in v:
+        if not np.isfinite(x) or abs(x - nominal) <= tol:
+            continue
+        same = np.flatnonzero(np.abs(v - x) <= tol)
+        if len({owners[int(j)] for j in same}) >= least:
+            out.update(int(j) for j in same)
+    return out
+
+
 def plot_tornado(oat: pd.DataFrame, path: Path, title: str, top: int = 12) -> Path:
     """One panel per (system, strategy): the ``top`` inputs by swing, a bar from the metric at
     the input's low to the metric at its high (an alternative: nominal to its farthest
-    option), around the nominal value (vertical line); written to ``path`` (PNG)."""
+    option), around the nominal value (vertical line); bars of different inputs ending on the
+    same value (:func:`shared_values`) are hatched, and the panel says why: the inputs flip
+    one discrete switch of the network (an ECMP collision, an algorithm choice) rather than
+    move the metric by their own size. Written to ``path`` (PNG)."""
     groups = list(oat.groupby(["system", "strategy"], sort=False))
     fig = Figure(figsize=(7.5, 0.35 * top * len(groups) + 1.2 * len(groups)), dpi=110)
     # one metric in every panel: a shared x axis keeps the swings comparable (issue 30: panels
@@ -113,9 +141,24 @@ def plot_tornado(oat: pd.DataFrame, path: Path, title: str, top: int = 12) -> Pa
         ys = range(len(g))
         lo = g["at_low"].to_numpy(dtype=float)
         hi = g["at_high"].to_numpy(dtype=float)
-        ax.barh(ys, hi - m0, left=m0, color="tab:blue", label="input at high (alt.: max)")
-        ax.barh(ys, lo - m0, left=m0, color="tab:orange", label="input at low (alt.: min)")
+        bars_hi = ax.barh(ys, hi - m0, left=m0, color="tab:blue", label="input at high (alt.: max)")
+        bars_lo = ax.barh(
+            ys, lo - m0, left=m0, color="tab:orange", label="input at low (alt.: min)"
+        )
         ax.axvline(m0, color="black", linewidth=0.8)
+        n = len(g)
+        # ends: hi of each input, then lo of each
+        shared = shared_values([*hi, *lo], [*range(n), *range(n)], m0)
+        for i in shared:
+            bar = bars_hi[i] if i < n else bars_lo[i - n]
+            bar.set_hatch("////")
+            bar.set_edgecolor("black")
+        if shared:
+            same = sorted({round(float([*hi, *lo][i]), 4) for i in shared})
+            ax.barh([], [], color="white", edgecolor="black", hatch="////",
+                    label="hatched: inputs landing on one value ("
+                    + ", ".join(f"{v:g}" for v in same)
+                    + "): a network switch (ECMP collision, algorithm), not their own size")  # fmt: skip
         names = [
             s.split(": ", 1)[-1] + (f" ({lo_v})" if isinstance(lo_v, str) and hi_v == "" else "")
             for s, lo_v, hi_v in zip(g["input"], g["low_value"], g["high_value"], strict=True)
