@@ -255,9 +255,10 @@ def check_output(code: int, err: str, label: str) -> None:
     assert code in (0, 1, 2), f"{label}: exit {code}: {err[-800:]}"
     if code == 2:
         lines = [ln for ln in err.strip().splitlines() if ln.strip()]
-        usage = bool(lines) and lines[-1].startswith("Error: ") and lines[0].startswith("Usage:")
-        # one error line, after a note per refused point (run: "refused: <point>: <why>")
-        notes = all(ln.startswith(("refused: ", "warning: ")) for ln in lines[:-1])
+        usage = bool(lines) and lines[-1].startswith("Error: ")  # click's own usage error
+        usage = usage and all(ln.startswith(("Usage:", "Try ")) for ln in lines[:-1])
+        # one error line, after notes: a refused point ("refused: ..."), progress ("# ...")
+        notes = all(ln.startswith(("refused: ", "warning: ", "# ")) for ln in lines[:-1])
         one = bool(lines) and lines[-1].startswith("error: ") and notes
         assert usage or one, f"{label}: {err[-800:]}"
 
@@ -388,3 +389,18 @@ def test_the_check_catches_a_traceback_and_a_long_error() -> None:
     check_output(2, "error: one line naming x.yaml:3: field", "t")
     check_output(2, "Usage: scaling x\nTry 'scaling x --help' for help.\n\nError: bad", "t")
     assert re.match(r"^error: ", "error: x")
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["run", "{x}"], ["calibrate", "--decide", "{x}"], ["explain", "{x}"], ["sweep", "{x}"],
+     ["plan", "{x}"], ["calibrate", "{x}", "--system", "dgx-h100"]],
+)  # fmt: skip
+def test_a_name_too_long_for_the_os_is_one_line(args) -> None:
+    """A 5,000-character config name raised ENAMETOOLONG from the bundled-example lookup, a
+    traceback (found by the CLI corpus)."""
+    long = "x" * 5000
+    res = CliRunner().invoke(main, [a.format(x=long) for a in args])
+    assert not isinstance(res.exception, OSError), res.exception
+    check_output(res.exit_code, res.stderr, " ".join(args))
+    assert res.exit_code == 2
