@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 from matplotlib import colormaps
 from matplotlib.figure import Figure
+from matplotlib.patches import Patch
 
 from scaling.io.files import atomic_write
 from scaling.io.plots import GAP_LABEL, draw_simulated, nodes_axis
@@ -147,18 +148,29 @@ def plot_tornado(oat: pd.DataFrame, path: Path, title: str, top: int = 12) -> Pa
         )
         ax.axvline(m0, color="black", linewidth=0.8)
         n = len(g)
-        # ends: hi of each input, then lo of each
-        shared = shared_values([*hi, *lo], [*range(n), *range(n)], m0)
+        # ends: hi of each input, then lo of each; only ends that matter at this panel's scale
+        # (5 % of its widest swing: compute inputs that set one product also coincide)
+        ends = [*hi, *lo]
+        floor = 0.05 * float(np.nanmax(np.abs(np.array(ends) - m0))) if n else 0.0
+        shared = {
+            i for i in shared_values(ends, [*range(n), *range(n)], m0) if abs(ends[i] - m0) >= floor
+        }
+        handles, _ = ax.get_legend_handles_labels()
         for i in shared:
             bar = bars_hi[i] if i < n else bars_lo[i - n]
             bar.set_hatch("////")
             bar.set_edgecolor("black")
         if shared:
-            same = sorted({round(float([*hi, *lo][i]), 4) for i in shared})
-            ax.barh([], [], color="white", edgecolor="black", hatch="////",
+            same = sorted({round(float(ends[i]), 4) for i in shared})
+            handles.append(
+                Patch(
+                    facecolor="white", edgecolor="black", hatch="////",
                     label="hatched: inputs landing on one value ("
                     + ", ".join(f"{v:g}" for v in same)
-                    + "): a network switch (ECMP collision, algorithm), not their own size")  # fmt: skip
+                    + "): one switch they all flip\n(an ECMP collision, the tuner's algorithm),"
+                    " not each input's own effect",
+                )
+            )  # fmt: skip
         names = [
             s.split(": ", 1)[-1] + (f" ({lo_v})" if isinstance(lo_v, str) and hi_v == "" else "")
             for s, lo_v, hi_v in zip(g["input"], g["low_value"], g["high_value"], strict=True)
@@ -167,7 +179,7 @@ def plot_tornado(oat: pd.DataFrame, path: Path, title: str, top: int = 12) -> Pa
         ax.set_title(
             f"{system} {strat}: {g['metric'].iloc[0]} (nominal {m0:.3g})", fontsize="small"
         )
-        ax.legend(fontsize="xx-small", loc="lower right")
+        ax.legend(handles=handles, fontsize="xx-small", loc="best")
     fig.suptitle(title, fontsize="medium")
     fig.tight_layout(rect=(0, 0, 1, 0.97))
     return _save(fig, path)
