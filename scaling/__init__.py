@@ -14,8 +14,9 @@ cheap)::
     fig = plot_efficiency(res.table)                        # a matplotlib Figure (ax= to draw on yours)
 
 Also: ``explain`` (the step breakdown as a table), ``run_replicas``, ``run_uncertainty``,
-``run_plan``, ``run_collective``, ``load_experiment``, in-memory systems (``systems={"name": topology mapping}``, a
-catalog one from ``system_document``), ``system_spec`` and the plots of the CLI. Type checkers
+``run_plan``, ``run_collective`` (one collective, as ``scaling collective``),
+``load_experiment``, in-memory systems (``systems={"name": topology mapping}``, a catalog one
+from ``system_document``), ``system_spec`` and the plots of the CLI. Type checkers
 see the real signatures (the ``TYPE_CHECKING`` imports below); at run time each name is imported
 on first use.
 """
