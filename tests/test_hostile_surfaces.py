@@ -20,6 +20,7 @@ no traceback and a peak RSS under 1 GiB (:func:`tests.test_bad_input.run_limited
 from __future__ import annotations
 
 import copy
+import os
 import re
 import stat
 from collections.abc import Callable
@@ -147,9 +148,25 @@ def _fixtures(d: Path) -> dict[str, Path]:
         res = CliRunner().invoke(main, ["run", str(f["tiny"]), "--out", str(d / "r"), "--no-plot"])
         assert res.exit_code == 0, res.output
         (d / "r" / "results.csv").rename(f["results"])
+    f["full"] = full_device(d)
     f["ro"].mkdir(exist_ok=True)
     f["ro"].chmod(stat.S_IRUSR | stat.S_IXUSR)
     return f
+
+
+def full_device(d: Path) -> Path:
+    """A ``/dev/full`` of the test's own (a character device 1,7 in ``d``) where the process
+    may make one (root): a command that renames over its output would replace it with a file,
+    and doing that to the real ``/dev/full`` as root breaks it for the whole machine (calibrate
+    did). Elsewhere the real one: a non-root process cannot replace it."""
+    p = d / "full"
+    if p.exists():
+        return p
+    try:
+        os.mknod(p, stat.S_IFCHR | 0o666, os.makedev(1, 7))
+    except (PermissionError, OSError):
+        return Path("/dev/full")
+    return p
 
 
 #: a cheap valid invocation per command ({name} is a fixture path, {out} a fresh folder)
@@ -183,7 +200,7 @@ HOSTILE: dict[str, list[str]] = {
     "choice": ["bogus"],
     # no FIFO: a pipe is a supported input (<(cmd)), and one without a writer blocks as cat does
     "read": ["/dev/zero", "/", "{missing}", "{ro}"],
-    "write": ["/dev/full", "{ro}/x", "x" * 300],
+    "write": ["{full}", "{ro}/x", "x" * 300],
     "set": ["nodes=[1e18]", "simulation.steps=1e9", "failures.mtbf_per_device_h=2",
             "training.grad_accum_steps=100000", "nodes", "nodes=[[[]]]", "model.hidden=-1"],
 }  # fmt: skip
@@ -404,3 +421,28 @@ def test_a_name_too_long_for_the_os_is_one_line(args) -> None:
     assert not isinstance(res.exception, OSError), res.exception
     check_output(res.exit_code, res.stderr, " ".join(args))
     assert res.exit_code == 2
+
+
+def test_a_device_is_written_in_place_never_replaced(tmp_path) -> None:
+    """``calibrate --out /dev/full`` renamed a temp file over the device: as root that turned
+    the machine's /dev/full into a regular file. Every writer goes through atomic_write, which
+    now writes a device in place (and a full one fails in one line)."""
+    from scaling.io.errors import ConfigError
+    from scaling.io.files import atomic_write
+
+    dev = full_device(tmp_path)
+    if dev == Path("/dev/full"):
+        pytest.skip(
+            "cannot make a device node here (not root); /dev/full cannot be replaced either"
+        )
+    with pytest.raises(ConfigError, match="No space left"):
+        atomic_write(dev, lambda p: p.write_text("x"))
+    assert stat.S_ISCHR(dev.stat().st_mode)
+    table = tmp_path / "ar.txt"
+    table.write_text(_nccl_tests_text(4, 8, _arxiv(4)[::2]))
+    for opt in (["--out", str(dev)], ["--out", str(tmp_path / "l.yaml"), "--system-out", str(dev)]):
+        res = CliRunner().invoke(
+            main, ["calibrate", str(table), "--system", "dgx-h100", "--samples", "2", *opt]
+        )
+        assert res.exit_code == 2 and "No space left" in res.stderr, res.output
+        assert stat.S_ISCHR(dev.stat().st_mode), opt
