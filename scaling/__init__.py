@@ -14,8 +14,9 @@ cheap)::
     fig = plot_efficiency(res.table)                        # a matplotlib Figure (ax= to draw on yours)
 
 Also: ``explain`` (the step breakdown as a table), ``run_replicas``, ``run_uncertainty``,
-``run_plan``, ``load_experiment``, in-memory systems (``systems={"name": topology mapping}``, a
-catalog one from ``system_document``), ``system_spec`` and the plots of the CLI. Type checkers
+``run_plan``, ``run_collective`` (one collective, as ``scaling collective``),
+``load_experiment``, in-memory systems (``systems={"name": topology mapping}``, a catalog one
+from ``system_document``), ``system_spec`` and the plots of the CLI. Type checkers
 see the real signatures (the ``TYPE_CHECKING`` imports below); at run time each name is imported
 on first use.
 """
@@ -48,6 +49,9 @@ if TYPE_CHECKING:  # what type checkers see; at run time each name is imported o
     )
     from scaling.app.api_analysis import (
         load_experiment as load_experiment,
+    )
+    from scaling.app.api_analysis import (
+        run_collective as run_collective,
     )
     from scaling.app.api_analysis import (
         run_plan as run_plan,
@@ -128,6 +132,7 @@ _API = {
     "run_uncertainty": "scaling.app.api_analysis",
     "format_uncertainty": "scaling.app.api_analysis",
     "run_plan": "scaling.app.api_analysis",
+    "run_collective": "scaling.app.api_analysis",
     "system_spec": "scaling.app.api_analysis",
     "ConfigError": "scaling.io.errors",
     "InfeasibleJobError": "scaling.model.job",

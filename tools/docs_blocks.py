@@ -89,6 +89,38 @@ def _package_map() -> str:
     return "\n".join(rows) + "\n"
 
 
+def _headline_nominal() -> str:
+    """The README's nominal answer: scaling efficiency and tokens/s per accelerator at 512
+    nodes, with each system's one-node throughput (``scaling run`` of the main config)."""
+    from scaling import run_experiment
+
+    t = run_experiment(REPO / "configs" / "mlu-vs-gpu.yaml", {"nodes": [1, 512]}).table
+    top, one = int(t["nodes"].max()), int(t["nodes"].min())
+    strategies = list(dict.fromkeys(t["strategy"]))
+    head = ["system"]
+    for st in strategies:
+        name = st.split("-")[0].upper()
+        head += [f"{name}: efficiency", f"{name}: tokens/s per accelerator ({one} node)"]
+    devices = int(t[t["nodes"] == top]["devices"].iloc[0])
+    rows = [
+        f"Nominal, {top} nodes ({devices:,} accelerators):",
+        "",
+        "| " + " | ".join(head) + " |",
+        "|" + "---|" * len(head),
+    ]
+    for system in dict.fromkeys(t["system"]):
+        cells = [system]
+        for st in strategies:
+            g = t[(t["system"] == system) & (t["strategy"] == st)].set_index("nodes")
+            cells += [
+                f"{g.loc[top, 'scaling_efficiency']:.3f}",
+                f"{g.loc[top, 'tokens_per_s_per_device']:,.0f} "
+                f"({g.loc[one, 'tokens_per_s_per_device']:,.0f})",
+            ]
+        rows.append("| " + " | ".join(cells) + " |")
+    return "\n".join(rows) + "\n"
+
+
 GENERATORS: dict[str, Generator] = {
     "package-map": Generator("python tools/docs_blocks.py --only package-map", _package_map),
     "metrics-table": Generator("scaling metrics --format markdown", _metrics_table),
@@ -96,6 +128,9 @@ GENERATORS: dict[str, Generator] = {
     "examples": Generator("scaling examples", lambda: _fenced(_invoke(["examples"]))),
     "cli-reference": Generator("scaling COMMAND --help", _cli_reference),
     "validation-table": Generator("scaling validate --table", _validation_table, slow=True),
+    "headline-nominal": Generator(
+        "scaling run configs/mlu-vs-gpu.yaml --set nodes=[1,512]", _headline_nominal, slow=True
+    ),
 }
 
 

@@ -16,7 +16,7 @@ import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from scaling.io.config import LoadedExperiment, as_experiment
 from scaling.io.errors import ConfigError
@@ -28,11 +28,49 @@ from scaling.model.simulation import check_feasible, run_job
 
 if TYPE_CHECKING:
     import pandas as pd
+
+    from scaling.sweep.budget import Budget
 else:
     pd = lazy_module("pandas")  # tables only: simulate() and sweep workers skip its import
 
 #: overrides: ``PATH=VALUE`` strings (as ``--set``) or a mapping of paths to Python values
 Overrides = Iterable[str] | Mapping[str, Any] | None
+#: the most one point may cost: a :class:`~scaling.sweep.budget.Budget`, ``"CPU_S[,GiB]"`` as
+#: ``--budget`` takes it, CPU seconds, ``(cpu_s, GiB)``, or None for the default (60 CPU-s, 1 GiB)
+BudgetLike: TypeAlias = "Budget | str | float | tuple[float, float] | None"
+
+
+def as_budget(budget: BudgetLike) -> Budget:
+    """The :class:`Budget` of any form :data:`BudgetLike` allows (``inf``: no limit); a bad one
+    is a one-line :class:`ConfigError` naming ``budget``."""
+    # imported here: scaling.sweep's package pulls in pandas, which simulate() avoids
+    from scaling.sweep.budget import Budget, parse_budget
+
+    if isinstance(budget, Budget):
+        return budget
+    text: str | None
+    if budget is None or isinstance(budget, str):
+        text = budget
+    elif isinstance(budget, tuple | list):
+        text = ",".join(map(str, budget))
+    else:
+        text = f"{budget!r}"
+    try:
+        return parse_budget(text)
+    except ConfigError as e:  # the CLI's message names --budget; here it is an argument
+        raise ConfigError(str(e).replace("--budget ", "budget=")) from None
+
+
+def check_point_budget(jobs: list[Job], budget: BudgetLike, where: str) -> None:
+    """Refuse, before simulating anything, the first of ``jobs`` whose estimated cost exceeds
+    ``budget`` — the check ``scaling run`` makes (:mod:`scaling.sweep.budget`): one-line
+    :class:`ConfigError` with the estimate and ``budget=`` to allow more."""
+    from scaling.sweep.budget import check_budget
+
+    try:
+        check_budget(jobs, as_budget(budget), where)
+    except ConfigError as e:
+        raise ConfigError(str(e).replace("--budget CPU_S,GiB", "budget=(CPU_S, GiB)")) from None
 
 
 def override_strings(overrides: Overrides) -> list[str]:
@@ -59,6 +97,7 @@ def simulate(
     config: Job | LoadedExperiment | dict[str, Any] | str | Path,
     overrides: Overrides = None,
     systems: Mapping[str, Mapping[str, Any]] | None = None,
+    budget: BudgetLike = None,
 ) -> RunResult:
     """Simulate one training job and return its steady-state metrics.
 
@@ -67,9 +106,12 @@ def simulate(
     config and seed give bit-identical results. ``systems``: in-memory systems, topology
     documents by name (``{"my-cluster": {...}}``, the schema of ``topologies/*.yaml``;
     :func:`scaling.system_document` gives a catalog one to edit). Raises :class:`InfeasibleJobError` for a job
-    that cannot run, :class:`ConfigError` for bad input.
+    that cannot run, :class:`ConfigError` for bad input — and for a point whose estimated cost
+    exceeds ``budget`` (default 60 CPU-s and 1 GiB, as ``scaling run --budget``; ``"inf,inf"``:
+    no limit), refused before anything is simulated.
     """
     if isinstance(config, Job):
+        check_point_budget([config], budget, "simulate()")
         return run_job(config)
     jobs = as_experiment(config, override_strings(overrides), systems).jobs()
     if len(jobs) != 1:
@@ -77,7 +119,13 @@ def simulate(
             f"simulate() runs one point but the config expands to {len(jobs)} "
             "(systems × nodes); use run_experiment() or narrow it with overrides"
         )
+    check_point_budget(jobs, budget, _where(config))
     return run_job(jobs[0])
+
+
+def _where(config: object) -> str:
+    """How a budget refusal names the config: its file, or the call."""
+    return str(config) if isinstance(config, str | Path) else "experiment"
 
 
 @dataclass(frozen=True)
@@ -144,6 +192,7 @@ def run_experiment(
     progress: bool = False,
     strict: bool = False,
     systems: Mapping[str, Mapping[str, Any]] | None = None,
+    budget: BudgetLike = None,
 ) -> ExperimentResult:
     """Run every (system, nodes) point of an experiment.
 
@@ -151,10 +200,15 @@ def run_experiment(
     with its reason, as in a sweep; the others run. Raises :class:`InfeasibleJobError` before
     simulating anything when every point would be refused, or any with ``strict=True``.
     ``progress``: a bar (a widget in Jupyter) counting the simulated points; ``systems``:
-    in-memory systems by name, as :func:`simulate`.
+    in-memory systems by name, as :func:`simulate`; ``budget``: the most one point may cost,
+    estimated before anything is simulated (default 60 CPU-s and 1 GiB, as ``scaling run
+    --budget``: ``"3600,32"``, ``(3600, 32)``, a :class:`~scaling.sweep.budget.Budget`;
+    ``"inf,inf"`` for no limit) — a point beyond it raises :class:`ConfigError` with its
+    estimate, and nothing runs.
     """
     exp = as_experiment(config, override_strings(overrides), systems)
     jobs = exp.jobs()
+    check_point_budget(jobs, budget, _where(config))
     reasons = refusals(exp)
     if reasons and (strict or len(reasons) == len(jobs)):  # nothing to run, or asked to refuse
         raise InfeasibleJobError("; ".join(dict.fromkeys(reasons.values())))
@@ -191,6 +245,8 @@ def run_sweep(
     from scaling.sweep import run_sweep as _run_sweep
 
     kwargs.setdefault("progress", False)
+    if "budget" in kwargs:  # any form run_experiment takes
+        kwargs["budget"] = as_budget(kwargs["budget"])
     if isinstance(spec, str | Path):
         from scaling.io.examples import resolve_config
 

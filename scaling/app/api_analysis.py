@@ -250,3 +250,53 @@ def system_spec(name: str, alternative: str | None = None) -> SystemSpec:
         f"system {name!r}: alternative {alternative!r} unknown; expected one of "
         f"{', '.join(known) or '(none)'}"
     )
+
+
+def run_collective(
+    system: str | SystemSpec,
+    nodes: int,
+    op: str = "all_reduce",
+    sizes: str | Iterable[int] = "1M:1G",
+    algorithm: str | None = None,
+    protocol: str | None = None,
+    per_node: int | None = None,
+    network: str = "flow",
+    max_ranks: int | None = None,
+) -> pd.DataFrame:
+    """What ``scaling collective`` prints, as a table: one collective ``op`` (``all_reduce``,
+    ``all_gather``, ``reduce_scatter``, ``broadcast``, ``all_to_all``) of each size, alone on
+    ``nodes`` nodes of ``system`` (a catalog name, or a :class:`SystemSpec` such as a
+    ``dataclasses.replace`` variant of :func:`system_spec`), as nccl-tests runs it. ``sizes``:
+    bytes per rank, a list or nccl-tests' ``"MIN:MAX"`` range (factor 2; ``K``/``M``/``G``
+    suffixes). ``algorithm``/``protocol``: force them (default: the library's tuner picks);
+    ``network="analytic"``: the tuner's uncontended prediction instead of the flow network;
+    a group above ``max_ranks`` (default: ``simulation.max_ranks``'s) is refused, as the CLI's
+    ``--max-ranks``. Columns: size_bytes, count, type, redop, root, ranks, time_us, algbw_GBps, busbw_GBps,
+    algorithm, protocol."""
+    from scaling.app.collective import collective_table, parse_size, size_range
+    from scaling.io.errors import ConfigError
+    from scaling.model.comm.ops import CollectiveOp
+
+    try:
+        coll_op = CollectiveOp(op)
+    except ValueError:
+        raise ConfigError(
+            f"op={op!r}: expected one of {', '.join(o.value for o in CollectiveOp)}"
+        ) from None
+    if network not in ("flow", "analytic"):
+        raise ConfigError(f"network={network!r}: expected 'flow' or 'analytic'")
+    from scaling.io.config import DEFAULT_MAX_RANKS, run_size_error
+
+    spec = system_spec(system) if isinstance(system, str) else system
+    too_big = run_size_error(
+        nodes, per_node or spec.devices_per_node, max_ranks or DEFAULT_MAX_RANKS, "max_ranks="
+    )
+    if too_big:
+        raise ConfigError(f"nodes={nodes}: got {too_big}")
+    if isinstance(sizes, str):
+        size_list = size_range(sizes)
+    else:  # each checked as the CLI checks one size (1 B to 1 TiB)
+        size_list = [parse_size(str(int(s)), "sizes") for s in sizes]
+    return collective_table(
+        spec, nodes, coll_op, size_list, algorithm, protocol, per_node, network=network
+    )

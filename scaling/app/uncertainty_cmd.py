@@ -107,8 +107,9 @@ def run_uncertainty_cli(
     }
     if not no_plot:
         title = f"{exp.config.name}: {n} samples of the catalog's assumptions (seed {seed})"
-        paths["uncertainty_plot"] = plot_bands(
-            u.branches, out / "uncertainty_scaling_efficiency.png", title
+        per_node = {j.system.name: j.system.devices_per_node for j in exp.jobs()}
+        paths["uncertainty_plot"] = plot_bands(  # on the main plot's x axis: accelerators
+            u.branches, out / "uncertainty_scaling_efficiency.png", title, per_node=per_node
         )
         paths["plot"] = plot_headline(
             res.table,

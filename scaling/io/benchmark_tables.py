@@ -29,7 +29,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from scaling.io.errors import ConfigError
+from scaling.io.errors import ConfigError, read_bounded
 from scaling.model.calibration.measure import Measurement, time_from_busbw
 from scaling.model.comm.ops import CollectiveOp
 
@@ -362,17 +362,8 @@ def read_benchmark_table(
     ``per_node`` fill in what the file does not say and must agree with what it does. Refuses,
     with file and line, a table too small to fit (fewer than :data:`MIN_SIZES` sizes)."""
     p = Path(path)
-    try:
-        if p.is_dir():
-            raise ConfigError(f"{p}: is a directory; expected a benchmark table file")
-        if p.stat().st_size > MAX_TABLE_BYTES:
-            raise ConfigError(
-                f"{p}: {p.stat().st_size:,} bytes; expected a table of at most "
-                f"{MAX_TABLE_BYTES:,} bytes"
-            )
-        raw = p.read_bytes()
-    except OSError as e:
-        raise ConfigError(f"{p}: cannot read: {e.strerror}") from None
+    # bounded, devices refused: /dev/zero read whole took every byte of memory (issue 30)
+    raw = read_bounded(p, MAX_TABLE_BYTES, "benchmark table")
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:

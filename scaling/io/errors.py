@@ -81,20 +81,23 @@ def _walk(node: yaml.Node, path: tuple[Any, ...], lines: LineMap, where: str) ->
             _walk(v, (*path, i), lines, where)
 
 
-def read_yaml(path: str | Path, what: str = "config") -> tuple[dict[str, Any], LineMap]:
-    """Read a YAML mapping from ``path`` with a line map; every failure is a :class:`ConfigError`."""
+def read_bounded(path: str | Path, limit: int, noun: str, too_big: str = "") -> bytes:
+    """The bytes of ``path`` — a regular file, or a pipe such as ``<(cmd)`` — read up to
+    ``limit`` bytes and no further; anything else (missing, a folder, a device such as
+    ``/dev/zero``, a socket, more than ``limit`` bytes, unreadable) is a one-line
+    :class:`ConfigError` naming the file and what it should be, ``noun`` (e.g. ``"YAML config"``);
+    ``too_big`` replaces the size refusal's "expected ..." part."""
     p = Path(path)
-    limit = MAX_YAML_CHARS * 4  # UTF-8: at most 4 bytes a character
-    too_big = f"expected a YAML {what} of at most {MAX_YAML_CHARS:,} characters"
+    too_big = too_big or f"expected a {noun} of at most {limit:,} bytes"
     try:
         if not p.exists():
-            raise ConfigError(f"{p}: no such file ({what} expected)")
+            raise ConfigError(f"{p}: no such file ({noun} expected)")
         if p.is_dir():
-            raise ConfigError(f"{p}: is a directory; expected a YAML {what} file")
+            raise ConfigError(f"{p}: is a directory; expected a {noun} file")
         mode = p.stat().st_mode
         if not (stat.S_ISREG(mode) or stat.S_ISFIFO(mode)):  # a pipe: <(cat x.yaml)
             kind = "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "a special file"
-            raise ConfigError(f"{p}: is {kind}; expected a regular YAML {what} file")
+            raise ConfigError(f"{p}: is {kind}; expected a regular {noun} file")
         if p.stat().st_size > limit:
             raise ConfigError(f"{p}: {p.stat().st_size:,} bytes; {too_big}")
         with p.open("rb") as fh:  # bounded: a pipe or /proc file has no size to check first
@@ -103,6 +106,15 @@ def read_yaml(path: str | Path, what: str = "config") -> tuple[dict[str, Any], L
             raise ConfigError(f"{p}: more than {limit:,} bytes; {too_big}")
     except OSError as e:
         raise ConfigError(f"{p}: cannot read: {e.strerror}") from None
+    return raw
+
+
+def read_yaml(path: str | Path, what: str = "config") -> tuple[dict[str, Any], LineMap]:
+    """Read a YAML mapping from ``path`` with a line map; every failure is a :class:`ConfigError`."""
+    p = Path(path)
+    limit = MAX_YAML_CHARS * 4  # UTF-8: at most 4 bytes a character
+    too_big = f"expected a YAML {what} of at most {MAX_YAML_CHARS:,} characters"
+    raw = read_bounded(p, limit, f"YAML {what}", too_big)
     if b"\x00" in raw:
         raise ConfigError(f"{p}: is a binary file (NUL bytes); expected a YAML {what} file")
     try:

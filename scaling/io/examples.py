@@ -36,7 +36,10 @@ def resolve_config(config: str | Path) -> Path:
     name (``mlu-vs-gpu``, ``sweeps/ddp-buckets``; a ``.yaml`` suffix or ``configs/`` prefix is
     allowed); else the argument unchanged, for the loader to report as missing."""
     p = Path(config)
-    if p.exists():
+    try:
+        if p.exists():
+            return p
+    except OSError:  # a name the OS refuses (too long): the loader reports it in one line
         return p
     key = p.as_posix().removeprefix("configs/").removesuffix(".yaml").removesuffix(".yml")
     found = bundled_configs().get(key)

@@ -61,7 +61,17 @@ def make_dir(path: Path) -> None:
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     """Call ``write(tmp)`` on a temp file in ``path``'s folder, then ``os.replace`` it onto
     ``path`` (atomic on POSIX). On any failure the temp file is removed and ``path`` keeps its
-    old content; an ``OSError`` becomes a one-line :class:`ConfigError`."""
+    old content; an ``OSError`` becomes a one-line :class:`ConfigError`. A device or FIFO at
+    ``path`` is written in place, never renamed over: as root the rename would replace
+    ``/dev/full`` or ``/dev/null`` with a regular file for every process on the machine
+    (``scaling calibrate --out /dev/full`` did, issue 30's hostile corpus)."""
+    path = Path(path)
+    if _is_special(path):
+        try:
+            write(path)
+        except OSError as e:
+            raise write_error(path, e) from None
+        return
     try:
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     except OSError as e:
@@ -106,13 +116,8 @@ def write_output(path: Path, write: Callable[[Path], None]) -> None:
     path = Path(path)
     if path.is_dir():
         raise ConfigError(f"{path}: is a folder; expected a file name (--out)")
-    if _is_special(path):
-        try:
-            write(path)
-        except OSError as e:
-            raise write_error(path, e) from None
-        return
-    make_dir(path.parent)
+    if not _is_special(path):  # a device is written in place by atomic_write
+        make_dir(path.parent)
     atomic_write(path, write)
 
 

@@ -1,7 +1,10 @@
 """Plots of scaling results (matplotlib's object API: no display and no pyplot needed).
 
-Every plot has accelerators on a log2 x axis and one line per (system, strategy) — and, for a
-sweep, per value of its axes (the table's axis columns, named in the legend).
+Every plot has accelerators on a log2 x axis (and nodes on the top axis when every series has
+the same accelerators per node) and one line per (system, strategy) — and, for a sweep, per
+value of its axes (the table's axis columns, named in the legend). Lines and bands join
+simulated points only where they are neighbours (at most :data:`JOIN_FACTOR` apart); a wider
+gap is a thin dotted line, since nothing was simulated between (:func:`draw_simulated`).
 
 In a notebook, :func:`plot_metric` (and :func:`plot_efficiency`) draw on a given ``ax=`` or a new
 figure and return the :class:`~matplotlib.figure.Figure`; the ``plot_*`` functions that take
@@ -18,6 +21,7 @@ import pandas as pd
 from matplotlib import colormaps
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter, LogLocator
 
 from scaling.io.files import write_output
 from scaling.io.results import META_COLUMNS
@@ -36,6 +40,90 @@ SWEEP_PLOTS: dict[str, tuple[str, str, tuple[float, float] | None, bool]] = {
     "tokens_per_device": ("tokens_per_s_per_device", "tokens/s per accelerator", None, False),
     "exposed_comm": ("exposed_comm_share", "exposed communication (% of step time)", None, True),
 }
+
+
+#: simulated points at most this factor apart (a power-of-two sweep's neighbours) are joined by
+#: a line and a band; a wider gap only by a dotted line
+JOIN_FACTOR = 2.0
+#: the legend entry of the dotted joins
+GAP_LABEL = "dotted: not simulated between"
+
+
+def draw_simulated(
+    ax: Axes,
+    x: Sequence[float],
+    y: Sequence[float],
+    color: Any,
+    label: str | None = None,
+    lo: Sequence[float] | None = None,
+    hi: Sequence[float] | None = None,
+    linestyle: str = "-",
+    marker: str = "o",
+    hatch: str = "",
+    band_alpha: float = 0.2,
+) -> bool:
+    """Draw simulated points ``(x, y)`` (x increasing) honestly: a marker at each, joined by a
+    line — and, with ``lo``/``hi``, a shaded band between — only between neighbours at most
+    :data:`JOIN_FACTOR` apart; a wider gap is a thin dotted line with no band, and each point's
+    ``lo``-``hi`` interval is also an error bar (so an isolated point shows its interval).
+    Returns whether a dotted gap was drawn (the caller adds :data:`GAP_LABEL` once)."""
+    xs, ys = [float(v) for v in x], [float(v) for v in y]
+    los = None if lo is None else [float(v) for v in lo]
+    his = None if hi is None else [float(v) for v in hi]
+    runs: list[list[int]] = []
+    for i in range(len(xs)):
+        if runs and xs[i] <= xs[runs[-1][-1]] * JOIN_FACTOR:
+            runs[-1].append(i)
+        else:
+            runs.append([i])
+    gap = False
+    for k, run in enumerate(runs):
+        rx, ry = [xs[i] for i in run], [ys[i] for i in run]
+        ax.plot(
+            rx, ry, color=color, linestyle=linestyle, marker=marker, markersize=3,
+            label=label if k == 0 else None,
+        )  # fmt: skip
+        if los is not None and his is not None:
+            rlo, rhi = [los[i] for i in run], [his[i] for i in run]
+            if len(run) > 1:
+                ax.fill_between(
+                    rx, rlo, rhi, color=color, alpha=band_alpha, linewidth=0, hatch=hatch
+                )
+            ax.errorbar(
+                rx, ry, yerr=[[a - b for a, b in zip(ry, rlo, strict=True)],
+                              [b - a for a, b in zip(ry, rhi, strict=True)]],
+                fmt="none", ecolor=color, elinewidth=0.8, capsize=2.5, alpha=0.8,
+            )  # fmt: skip
+        if k + 1 < len(runs):
+            a, b = run[-1], runs[k + 1][0]
+            ax.plot([xs[a], xs[b]], [ys[a], ys[b]], color=color, linestyle=":", linewidth=0.8)
+            gap = True
+    return gap
+
+
+def nodes_axis(ax: Axes, per_node: int | None) -> None:
+    """With one accelerator count per node for every series, nodes on the top x axis."""
+    if per_node:
+        g = float(per_node)
+
+        def to_nodes(a: Any) -> Any:
+            return a / g
+
+        def to_accelerators(n: Any) -> Any:
+            return n * g
+
+        top = ax.secondary_xaxis("top", functions=(to_nodes, to_accelerators))
+        top.xaxis.set_major_locator(LogLocator(base=2))  # as the accelerators below
+        top.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        top.set_xlabel(f"nodes ({per_node} accelerators each)", fontsize="small")
+
+
+def per_node_of(df: pd.DataFrame) -> int | None:
+    """The accelerators per node shared by every row of a results table; None if they differ."""
+    if not {"devices", "nodes"} <= set(df.columns) or df.empty:
+        return None
+    per = (df["devices"] // df["nodes"]).unique()
+    return int(per[0]) if len(per) == 1 else None
 
 
 def axis_columns(df: pd.DataFrame) -> list[str]:
@@ -111,17 +199,18 @@ def plot_metric(
         fig = root
     cmap = colormaps["tab10" if len(series) <= 10 else "tab20"]
     markers = "osD^v<>ph*"
+    gaps = False
     for k, (label, g) in enumerate(series):
         y = g[column] * (100 if percent else 1)
-        ax.plot(
-            g["devices"],
-            y,
+        gaps |= draw_simulated(
+            ax, g["devices"], y, cmap(k % cmap.N), label,
             marker=markers[k % len(markers)] if many else "o",
-            color=cmap(k % cmap.N),
-            label=label,
-        )
+        )  # fmt: skip
+    if gaps:
+        ax.plot([], [], color="gray", linestyle=":", linewidth=0.8, label=GAP_LABEL)
     ax.set_xscale("log", base=2)
     ax.set_xlabel("accelerators")
+    nodes_axis(ax, per_node_of(df))
     ax.set_ylabel(ylabel)
     if ylim is not None:
         ax.set_ylim(*ylim)
@@ -196,10 +285,12 @@ def plot_headline(
 ) -> Path:
     """The main plot of ``scaling run``: scaling efficiency (left) and absolute tokens/s per
     accelerator on a log axis (right; efficiency alone hides where each system starts) vs
-    nodes, one colour per (system, strategy), the nominal run a solid line. With ``branches``
-    (:func:`scaling.sweep.branches.branch_table`): per series and branch, the 5-95 % band and
-    the median (dashed; a split series' other branches hatched), the nominal line labelled
-    with the branch it belongs to. Written to ``path`` (format from the suffix)."""
+    accelerators (nodes on the top axis), one colour per (system, strategy), the nominal run a
+    solid line. With ``branches`` (:func:`scaling.sweep.branches.branch_table`): per series and
+    branch, the 5-95 % band and the median (dashed; a split series' other branches hatched),
+    the nominal line labelled with the branch it belongs to. Lines and bands join neighbouring
+    simulated points only (:func:`draw_simulated`). Written to ``path`` (format from the
+    suffix)."""
     ok = _ok_rows(df)
     fig = Figure(figsize=(13, 4.8), dpi=110)
     axes = fig.subplots(1, 2)
@@ -208,9 +299,11 @@ def plot_headline(
     cmap = colormaps["tab10" if len(series) <= 10 else "tab20"]
     hatches = ("", "//", "xx", "..", "\\\\")
     for ax, (column, ylabel, log) in zip(axes, HEADLINE_PANELS, strict=True):
+        gaps = False
         for k, (system, strat) in enumerate(series):
             c = cmap(k % cmap.N)
             g = ok[(ok["system"] == system) & (ok["strategy"] == strat)].sort_values("nodes")
+            per_node = int(g["devices"].iloc[0] // g["nodes"].iloc[0])
             label = f"{system} ({strat})"
             b = None
             if branches is not None and len(branches):
@@ -228,22 +321,22 @@ def plot_headline(
                     r = r[r["median"].notna()]
                     if r.empty:
                         continue
-                    ax.fill_between(
-                        r["nodes"], r["p5"], r["p95"], color=c, alpha=0.18, linewidth=0,
-                        hatch=hatches[j % len(hatches)],
+                    who = r["assumption"].iloc[0].split(": ", 1)[-1]
+                    gaps |= draw_simulated(
+                        ax, r["nodes"] * per_node, r["median"], c,
+                        f"{system} ({strat}) {who} = {name}: median, 5-95 %" if split else None,
+                        lo=r["p5"], hi=r["p95"], linestyle="--", marker="",
+                        hatch=hatches[j % len(hatches)], band_alpha=0.18,
                     )  # fmt: skip
-                    if split:
-                        who = r["assumption"].iloc[0].split(": ", 1)[-1]
-                        ax.plot(
-                            r["nodes"], r["median"], color=c, linestyle="--", linewidth=1,
-                            label=f"{system} ({strat}) {who} = {name}: median, 5-95 %",
-                        )  # fmt: skip
                 if split:
                     nom = b[b["has_nominal"]]["branch"].iloc[0]
                     label += f": nominal run (branch {nom})"
-            ax.plot(g["nodes"], g[column], color=c, marker="o", markersize=3, label=label)
+            gaps |= draw_simulated(ax, g["devices"], g[column], c, label)
+        if gaps:
+            ax.plot([], [], color="gray", linestyle=":", linewidth=0.8, label=GAP_LABEL)
         ax.set_xscale("log", base=2)
-        ax.set_xlabel("nodes")
+        ax.set_xlabel("accelerators")
+        nodes_axis(ax, per_node_of(ok))
         ax.set_ylabel(ylabel)
         if log:
             ax.set_yscale("log")
