@@ -445,27 +445,33 @@ class MaxMinSolver:
     def register_many(self, paths: Sequence[Sequence[int]]) -> IntArray:
         """Register many paths at once; the ids :meth:`register` would return one by one (new
         paths numbered in first-seen order), shape [len(paths)]."""
-        out = np.empty(len(paths), dtype=np.int64)
-        fresh: list[tuple[int, ...]] = []
         n0, n_links = self._n_paths, self.n_links
-        for i, links in enumerate(paths):
+        ids = self._ids
+        new: dict[tuple[int, ...], int] = {}  # first-seen order: the ids register would give
+        got: list[int] = []
+        for links in paths:
             key = links if isinstance(links, tuple) else tuple(int(x) for x in links)
-            pid = self._ids.get(key)
+            pid = ids.get(key)
             if pid is None:
-                if key:
-                    if min(key) < 0 or max(key) >= n_links:
-                        raise ValueError(f"link index out of range [0, {n_links})")
-                    if len(set(key)) != len(key):
-                        raise ValueError("a path must not cross the same link twice")
-                pid = n0 + len(fresh)
-                self._ids[key] = pid
-                fresh.append(key)
-            out[i] = pid
-        if fresh:
+                pid = new.setdefault(key, n0 + len(new))
+            got.append(pid)
+        out = np.array(got, dtype=np.int64)
+        if new:
+            fresh = list(new)
             lengths = np.fromiter((len(k) for k in fresh), dtype=np.int64, count=len(fresh))
             flat = np.fromiter(
                 (x for k in fresh for x in k), dtype=np.int64, count=int(lengths.sum())
             )
+            # the checks of register, on every new path at once, before any is recorded
+            if flat.size:
+                if int(flat.min()) < 0 or int(flat.max()) >= n_links:
+                    raise ValueError(f"link index out of range [0, {n_links})")
+                seg = np.repeat(np.arange(len(fresh)), lengths)
+                order = np.lexsort((flat, seg))
+                s_seg, s_flat = seg[order], flat[order]
+                if np.any((s_seg[1:] == s_seg[:-1]) & (s_flat[1:] == s_flat[:-1])):
+                    raise ValueError("a path must not cross the same link twice")
+            ids.update(new)
             start = int(self._ptr[n0])
             end = start + flat.size
             need = n0 + len(fresh) + 1
