@@ -327,8 +327,10 @@ class FlowNetwork:
         event = self.env.event()
         real = (size > 0) & (self.solver.path_lengths(pids) > 0)
         n_real = int(real.sum())
-        self.transfers_completed += pids.size - n_real
-        self.flows_completed += int(mult[~real].sum())
+        if n_real < pids.size:  # some deliver at once; usually none (no masking then)
+            self.transfers_completed += pids.size - n_real
+            self.flows_completed += int(mult[~real].sum())
+            pids, size, mult = pids[real], size[real], mult[real]
         if n_real == 0:
             # Nothing to share: no flow enters the solver, so no re-solve either.
             event.succeed(float(self.env.now))
@@ -337,11 +339,11 @@ class FlowNetwork:
         self._next_bundle += 1
         slots = self._alloc_many(n_real)
         self._bundles[bid] = [n_real, event, slots]
-        self._rem[slots] = size[real]
-        self._size[slots] = size[real]
+        self._rem[slots] = size
+        self._size[slots] = size
         self._rate[slots] = 0.0  # until the flush re-solves; no time passes before then
-        self._pid[slots] = pids[real]
-        self._mult[slots] = mult[real]
+        self._pid[slots] = pids
+        self._mult[slots] = mult
         self._seq[slots] = np.arange(self._next_seq, self._next_seq + n_real)
         self._next_seq += n_real
         self._active[slots] = True
@@ -352,7 +354,7 @@ class FlowNetwork:
             grow = max(n_paths, 2 * self._path_mult.size) - self._path_mult.size
             self._path_mult = np.concatenate([self._path_mult, np.zeros(grow, dtype=np.int64)])
             self._path_rate = np.concatenate([self._path_rate, np.zeros(grow)])
-        np.add.at(self._path_mult, self._pid[slots], self._mult[slots])
+        np.add.at(self._path_mult, pids, mult)
         self._dirty = True
         self._schedule_flush()
         return event
@@ -451,7 +453,9 @@ class FlowNetwork:
         rems = self._rem[slots]
         # Credit the sub-tolerance residue (or overshoot) so link byte counts are exact.
         nz = rems != 0.0
-        if nz.any():
+        if nz.all():  # the usual case: every finished flow leaves a rounding residue
+            self._owed.append(("rest", pids, rems, mults))
+        elif nz.any():
             self._owed.append(("rest", pids[nz], rems[nz], mults[nz]))
         self._active[slots] = False
         self._rate[slots] = 0.0

@@ -33,18 +33,20 @@ from scaling.io.fields import (
     Strict,
     safe_name,
 )
-from scaling.io.overrides import apply_overrides, parse_override, path_keys, set_path
-from scaling.io.sections import (
+from scaling.io.limits import (
     DEFAULT_MAX_MICRO_BATCHES,
     DEFAULT_MAX_RANKS,
     NETWORK_BYTES_PER_RANK,
+    run_size_error,
+)
+from scaling.io.overrides import apply_overrides, parse_override, path_keys, set_path
+from scaling.io.sections import (
     EconomicsConfig,
     FailuresConfig,
     ModelConfig,
     SimulationConfig,
     TrainingConfig,
     VariabilityConfig,
-    run_size_error,
 )
 from scaling.io.strategy_config import (
     STRATEGY_CONFIGS,
