@@ -17,6 +17,7 @@ standard library and numpy.
 from __future__ import annotations
 
 import heapq
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -380,7 +381,12 @@ class MaxMinSolver:
         if cache_size is not None and cache_size < 0:
             raise ValueError("cache_size must be >= 0 or None")
         self._cache_size = cache_size
-        self._cache: dict[bytes, Solution] = {}
+        # memo of solutions: per cheap fingerprint of an active set (its size and three
+        # integer sums, read in a few vectorised passes instead of hashing its bytes), the
+        # solutions of the sets seen with it; one is used only if its path ids and
+        # multiplicities equal the asked set's exactly. `_fifo`: insertion order, for eviction.
+        self._cache: dict[tuple[int, int, int, int], list[Solution]] = {}
+        self._fifo: deque[tuple[tuple[int, int, int, int], Solution]] = deque()
         self._ids: dict[tuple[int, ...], int] = {}
         # Registered paths in a growable CSR buffer (amortised O(1) append).
         self._ptr = np.zeros(16, dtype=np.int64)
@@ -523,11 +529,12 @@ class MaxMinSolver:
     @property
     def cache_len(self) -> int:
         """Number of memoised active sets."""
-        return len(self._cache)
+        return len(self._fifo)
 
     def clear_cache(self) -> None:
         """Drop all memoised solutions (counters are kept)."""
         self._cache.clear()
+        self._fifo.clear()
 
     def solve_arrays(self, path_ids: IntArray, multiplicity: IntArray) -> Solution:
         """Solve (or look up) an active set given as arrays; the fast path for the engine.
@@ -541,18 +548,27 @@ class MaxMinSolver:
         """
         pids = np.ascontiguousarray(path_ids, dtype=np.int64)
         mults = np.ascontiguousarray(multiplicity, dtype=np.int64)
-        key = pids.tobytes() + mults.tobytes()
-        sol = self._cache.get(key)
-        if sol is not None:
-            self.hits += 1
-            return sol
+        # (int64 sums may wrap on absurd inputs: still a deterministic fingerprint)
+        key = (int(pids.size), int(pids.sum()), int(mults.sum()), int(pids @ mults))
+        bucket = self._cache.get(key)
+        if bucket is not None:
+            for memo in bucket:
+                if np.array_equal(memo.path_ids, pids) and np.array_equal(memo.multiplicity, mults):
+                    self.hits += 1
+                    return memo
         self.misses += 1
         sol = self._compute(pids, mults)
         if self._cache_size is None or self._cache_size > 0:
-            if self._cache_size is not None and len(self._cache) >= self._cache_size:
-                # FIFO eviction: dicts keep insertion order, so the first key is the oldest.
-                del self._cache[next(iter(self._cache))]
-            self._cache[key] = sol
+            if self._cache_size is not None and len(self._fifo) >= self._cache_size:
+                # FIFO eviction: the oldest entry goes
+                old_key, old = self._fifo.popleft()
+                kept = [m for m in self._cache[old_key] if m is not old]
+                if kept:
+                    self._cache[old_key] = kept
+                else:
+                    del self._cache[old_key]
+            self._cache.setdefault(key, []).append(sol)
+            self._fifo.append((key, sol))
         return sol
 
     def _compute(self, pids: IntArray, mults: IntArray) -> Solution:
