@@ -38,8 +38,9 @@ __all__ = ["DEFAULT_FINISH_RTOL", "FlowNetwork"]
 #: bytes are not exactly zero is considered finished at a wake-up. This is what makes flows that
 #: finish "at the same instant" up to rounding finish together in one re-solve.
 DEFAULT_FINISH_RTOL = 1e-9
-#: owed link-byte entries kept before they are added up (bounds the memory of a long run)
-_MAX_OWED = 4096
+#: owed link-byte values kept before they are added up (bounds the memory of a long run:
+#: ~24 B each, so ~25 MB)
+_MAX_OWED = 1 << 20
 
 
 class FlowNetwork:
@@ -122,6 +123,7 @@ class FlowNetwork:
         # unbuffered np.add.at over their concatenation, each link receives the same additions
         # in the same order as when they were added one event at a time: the same floats.
         self._owed: list[tuple[str, IntArray, FloatArray, float | IntArray]] = []
+        self._owed_n = 0  # values in `_owed`
         # The active set's signature kept up to date as flows start and finish, so a re-solve
         # reads it off instead of sorting the active slots (np.unique) each time: per
         # registered path, the flows it carries (multiplicity summed over active slots), and
@@ -192,6 +194,13 @@ class FlowNetwork:
         self._settle()
         return self._link_bytes.copy()
 
+    def _owe(self, entry: tuple[str, IntArray, FloatArray, float | IntArray]) -> None:
+        """Keep one owed link-byte entry (see ``_owed``); add them up once there are many."""
+        self._owed.append(entry)
+        self._owed_n += entry[1].size
+        if self._owed_n >= _MAX_OWED:
+            self._settle()
+
     def _settle(self) -> None:
         """Add the owed link bytes (``_owed``) to ``_link_bytes``, in the order earned."""
         if not self._owed:
@@ -207,6 +216,7 @@ class FlowNetwork:
                 idx.append(links)
                 val.append(np.repeat(b * c, lengths))
         self._owed = []
+        self._owed_n = 0
         np.add.at(self._link_bytes, np.concatenate(idx), np.concatenate(val))
 
     @property
@@ -414,9 +424,7 @@ class FlowNetwork:
             # and this is cheaper than selecting the active ones (same arithmetic per slot)
             self._rem -= self._rate * dt
             if self._link_idx.size:
-                self._owed.append(("rate", self._link_idx, self._link_rate, dt))
-                if len(self._owed) >= _MAX_OWED:
-                    self._settle()
+                self._owe(("rate", self._link_idx, self._link_rate, dt))
             if self._intervals is not None and self._link_idx.size:
                 self._intervals.append((self._last_t, now, self._link_idx, self._link_rate))
         self._last_t = now
@@ -454,9 +462,9 @@ class FlowNetwork:
         # Credit the sub-tolerance residue (or overshoot) so link byte counts are exact.
         nz = rems != 0.0
         if nz.all():  # the usual case: every finished flow leaves a rounding residue
-            self._owed.append(("rest", pids, rems, mults))
+            self._owe(("rest", pids, rems, mults))
         elif nz.any():
-            self._owed.append(("rest", pids[nz], rems[nz], mults[nz]))
+            self._owe(("rest", pids[nz], rems[nz], mults[nz]))
         self._active[slots] = False
         self._rate[slots] = 0.0
         self._rem[slots] = 0.0
