@@ -121,7 +121,7 @@ def sobol(out: str) -> None:
         *["scaling", "sensitivity", "configs/mlu-vs-gpu.yaml", "--set", "systems=[mlu370-x8]"],
         *["--set", "nodes=[1,512]", "--at", "nodes=512", "--no-plot", "--out", f"{out}/sens"],
     ]
-    oat = measure_command(base, repeats=1)
+    oat = measure_command(base, repeats=1, warm=False)
     small = measure_command([*base, "--samples", "2"], repeats=1, warm=False)
     print(line("sensitivity, one-at-a-time only, mlu370-x8 at 512 nodes", oat))
     print(line("sensitivity --samples 2 (Sobol), mlu370-x8 at 512 nodes", small))
