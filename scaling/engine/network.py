@@ -38,9 +38,6 @@ __all__ = ["DEFAULT_FINISH_RTOL", "FlowNetwork"]
 #: bytes are not exactly zero is considered finished at a wake-up. This is what makes flows that
 #: finish "at the same instant" up to rounding finish together in one re-solve.
 DEFAULT_FINISH_RTOL = 1e-9
-#: owed link-byte values kept before they are added up (bounds the memory of a long run:
-#: ~24 B each, so ~25 MB)
-_MAX_OWED = 1 << 20
 
 
 class FlowNetwork:
@@ -117,13 +114,6 @@ class FlowNetwork:
         self._link_idx = np.zeros(0, dtype=np.int64)
         self._link_rate = np.zeros(0)
         self._link_bytes = np.zeros(cap.size)
-        # What link bytes are owed, in the order it was earned, applied when read (only
-        # diagnostics read them): ("rate", link ids, rates B/s, dt s) per interval and
-        # ("rest", path ids, residues B, multiplicities) per completion. Applied as one
-        # unbuffered np.add.at over their concatenation, each link receives the same additions
-        # in the same order as when they were added one event at a time: the same floats.
-        self._owed: list[tuple[str, IntArray, FloatArray, float | IntArray]] = []
-        self._owed_n = 0  # values in `_owed`
         # The active set's signature kept up to date as flows start and finish, so a re-solve
         # reads it off instead of sorting the active slots (np.unique) each time: per
         # registered path, the flows it carries (multiplicity summed over active slots), and
@@ -191,33 +181,7 @@ class FlowNetwork:
         finishes), up to the last flow-set change or wake-up. Once all flows have finished it
         equals, per link, the sum of ``nbytes * multiplicity`` over flows crossing it.
         """
-        self._settle()
         return self._link_bytes.copy()
-
-    def _owe(self, entry: tuple[str, IntArray, FloatArray, float | IntArray]) -> None:
-        """Keep one owed link-byte entry (see ``_owed``); add them up once there are many."""
-        self._owed.append(entry)
-        self._owed_n += entry[1].size
-        if self._owed_n >= _MAX_OWED:
-            self._settle()
-
-    def _settle(self) -> None:
-        """Add the owed link bytes (``_owed``) to ``_link_bytes``, in the order earned."""
-        if not self._owed:
-            return
-        idx: list[IntArray] = []
-        val: list[FloatArray] = []
-        for kind, a, b, c in self._owed:
-            if kind == "rate":
-                idx.append(a)
-                val.append(b * c)
-            else:
-                links, lengths = self.solver.gather(a)
-                idx.append(links)
-                val.append(np.repeat(b * c, lengths))
-        self._owed = []
-        self._owed_n = 0
-        np.add.at(self._link_bytes, np.concatenate(idx), np.concatenate(val))
 
     @property
     def busy_s_per_link(self) -> FloatArray:
@@ -423,8 +387,7 @@ class FlowNetwork:
             # over every slot: a free or not yet solved slot has rate 0 and keeps its bytes,
             # and this is cheaper than selecting the active ones (same arithmetic per slot)
             self._rem -= self._rate * dt
-            if self._link_idx.size:
-                self._owe(("rate", self._link_idx, self._link_rate, dt))
+            self._link_bytes[self._link_idx] += self._link_rate * dt
             if self._intervals is not None and self._link_idx.size:
                 self._intervals.append((self._last_t, now, self._link_idx, self._link_rate))
         self._last_t = now
@@ -461,10 +424,9 @@ class FlowNetwork:
         rems = self._rem[slots]
         # Credit the sub-tolerance residue (or overshoot) so link byte counts are exact.
         nz = rems != 0.0
-        if nz.all():  # the usual case: every finished flow leaves a rounding residue
-            self._owe(("rest", pids, rems, mults))
-        elif nz.any():
-            self._owe(("rest", pids[nz], rems[nz], mults[nz]))
+        if nz.any():
+            links, lengths = self.solver.gather(pids[nz])
+            np.add.at(self._link_bytes, links, np.repeat(rems[nz] * mults[nz], lengths))
         self._active[slots] = False
         self._rate[slots] = 0.0
         self._rem[slots] = 0.0
