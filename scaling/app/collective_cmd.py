@@ -179,7 +179,7 @@ def collective(
             "is a what-if, not what the library runs",
             err=True,
         )
-    from scaling.io.config import DEFAULT_MAX_RANKS, run_size_error
+    from scaling.io.limits import DEFAULT_MAX_RANKS, run_size_error
 
     too_big = run_size_error(
         nodes, per_node or spec.devices_per_node, max_ranks or DEFAULT_MAX_RANKS, "--max-ranks"

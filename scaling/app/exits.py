@@ -10,7 +10,7 @@ from typing import Any, NoReturn
 import click
 
 from scaling.io.errors import ConfigError
-from scaling.model.job import InfeasibleJobError
+from scaling.model.errors import InfeasibleJobError
 
 EXIT_BAD_INPUT = 2
 

@@ -19,7 +19,7 @@ from scaling.app.output import (
     set_option,
     want_progress,
 )
-from scaling.model.job import InfeasibleJobError
+from scaling.model.errors import InfeasibleJobError
 
 
 def _explain_vs(

@@ -105,6 +105,9 @@ def progress_bar(
     """The one progress bar of the commands: :mod:`tqdm.auto` (a widget in Jupyter, text on a
     terminal) on stderr, removed when done; a do-nothing pass-through when not ``enabled``.
     Wraps ``iterable``, or counts ``total`` steps with ``.update(n)``."""
+    if not enabled:
+        # tqdm.auto pulls in asyncio and a multiprocessing lock (~0.1 s CPU of start-up)
+        return _NoBar(iterable, total)
     from tqdm.auto import tqdm
 
     return tqdm(
@@ -117,6 +120,40 @@ def progress_bar(
         dynamic_ncols=True,
         disable=not enabled,
     )
+
+
+class _NoBar:
+    """The disabled bar: what a ``tqdm(disable=True)`` does (iterates ``iterable``; counts,
+    postfixes and refreshes change nothing), without importing tqdm."""
+
+    def __init__(self, iterable: Iterable[Any] | None, total: int | None) -> None:
+        self.iterable = iterable
+        self.total = total
+        self.n = 0
+
+    def __iter__(self) -> Any:
+        return iter(self.iterable if self.iterable is not None else ())
+
+    def __enter__(self) -> _NoBar:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def update(self, n: float = 1) -> None:
+        """Nothing (a disabled tqdm does not count)."""
+
+    def refresh(self) -> None:
+        """Nothing."""
+
+    def close(self) -> None:
+        """Nothing."""
+
+    def set_postfix(self, *args: Any, **kwargs: Any) -> None:
+        """Nothing."""
+
+    def set_postfix_str(self, s: str = "", refresh: bool = True) -> None:
+        """Nothing."""
 
 
 class Printer:

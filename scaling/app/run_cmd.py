@@ -21,7 +21,7 @@ from scaling.app.output import (
     want_progress,
 )
 from scaling.io.results import results_cells
-from scaling.model.job import InfeasibleJobError
+from scaling.model.errors import InfeasibleJobError
 
 
 def _gap_summary(df: Any) -> list[str]:

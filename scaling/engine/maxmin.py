@@ -17,6 +17,7 @@ standard library and numpy.
 from __future__ import annotations
 
 import heapq
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -380,7 +381,12 @@ class MaxMinSolver:
         if cache_size is not None and cache_size < 0:
             raise ValueError("cache_size must be >= 0 or None")
         self._cache_size = cache_size
-        self._cache: dict[bytes, Solution] = {}
+        # memo of solutions: per cheap fingerprint of an active set (its size and three
+        # integer sums, read in a few vectorised passes instead of hashing its bytes), the
+        # solutions of the sets seen with it; one is used only if its path ids and
+        # multiplicities equal the asked set's exactly. `_fifo`: insertion order, for eviction.
+        self._cache: dict[tuple[int, int, int, int], list[Solution]] = {}
+        self._fifo: deque[tuple[tuple[int, int, int, int], Solution]] = deque()
         self._ids: dict[tuple[int, ...], int] = {}
         # Registered paths in a growable CSR buffer (amortised O(1) append).
         self._ptr = np.zeros(16, dtype=np.int64)
@@ -445,27 +451,33 @@ class MaxMinSolver:
     def register_many(self, paths: Sequence[Sequence[int]]) -> IntArray:
         """Register many paths at once; the ids :meth:`register` would return one by one (new
         paths numbered in first-seen order), shape [len(paths)]."""
-        out = np.empty(len(paths), dtype=np.int64)
-        fresh: list[tuple[int, ...]] = []
         n0, n_links = self._n_paths, self.n_links
-        for i, links in enumerate(paths):
+        ids = self._ids
+        new: dict[tuple[int, ...], int] = {}  # first-seen order: the ids register would give
+        got: list[int] = []
+        for links in paths:
             key = links if isinstance(links, tuple) else tuple(int(x) for x in links)
-            pid = self._ids.get(key)
+            pid = ids.get(key)
             if pid is None:
-                if key:
-                    if min(key) < 0 or max(key) >= n_links:
-                        raise ValueError(f"link index out of range [0, {n_links})")
-                    if len(set(key)) != len(key):
-                        raise ValueError("a path must not cross the same link twice")
-                pid = n0 + len(fresh)
-                self._ids[key] = pid
-                fresh.append(key)
-            out[i] = pid
-        if fresh:
+                pid = new.setdefault(key, n0 + len(new))
+            got.append(pid)
+        out = np.array(got, dtype=np.int64)
+        if new:
+            fresh = list(new)
             lengths = np.fromiter((len(k) for k in fresh), dtype=np.int64, count=len(fresh))
             flat = np.fromiter(
                 (x for k in fresh for x in k), dtype=np.int64, count=int(lengths.sum())
             )
+            # the checks of register, on every new path at once, before any is recorded
+            if flat.size:
+                if int(flat.min()) < 0 or int(flat.max()) >= n_links:
+                    raise ValueError(f"link index out of range [0, {n_links})")
+                seg = np.repeat(np.arange(len(fresh)), lengths)
+                order = np.lexsort((flat, seg))
+                s_seg, s_flat = seg[order], flat[order]
+                if np.any((s_seg[1:] == s_seg[:-1]) & (s_flat[1:] == s_flat[:-1])):
+                    raise ValueError("a path must not cross the same link twice")
+            ids.update(new)
             start = int(self._ptr[n0])
             end = start + flat.size
             need = n0 + len(fresh) + 1
@@ -517,11 +529,12 @@ class MaxMinSolver:
     @property
     def cache_len(self) -> int:
         """Number of memoised active sets."""
-        return len(self._cache)
+        return len(self._fifo)
 
     def clear_cache(self) -> None:
         """Drop all memoised solutions (counters are kept)."""
         self._cache.clear()
+        self._fifo.clear()
 
     def solve_arrays(self, path_ids: IntArray, multiplicity: IntArray) -> Solution:
         """Solve (or look up) an active set given as arrays; the fast path for the engine.
@@ -535,18 +548,27 @@ class MaxMinSolver:
         """
         pids = np.ascontiguousarray(path_ids, dtype=np.int64)
         mults = np.ascontiguousarray(multiplicity, dtype=np.int64)
-        key = pids.tobytes() + mults.tobytes()
-        sol = self._cache.get(key)
-        if sol is not None:
-            self.hits += 1
-            return sol
+        # (int64 sums may wrap on absurd inputs: still a deterministic fingerprint)
+        key = (int(pids.size), int(pids.sum()), int(mults.sum()), int(pids @ mults))
+        bucket = self._cache.get(key)
+        if bucket is not None:
+            for memo in bucket:
+                if np.array_equal(memo.path_ids, pids) and np.array_equal(memo.multiplicity, mults):
+                    self.hits += 1
+                    return memo
         self.misses += 1
         sol = self._compute(pids, mults)
         if self._cache_size is None or self._cache_size > 0:
-            if self._cache_size is not None and len(self._cache) >= self._cache_size:
-                # FIFO eviction: dicts keep insertion order, so the first key is the oldest.
-                del self._cache[next(iter(self._cache))]
-            self._cache[key] = sol
+            if self._cache_size is not None and len(self._fifo) >= self._cache_size:
+                # FIFO eviction: the oldest entry goes
+                old_key, old = self._fifo.popleft()
+                kept = [m for m in self._cache[old_key] if m is not old]
+                if kept:
+                    self._cache[old_key] = kept
+                else:
+                    del self._cache[old_key]
+            self._cache.setdefault(key, []).append(sol)
+            self._fifo.append((key, sol))
         return sol
 
     def _compute(self, pids: IntArray, mults: IntArray) -> Solution:

@@ -38,6 +38,8 @@ __all__ = ["DEFAULT_FINISH_RTOL", "FlowNetwork"]
 #: bytes are not exactly zero is considered finished at a wake-up. This is what makes flows that
 #: finish "at the same instant" up to rounding finish together in one re-solve.
 DEFAULT_FINISH_RTOL = 1e-9
+#: owed link-byte values kept alive before they are added up (~16-24 B each: ~100 MB)
+_MAX_OWED = 1 << 22
 
 
 class FlowNetwork:
@@ -114,6 +116,14 @@ class FlowNetwork:
         self._link_idx = np.zeros(0, dtype=np.int64)
         self._link_rate = np.zeros(0)
         self._link_bytes = np.zeros(cap.size)
+        # Link bytes are owed, not added, until read (only diagnostics read them): per
+        # interval ("rate", link ids, their rates, dt) and per completion ("rest", path ids,
+        # residues, multiplicities), added by _settle in the order earned with the very
+        # operations the event loop would have used, so the same floats. The memory they keep
+        # alive is bounded: residues and rate arrays not already owed count (_owed_n).
+        self._owed: list[tuple[str, IntArray, FloatArray, float | IntArray]] = []
+        self._owed_arrays: set[int] = set()  # ids of the rate arrays owed
+        self._owed_n = 0
         # The active set's signature kept up to date as flows start and finish, so a re-solve
         # reads it off instead of sorting the active slots (np.unique) each time: per
         # registered path, the flows it carries (multiplicity summed over active slots), and
@@ -181,7 +191,33 @@ class FlowNetwork:
         finishes), up to the last flow-set change or wake-up. Once all flows have finished it
         equals, per link, the sum of ``nbytes * multiplicity`` over flows crossing it.
         """
+        self._settle()
         return self._link_bytes.copy()
+
+    def _owe(self, entry: tuple[str, IntArray, FloatArray, float | IntArray]) -> None:
+        """Keep one owed link-byte entry; add them up once they hold many values."""
+        self._owed.append(entry)
+        if entry[0] == "rest":
+            self._owed_n += entry[1].size
+        elif id(entry[1]) not in self._owed_arrays:  # a solution's arrays, often repeated
+            self._owed_arrays.add(id(entry[1]))
+            self._owed_n += entry[1].size
+        if self._owed_n >= _MAX_OWED:
+            self._settle()
+
+    def _settle(self) -> None:
+        """Add the owed link bytes, entry by entry in the order earned, as the event loop
+        would have added them (fancy += per interval, np.add.at per completion)."""
+        lb = self._link_bytes
+        for kind, a, b, c in self._owed:
+            if kind == "rate":
+                lb[a] += b * c
+            else:
+                links, lengths = self.solver.gather(a)
+                np.add.at(lb, links, np.repeat(b * c, lengths))
+        self._owed = []
+        self._owed_arrays = set()
+        self._owed_n = 0
 
     @property
     def busy_s_per_link(self) -> FloatArray:
@@ -301,8 +337,10 @@ class FlowNetwork:
         event = self.env.event()
         real = (size > 0) & (self.solver.path_lengths(pids) > 0)
         n_real = int(real.sum())
-        self.transfers_completed += pids.size - n_real
-        self.flows_completed += int(mult[~real].sum())
+        if n_real < pids.size:  # some deliver at once; usually none (no masking then)
+            self.transfers_completed += pids.size - n_real
+            self.flows_completed += int(mult[~real].sum())
+            pids, size, mult = pids[real], size[real], mult[real]
         if n_real == 0:
             # Nothing to share: no flow enters the solver, so no re-solve either.
             event.succeed(float(self.env.now))
@@ -311,11 +349,11 @@ class FlowNetwork:
         self._next_bundle += 1
         slots = self._alloc_many(n_real)
         self._bundles[bid] = [n_real, event, slots]
-        self._rem[slots] = size[real]
-        self._size[slots] = size[real]
+        self._rem[slots] = size
+        self._size[slots] = size
         self._rate[slots] = 0.0  # until the flush re-solves; no time passes before then
-        self._pid[slots] = pids[real]
-        self._mult[slots] = mult[real]
+        self._pid[slots] = pids
+        self._mult[slots] = mult
         self._seq[slots] = np.arange(self._next_seq, self._next_seq + n_real)
         self._next_seq += n_real
         self._active[slots] = True
@@ -326,7 +364,7 @@ class FlowNetwork:
             grow = max(n_paths, 2 * self._path_mult.size) - self._path_mult.size
             self._path_mult = np.concatenate([self._path_mult, np.zeros(grow, dtype=np.int64)])
             self._path_rate = np.concatenate([self._path_rate, np.zeros(grow)])
-        np.add.at(self._path_mult, self._pid[slots], self._mult[slots])
+        np.add.at(self._path_mult, pids, mult)
         self._dirty = True
         self._schedule_flush()
         return event
@@ -385,7 +423,8 @@ class FlowNetwork:
             # over every slot: a free or not yet solved slot has rate 0 and keeps its bytes,
             # and this is cheaper than selecting the active ones (same arithmetic per slot)
             self._rem -= self._rate * dt
-            self._link_bytes[self._link_idx] += self._link_rate * dt
+            if self._link_idx.size:
+                self._owe(("rate", self._link_idx, self._link_rate, dt))
             if self._intervals is not None and self._link_idx.size:
                 self._intervals.append((self._last_t, now, self._link_idx, self._link_rate))
         self._last_t = now
@@ -423,8 +462,7 @@ class FlowNetwork:
         # Credit the sub-tolerance residue (or overshoot) so link byte counts are exact.
         nz = rems != 0.0
         if nz.any():
-            links, lengths = self.solver.gather(pids[nz])
-            np.add.at(self._link_bytes, links, np.repeat(rems[nz] * mults[nz], lengths))
+            self._owe(("rest", pids[nz], rems[nz], mults[nz]))
         self._active[slots] = False
         self._rate[slots] = 0.0
         self._rem[slots] = 0.0

@@ -34,7 +34,7 @@ from scaling.io.errors import ConfigError
 from scaling.io.results import read_results, results_frame
 from scaling.io.topology import bundled_topology_dir
 from scaling.model.analysis.metrics import RunResult
-from scaling.model.job import InfeasibleJobError
+from scaling.model.errors import InfeasibleJobError
 from scaling.model.simulation import check_feasible, run_job
 
 RESULTS_FILE = "results.csv"

@@ -33,10 +33,14 @@ from scaling.io.fields import (
     Strict,
     safe_name,
 )
-from scaling.io.overrides import apply_overrides, parse_override, path_keys, set_path
-from scaling.io.sections import (
+from scaling.io.limits import (
     DEFAULT_MAX_MICRO_BATCHES,
     DEFAULT_MAX_RANKS,
+    NETWORK_BYTES_PER_RANK,
+    run_size_error,
+)
+from scaling.io.overrides import apply_overrides, parse_override, path_keys, set_path
+from scaling.io.sections import (
     EconomicsConfig,
     EncDecConfig,
     FailuresConfig,
@@ -101,8 +105,6 @@ __all__ = [
     "set_path",
 ]
 
-#: memory of the flow network per rank (B), measured: 32,768 ranks of dgx-a100 peak at 0.4 GiB
-NETWORK_BYTES_PER_RANK = 13_000
 #: the strategy field's type: the registered strategy schemas by ``kind`` (rebuilt on
 #: registration, :func:`_rebuild_strategies`)
 if TYPE_CHECKING:
@@ -228,20 +230,6 @@ class ExperimentConfig(Strict):
     @classmethod
     def _scalar_to_list(cls, v: Any) -> Any:
         return v if isinstance(v, list) else [v]
-
-
-def run_size_error(nodes: int, devices_per_node: int, max_ranks: int, knob: str = "") -> str:
-    """Why ``nodes`` nodes of ``devices_per_node`` ranks are too many to simulate (beyond
-    ``max_ranks``), with the estimated network memory and the knob that raises the limit; ""
-    when they fit. ``knob`` names the limit's option (default: ``simulation.max_ranks``)."""
-    ranks = nodes * devices_per_node
-    if ranks <= max_ranks:
-        return ""
-    gib = ranks * NETWORK_BYTES_PER_RANK / 2**30
-    return (
-        f"{ranks:,} ranks (a flow network of ~{gib:,.3g} GiB); expected at most {max_ranks:,} "
-        f"ranks (raise {knob or 'simulation.max_ranks'} to allow more)"
-    )
 
 
 def _with_economics(system: SystemSpec, eco: EconomicsConfig | None) -> SystemSpec:

@@ -8,20 +8,13 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, model_serializer, model_validator
 
 from scaling.io.fields import NonNegFloat, NonNegInt, PosFloat, PosInt, Strict
+from scaling.io.limits import DEFAULT_MAX_MICRO_BATCHES, DEFAULT_MAX_RANKS
 from scaling.model.failures import MAX_CHECKPOINT_WRITE_S, MAX_RESTART_S, FailureSpec
 from scaling.model.hardware.encdec import T5_BUCKETS, t5_shape
 from scaling.model.hardware.moe import MLASpec, MoEShape, MoESpec, Router
 from scaling.model.hardware.workload import Checkpointing, Norm, TransformerShape
 from scaling.model.job import SimSpec, TrainingSpec
 from scaling.model.variability import MAX_SLOWDOWN, VariabilitySpec
-
-#: Default limits of one run, checked before anything is built (:meth:`LoadedExperiment.
-#: check_size`): ranks (nodes x devices per node) and simulated micro-batches per rank
-#: ((steps + warmup_steps) x grad_accum_steps). A 32,768-rank flow network takes ~0.4 GiB and
-#: ~20 s to build and run one collective on; the limits sit above every bundled config and
-#: benchmark. Raise them with ``simulation.max_ranks`` / ``simulation.max_micro_batches``.
-DEFAULT_MAX_RANKS = 65_536
-DEFAULT_MAX_MICRO_BATCHES = 10_000
 
 
 class TrainingConfig(Strict):

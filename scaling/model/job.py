@@ -6,15 +6,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from scaling.model.errors import InfeasibleJobError as InfeasibleJobError  # its home: errors
 from scaling.model.failures import FailureSpec
 from scaling.model.hardware.system import SystemSpec
 from scaling.model.hardware.workload import Checkpointing, TransformerShape
 from scaling.model.strategies.base import Strategy
 from scaling.model.variability import VariabilitySpec
-
-
-class InfeasibleJobError(ValueError):
-    """The job cannot run as configured (out of memory, a device that cannot train …)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,8 +25,8 @@ from typing import Any
 
 from scaling.io.config import LoadedExperiment, experiment_from_dict
 from scaling.io.errors import ConfigError
+from scaling.model.errors import InfeasibleJobError
 from scaling.model.hardware.moe import MoEShape
-from scaling.model.job import InfeasibleJobError
 from scaling.model.simulation import check_feasible, run_job
 from scaling.plan.space import (
     Candidate,

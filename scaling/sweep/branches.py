@@ -139,8 +139,9 @@ def _decide(
 ) -> tuple[AlternativeColumn, list[tuple[str, ...]]] | None:
     """The deciding alternatives input of one series and its branches, or None (no split)."""
     best: tuple[tuple[int, float], AlternativeColumn, list[tuple[str, ...]]] | None = None
+    by_sample = samples.set_index("sample") if alts else samples  # once, not per input
     for alt in alts:
-        drawn = samples.set_index("sample")[alt.label]
+        drawn = by_sample[alt.label]
         split_at: list[tuple[int, list[tuple[str, ...]], float]] = []
         for nodes, grp in series.groupby("nodes"):
             values = _by_option(grp, drawn, metric, alt.options)

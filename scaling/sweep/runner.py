@@ -17,9 +17,8 @@ import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
 import yaml
 
 from scaling.io.config import content_hash
@@ -31,6 +30,13 @@ from scaling.model.simulation import run_job
 from scaling.sweep.budget import DEFAULT_BUDGET, Budget, check_budget
 from scaling.sweep.executors import SweepExecutor, describe_error, make_executor
 from scaling.sweep.spec import LoadedSweep, RunSpec, as_sweep, expand
+
+if TYPE_CHECKING:
+    import pandas as pd
+else:  # tables only: a sweep worker (execute_run) skips pandas' import (start-up: issue 29)
+    from scaling.lazy import lazy_module
+
+    pd = lazy_module("pandas")
 
 #: statuses of a run: simulated, refused before simulating (infeasible), or errored / lost
 OK, REFUSED, FAILED = "ok", "refused", "failed"

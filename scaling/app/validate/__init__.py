@@ -121,16 +121,28 @@ STUDIES: tuple[
 
 
 def run_validation(
-    overrides: DeviceOverrides | None = None, prefixes: tuple[str, ...] = ()
+    overrides: DeviceOverrides | None = None,
+    prefixes: tuple[str, ...] = (),
+    progress: bool = False,
 ) -> Report:
     """Run every study of :data:`STUDIES`, or those with a name starting with one of
-    ``prefixes`` (deterministic; about 15 s on two cores for all)."""
+    ``prefixes`` (deterministic; about 15 s on two cores for all). ``progress``: a bar on
+    stderr (a widget in Jupyter) counting the studies run, the current one named."""
+    from scaling.app.output import progress_bar
+
     rep = Report()
-    for names, fn in STUDIES:
-        if prefixes and not any(n.startswith(p) for n in names for p in prefixes):
-            continue
-        results = fn(overrides)
-        if [r.name for r in results] != list(names):
-            raise RuntimeError(f"study {fn.__name__} returned {[r.name for r in results]}")
-        rep.studies += [r for r in results if not prefixes or r.name.startswith(prefixes)]
+    todo = [
+        (names, fn)
+        for names, fn in STUDIES
+        if not prefixes or any(n.startswith(p) for n in names for p in prefixes)
+    ]
+    with progress_bar(total=len(todo), desc="validate", unit="study", enabled=progress) as bar:
+        for names, fn in todo:
+            if progress:
+                bar.set_postfix_str(names[0])
+            results = fn(overrides)
+            if [r.name for r in results] != list(names):
+                raise RuntimeError(f"study {fn.__name__} returned {[r.name for r in results]}")
+            rep.studies += [r for r in results if not prefixes or r.name.startswith(prefixes)]
+            bar.update(1)
     return rep

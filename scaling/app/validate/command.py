@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from scaling.app.exits import user_errors
-from scaling.app.output import Printer, format_option
+from scaling.app.output import Printer, format_option, progress_option, want_progress
 from scaling.app.validate import (
     format_text,
     points_frame,
@@ -33,9 +33,16 @@ from scaling.app.validate import (
     help="Run only the studies whose name starts with PREFIX (repeatable).",
 )
 @click.option("--table", is_flag=True, help="Print only the README's summary table.")
+@progress_option
 @format_option
 @user_errors
-def validate(out_dir: Path | None, studies: tuple[str, ...], table: bool, fmt: str) -> None:
+def validate(
+    out_dir: Path | None,
+    studies: tuple[str, ...],
+    table: bool,
+    fmt: str,
+    progress: bool | None,
+) -> None:
     """Compare the model with every published measurement the package holds.
 
     Per study: each point's measured and modelled value, its error and whether it was used for
@@ -45,7 +52,7 @@ def validate(out_dir: Path | None, studies: tuple[str, ...], table: bool, fmt: s
     \b
     Example: scaling validate --study nccl --format csv > validation.csv
     """
-    rep = run_validation(prefixes=studies)
+    rep = run_validation(prefixes=studies, progress=want_progress(progress))
     if not rep.studies:
         raise click.UsageError(f"--study {', '.join(studies)}: no study matches")
     p = Printer(fmt)

@@ -157,6 +157,8 @@ class ClusterNetwork:
         # the path to a NIC crosses the device's PCIe switch (bridge groups / PCIe fabrics)
         self._nic_behind_switch = fabric_of(fab.kind).grouped
         self._nics_of = [self.nics_of(d) for d in range(self.g)]
+        self._shape_memo: tuple[int, int, bool, int, int] | None = None
+        self._intra_keys: dict[tuple[int, int], list[tuple[object, ...]]] = {}
         self._build()
         self._share_structure()
 
@@ -206,18 +208,32 @@ class ClusterNetwork:
     def _build(self) -> None:
         s, fab, g = self.system, self.system.fabric, self.g
         model = fabric_of(fab.kind)
-        node_links = list(model.node_links(fab, g))  # the fabric kind's links, in build order
+        # one node's links in build order (the fabric kind's, then each NIC's), as (key
+        # without the node, raw bandwidth, class, hardware efficiency or None); every node
+        # repeats them, so keys, capacities and classes are extended node by node
+        per_node: list[tuple[tuple[object, ...], float, LinkClass, float | None]] = [
+            ((kind, *rest), bw, cls, eff)
+            for (kind, *rest), bw, cls, eff in model.node_links(fab, g)
+        ]
+        if self.nodes > 1:
+            for k in range(s.nics.count):
+                if self._nic_behind_switch:
+                    # the NIC's x16 slot under its PCIe switch (see nic_switch)
+                    per_node.append((("sw_nic", k), fab.inter_group_bw_Bps, LinkClass.PCIE, None))
+                    per_node.append((("nic_sw", k), fab.inter_group_bw_Bps, LinkClass.PCIE, None))
+                per_node.append((("nic_tx", k), s.nics.bw_Bps, LinkClass.NETWORK, None))
+                per_node.append((("nic_rx", k), s.nics.bw_Bps, LinkClass.NETWORK, None))
+        # the capacity as _add computes it: raw bandwidth x efficiency (the same floats)
+        caps = [
+            bw * (self._eff[cls] if eff is None else eff * self._lib[cls])
+            for _, bw, cls, eff in per_node
+        ]
+        classes = [cls for _, _, cls, _ in per_node]
+        parts = [(key[0], key[1:]) for key, _, _, _ in per_node]
         for n in range(self.nodes):
-            for (kind, *rest), bw, cls, eff in node_links:
-                self._add((kind, n, *rest), bw, cls, eff)
-            if self.nodes > 1:
-                for k in range(s.nics.count):
-                    if self._nic_behind_switch:
-                        # the NIC's x16 slot under its PCIe switch (see nic_switch)
-                        self._add(("sw_nic", n, k), fab.inter_group_bw_Bps, LinkClass.PCIE)
-                        self._add(("nic_sw", n, k), fab.inter_group_bw_Bps, LinkClass.PCIE)
-                    self._add(("nic_tx", n, k), s.nics.bw_Bps, LinkClass.NETWORK)
-                    self._add(("nic_rx", n, k), s.nics.bw_Bps, LinkClass.NETWORK)
+            self._keys.extend([(kind, n, *rest) for kind, rest in parts])
+            self._caps.extend(caps)
+            self._cls.extend(classes)
         if self.n_leaves > 1:
             for leaf in range(self.n_leaves):
                 if self.ideal_ecmp:
@@ -285,8 +301,13 @@ class ClusterNetwork:
         return self._index[key]
 
     def _intra(self, n: int, a: int, b: int) -> list[int]:
-        route = fabric_of(self.system.fabric.kind).intra_route(self.system.fabric, a, b)
-        return [self._l(kind, n, *rest) for kind, *rest in route]
+        route = self._intra_keys.get((a, b))
+        if route is None:  # the same local pair on every node: its link keys once
+            route = self._intra_keys[(a, b)] = list(
+                fabric_of(self.system.fabric.kind).intra_route(self.system.fabric, a, b)
+            )
+        idx = self._index
+        return [idx[(kind, n, *rest)] for kind, *rest in route]
 
     def _to_nic(self, n: int, d: int, k: int) -> list[int]:
         if not self._nic_behind_switch:
@@ -330,10 +351,13 @@ class ClusterNetwork:
             out = (tuple(self._intra(ns, a, b)),)
         else:
             na, nb = self._nics_of[a], self._nics_of[b]
-            out = tuple(
-                self._net_path(ns, a, na[j % len(na)], nd, b, nb[j % len(nb)])
-                for j in range(max(len(na), len(nb)))
-            )
+            if len(na) == 1 and len(nb) == 1:  # one NIC each (the common case): one path
+                out = (self._net_path(ns, a, na[0], nd, b, nb[0]),)
+            else:
+                out = tuple(
+                    self._net_path(ns, a, na[j % len(na)], nd, b, nb[j % len(nb)])
+                    for j in range(max(len(na), len(nb)))
+                )
         self._routes[key] = out
         return out
 
@@ -386,18 +410,36 @@ class ClusterNetwork:
 
     def _net_path(self, ns: int, a: int, ka: int, nd: int, b: int, kb: int) -> tuple[int, ...]:
         """Device ``a`` of node ``ns`` over NIC ``ka`` to device ``b`` of node ``nd`` at ``kb``."""
-        path = [*self._to_nic(ns, a, ka), self._l("nic_tx", ns, ka)]
-        la, lb = self.leaf_of(ns, ka), self.leaf_of(nd, kb)
+        # called per NIC pairing of every device pair a collective crosses nodes on (tens of
+        # thousands at 4,096 ranks): the shape is read once (:meth:`_shape`), keys built inline
+        idx = self._index
+        npl, lpp, rail, nics, spines = self._shape()
+        la = ns // npl * lpp + (ka if rail else 0)  # leaf_of, inline
+        lb = nd // npl * lpp + (kb if rail else 0)
+        tx = idx[("nic_tx", ns, ka)]
+        rx = idx[("nic_rx", nd, kb)]
         if la != lb:
-            nics = self.system.nics.count
-            sp = (
-                0
-                if self.ideal_ecmp
-                else _ecmp(ns * nics + ka, nd * nics + kb, self.n_spines, self.seed)
+            sp = 0 if self.ideal_ecmp else _ecmp(ns * nics + ka, nd * nics + kb, spines, self.seed)
+            mid: tuple[int, ...] = (tx, idx[("l2s", la, sp)], idx[("s2l", sp, lb)], rx)
+        else:
+            mid = (tx, rx)
+        if not self._nic_behind_switch:
+            return mid
+        return (*self._to_nic(ns, a, ka), *mid, *self._from_nic(nd, kb, b))
+
+    def _shape(self) -> tuple[int, int, bool, int, int]:
+        """(nodes per leaf, leaves per pod, rail-optimized, NICs per node, spines), memoised."""
+        shape = self._shape_memo
+        if shape is None:
+            so = self.system.scale_out
+            shape = self._shape_memo = (
+                so.nodes_per_leaf,
+                self.leaves_per_pod,
+                so.rail_optimized,
+                self.system.nics.count,
+                self.n_spines,
             )
-            path += [self._l("l2s", la, sp), self._l("s2l", sp, lb)]
-        path += [self._l("nic_rx", nd, kb), *self._from_nic(nd, kb, b)]
-        return tuple(path)
+        return shape
 
     # ---- arrays for the flow engine ----------------------------------------------------
     def capacity(self) -> np.ndarray:

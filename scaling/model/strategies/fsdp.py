@@ -65,7 +65,7 @@ from scaling.model.strategies.rank import ComputeStream
 if TYPE_CHECKING:
     from scaling.model.job import Job
 
-from scaling.model.job import InfeasibleJobError
+from scaling.model.errors import InfeasibleJobError
 
 
 class ShardingStrategy(StrEnum):

@@ -122,12 +122,14 @@ class Planner:
         # On a rail-optimized fabric odd nodes walk backwards, starting where the previous node's
         # walk ended, so each inter-node edge stays on one rail.
         reverse_odd = self.system.scale_out.rail_optimized
+        # the two walks' local ids once (a 4,096-rank ring has 512 nodes of the same two)
+        ahead = [group.local_base + d for d in fwd]
+        back = [group.local_base + fwd[(-1 - j) % k] for j in range(k)]
         order: list[int] = []
         for i in range(group.nodes):
-            node = group.first_node + i
-            backwards = reverse_odd and i % 2 == 1
-            local = [fwd[(-1 - j) % k] for j in range(k)] if backwards else fwd
-            order += [node * g + group.local_base + d for d in local]
+            base = (group.first_node + i) * g
+            local = back if reverse_odd and i % 2 == 1 else ahead
+            order += [base + d for d in local]
         return order
 
     def class_steps(self, group: Group, passes: int) -> dict[LinkClass, float]:
