@@ -17,7 +17,9 @@ studies), :mod:`.command` (``scaling validate``).
 Groups:
 
 * **collectives**: nccl-tests busbw (8x A100 curve, fitted by tools/fit_nccl_profile.py;
-  multi-node plateaus and busbw vs nodes, not fitted).
+  multi-node plateaus and busbw vs nodes, not fitted); all-to-all: nccl-tests alltoall (2 A100
+  nodes, 4 H100 of one node) and DeepEP's MoE dispatch/combine bandwidths on H800 nodes
+  (:mod:`.alltoall_moe`), none fitted.
 * **compute**: single-node training throughput of MosaicML's MPT benchmarks (A100, H100; 8 GPUs
   in one node, FSDP), whose calibration points fitted the device's two in-loop compute constants
   (``sustained_matmul_fraction``, ``attention_efficiency``; tools/fit_compute.py) and whose other
@@ -31,6 +33,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from scaling.app.validate.alltoall_moe import (
+    DEEPEP_STUDIES,
+    NCCL_H100_STUDY,
+    study_deepep,
+    study_nccl_alltoall_h100,
+)
 from scaling.app.validate.collectives import (
     SCALE_NODES,
     SCALE_SPLIT,
@@ -107,6 +115,8 @@ STUDIES: tuple[
         study_nccl_scale,
     ),
     (("nccl-alltoall-a100-2node",), study_nccl_alltoall),
+    (DEEPEP_STUDIES, study_deepep),
+    ((NCCL_H100_STUDY,), study_nccl_alltoall_h100),
     (("compute-a100-mpt", "compute-h100-mpt"), study_compute_mpt),
     (("compute-a100-flashattention2-gpt3-1.3b",), study_fa2),
     (("e2e-megatron-gpt1.7b-32a100",), study_megatron),
