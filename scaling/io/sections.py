@@ -9,6 +9,7 @@ from pydantic import Field, model_serializer, model_validator
 
 from scaling.io.fields import NonNegFloat, NonNegInt, PosFloat, PosInt, Strict
 from scaling.model.failures import MAX_CHECKPOINT_WRITE_S, MAX_RESTART_S, FailureSpec
+from scaling.model.hardware.moe import MLASpec, MoEShape, MoESpec, Router
 from scaling.model.hardware.workload import Checkpointing, Norm, TransformerShape
 from scaling.model.job import SimSpec, TrainingSpec
 from scaling.model.variability import MAX_SLOWDOWN, VariabilitySpec
@@ -160,6 +161,47 @@ class EconomicsConfig(Strict):
     node_power_overhead_W: NonNegFloat | None = None
 
 
+class MoEModelConfig(Strict):
+    """The experts of a MoE model (``model.moe``; names as DeepSeek's / Qwen's ``config.json``,
+    see :class:`~scaling.model.hardware.moe.MoESpec`)."""
+
+    experts: PosInt  # n_routed_experts / num_local_experts
+    top_k: PosInt  # num_experts_per_tok
+    expert_ffn: PosInt  # moe_intermediate_size (a routed expert's inner width)
+    shared_experts: NonNegInt = 0  # n_shared_experts
+    shared_ffn: PosInt | None = None  # one shared expert's width; null = expert_ffn
+    dense_layers: NonNegInt = 0  # first_k_dense_replace: first blocks with the dense MLP (ffn)
+    router: Router = Router.SOFTMAX  # scoring_func
+
+    @model_validator(mode="after")
+    def _top_k(self) -> MoEModelConfig:
+        if self.top_k > self.experts:
+            raise ValueError(f"top_k ({self.top_k}) at most experts ({self.experts})")
+        return self
+
+    def to_spec(self) -> MoESpec:
+        """The model-layer experts."""
+        return MoESpec(
+            self.experts,
+            self.top_k,
+            self.expert_ffn,
+            self.shared_experts,
+            self.shared_ffn,
+            self.dense_layers,
+            self.router,
+        )
+
+
+class MLAConfig(Strict):
+    """DeepSeek's multi-head latent attention (``model.mla``; ``config.json`` names)."""
+
+    q_lora_rank: NonNegInt = 0  # 0 / null in config.json: a direct q projection
+    kv_lora_rank: PosInt
+    qk_nope_dim: PosInt  # qk_nope_head_dim
+    qk_rope_dim: PosInt  # qk_rope_head_dim
+    v_dim: PosInt  # v_head_dim
+
+
 class ModelConfig(Strict):
     """A decoder-only transformer described field by field; its parameter tensors are those
     ``torch.nn`` registers for the equivalent module (see ``TransformerShape.param_tensors``)."""
@@ -177,6 +219,12 @@ class ModelConfig(Strict):
     norm: Norm = Norm.LAYERNORM
     gated_mlp: bool = False  # SwiGLU-style MLP: fc_in holds two ffn-wide projections
     head_bias: bool | None = None  # untied lm_head's bias; null = follow `bias` (nn.Linear)
+    # Mixture of Experts (scaling.model.hardware.moe): routed / shared experts; with it, MLA,
+    # a per-head width other than hidden/heads and Qwen3's per-head q/k norms
+    moe: MoEModelConfig | None = None
+    mla: MLAConfig | None = None
+    head_dim: PosInt | None = None
+    qk_norm: bool = False
 
     @model_validator(mode="after")
     def _consistent(self) -> ModelConfig:
@@ -184,10 +232,44 @@ class ModelConfig(Strict):
             raise ValueError(f"hidden ({self.hidden}) divisible by heads ({self.heads})")
         if self.kv_heads is not None and self.heads % self.kv_heads:
             raise ValueError(f"heads ({self.heads}) divisible by kv_heads ({self.kv_heads})")
+        if self.moe is None:
+            given = [k for k in ("mla", "head_dim", "qk_norm") if k in self.model_fields_set]
+            if given:
+                raise ValueError(
+                    f"model.{given[0]}: given without model.moe; expected a moe mapping (MLA, "
+                    "head_dim and qk_norm are modelled for MoE models)"
+                )
+        elif self.moe.dense_layers >= self.layers:
+            raise ValueError(
+                f"moe.dense_layers ({self.moe.dense_layers}) fewer than layers ({self.layers})"
+            )
         return self
 
     def to_shape(self) -> TransformerShape:
-        """The model shape this mapping describes."""
+        """The model shape this mapping describes (a :class:`MoEShape` with ``moe``)."""
+        if self.moe is not None:
+            m = self.mla
+            return MoEShape(
+                self.name,
+                self.layers,
+                self.hidden,
+                self.heads,
+                self.ffn or 4 * self.hidden,
+                self.vocab,
+                self.max_positions,
+                self.kv_heads or self.heads,
+                gated_mlp=self.gated_mlp,
+                bias=self.bias,
+                tied_embeddings=self.tied_embeddings,
+                norm=self.norm,
+                head_bias=self.head_bias,
+                moe=self.moe.to_spec(),
+                mla=None
+                if m is None
+                else MLASpec(m.q_lora_rank, m.kv_lora_rank, m.qk_nope_dim, m.qk_rope_dim, m.v_dim),
+                attn_head_dim=self.head_dim or 0,
+                qk_norm=self.qk_norm,
+            )
         return TransformerShape(
             self.name,
             self.layers,

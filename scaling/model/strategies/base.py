@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import simpy
 
+from scaling.model.hardware.moe import MoEShape
+
 if TYPE_CHECKING:
     from scaling.model.comm.collectives import CollectiveKey, Communicator
     from scaling.model.hardware.compute import ComputeModel, MicroBatchCompute, PhaseCost
@@ -212,7 +214,13 @@ class StrategyBase:
         return replica_compute_breakdown(job)
 
     def model_error(self, shape: TransformerShape, training: TrainingSpec) -> str:
-        """None: any model and batch."""
+        """Any dense model and batch; a MoE model (``hardware.moe.MoEShape``) needs a strategy
+        that places its experts (``kind: megatron``), which overrides this."""
+        if isinstance(shape, MoEShape):
+            return (
+                f"model: got the MoE model {shape.name!r}; expected strategy kind megatron (its "
+                "expert parallelism places the experts; this strategy has no experts)"
+            )
         return ""
 
     def placement_error(self, devices: int, devices_per_node: int) -> str:
