@@ -7,12 +7,15 @@ that need the model or the devices. A new strategy is a schema subclassing
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
+from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 from pydantic import Field, model_validator
 
 from scaling.io.fields import NonNegInt, PosFloat, PosInt, Strict
+from scaling.model.routing import RoutingKind, RoutingSpec
 from scaling.model.strategies.base import Strategy
 from scaling.model.strategies.ddp import CommHook, DDPSpec
 from scaling.model.strategies.fsdp import BackwardPrefetch, FSDPSpec, ShardingStrategy
@@ -148,6 +151,66 @@ class ParallelismConfig(Strict):
     # --account-for-embedding-in-pipeline-split / --account-for-loss-in-pipeline-split
     account_for_embedding: bool = False
     account_for_loss: bool = False
+    # --expert-model-parallel-size: a MoE block's routed experts split over EP ranks, folded
+    # over tensor x context x data (Megatron-Core parallel_state)
+    expert_parallel: PosInt = 1
+    # --expert-tensor-parallel-size (null: the tensor size, Megatron-Core's default)
+    expert_tensor_parallel: PosInt | None = None
+
+
+class MoEOptionsConfig(Strict):
+    """Megatron-Core MoE options and the routing of tokens to experts (``model.routing``)."""
+
+    shared_expert_overlap: bool = False  # --moe-shared-expert-overlap
+    # --moe-expert-capacity-factor (null: dropless, Megatron-Core's default); > 0
+    capacity_factor: PosFloat | None = None
+    routing: Literal["uniform", "zipf", "histogram"] = "uniform"
+    zipf_s: Annotated[float, Field(ge=0, le=10)] = 1.0  # Zipf exponent (routing: zipf)
+    # measured relative load per routed expert, in expert order (routing: histogram): inline,
+    # or a file of one number per line / comma-separated (relative to the working directory)
+    histogram: list[Annotated[float, Field(ge=0, le=1e12)]] | None = None
+    histogram_file: str | None = None
+
+    @model_validator(mode="after")
+    def _routing_inputs(self) -> MoEOptionsConfig:
+        given = [k for k in ("histogram", "histogram_file") if getattr(self, k) is not None]
+        if self.routing == "histogram" and len(given) != 1:
+            raise ValueError("routing histogram with exactly one of histogram / histogram_file")
+        if self.routing != "histogram" and given:
+            raise ValueError(f"routing: histogram with {given[0]} (got routing {self.routing})")
+        # (a dumped config carries the default zipf_s back in: only another value is refused)
+        if self.zipf_s != 1.0 and self.routing != "zipf":
+            raise ValueError(f"routing: zipf with zipf_s (got routing {self.routing})")
+        if self.histogram is not None and not any(self.histogram):
+            raise ValueError("histogram with at least one positive weight")
+        return self
+
+    def weights(self) -> tuple[float, ...]:
+        """The histogram's weights (read from ``histogram_file`` when given)."""
+        if self.histogram is not None:
+            return tuple(self.histogram)
+        if self.histogram_file is None:
+            return ()
+        path = Path(self.histogram_file)
+        try:
+            text = path.read_text()
+            vals = tuple(float(x) for x in text.replace(",", " ").split())
+        except (OSError, ValueError) as err:
+            raise ValueError(
+                f"moe.histogram_file: expected a readable file of numbers, one weight per "
+                f"routed expert ({path}: {err})"
+            ) from None
+        if not vals or min(vals) < 0 or not any(vals) or not all(map(math.isfinite, vals)):
+            raise ValueError(
+                f"moe.histogram_file: expected non-negative finite weights, not all zero ({path})"
+            )
+        return vals
+
+    def to_spec(self) -> RoutingSpec:
+        """The model-layer routing."""
+        return RoutingSpec(
+            RoutingKind(self.routing), self.zipf_s, self.weights(), self.capacity_factor
+        )
 
 
 class MegatronConfig(StrategyConfig):
@@ -166,6 +229,14 @@ class MegatronConfig(StrategyConfig):
     overlap_param_gather: bool = False
     # --tp-comm-overlap: Transformer Engine userbuffers (needs sequence_parallel)
     tp_comm_overlap: bool = False
+    # MoE options (a model with model.moe): --moe-shared-expert-overlap, the capacity factor,
+    # the token-to-expert distribution
+    moe: MoEOptionsConfig = MoEOptionsConfig()
+
+    @model_validator(mode="after")
+    def _histogram_readable(self) -> MegatronConfig:
+        self.moe.weights()  # a bad histogram_file refused here, with the file's line
+        return self
 
     def to_spec(self) -> MegatronSpec:
         """The model-layer Megatron spec."""
@@ -186,6 +257,10 @@ class MegatronConfig(StrategyConfig):
             par.account_for_loss,
             tp_comm_overlap=self.tp_comm_overlap,
             overlap_param_gather=self.overlap_param_gather,
+            expert_parallel=par.expert_parallel,
+            expert_tensor_parallel=par.expert_tensor_parallel,
+            moe_shared_expert_overlap=self.moe.shared_expert_overlap,
+            routing=self.moe.to_spec(),
         )
 
 

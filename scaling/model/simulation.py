@@ -213,6 +213,9 @@ def _communicator(
         # the network decides how it prices a node-local call; the work only says whether its
         # node-local calls can contend with anything (RankWork.node_local_calls_contend)
         flows.node_local_uncontended = not work.node_local_calls_contend
+        # and whether its all-to-alls can (RankWork.all_to_all_calls_contend); a degraded NIC
+        # is seen only by flows
+        flows.all_to_all_uncontended = not work.all_to_all_calls_contend and not degraded
         return flows, Communicator(env, flows.start, n_sim)
     pricing: CollectiveCostModel
     if cost_model is not None:

@@ -295,12 +295,17 @@ class FlowCollectives:
     #: flows (:meth:`start`): a pricing policy for jobs whose node-local calls share no link
     #: with anything else in flight (Megatron's tensor-parallel groups, TP innermost)
     node_local_uncontended: bool = False
+    #: run all-to-alls at the tuner's uncontended time instead of as flows: a pricing policy
+    #: for jobs whose all-to-alls share no link with other traffic in flight (Megatron's
+    #: expert-parallel groups, each on its stage's own nodes)
+    all_to_all_uncontended: bool = False
 
     def start(self, op: CollectiveOp, nbytes: float, group: Group) -> simpy.Event:
         """Start one collective now (a :data:`~scaling.model.collectives.Runner`); the event's
         value is ``"algorithm/protocol"``. Under :attr:`node_local_uncontended` a call inside
         one node takes the tuner's uncontended time without entering the network."""
-        if self.node_local_uncontended and group.nodes == 1 and group.lanes == 1:
+        local = self.node_local_uncontended and group.nodes == 1 and group.lanes == 1
+        if local or (self.all_to_all_uncontended and op is CollectiveOp.ALL_TO_ALL):
             c = self.cost(op, nbytes, group)
             return self.env.timeout(c.time_s, value=c.algorithm)
         return self.env.process(self._run_named(op, nbytes, group))

@@ -338,6 +338,13 @@ def head_forward_ops(
 #: How :func:`op_category` groups kernels for explanations (prefix of the op name → label).
 OP_CATEGORIES: tuple[tuple[str, str], ...] = (
     ("*.bgrad", "bias gradients"),
+    # MoE blocks (strategies/megatron/experts.py)
+    ("experts.act", "activations"),
+    ("experts.", "expert GEMMs (grouped)"),
+    ("router", "router and gating"),
+    ("gate", "router and gating"),
+    ("permute", "token permutation"),
+    ("unpermute", "token permutation"),
     ("attention", "attention (fused)"),
     ("attn.softmax", "softmax / dropout (attention)"),
     ("attn.dropout", "softmax / dropout (attention)"),

@@ -53,6 +53,10 @@ class Router(StrEnum):
 #: Element-wise FLOPs per router score of the gating function (exp, sum, divide ≈ 5 for softmax
 #: with its max pass; sigmoid, bias add and the normalisation of the k picked ≈ 4).
 ROUTER_FLOPS_PER_SCORE = {Router.SOFTMAX: 5.0, Router.SIGMOID: 4.0}
+#: Passes over the ``tokens × E`` scores the gating kernel makes (the kernel is memory-bound):
+#: softmax reads them twice (max and sum, then normalise) and writes the probabilities; the
+#: sigmoid reads once, adds the bias and writes (the top-k normalisation touches only ``k``).
+ROUTER_PASSES_PER_SCORE = {Router.SOFTMAX: 3.0, Router.SIGMOID: 2.0}
 
 
 @dataclass(frozen=True, slots=True)

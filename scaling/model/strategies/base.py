@@ -90,6 +90,12 @@ class RankWork(Protocol):
         prediction instead of running flows (``simulation._communicator``)."""
         ...
 
+    @property
+    def all_to_all_calls_contend(self) -> bool:
+        """Whether its all-to-alls may share links with other traffic in flight; when not, the
+        flow network prices them by its uncontended prediction (``simulation._communicator``)."""
+        ...
+
 
 class _HasOptimizer(Protocol):
     @property
@@ -123,6 +129,11 @@ class WorkBase:
     @property
     def node_local_calls_contend(self) -> bool:
         """Yes: DDP's and FSDP's node-local calls overlap each other (prefetch, HSDP)."""
+        return True
+
+    @property
+    def all_to_all_calls_contend(self) -> bool:
+        """Yes (a strategy without all-to-alls has nothing to price otherwise)."""
         return True
 
 

@@ -75,8 +75,13 @@ stage's ranks run as one rank ensemble). A step ends when every stage has finish
 step (Megatron's end-of-step gradient-norm and ``found_inf`` reductions span the model-parallel
 group); the next one starts then on every stage.
 
+* **Expert parallelism** (``experts.py``; Megatron-Core ``transformer/moe/``): a MoE model's
+  routed experts over ``EP`` ranks (and expert-TP) in Megatron-Core's ``etp-ep-edp-pp`` order,
+  dispatch and combine all-to-alls per MoE block, routing imbalance, the experts' gradients
+  over the expert-data-parallel group.
+
 Modules: ``spec`` (the knobs, config rules, compute by kernel kind), ``memory``, ``context``
-(ring attention), ``ops`` (one TP
+(ring attention), ``experts`` (expert parallelism), ``ops`` (one TP
 rank's kernels and their segments), ``placement`` (ranks → groups), ``schedule`` (1F1B and
 interleaved orders), ``work`` (the plan, representatives, closed forms), ``stage`` (the SimPy
 process of one stage) and ``overlap`` (its overlapped segments).

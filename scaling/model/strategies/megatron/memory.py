@@ -7,7 +7,9 @@ from typing import TYPE_CHECKING
 
 from scaling.model.hardware.compute import DTYPE_BYTES
 from scaling.model.hardware.memory import MemoryBreakdown
+from scaling.model.hardware.moe import MoEShape
 from scaling.model.hardware.workload import Checkpointing, TransformerShape
+from scaling.model.strategies.megatron.experts import dense_block_params, stage_blocks
 
 if TYPE_CHECKING:
     from scaling.model.job import Job
@@ -103,12 +105,15 @@ def megatron_memory(job: Job, spec: MegatronSpec) -> MemoryBreakdown:
     for stage in sorted(stages):
         layers = per_stage[stage]
         n = layers * shape.layer_params() / t
+        moe_acts = n_exp = 0.0
+        if isinstance(shape, MoEShape):  # megatron.experts: the routed experts apart
+            n, n_exp, moe_acts = moe_stage_terms(job, spec, stage, per_layer)
         if stage == 0:
             n += shape.embedding_params() / t
         if stage == p - 1:
             n += (shape.head_params() + (shape.embedding_params() if p > 1 else 0)) / t
         in_flight = in_flight_micro_batches(p, v, tr.grad_accum, stage)
-        acts = layers * per_layer * in_flight
+        acts = (layers * per_layer + moe_acts) * in_flight
         if tr.checkpointing is Checkpointing.FULL:
             # one block's working set while it is recomputed
             acts += layer_activation_bytes(
@@ -125,15 +130,61 @@ def megatron_memory(job: Job, spec: MegatronSpec) -> MemoryBreakdown:
         if stage == p - 1:
             # 16-bit logits and their fp32 copy for the vocabulary-parallel loss
             acts += seq * tr.micro_batch * shape.vocab / t * (e + 4.0)
+        edp = d * t // (spec.expert_parallel * spec.etp)
+        exp_state = (MASTER_AND_MOMENTS_BYTES if e < 4 else MOMENTS_BYTES) / (
+            edp if spec.distributed_optimizer else 1
+        )
         mem = MemoryBreakdown(
-            weights=n * (e if e < 4 else 4),
-            gradients=n * g,
-            optimizer=n * state,
+            weights=(n + n_exp) * (e if e < 4 else 4),
+            gradients=(n + n_exp) * g,
+            optimizer=n * state + n_exp * exp_state,
             activations=acts,
-            comm_buffers=0.0,
+            # a MoE block's dispatch all-to-all send and receive buffers
+            comm_buffers=moe_comm_buffers(job, spec),
             reserved=job.system.device.reserved_mem_bytes,
         )
         if best is None or mem.total > best.total:
             best = mem
     assert best is not None
     return best
+
+
+def moe_stage_terms(job: Job, spec: MegatronSpec, stage: int, per_layer: float) -> tuple[
+    float, float, float]:  # fmt: skip
+    """A MoE model's stage on one rank: (parameters outside the routed experts, ``1/t`` of
+    them; the routed experts' parameters, ``1/(EP·ETP)``; activation bytes per in-flight
+    micro-batch that its MoE blocks hold beyond ``per_layer`` each, which counts the dense
+    MLP). A MoE block holds, instead of the dense MLP's inputs and outputs, the routed
+    token-copies (``k`` per token, the busiest rank's share at the mean) through the expert
+    MLP and the permuted dispatch input and combine output (``2·k·h`` per token), and the
+    shared experts' MLP; full recomputation keeps only the block input (no change)."""
+    shape, tr = job.shape, job.training
+    assert isinstance(shape, MoEShape)
+    t, m = spec.tensor, shape.moe
+    blocks = [i for ch in stage_blocks(spec, shape.n_layers, stage) for i in ch]
+    n_moe = sum(map(shape.is_moe_layer, blocks))
+    dense = sum(dense_block_params(shape, i) for i in blocks) / t
+    experts = n_moe * shape.routed_expert_params() / (spec.expert_parallel * spec.etp)
+    if tr.checkpointing is Checkpointing.FULL or n_moe == 0:
+        return dense, experts, 0.0
+    e = DTYPE_BYTES[tr.dtype]
+    h = shape.hidden
+    tok = tr.micro_batch * tr.seq_len / spec.context
+    tl = tok / t if spec.sequence_parallel else tok
+    n_in = 2 if shape.gated_mlp else 1
+    # the dense MLP's share of per_layer: its first output and activation output (per token)
+    dense_mlp = e * tl * (n_in + 1) * shape.ffn_hidden * (1 if spec.sequence_parallel else 1 / t)
+    routed = e * tl * m.top_k * ((n_in + 1) * m.expert_ffn + 2 * h)
+    shared = e * tok * (n_in + 1) * m.shared_width / t
+    return dense, experts, n_moe * (routed + shared - dense_mlp)
+
+
+def moe_comm_buffers(job: Job, spec: MegatronSpec) -> float:
+    """A MoE block's dispatch all-to-all send and receive buffers of one rank, bytes (0 for a
+    dense model or without expert parallelism)."""
+    shape, tr = job.shape, job.training
+    if not isinstance(shape, MoEShape) or spec.expert_parallel == 1:
+        return 0.0
+    tok = tr.micro_batch * tr.seq_len / spec.context
+    tl = tok / spec.tensor if spec.sequence_parallel else tok
+    return 2.0 * tl * shape.moe.top_k * shape.hidden * DTYPE_BYTES[tr.dtype]

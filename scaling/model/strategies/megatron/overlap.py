@@ -25,7 +25,10 @@ if TYPE_CHECKING:
 #: Trace tracks of the three kinds of communication (TP and PP on the node's communication
 #: stream, DP on the replicate stream as HSDP's replication); the parallel dimension itself is
 #: the key's ``kind`` (``tp``, ``pp``, ``dp``).
-STREAMS = {"tp": "comm", "cp": CP_STREAM, "pp": "comm", "dp": "comm:replicate"}
+STREAMS = {"tp": "comm", "cp": CP_STREAM, "pp": "comm", "dp": "comm:replicate",
+           # expert parallelism (megatron.experts): the dispatch / combine all-to-alls on a
+           # track of their own, expert-TP with TP, the experts' gradients with DP's
+           "ep": "comm:ep", "etp": "comm", "edp": "comm:replicate"}  # fmt: skip
 
 
 class OverlapSegments:
@@ -182,8 +185,10 @@ class OverlapSegments:
         micro: int,
         idx: int,
         layer: int,
+        attention_only: bool = False,
     ) -> Generator[simpy.Event, object, None]:
-        """One block's backward with sequence parallelism, each half: the all-gather of the
+        """One block's backward with sequence parallelism (``attention_only``: its attention
+        half, after a MoE block's MLP half, ``megatron.experts``), each half: the all-gather of the
         output gradient before the row-parallel linear's dgrad (``g``-bar's backward; a ring
         exchange into the dgrad GEMM under ``--tp-comm-overlap``), its wgrad and the core's
         backward; then the column-parallel linear as ``LinearWithGradAccumulationAndAsync
@@ -199,7 +204,7 @@ class OverlapSegments:
         halves = ((p.fc2_d, p.fc2_w + p.act_b, p.fc1_d, p.fc1_w, p.m_post, 0),
                   (p.proj_d, p.proj_w + p.attn_b, p.qkv_d, p.qkv_w, p.a_post, 2))  # fmt: skip
         a = self.act_bytes
-        for row_d, rest, col_d, col_w, post, j in halves:
+        for row_d, rest, col_d, col_w, post, j in halves[int(attention_only) :]:
             base = 2 * (idx + j)
             if ub:
                 args = (comm, cs, step, "backward", stage, micro, layer)

@@ -5,13 +5,16 @@ compute by kernel kind."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from scaling.model.hardware.compute import ComputeModel, MicroBatchCompute, Op, op_category
 from scaling.model.hardware.memory import MemoryBreakdown
+from scaling.model.hardware.moe import MoEShape
 from scaling.model.hardware.workload import Checkpointing, TransformerShape
+from scaling.model.routing import RoutingKind, RoutingSpec, layer_loads
 from scaling.model.strategies.base import StrategyBase
+from scaling.model.strategies.megatron.experts import moe_ops, moe_tokens, stage_blocks
 from scaling.model.strategies.megatron.memory import megatron_memory
 from scaling.model.strategies.megatron.ops import tp_block_ops, tp_head_ops
 from scaling.model.strategies.megatron.stage import STREAMS
@@ -21,7 +24,10 @@ if TYPE_CHECKING:
     from scaling.model.job import Job, TrainingSpec
 
 #: The parallel dimension ``explain`` reports each kind of collective under.
-PARALLEL_DIMS = {"tp": "TP", "cp": "CP", "pp": "PP", "dp": "DP"}
+PARALLEL_DIMS = {"tp": "TP", "cp": "CP", "pp": "PP", "dp": "DP",
+                 # expert parallelism: the dispatch / combine all-to-alls, expert-TP, and the
+                 # experts' gradient reduction over the expert-data-parallel group
+                 "ep": "EP", "etp": "ETP", "edp": "EDP"}  # fmt: skip
 #: Placements: the order of the parallel dimensions from innermost (consecutive ranks) out.
 ORDERS = ("tp-pp-dp", "tp-dp-pp")
 
@@ -60,6 +66,13 @@ class MegatronSpec(StrategyBase):
         overlap_param_gather: the distributed optimizer's parameter all-gather dispatched after
             the optimizer step, bucket by bucket, and waited for by the next step's forward
             before the block that uses it (``--overlap-param-gather``).
+        expert_parallel: expert-parallel size ``EP`` (``--expert-model-parallel-size``;
+            ``megatron.experts``): each rank holds ``E/EP`` of a MoE block's routed experts.
+        expert_tensor_parallel: expert-TP size (``--expert-tensor-parallel-size``; None: the
+            tensor size, Megatron-Core's default).
+        moe_shared_expert_overlap: the shared experts computed during the dispatch and combine
+            all-to-alls (``--moe-shared-expert-overlap``).
+        routing: the token-to-expert distribution and capacity factor (``model.routing``).
     """
 
     tensor: int = 1
@@ -77,6 +90,15 @@ class MegatronSpec(StrategyBase):
     account_for_loss: bool = False
     tp_comm_overlap: bool = False
     overlap_param_gather: bool = False
+    expert_parallel: int = 1
+    expert_tensor_parallel: int | None = None
+    moe_shared_expert_overlap: bool = False
+    routing: RoutingSpec = field(default_factory=RoutingSpec)
+
+    @property
+    def etp(self) -> int:
+        """The expert-TP size in effect (the tensor size unless given)."""
+        return self.expert_tensor_parallel or self.tensor
 
     @property
     def model_parallel(self) -> int:
@@ -139,6 +161,23 @@ class MegatronSpec(StrategyBase):
             out += "-tpo"
         if self.order != ORDERS[0]:
             out += f"-{self.order}"
+        return out + self._expert_label
+
+    @property
+    def _expert_label(self) -> str:
+        """``-eE[-etX][-seo][-zipfS|-hist][-cfC]``: expert parallelism and routing."""
+        out = f"-e{self.expert_parallel}" if self.expert_parallel > 1 else ""
+        if self.expert_tensor_parallel is not None and self.expert_tensor_parallel != self.tensor:
+            out += f"-et{self.expert_tensor_parallel}"
+        if self.moe_shared_expert_overlap:
+            out += "-seo"
+        r = self.routing
+        if r.kind is RoutingKind.ZIPF:
+            out += f"-zipf{r.zipf_s:g}"
+        elif r.kind is RoutingKind.HISTOGRAM:
+            out += "-hist"
+        if r.capacity_factor is not None:
+            out += f"-cf{r.capacity_factor:g}"
         return out
 
     @property
@@ -172,8 +211,10 @@ class MegatronSpec(StrategyBase):
 
     @property
     def trace_streams(self) -> tuple[str, ...]:
-        """The streams of its collectives (:data:`STREAMS`), in order of first use."""
-        return tuple(dict.fromkeys(STREAMS.values()))
+        """The streams of its collectives (:data:`STREAMS`), in order of first use (the
+        all-to-alls' track only with expert parallelism)."""
+        kinds = [k for k in STREAMS if k != "ep" or self.expert_parallel > 1]
+        return tuple(dict.fromkeys(STREAMS[k] for k in kinds))
 
     @property
     def bubble_waits(self) -> tuple[str, ...]:
@@ -233,7 +274,50 @@ class MegatronSpec(StrategyBase):
              "distributed_optimizer: true and overlap_grad_reduce: true (Megatron-LM's "
              "arguments.py)"),
         ]  # fmt: skip
-        return next((msg for ok, msg in checks if not ok), "") or self._stages_error(shape)
+        first = next((msg for ok, msg in checks if not ok), "")
+        return first or self._stages_error(shape) or self._experts_error(shape)
+
+    def _experts_error(self, shape: TransformerShape) -> str:
+        """Why the experts cannot be split this way ("" when they can): Megatron-LM's
+        ``arguments.py`` rules for MoE."""
+        ep, etp, t = self.expert_parallel, self.etp, self.tensor
+        if not isinstance(shape, MoEShape):
+            given = {
+                "parallelism.expert_parallel": (ep, ep > 1, 1),
+                "parallelism.expert_tensor_parallel": (
+                    self.expert_tensor_parallel, self.expert_tensor_parallel is not None, None),
+                "moe.shared_expert_overlap": (self.moe_shared_expert_overlap,
+                                              self.moe_shared_expert_overlap, False),
+                "moe.routing": (self.routing.kind.value, self.routing != RoutingSpec(),
+                                "uniform, no capacity factor"),
+            }  # fmt: skip
+            for name, (got, on, want) in given.items():
+                if on:
+                    return (
+                        f"{name}: got {got} with the dense model {shape.name!r}; expected "
+                        f"{want} (expert options need a model with model.moe)"
+                    )
+            return ""
+        m = shape.moe
+        checks = [
+            (m.experts % ep == 0, f"parallelism.expert_parallel: got {ep}; expected a divisor "
+             f"of the model's {m.experts} routed experts"),
+            (m.expert_ffn % etp == 0, f"parallelism.expert_tensor_parallel: got {etp}; expected"
+             f" a divisor of the expert width {m.expert_ffn}"),
+            (m.shared_width % t == 0, f"parallelism.tensor: got {t}; expected a divisor of the "
+             f"shared experts' width {m.shared_width}"),
+            (t == 1 or self.sequence_parallel, f"sequence_parallel: got false with "
+             f"parallelism.tensor {t} on a MoE model; expected true (Megatron-LM arguments.py: "
+             "expert parallelism with tensor parallelism needs sequence parallelism)"),
+            (not self.tp_comm_overlap, "tp_comm_overlap: got true on a MoE model; expected "
+             "false (the userbuffer overlap of the MoE blocks is not modelled yet)"),
+            (not self.overlap_param_gather, "overlap_param_gather: got true on a MoE model; "
+             "expected false (the experts' overlapped parameter gather is not modelled yet)"),
+            (not self.moe_shared_expert_overlap or m.shared_experts > 0,
+             "moe.shared_expert_overlap: got true; expected false for a model without shared "
+             "experts"),
+        ]  # fmt: skip
+        return next((msg for ok, msg in checks if not ok), "") or self.routing.error(m.experts)
 
     def _stages_error(self, shape: TransformerShape) -> str:
         """Why ``first_stage_layers`` / ``last_stage_layers`` cannot split ``shape`` ("" when
@@ -327,6 +411,9 @@ class MegatronSpec(StrategyBase):
             block = inner[order][0]
             return d > 1 and devices_per_node % block != 0 and block % devices_per_node != 0
 
+        ep_error = self._expert_placement_error(devices, devices_per_node)
+        if ep_error:
+            return ep_error
         if uneven(self.order):
             block, name, size = inner[self.order]
             other = next(o for o in inner if o != self.order)
@@ -337,6 +424,36 @@ class MegatronSpec(StrategyBase):
                 f"per data-parallel block on nodes of {devices_per_node} devices; expected "
                 f"tensor{' x context' if c > 1 else ''} x {name} a divisor or a multiple of "
                 f"{devices_per_node} (else a data-parallel group straddles nodes unevenly){alt}"
+            )
+        return ""
+
+    def _expert_placement_error(self, devices: int, devices_per_node: int) -> str:
+        """Megatron-Core's rule for the expert groups (``parallel_state.py``: ``EP × ETP``
+        divides the ``t·c·d`` ranks of a stage, the rest being expert-data-parallel), and the
+        groups' even spread over nodes."""
+        ep, etp = self.expert_parallel, self.etp
+        if ep == 1 and self.expert_tensor_parallel in (None, self.tensor):
+            return ""  # the expert groups are the TP and DP groups
+        stage = devices // self.pipeline
+        if stage % (ep * etp):
+            return (
+                f"parallelism.expert_parallel: got expert_parallel {ep} x expert_tensor_parallel "
+                f"{etp} = {ep * etp} on {devices} devices / pipeline {self.pipeline}; expected a "
+                f"divisor of tensor x context x data = {stage} (Megatron-Core parallel_state: "
+                "expert_parallel x expert_tensor_parallel x expert-data x pipeline = devices)"
+            )
+        if self.pipeline > 1 and self.order != "tp-dp-pp":
+            return (
+                f"order: got {self.order} with pipeline {self.pipeline} and expert parallelism; "
+                "expected tp-dp-pp (Megatron-Core's tp-cp-ep-dp-pp order keeps a stage's expert "
+                "groups in one block of ranks)"
+            )
+        span = ep * etp
+        if devices_per_node % span and span % devices_per_node:
+            return (
+                f"parallelism.expert_parallel: got expert_parallel {ep} x expert_tensor_parallel "
+                f"{etp} = {span} on nodes of {devices_per_node} devices; expected a divisor or a "
+                f"multiple of {devices_per_node} (else an expert group straddles nodes unevenly)"
             )
         return ""
 
@@ -353,29 +470,39 @@ class MegatronSpec(StrategyBase):
             job.shape, tr.micro_batch, seq, e, tr.flash_attention, t, self.sequence_parallel
         )
         emb, head = tp_head_ops(job.shape, tr.micro_batch, seq, e, t, self.sequence_parallel)
-        fwd = first + second
         attn = [op for op in first if op.name == "attention" or op.name.startswith("attn.")]
-        recompute: list[Op] = []
-        if tr.checkpointing is Checkpointing.FULL:
-            recompute = fwd + attn * (c - 1)
+        rec_first: list[Op] = []
+        full = tr.checkpointing is Checkpointing.FULL
+        if full:
+            rec_first = first + attn * (c - 1)
         elif tr.checkpointing is Checkpointing.SELECTIVE:
-            recompute = [op for op in first if op.name.startswith("attn.")] * c
+            rec_first = [op for op in first if op.name.startswith("attn.")] * c
         uneven = self.uneven_stages
         layers = (
             self.stage_layers(job.shape.n_layers)[0]
             if uneven
             else job.shape.n_layers // self.pipeline
         )
+        # MoE blocks (megatron.experts) replace the MLP half by their experts' kernels
+        moe = self._stage0_moe_ops(job, seq, e)
+        dense = layers - len(moe)
         phases = [
-            (cm.kernels(fwd), layers),
-            (cm.kernels(fwd, backward=True), layers),
-            (cm.kernels(recompute), layers),
+            (cm.kernels(first), layers),
+            (cm.kernels(first, backward=True), layers),
+            (cm.kernels(second), dense),
+            (cm.kernels(second, backward=True), dense),
+            (cm.kernels(rec_first), layers),
+            (cm.kernels(second if full else []), dense),
             # the ring's other c − 1 attention steps (context.py)
             (cm.kernels(attn * (c - 1)), layers),
             (cm.kernels(attn * (c - 1), backward=True), layers),
             (cm.kernels(emb), 1),
             (cm.kernels(emb, backward=True), 1),
         ]
+        for ops in moe:
+            phases += [(cm.kernels(ops), 1), (cm.kernels(ops, backward=True), 1)]
+            if full:
+                phases.append((cm.kernels(ops), 1))
         if self.pipeline == 1:  # rank 0 runs the last (virtual) stage's head too
             phases += [(cm.kernels(head), 1), (cm.kernels(head, backward=True), 1)]
         out: dict[str, float] = {}
@@ -386,6 +513,26 @@ class MegatronSpec(StrategyBase):
                 out[label] = out.get(label, 0.0) + reps * (cm.op_time(k) - gap) * tr.grad_accum
                 out["kernel gaps"] = out.get("kernel gaps", 0.0) + reps * gap * tr.grad_accum
         return sorted(out.items(), key=lambda kv: -kv[1])
+
+    def _stage0_moe_ops(self, job: Job, seq: int, e: int) -> list[list[Op]]:
+        """The MLP-half kernels of each MoE block of stage 0 (empty for a dense model), with
+        the run's routing draw of each block."""
+        shape, tr = job.shape, job.training
+        if not isinstance(shape, MoEShape):
+            return []
+        m = shape.moe
+        blocks = [i for i in range(shape.n_layers) if shape.is_moe_layer(i)]
+        tl = moe_tokens(self, tr.micro_batch, seq)
+        ep = self.expert_parallel
+        loads = layer_loads(self.routing, m.experts, m.top_k, ep, tl * ep, len(blocks),
+                            job.sim.seed)  # fmt: skip
+        busiest = dict(zip(blocks, (ld.busiest for ld in loads), strict=True))
+        out = []
+        for i in (i for ch in stage_blocks(self, shape.n_layers, 0) for i in ch):
+            if i in busiest:
+                x = moe_ops(shape, self, tr.micro_batch, seq, e, busiest[i])
+                out.append(x.pre + x.experts + x.post + x.shared_in + x.shared_out)
+        return out
 
     def plan(self, job: Job, compute: ComputeModel, mb: MicroBatchCompute) -> MegatronWork:
         """Per-stage compute segments, groups and the pipeline order of every stage."""

@@ -14,6 +14,7 @@ from scaling.model.comm.collectives import CollectiveKey, Communicator
 from scaling.model.comm.ops import CollectiveOp, Group
 from scaling.model.hardware.compute import PhaseCost
 from scaling.model.strategies.megatron.context import ContextRingProcess
+from scaling.model.strategies.megatron.experts import ExpertProcess
 from scaling.model.strategies.megatron.ops import BlockCost
 from scaling.model.strategies.megatron.overlap import STREAMS, OverlapSegments
 from scaling.model.strategies.megatron.schedule import stage_order
@@ -23,7 +24,7 @@ if TYPE_CHECKING:
     from scaling.model.strategies.megatron.spec import MegatronSpec
 
 
-class StageProcess(ContextRingProcess, OverlapSegments):
+class StageProcess(ContextRingProcess, OverlapSegments, ExpertProcess):
     """The stage process, a part of :class:`~scaling.model.strategies.megatron.work.
     MegatronWork` (whose fields it reads). Every call a stage makes is joined by the simulated
     ranks of the stage (``_per_stage``: 1 for the representative, ``t·d`` when every rank is
@@ -143,7 +144,12 @@ class StageProcess(ContextRingProcess, OverlapSegments):
             yield from cs.run(bc.f1.time_s, phase, layer=layer)
             yield from self._ring(comm, cs, step, phase, stage, micro, idx, layer, False)
             yield from self._tp_pair(comm, cs, step, phase, stage, idx, micro)
-            yield from cs.run(bc.f2.time_s, phase, layer=layer)
+            block = self.moe_block(stage, chunk, layer)
+            if block is None:
+                yield from cs.run(bc.f2.time_s, phase, layer=layer)
+            else:  # the experts' half (megatron.experts)
+                yield from self._moe_forward(comm, cs, step, phase, stage, micro, block, idx,
+                                             layer)  # fmt: skip
             yield from self._tp_pair(comm, cs, step, phase, stage, idx + 2, micro)
 
     def _backward_layer(
@@ -155,13 +161,37 @@ class StageProcess(ContextRingProcess, OverlapSegments):
         micro: int,
         idx: int,
         layer: int,
+        block: int | None = None,
     ) -> Generator[simpy.Event, object, None]:
-        bc = self.block
-        if self.spec.sequence_parallel:
-            yield from self._backward_layer_sp(comm, cs, step, stage, micro, idx, layer)
+        """One block's backward; ``block``: its global index when it is a MoE block, whose
+        MLP half is the experts' (``megatron.experts``; with sequence parallelism between the
+        all-gather of the output gradient and the reduce-scatter of the input gradient)."""
+        bc, sp, a = self.block, self.spec.sequence_parallel, self.act_bytes
+        if block is not None:
+            if sp:
+                ev = self._tp(comm, step, "backward", stage, 2 * idx, micro,
+                              CollectiveOp.ALL_GATHER, a)  # fmt: skip
+                yield from cs.wait(ev, "tp all_gather")
+            yield from self._moe_backward(comm, cs, step, stage, micro, block, idx, layer)
+            if sp:
+                ev = self._tp(comm, step, "backward", stage, 2 * idx + 1, micro,
+                              CollectiveOp.REDUCE_SCATTER, a)  # fmt: skip
+                yield from cs.wait(ev, "tp reduce_scatter")
+        if sp:
+            yield from self._backward_layer_sp(
+                comm, cs, step, stage, micro, idx, layer, block is not None
+            )
             return
-        yield from cs.run(bc.b2.time_s, "backward", layer=layer)
-        for seg_w, seg_next, j in ((bc.b2w, bc.b1, 0), (bc.b1w, bc.b0, 2)):
+        pairs: tuple[tuple[PhaseCost, PhaseCost, int], ...] = (
+            (bc.b2w, bc.b1, 0),
+            (bc.b1w, bc.b0, 2),
+        )
+        if block is None:
+            yield from cs.run(bc.b2.time_s, "backward", layer=layer)
+        else:
+            yield from cs.run(bc.b1.time_s, "backward", layer=layer)
+            pairs = pairs[1:]
+        for seg_w, seg_next, j in pairs:
             ev = self._tp(
                 comm, step, "backward", stage, idx + j, micro, CollectiveOp.ALL_REDUCE,
                 self.act_bytes,
@@ -272,7 +302,8 @@ class StageProcess(ContextRingProcess, OverlapSegments):
                     idx = ((chunk * lpc + layer) * 8 + 2) * 2
                     if self.block.recompute:
                         yield from self._recompute_layer(comm, cs, step, k, micro, chunk, layer)
-                    yield from self._backward_layer(comm, cs, step, k, micro, idx, layer)
+                    block = self.moe_block(k, chunk, layer)
+                    yield from self._backward_layer(comm, cs, step, k, micro, idx, layer, block)
                     yield from self._ring_backward(comm, cs, step, k, micro, idx, layer)
                     if overlap and i == final_b[chunk]:
                         nbytes = self.layer_grad_bytes
@@ -280,6 +311,9 @@ class StageProcess(ContextRingProcess, OverlapSegments):
                             nbytes = self.chunk_grad_bytes[k][chunk] - (lpc - 1) * nbytes
                         index = chunk * lpc + layer
                         tail = self._dp_bucket(env, comm, step, k, index, op, nbytes, tail)
+                        if block is not None and self.experts is not None:
+                            nbytes = self.experts.expert_grad_bytes
+                            tail = self._edp_bucket(env, comm, step, k, index, op, nbytes, tail)
                 if vs > 0:
                     self._send(comm, env, step, "B", micro, vs, vs - 1)
                 else:
@@ -291,6 +325,9 @@ class StageProcess(ContextRingProcess, OverlapSegments):
             for c in range(v):
                 nbytes = self.chunk_grad_bytes[k][c]
                 tail = self._dp_bucket(env, comm, step, k, 1000 * (c + 1), op, nbytes, tail)
+                if self.experts is not None and self.expert_blocks(k, c):
+                    nbytes = self.expert_blocks(k, c) * self.experts.expert_grad_bytes
+                    tail = self._edp_bucket(env, comm, step, k, 1000 * (c + 1), op, nbytes, tail)
         if tail is not None:
             yield from cs.wait(tail, f"dp {op.value}")
         dp = self.dp_groups[k]
@@ -329,6 +366,21 @@ class StageProcess(ContextRingProcess, OverlapSegments):
                 )
                 for c in range(v)
             ]
+            if self.experts is not None:  # the experts' parameters over the EDP group
+                evs += [
+                    self._edp_call(
+                        comm,
+                        step,
+                        "optimizer",
+                        k,
+                        v + c,
+                        CollectiveOp.ALL_GATHER,
+                        self.expert_blocks(k, c) * self.experts.expert_param_bytes,
+                        f"chunk {c}",
+                    )
+                    for c in range(v)
+                    if self.expert_blocks(k, c)
+                ]
             for ev in evs:
                 yield from cs.wait(ev, "dp all_gather")
 
@@ -374,5 +426,10 @@ class StageProcess(ContextRingProcess, OverlapSegments):
         yield from cs.run(bc.f1.time_s, "backward", part="recompute", layer=layer)
         yield from self._ring(comm, cs, step, "recompute", stage, micro, idx, layer, False)
         yield from self._tp_pair(comm, cs, step, "recompute", stage, idx, micro)
-        yield from cs.run(bc.f2.time_s, "backward", part="recompute", layer=layer)
+        block = self.moe_block(stage, chunk, layer)
+        if block is None:
+            yield from cs.run(bc.f2.time_s, "backward", part="recompute", layer=layer)
+        else:
+            yield from self._moe_forward(comm, cs, step, "recompute", stage, micro, block, idx,
+                                         layer)  # fmt: skip
         yield from self._tp_pair(comm, cs, step, "recompute", stage, idx + 2, micro)

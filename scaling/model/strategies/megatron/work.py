@@ -18,8 +18,10 @@ from scaling.model.hardware.compute import (
     MicroBatchCompute,
     PhaseCost,
 )
+from scaling.model.hardware.moe import MoEShape
 from scaling.model.strategies.base import Representative
 from scaling.model.strategies.megatron.context import ContextRing, stage_rings
+from scaling.model.strategies.megatron.experts import ExpertPlan, dense_block_params, stage_blocks
 from scaling.model.strategies.megatron.ops import (
     BlockCost,
     block_cost,
@@ -78,6 +80,7 @@ class MegatronWork(StageProcess):
         layer_param_bytes: one block's 16-bit parameters on one rank, bytes.
         ub_slow: how much longer a GEMM chunk runs under each userbuffer overlap method
             (``ops.ub_slowdown`` of the device's compute units).
+        experts: a MoE model's experts (``megatron.experts``; None for a dense model).
     """
 
     spec: MegatronSpec
@@ -110,6 +113,7 @@ class MegatronWork(StageProcess):
     emb_grad_bytes: float = 0.0
     layer_param_bytes: float = 0.0
     ub_slow: dict[str, float] = field(default_factory=dict)
+    experts: ExpertPlan | None = None
     # run state shared by the stage processes: simulated ranks per stage (who joins a call),
     # each step's mailboxes of activations and gradients, and the ranks at the step barrier
     _per_stage: int = 1
@@ -156,8 +160,14 @@ class MegatronWork(StageProcess):
         g = DTYPE_BYTES[tr.param_dtype]
         layer_p = shape.layer_params() / t
         grads, params, opt = [], [], []
+        moe = isinstance(shape, MoEShape)
+        expert_chunks: list[list[int]] = []  # MoE blocks per stage and chunk
         for k in range(p):
             n_chunks = [lpcs[k] * layer_p] * v
+            if isinstance(shape, MoEShape):  # the routed experts apart (megatron.experts)
+                chunks = stage_blocks(spec, shape.n_layers, k)
+                n_chunks = [sum(dense_block_params(shape, i) for i in ch) / t for ch in chunks]
+                expert_chunks.append([sum(map(shape.is_moe_layer, ch)) for ch in chunks])
             if k == 0:
                 n_chunks[0] += shape.embedding_params() / t
             if k == p - 1:
@@ -167,6 +177,14 @@ class MegatronWork(StageProcess):
             grads.append([n * g for n in n_chunks])
             params.append([n * e for n in n_chunks])
             n_opt = sum(n_chunks) / (d if spec.distributed_optimizer else 1)
+            if isinstance(shape, MoEShape):  # the experts' states sharded over EDP
+                edp = t * c * d // (spec.expert_parallel * spec.etp)
+                n_exp = (
+                    sum(expert_chunks[k])
+                    * shape.routed_expert_params()
+                    / (spec.expert_parallel * spec.etp)
+                )
+                n_opt += n_exp / (edp if spec.distributed_optimizer else 1)
             opt.append(cm.optimizer_cost(n_opt))
         m = tr.grad_accum
         # model FLOPs of one rank per step: the model's, over the t·c·p ranks of a replica
@@ -185,6 +203,20 @@ class MegatronWork(StageProcess):
         ring = ContextRing.build(job, spec, cm, stage_rings(spec, d)) if c > 1 else None
         if ring is not None:  # the ring's other c − 1 attention steps
             per_micro += n0 * (c - 1) * ring.step_bytes
+        experts = None
+        if moe:
+            experts = ExpertPlan.build(job, spec, cm, d)
+            mlp = (
+                blk.f2.bytes + blk.b2.bytes + blk.b2w.bytes + (blk.f2.bytes if blk.recompute else 0)
+            )
+            for i in (i for ch in experts.blocks[0] for i in ch if i in experts.costs):
+                x = experts.costs[i]
+                fwd = sum(y.bytes for y in (x.pre, x.experts, x.post, x.shared_in, x.shared_out))
+                bwd = sum(y.bytes for y in (x.pre_b, x.experts_b, x.post_b, x.shared_in_b,
+                                            x.shared_out_b))  # fmt: skip
+                per_micro += fwd * (2 if blk.recompute else 1) + bwd - mlp
+            assert isinstance(shape, MoEShape)
+            layer_p = dense_block_params(shape, shape.moe.dense_layers) / t
         comp_bytes = m * per_micro + opt[0].bytes
         emb_group = None
         if p > 1 and shape.tied_embeddings:
@@ -220,6 +252,7 @@ class MegatronWork(StageProcess):
             emb_grad_bytes=shape.vocab * shape.hidden / t * g,
             layer_param_bytes=layer_p * e,
             ub_slow=ub_slowdown(cm.device.compute_units),
+            experts=experts,
         )
 
     # ---- closed-form helpers (tests, explanations) ------------------------------------------
@@ -272,6 +305,18 @@ class MegatronWork(StageProcess):
         disjoint links and none of the inter-node traffic's, so the flow network may price them
         by its uncontended prediction (as flows each would cost ~2 ms of engine time, and a
         100B+ model issues ~10^5 of them per step)."""
+        return False
+
+    @property
+    def all_to_all_calls_contend(self) -> bool:
+        """No: the expert-parallel all-to-alls (``megatron.experts``) of a stage run on its own
+        block of nodes (the ``tp-dp-pp`` order that expert parallelism requires with several
+        stages), where only the stage's own point-to-point sends could share a NIC with them
+        (one ``b·s·h/t`` activation per micro-batch against ``k×`` that per all-to-all), and the
+        sibling EP groups of the other expert-data-parallel ranks run on disjoint nodes that
+        the representative processes do not simulate anyway; priced by the tuner's uncontended
+        prediction (as flows a 64-rank all-to-all costs ~1 ms of engine time, and DeepSeek-V3
+        issues ~5,600 of them per step)."""
         return False
 
     # ---- the representative processes ---------------------------------------------------------
