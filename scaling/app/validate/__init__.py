@@ -26,7 +26,9 @@ Groups:
   points validate them; the FlashAttention-2 paper's GPT3-1.3B run.
 * **end-to-end**: multi-node training results (Megatron-LM SC'21 GPT 1.7B on 32 A100 with DDP,
   and its TP / TP x PP rows 3.6B-145.6B on 64-1,536 A100 with the Megatron strategy; the MPT
-  H100 rows on 2-8 nodes), none fitted; Ascend 910B rows for information.
+  H100 rows on 2-8 nodes), none fitted; MoE: Megatron-Core's Mixtral 8x7B on 64 H100 (held
+  out) and Megatron Bridge's Qwen3-30B-A3B FP8 rows (information; :mod:`.moe_throughput`);
+  Ascend 910B rows for information.
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ from scaling.app.validate.collectives import (
 )
 from scaling.app.validate.data import DeviceOverrides, study_specs
 from scaling.app.validate.megatron_core import study_megatron_core
+from scaling.app.validate.moe_throughput import MOE_STUDIES, study_moe_throughput
 from scaling.app.validate.report import (
     Point,
     Report,
@@ -123,6 +126,7 @@ STUDIES: tuple[
     (("e2e-megatron-sc21-table1-tp-pp",), study_megatron_tp_pp),
     (("e2e-h100-mpt-multinode",), study_mpt_multinode),
     (("e2e-megatron-core-h100",), study_megatron_core),
+    (MOE_STUDIES, study_moe_throughput),
     (("info-ascend910b-llama2-7b",), study_ascend),
 )
 
