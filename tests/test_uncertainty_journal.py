@@ -162,7 +162,7 @@ def test_cli_resumes_from_a_cut_journal_with_the_same_csvs(tmp_path: Path) -> No
     journal = out / JOURNAL_FILE
     lines = journal.read_text().splitlines(keepends=True)
     journal.write_text("".join(lines[:5]) + lines[5][:17])  # header, plans, 3 runs, a cut line
-    res = CliRunner().invoke(main, [*args, "--force"])
+    res = CliRunner().invoke(main, args)  # the same command again
     assert res.exit_code == 0, res.output
     assert "last line was cut" in res.output and "resuming: 4 finished unit(s)" in res.output
     assert [(out / f).read_bytes() for f in names] == first
@@ -181,3 +181,42 @@ def test_python_api_writes_the_tables_and_journal_into_a_locked_folder(tmp_path:
     assert len(_run_lines(out / JOURNAL_FILE)) == 3 * 2  # 2 samples + the check, 2 points
     with results_lock(out), pytest.raises(ConfigError, match="is writing results here"):
         api_run(_tiny(), 2, seed=SEED, out=out)  # a second writer is refused
+
+
+@pytest.mark.slow
+def test_kill_9_mid_run_then_the_same_command_resumes(tmp_path: Path) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import yaml
+
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text(yaml.safe_dump(_tiny()))
+
+    def cmd(out: Path) -> list[str]:
+        return [sys.executable, "-m", "scaling", "run", str(cfg), "--uncertainty", "16",
+                "--seed", str(SEED), "--jobs", "1", "--no-plot", "--no-progress", "--out",
+                str(out)]  # fmt: skip
+
+    ref = tmp_path / "ref"
+    subprocess.run(cmd(ref), check=True, capture_output=True, timeout=600)
+    out = tmp_path / "o"
+    proc = subprocess.Popen(cmd(out), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    journal = out / JOURNAL_FILE
+    deadline = time.monotonic() + 300
+    while not (journal.is_file() and len(_run_lines(journal)) >= 4):
+        assert proc.poll() is None and time.monotonic() < deadline, "no journal line"
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    assert proc.wait() == -signal.SIGKILL
+    k = len(_run_lines(journal))
+    assert k < 17 * 2  # killed before the end
+    res = subprocess.run(cmd(out), capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr
+    assert "resuming" in res.stdout + res.stderr
+    for t in ("samples", "runs", "summary", "branches"):
+        f = f"uncertainty_{t}.csv"
+        assert (out / f).read_bytes() == (ref / f).read_bytes(), f
