@@ -17,6 +17,10 @@ the nominal inputs; the samples then simulate that many, and :func:`run_uncertai
 shortcut again on the first sample (every point also simulated with the configured steps) and
 reports the largest deviation. Points with noise simulate the configured steps.
 
+Resume: with a ``journal`` file, the plans and every finished sample run are appended to it as
+they finish (:mod:`scaling.io.journal`), and a re-run of the same experiment, seed, sample
+count and code simulates only the runs it lacks, giving the same tables.
+
 Where a structural alternative splits a result, the samples are grouped by the option they drew
 and reported per branch (:mod:`scaling.sweep.branches`). The ranking of the inputs
 (``scaling sensitivity``) is :mod:`scaling.sweep.sensitivity`.
