@@ -9,6 +9,7 @@ in-memory ``systems`` (topology documents by name, validated as ``topologies/*.y
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -159,6 +160,7 @@ def run_uncertainty(
     seed: int = 0,
     jobs: int | None = 1,
     progress: bool = False,
+    out: str | Path | None = None,
 ) -> UncertaintyResult:
     """``samples`` samples of every ranged number and structural alternative of the
     experiment's systems (as ``scaling run --uncertainty N``): ``.summary`` (per point and
@@ -166,10 +168,21 @@ def run_uncertainty(
     alternative that splits a point) and ``.runs`` (one row per sample and point).
     Deterministic for a given ``seed``; ``jobs`` as :func:`run_replicas`. The nominal run
     of every point goes first (the tables' ``nominal`` column), as the CLI does; a point that
-    is refused there is a :class:`~scaling.ConfigError`."""
+    is refused there is a :class:`~scaling.ConfigError`.
+
+    ``out``: a results folder (held with a lock while this runs) where every finished sample
+    run is appended to ``uncertainty_journal.jsonl`` as it finishes and the
+    ``uncertainty_{samples,runs,summary,branches}.csv`` tables are written at the end, as
+    ``scaling run --uncertainty`` does; the same call after an interruption reuses the
+    journalled runs (notes on stderr say so) and gives the same tables."""
+    import sys
+
     from scaling.app.api import run_experiment
     from scaling.app.output import progress_bar
+    from scaling.app.uncertainty_cmd import write_uncertainty_tables
     from scaling.io.errors import ConfigError
+    from scaling.io.files import results_lock
+    from scaling.sweep.uncertainty import JOURNAL_FILE
     from scaling.sweep.uncertainty import run_uncertainty as _run
 
     exp = load_experiment(config, overrides, systems)
@@ -181,8 +194,30 @@ def run_uncertainty(
             "experiment"
         )
     nominal = [{"status": "ok", **r.scalars()} for r in res.runs]
-    with _executor(jobs) as ex, progress_bar(desc="samples", enabled=progress) as bar:
-        return _run(exp, samples, seed, ex, nominal, res.ok, on_done=lambda: bar.update(1))
+    folder = None if out is None else Path(out)
+
+    def note(msg: str) -> None:
+        print(msg, file=sys.stderr)
+
+    with contextlib.ExitStack() as stack:
+        if folder is not None:
+            stack.enter_context(results_lock(folder))
+        ex = stack.enter_context(_executor(jobs))
+        bar = stack.enter_context(progress_bar(desc="samples", enabled=progress))
+        u = _run(
+            exp,
+            samples,
+            seed,
+            ex,
+            nominal,
+            res.ok,
+            on_done=lambda: bar.update(1),
+            journal=None if folder is None else folder / JOURNAL_FILE,
+            note=note,
+        )
+        if folder is not None:
+            write_uncertainty_tables(u, folder)
+    return u
 
 
 def format_uncertainty(summary: pd.DataFrame, metrics: Iterable[str] | None = None) -> str:

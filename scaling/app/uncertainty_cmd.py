@@ -43,6 +43,17 @@ def _write_csv(path: Path, df: pd.DataFrame) -> Path:
     return path
 
 
+def write_uncertainty_tables(u: Any, out: Path) -> dict[str, Path]:
+    """``uncertainty_{samples,runs,summary,branches}.csv`` of the
+    :class:`~scaling.sweep.uncertainty.UncertaintyResult` ``u`` in folder ``out``."""
+    return {
+        "uncertainty_samples": _write_csv(out / "uncertainty_samples.csv", u.samples),
+        "uncertainty_runs": _write_csv(out / "uncertainty_runs.csv", u.runs),
+        "uncertainty_summary": _write_csv(out / "uncertainty_summary.csv", u.shaped),
+        "uncertainty_branches": _write_csv(out / "uncertainty_branches.csv", u.branches),
+    }
+
+
 def run_uncertainty_cli(
     exp: Any,
     res: Any,
@@ -59,12 +70,19 @@ def run_uncertainty_cli(
     assumption named), ``uncertainty_{samples,runs,summary,branches}.csv`` and (unless
     ``no_plot``) ``uncertainty_scaling_efficiency.png`` written to ``out``, and the main plot
     ``scaling_efficiency.png`` drawn again with a band per branch. ``res``: the plain run's
-    :class:`~scaling.app.api.ExperimentResult` (its scalars are the nominal values)."""
+    :class:`~scaling.app.api.ExperimentResult` (its scalars are the nominal values). Every
+    finished sample run is appended to ``out/uncertainty_journal.jsonl`` as it finishes: the
+    same command after a kill reuses them (the caller holds ``out``'s lock)."""
     from scaling.io.plots import plot_headline
     from scaling.io.uncertainty_plot import plot_bands
     from scaling.sweep.branches import split_lines
     from scaling.sweep.executors import make_executor
-    from scaling.sweep.uncertainty import format_summary, run_uncertainty, uncertain_inputs
+    from scaling.sweep.uncertainty import (
+        JOURNAL_FILE,
+        format_summary,
+        run_uncertainty,
+        uncertain_inputs,
+    )
 
     if len(res.refused):
         fail(f"--uncertainty {n}: {len(res.refused)} point(s) are refused; narrow the experiment")
@@ -82,7 +100,17 @@ def run_uncertainty_cli(
         make_executor(jobs=n_jobs) as ex,
         progress_bar(total=total, desc="sampling", enabled=want_progress(progress)) as bar,
     ):
-        u = run_uncertainty(exp, n, seed, ex, nominal, res.ok, on_done=lambda: bar.update(1))
+        u = run_uncertainty(
+            exp,
+            n,
+            seed,
+            ex,
+            nominal,
+            res.ok,
+            on_done=lambda: bar.update(1),
+            journal=out / JOURNAL_FILE,
+            note=printer.say,
+        )
     took = time.perf_counter() - t0
     short = sum(p is not None for p in u.plans)
     printer.say(
@@ -99,12 +127,7 @@ def run_uncertainty_cli(
             "no structural alternative splits scaling efficiency at the largest node count "
             "(the samples' groups overlap): one interval per point"
         )
-    paths = {
-        "uncertainty_samples": _write_csv(out / "uncertainty_samples.csv", u.samples),
-        "uncertainty_runs": _write_csv(out / "uncertainty_runs.csv", u.runs),
-        "uncertainty_summary": _write_csv(out / "uncertainty_summary.csv", u.shaped),
-        "uncertainty_branches": _write_csv(out / "uncertainty_branches.csv", u.branches),
-    }
+    paths = write_uncertainty_tables(u, out)
     if not no_plot:
         title = f"{exp.config.name}: {n} samples of the catalog's assumptions (seed {seed})"
         per_node = {j.system.name: j.system.devices_per_node for j in exp.jobs()}

@@ -25,6 +25,7 @@ from typing import Any
 
 from scaling.io.config import LoadedExperiment, experiment_from_dict
 from scaling.io.errors import ConfigError
+from scaling.io.journal import Journal
 from scaling.model.errors import InfeasibleJobError
 from scaling.model.hardware.moe import MoEShape
 from scaling.model.simulation import check_feasible, run_job
@@ -176,31 +177,10 @@ class PlanResult:
         return out
 
 
-class _Store:
-    """Finished evaluations by config key, appended to a JSONL file as they finish (resume)."""
-
-    def __init__(self, folder: Path | None) -> None:
-        self.path = folder / EVALUATIONS if folder else None
-        self.done: dict[str, dict[str, Any]] = {}
-        if self.path and self.path.is_file():
-            for line in self.path.read_text().splitlines():
-                try:
-                    rec = json.loads(line)
-                    self.done[rec["key"]] = rec
-                except (ValueError, KeyError):
-                    continue  # a line cut by a kill: evaluated again
-
-    def put(self, key: str, rec: dict[str, Any]) -> None:
-        self.done[key] = rec
-        if self.path:
-            with self.path.open("a") as f:
-                f.write(json.dumps({"key": key, **rec}, allow_nan=False) + "\n")
-
-
 def _simulate(
     configs: Sequence[dict[str, Any]],
     executor: SweepExecutor,
-    store: _Store,
+    store: Journal,
     tick: Callable[[int], None],
 ) -> list[dict[str, Any]]:
     """Simulate every config (those in the store are reused); ``{"ok": bool, ...}`` each."""
@@ -238,7 +218,7 @@ def plan(
         raise ConfigError(f"keep: got {keep}; expected at least 1")
     ex = executor or SerialExecutor()
     tick = progress or (lambda n: None)
-    store = _Store(out_dir)
+    store = Journal(out_dir / EVALUATIONS if out_dir else None)
     base = base_config(exp)
     reference: dict[tuple[str, int], int] = {}  # the experiment's own global batch per point
     jobs = exp.jobs()
@@ -316,7 +296,7 @@ def _bound(
     analytic: list[Evaluation],
     keep: int,
     ex: SweepExecutor,
-    store: _Store,
+    store: Journal,
     tick: Callable[[int], None],
 ) -> list[Evaluation]:
     """Branch and bound on the flow network: simulate candidates in analytic order (at least

@@ -17,6 +17,10 @@ the nominal inputs; the samples then simulate that many, and :func:`run_uncertai
 shortcut again on the first sample (every point also simulated with the configured steps) and
 reports the largest deviation. Points with noise simulate the configured steps.
 
+Resume: with a ``journal`` file, the plans and every finished sample run are appended to it as
+they finish (:mod:`scaling.io.journal`), and a re-run of the same experiment, seed, sample
+count and code simulates only the runs it lacks, giving the same tables.
+
 Where a structural alternative splits a result, the samples are grouped by the option they drew
 and reported per branch (:mod:`scaling.sweep.branches`). The ranking of the inputs
 (``scaling sensitivity``) is :mod:`scaling.sweep.sensitivity`.
@@ -29,6 +33,7 @@ import math
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -36,6 +41,7 @@ import pandas as pd
 
 from scaling.io.config import LoadedExperiment, _with_economics
 from scaling.io.errors import ConfigError
+from scaling.io.journal import Journal, code_version
 from scaling.io.results import KEY_COLUMNS, add_scaling_efficiency, job_identity
 from scaling.io.topology import (
     LibrarySchema,
@@ -266,16 +272,21 @@ def _noisy(job: Job) -> bool:
 
 
 def _run_all(
-    executor: SweepExecutor, jobs: list[Job], on_done: Callable[[], None] | None = None
+    executor: SweepExecutor,
+    jobs: list[Job],
+    on_done: Callable[[], None] | None = None,
+    on_result: Callable[[int, dict[str, Any]], dict[str, Any]] | None = None,
 ) -> list[dict[str, Any]]:
     """``execute_run`` of every job on ``executor`` (largest first: better packing); results
-    in ``jobs`` order. A failed call (not a refusal) raises."""
+    in ``jobs`` order. ``on_result(i, result)``, where given, is called as job ``i`` finishes
+    and its return value kept (the journal's read-back). A failed call (not a refusal) raises;
+    the results before it have had their ``on_result``."""
     order = sorted(range(len(jobs)), key=lambda i: -jobs[i].devices)
     out: list[dict[str, Any] | None] = [None] * len(jobs)
     for k, ok, value in executor.imap_unordered(execute_run, [jobs[i] for i in order]):
         if not ok:
             raise RuntimeError(f"sampled run failed: {value}")
-        out[order[k]] = value
+        out[order[k]] = value if on_result is None else on_result(order[k], value)
         if on_done is not None:
             on_done()
     missing = [i for i, o in enumerate(out) if o is None]
@@ -420,6 +431,24 @@ def summarize(runs: pd.DataFrame, nominal: pd.DataFrame | None = None) -> pd.Dat
     return pd.DataFrame(out)
 
 
+#: the journal of finished sample runs in an output folder (:func:`run_uncertainty`)
+JOURNAL_FILE = "uncertainty_journal.jsonl"
+
+
+def journal_header(exp: LoadedExperiment, n: int, seed: int) -> dict[str, Any]:
+    """What a journal's sample runs depend on: the experiment's config hash, its systems'
+    content hashes (ranges and alternatives included, which the config hash leaves out), the
+    seed, the sample count (the design depends on it) and the code version."""
+    return {
+        "kind": "uncertainty",
+        "config_hash": exp.config_hash(),
+        "systems": {name: ls.content_hash for name, ls in exp.systems.items()},
+        "seed": seed,
+        "samples": n,
+        "code": code_version(),
+    }
+
+
 def run_uncertainty(
     exp: LoadedExperiment,
     n: int,
@@ -428,16 +457,33 @@ def run_uncertainty(
     nominal: list[dict[str, Any]] | None = None,
     nominal_table: pd.DataFrame | None = None,
     on_done: Callable[[], None] | None = None,
+    journal: Path | None = None,
+    note: Callable[[str], None] | None = None,
 ) -> UncertaintyResult:
     """``n`` samples of the uncertain inputs of ``exp``'s systems, every point simulated per
     sample on ``executor``; deterministic for a given ``seed``. ``nominal``: the plain run's
     scalars per point of ``exp.jobs()`` (saves re-running them); ``on_done``: called after each
-    simulated run (progress)."""
+    simulated or reused run (progress).
+
+    ``journal``: a JSONL file (:class:`~scaling.io.journal.Journal`; the caller holds its
+    folder's lock) where the steady-state plans and every finished sample run are appended as
+    they finish; a re-run with the same experiment, ``n``, ``seed`` and code reuses them and
+    simulates only the rest, with the same tables as an uninterrupted run. One from another
+    experiment, seed, sample count or code version is not reused (``note`` says why)."""
     inputs = uncertain_inputs(exp)
     base = exp.jobs()
-    if nominal is None:
-        nominal = _run_all(executor, base)
-    plans = steady_plans(exp, executor, nominal)
+    store = Journal(journal, journal_header(exp, n, seed), note, allow_nan=True)
+    if store.reused:
+        (note or (lambda m: None))(f"{journal}: resuming: {store.reused} finished unit(s) reused")
+    if "plans" in store.done:
+        plans = [
+            None if p is None else (int(p[0]), int(p[1])) for p in store.done["plans"]["plans"]
+        ]
+    else:
+        if nominal is None:
+            nominal = _run_all(executor, base)
+        plans = steady_plans(exp, executor, nominal)
+        store.put("plans", {"plans": [None if p is None else list(p) for p in plans]})
     design = unit_design(n, len(inputs), seed)
     seeds = run_seeds(n, seed)
     jobs, samples = sample_jobs(exp, inputs, design, seeds, plans)
@@ -445,7 +491,19 @@ def run_uncertainty(
     check = [p for p, plan in enumerate(plans) if plan is not None]
     full0 = [dataclasses.replace(jobs[p], sim=base[p].sim) for p in check]
     full0 = [dataclasses.replace(j, sim=dataclasses.replace(j.sim, seed=seeds[0])) for j in full0]
-    results = _run_all(executor, jobs + full0, on_done)
+    keys = [f"sample {i} point {p}" for i in range(n) for p in range(len(base))]
+    keys += [f"check point {p}" for p in check]
+    todo = [i for i, k in enumerate(keys) if k not in store.done]
+    for _ in range(len(keys) - len(todo)):
+        if on_done is not None:
+            on_done()
+
+    def put(t: int, value: dict[str, Any]) -> dict[str, Any]:
+        return store.put(keys[todo[t]], {"result": value})
+
+    every = jobs + full0
+    _run_all(executor, [every[i] for i in todo], on_done, put)
+    results = [store.done[k]["result"] for k in keys]
     got, ref = results[: len(jobs)], results[len(jobs) :]
     dev = [
         abs(float(got[p]["step_time_s"]) / float(r["step_time_s"]) - 1)
