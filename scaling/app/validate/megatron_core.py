@@ -28,6 +28,12 @@ EXTRA_SHAPES = {
         "nemotron4-340b", 96, 18432, 96, 73728, 256000, 4096, 8,
         gated_mlp=False, bias=False, tied_embeddings=False, norm=Norm.LAYERNORM,
     ),
+    # Megatron-LM README's scaling runs (images/model_table.png, 177B row): GPT-3 175B's
+    # layers, width and heads with a 131,072-token vocabulary and 4,096-token sequences;
+    # Megatron's GPT defaults (learned positions, GeLU MLP 4h, biases, LayerNorm, tied embeddings)
+    "megatron-gpt-177b": TransformerShape(
+        "megatron-gpt-177b", 96, 12288, 96, 4 * 12288, 131072, 4096, 96,
+    ),
 }  # fmt: skip
 
 
