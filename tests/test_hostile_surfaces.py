@@ -131,13 +131,15 @@ def config_doc(base: str, path: tuple[str, ...], i: int) -> dict[str, Any]:
 
 def _fixtures(d: Path) -> dict[str, Path]:
     """Files the commands read: a tiny experiment, a sweep, an nccl-tests table, a results
-    table and a read-only folder."""
+    table, a recording and a read-only folder."""
     f = {
         "tiny": d / "tiny.yaml",
         "sweep": d / "sweep.yaml",
         "table": d / "ar.txt",
         "results": d / "results.csv",
         "ro": d / "ro",
+        # a real NCCL_DEBUG=INFO log of 2 ranks (read only)
+        "recording": Path(__file__).parent / "fixtures/nccl_logs/nvidia_nccl_issue_203.log",
     }
     f["tiny"].write_text(yaml.safe_dump(TINY))
     f["sweep"].write_text(
@@ -181,6 +183,8 @@ BASE_ARGS: dict[str, list[str]] = {
     "plan": ["plan", "{tiny}", "--strategies", "ddp", "--micro-batches", "1",
              "--checkpointing", "none", "--tp", "1", "--pp", "1", "--jobs", "1"],
     "plot": ["plot", "{results}", "--out", "{out}"],
+    "replay": ["replay", "{recording}", "--system", "dgx-a100", "--nodes", "1",
+               "--devices-per-node", "2"],
     "run": ["run", "{tiny}", "--out", "{out}", "--no-plot"],
     "schedule": ["schedule", "{tiny}", "--out", "{out}/s.json", "--set", "nodes=[2]"],
     "schema": ["schema", "experiment"],

@@ -31,6 +31,7 @@ from scaling.model.strategies.megatron import (
     stage_order,
 )
 from scaling.model.strategies.megatron.context import ring_bytes_per_layer
+from scaling.model.strategies.megatron.experts import stage_blocks
 from scaling.model.strategies.megatron.placement import cp_ranks, dp_ranks, rank_of
 
 GiB = 2.0**30
@@ -334,8 +335,11 @@ def _cfg(strategy: dict[str, Any], **over: Any) -> dict[str, Any]:
          "expected pipeline >= 2 without interleaving"),
         ({"pipeline": 5}, {}, "(or parallelism.first_stage_layers / last_stage_layers)"),
         ({"pipeline": 4, "account_for_embedding": True}, {},
-         "parallelism.account_for_embedding: got true with pipeline 4 x virtual_stages 1; "
-         "expected pipeline >= 2 without interleaving dividing the 24 layers + 1 accounted"),
+         "parallelism.account_for_embedding: got true with pipeline 4 x virtual_stages 1 = 4; "
+         "expected pipeline >= 2 and 4 dividing the 24 layers + 1 accounted"),
+        ({"pipeline": 2, "virtual_stages": 4, "account_for_embedding": True}, {},
+         "parallelism.account_for_embedding: got true with pipeline 2 x virtual_stages 4 = 8; "
+         "expected pipeline >= 2 and 8 dividing the 24 layers + 1 accounted"),
         ({"pipeline": 2, "account_for_loss": True, "first_stage_layers": 12}, {},
          "expected one of the two ways"),
     ],
@@ -424,3 +428,32 @@ def test_every_rank_simulated_gives_the_representative_result_with_context() -> 
     one = run_job(job)
     every = run_job(replace(job, sim=replace(job.sim, simulate_all_ranks=True)))
     assert every.step_time_s == pytest.approx(one.step_time_s, rel=1e-12)
+
+
+def test_interleaved_accounting_takes_a_block_from_the_first_and_last_chunk() -> None:
+    """Megatron-Core ``get_num_layers_to_build`` with ``vp_size``: (126 + 2)/(8 x 8) = 2 blocks
+    per chunk, one on the first stage's first chunk and on the last stage's last chunk (Llama
+    3.1 405B's recipe, PP8 x VP8); virtual stage ``c·p + k`` holds the blocks after every
+    earlier virtual stage's."""
+    acc = MegatronSpec(8, 8, virtual_stages=8, account_for_embedding=True, account_for_loss=True)
+    per = acc.chunk_layers(126)
+    assert per[0] == [1] + [2] * 7 and per[7] == [2] * 7 + [1]
+    assert all(row == [2] * 8 for row in per[1:7])
+    assert acc.stage_layers(126) == [15] + [16] * 6 + [15]
+    blocks = [stage_blocks(acc, 126, k) for k in range(8)]
+    assert sorted(b for st in blocks for ch in st for b in ch) == list(range(126))
+    assert blocks[0][0] == [0] and blocks[1][0] == [1, 2] and blocks[0][1] == [15, 16]
+    assert MegatronSpec(1, 2, virtual_stages=2).chunk_layers(8) == [[2, 2], [2, 2]]
+
+
+def test_interleaved_accounting_step_lies_between_the_even_splits_around_it() -> None:
+    """6 blocks + embedding + loss over 2 stages x 2 chunks: chunks of [1, 2] and [2, 1] blocks,
+    so the step is longer than 4 blocks' even split ([1, 1] each) and shorter than 8 blocks'
+    ([2, 2] each): every chunk's blocks run (embedding and head left out)."""
+
+    def step(layers: int, **acc: bool) -> float:
+        spec = NoHead(1, 2, virtual_stages=2, **acc)
+        return run_job(_job(spec, 1, 4, _gqa(layers), seq=1024)).step_time_s
+
+    both = step(6, account_for_embedding=True, account_for_loss=True)
+    assert step(4) < both < step(8)

@@ -177,7 +177,7 @@ def replayed_schedule(tl: Any, step: int, device: int) -> list[dict[str, Any]]:
 )
 @click.option(
     "--uncertainty",
-    type=click.IntRange(min=2),
+    type=click.IntRange(min=2, max=4096),
     default=None,
     help="Samples of the target system's uncertain inputs: each row's median and 5-95 % interval.",
 )

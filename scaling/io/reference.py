@@ -80,6 +80,7 @@ NEUTRAL_VENDORS = frozenset({"IBTA/NVIDIA", "PCI-SIG", "AWS"})
 FILE_VENDOR: dict[str, str] = {
     "nccl_busbw.csv": "NVIDIA",
     "nccl_tuning_constants.csv": "NVIDIA",
+    "deepep_bandwidth.csv": "NVIDIA",
     "mpt_benchmarks.csv": "NVIDIA",
     "failures_goodput.csv": "NVIDIA",
     "ascend_training.csv": "Huawei",

@@ -17,7 +17,9 @@ studies), :mod:`.command` (``scaling validate``).
 Groups:
 
 * **collectives**: nccl-tests busbw (8x A100 curve, fitted by tools/fit_nccl_profile.py;
-  multi-node plateaus and busbw vs nodes, not fitted).
+  multi-node plateaus and busbw vs nodes, not fitted); all-to-all: nccl-tests alltoall (2 A100
+  nodes, 4 H100 of one node) and DeepEP's MoE dispatch/combine bandwidths on H800 nodes
+  (:mod:`.alltoall_moe`), none fitted.
 * **compute**: single-node training throughput of MosaicML's MPT benchmarks (A100, H100; 8 GPUs
   in one node, FSDP), whose calibration points fitted the device's two in-loop compute constants
   (``sustained_matmul_fraction``, ``attention_efficiency``; tools/fit_compute.py) and whose other
@@ -25,13 +27,21 @@ Groups:
 * **end-to-end**: multi-node training results (Megatron-LM SC'21 GPT 1.7B on 32 A100 with DDP,
   and its TP / TP x PP rows 3.6B-145.6B on 64-1,536 A100 with the Megatron strategy; the MPT
   H100 rows on 2-8 nodes; the PyTorch FSDP paper's T5-11B FULL_SHARD per-GPU change from 8 to
-  512 A100, :mod:`.fsdp_scaling`), none fitted; Ascend 910B rows for information.
+  512 A100, :mod:`.fsdp_scaling`), none fitted; MoE: Megatron-Core's Mixtral 8x7B on 64 H100
+  (held out) and Megatron Bridge's Qwen3-30B-A3B FP8 rows (information; :mod:`.moe_throughput`);
+  Ascend 910B rows for information.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
+from scaling.app.validate.alltoall_moe import (
+    DEEPEP_STUDIES,
+    NCCL_H100_STUDY,
+    study_deepep,
+    study_nccl_alltoall_h100,
+)
 from scaling.app.validate.collectives import (
     SCALE_NODES,
     SCALE_SPLIT,
@@ -44,6 +54,7 @@ from scaling.app.validate.collectives import (
 from scaling.app.validate.data import DeviceOverrides, study_specs
 from scaling.app.validate.fsdp_scaling import FSDP_SCALING_STUDIES, study_fsdp_scaling
 from scaling.app.validate.megatron_core import study_megatron_core
+from scaling.app.validate.moe_throughput import MOE_STUDIES, study_moe_throughput
 from scaling.app.validate.report import (
     Point,
     Report,
@@ -109,6 +120,8 @@ STUDIES: tuple[
         study_nccl_scale,
     ),
     (("nccl-alltoall-a100-2node",), study_nccl_alltoall),
+    (DEEPEP_STUDIES, study_deepep),
+    ((NCCL_H100_STUDY,), study_nccl_alltoall_h100),
     (("compute-a100-mpt", "compute-h100-mpt"), study_compute_mpt),
     (("compute-a100-flashattention2-gpt3-1.3b",), study_fa2),
     (("e2e-megatron-gpt1.7b-32a100",), study_megatron),
@@ -116,6 +129,7 @@ STUDIES: tuple[
     (("e2e-h100-mpt-multinode",), study_mpt_multinode),
     (("e2e-megatron-core-h100", "e2e-megatron-core-h100-strong"), study_megatron_core),
     (FSDP_SCALING_STUDIES, study_fsdp_scaling),
+    (MOE_STUDIES, study_moe_throughput),
     (("info-ascend910b-llama2-7b",), study_ascend),
 )
 

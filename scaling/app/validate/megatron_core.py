@@ -6,7 +6,7 @@ parallelism with TP, the distributed optimizer, ``overlap_grad_reduce``,
 ``overlap_param_gather``, ``tp_comm_overlap`` (Transformer Engine userbuffers) with TP, the
 interleaved 1F1B schedule, context parallelism where the row has it, FP8 as Transformer Engine
 runs it with cuDNN's fused attention (model.hardware.precision), Megatron's rank order
-(``tp-dp-pp``), no activation recomputation,
+(``tp-dp-pp``), the row's pipeline split (``pipeline_split``), no activation recomputation,
 bf16 gradient reduction (the recipes' ``grad_reduce_in_fp32 = False``; an assumption where a row
 does not say). The same rows with every overlap off (:func:`megatron_core_points`) show how much
 of the difference is the overlap (docs/guides/megatron-overlap.md)."""
@@ -35,7 +35,16 @@ EXTRA_SHAPES = {
     "megatron-gpt-177b": TransformerShape(
         "megatron-gpt-177b", 96, 12288, 96, 4 * 12288, 131072, 4096, 96, tied_embeddings=False,
     ),
+    # Llama 3.1 model card: 126 layers, hidden 16384, 128 heads, 8 KV heads, MLP 53248
+    "llama3.1-405b": TransformerShape(
+        "llama3.1-405b", 126, 16384, 128, 53248, 128256, 0, 8,
+        gated_mlp=True, bias=False, tied_embeddings=False, norm=Norm.RMSNORM,
+    ),
 }  # fmt: skip
+#: The row's ``pipeline_split``: ``even`` (Megatron-Core's default, ``L/(p·v)`` blocks per
+#: virtual stage) or ``embedding+loss`` (``--account-for-embedding-in-pipeline-split`` and
+#: ``--account-for-loss-in-pipeline-split``, as the Llama 3.1 405B recipe sets them).
+PIPELINE_SPLITS = {"even": False, "embedding+loss": True}
 
 
 def megatron_core_rows(simulated: bool = True) -> list[dict[str, str]]:
@@ -73,6 +82,8 @@ def megatron_core_job(row: dict[str, str], overlap: bool, system: str = "dgx-h10
         overlap_grad_reduce=overlap,
         overlap_param_gather=overlap,
         tp_comm_overlap=overlap and t > 1,
+        account_for_embedding=PIPELINE_SPLITS[row["pipeline_split"]],
+        account_for_loss=PIPELINE_SPLITS[row["pipeline_split"]],
     )
     sys_spec = _unbounded_memory(_system(system, overrides))
     # one warm-up step: --overlap-param-gather's gathers are waited for by the next step

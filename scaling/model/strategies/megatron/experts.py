@@ -79,14 +79,17 @@ if TYPE_CHECKING:
 
 def stage_blocks(spec: MegatronSpec, n_layers: int, stage: int) -> list[list[int]]:
     """Global block indices of each model chunk of ``stage`` (chunk ``c`` of stage ``k`` holds
-    virtual stage ``c·p + k``'s blocks; uneven first / last stages shift the others)."""
+    virtual stage ``c·p + k``'s blocks, which follow every earlier virtual stage's; uneven
+    stages and chunks shift the others, ``MegatronSpec.chunk_layers``)."""
     p, v = spec.pipeline, spec.virtual_stages
-    if spec.uneven_stages:
-        per = spec.stage_layers(n_layers)
-        start = sum(per[:stage])
-        return [list(range(start, start + per[stage]))]
-    lpc = n_layers // (p * v)
-    return [list(range((c * p + stage) * lpc, (c * p + stage + 1) * lpc)) for c in range(v)]
+    per = spec.chunk_layers(n_layers)
+    sizes = [per[vs % p][vs // p] for vs in range(p * v)]  # in virtual-stage order
+    out = []
+    for c in range(v):
+        vs = c * p + stage
+        start = sum(sizes[:vs])
+        out.append(list(range(start, start + sizes[vs])))
+    return out
 
 
 def moe_tokens(spec: MegatronSpec, b: int, seq: int) -> int:

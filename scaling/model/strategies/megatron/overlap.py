@@ -39,6 +39,7 @@ class OverlapSegments:
     block: BlockCost
     head_fwd: PhaseCost
     layers_per_chunk: int
+    chunk_layers: list[list[int]]
     act_bytes: float
     tp_groups: list[Group]
     dp_groups: list[Group]
@@ -49,6 +50,18 @@ class OverlapSegments:
     ub_slow: dict[str, float]
     _per_stage: int
     _params: dict[tuple[int, int], dict[tuple[int, int], simpy.Event]]
+
+    def layers_of(self, stage: int, chunk: int) -> int:
+        """Blocks of model chunk ``chunk`` of ``stage`` (uneven stages and chunks)."""
+        return self.chunk_layers[stage][chunk] if self.chunk_layers else self.layers_per_chunk
+
+    @property
+    def block_stride(self) -> int:
+        """Block slots per chunk in the collectives' keys (the largest chunk's blocks, so that
+        chunks of different sizes never share a key)."""
+        if not self.chunk_layers:
+            return self.layers_per_chunk
+        return max(max(row) for row in self.chunk_layers)
 
     def _tp(
         self,
@@ -255,17 +268,18 @@ class OverlapSegments:
         ``start_param_sync``); the next step's forward waits for a block's bucket before the
         block (the forward pre-hook's ``finish_param_sync``, ``distributed_data_parallel.py``).
         The gathers of the last simulated step are waited for by no one."""
-        lpc, v = self.layers_per_chunk, self.spec.virtual_stages
+        stride, v = self.block_stride, self.spec.virtual_stages
         ready = self._params.setdefault((step + 1, k), {})
         prev: simpy.Event | None = None
         for c in range(v):
+            lpc = self.layers_of(k, c)
             for layer in range(lpc):
                 nbytes = self.layer_param_bytes
                 if layer == 0:
                     nbytes = self.chunk_param_bytes[k][c] - (lpc - 1) * nbytes
-                key = CollectiveKey(step, "optimizer", "dp", 2000 + c * lpc + layer, 0,
+                key = CollectiveKey(step, "optimizer", "dp", 2000 + c * stride + layer, 0,
                                     STREAMS["dp"], (k,), f"DP all_gather bucket (block "
-                                    f"{c * lpc + layer})")  # fmt: skip
+                                    f"{c * stride + layer})")  # fmt: skip
                 prev = ready[(c, layer)] = self._chained(
                     env,
                     comm,

@@ -61,7 +61,9 @@ class MegatronSpec(StrategyBase):
             first stage / the output layer and loss as one of the last
             (``--account-for-embedding-in-pipeline-split`` /
             ``--account-for-loss-in-pipeline-split``): every stage then holds
-            ``(L + e + l)/p`` layers, the first and last one block fewer.
+            ``(L + e + l)/p`` layers, the first and last one block fewer (interleaved: every
+            chunk ``(L + e + l)/(p·v)``, the first stage's first chunk and the last stage's
+            last chunk one fewer, :meth:`chunk_layers`).
         tp_comm_overlap: Transformer Engine's userbuffer overlap of the sequence-parallel
             all-gathers / reduce-scatters with the GEMMs of the linears (``--tp-comm-overlap``;
             :data:`~scaling.model.strategies.megatron.ops.UB_NUM_SM`).
@@ -134,6 +136,24 @@ class MegatronSpec(StrategyBase):
         rest = n_layers - sum(x for x in fixed.values() if x is not None)
         each = rest // len(free) if free else 0
         return [fixed[k] if fixed.get(k) is not None else each for k in range(p)]  # type: ignore[misc]
+
+    def chunk_layers(self, n_layers: int) -> list[list[int]]:
+        """Blocks of each model chunk of each stage, ``[stage][chunk]`` (chunk ``c`` of stage
+        ``k`` is virtual stage ``c·p + k``): a stage's blocks split evenly over its ``v``
+        chunks; with the embedding / loss accounted as a layer, ``(L + e + l)/(p·v)`` per
+        chunk less that layer on the first chunk of the first stage / the last chunk of the
+        last (Megatron-Core ``transformer_block.get_num_layers_to_build``: the per-rank share
+        over ``vp_size``, then ``is_vp_first_stage`` / ``is_vp_last_stage``). Assumes
+        :meth:`model_error` passed."""
+        p, v = self.pipeline, self.virtual_stages
+        e, lo = int(self.account_for_embedding), int(self.account_for_loss)
+        if (e or lo) and p > 1:
+            per = (n_layers + e + lo) // (p * v)
+            out = [[per] * v for _ in range(p)]
+            out[0][0] -= e
+            out[p - 1][v - 1] -= lo
+            return out
+        return [[n // v] * v for n in self.stage_layers(n_layers)]
 
     @property
     def label(self) -> str:
@@ -324,9 +344,11 @@ class MegatronSpec(StrategyBase):
         return next((msg for ok, msg in checks if not ok), "") or self.routing.error(m.experts)
 
     def _stages_error(self, shape: TransformerShape) -> str:
-        """Why ``first_stage_layers`` / ``last_stage_layers`` cannot split ``shape`` ("" when
-        they can): Megatron-Core's rules (no interleaving with uneven stages; the other stages
-        take an equal, non-empty share of the rest)."""
+        """Why ``first_stage_layers`` / ``last_stage_layers`` or the embedding / loss
+        accounting cannot split ``shape`` ("" when they can): Megatron-Core's rules (the other
+        stages take an equal, non-empty share of the rest; with accounting, ``p·v`` divides
+        the accounted layers), and given first / last stages only without interleaving (a
+        limit of this model: Megatron-Core splits them over ``vp_size`` chunks too)."""
         first, last = self.first_stage_layers, self.last_stage_layers
         p, n = self.pipeline, shape.n_layers
         acc = {"account_for_embedding": self.account_for_embedding,
@@ -339,10 +361,12 @@ class MegatronSpec(StrategyBase):
                     f"parallelism.{name}: got true with first_stage_layers / last_stage_layers "
                     "set; expected one of the two ways of splitting the stages"
                 )
-            if p < 2 or self.virtual_stages > 1 or total % p or total // p < 2:
+            # Megatron-Core asserts (L + e + l) % p == 0, then the per-rank share % vp_size
+            pv = p * self.virtual_stages
+            if p < 2 or total % pv or total // pv < 2:
                 return (
                     f"parallelism.{name}: got true with pipeline {p} x virtual_stages "
-                    f"{self.virtual_stages}; expected pipeline >= 2 without interleaving "
+                    f"{self.virtual_stages} = {pv}; expected pipeline >= 2 and {pv} "
                     f"dividing the {n} layers + {total - n} accounted = {total} (at least 2 each)"
                 )
             return ""
@@ -354,7 +378,8 @@ class MegatronSpec(StrategyBase):
             return (
                 f"parallelism.{name}: got {got} with pipeline {p} x virtual_stages "
                 f"{self.virtual_stages}; expected pipeline >= 2 without interleaving "
-                "(Megatron-Core builds uneven stages only for the non-interleaved schedule)"
+                "(given first / last stages are modelled for the non-interleaved schedule; "
+                "account_for_embedding / account_for_loss also interleave)"
             )
         given = sum(x for x in (first, last) if x is not None)
         free = p - sum(1 for x in (first, last) if x is not None)

@@ -38,7 +38,7 @@ class StageProcess(ContextRingProcess, OverlapSegments, ExpertProcess):
     head_fwd: PhaseCost
     head_bwd: PhaseCost
     layers_per_chunk: int
-    stage_layers: list[int]
+    chunk_layers: list[list[int]]
     act_bytes: float
     p2p_bytes: float
     tp_groups: list[Group]
@@ -59,10 +59,6 @@ class StageProcess(ContextRingProcess, OverlapSegments, ExpertProcess):
     _per_stage: int
     _mail: dict[int, dict[tuple[str, int, int], simpy.Event]]
     _params: dict[tuple[int, int], dict[tuple[int, int], simpy.Event]]
-
-    def layers_of(self, stage: int) -> int:
-        """Blocks per model chunk of ``stage`` (uneven first / last stages)."""
-        return self.stage_layers[stage] if self.stage_layers else self.layers_per_chunk
 
     def _box(self, env: simpy.Environment, step: int, key: tuple[str, int, int]) -> simpy.Event:
         """The mailbox of an activation (``"F"``) or gradient (``"B"``) of ``(micro, virtual
@@ -130,11 +126,11 @@ class StageProcess(ContextRingProcess, OverlapSegments, ExpertProcess):
         chunk: int,
         phase: str = "forward",
     ) -> Generator[simpy.Event, object, None]:
-        bc, lpc = self.block, self.layers_of(stage)
+        bc, lpc, stride = self.block, self.layers_of(stage, chunk), self.block_stride
         slot = 4 if phase == "recompute" else 0
         params = self._params.get((step, stage), {})
         for layer in range(lpc):
-            idx = ((chunk * lpc + layer) * 8 + slot) * 2
+            idx = ((chunk * stride + layer) * 8 + slot) * 2
             gather = params.get((chunk, layer))  # every simulated rank of the stage waits
             if gather is not None:  # --overlap-param-gather: this block's bucket
                 yield from cs.wait(gather, "dp all_gather")
@@ -255,7 +251,7 @@ class StageProcess(ContextRingProcess, OverlapSegments, ExpertProcess):
         ended (``flush_s``)."""
         p, v = self.spec.pipeline, self.spec.virtual_stages
         last = p * v - 1
-        lpc = self.layers_of(k)
+        stride = self.block_stride
         order = stage_order(p, v, self.m, k)
         final_b = {c: i for i, (kind, _, c) in enumerate(order) if kind == "B"}
         zero = self.spec.distributed_optimizer
@@ -298,8 +294,9 @@ class StageProcess(ContextRingProcess, OverlapSegments, ExpertProcess):
                         self.act_bytes,
                     )
                     yield from cs.wait(ev, "tp head")
+                lpc = self.layers_of(k, chunk)
                 for layer in reversed(range(lpc)):
-                    idx = ((chunk * lpc + layer) * 8 + 2) * 2
+                    idx = ((chunk * stride + layer) * 8 + 2) * 2
                     if self.block.recompute:
                         yield from self._recompute_layer(comm, cs, step, k, micro, chunk, layer)
                     block = self.moe_block(k, chunk, layer)
@@ -309,7 +306,7 @@ class StageProcess(ContextRingProcess, OverlapSegments, ExpertProcess):
                         nbytes = self.layer_grad_bytes
                         if layer == 0:  # the chunk's embedding / head gradients too
                             nbytes = self.chunk_grad_bytes[k][chunk] - (lpc - 1) * nbytes
-                        index = chunk * lpc + layer
+                        index = chunk * stride + layer
                         tail = self._dp_bucket(env, comm, step, k, index, op, nbytes, tail)
                         if block is not None and self.experts is not None:
                             nbytes = self.experts.expert_grad_bytes
@@ -421,8 +418,8 @@ class StageProcess(ContextRingProcess, OverlapSegments, ExpertProcess):
         chunk: int,
         layer: int,
     ) -> Generator[simpy.Event, object, None]:
-        bc, lpc = self.block, self.layers_of(stage)
-        idx = ((chunk * lpc + layer) * 8 + 4) * 2
+        bc = self.block
+        idx = ((chunk * self.block_stride + layer) * 8 + 4) * 2
         yield from cs.run(bc.f1.time_s, "backward", part="recompute", layer=layer)
         yield from self._ring(comm, cs, step, "recompute", stage, micro, idx, layer, False)
         yield from self._tp_pair(comm, cs, step, "recompute", stage, idx, micro)

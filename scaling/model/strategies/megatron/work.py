@@ -56,7 +56,8 @@ class MegatronWork(StageProcess):
         emb_fwd, emb_bwd, head_fwd, head_bwd: embedding (first virtual stage) and output layer +
             loss (last virtual stage) on one TP rank.
         layers_per_chunk: blocks per model chunk (the even share).
-        stage_layers: blocks of each stage when the first / last differ (else empty).
+        chunk_layers: blocks of each model chunk of each stage, ``[stage][chunk]``, when the
+            stages are uneven (``MegatronSpec.chunk_layers``; else empty).
         act_bytes: the ``b·s·h`` activation in the compute dtype, bytes (the TP collectives'
             nccl-tests size).
         p2p_bytes: what each TP rank sends to the next stage per micro-batch, bytes.
@@ -92,7 +93,7 @@ class MegatronWork(StageProcess):
     head_fwd: PhaseCost
     head_bwd: PhaseCost
     layers_per_chunk: int
-    stage_layers: list[int]
+    chunk_layers: list[list[int]]
     act_bytes: float
     p2p_bytes: float
     tp_groups: list[Group]
@@ -143,8 +144,8 @@ class MegatronWork(StageProcess):
         emb, head = tp_head_ops(shape, b, seq, e, t, spec.sequence_parallel)
         act = float(b * seq * shape.hidden * e)
         lpc = shape.n_layers // (p * v)
-        per_stage = spec.stage_layers(shape.n_layers) if spec.uneven_stages else []
-        lpcs = per_stage or [lpc] * p
+        per_chunk = spec.chunk_layers(shape.n_layers) if spec.uneven_stages else []
+        lpcs = per_chunk or [[lpc] * v] * p
         tp_groups, dp_groups, p2p_groups = [], [], []
         # the stages' DP groups (TP lane 0) and, to keep their stand-ins apart as the real
         # groups are, each one's rank among the stages on the same nodes (by first local device)
@@ -164,7 +165,7 @@ class MegatronWork(StageProcess):
         moe = isinstance(shape, MoEShape)
         expert_chunks: list[list[int]] = []  # MoE blocks per stage and chunk
         for k in range(p):
-            n_chunks = [lpcs[k] * layer_p] * v
+            n_chunks = [n * layer_p for n in lpcs[k]]
             if isinstance(shape, MoEShape):  # the routed experts apart (megatron.experts)
                 chunks = stage_blocks(spec, shape.n_layers, k)
                 n_chunks = [sum(dense_block_params(shape, i) for i in ch) / t for ch in chunks]
@@ -190,7 +191,7 @@ class MegatronWork(StageProcess):
         m = tr.grad_accum
         # model FLOPs of one rank per step: the model's, over the t·c·p ranks of a replica
         flops = shape.flops_per_token(tr.seq_len) * b * tr.seq_len * m / (t * p * c)
-        n0 = lpcs[0] * v  # rank 0's blocks
+        n0 = sum(lpcs[0])  # rank 0's blocks
         per_micro = n0 * (blk.f1.bytes + blk.f2.bytes + blk.b2.bytes + blk.b2w.bytes + blk.b1.bytes)
         per_micro += n0 * (blk.b1w.bytes + blk.b0.bytes)
         if blk.recompute:
@@ -232,7 +233,7 @@ class MegatronWork(StageProcess):
             head_fwd,
             head_bwd,
             lpc,
-            per_stage,
+            per_chunk,
             act,
             act / t,
             tp_groups,
