@@ -127,7 +127,7 @@ STUDIES: tuple[
     (("e2e-megatron-gpt1.7b-32a100",), study_megatron),
     (("e2e-megatron-sc21-table1-tp-pp",), study_megatron_tp_pp),
     (("e2e-h100-mpt-multinode",), study_mpt_multinode),
-    (("e2e-megatron-core-h100",), study_megatron_core),
+    (("e2e-megatron-core-h100", "e2e-megatron-core-h100-strong"), study_megatron_core),
     (FSDP_SCALING_STUDIES, study_fsdp_scaling),
     (MOE_STUDIES, study_moe_throughput),
     (("info-ascend910b-llama2-7b",), study_ascend),

@@ -28,6 +28,13 @@ EXTRA_SHAPES = {
         "nemotron4-340b", 96, 18432, 96, 73728, 256000, 4096, 8,
         gated_mlp=False, bias=False, tied_embeddings=False, norm=Norm.LAYERNORM,
     ),
+    # Megatron-LM README's scaling runs (images/model_table.png, 177B row): GPT-3 175B's
+    # layers, width and heads with a 131,072-token vocabulary and 4,096-token sequences;
+    # Megatron's GPT defaults (learned positions, GeLU MLP 4h, biases, LayerNorm); an untied
+    # output layer: the table's parameter counts (1.7B ... 462B) are those of untied shapes
+    "megatron-gpt-177b": TransformerShape(
+        "megatron-gpt-177b", 96, 12288, 96, 4 * 12288, 131072, 4096, 96, tied_embeddings=False,
+    ),
     # Llama 3.1 model card: 126 layers, hidden 16384, 128 heads, 8 KV heads, MLP 53248
     "llama3.1-405b": TransformerShape(
         "llama3.1-405b", 126, 16384, 128, 53248, 128256, 0, 8,
@@ -97,7 +104,30 @@ def megatron_core_points(overlap: bool, overrides: DeviceOverrides | None = None
     return pts
 
 
+def strong_scaling_points(rows: list[dict[str, str]], points: list[Point]) -> list[Point]:
+    """Strong scaling, published vs model: in each series of ``rows`` (the same model, global
+    batch, sequence, precision and source at two or more GPU counts), the tokens/s per GPU at
+    each larger count over that at the series' smallest (``points``: the rows' points, in
+    order). The ratio leaves out an error of the level common to the series."""
+    series: dict[tuple[str, ...], list[tuple[int, Point]]] = {}
+    for row, pt in zip(rows, points, strict=True):
+        key = (row["model"], row["global_batch"], row["seq_len"], row["precision"], row["source"])
+        series.setdefault(key, []).append((int(row["gpus"]), pt))
+    out = []
+    for members in series.values():
+        g0, base = min(members, key=lambda m: m[0])
+        for g, pt in sorted(members, key=lambda m: m[0]):
+            if g > g0:
+                out.append(Point(f"{pt.label} / {g0} GPUs", pt.measured / base.measured,
+                                 pt.model / base.model, pt.fitted or base.fitted))  # fmt: skip
+    return out
+
+
 def study_megatron_core(overrides: DeviceOverrides | None = None) -> list[StudyResult]:
-    """Megatron-Core H100 rows as their recipes run them (``megatron_core_points(False)``: the
-    same rows with every overlap off, for docs/guides/megatron-overlap.md's before/after)."""
-    return [result("e2e-megatron-core-h100", tuple(megatron_core_points(True, overrides)))]
+    """Megatron-Core H100 rows as their recipes run them, and their strong-scaling ratios
+    (``megatron_core_points(False)``: the same rows with every overlap off, for
+    docs/guides/megatron-overlap.md's before/after)."""
+    points = megatron_core_points(True, overrides)
+    strong = strong_scaling_points(megatron_core_rows(), points)
+    return [result("e2e-megatron-core-h100", tuple(points)),
+            result("e2e-megatron-core-h100-strong", tuple(strong))]  # fmt: skip
