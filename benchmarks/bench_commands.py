@@ -54,6 +54,15 @@ def main() -> None:
             0.5,
         ),
         (
+            "run, MoE atlas-800t-a2 64 nodes (was a hang: direct on 64x8 lanes)",
+            [
+                *["scaling", "run", "configs/moe-mlu-vs-gpu.yaml", "--no-plot", "--force"],
+                *["--set", "systems=[atlas-800t-a2]", "--set", "nodes=[64]"],
+                *["--out", f"{out}/moe64"],
+            ],
+            3.0,
+        ),
+        (
             "collective, 1 GiB all-reduce, 4,096 ranks (dgx-a100 x512)",
             [
                 "scaling",

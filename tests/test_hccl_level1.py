@@ -154,3 +154,21 @@ def test_nhr_wins_at_many_servers_pipeline_on_large_data() -> None:
     assert flows512.predict(AR, 64 * MB, Group(512, 8)).algorithm == "nhr"
     flows8 = FlowCollectives(simpy.Environment(), spec, 8)
     assert flows8.predict(AR, 1024 * MB, Group(8, 8)).algorithm == "pipeline"
+
+
+def test_tuner_bounds_direct_over_every_lane() -> None:
+    """The tuner takes direct only for calls of at most 64 ranks, all sibling lanes together:
+    a data-parallel group of 64 servers on 8 lanes as direct is 8·64·63 = 32,256 flows whose
+    ~1,000 distinct max-min rates retire one by one (one re-solve each: the 64-node Atlas run
+    of configs/moe-mlu-vs-gpu.yaml never finished). Smaller here: 16 servers × 8 lanes, where
+    direct is the tuner's pick without the bound; naming direct still prices it."""
+    spec = _spec()
+    group = Group(16, 1, lanes=8)
+    flows = FlowCollectives(simpy.Environment(), spec, 16)
+    named = flows.predict(RS, 64 * MB, group, "direct")
+    sched = flows.schedule("direct", RS, group)
+    assert sched is not None and sum(ph.src.size for ph in sched.phases) == 8 * 16 * 15
+    ch = flows.predict(RS, 64 * MB, group)
+    assert ch.algorithm != "direct" and ch.time_s >= named.time_s
+    picked = flows.schedule(ch.algorithm, RS, group)
+    assert picked is not None and max(ph.src.size for ph in picked.phases) < 8 * 16 * 15

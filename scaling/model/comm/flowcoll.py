@@ -224,6 +224,11 @@ class FlowCollectives:
             if sched is None:
                 continue
             algo = algorithm_of(name)
+            bound = algo.max_call_ranks
+            if algorithm is None and bound is not None and p * group.lanes > bound:
+                # the lanes run at once: a 64-server group on 8 lanes as direct is 32,256
+                # flows with ~1,000 distinct rates, one re-solve per finishing flow
+                continue
             infos = [self._phase_info(ph) for ph in sched.phases]
             k = sum(i[0] for i in infos)
             neck = max(infos, key=lambda i: i[0])[1] if infos else ""

@@ -151,6 +151,10 @@ class Algorithm(ABC):
     simple_only: ClassVar[bool] = False
     #: constants read from the library file (``algorithm_params.<name>.<key>``)
     params: ClassVar[dict[str, Param]] = {}
+    #: most ranks, all sibling lanes together, of a call the tuner picks it for on its own
+    #: (None: no bound); naming the algorithm still prices and runs it (direct: p² flows
+    #: per lane, all at once, retire one by one at their distinct max-min rates)
+    max_call_ranks: ClassVar[int | None] = None
 
     @abstractmethod
     def schedule(self, plan: Planner, op: CollectiveOp, group: Group) -> Schedule:

@@ -16,6 +16,8 @@ class Direct(Algorithm):
     """Direct exchange, up to 64 ranks (p² flows)."""
 
     name = "direct"
+    #: p² flows per lane, all in flight at once (the tuner's bound in :meth:`FlowCollectives.predict`)
+    max_call_ranks = 64
     ops = frozenset(
         {
             CollectiveOp.ALL_REDUCE,
