@@ -277,7 +277,8 @@ def check_output(code: int, err: str, label: str) -> None:
     if code == 2:
         lines = [ln for ln in err.strip().splitlines() if ln.strip()]
         usage = bool(lines) and lines[-1].startswith("Error: ")  # click's own usage error
-        usage = usage and all(ln.startswith(("Usage:", "Try ")) for ln in lines[:-1])
+        # click wraps a long usage line: its continuation is indented
+        usage = usage and all(ln.startswith(("Usage:", "Try ", " ")) for ln in lines[:-1])
         # one error line, after notes: a refused point ("refused: ..."), progress ("# ...")
         notes = all(ln.startswith(("refused: ", "warning: ", "# ")) for ln in lines[:-1])
         one = bool(lines) and lines[-1].startswith("error: ") and notes
@@ -409,7 +410,17 @@ def test_the_check_catches_a_traceback_and_a_long_error() -> None:
         check_output(3, "", "t")
     check_output(2, "error: one line naming x.yaml:3: field", "t")
     check_output(2, "Usage: scaling x\nTry 'scaling x --help' for help.\n\nError: bad", "t")
+    # click wraps a long usage line (a long program name in a subprocess) with an indent
+    check_output(2, "Usage: python -m scaling.app.cli schema [OPTIONS]\n"
+                 "                  [experiment|sweep]\nTry 'x --help'.\n\nError: bad", "t")  # fmt: skip
+    with pytest.raises(AssertionError):
+        check_output(2, "Usage: x\nValueError: y\nError: bad", "t")
     assert re.match(r"^error: ", "error: x")
+
+
+def test_an_empty_study_prefix_is_refused_not_every_study_run() -> None:
+    res = CliRunner().invoke(main, ["validate", "--study", ""])
+    assert res.exit_code == 2 and "--study: got an empty name" in res.output
 
 
 @pytest.mark.parametrize(

@@ -52,6 +52,9 @@ def validate(
     \b
     Example: scaling validate --study nccl --format csv > validation.csv
     """
+    if any(not s.strip() for s in studies):
+        # an empty prefix matches every study: the whole validation, not the one asked for
+        raise click.UsageError("--study: got an empty name; expected a study name or its prefix")
     rep = run_validation(prefixes=studies, progress=want_progress(progress))
     if not rep.studies:
         raise click.UsageError(f"--study {', '.join(studies)}: no study matches")
