@@ -254,30 +254,7 @@ class ModelConfig(Strict):
 
     def to_shape(self) -> TransformerShape:
         """The model shape this mapping describes (a :class:`MoEShape` with ``moe``)."""
-        if self.moe is not None:
-            m = self.mla
-            return MoEShape(
-                self.name,
-                self.layers,
-                self.hidden,
-                self.heads,
-                self.ffn or 4 * self.hidden,
-                self.vocab,
-                self.max_positions,
-                self.kv_heads or self.heads,
-                gated_mlp=self.gated_mlp,
-                bias=self.bias,
-                tied_embeddings=self.tied_embeddings,
-                norm=self.norm,
-                head_bias=self.head_bias,
-                moe=self.moe.to_spec(),
-                mla=None
-                if m is None
-                else MLASpec(m.q_lora_rank, m.kv_lora_rank, m.qk_nope_dim, m.qk_rope_dim, m.v_dim),
-                attn_head_dim=self.head_dim or 0,
-                qk_norm=self.qk_norm,
-            )
-        return TransformerShape(
+        dims = (
             self.name,
             self.layers,
             self.hidden,
@@ -286,11 +263,27 @@ class ModelConfig(Strict):
             self.vocab,
             self.max_positions,
             self.kv_heads or self.heads,
-            gated_mlp=self.gated_mlp,
-            bias=self.bias,
-            tied_embeddings=self.tied_embeddings,
-            norm=self.norm,
-            head_bias=self.head_bias,
+        )
+        flags: dict[str, Any] = {
+            "gated_mlp": self.gated_mlp,
+            "bias": self.bias,
+            "tied_embeddings": self.tied_embeddings,
+            "norm": self.norm,
+            "head_bias": self.head_bias,
+        }
+        if self.moe is None:
+            return TransformerShape(*dims, **flags)
+        m = self.mla
+        mla = None if m is None else MLASpec(
+            m.q_lora_rank, m.kv_lora_rank, m.qk_nope_dim, m.qk_rope_dim, m.v_dim
+        )  # fmt: skip
+        return MoEShape(
+            *dims,
+            **flags,
+            moe=self.moe.to_spec(),
+            mla=mla,
+            attn_head_dim=self.head_dim or 0,
+            qk_norm=self.qk_norm,
         )
 
 
