@@ -5,6 +5,8 @@ ranks grow (E[max of p draws] rises as √(2 ln p))."""
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -36,22 +38,15 @@ def test_spread_draw_has_the_given_cv_and_keeps_other_draws() -> None:
 
 
 def _fsdp(nodes: int, cv: float, seed: int = 0) -> Job:
-    cfg: dict[str, object] = {
-        "model": "gpt3-13b",
-        "systems": ["dgx-a100"],
-        "nodes": [nodes],
-        "strategy": {"kind": "fsdp", "sharding": "full_shard", "reduce_dtype": "bf16"},
-        "training": {
-            "seq_len": 512,
-            "micro_batch_size": 8,
-            "activation_checkpointing": "full",
-            "flash_attention": True,
-        },
-        "simulation": {"steps": 1, "warmup_steps": 1, "seed": seed},
-    }
-    if cv:
-        cfg["variability"] = {"device_speed_cv": cv}
-    return experiment_from_dict(cfg).jobs()[0]
+    """The FSDP-at-scale guide's job (tools/fsdp_at_scale.py builds it; one definition)."""
+    spec = importlib.util.spec_from_file_location(
+        "fsdp_at_scale", Path(__file__).parents[1] / "tools" / "fsdp_at_scale.py"
+    )
+    assert spec is not None and spec.loader is not None
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    job: Job = tool.job(nodes, cv, seed)
+    return job
 
 
 def test_fsdp_per_gpu_throughput_falls_from_8_to_512_a100s_with_the_spread() -> None:
