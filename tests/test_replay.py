@@ -26,7 +26,7 @@ from scaling.model.comm.ops import CollectiveOp
 from scaling.model.hardware.compute import ComputeModel, micro_batch_compute
 from scaling.model.strategies.replay import ReplayedCall, ReplayedStep, ReplaySpec, group_of
 from tests.test_recordings_import import _as_scaling_record
-from tests.test_torch_schedules import FIXTURES, _load, _strategy
+from tests.test_torch_schedules import FIXTURES, _load, job_config
 
 
 def _recording(tmp_path: Path, variant: str, rank: int = 0) -> tuple[Path, dict[str, Any]]:
@@ -36,32 +36,7 @@ def _recording(tmp_path: Path, variant: str, rank: int = 0) -> tuple[Path, dict[
 
 def _config(tmp_path: Path, doc: dict[str, Any]) -> Path:
     """The experiment config describing the fixture's job (model, training, strategy)."""
-    m, tr = doc["model"], doc["training"]
-    names = [n for n, _ in m["params"]]
-    cfg = {
-        "model": {
-            "name": doc["variant"],
-            "vocab": m["vocab"],
-            "hidden": m["hidden"],
-            "layers": m["n_layers"],
-            "heads": m["n_heads"],
-            "ffn": m["ffn_hidden"],
-            "max_positions": m["max_seq"],
-            "tied_embeddings": m["tied_embeddings"],
-            "bias": m["bias"],
-            "head_bias": "lm_head.bias" in names,
-        },
-        "systems": ["dgx-a100"],
-        "nodes": [1],
-        "strategy": _strategy(doc),
-        "training": {
-            "micro_batch_size": tr["micro_batch"],
-            "seq_len": tr["seq_len"],
-            "grad_accum_steps": tr["grad_accum"],
-            "param_dtype": "fp32",
-            "dtype": "bf16" if tr["amp"] else "fp32",
-        },
-    }
+    cfg = job_config(doc)
     path = tmp_path / "job.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return path

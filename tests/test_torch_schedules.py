@@ -71,10 +71,11 @@ def _strategy(doc: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _job(doc: dict[str, Any], network: str = "analytic") -> Job:
+def job_config(doc: dict[str, Any]) -> dict[str, Any]:
+    """The experiment config (model, training, strategy) describing a recorded fixture's job."""
     m, tr = doc["model"], doc["training"]
     names = [n for n, _ in m["params"]]
-    cfg = {
+    return {
         "model": {
             "name": doc["variant"],
             "vocab": m["vocab"],
@@ -98,8 +99,12 @@ def _job(doc: dict[str, Any], network: str = "analytic") -> Job:
             # autocast(bf16) over fp32 parameters, or plain fp32
             "dtype": "bf16" if tr["amp"] else "fp32",
         },
-        "simulation": {"network": network, "warmup_steps": 0, "steps": doc["steps_recorded"]},
     }
+
+
+def _job(doc: dict[str, Any], network: str = "analytic") -> Job:
+    cfg = job_config(doc)
+    cfg["simulation"] = {"network": network, "warmup_steps": 0, "steps": doc["steps_recorded"]}
     job = experiment_from_dict(cfg).jobs()[0]
     world = doc["world_size"]
     # a 2-D mesh on two nodes: shard groups inside a node ([replicate, shard] on 2x2) or strided
