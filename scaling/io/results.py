@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from scaling.io.errors import ConfigError
+from scaling.io.rows import NAN, Rows
 from scaling.lazy import lazy_module
 from scaling.model.analysis.metrics import RunResult, scaling_efficiency
 from scaling.model.job import Job
@@ -61,6 +62,39 @@ def add_scaling_efficiency(df: pd.DataFrame, by: tuple[str, ...] = ()) -> pd.Dat
         )
     ]
     return df
+
+
+def efficiency_rows(records: list[dict[str, Any]]) -> Rows:
+    """What ``add_scaling_efficiency(pd.DataFrame(records))`` holds — with a NaN
+    ``tokens_per_s_per_device`` column when no row has one, as :func:`run_experiment
+    <scaling.app.api.run_experiment>` builds it — as :class:`Rows`, without pandas. Not
+    :attr:`~Rows.exact` when pandas is needed (a cell type or group key it cannot mirror)."""
+    rows = Rows(records)
+    if "tokens_per_s_per_device" not in rows.columns:
+        rows.add_column("tokens_per_s_per_device", [NAN] * len(rows))
+    if not rows.exact or not len(rows):
+        return rows
+    cols = [rows.data[c] for c in EFFICIENCY_GROUP]
+    keys = list(zip(*cols, strict=True))
+    if any(isinstance(v, float) for k in keys for v in k):  # a NaN key: pandas' groupby rules
+        rows.exact = False
+        return rows
+    tput, devices = rows.data["tokens_per_s_per_device"], rows.data["devices"]
+    # each group's baseline: its first row with the fewest devices (groupby idxmin)
+    base: dict[tuple, tuple[float, float]] = {}
+    for k, t, d in zip(keys, tput, devices, strict=True):
+        if math.isnan(t) or d != d:
+            continue
+        if k not in base or d < base[k][0]:
+            base[k] = (d, t)
+    rows.add_column(
+        "scaling_efficiency",
+        [
+            scaling_efficiency(t, base[k][1]) if not math.isnan(t) and k in base else NAN
+            for t, k in zip(tput, keys, strict=True)
+        ],
+    )
+    return rows
 
 
 def run_series(result: RunResult) -> pd.Series:
@@ -191,12 +225,13 @@ def column_units(path: str | Path) -> dict[str, str]:
 
 
 def write_outputs(
-    out_dir: Path, df: pd.DataFrame, resolved: dict[str, Any], config_hash: str
+    out_dir: Path, df: pd.DataFrame | Rows, resolved: dict[str, Any], config_hash: str
 ) -> dict[str, Path]:
     """Write the results as CSV and Parquet (typed, units in the field metadata, as a sweep's:
     :func:`write_parquet`) and the resolved config (with its hash) into ``out_dir``, each
     atomically (a crash leaves the old file or the new one); a failed write is a one-line
-    :class:`ConfigError`."""
+    :class:`ConfigError`. ``df``: a DataFrame, or :attr:`~Rows.exact` :class:`Rows` (written
+    without pandas, the same bytes)."""
     from scaling.io.files import atomic_write, make_dir, write_text_atomic
 
     make_dir(out_dir)
@@ -205,10 +240,25 @@ def write_outputs(
         "parquet": out_dir / "results.parquet",
         "config": out_dir / "resolved_config.yaml",
     }
-    frame = df.copy()
-    frame.insert(0, "config_hash", config_hash)
-    atomic_write(paths["results"], lambda p: frame.to_csv(p, index=False))
-    atomic_write(paths["parquet"], lambda p: write_parquet(frame, p))
+    if isinstance(df, Rows):
+        if not df.exact:
+            raise ValueError("write_outputs: Rows that pandas must build; pass the DataFrame")
+        rows = df.copy()
+        rows.add_column("config_hash", [config_hash] * len(rows), at=0)
+        csv_bytes = rows.to_csv().encode()  # to_csv's default encoding, UTF-8
+
+        def write_csv(p: Path) -> None:
+            with open(p, "wb") as fh:
+                fh.write(csv_bytes)
+
+        atomic_write(paths["results"], write_csv)
+        cols = run_columns()
+        atomic_write(paths["parquet"], lambda p: rows.write_parquet(p, cols, _unit_of))
+    else:
+        frame = df.copy()
+        frame.insert(0, "config_hash", config_hash)
+        atomic_write(paths["results"], lambda p: frame.to_csv(p, index=False))
+        atomic_write(paths["parquet"], lambda p: write_parquet(frame, p))
     doc = {"config_hash": config_hash, **json.loads(json.dumps(resolved))}
     text = f"# resolved config; hash {config_hash}\n" + yaml.safe_dump(doc, sort_keys=False)
     write_text_atomic(paths["config"], text)
@@ -304,8 +354,17 @@ def format_results_table(df: Any, axes: Sequence[str] = ()) -> str:
 
 
 def results_cells(df: Any, axes: Sequence[str] = ()) -> tuple[list[str], list[list[str]], str]:
-    """The cells of :func:`format_results_table`: (header, rows, align)."""
-    cols = [(a, _short_axis(a), "{:g}" if df[a].dtype.kind == "f" else "{}") for a in axes]
+    """The cells of :func:`format_results_table`: (header, rows, align). ``df``: a DataFrame
+    or :class:`Rows`."""
+    if isinstance(df, Rows):
+        columns, kind, records = df.columns, df.kinds.__getitem__, df.row_dicts()
+    else:
+        columns, records = df.columns, df.to_dict("records")
+
+        def kind(c: str) -> str:
+            return str(df[c].dtype.kind)
+
+    cols = [(a, _short_axis(a), "{:g}" if kind(a) == "f" else "{}") for a in axes]
     cols += [
         ("system", "system", "{}"),
         ("strategy", "strategy", "{}"),
@@ -318,10 +377,8 @@ def results_cells(df: Any, axes: Sequence[str] = ()) -> tuple[list[str], list[li
         ("mfu", "MFU", "{:.1%}"),
         ("status", "status", "{}"),
     ]
-    cols = [c for c in cols if c[0] in df.columns]
-    text_cols = {"system", "strategy", "status"} | {
-        a for a in axes if df[a].dtype.kind not in "iuf"
-    }
-    rows = [[_cell(rec[c], fmt) for c, _, fmt in cols] for rec in df.to_dict("records")]
+    cols = [c for c in cols if c[0] in columns]
+    text_cols = {"system", "strategy", "status"} | {a for a in axes if kind(a) not in "iuf"}
+    rows = [[_cell(rec[c], fmt) for c, _, fmt in cols] for rec in records]
     align = "".join("l" if c in text_cols else "r" for c, _, _ in cols)
     return [h for _, h, _ in cols], rows, align
