@@ -176,38 +176,55 @@ class Rows:
                 typ = pa.float64()
             u = unit(c)
             fields.append(pa.field(c, typ, True, {"unit": u} if u else None))
-            arrays.append(_arrow_array(kinds[c], data[c]).cast(typ))
+            arrays.append(_arrow_array(kinds[c], data[c], typ))
         meta = {"pandas": json.dumps(_pandas_metadata(names, kinds, pa.__version__))}
         schema = pa.schema(fields, metadata=meta)
         pq.write_table(pa.Table.from_arrays(arrays, schema=schema), path)
 
 
-def _arrow_array(kind: str, values: list[Any]) -> Any:
-    """A column as the Arrow array ``pa.Table.from_pandas`` makes of it (NaN and missing strings
-    null), built from buffers: ``pa.array`` imports pandas to check what it was given."""
+def _arrow_array(kind: str, values: list[Any], typ: Any) -> Any:
+    """A column as Arrow type ``typ``: what ``pa.Table.from_pandas`` makes of it (NaN and
+    missing strings null) cast to ``typ``. Built from buffers: ``pa.array`` imports pandas to
+    check what it was given, and a cast imports ``pyarrow.compute`` (~40 ms CPU together), so
+    only a pair this does not build goes through ``cast``."""
     import numpy as np
     import pyarrow as pa
 
     n = len(values)
     if kind == NONE:
-        return pa.nulls(n)
-    if kind == INT:
+        return pa.nulls(n, typ)
+    if kind == INT and typ == pa.int64():
         ints = pa.py_buffer(np.array(values, dtype=np.int64))
-        return pa.Array.from_buffers(pa.int64(), n, [None, ints], null_count=0)
-    if kind == BOOL:
+        return pa.Array.from_buffers(typ, n, [None, ints], null_count=0)
+    if kind == BOOL and typ == pa.bool_():
         bits = np.packbits(np.array(values, dtype=np.bool_), bitorder="little")
-        return pa.Array.from_buffers(pa.bool_(), n, [None, pa.py_buffer(bits)], null_count=0)
+        return pa.Array.from_buffers(typ, n, [None, pa.py_buffer(bits)], null_count=0)
     if kind == FLOAT:
         arr = np.array(values, dtype=np.float64)
         valid = ~np.isnan(arr)
-        bufs = [_validity(valid), pa.py_buffer(arr)]
-        return pa.Array.from_buffers(pa.float64(), n, bufs, null_count=int(n - valid.sum()))
-    valid = np.array([not isinstance(v, float) for v in values], dtype=np.bool_)
-    encoded = [v.encode() if isinstance(v, str) else b"" for v in values]
-    offsets = np.zeros(n + 1, dtype=np.int64)
-    np.cumsum([len(b) for b in encoded], out=offsets[1:])
-    bufs = [_validity(valid), pa.py_buffer(offsets), pa.py_buffer(b"".join(encoded))]
-    return pa.Array.from_buffers(pa.large_string(), n, bufs, null_count=int(n - valid.sum()))
+        nulls = int(n - valid.sum())
+        if typ == pa.float64():
+            return pa.Array.from_buffers(typ, n, [_validity(valid), pa.py_buffer(arr)], nulls)
+        whole = np.where(valid, arr, 0.0)
+        if typ == pa.int64() and bool((whole == np.trunc(whole)).all()):
+            if bool((np.abs(whole) < 2.0**63).all()):  # a safe cast: whole numbers in range
+                ints = pa.py_buffer(whole.astype(np.int64))
+                return pa.Array.from_buffers(typ, n, [_validity(valid), ints], nulls)
+        floats = pa.Array.from_buffers(pa.float64(), n, [_validity(valid), pa.py_buffer(arr)])
+        return floats.cast(typ)
+    if kind == STR:
+        valid = np.array([not isinstance(v, float) for v in values], dtype=np.bool_)
+        encoded = [v.encode() if isinstance(v, str) else b"" for v in values]
+        size = sum(len(b) for b in encoded)
+        wide = typ != pa.string()
+        if typ in (pa.large_string(), pa.string()) and (wide or size < 2**31):
+            offsets = np.zeros(n + 1, dtype=np.int64 if wide else np.int32)
+            np.cumsum([len(b) for b in encoded], out=offsets[1:])
+            data = pa.py_buffer(b"".join(encoded))
+            bufs = [_validity(valid), pa.py_buffer(offsets), data]
+            return pa.Array.from_buffers(typ, n, bufs, null_count=int(n - valid.sum()))
+    inferred = {INT: pa.int64(), FLOAT: pa.float64(), BOOL: pa.bool_(), STR: pa.large_string()}
+    return _arrow_array(kind, values, inferred[kind]).cast(typ)
 
 
 def _validity(valid: Any) -> Any:
