@@ -206,10 +206,10 @@ def _arrow_array(kind: str, values: list[Any], typ: Any) -> Any:
         if typ == pa.float64():
             return pa.Array.from_buffers(typ, n, [_validity(valid), pa.py_buffer(arr)], nulls)
         whole = np.where(valid, arr, 0.0)
-        if typ == pa.int64() and bool((whole == np.trunc(whole)).all()):
-            if bool((np.abs(whole) < 2.0**63).all()):  # a safe cast: whole numbers in range
-                ints = pa.py_buffer(whole.astype(np.int64))
-                return pa.Array.from_buffers(typ, n, [_validity(valid), ints], nulls)
+        # a safe cast: whole numbers in range (else cast raises, as through pandas)
+        if typ == pa.int64() and bool(((whole == np.trunc(whole)) & (abs(whole) < 2.0**63)).all()):
+            ints = pa.py_buffer(whole.astype(np.int64))
+            return pa.Array.from_buffers(typ, n, [_validity(valid), ints], nulls)
         floats = pa.Array.from_buffers(pa.float64(), n, [_validity(valid), pa.py_buffer(arr)])
         return floats.cast(typ)
     if kind == STR:
