@@ -6,8 +6,6 @@ CSV quoting, unicode, bools, all-null columns, column order, ties in the efficie
 from __future__ import annotations
 
 import math
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -136,19 +134,3 @@ def test_descending_order_is_pandas_sort_values() -> None:
 
 def test_pandas_version_read_without_importing_it() -> None:
     assert pandas_version() == pd.__version__
-
-
-def test_one_point_run_does_not_import_pandas(tmp_path) -> None:
-    code = (
-        "import sys; from scaling.app.entry import main\n"
-        "try: main(['run', 'configs/mlu-vs-gpu.yaml', '--no-plot', '--set', 'systems=[dgx-a100]',"
-        f" '--set', 'nodes=[1]', '--set', 'simulation.steps=1', '--out', {str(tmp_path)!r}])\n"
-        "except SystemExit as e: assert not e.code, e\n"
-        "print(sorted(m for m in ('pandas', 'matplotlib', 'scipy') if m in sys.modules))"
-    )
-    root = Path(__file__).resolve().parents[1]
-    out = subprocess.run(
-        [sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True
-    )
-    assert out.stdout.splitlines()[-1] == "[]", out.stdout + out.stderr
-    assert (tmp_path / "results.parquet").is_file()

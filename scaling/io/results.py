@@ -13,6 +13,7 @@ import yaml
 
 from scaling.io.errors import ConfigError
 from scaling.io.rows import NAN, Rows
+from scaling.io.text_table import FORMATS, format_table  # their home; here for render()
 from scaling.lazy import lazy_module
 from scaling.model.analysis.metrics import RunResult, scaling_efficiency
 from scaling.model.job import Job
@@ -300,35 +301,6 @@ def _plain_yaml(doc: Any) -> bool:
         elif not (v is None or t is bool or t is int or t is float):
             return False
     return True
-
-
-#: what ``--format`` accepts on every command that prints a table
-FORMATS = ("table", "csv", "json", "markdown")
-
-
-def format_table(
-    header: Sequence[str], rows: Sequence[Sequence[str]], align: str = "", style: str = "text"
-) -> str:
-    """The one plain-text table of the project: columns two spaces apart, a rule of dashes under
-    the header, trailing blanks stripped. ``align`` gives each column ``l`` (left) or ``r``
-    (right); columns past its end are right-aligned (numbers). ``style="markdown"``: the same
-    cells as a GitHub Markdown pipe table."""
-    allrows = [list(header), *(list(r) for r in rows)]
-    just = [(align[i] if i < len(align) else "r") for i in range(len(header))]
-    if style == "markdown":
-        cells = [[v.replace("|", "\\|") for v in r] for r in allrows]
-        rule = ["---:" if j == "r" else "---" for j in just]
-        return "\n".join("| " + " | ".join(r) + " |" for r in [cells[0], rule, *cells[1:]])
-    widths = [max(len(r[i]) for r in allrows) for i in range(len(header))]
-
-    def line(r: list[str]) -> str:
-        return "  ".join(
-            v.ljust(w) if j == "l" else v.rjust(w) for v, w, j in zip(r, widths, just, strict=True)
-        ).rstrip()
-
-    return "\n".join(
-        [line(allrows[0]), "  ".join("-" * w for w in widths), *map(line, allrows[1:])]
-    )
 
 
 def frame_records(df: pd.DataFrame) -> list[dict[str, Any]]:
