@@ -215,8 +215,10 @@ def check_out_dir(folder: Any, kind: str, name: str, force: bool) -> None:
     its resume) may rewrite its own folder."""
     from scaling.io.errors import ConfigError
 
+    if force:  # nothing to check: the folder's metadata is not even read
+        return
     owner = _owner(folder)
-    if force or owner is None or owner == (kind, name):
+    if owner is None or owner == (kind, name):
         return
     what = f"{owner[0]} {owner[1]!r}" if owner[1] else "other results"
     raise ConfigError(
