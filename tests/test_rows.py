@@ -134,3 +134,45 @@ def test_descending_order_is_pandas_sort_values() -> None:
 
 def test_pandas_version_read_without_importing_it() -> None:
     assert pandas_version() == pd.__version__
+
+
+def _gap_summary_pandas(df: pd.DataFrame) -> list[str]:
+    """The run command's summary as it was written with pandas (the oracle)."""
+    top = df["nodes"].max()
+    out: list[str] = []
+    for strategy, g in df[df["nodes"] == top].groupby("strategy", sort=False):
+        last = g.sort_values("scaling_efficiency", ascending=False)
+        if len(last) < 2:
+            continue
+        best = last.iloc[0]
+        out.append(
+            f"At {top} nodes with {strategy}, scaling efficiency (1.000 = perfect weak scaling):"
+        )
+        for _, r in last.iterrows():
+            gap = (r["scaling_efficiency"] - best["scaling_efficiency"]) * 100
+            rel = (
+                ""
+                if r["system"] == best["system"]
+                else f"  ({gap:+.1f} points vs {best['system']})"
+            )
+            out.append(f"  {r['system']:<12} {r['scaling_efficiency']:.3f}{rel}")
+    return out
+
+
+def test_gap_summary_is_the_pandas_one_with_ties_and_nan() -> None:
+    from scaling.app.run_cmd import _gap_summary
+
+    rng = np.random.default_rng(2)
+    for _ in range(40):
+        n = int(rng.integers(1, 30))
+        records = [
+            {
+                "system": f"s{int(rng.integers(0, 6))}",
+                "strategy": str(rng.choice(["ddp", "fsdp", "tp"])),
+                "nodes": int(rng.choice([1, 8, 8])),
+                "scaling_efficiency": float(rng.choice([1.0, 0.9, 0.9, 0.75, math.nan])),
+            }
+            for _ in range(n)
+        ]
+        want = _gap_summary_pandas(pd.DataFrame(records))
+        assert _gap_summary(Rows(records).row_dicts()) == want
