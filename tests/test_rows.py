@@ -87,6 +87,7 @@ def test_edge_values_are_written_byte_for_byte(tmp_path) -> None:
             "big": 2**62 - i,
             "mfu": i,  # ints and bools in metric columns whose Parquet type is float64: cast
             "goodput": i % 3 == 0,
+            "note": None,  # every cell None: an object column, empty in CSV, null in Parquet
             "status": "ok",
         }
         if i % 4:  # a missing int cell makes the column float64; a missing str cell NaN

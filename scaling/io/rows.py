@@ -138,10 +138,6 @@ class Rows:
         cols = [(c, self.data[c]) for c in self.columns]
         return [{c: v[i] for c, v in cols} for i in range(len(self))]
 
-    def where(self, keep: Callable[[dict[str, Any]], bool]) -> list[dict[str, Any]]:
-        """The rows (as :meth:`row_dicts`) for which ``keep`` is true."""
-        return [r for r in self.row_dicts() if keep(r)]
-
     def to_csv(self) -> str:
         """The table as ``DataFrame.to_csv(index=False)`` writes it."""
         buf = io.StringIO()
@@ -151,7 +147,9 @@ class Rows:
         w.writerows(zip(*cols, strict=True))
         return buf.getvalue()
 
-    def write_parquet(self, path: Path, arrow_types: dict[str, str], unit: Callable) -> None:
+    def write_parquet(
+        self, path: Path, arrow_types: dict[str, str], unit: Callable[[str], str | None]
+    ) -> None:
         """Write the table as :func:`scaling.io.results.write_parquet` does through pandas:
         the columns of ``arrow_types`` always (a missing one appended, all null) and in those
         Arrow types, other columns as ``pa.Table.from_pandas`` infers them; field metadata
