@@ -1,7 +1,8 @@
 """Start-up time of the command line (prints figures; asserts nothing).
 
 Issue 18 target: ``scaling --help`` and ``scaling --version`` in <= 0.5 s CPU (the entry point
-imports click only; a command loads numpy and pydantic when it runs, pandas only for a table).
+imports click only; a command loads numpy and pydantic when it runs, pandas only for an analysis
+table: ``scaling run`` and ``scaling collective`` print and write theirs without it, issue 29).
 Prints CPU (the child process's user + system) next to wall, median of 3 fresh interpreters per
 command; for comparison a command that loads the model, and importing ``scaling.app.api``
 (what ``simulate`` and every simulating command pay; issue 29).

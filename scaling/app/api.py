@@ -14,13 +14,15 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 from scaling.io.config import LoadedExperiment, as_experiment
 from scaling.io.errors import ConfigError
-from scaling.io.results import add_scaling_efficiency, job_identity
+from scaling.io.results import add_scaling_efficiency, efficiency_rows, job_identity
+from scaling.io.rows import Rows
 from scaling.lazy import lazy_module
 from scaling.model.analysis.metrics import RunResult
 from scaling.model.job import InfeasibleJobError, Job
@@ -135,14 +137,29 @@ class ExperimentResult:
     Attributes:
         experiment: the loaded experiment.
         runs: a :class:`RunResult` per point that ran (refused points have none).
+        records: one dict per point in the experiment's order (what :attr:`table` is built from).
         table: one row per point in the experiment's order: identity, ``status`` (``ok`` or
             ``refused``), ``error`` (why a point was refused), metrics and
-            ``scaling_efficiency`` — NaN where a point has no such value.
+            ``scaling_efficiency`` — NaN where a point has no such value (a DataFrame, built on
+            first use: the CLI prints and writes :attr:`rows` without importing pandas).
     """
 
     experiment: LoadedExperiment
     runs: list[RunResult]
-    table: pd.DataFrame
+    records: list[dict[str, Any]] = field(repr=False)
+
+    @cached_property
+    def table(self) -> pd.DataFrame:  # noqa: D102 (documented above)
+        table = pd.DataFrame(self.records)
+        if "tokens_per_s_per_device" not in table:
+            table["tokens_per_s_per_device"] = float("nan")
+        return add_scaling_efficiency(table)
+
+    @cached_property
+    def rows(self) -> Rows:
+        """:attr:`table` as :class:`~scaling.io.rows.Rows` (no pandas; when not
+        :attr:`~scaling.io.rows.Rows.exact`, use :attr:`table`)."""
+        return efficiency_rows(self.records)
 
     @property
     def ok(self) -> pd.DataFrame:
@@ -223,10 +240,7 @@ def run_experiment(
             rows.append({**done[i].scalars(), "status": "ok", "error": ""})
         else:
             rows.append({**job_identity(job), "status": "refused", "error": reasons[i]})
-    table = pd.DataFrame(rows)
-    if "tokens_per_s_per_device" not in table:
-        table["tokens_per_s_per_device"] = float("nan")
-    return ExperimentResult(exp, [done[i] for i in todo], add_scaling_efficiency(table))
+    return ExperimentResult(exp, [done[i] for i in todo], rows)
 
 
 def run_sweep(

@@ -15,7 +15,7 @@ from typing import Any
 
 import click
 
-from scaling.io.results import FORMATS
+from scaling.io.text_table import FORMATS
 
 Cells = tuple[Sequence[str], Sequence[Sequence[str]], str]
 
@@ -173,10 +173,13 @@ class Printer:
 
     def table(self, df: Any, cells: Cells | None = None, text: str | None = None) -> None:
         """The command's table: ``text`` (or ``cells``) in table format, else ``df`` rendered."""
+        if self.fmt == "table" and text is not None:  # as given: no table module to import
+            click.echo(text, err=self.quiet)
+            return
         from scaling.io.results import render
 
         if self.fmt == "table":
-            click.echo(text if text is not None else render(df, "table", cells), err=self.quiet)
+            click.echo(render(df, "table", cells), err=self.quiet)
         else:
             click.echo(render(df, self.fmt, cells))
 
@@ -212,8 +215,10 @@ def check_out_dir(folder: Any, kind: str, name: str, force: bool) -> None:
     its resume) may rewrite its own folder."""
     from scaling.io.errors import ConfigError
 
+    if force:  # nothing to check: the folder's metadata is not even read
+        return
     owner = _owner(folder)
-    if force or owner is None or owner == (kind, name):
+    if owner is None or owner == (kind, name):
         return
     what = f"{owner[0]} {owner[1]!r}" if owner[1] else "other results"
     raise ConfigError(

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+import numpy as np
 
 from scaling.app.exits import fail, user_errors
 from scaling.app.output import (
@@ -24,19 +25,26 @@ from scaling.io.results import results_cells
 from scaling.model.errors import InfeasibleJobError
 
 
-def _gap_summary(df: Any) -> list[str]:
-    """At the largest node count: each system's efficiency vs the best, per strategy."""
-    top = df["nodes"].max()
+def _gap_summary(ok: list[dict[str, Any]]) -> list[str]:
+    """At the largest node count: each system's efficiency vs the best, per strategy. ``ok``:
+    the rows that ran (dicts, as ``DataFrame.to_dict("records")``), in table order."""
+    if not ok:
+        return []
+    top = max(r["nodes"] for r in ok)
+    groups: dict[Any, list[dict[str, Any]]] = {}  # by strategy, in first-seen order
+    for r in ok:
+        if r["nodes"] == top:
+            groups.setdefault(r["strategy"], []).append(r)
     out: list[str] = []
-    for strategy, g in df[df["nodes"] == top].groupby("strategy", sort=False):
-        last = g.sort_values("scaling_efficiency", ascending=False)
-        if len(last) < 2:
+    for strategy, g in groups.items():
+        if len(g) < 2:
             continue
-        best = last.iloc[0]
+        last = [g[i] for i in _descending(np.array([r["scaling_efficiency"] for r in g]))]
+        best = last[0]
         out.append(
             f"At {top} nodes with {strategy}, scaling efficiency (1.000 = perfect weak scaling):"
         )
-        for _, r in last.iterrows():
+        for r in last:
             gap = (r["scaling_efficiency"] - best["scaling_efficiency"]) * 100
             rel = (
                 ""
@@ -45,6 +53,16 @@ def _gap_summary(df: Any) -> list[str]:
             )
             out.append(f"  {r['system']:<12} {r['scaling_efficiency']:.3f}{rel}")
     return out
+
+
+def _descending(values: Any) -> list[int]:
+    """The order ``Series.sort_values(ascending=False)`` gives ``values`` (pandas'
+    ``nargsort``: reversed, numpy quicksort, reversed back; NaN last), ties included."""
+    mask = np.isnan(values)
+    idx = np.arange(len(values))
+    non_nans, non_nan_idx = values[~mask][::-1], idx[~mask][::-1]
+    order = non_nan_idx[non_nans.argsort(kind="quicksort")][::-1]
+    return [int(i) for i in np.concatenate([order, np.nonzero(mask)[0]])]
 
 
 def _refuse_points(exp: Any, strict: bool) -> None:
@@ -186,7 +204,10 @@ def run(
     exp = res.experiment
     out = out_dir or Path("results") / exp.config.name
     h = exp.config_hash()
-    paths = write_outputs(out, res.table, exp.resolved(), h)
+    rows = res.rows
+    # the table without pandas when it can be mirrored exactly (io/rows.py), else pandas
+    table: Any = rows if rows.exact else res.table
+    paths = write_outputs(out, table, exp.resolved(), h)
     p = Printer(fmt)
     p.say(
         f"{exp.config.name}: {exp.config.model_name}, "
@@ -194,13 +215,18 @@ def run(
         f"micro-batch {exp.config.training.micro_batch_size} x seq {exp.config.training.seq_len}"
         f" per accelerator (weak scaling); config hash {h}"
     )
-    p.table(res.table, results_cells(res.table))
-    for r in res.refused.itertuples():
-        why = short_reason(str(r.error).removeprefix(f"{r.system}: "))
-        p.say(f"refused: {r.system} x{r.nodes} nodes ({r.strategy}): {why}")
-    if len(res.refused):
-        p.say(f"({len(res.refused)} of {len(res.table)} points refused; reasons in results.csv)")
-    for line in _gap_summary(res.ok):
+    if fmt == "table":
+        p.table(None, results_cells(table), text=None)
+    else:  # csv/json render every column through pandas
+        p.table(res.table, results_cells(table))
+    records = table.row_dicts() if rows.exact else res.table.to_dict("records")
+    refused = [r for r in records if r["status"] == "refused"]
+    for r in refused:
+        why = short_reason(str(r["error"]).removeprefix(f"{r['system']}: "))
+        p.say(f"refused: {r['system']} x{r['nodes']} nodes ({r['strategy']}): {why}")
+    if refused:
+        p.say(f"({len(refused)} of {len(records)} points refused; reasons in results.csv)")
+    for line in _gap_summary([r for r in records if r["status"] == "ok"]):
         p.say(line)
     if exp.config.report is not None:
         from scaling.app import seed

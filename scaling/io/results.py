@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -11,6 +12,8 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from scaling.io.errors import ConfigError
+from scaling.io.rows import NAN, Rows
+from scaling.io.text_table import FORMATS, format_table  # their home; here for render()
 from scaling.lazy import lazy_module
 from scaling.model.analysis.metrics import RunResult, scaling_efficiency
 from scaling.model.job import Job
@@ -61,6 +64,39 @@ def add_scaling_efficiency(df: pd.DataFrame, by: tuple[str, ...] = ()) -> pd.Dat
         )
     ]
     return df
+
+
+def efficiency_rows(records: list[dict[str, Any]]) -> Rows:
+    """What ``add_scaling_efficiency(pd.DataFrame(records))`` holds — with a NaN
+    ``tokens_per_s_per_device`` column when no row has one, as :func:`run_experiment
+    <scaling.app.api.run_experiment>` builds it — as :class:`Rows`, without pandas. Not
+    :attr:`~Rows.exact` when pandas is needed (a cell type or group key it cannot mirror)."""
+    rows = Rows(records)
+    if "tokens_per_s_per_device" not in rows.columns:
+        rows.add_column("tokens_per_s_per_device", [NAN] * len(rows))
+    if not rows.exact or not len(rows):
+        return rows
+    cols = [rows.data[c] for c in EFFICIENCY_GROUP]
+    keys = list(zip(*cols, strict=True))
+    if any(isinstance(v, float) for k in keys for v in k):  # a NaN key: pandas' groupby rules
+        rows.exact = False
+        return rows
+    tput, devices = rows.data["tokens_per_s_per_device"], rows.data["devices"]
+    # each group's baseline: its first row with the fewest devices (groupby idxmin)
+    base: dict[tuple, tuple[float, float]] = {}
+    for k, t, d in zip(keys, tput, devices, strict=True):
+        if math.isnan(t) or d != d:
+            continue
+        if k not in base or d < base[k][0]:
+            base[k] = (d, t)
+    rows.add_column(
+        "scaling_efficiency",
+        [
+            scaling_efficiency(t, base[k][1]) if not math.isnan(t) and k in base else NAN
+            for t, k in zip(tput, keys, strict=True)
+        ],
+    )
+    return rows
 
 
 def run_series(result: RunResult) -> pd.Series:
@@ -191,12 +227,13 @@ def column_units(path: str | Path) -> dict[str, str]:
 
 
 def write_outputs(
-    out_dir: Path, df: pd.DataFrame, resolved: dict[str, Any], config_hash: str
+    out_dir: Path, df: pd.DataFrame | Rows, resolved: dict[str, Any], config_hash: str
 ) -> dict[str, Path]:
     """Write the results as CSV and Parquet (typed, units in the field metadata, as a sweep's:
     :func:`write_parquet`) and the resolved config (with its hash) into ``out_dir``, each
     atomically (a crash leaves the old file or the new one); a failed write is a one-line
-    :class:`ConfigError`."""
+    :class:`ConfigError`. ``df``: a DataFrame, or :attr:`~Rows.exact` :class:`Rows` (written
+    without pandas, the same bytes)."""
     from scaling.io.files import atomic_write, make_dir, write_text_atomic
 
     make_dir(out_dir)
@@ -205,43 +242,65 @@ def write_outputs(
         "parquet": out_dir / "results.parquet",
         "config": out_dir / "resolved_config.yaml",
     }
-    frame = df.copy()
-    frame.insert(0, "config_hash", config_hash)
-    atomic_write(paths["results"], lambda p: frame.to_csv(p, index=False))
-    atomic_write(paths["parquet"], lambda p: write_parquet(frame, p))
+    if isinstance(df, Rows):
+        if not df.exact:
+            raise ValueError("write_outputs: Rows that pandas must build; pass the DataFrame")
+        rows = df.copy()
+        rows.add_column("config_hash", [config_hash] * len(rows), at=0)
+        csv_bytes = rows.to_csv().encode()  # to_csv's default encoding, UTF-8
+
+        def write_csv(p: Path) -> None:
+            with open(p, "wb") as fh:
+                fh.write(csv_bytes)
+
+        atomic_write(paths["results"], write_csv)
+        cols = run_columns()
+        atomic_write(paths["parquet"], lambda p: rows.write_parquet(p, cols, _unit_of))
+    else:
+        frame = df.copy()
+        frame.insert(0, "config_hash", config_hash)
+        atomic_write(paths["results"], lambda p: frame.to_csv(p, index=False))
+        atomic_write(paths["parquet"], lambda p: write_parquet(frame, p))
     doc = {"config_hash": config_hash, **json.loads(json.dumps(resolved))}
-    text = f"# resolved config; hash {config_hash}\n" + yaml.safe_dump(doc, sort_keys=False)
+    text = f"# resolved config; hash {config_hash}\n" + dump_yaml(doc)
     write_text_atomic(paths["config"], text)
     return paths
 
 
-#: what ``--format`` accepts on every command that prints a table
-FORMATS = ("table", "csv", "json", "markdown")
+#: a mapping key the C emitter writes as the Python one does (tests/test_yaml_dump.py)
+_PLAIN_KEY = re.compile(r"[A-Za-z0-9_.-]{1,40}\Z")
 
 
-def format_table(
-    header: Sequence[str], rows: Sequence[Sequence[str]], align: str = "", style: str = "text"
-) -> str:
-    """The one plain-text table of the project: columns two spaces apart, a rule of dashes under
-    the header, trailing blanks stripped. ``align`` gives each column ``l`` (left) or ``r``
-    (right); columns past its end are right-aligned (numbers). ``style="markdown"``: the same
-    cells as a GitHub Markdown pipe table."""
-    allrows = [list(header), *(list(r) for r in rows)]
-    just = [(align[i] if i < len(align) else "r") for i in range(len(header))]
-    if style == "markdown":
-        cells = [[v.replace("|", "\\|") for v in r] for r in allrows]
-        rule = ["---:" if j == "r" else "---" for j in just]
-        return "\n".join("| " + " | ".join(r) + " |" for r in [cells[0], rule, *cells[1:]])
-    widths = [max(len(r[i]) for r in allrows) for i in range(len(header))]
+def dump_yaml(doc: Any) -> str:
+    """``yaml.safe_dump(doc, sort_keys=False)``, through libyaml's emitter (6x less CPU: 25 ms
+    of a one-point run's resolved config) when ``doc`` holds only what both emitters write
+    alike: keys of letters, digits, ``_.-`` (up to 40), printable ASCII strings, numbers, bools
+    and None. Anything else (unicode, newlines, long or odd keys: the emitters then fold and
+    quote differently) goes through the Python emitter."""
+    dumper = getattr(yaml, "CSafeDumper", None)
+    if dumper is None or not _plain_yaml(doc):
+        return yaml.safe_dump(doc, sort_keys=False)
+    return yaml.dump(doc, Dumper=dumper, sort_keys=False)
 
-    def line(r: list[str]) -> str:
-        return "  ".join(
-            v.ljust(w) if j == "l" else v.rjust(w) for v, w, j in zip(r, widths, just, strict=True)
-        ).rstrip()
 
-    return "\n".join(
-        [line(allrows[0]), "  ".join("-" * w for w in widths), *map(line, allrows[1:])]
-    )
+def _plain_yaml(doc: Any) -> bool:
+    stack = [doc]
+    while stack:
+        v = stack.pop()
+        t = type(v)
+        if t is dict:
+            for k, x in v.items():
+                if type(k) is not str or not _PLAIN_KEY.match(k):
+                    return False
+                stack.append(x)
+        elif t is list:
+            stack.extend(v)
+        elif t is str:
+            if not (v.isascii() and v.isprintable()):
+                return False
+        elif not (v is None or t is bool or t is int or t is float):
+            return False
+    return True
 
 
 def frame_records(df: pd.DataFrame) -> list[dict[str, Any]]:
@@ -304,8 +363,17 @@ def format_results_table(df: Any, axes: Sequence[str] = ()) -> str:
 
 
 def results_cells(df: Any, axes: Sequence[str] = ()) -> tuple[list[str], list[list[str]], str]:
-    """The cells of :func:`format_results_table`: (header, rows, align)."""
-    cols = [(a, _short_axis(a), "{:g}" if df[a].dtype.kind == "f" else "{}") for a in axes]
+    """The cells of :func:`format_results_table`: (header, rows, align). ``df``: a DataFrame
+    or :class:`Rows`."""
+    if isinstance(df, Rows):
+        columns, kind, records = df.columns, df.kinds.__getitem__, df.row_dicts()
+    else:
+        columns, records = df.columns, df.to_dict("records")
+
+        def kind(c: str) -> str:
+            return str(df[c].dtype.kind)
+
+    cols = [(a, _short_axis(a), "{:g}" if kind(a) == "f" else "{}") for a in axes]
     cols += [
         ("system", "system", "{}"),
         ("strategy", "strategy", "{}"),
@@ -318,10 +386,8 @@ def results_cells(df: Any, axes: Sequence[str] = ()) -> tuple[list[str], list[li
         ("mfu", "MFU", "{:.1%}"),
         ("status", "status", "{}"),
     ]
-    cols = [c for c in cols if c[0] in df.columns]
-    text_cols = {"system", "strategy", "status"} | {
-        a for a in axes if df[a].dtype.kind not in "iuf"
-    }
-    rows = [[_cell(rec[c], fmt) for c, _, fmt in cols] for rec in df.to_dict("records")]
+    cols = [c for c in cols if c[0] in columns]
+    text_cols = {"system", "strategy", "status"} | {a for a in axes if kind(a) not in "iuf"}
+    rows = [[_cell(rec[c], fmt) for c, _, fmt in cols] for rec in records]
     align = "".join("l" if c in text_cols else "r" for c, _, _ in cols)
     return [h for _, h, _ in cols], rows, align

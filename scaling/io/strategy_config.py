@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 
 from pydantic import Field, model_validator
 
@@ -20,8 +20,10 @@ from scaling.model.strategies.base import Strategy
 from scaling.model.strategies.ddp import CommHook, DDPSpec
 from scaling.model.strategies.fsdp import BackwardPrefetch, FSDPSpec, ShardingStrategy
 from scaling.model.strategies.fsdp_mesh import HSDPMesh
-from scaling.model.strategies.megatron import MegatronSpec
 from scaling.units import MiB
+
+if TYPE_CHECKING:  # imported by to_spec: a DDP/FSDP run skips the Megatron package (~30 ms CPU)
+    from scaling.model.strategies.megatron import MegatronSpec
 
 
 class StrategyConfig(Strict):
@@ -273,6 +275,8 @@ class MegatronConfig(StrategyConfig):
 
     def to_spec(self) -> MegatronSpec:
         """The model-layer Megatron spec."""
+        from scaling.model.strategies.megatron import MegatronSpec
+
         par = self.parallelism
         return MegatronSpec(
             par.tensor,
