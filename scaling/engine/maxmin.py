@@ -503,6 +503,11 @@ class MaxMinSolver:
         if not 0 <= path_id < self._n_paths:
             raise KeyError(f"unknown path id {path_id}")
 
+    def empty_path_id(self) -> int | None:
+        """The id of the registered path without links (a local copy), or None: there is at
+        most one, since paths are registered once per link sequence."""
+        return self._ids.get(())
+
     def path_lengths(self, path_ids: IntArray) -> IntArray:
         """Number of links of each of the given registered paths (0: a local copy)."""
         return self._ptr[path_ids + 1] - self._ptr[path_ids]

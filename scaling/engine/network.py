@@ -40,6 +40,9 @@ __all__ = ["DEFAULT_FINISH_RTOL", "FlowNetwork"]
 DEFAULT_FINISH_RTOL = 1e-9
 #: owed link-byte values kept alive before they are added up (~16-24 B each: ~100 MB)
 _MAX_OWED = 1 << 22
+#: the signature is sorted from the live entries when the path table has more than this many
+#: entries per live flow, else read off the table by a scan
+_SORT_RATIO = 8
 
 
 class FlowNetwork:
@@ -89,28 +92,26 @@ class FlowNetwork:
         self.solver = MaxMinSolver(cap, rtol=solver_rtol, cache_size=cache_size)
         self._finish_rtol = float(finish_rtol)
 
-        # Slot table for active flows (parallel numpy arrays so that advancing time and
-        # finding completions are vectorised; freed slots are reused LIFO, deterministically).
+        # The active flows, as parallel numpy arrays in start order: entries [0, _n) are live,
+        # the rest is spare capacity (appends are amortised O(1)). Kept compact (finished
+        # flows are squeezed out) so that every per-event operation is O(active flows), not
+        # O(the largest number of flows ever active); start order makes the finished flows of
+        # a wake-up come out in start order by a plain scan (no sort), which is the order
+        # their residues are credited and their bundles fire in.
         self._rem = np.zeros(0)  # remaining bytes per flow of the class
-        self._size = np.zeros(0)  # nbytes per flow
+        self._thresh = np.zeros(0)  # finish_rtol * nbytes: finished at or below this
         self._rate = np.zeros(0)  # current per-flow rate, bytes/s
         self._pid = np.zeros(0, dtype=np.int64)
         self._mult = np.zeros(0, dtype=np.int64)
-        self._seq = np.zeros(0, dtype=np.int64)  # start order, for deterministic event order
-        self._active = np.zeros(0, dtype=bool)
-        self._bundle = np.zeros(0, dtype=np.int64)  # bundle id per slot, -1 = free
-        # Free slots as a stack (top = end of the first `_n_free` entries), reused LIFO.
-        self._free = np.zeros(0, dtype=np.int64)
-        self._n_free = 0
-        self._bundles: dict[int, list] = {}  # id -> [flows left, event, its slots in start order]
+        self._bundle = np.zeros(0, dtype=np.int64)  # bundle id per flow (ids grow in start order)
+        self._n = 0
+        self._bundles: dict[int, list] = {}  # id -> [flows left, event]
         self._next_bundle = 0
-        self._n_active = 0
-        self._next_seq = 0
 
         self._last_t = float(env.now)  # time up to which `_rem` and link bytes are integrated
         self._gen = 0  # bumped at every re-solve; older timers become no-ops
         self._wake_at = math.inf  # time of the live timer
-        self._due = np.zeros(0, dtype=np.int64)  # slots predicted to finish at `_wake_at`
+        self._due = np.zeros(0, dtype=np.int64)  # positions predicted to finish at `_wake_at`
         self._dirty = False
         self._flush_pending = False
         self._link_idx = np.zeros(0, dtype=np.int64)
@@ -124,10 +125,11 @@ class FlowNetwork:
         self._owed: list[tuple[str, IntArray, FloatArray, float | IntArray]] = []
         self._owed_arrays: set[int] = set()  # ids of the rate arrays owed
         self._owed_n = 0
-        # The active set's signature kept up to date as flows start and finish, so a re-solve
-        # reads it off instead of sorting the active slots (np.unique) each time: per
-        # registered path, the flows it carries (multiplicity summed over active slots), and
-        # its per-flow rate at the last re-solve. Indexed by path id; grown as paths register.
+        # Per registered path, the flows it carries (multiplicity summed over the live
+        # entries), kept up to date as flows start and finish, and its per-flow rate at the
+        # last re-solve: the re-solve reads the signature's multiplicities off it (and, when
+        # many flows are live, the signature itself, by a scan instead of a sort). Indexed by
+        # path id; grown as paths register.
         self._path_mult = np.zeros(0, dtype=np.int64)
         self._path_rate = np.zeros(0)
         # (start s, end s, link ids, their aggregate rates B/s) per interval of constant rates,
@@ -181,7 +183,7 @@ class FlowNetwork:
     @property
     def active_transfers(self) -> int:
         """Number of flow classes currently sending bytes."""
-        return self._n_active
+        return self._n
 
     @property
     def bytes_per_link(self) -> FloatArray:
@@ -295,8 +297,8 @@ class FlowNetwork:
 
     def current_rates(self) -> dict[int, float]:
         """Per-flow rate in bytes/s of each active path at the last re-solve."""
-        act = np.flatnonzero(self._active)
-        return dict(zip(self._pid[act].tolist(), self._rate[act].tolist(), strict=True))
+        n = self._n
+        return dict(zip(self._pid[:n].tolist(), self._rate[:n].tolist(), strict=True))
 
     # -- transfers --------------------------------------------------------------------------
 
@@ -309,7 +311,7 @@ class FlowNetwork:
         """Start a bundle of flows; one event fires when the last of them is delivered.
 
         This is how a collective phase enters the network: thousands of flows cost one
-        vectorised slot allocation and one completion event instead of one event per flow.
+        vectorised append and one completion event instead of one event per flow.
 
         Args:
             path_ids: registered path ids, shape [F].
@@ -326,39 +328,51 @@ class FlowNetwork:
             if multiplicity is None
             else np.asarray(multiplicity, dtype=np.int64).reshape(-1)
         )
-        if not (pids.size == size.size == mult.size):
+        k = pids.size
+        if not (k == size.size == mult.size):
             raise ValueError("path_ids, nbytes and multiplicity must have the same length")
-        if pids.size and (pids.min() < 0 or pids.max() >= self.solver.n_paths):
-            raise KeyError("unknown path id in transfer_many")
-        if not np.all(np.isfinite(size)) or np.any(size < 0):
-            raise ValueError("nbytes must be finite and >= 0")
-        if np.any(mult < 1):
-            raise ValueError("multiplicity must be >= 1")
         event = self.env.event()
-        real = (size > 0) & (self.solver.path_lengths(pids) > 0)
-        n_real = int(real.sum())
-        if n_real < pids.size:  # some deliver at once; usually none (no masking then)
-            self.transfers_completed += pids.size - n_real
-            self.flows_completed += int(mult[~real].sum())
-            pids, size, mult = pids[real], size[real], mult[real]
-        if n_real == 0:
-            # Nothing to share: no flow enters the solver, so no re-solve either.
+        if k == 0:
             event.succeed(float(self.env.now))
             return event
+        # The checks as min/max reductions (no temporaries): NaN fails `lo >= 0`
+        if pids.min() < 0 or pids.max() >= self.solver.n_paths:
+            raise KeyError("unknown path id in transfer_many")
+        lo = float(size.min())
+        if not (lo >= 0.0 and float(size.max()) < math.inf):
+            raise ValueError("nbytes must be finite and >= 0")
+        if mult.min() < 1:
+            raise ValueError("multiplicity must be >= 1")
+        # A zero-byte flow, or one on the empty path (a local copy: the only path without
+        # links, registered at most once), is delivered at once; usually there is none.
+        empty = self.solver.empty_path_id()
+        if lo == 0.0 or (empty is not None and bool((pids == empty).any())):
+            real = size > 0
+            if empty is not None:
+                real &= pids != empty
+            n_real = int(real.sum())
+            self.transfers_completed += k - n_real
+            self.flows_completed += int(mult[~real].sum())
+            pids, size, mult = pids[real], size[real], mult[real]
+            if n_real == 0:
+                # Nothing to share: no flow enters the solver, so no re-solve either.
+                event.succeed(float(self.env.now))
+                return event
+            k = n_real
         bid = self._next_bundle
         self._next_bundle += 1
-        slots = self._alloc_many(n_real)
-        self._bundles[bid] = [n_real, event, slots]
-        self._rem[slots] = size
-        self._size[slots] = size
-        self._rate[slots] = 0.0  # until the flush re-solves; no time passes before then
-        self._pid[slots] = pids
-        self._mult[slots] = mult
-        self._seq[slots] = np.arange(self._next_seq, self._next_seq + n_real)
-        self._next_seq += n_real
-        self._active[slots] = True
-        self._bundle[slots] = bid
-        self._n_active += n_real
+        self._bundles[bid] = [k, event]
+        n = self._n
+        if n + k > self._rem.size:
+            self._grow(max(n + k, 2 * self._rem.size, 16))
+        end = n + k
+        self._rem[n:end] = size
+        np.multiply(self._finish_rtol, size, out=self._thresh[n:end])
+        self._rate[n:end] = 0.0  # until the flush re-solves; no time passes before then
+        self._pid[n:end] = pids
+        self._mult[n:end] = mult
+        self._bundle[n:end] = bid
+        self._n = end
         n_paths = self.solver.n_paths
         if self._path_mult.size < n_paths:
             grow = max(n_paths, 2 * self._path_mult.size) - self._path_mult.size
@@ -379,30 +393,14 @@ class FlowNetwork:
 
     # -- internals --------------------------------------------------------------------------
 
-    def _grow(self, grow: int) -> None:
-        """Add ``grow`` free slots to the tables."""
-        n = self._rem.size
-        self._rem = np.concatenate([self._rem, np.zeros(grow)])
-        self._size = np.concatenate([self._size, np.zeros(grow)])
-        self._rate = np.concatenate([self._rate, np.zeros(grow)])
-        self._pid = np.concatenate([self._pid, np.zeros(grow, dtype=np.int64)])
-        self._mult = np.concatenate([self._mult, np.zeros(grow, dtype=np.int64)])
-        self._seq = np.concatenate([self._seq, np.zeros(grow, dtype=np.int64)])
-        self._active = np.concatenate([self._active, np.zeros(grow, dtype=bool)])
-        self._bundle = np.concatenate([self._bundle, np.full(grow, -1, dtype=np.int64)])
-        # Reversed so that the lowest slot is handed out first (deterministic reuse).
-        free = np.zeros(n + grow, dtype=np.int64)  # room for every slot
-        free[:grow] = np.arange(n + grow - 1, n - 1, -1)
-        free[grow : grow + self._n_free] = self._free[: self._n_free]
-        self._free = free
-        self._n_free += grow
-
-    def _alloc_many(self, n: int) -> IntArray:
-        if self._n_free < n:
-            self._grow(max(n - self._n_free, self._rem.size, 16))
-        top = self._n_free
-        self._n_free = top - n
-        return self._free[top - n : top][::-1].copy()
+    def _grow(self, size: int) -> None:
+        """Reallocate the flow arrays with room for ``size`` flows (live entries kept)."""
+        n = self._n
+        for name in ("_rem", "_thresh", "_rate", "_pid", "_mult", "_bundle"):
+            old = getattr(self, name)
+            new = np.zeros(size, dtype=old.dtype)
+            new[:n] = old[:n]
+            setattr(self, name, new)
 
     def _on_flush(self, _event: simpy.Event) -> None:
         self._flush_pending = False
@@ -419,62 +417,62 @@ class FlowNetwork:
         """Drain every active flow linearly from `_last_t` to now at the current rates."""
         now = float(self.env.now)
         dt = now - self._last_t
-        if dt > 0.0 and self._n_active:
-            # over every slot: a free or not yet solved slot has rate 0 and keeps its bytes,
-            # and this is cheaper than selecting the active ones (same arithmetic per slot)
-            self._rem -= self._rate * dt
+        n = self._n
+        if dt > 0.0 and n:
+            # a flow not yet solved has rate 0 and keeps its bytes
+            rem = self._rem[:n]
+            rem -= self._rate[:n] * dt
             if self._link_idx.size:
                 self._owe(("rate", self._link_idx, self._link_rate, dt))
-            if self._intervals is not None and self._link_idx.size:
-                self._intervals.append((self._last_t, now, self._link_idx, self._link_rate))
+                if self._intervals is not None:
+                    self._intervals.append((self._last_t, now, self._link_idx, self._link_rate))
         self._last_t = now
 
     def _step(self) -> None:
         """Advance time, retire finished flows, and re-solve if the flow set changed."""
         self._advance()
-        now = self._last_t
-        done = self._active & (self._rem <= self._finish_rtol * self._size)
-        if now >= self._wake_at and self._due.size:
-            # The timer's own flows are finished by definition, whatever the rounding.
-            done[self._due] = True
-        if done.any():
-            self._complete(done, now)
+        n = self._n
+        if n:
+            now = self._last_t
+            done = self._rem[:n] <= self._thresh[:n]
+            if now >= self._wake_at and self._due.size:
+                # The timer's own flows are finished by definition, whatever the rounding.
+                done[self._due] = True
+            if done.any():
+                self._complete(done, now)
         if self._dirty:
             self._resolve()
 
     def _complete(self, done: npt.NDArray[np.bool_], now: float) -> None:
-        """Retire the flows of the slots marked in ``done`` (a mask over all slots)."""
-        # The finished slots in start order. Most wake-ups finish flows of one bundle, whose
-        # slots are kept in start order: filter those; otherwise sort by sequence number
-        # (unique, so any sort gives the same permutation).
-        slots = np.flatnonzero(done)
-        bundles = self._bundle[slots]
-        first = int(bundles[0])
-        one_bundle = bool((bundles == first).all())
-        if one_bundle:
-            whole = self._bundles[first][2]
-            slots = whole if whole.size == slots.size else whole[done[whole]]
+        """Retire the flows marked in ``done`` (a mask over the live entries [0, _n))."""
+        n = self._n
+        idx = np.flatnonzero(done)  # in start order: the entries are kept in start order
+        n_done = idx.size
+        all_done = n_done == n
+        if all_done:  # common: a phase's flows finish together; no gathers needed
+            pids = self._pid[:n]
+            mults = self._mult[:n]
+            rems = self._rem[:n]
+            bundles = self._bundle[:n]
         else:
-            slots = slots[np.argsort(self._seq[slots])]
-        pids = self._pid[slots]
-        mults = self._mult[slots]
-        rems = self._rem[slots]
+            pids = self._pid[idx]
+            mults = self._mult[idx]
+            rems = self._rem[idx]
+            bundles = self._bundle[idx]
         # Credit the sub-tolerance residue (or overshoot) so link byte counts are exact.
         nz = rems != 0.0
         if nz.any():
             self._owe(("rest", pids[nz], rems[nz], mults[nz]))
-        self._active[slots] = False
-        self._rate[slots] = 0.0
-        self._rem[slots] = 0.0
-        self._n_active -= int(slots.size)
         np.subtract.at(self._path_mult, pids, mults)
-        self.transfers_completed += int(slots.size)
+        self.transfers_completed += n_done
         self.flows_completed += int(mults.sum())
 
-        # Bundles fire in the order their first flow was started (np.unique sorts bundle ids,
-        # which are handed out in start order); most wake-ups finish flows of one bundle.
-        if one_bundle:
-            done_counts: list[tuple[int, int]] = [(first, int(slots.size))]
+        # Bundles fire in the order their first flow was started: bundle ids are handed out
+        # in start order, so they do not decrease along the entries; most wake-ups finish
+        # flows of one bundle.
+        first = int(bundles[0])
+        if first == int(bundles[-1]):
+            done_counts: list[tuple[int, int]] = [(first, n_done)]
         else:
             bids, counts = np.unique(bundles, return_counts=True)
             done_counts = list(zip(bids.tolist(), counts.tolist(), strict=True))
@@ -485,11 +483,15 @@ class FlowNetwork:
             if entry[0] == 0:
                 del self._bundles[bid]
                 finished.append(entry[1])
-        self._bundle[slots] = -1
-        # pushed so that the lowest-started slot is handed out first
-        top = self._n_free
-        self._free[top : top + slots.size] = slots[::-1]
-        self._n_free = top + slots.size
+        if all_done:
+            self._n = 0
+        else:
+            # squeeze the finished entries out, keeping the others in start order
+            keep = ~done
+            m = n - n_done
+            for arr in (self._rem, self._thresh, self._rate, self._pid, self._mult, self._bundle):
+                arr[:m] = arr[:n][keep]
+            self._n = m
         for event in finished:
             event.succeed(now)
         self._dirty = True
@@ -498,29 +500,36 @@ class FlowNetwork:
         self._dirty = False
         self._gen += 1  # any pending timer is now stale
         self._wake_at = math.inf
-        self._due = np.zeros(0, dtype=np.int64)
-        if self._n_active == 0:
+        n = self._n
+        if n == 0:
+            self._due = np.zeros(0, dtype=np.int64)
             self._link_idx = np.zeros(0, dtype=np.int64)
             self._link_rate = np.zeros(0)
             return
-        # the signature: active path ids in increasing order and their flow counts
-        pids = np.flatnonzero(self._path_mult != 0)  # on a bool mask: ~4x faster than on ints
+        # the signature: active path ids in increasing order and their flow counts; from
+        # the few live entries when the path table is much larger (a small sort), else by a
+        # scan of the table (on a bool mask: ~4x faster than on ints)
+        pid = self._pid[:n]
+        if n * _SORT_RATIO < self._path_mult.size:
+            pids = np.unique(pid)
+        else:
+            pids = np.flatnonzero(self._path_mult != 0)
         sol = self.solver.solve_arrays(pids, self._path_mult[pids])
         self.resolves += 1
         self._path_rate[pids] = sol.rates
-        act = np.flatnonzero(self._active)
-        rate = self._path_rate[self._pid[act]]
-        self._rate[act] = rate
+        rate = self._rate[:n]
+        np.take(self._path_rate, pid, out=rate)
         self._link_idx = sol.link_idx
         self._link_rate = sol.link_rate
 
         with np.errstate(divide="ignore"):
-            t_left = self._rem[act] / rate  # rate 0 (zero-capacity link) -> never finishes
+            t_left = self._rem[:n] / rate  # rate 0 (zero-capacity link) -> never finishes
         dt = float(t_left.min())
         if not math.isfinite(dt):
+            self._due = np.zeros(0, dtype=np.int64)
             return
         dt = max(dt, 0.0)
-        self._due = act[t_left <= dt]
+        self._due = np.flatnonzero(t_left <= dt)
         timer = self.env.timeout(dt)
         self._wake_at = float(self.env.now) + dt  # same arithmetic simpy uses to schedule
         timer.callbacks.append(partial(self._on_wake, self._gen))

@@ -1,15 +1,17 @@
-"""The flow engine's incremental bookkeeping (`scaling.engine.network`): the active-set
-signature kept as flows start and finish, and finished flows retired in start order, equal what
-a from-scratch computation over the slot table gives at every step."""
+"""The flow engine's incremental bookkeeping (`scaling.engine.network`): the compact live
+entries, per-path flow counts and active-set signature kept as flows start and finish, and
+finished flows retired in start order, equal what a from-scratch recount gives at every step."""
 
 from __future__ import annotations
 
 import numpy as np
 import numpy.typing as npt
+import pytest
 import simpy
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from scaling.engine import network
 from scaling.engine.maxmin import Solution
 from scaling.engine.network import FlowNetwork
 
@@ -17,18 +19,46 @@ GB = 1e9
 
 
 class Checked(FlowNetwork):
-    """A FlowNetwork that checks its incremental state against the slot table."""
+    """A FlowNetwork that checks its incremental state against a from-scratch recount: the
+    live entries match a shadow list of the flows started and not yet finished (in start
+    order, so compaction kept every array aligned and ordered), the per-path counts match the
+    live entries, and the signature handed to the solver is their sorted unique paths."""
 
     solves = 0
     retired = 0
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.shadow: list[tuple[int, float, int, int]] = []  # (path, nbytes, mult, seq)
+        self.seq = 0
+
+    def transfer_many(self, path_ids, nbytes, multiplicity=None):  # type: ignore[no-untyped-def]
+        ev = super().transfer_many(path_ids, nbytes, multiplicity)
+        mult = [1] * len(path_ids) if multiplicity is None else list(multiplicity)
+        for p, b, m in zip(path_ids, nbytes, mult, strict=True):
+            if b > 0 and self.solver.path_lengths(np.array([p]))[0] > 0:
+                self.shadow.append((int(p), float(b), int(m), self.seq))
+                self.seq += 1
+        self.check()
+        return ev
+
+    def check(self) -> None:
+        n = self._n
+        assert n == len(self.shadow)
+        assert self._pid[:n].tolist() == [p for p, *_ in self.shadow]
+        assert self._mult[:n].tolist() == [m for _, _, m, _ in self.shadow]
+        assert self._thresh[:n].tolist() == [self._finish_rtol * b for _, b, _, _ in self.shadow]
+        assert (np.diff(self._bundle[:n]) >= 0).all()  # bundle ids follow start order
+        want = np.bincount(self._pid[:n], weights=self._mult[:n], minlength=self._path_mult.size)
+        assert self._path_mult.tolist() == want.astype(np.int64).tolist()
 
     def _resolve(self) -> None:
         solve = self.solver.solve_arrays
 
         def checked(pids: npt.NDArray[np.int64], mults: npt.NDArray[np.int64]) -> Solution:
-            act = np.flatnonzero(self._active)
-            want, inv = np.unique(self._pid[act], return_inverse=True)
-            want_mult = np.bincount(inv, weights=self._mult[act]).astype(np.int64)
+            live = self._pid[: self._n]
+            want, inv = np.unique(live, return_inverse=True)
+            want_mult = np.bincount(inv, weights=self._mult[: self._n]).astype(np.int64)
             assert pids.tolist() == want.tolist()
             assert mults.tolist() == want_mult.tolist()
             Checked.solves += 1
@@ -41,13 +71,12 @@ class Checked(FlowNetwork):
             del self.solver.solve_arrays
 
     def _complete(self, done: npt.NDArray[np.bool_], now: float) -> None:
-        slots = np.flatnonzero(done)
-        want = slots[np.argsort(self._seq[slots], kind="stable")]
-        top = self._n_free
+        gone = [e for e, d in zip(self.shadow, done.tolist(), strict=True) if d]
+        seqs = [e[3] for e in gone]
+        assert seqs == sorted(seqs)  # retired (residues credited) in start order
+        self.shadow = [e for e, d in zip(self.shadow, done.tolist(), strict=True) if not d]
         super()._complete(done, now)
-        # freed slots are pushed in reverse retirement order
-        got = self._free[top : self._n_free][::-1]
-        assert got.tolist() == want.tolist()
+        self.check()
         Checked.retired += 1
 
 
@@ -75,9 +104,20 @@ def bundles(draw: st.DrawFn) -> tuple[list[int], list[list[int]], list[tuple]]:
     return cap, paths, starts
 
 
-@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@pytest.mark.parametrize("ratio", [0, 10**9], ids=["scan", "sort"])
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(sc=bundles())
-def test_signature_and_retirement_order_match_the_slot_table(sc) -> None:
+def test_signature_and_retirement_order_match_a_recount(ratio: int, sc) -> None:
+    # both ways of reading the signature (scan of the path table, sort of the live entries)
+    saved = network._SORT_RATIO
+    network._SORT_RATIO = ratio
+    try:
+        _run_checked(sc)
+    finally:
+        network._SORT_RATIO = saved
+
+
+def _run_checked(sc) -> None:
     cap, paths, starts = sc
     env = simpy.Environment()
     net = Checked(env, np.asarray(cap, dtype=float) * GB)
@@ -101,8 +141,9 @@ def test_signature_and_retirement_order_match_the_slot_table(sc) -> None:
     assert not net._path_mult.any()  # every flow counted in was counted out
 
 
-def test_reused_slots_out_of_order_still_retire_in_start_order() -> None:
-    # many bundles of unequal flows: slots freed in waves are reused in mixed order
+def test_flows_finishing_in_mixed_order_retire_in_start_order() -> None:
+    # many bundles of unequal flows: flows finish in waves out of start order, and the
+    # live entries are squeezed each time
     rng = np.random.default_rng(3)  # fixed inputs; the engine has no randomness
     env = simpy.Environment()
     net = Checked(env, rng.uniform(1, 4, 12) * GB)
@@ -122,7 +163,7 @@ def test_reused_slots_out_of_order_still_retire_in_start_order() -> None:
     assert not net._path_mult.any()
 
 
-def test_a_bundle_on_reused_slots_retires_in_start_order_not_slot_order() -> None:
+def test_bundles_retire_in_start_order() -> None:
     env = simpy.Environment()
     net = Checked(env, [1 * GB])
     p = net.path_id([0])
@@ -133,10 +174,9 @@ def test_a_bundle_on_reused_slots_retires_in_start_order_not_slot_order() -> Non
         yield net.transfer_many([p] * len(sizes), [s * GB for s in sizes])
         order.append(name)
 
-    env.process(bundle("a", 0, [1, 1, 1]))  # slots 0-2, retired first
-    env.process(bundle("b", 0, [2, 2, 2]))  # slots 3-5, retired second
-    # then c reuses them as [3, 4, 5, 0, 1]: its first wave (1 GB) is slots 3 and 0, in
-    # that start order although slot 0 < 3
+    env.process(bundle("a", 0, [1, 1, 1]))  # retired first
+    env.process(bundle("b", 0, [2, 2, 2]))  # retired second
+    # then c: its first wave (1 GB) is its entries 0 and 3, retired in that order
     env.process(bundle("c", 20, [1, 2, 3, 1, 2]))
     Checked.retired = 0
     env.run()
