@@ -43,6 +43,9 @@ _MAX_OWED = 1 << 22
 #: the signature is sorted from the live entries when the path table has more than this many
 #: entries per live flow, else read off the table by a scan
 _SORT_RATIO = 8
+# rows of FlowNetwork._f and ._i
+_REM, _THRESH, _RATE = 0, 1, 2
+_PID, _MULT = 0, 1
 
 
 class FlowNetwork:
@@ -98,17 +101,23 @@ class FlowNetwork:
         # O(the largest number of flows ever active); start order makes the finished flows of
         # a wake-up come out in start order by a plain scan (no sort), which is the order
         # their residues are credited and their bundles fire in.
-        self._rem = np.zeros(0)  # remaining bytes per flow of the class
-        self._thresh = np.zeros(0)  # finish_rtol * nbytes: finished at or below this
-        self._rate = np.zeros(0)  # current per-flow rate, bytes/s
-        self._pid = np.zeros(0, dtype=np.int64)
-        self._mult = np.zeros(0, dtype=np.int64)
-        self._bundle = np.zeros(0, dtype=np.int64)  # bundle id per flow (ids grow in start order)
+        # Two 2-D tables, one row per field, so that squeezing out finished flows is two
+        # gathers instead of five: floats (remaining bytes; finish_rtol * nbytes, at or below
+        # which a flow is finished; current per-flow rate, B/s) and ints (path id,
+        # multiplicity).
+        self._f = np.zeros((3, 0))
+        self._i = np.zeros((2, 0), dtype=np.int64)
         self._n = 0
-        self._bundles: dict[int, list] = {}  # id -> [flows left, event]
-        self._next_bundle = 0
+        # The unfinished bundles in start order, [flows left, event] each. A bundle's flows
+        # are appended together and squeezing keeps their order, so the live entries are the
+        # bundles' flows one bundle after the other: the counts locate them (no per-flow id).
+        self._bundles: list[list] = []
+        # flows in all and sum of path id * flows over the live entries: the solver memo's
+        # fingerprint of the active set, kept as flows start and finish
+        self._sum_m = 0
+        self._sum_pm = 0
 
-        self._last_t = float(env.now)  # time up to which `_rem` and link bytes are integrated
+        self._last_t = float(env.now)  # time up to which `_f[REM]` and link bytes are integrated
         self._gen = 0  # bumped at every re-solve; older timers become no-ops
         self._wake_at = math.inf  # time of the live timer
         self._due = np.zeros(0, dtype=np.int64)  # positions predicted to finish at `_wake_at`
@@ -298,7 +307,7 @@ class FlowNetwork:
     def current_rates(self) -> dict[int, float]:
         """Per-flow rate in bytes/s of each active path at the last re-solve."""
         n = self._n
-        return dict(zip(self._pid[:n].tolist(), self._rate[:n].tolist(), strict=True))
+        return dict(zip(self._i[_PID, :n].tolist(), self._f[_RATE, :n].tolist(), strict=True))
 
     # -- transfers --------------------------------------------------------------------------
 
@@ -359,26 +368,22 @@ class FlowNetwork:
                 event.succeed(float(self.env.now))
                 return event
             k = n_real
-        bid = self._next_bundle
-        self._next_bundle += 1
-        self._bundles[bid] = [k, event]
+        self._bundles.append([k, event])
         n = self._n
-        if n + k > self._rem.size:
-            self._grow(max(n + k, 2 * self._rem.size, 16))
+        if n + k > self._f.shape[1]:
+            self._grow(max(n + k, 2 * self._f.shape[1], 16))
         end = n + k
-        self._rem[n:end] = size
-        np.multiply(self._finish_rtol, size, out=self._thresh[n:end])
-        self._rate[n:end] = 0.0  # until the flush re-solves; no time passes before then
-        self._pid[n:end] = pids
-        self._mult[n:end] = mult
-        self._bundle[n:end] = bid
+        f, i = self._f, self._i
+        f[_REM, n:end] = size
+        np.multiply(self._finish_rtol, size, out=f[_THRESH, n:end])
+        f[_RATE, n:end] = 0.0  # until the flush re-solves; no time passes before then
+        i[_PID, n:end] = pids
+        i[_MULT, n:end] = mult
         self._n = end
-        n_paths = self.solver.n_paths
-        if self._path_mult.size < n_paths:
-            grow = max(n_paths, 2 * self._path_mult.size) - self._path_mult.size
-            self._path_mult = np.concatenate([self._path_mult, np.zeros(grow, dtype=np.int64)])
-            self._path_rate = np.concatenate([self._path_rate, np.zeros(grow)])
+        self._grow_paths()
         np.add.at(self._path_mult, pids, mult)
+        self._sum_m += int(mult.sum())
+        self._sum_pm += int(pids @ mult)
         self._dirty = True
         self._schedule_flush()
         return event
@@ -394,13 +399,21 @@ class FlowNetwork:
     # -- internals --------------------------------------------------------------------------
 
     def _grow(self, size: int) -> None:
-        """Reallocate the flow arrays with room for ``size`` flows (live entries kept)."""
+        """Reallocate the flow tables with room for ``size`` flows (live entries kept)."""
         n = self._n
-        for name in ("_rem", "_thresh", "_rate", "_pid", "_mult", "_bundle"):
-            old = getattr(self, name)
-            new = np.zeros(size, dtype=old.dtype)
-            new[:n] = old[:n]
-            setattr(self, name, new)
+        f = np.zeros((3, size))
+        f[:, :n] = self._f[:, :n]
+        i = np.zeros((2, size), dtype=np.int64)
+        i[:, :n] = self._i[:, :n]
+        self._f, self._i = f, i
+
+    def _grow_paths(self) -> None:
+        """Extend the per-path tables to every registered path."""
+        n_paths = self.solver.n_paths
+        if self._path_mult.size < n_paths:
+            grow = max(n_paths, 2 * self._path_mult.size) - self._path_mult.size
+            self._path_mult = np.concatenate([self._path_mult, np.zeros(grow, dtype=np.int64)])
+            self._path_rate = np.concatenate([self._path_rate, np.zeros(grow)])
 
     def _on_flush(self, _event: simpy.Event) -> None:
         self._flush_pending = False
@@ -420,8 +433,8 @@ class FlowNetwork:
         n = self._n
         if dt > 0.0 and n:
             # a flow not yet solved has rate 0 and keeps its bytes
-            rem = self._rem[:n]
-            rem -= self._rate[:n] * dt
+            rem = self._f[_REM, :n]
+            rem -= self._f[_RATE, :n] * dt
             if self._link_idx.size:
                 self._owe(("rate", self._link_idx, self._link_rate, dt))
                 if self._intervals is not None:
@@ -434,7 +447,7 @@ class FlowNetwork:
         n = self._n
         if n:
             now = self._last_t
-            done = self._rem[:n] <= self._thresh[:n]
+            done = self._f[_REM, :n] <= self._f[_THRESH, :n]
             if now >= self._wake_at and self._due.size:
                 # The timer's own flows are finished by definition, whatever the rounding.
                 done[self._due] = True
@@ -450,47 +463,48 @@ class FlowNetwork:
         n_done = idx.size
         all_done = n_done == n
         if all_done:  # common: a phase's flows finish together; no gathers needed
-            pids = self._pid[:n]
-            mults = self._mult[:n]
-            rems = self._rem[:n]
-            bundles = self._bundle[:n]
+            pids, mults = self._i[:, :n]
+            rems = self._f[_REM, :n]
         else:
-            pids = self._pid[idx]
-            mults = self._mult[idx]
-            rems = self._rem[idx]
-            bundles = self._bundle[idx]
+            pids, mults = self._i[:, :n].take(idx, axis=1)
+            rems = self._f[_REM, :n].take(idx)
         # Credit the sub-tolerance residue (or overshoot) so link byte counts are exact.
         nz = rems != 0.0
         if nz.any():
             self._owe(("rest", pids[nz], rems[nz], mults[nz]))
         np.subtract.at(self._path_mult, pids, mults)
+        n_flows = int(mults.sum())
+        self._sum_m -= n_flows
+        self._sum_pm -= int(pids @ mults)
         self.transfers_completed += n_done
-        self.flows_completed += int(mults.sum())
+        self.flows_completed += n_flows
 
-        # Bundles fire in the order their first flow was started: bundle ids are handed out
-        # in start order, so they do not decrease along the entries; most wake-ups finish
-        # flows of one bundle.
-        first = int(bundles[0])
-        if first == int(bundles[-1]):
-            done_counts: list[tuple[int, int]] = [(first, n_done)]
+        # Bundles fire in start order; most wake-ups finish flows of the oldest bundle only.
+        bundles = self._bundles
+        if len(bundles) == 1 or int(idx[-1]) < bundles[0][0]:
+            done_counts = [n_done]
         else:
-            bids, counts = np.unique(bundles, return_counts=True)
-            done_counts = list(zip(bids.tolist(), counts.tolist(), strict=True))
+            # flows done per bundle: bundle j holds the entries [ends[j-1], ends[j])
+            ends = np.cumsum([b[0] for b in bundles])
+            done_counts = np.diff(np.searchsorted(idx, ends), prepend=0).tolist()
         finished: list[simpy.Event] = []
-        for bid, cnt in done_counts:
-            entry = self._bundles[bid]
+        kept: list[list] = []
+        for entry, cnt in zip(bundles, done_counts, strict=False):
             entry[0] -= cnt
             if entry[0] == 0:
-                del self._bundles[bid]
                 finished.append(entry[1])
+            else:
+                kept.append(entry)
+        if finished:
+            self._bundles = kept + bundles[len(done_counts) :]
         if all_done:
             self._n = 0
         else:
             # squeeze the finished entries out, keeping the others in start order
-            keep = ~done
-            m = n - n_done
-            for arr in (self._rem, self._thresh, self._rate, self._pid, self._mult, self._bundle):
-                arr[:m] = arr[:n][keep]
+            keep = np.flatnonzero(~done)
+            m = keep.size
+            self._f[:, :m] = self._f[:, :n].take(keep, axis=1)
+            self._i[:, :m] = self._i[:, :n].take(keep, axis=1)
             self._n = m
         for event in finished:
             event.succeed(now)
@@ -506,24 +520,28 @@ class FlowNetwork:
             self._link_idx = np.zeros(0, dtype=np.int64)
             self._link_rate = np.zeros(0)
             return
-        # the signature: active path ids in increasing order and their flow counts; from
-        # the few live entries when the path table is much larger (a small sort), else by a
-        # scan of the table (on a bool mask: ~4x faster than on ints)
-        pid = self._pid[:n]
-        if n * _SORT_RATIO < self._path_mult.size:
-            pids = np.unique(pid)
-        else:
-            pids = np.flatnonzero(self._path_mult != 0)
-        sol = self.solver.solve_arrays(pids, self._path_mult[pids])
+        # the memo first (from the per-path counts, no signature built: 99 % of re-solves);
+        # else the signature, active path ids in increasing order and their flow counts:
+        # from the few live entries when the path table is much larger (a small sort), else
+        # by a scan of the table (on a bool mask: ~4x faster than on ints)
+        self._grow_paths()  # paths registered since the last start may be in the memo
+        pid = self._i[_PID, :n]
+        sol = self.solver.lookup_counts(self._sum_m, self._sum_pm, self._path_mult)
+        if sol is None:
+            if n * _SORT_RATIO < self._path_mult.size:
+                pids = np.unique(pid)
+            else:
+                pids = np.flatnonzero(self._path_mult != 0)
+            sol = self.solver.solve_arrays(pids, self._path_mult[pids])
         self.resolves += 1
-        self._path_rate[pids] = sol.rates
-        rate = self._rate[:n]
+        self._path_rate[sol.path_ids] = sol.rates
+        rate = self._f[_RATE, :n]
         np.take(self._path_rate, pid, out=rate)
         self._link_idx = sol.link_idx
         self._link_rate = sol.link_rate
 
         with np.errstate(divide="ignore"):
-            t_left = self._rem[:n] / rate  # rate 0 (zero-capacity link) -> never finishes
+            t_left = self._f[_REM, :n] / rate  # rate 0 (zero-capacity link) -> never finishes
         dt = float(t_left.min())
         if not math.isfinite(dt):
             self._due = np.zeros(0, dtype=np.int64)

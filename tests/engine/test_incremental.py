@@ -25,50 +25,75 @@ class Checked(FlowNetwork):
     live entries, and the signature handed to the solver is their sorted unique paths."""
 
     solves = 0
+    hits = 0
     retired = 0
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self.shadow: list[tuple[int, float, int, int]] = []  # (path, nbytes, mult, seq)
+        self.shadow: list[tuple[int, float, int, int, int]] = []  # path, B, mult, seq, bundle
         self.seq = 0
+        self.n_bundles = 0
 
     def transfer_many(self, path_ids, nbytes, multiplicity=None):  # type: ignore[no-untyped-def]
         ev = super().transfer_many(path_ids, nbytes, multiplicity)
         mult = [1] * len(path_ids) if multiplicity is None else list(multiplicity)
         for p, b, m in zip(path_ids, nbytes, mult, strict=True):
             if b > 0 and self.solver.path_lengths(np.array([p]))[0] > 0:
-                self.shadow.append((int(p), float(b), int(m), self.seq))
+                self.shadow.append((int(p), float(b), int(m), self.seq, self.n_bundles))
                 self.seq += 1
+        self.n_bundles += 1
         self.check()
         return ev
 
     def check(self) -> None:
         n = self._n
+        pid, mult = self._i[:, :n]
         assert n == len(self.shadow)
-        assert self._pid[:n].tolist() == [p for p, *_ in self.shadow]
-        assert self._mult[:n].tolist() == [m for _, _, m, _ in self.shadow]
-        assert self._thresh[:n].tolist() == [self._finish_rtol * b for _, b, _, _ in self.shadow]
-        assert (np.diff(self._bundle[:n]) >= 0).all()  # bundle ids follow start order
-        want = np.bincount(self._pid[:n], weights=self._mult[:n], minlength=self._path_mult.size)
+        assert pid.tolist() == [e[0] for e in self.shadow]
+        assert mult.tolist() == [e[2] for e in self.shadow]
+        assert self._f[1, :n].tolist() == [self._finish_rtol * e[1] for e in self.shadow]
+        # the unfinished bundles, in start order, and how many live entries each holds
+        per_bundle: dict[int, int] = {}
+        for e in self.shadow:
+            per_bundle[e[4]] = per_bundle.get(e[4], 0) + 1
+        assert [b[0] for b in self._bundles] == list(per_bundle.values())
+        assert list(per_bundle) == sorted(per_bundle)
+        want = np.bincount(pid, weights=mult, minlength=self._path_mult.size)
         assert self._path_mult.tolist() == want.astype(np.int64).tolist()
+        assert (self._sum_m, self._sum_pm) == (int(mult.sum()), int(pid @ mult))
+
+    def signature(self) -> tuple[list[int], list[int]]:
+        """The active set recounted from the live entries: sorted paths, flows on each."""
+        live, live_mult = self._i[:, : self._n]
+        want, inv = np.unique(live, return_inverse=True)
+        return want.tolist(), np.bincount(inv, weights=live_mult).astype(np.int64).tolist()
 
     def _resolve(self) -> None:
-        solve = self.solver.solve_arrays
+        solve, lookup = self.solver.solve_arrays, self.solver.lookup_counts
 
         def checked(pids: npt.NDArray[np.int64], mults: npt.NDArray[np.int64]) -> Solution:
-            live = self._pid[: self._n]
-            want, inv = np.unique(live, return_inverse=True)
-            want_mult = np.bincount(inv, weights=self._mult[: self._n]).astype(np.int64)
-            assert pids.tolist() == want.tolist()
-            assert mults.tolist() == want_mult.tolist()
+            assert (pids.tolist(), mults.tolist()) == self.signature()
             Checked.solves += 1
             return solve(pids, mults)
 
+        def checked_lookup(
+            total: int, weighted: int, counts: npt.NDArray[np.int64]
+        ) -> Solution | None:
+            memo = lookup(total, weighted, counts)
+            if memo is not None:  # a memo hit is the solution of exactly this active set
+                got = (memo.path_ids.tolist(), memo.multiplicity.tolist())
+                assert got == self.signature()
+                Checked.solves += 1
+                Checked.hits += 1
+            return memo
+
         self.solver.solve_arrays = checked  # type: ignore[method-assign,assignment]
+        self.solver.lookup_counts = checked_lookup  # type: ignore[method-assign]
         try:
             super()._resolve()
         finally:
             del self.solver.solve_arrays
+            del self.solver.lookup_counts
 
     def _complete(self, done: npt.NDArray[np.bool_], now: float) -> None:
         gone = [e for e, d in zip(self.shadow, done.tolist(), strict=True) if d]
@@ -131,7 +156,7 @@ def _run_checked(sc) -> None:
         )
         done.append(t)
 
-    Checked.solves = Checked.retired = 0
+    Checked.solves = Checked.retired = Checked.hits = 0
     for start, flows in starts:
         env.process(bundle(start, flows))
     env.run()
@@ -155,7 +180,7 @@ def test_flows_finishing_in_mixed_order_retire_in_start_order() -> None:
             rng.choice(pids, k), rng.uniform(0.1, 3.0, k) * GB, rng.integers(1, 4, k)
         )
 
-    Checked.solves = Checked.retired = 0
+    Checked.solves = Checked.retired = Checked.hits = 0
     for _ in range(60):
         env.process(bundle(float(rng.uniform(0, 10)), int(rng.integers(1, 9))))
     env.run()
@@ -182,3 +207,26 @@ def test_bundles_retire_in_start_order() -> None:
     env.run()
     assert order == ["a", "b", "c"] and Checked.retired == 5
     assert net.bytes_per_link.tolist() == [18 * GB]
+
+
+def test_repeated_steps_hit_the_memo_from_the_counts() -> None:
+    # a "training step" (two overlapping bundles of unequal flows) replayed 4 times: every
+    # active set after the first step is a memo hit found from the per-path counts, checked
+    # against the recount
+    env = simpy.Environment()
+    net = Checked(env, [2 * GB, 3 * GB, 1 * GB])
+    p = [net.path_id(x) for x in ([0], [0, 1], [1, 2], [2])]
+
+    def step():
+        for _ in range(4):
+            a = net.transfer_many([p[0], p[1], p[2]], [1 * GB, 2 * GB, 3 * GB])
+            b = net.transfer_many([p[3], p[1]], [1 * GB, 1 * GB], [2, 1])
+            yield a & b
+
+    Checked.solves = Checked.retired = Checked.hits = 0
+    env.process(step())
+    env.run()
+    per_step = net.resolves // 4
+    assert net.resolves == 4 * per_step and per_step >= 3
+    assert Checked.solves == net.resolves and Checked.hits == net.cache_hits == 3 * per_step
+    assert net.cache_misses == per_step
