@@ -451,7 +451,8 @@ class FlowNetwork:
             if now >= self._wake_at and self._due.size:
                 # The timer's own flows are finished by definition, whatever the rounding.
                 done[self._due] = True
-            if done.any():
+                self._complete(done, now)
+            elif done.any():
                 self._complete(done, now)
         if self._dirty:
             self._resolve()
@@ -459,19 +460,19 @@ class FlowNetwork:
     def _complete(self, done: npt.NDArray[np.bool_], now: float) -> None:
         """Retire the flows marked in ``done`` (a mask over the live entries [0, _n))."""
         n = self._n
-        idx = np.flatnonzero(done)  # in start order: the entries are kept in start order
+        idx = done.nonzero()[0]  # in start order: the entries are kept in start order
         n_done = idx.size
         all_done = n_done == n
-        if all_done:  # common: a phase's flows finish together; no gathers needed
-            pids, mults = self._i[:, :n]
-            rems = self._f[_REM, :n]
+        if all_done:  # common: a phase's flows finish together: copies, no gathers
+            pids, mults = self._i[:, :n].copy()
+            rems = self._f[_REM, :n].copy()
         else:
             pids, mults = self._i[:, :n].take(idx, axis=1)
             rems = self._f[_REM, :n].take(idx)
         # Credit the sub-tolerance residue (or overshoot) so link byte counts are exact.
-        nz = rems != 0.0
-        if nz.any():
-            self._owe(("rest", pids[nz], rems[nz], mults[nz]))
+        # Owed whole: a zero residue adds 0.0 to a link's bytes, which changes no float
+        # (they are never -0.0), so filtering the zeros out here would only cost time.
+        self._owe(("rest", pids, rems, mults))
         np.subtract.at(self._path_mult, pids, mults)
         n_flows = int(mults.sum())
         self._sum_m -= n_flows
@@ -501,7 +502,7 @@ class FlowNetwork:
             self._n = 0
         else:
             # squeeze the finished entries out, keeping the others in start order
-            keep = np.flatnonzero(~done)
+            keep = (~done).nonzero()[0]
             m = keep.size
             self._f[:, :m] = self._f[:, :n].take(keep, axis=1)
             self._i[:, :m] = self._i[:, :n].take(keep, axis=1)
@@ -531,12 +532,12 @@ class FlowNetwork:
             if n * _SORT_RATIO < self._path_mult.size:
                 pids = np.unique(pid)
             else:
-                pids = np.flatnonzero(self._path_mult != 0)
+                pids = (self._path_mult != 0).nonzero()[0]
             sol = self.solver.solve_arrays(pids, self._path_mult[pids])
         self.resolves += 1
         self._path_rate[sol.path_ids] = sol.rates
         rate = self._f[_RATE, :n]
-        np.take(self._path_rate, pid, out=rate)
+        self._path_rate.take(pid, out=rate)
         self._link_idx = sol.link_idx
         self._link_rate = sol.link_rate
 
@@ -547,7 +548,7 @@ class FlowNetwork:
             self._due = np.zeros(0, dtype=np.int64)
             return
         dt = max(dt, 0.0)
-        self._due = np.flatnonzero(t_left <= dt)
+        self._due = (t_left <= dt).nonzero()[0]
         timer = self.env.timeout(dt)
         self._wake_at = float(self.env.now) + dt  # same arithmetic simpy uses to schedule
         timer.callbacks.append(partial(self._on_wake, self._gen))
