@@ -358,9 +358,10 @@ class MaxMinSolver:
     sorted (path_id, multiplicity) pairs. Solutions are memoised on that signature because a
     training job replays the same communication pattern every step.
 
-    The cache key is the byte encoding of the two sorted int64 arrays (path ids, then
-    multiplicities); it is equivalent to the tuple ``((pid, mult), ...)`` sorted by pid but is
-    built and hashed in C, which matters for thousands of classes per change.
+    The memo is keyed by a fingerprint linear in the per-path flow counts (flows in all, sum
+    of path id * flows) and checked exactly against the stored signature, so the engine, which
+    keeps the counts as flows start and finish, finds a hit with :meth:`lookup_counts` in
+    O(active classes) without sorting or hashing the signature.
     """
 
     def __init__(
@@ -587,7 +588,8 @@ class MaxMinSolver:
 
         Args:
             total: ``counts.sum()``, the number of active flows.
-            weighted: ``(path_id * counts).sum()`` as int64 arithmetic would give it.
+            weighted: ``(path_id * counts).sum()``; only picks the memo bucket, so a wrong
+                value (e.g. after int64 wrap-around) can cost a miss, never a wrong answer.
             counts: flows per registered path, int64 >= 0, shape [>= n_paths] (extra
                 entries zero).
         """
