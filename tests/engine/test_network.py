@@ -563,6 +563,11 @@ def test_validation_errors() -> None:
         net.transfer_many([p], [-1.0])
     with pytest.raises(ValueError):
         net.transfer_many([p], [math.nan])
+    # the checks are min/max reductions: a NaN or inf anywhere is caught
+    with pytest.raises(ValueError):
+        net.transfer_many([p, p], [1.0, math.nan])
+    with pytest.raises(ValueError):
+        net.transfer_many([p, p], [math.inf, 1.0])
     with pytest.raises(ValueError):
         net.transfer_many([p], [1.0], [0])
     with pytest.raises(ValueError):
