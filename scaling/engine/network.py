@@ -43,7 +43,7 @@ _MAX_OWED = 1 << 22
 #: the signature is sorted from the live entries when the path table has more than this many
 #: entries per live flow, else read off the table by a scan
 _SORT_RATIO = 8
-# rows of FlowNetwork._f and ._i
+# rows of FlowNetwork._f and ._i (the rate row last: a squeeze skips it)
 _REM, _THRESH, _RATE = 0, 1, 2
 _PID, _MULT = 0, 1
 
@@ -501,10 +501,11 @@ class FlowNetwork:
         if all_done:
             self._n = 0
         else:
-            # squeeze the finished entries out, keeping the others in start order
+            # squeeze the finished entries out, keeping the others in start order (not the
+            # rates: the re-solve that always follows rewrites them all)
             keep = (~done).nonzero()[0]
             m = keep.size
-            self._f[:, :m] = self._f[:, :n].take(keep, axis=1)
+            self._f[:_RATE, :m] = self._f[:_RATE, :n].take(keep, axis=1)
             self._i[:, :m] = self._i[:, :n].take(keep, axis=1)
             self._n = m
         for event in finished:
