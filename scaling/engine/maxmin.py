@@ -358,9 +358,10 @@ class MaxMinSolver:
     sorted (path_id, multiplicity) pairs. Solutions are memoised on that signature because a
     training job replays the same communication pattern every step.
 
-    The cache key is the byte encoding of the two sorted int64 arrays (path ids, then
-    multiplicities); it is equivalent to the tuple ``((pid, mult), ...)`` sorted by pid but is
-    built and hashed in C, which matters for thousands of classes per change.
+    The memo is keyed by a fingerprint linear in the per-path flow counts (flows in all, sum
+    of path id * flows) and checked exactly against the stored signature, so the engine, which
+    keeps the counts as flows start and finish, finds a hit with :meth:`lookup_counts` in
+    O(active classes) without sorting or hashing the signature.
     """
 
     def __init__(
@@ -381,12 +382,14 @@ class MaxMinSolver:
         if cache_size is not None and cache_size < 0:
             raise ValueError("cache_size must be >= 0 or None")
         self._cache_size = cache_size
-        # memo of solutions: per cheap fingerprint of an active set (its size and three
-        # integer sums, read in a few vectorised passes instead of hashing its bytes), the
-        # solutions of the sets seen with it; one is used only if its path ids and
-        # multiplicities equal the asked set's exactly. `_fifo`: insertion order, for eviction.
-        self._cache: dict[tuple[int, int, int, int], list[Solution]] = {}
-        self._fifo: deque[tuple[tuple[int, int, int, int], Solution]] = deque()
+        # memo of solutions: per cheap fingerprint of an active set, the solutions of the sets
+        # seen with it; one is used only if its path ids and multiplicities equal the asked
+        # set's exactly. The fingerprint (flows in all, sum of path id * flows) is linear in
+        # the per-path flow counts, so a caller that keeps those counts as flows start and
+        # finish keeps it too, in O(changed flows), and asks :meth:`lookup_counts` without
+        # building the signature. `_fifo`: insertion order, for eviction.
+        self._cache: dict[tuple[int, int], list[Solution]] = {}
+        self._fifo: deque[tuple[tuple[int, int], Solution]] = deque()
         self._ids: dict[tuple[int, ...], int] = {}
         # Registered paths in a growable CSR buffer (amortised O(1) append).
         self._ptr = np.zeros(16, dtype=np.int64)
@@ -503,6 +506,11 @@ class MaxMinSolver:
         if not 0 <= path_id < self._n_paths:
             raise KeyError(f"unknown path id {path_id}")
 
+    def empty_path_id(self) -> int | None:
+        """The id of the registered path without links (a local copy), or None: there is at
+        most one, since paths are registered once per link sequence."""
+        return self._ids.get(())
+
     def path_lengths(self, path_ids: IntArray) -> IntArray:
         """Number of links of each of the given registered paths (0: a local copy)."""
         return self._ptr[path_ids + 1] - self._ptr[path_ids]
@@ -549,7 +557,7 @@ class MaxMinSolver:
         pids = np.ascontiguousarray(path_ids, dtype=np.int64)
         mults = np.ascontiguousarray(multiplicity, dtype=np.int64)
         # (int64 sums may wrap on absurd inputs: still a deterministic fingerprint)
-        key = (int(pids.size), int(pids.sum()), int(mults.sum()), int(pids @ mults))
+        key = (int(mults.sum()), int(pids @ mults))
         bucket = self._cache.get(key)
         if bucket is not None:
             for memo in bucket:
@@ -570,6 +578,30 @@ class MaxMinSolver:
             self._cache.setdefault(key, []).append(sol)
             self._fifo.append((key, sol))
         return sol
+
+    def lookup_counts(self, total: int, weighted: int, counts: IntArray) -> Solution | None:
+        """The memoised solution of the active set given as per-path flow counts, or None.
+
+        The fast path for a caller that keeps the counts up to date (the engine): no
+        signature is built. A hit counts in :attr:`hits`; on None, call :meth:`solve_arrays`
+        (which counts the miss).
+
+        Args:
+            total: ``counts.sum()``, the number of active flows.
+            weighted: ``(path_id * counts).sum()``; only picks the memo bucket, so a wrong
+                value (e.g. after int64 wrap-around) can cost a miss, never a wrong answer.
+            counts: flows per registered path, int64 >= 0, shape [>= n_paths] (extra
+                entries zero).
+        """
+        bucket = self._cache.get((total, weighted))
+        if bucket is not None:
+            for memo in bucket:
+                # exact: the memo's counts match on its paths, and its flows add up to
+                # `total` (the key), so every other path's count is zero (counts >= 0)
+                if (counts[memo.path_ids] == memo.multiplicity).all():
+                    self.hits += 1
+                    return memo
+        return None
 
     def _compute(self, pids: IntArray, mults: IntArray) -> Solution:
         links, lengths = self.gather(pids)

@@ -1,15 +1,17 @@
-"""The flow engine's incremental bookkeeping (`scaling.engine.network`): the active-set
-signature kept as flows start and finish, and finished flows retired in start order, equal what
-a from-scratch computation over the slot table gives at every step."""
+"""The flow engine's incremental bookkeeping (`scaling.engine.network`): the compact live
+entries, per-path flow counts and active-set signature kept as flows start and finish, and
+finished flows retired in start order, equal what a from-scratch recount gives at every step."""
 
 from __future__ import annotations
 
 import numpy as np
 import numpy.typing as npt
+import pytest
 import simpy
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from scaling.engine import network
 from scaling.engine.maxmin import Solution
 from scaling.engine.network import FlowNetwork
 
@@ -17,37 +19,89 @@ GB = 1e9
 
 
 class Checked(FlowNetwork):
-    """A FlowNetwork that checks its incremental state against the slot table."""
+    """A FlowNetwork that checks its incremental state against a from-scratch recount: the
+    live entries match a shadow list of the flows started and not yet finished (in start
+    order, so compaction kept every array aligned and ordered), the per-path counts match the
+    live entries, and the signature handed to the solver is their sorted unique paths."""
 
     solves = 0
+    hits = 0
     retired = 0
 
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.shadow: list[tuple[int, float, int, int, int]] = []  # path, B, mult, seq, bundle
+        self.seq = 0
+        self.n_bundles = 0
+
+    def transfer_many(self, path_ids, nbytes, multiplicity=None):  # type: ignore[no-untyped-def]
+        ev = super().transfer_many(path_ids, nbytes, multiplicity)
+        mult = [1] * len(path_ids) if multiplicity is None else list(multiplicity)
+        for p, b, m in zip(path_ids, nbytes, mult, strict=True):
+            if b > 0 and self.solver.path_lengths(np.array([p]))[0] > 0:
+                self.shadow.append((int(p), float(b), int(m), self.seq, self.n_bundles))
+                self.seq += 1
+        self.n_bundles += 1
+        self.check()
+        return ev
+
+    def check(self) -> None:
+        n = self._n
+        pid, mult = self._i[:, :n]
+        assert n == len(self.shadow)
+        assert pid.tolist() == [e[0] for e in self.shadow]
+        assert mult.tolist() == [e[2] for e in self.shadow]
+        assert self._f[1, :n].tolist() == [self._finish_rtol * e[1] for e in self.shadow]
+        # the unfinished bundles, in start order, and how many live entries each holds
+        per_bundle: dict[int, int] = {}
+        for e in self.shadow:
+            per_bundle[e[4]] = per_bundle.get(e[4], 0) + 1
+        assert [b[0] for b in self._bundles] == list(per_bundle.values())
+        assert list(per_bundle) == sorted(per_bundle)
+        want = np.bincount(pid, weights=mult, minlength=self._path_mult.size)
+        assert self._path_mult.tolist() == want.astype(np.int64).tolist()
+        assert (self._sum_m, self._sum_pm) == (int(mult.sum()), int(pid @ mult))
+
+    def signature(self) -> tuple[list[int], list[int]]:
+        """The active set recounted from the live entries: sorted paths, flows on each."""
+        live, live_mult = self._i[:, : self._n]
+        want, inv = np.unique(live, return_inverse=True)
+        return want.tolist(), np.bincount(inv, weights=live_mult).astype(np.int64).tolist()
+
     def _resolve(self) -> None:
-        solve = self.solver.solve_arrays
+        solve, lookup = self.solver.solve_arrays, self.solver.lookup_counts
 
         def checked(pids: npt.NDArray[np.int64], mults: npt.NDArray[np.int64]) -> Solution:
-            act = np.flatnonzero(self._active)
-            want, inv = np.unique(self._pid[act], return_inverse=True)
-            want_mult = np.bincount(inv, weights=self._mult[act]).astype(np.int64)
-            assert pids.tolist() == want.tolist()
-            assert mults.tolist() == want_mult.tolist()
+            assert (pids.tolist(), mults.tolist()) == self.signature()
             Checked.solves += 1
             return solve(pids, mults)
 
+        def checked_lookup(
+            total: int, weighted: int, counts: npt.NDArray[np.int64]
+        ) -> Solution | None:
+            memo = lookup(total, weighted, counts)
+            if memo is not None:  # a memo hit is the solution of exactly this active set
+                got = (memo.path_ids.tolist(), memo.multiplicity.tolist())
+                assert got == self.signature()
+                Checked.solves += 1
+                Checked.hits += 1
+            return memo
+
         self.solver.solve_arrays = checked  # type: ignore[method-assign,assignment]
+        self.solver.lookup_counts = checked_lookup  # type: ignore[method-assign]
         try:
             super()._resolve()
         finally:
             del self.solver.solve_arrays
+            del self.solver.lookup_counts
 
     def _complete(self, done: npt.NDArray[np.bool_], now: float) -> None:
-        slots = np.flatnonzero(done)
-        want = slots[np.argsort(self._seq[slots], kind="stable")]
-        top = self._n_free
+        gone = [e for e, d in zip(self.shadow, done.tolist(), strict=True) if d]
+        seqs = [e[3] for e in gone]
+        assert seqs == sorted(seqs)  # retired (residues credited) in start order
+        self.shadow = [e for e, d in zip(self.shadow, done.tolist(), strict=True) if not d]
         super()._complete(done, now)
-        # freed slots are pushed in reverse retirement order
-        got = self._free[top : self._n_free][::-1]
-        assert got.tolist() == want.tolist()
+        self.check()
         Checked.retired += 1
 
 
@@ -75,9 +129,20 @@ def bundles(draw: st.DrawFn) -> tuple[list[int], list[list[int]], list[tuple]]:
     return cap, paths, starts
 
 
-@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@pytest.mark.parametrize("ratio", [0, 10**9], ids=["scan", "sort"])
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(sc=bundles())
-def test_signature_and_retirement_order_match_the_slot_table(sc) -> None:
+def test_signature_and_retirement_order_match_a_recount(ratio: int, sc) -> None:
+    # both ways of reading the signature (scan of the path table, sort of the live entries)
+    saved = network._SORT_RATIO
+    network._SORT_RATIO = ratio
+    try:
+        _run_checked(sc)
+    finally:
+        network._SORT_RATIO = saved
+
+
+def _run_checked(sc) -> None:
     cap, paths, starts = sc
     env = simpy.Environment()
     net = Checked(env, np.asarray(cap, dtype=float) * GB)
@@ -91,7 +156,7 @@ def test_signature_and_retirement_order_match_the_slot_table(sc) -> None:
         )
         done.append(t)
 
-    Checked.solves = Checked.retired = 0
+    Checked.solves = Checked.retired = Checked.hits = 0
     for start, flows in starts:
         env.process(bundle(start, flows))
     env.run()
@@ -101,8 +166,9 @@ def test_signature_and_retirement_order_match_the_slot_table(sc) -> None:
     assert not net._path_mult.any()  # every flow counted in was counted out
 
 
-def test_reused_slots_out_of_order_still_retire_in_start_order() -> None:
-    # many bundles of unequal flows: slots freed in waves are reused in mixed order
+def test_flows_finishing_in_mixed_order_retire_in_start_order() -> None:
+    # many bundles of unequal flows: flows finish in waves out of start order, and the
+    # live entries are squeezed each time
     rng = np.random.default_rng(3)  # fixed inputs; the engine has no randomness
     env = simpy.Environment()
     net = Checked(env, rng.uniform(1, 4, 12) * GB)
@@ -114,7 +180,7 @@ def test_reused_slots_out_of_order_still_retire_in_start_order() -> None:
             rng.choice(pids, k), rng.uniform(0.1, 3.0, k) * GB, rng.integers(1, 4, k)
         )
 
-    Checked.solves = Checked.retired = 0
+    Checked.solves = Checked.retired = Checked.hits = 0
     for _ in range(60):
         env.process(bundle(float(rng.uniform(0, 10)), int(rng.integers(1, 9))))
     env.run()
@@ -122,7 +188,7 @@ def test_reused_slots_out_of_order_still_retire_in_start_order() -> None:
     assert not net._path_mult.any()
 
 
-def test_a_bundle_on_reused_slots_retires_in_start_order_not_slot_order() -> None:
+def test_bundles_retire_in_start_order() -> None:
     env = simpy.Environment()
     net = Checked(env, [1 * GB])
     p = net.path_id([0])
@@ -133,12 +199,34 @@ def test_a_bundle_on_reused_slots_retires_in_start_order_not_slot_order() -> Non
         yield net.transfer_many([p] * len(sizes), [s * GB for s in sizes])
         order.append(name)
 
-    env.process(bundle("a", 0, [1, 1, 1]))  # slots 0-2, retired first
-    env.process(bundle("b", 0, [2, 2, 2]))  # slots 3-5, retired second
-    # then c reuses them as [3, 4, 5, 0, 1]: its first wave (1 GB) is slots 3 and 0, in
-    # that start order although slot 0 < 3
+    env.process(bundle("a", 0, [1, 1, 1]))  # retired first
+    env.process(bundle("b", 0, [2, 2, 2]))  # retired second
+    # then c: its first wave (1 GB) is its entries 0 and 3, retired in that order
     env.process(bundle("c", 20, [1, 2, 3, 1, 2]))
     Checked.retired = 0
     env.run()
     assert order == ["a", "b", "c"] and Checked.retired == 5
     assert net.bytes_per_link.tolist() == [18 * GB]
+
+
+def test_repeated_steps_hit_the_memo_from_the_counts() -> None:
+    # a "training step" (two overlapping bundles of unequal flows) replayed 4 times: every
+    # active set after the first step is a memo hit found from the per-path counts, checked
+    # against the recount
+    env = simpy.Environment()
+    net = Checked(env, [2 * GB, 3 * GB, 1 * GB])
+    p = [net.path_id(x) for x in ([0], [0, 1], [1, 2], [2])]
+
+    def step():
+        for _ in range(4):
+            a = net.transfer_many([p[0], p[1], p[2]], [1 * GB, 2 * GB, 3 * GB])
+            b = net.transfer_many([p[3], p[1]], [1 * GB, 1 * GB], [2, 1])
+            yield a & b
+
+    Checked.solves = Checked.retired = Checked.hits = 0
+    env.process(step())
+    env.run()
+    per_step = net.resolves // 4
+    assert net.resolves == 4 * per_step and per_step >= 3
+    assert Checked.solves == net.resolves and Checked.hits == net.cache_hits == 3 * per_step
+    assert net.cache_misses == per_step

@@ -343,6 +343,23 @@ def test_solver_registers_paths_once_and_memoises() -> None:
         s.register([0, 0])
 
 
+def test_lookup_from_counts_is_exact_when_fingerprints_collide() -> None:
+    # {0, 3} and {1, 2}, one flow each, share the memo fingerprint (2 flows, path-id sum 3)
+    s = MaxMinSolver([1.0, 2.0, 4.0, 8.0])
+    p = [s.register([i]) for i in range(4)]
+    counts_a = np.array([1, 0, 0, 1], dtype=np.int64)
+    counts_b = np.array([0, 1, 1, 0], dtype=np.int64)
+    sol_a = s.solve_arrays(np.array([p[0], p[3]]), np.array([1, 1]))
+    assert s.lookup_counts(2, 3, counts_b) is None  # same bucket, other set: no hit
+    assert s.lookup_counts(2, 3, counts_a) is sol_a
+    sol_b = s.solve_arrays(np.array([p[1], p[2]]), np.array([1, 1]))
+    assert sol_b.rates.tolist() == [2.0, 4.0]
+    assert s.lookup_counts(2, 3, counts_b) is sol_b
+    # a superset matching the memo on its paths has more flows: another bucket
+    assert s.lookup_counts(3, 4, np.array([1, 1, 0, 1], dtype=np.int64)) is None
+    assert (s.hits, s.misses) == (2, 2)
+
+
 def test_solver_cache_eviction() -> None:
     s = MaxMinSolver([10.0], cache_size=1)
     p = s.register([0])
@@ -546,6 +563,11 @@ def test_validation_errors() -> None:
         net.transfer_many([p], [-1.0])
     with pytest.raises(ValueError):
         net.transfer_many([p], [math.nan])
+    # the checks are min/max reductions: a NaN or inf anywhere is caught
+    with pytest.raises(ValueError):
+        net.transfer_many([p, p], [1.0, math.nan])
+    with pytest.raises(ValueError):
+        net.transfer_many([p, p], [math.inf, 1.0])
     with pytest.raises(ValueError):
         net.transfer_many([p], [1.0], [0])
     with pytest.raises(ValueError):
