@@ -1,0 +1,238 @@
+"""What one cluster *structure* decides, shared by every run of it in one process (issue 29).
+
+Loops over uncertainty samples, Sobol points, Shapley swaps (``explain --vs``), seeds and
+strategies build a fresh :class:`~scaling.model.comm.flowcoll.FlowCollectives` per run. Much of
+what it computes does not depend on any capacity, latency or efficiency: the schedules of the
+algorithms (the planner's ring orders and phases), and, for one node count and ECMP salt, the
+routes of every phase's flows. This module keeps those per *structure view*
+(:func:`structure_view`: the system with every bandwidth, latency, efficiency and the device
+blanked out), so a run of the same structure only rebinds its own capacities.
+
+Why sharing cannot change a result:
+
+* A schedule is built from the structure view alone (the planner and the algorithms read device
+  counts, the fabric kind and group size, in-switch reduction, NIC count, the leaf-spine shape,
+  channels, the algorithm list and parameters; ``tests/test_shared_structure.py`` checks that
+  blanked fields do not change any algorithm's schedule), and its arrays are made read-only
+  before they are shared, so no run can alter another's.
+* Routes are a function of the structure view, node count and ECMP salt
+  (:class:`~scaling.model.comm.cluster.ClusterNetwork`). Paths get *structure-wide* ids here;
+  each run still registers them on its own network in the order a fresh run would (the order
+  of first appearance in the phases it meets), so every engine path id, and with it every
+  float of every solve, is the one a cold process computes.
+* A phase's uncontended solve (``FlowCollectives._phase_info``) is reused only for the same
+  phase, the same network capacities (a digest of the capacity vector) and the same engine
+  path ids of its flows (which fix the solver's flow order).
+
+Bounded: at most :data:`_MAX_VIEWS` structure views, :data:`_MAX_ROUTINGS` (node count, salt)
+routings per view and :data:`_MAX_INFOS` phase solves per routing, oldest first out; entries
+keyed by ``id(phase)`` keep the phase alive, so an id is never reused while its entry lives.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from scaling.model.comm.algos import Phase, Planner, Schedule
+from scaling.model.comm.cluster import ClusterNetwork
+from scaling.model.comm.ops import CollectiveOp, Group, PeerSizes
+from scaling.model.hardware.system import LibraryProtocol, SystemSpec
+
+SchedKey = tuple[str, CollectiveOp, Group, PeerSizes | None]
+
+#: structure views kept (a loop visits a few: systems × fabrics of a Shapley swap)
+_MAX_VIEWS = 8
+#: (node count, ECMP salt) routings kept per view (uncertainty samples draw a salt each)
+_MAX_ROUTINGS = 8
+#: uncontended phase solves kept per routing
+_MAX_INFOS = 4096
+#: schedules kept per view (a job meets tens; uneven all-to-alls may meet more)
+_MAX_SCHEDULES = 4096
+
+
+def structure_view(system: SystemSpec) -> str:
+    """The part of ``system`` that routes and schedules depend on, as a string key: every field
+    except the device, the names, the power overhead, and the bandwidths, latencies and
+    efficiencies of the fabric, NICs, spine and library (these scale capacities and latency
+    terms only; they are keys of the capacity-dependent caches instead)."""
+    fab, nic, so, lib = system.fabric, system.nics, system.scale_out, system.library
+    return repr(
+        (
+            system.devices_per_node,
+            dataclasses.replace(
+                fab,
+                link_bw_Bps=0.0,
+                link_latency_s=0.0,
+                link_efficiency=0.0,
+                inter_group_bw_Bps=0.0,
+                pcie_latency_s=0.0,
+                pcie_efficiency=0.0,
+                switch_reduction_Bps=0.0,
+                switch_reduction_latency_s=0.0,
+            ),
+            dataclasses.replace(nic, bw_Bps=0.0, latency_s=0.0, efficiency=0.0),
+            dataclasses.replace(so, spine_latency_s=0.0),
+            dataclasses.replace(
+                lib,
+                name="",
+                # protocols' latencies and caps are the tuner's, not a schedule's
+                protocols=tuple(LibraryProtocol(p.name, 0.0, {}) for p in lib.protocols),
+                bw_efficiency={},
+                tree_bw_factor=0.0,
+                tree_level_latency_s=0.0,
+                compute_interference=0.0,
+                call_overhead_s=0.0,
+                ramp_half_bytes=0.0,
+                ramp_exponent=0.0,
+            ),
+        )
+    )
+
+
+def _readonly(a: np.ndarray) -> np.ndarray:
+    a.setflags(write=False)
+    return a
+
+
+def freeze(sched: Schedule) -> Schedule:
+    """``sched`` with every phase array read-only (shared schedules must not be altered)."""
+    for ph in sched.phases:
+        for a in (ph.src, ph.dst, ph.coeff, ph.mult, ph.fold):
+            if a is not None:
+                a.setflags(write=False)
+    return sched
+
+
+@dataclass(frozen=True, slots=True)
+class PhasePaths:
+    """One phase's flows on one routing, in structure-wide path ids.
+
+    ``order``: the distinct path ids of its flows in first appearance (the order a fresh
+    network registers them in); ``flow``: each engine flow's path id; ``coeff`` and ``mult``
+    per engine flow (a transfer split over several NIC paths gives each an equal share)."""
+
+    phase: Phase  # kept alive: the cache is keyed by its id
+    order: np.ndarray
+    flow: np.ndarray
+    coeff: np.ndarray
+    mult: np.ndarray
+
+
+@dataclass(slots=True)
+class Routing:
+    """Paths of one structure view, node count and ECMP salt: structure-wide ids of link
+    tuples, each phase's flows in them, and the phases' uncontended solves by capacity."""
+
+    ids: dict[tuple[int, ...], int] = field(default_factory=dict)
+    links: list[tuple[int, ...]] = field(default_factory=list)
+    phases: dict[int, PhasePaths] = field(default_factory=dict)
+    #: (capacity digest, id(phase), engine path ids of its flows) -> (phase, its solve)
+    infos: dict[tuple[bytes, int, bytes], tuple[Phase, tuple[float, str]]] = field(
+        default_factory=dict
+    )
+
+    def phase_paths(self, phase: Phase, cluster: ClusterNetwork) -> PhasePaths:
+        """The phase's flows in structure-wide path ids (computed once per routing): each
+        (src, dst, fold) entry's routes from ``cluster`` (:meth:`ClusterNetwork.routes`,
+        :meth:`ClusterNetwork.folded_routes`)."""
+        hit = self.phases.get(id(phase))
+        if hit is not None and hit.phase is phase:
+            return hit
+        fold = phase.fold if phase.fold is not None else np.zeros(phase.src.size, np.int8)
+        keys = list(zip(phase.src.tolist(), phase.dst.tolist(), fold.tolist(), strict=True))
+        ukeys = list(dict.fromkeys(keys))
+        ids, links = self.ids, self.links
+        per_key: dict[tuple[int, int, int], tuple[int, ...]] = {}
+        for k in ukeys:
+            a, b, f = k
+            routes = cluster.routes(a, b) if f == 0 else cluster.folded_routes(a, b, f == 2)
+            gids = []
+            for r in routes:
+                g = ids.get(r)
+                if g is None:
+                    g = ids[r] = len(links)
+                    links.append(r)
+                gids.append(g)
+            per_key[k] = tuple(gids)
+        # the order a fresh network registers the phase's paths in: first appearance over
+        # the routes of its distinct entries, in first-seen order
+        order = np.array(list(dict.fromkeys(g for k in ukeys for g in per_key[k])), dtype=np.int64)
+        per = [per_key[k] for k in keys]
+        if all(len(r) == 1 for r in per):
+            flow = np.array([r[0] for r in per], dtype=np.int64)
+            coeff, mult = phase.coeff, phase.mult
+        else:
+            n = np.array([len(r) for r in per], dtype=np.int64)
+            flow = np.array([p for r in per for p in r], dtype=np.int64)
+            coeff, mult = np.repeat(phase.coeff / n, n), np.repeat(phase.mult, n)
+        hit = PhasePaths(
+            phase, _readonly(order), _readonly(flow), _readonly(coeff), _readonly(mult)
+        )
+        self.phases[id(phase)] = hit
+        return hit
+
+    def info(self, key: tuple[bytes, int, bytes], phase: Phase) -> tuple[float, str] | None:
+        """A phase's remembered uncontended solve, or None."""
+        hit = self.infos.get(key)
+        return hit[1] if hit is not None and hit[0] is phase else None
+
+    def remember_info(
+        self, key: tuple[bytes, int, bytes], phase: Phase, value: tuple[float, str]
+    ) -> None:
+        """Remember a phase's uncontended solve (oldest out beyond :data:`_MAX_INFOS`)."""
+        if len(self.infos) >= _MAX_INFOS:
+            del self.infos[next(iter(self.infos))]
+        self.infos[key] = (phase, value)
+
+
+@dataclass(slots=True)
+class Structure:
+    """What one structure view decides: its planner, schedules (read-only) and routings."""
+
+    planner: Planner
+    schedules: dict[SchedKey, Schedule | None] = field(default_factory=dict)
+    why: dict[SchedKey, str] = field(default_factory=dict)  # why a schedule is None
+    routings: dict[tuple[int, int | None], Routing] = field(default_factory=dict)
+
+    def remember_schedule(self, key: SchedKey, sched: Schedule | None, why: str = "") -> None:
+        """Share a schedule (read-only) or its absence (oldest out beyond the bound)."""
+        if len(self.schedules) >= _MAX_SCHEDULES:
+            old = next(iter(self.schedules))
+            del self.schedules[old]
+            self.why.pop(old, None)
+        self.schedules[key] = freeze(sched) if sched is not None else None
+        if sched is None:
+            self.why[key] = why
+
+    def routing(self, nodes: int, salt: int | None) -> Routing:
+        """The routing of ``nodes`` nodes under ECMP ``salt`` (None: ideal ECMP)."""
+        key = (nodes, salt)
+        hit = self.routings.get(key)
+        if hit is None:
+            if len(self.routings) >= _MAX_ROUTINGS:
+                del self.routings[next(iter(self.routings))]
+            hit = self.routings[key] = Routing()
+        return hit
+
+
+#: structures by :func:`structure_view`, oldest evicted first
+_STRUCTURES: dict[str, Structure] = {}
+
+
+def structure_of(system: SystemSpec) -> Structure:
+    """The shared structure of ``system`` (made on first use, with a planner of ``system``)."""
+    view = structure_view(system)
+    hit = _STRUCTURES.get(view)
+    if hit is None:
+        if len(_STRUCTURES) >= _MAX_VIEWS:
+            del _STRUCTURES[next(iter(_STRUCTURES))]
+        hit = _STRUCTURES[view] = Structure(Planner(system, system.library.channels))
+    return hit
+
+
+def clear_structure_cache() -> None:
+    """Forget every shared schedule, routing and phase solve (the next run builds afresh)."""
+    _STRUCTURES.clear()
