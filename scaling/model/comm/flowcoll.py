@@ -32,7 +32,7 @@ from scaling.model.comm.algos import algorithm as algorithm_of
 from scaling.model.comm.cluster import ClusterNetwork
 from scaling.model.comm.collectives import CollectiveCost
 from scaling.model.comm.ops import CollectiveOp, Group, PeerSizes, busbw_factor
-from scaling.model.comm.shared import structure_of
+from scaling.model.comm.shared import routing_of, structure_of
 from scaling.model.hardware.system import LinkClass, SystemSpec
 
 
@@ -89,9 +89,7 @@ class FlowCollectives:
         # (shared.py says why that cannot change a result); this run keeps its own references
         self._shared = structure_of(system)
         self.algos = self._shared.planner
-        self._routing = self._shared.routing(
-            nodes, None if self.cluster.ideal_ecmp else self.cluster.seed
-        )
+        self._routing = routing_of(self.cluster)
         SchedKey = tuple[str, CollectiveOp, Group, PeerSizes | None]
         self._sched: dict[SchedKey, Schedule | None] = {}
         self._why: dict[SchedKey, str] = {}  # why a schedule is None
@@ -166,8 +164,7 @@ class FlowCollectives:
             if new.size:
                 # register the phase's new paths in first appearance, as a fresh network
                 # does: the engine's path ids (and so its solve order) are a cold run's
-                links = routing.links
-                pid_of[new] = self.net.path_ids([links[g] for g in new.tolist()])
+                pid_of[new] = self.net.solver.register_csr(*routing.csr(new))
             hit = (pid_of[pp.flow], pp.coeff, pp.mult)
             self._phase_flows[id(phase)] = hit
         return hit

@@ -45,8 +45,8 @@ SchedKey = tuple[str, CollectiveOp, Group, PeerSizes | None]
 
 #: structure views kept (a loop visits a few: systems × fabrics of a Shapley swap)
 _MAX_VIEWS = 8
-#: (node count, ECMP salt) routings kept per view (uncertainty samples draw a salt each)
-_MAX_ROUTINGS = 8
+#: routings kept: (cluster graph, ECMP salt) pairs (uncertainty samples draw a salt each)
+_MAX_ROUTINGS = 16
 #: uncontended phase solves kept per routing
 _MAX_INFOS = 4096
 #: schedules kept per view (a job meets tens; uneven all-to-alls may meet more)
@@ -121,52 +121,106 @@ class PhasePaths:
     mult: np.ndarray
 
 
-@dataclass(slots=True)
+def _gather(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """Indices ``starts[k] … starts[k] + lengths[k] − 1`` for every k, end to end."""
+    offset = np.cumsum(lengths) - lengths
+    return np.arange(int(lengths.sum()), dtype=np.int64) + np.repeat(starts - offset, lengths)
+
+
 class Routing:
-    """Paths of one structure view, node count and ECMP salt: structure-wide ids of link
-    tuples, each phase's flows in them, and the phases' uncontended solves by capacity."""
+    """Paths of one cluster graph and ECMP salt: structure-wide ids of link tuples (as tuples
+    and as CSR arrays), the routes of every (src, dst, fold) entry met so far in those ids,
+    each phase's flows, and the phases' uncontended solves by capacity."""
 
-    ids: dict[tuple[int, ...], int] = field(default_factory=dict)
-    links: list[tuple[int, ...]] = field(default_factory=list)
-    phases: dict[int, PhasePaths] = field(default_factory=dict)
-    #: (capacity digest, id(phase), engine path ids of its flows) -> (phase, its solve)
-    infos: dict[tuple[bytes, int, bytes], tuple[Phase, tuple[float, str]]] = field(
-        default_factory=dict
-    )
+    def __init__(self, index: dict[tuple[object, ...], int]) -> None:
+        #: the cluster's link ids this routing's paths are in (kept: identity is checked)
+        self.index = index
+        self.ids: dict[tuple[int, ...], int] = {}
+        self.links: list[tuple[int, ...]] = []
+        self._flat: list[int] = []  # the links' ids end to end …
+        self._ptr: list[int] = [0]  # … path g at _flat[_ptr[g] : _ptr[g + 1]]
+        self._csr: tuple[np.ndarray, np.ndarray] | None = None  # the two as arrays
+        # entries met so far, by code ((src · devices + dst) · 3 + fold), sorted: their
+        # structure-wide path ids at _kg[_kstart[i] : _kstart[i] + _klen[i]]
+        self._kcode = np.zeros(0, dtype=np.int64)
+        self._kstart = np.zeros(0, dtype=np.int64)
+        self._klen = np.zeros(0, dtype=np.int64)
+        self._kg: list[int] = []
+        self._kg_arr = np.zeros(0, dtype=np.int64)  # _kg as an array
+        self.phases: dict[int, PhasePaths] = {}
+        #: (capacity digest, id(phase), engine path ids of its flows) -> (phase, its solve)
+        self.infos: dict[tuple[bytes, int, bytes], tuple[Phase, tuple[float, str]]] = {}
 
-    def phase_paths(self, phase: Phase, cluster: ClusterNetwork) -> PhasePaths:
-        """The phase's flows in structure-wide path ids (computed once per routing): each
-        (src, dst, fold) entry's routes from ``cluster`` (:meth:`ClusterNetwork.routes`,
-        :meth:`ClusterNetwork.folded_routes`)."""
-        hit = self.phases.get(id(phase))
-        if hit is not None and hit.phase is phase:
-            return hit
-        fold = phase.fold if phase.fold is not None else np.zeros(phase.src.size, np.int8)
-        keys = list(zip(phase.src.tolist(), phase.dst.tolist(), fold.tolist(), strict=True))
-        ukeys = list(dict.fromkeys(keys))
-        ids, links = self.ids, self.links
-        per_key: dict[tuple[int, int, int], tuple[int, ...]] = {}
-        for k in ukeys:
-            a, b, f = k
+    def csr(self, gids: np.ndarray) -> tuple[list[tuple[int, ...]], np.ndarray, np.ndarray]:
+        """The paths ``gids`` as (link tuples, their links end to end, links per path)."""
+        if self._csr is None or self._csr[1].size != len(self._ptr):
+            self._csr = (np.array(self._flat, dtype=np.int64), np.array(self._ptr, np.int64))
+        flat, ptr = self._csr
+        starts = ptr[gids]
+        lengths = ptr[gids + 1] - starts
+        links = self.links
+        return [links[g] for g in gids.tolist()], flat[_gather(starts, lengths)], lengths
+
+    def _learn(self, codes: np.ndarray, cluster: ClusterNetwork) -> None:
+        """Route the entries ``codes`` (not met before) and add them to the sorted table."""
+        n_dev = cluster.n_devices
+        ids, links, flat, ptr, kg = self.ids, self.links, self._flat, self._ptr, self._kg
+        starts, lens = [], []
+        for c in codes.tolist():
+            pair, f = divmod(c, 3)
+            a, b = divmod(pair, n_dev)
             routes = cluster.routes(a, b) if f == 0 else cluster.folded_routes(a, b, f == 2)
-            gids = []
+            starts.append(len(kg))
+            lens.append(len(routes))
             for r in routes:
                 g = ids.get(r)
                 if g is None:
                     g = ids[r] = len(links)
                     links.append(r)
-                gids.append(g)
-            per_key[k] = tuple(gids)
+                    flat.extend(r)
+                    ptr.append(len(flat))
+                kg.append(g)
+        code = np.concatenate([self._kcode, codes])
+        order = np.argsort(code, kind="stable")
+        self._kcode = code[order]
+        self._kstart = np.concatenate([self._kstart, np.array(starts, np.int64)])[order]
+        self._klen = np.concatenate([self._klen, np.array(lens, np.int64)])[order]
+
+    def phase_paths(self, phase: Phase, cluster: ClusterNetwork) -> PhasePaths:
+        """The phase's flows in structure-wide path ids (computed once per routing): each
+        (src, dst, fold) entry's routes from ``cluster`` (:meth:`ClusterNetwork.routes`,
+        :meth:`ClusterNetwork.folded_routes`), looked up in arrays once met."""
+        hit = self.phases.get(id(phase))
+        if hit is not None and hit.phase is phase:
+            return hit
+        n_dev = cluster.n_devices
+        code = phase.src * n_dev + phase.dst
+        code = code * 3 + (phase.fold if phase.fold is not None else 0)
+        uc, first, inv = np.unique(code, return_index=True, return_inverse=True)
+        pos = np.searchsorted(self._kcode, uc)
+        known = pos < self._kcode.size
+        known[known] = self._kcode[pos[known]] == uc[known]
+        if not known.all():
+            # route the new entries in first-seen order (the cluster memoises routes per salt)
+            new = ~known
+            self._learn(uc[new][np.argsort(first[new], kind="stable")], cluster)
+            pos = np.searchsorted(self._kcode, uc)
+        if self._kg_arr.size != len(self._kg):
+            self._kg_arr = np.array(self._kg, dtype=np.int64)
+        kg = self._kg_arr
+        ustart, ulen = self._kstart[pos], self._klen[pos]
         # the order a fresh network registers the phase's paths in: first appearance over
         # the routes of its distinct entries, in first-seen order
-        order = np.array(list(dict.fromkeys(g for k in ukeys for g in per_key[k])), dtype=np.int64)
-        per = [per_key[k] for k in keys]
-        if all(len(r) == 1 for r in per):
-            flow = np.array([r[0] for r in per], dtype=np.int64)
+        seen = np.argsort(first, kind="stable")
+        spans = kg[_gather(ustart[seen], ulen[seen])]
+        _, at = np.unique(spans, return_index=True)
+        order = spans[np.sort(at)]
+        if bool((ulen == 1).all()):
+            flow = kg[ustart[inv]]
             coeff, mult = phase.coeff, phase.mult
         else:
-            n = np.array([len(r) for r in per], dtype=np.int64)
-            flow = np.array([p for r in per for p in r], dtype=np.int64)
+            n = ulen[inv]
+            flow = kg[_gather(ustart[inv], n)]
             coeff, mult = np.repeat(phase.coeff / n, n), np.repeat(phase.mult, n)
         hit = PhasePaths(
             phase, _readonly(order), _readonly(flow), _readonly(coeff), _readonly(mult)
@@ -195,7 +249,6 @@ class Structure:
     planner: Planner
     schedules: dict[SchedKey, Schedule | None] = field(default_factory=dict)
     why: dict[SchedKey, str] = field(default_factory=dict)  # why a schedule is None
-    routings: dict[tuple[int, int | None], Routing] = field(default_factory=dict)
 
     def remember_schedule(self, key: SchedKey, sched: Schedule | None, why: str = "") -> None:
         """Share a schedule (read-only) or its absence (oldest out beyond the bound)."""
@@ -206,16 +259,6 @@ class Structure:
         self.schedules[key] = freeze(sched) if sched is not None else None
         if sched is None:
             self.why[key] = why
-
-    def routing(self, nodes: int, salt: int | None) -> Routing:
-        """The routing of ``nodes`` nodes under ECMP ``salt`` (None: ideal ECMP)."""
-        key = (nodes, salt)
-        hit = self.routings.get(key)
-        if hit is None:
-            if len(self.routings) >= _MAX_ROUTINGS:
-                del self.routings[next(iter(self.routings))]
-            hit = self.routings[key] = Routing()
-        return hit
 
 
 #: structures by :func:`structure_view`, oldest evicted first
@@ -236,3 +279,20 @@ def structure_of(system: SystemSpec) -> Structure:
 def clear_structure_cache() -> None:
     """Forget every shared schedule, routing and phase solve (the next run builds afresh)."""
     _STRUCTURES.clear()
+    _ROUTINGS.clear()
+
+
+#: routings by (cluster structure key, ECMP salt), oldest evicted first
+_ROUTINGS: dict[tuple[object, ...], Routing] = {}
+
+
+def routing_of(cluster: ClusterNetwork) -> Routing:
+    """The shared routing of ``cluster``'s graph and ECMP salt (None under ideal ECMP): made
+    afresh where the cluster's link ids are not those the kept one was made on."""
+    key = (cluster.structure_key(), None if cluster.ideal_ecmp else cluster.seed)
+    hit = _ROUTINGS.get(key)
+    if hit is None or hit.index is not cluster._index:
+        if hit is None and len(_ROUTINGS) >= _MAX_ROUTINGS:
+            del _ROUTINGS[next(iter(_ROUTINGS))]
+        hit = _ROUTINGS[key] = Routing(cluster._index)
+    return hit
