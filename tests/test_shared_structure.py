@@ -62,8 +62,16 @@ def test_runs_in_any_order_give_the_bits_of_a_cold_process() -> None:
     b = dataclasses.replace(a, system=_scaled(a.system, 0.37))  # same structure
     c = _job("mlu370-x8", 4)  # another structure
     d = dataclasses.replace(a, nodes=2)  # another node count
+    so = a.system.scale_out  # the same schedules, other routes (more spines)
+    e = dataclasses.replace(
+        a,
+        system=dataclasses.replace(
+            a.system, scale_out=dataclasses.replace(so, oversubscription=0.5)
+        ),
+    )
+    jobs = {"a": a, "b": b, "c": c, "d": d, "e": e}
     cold = {}
-    for name, job in {"a": a, "b": b, "c": c, "d": d}.items():
+    for name, job in jobs.items():
         _cold()
         cold[name] = _bits(job)
     assert cold["a"] != cold["b"]  # the capacities matter
@@ -128,7 +136,12 @@ def _blanked(system: SystemSpec) -> SystemSpec:
         nics=dataclasses.replace(
             nic, bw_Bps=nic.bw_Bps / 3, latency_s=nic.latency_s * 2, efficiency=0.5
         ),
-        scale_out=dataclasses.replace(so, spine_latency_s=so.spine_latency_s * 2 + 1e-6),
+        scale_out=dataclasses.replace(
+            so,
+            spine_latency_s=so.spine_latency_s * 2 + 1e-6,
+            oversubscription=so.oversubscription * 1.7,
+            ecmp="ideal" if so.ecmp == "hash" else "hash",
+        ),
         library=dataclasses.replace(
             lib,
             protocols=tuple(
@@ -152,7 +165,8 @@ def test_blanked_fields_change_no_schedule(name: str) -> None:
     other = _blanked(spec)
     assert shared.structure_view(other) == shared.structure_view(spec)
     pa, pb = (Planner(s, s.library.channels) for s in (spec, other))
-    groups = [Group(1, spec.devices_per_node), Group(4, spec.devices_per_node), Group(3, 2)]
+    g = spec.devices_per_node
+    groups = [Group(1, g), Group(4, g), Group(3, 2), Group(40, g)]  # 40 nodes: several pods
     built = 0
     for algo in algorithm_names():
         for op in CollectiveOp:
@@ -186,10 +200,10 @@ def test_structural_fields_are_in_the_view() -> None:
     view = shared.structure_view(spec)
     so, lib = spec.scale_out, spec.library
     for changed in (
-        dataclasses.replace(spec, scale_out=dataclasses.replace(so, oversubscription=2.0)),
+        dataclasses.replace(spec, scale_out=dataclasses.replace(so, nodes_per_leaf=4)),
+        dataclasses.replace(spec, scale_out=dataclasses.replace(so, rail_optimized=False)),
         dataclasses.replace(spec, library=dataclasses.replace(lib, channels=lib.channels + 1)),
         dataclasses.replace(spec, nics=dataclasses.replace(spec.nics, count=4)),
-        dataclasses.replace(spec, scale_out=dataclasses.replace(so, ecmp="ideal")),
     ):
         assert shared.structure_view(changed) != view
 

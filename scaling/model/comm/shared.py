@@ -6,13 +6,14 @@ what it computes does not depend on any capacity, latency or efficiency: the sch
 algorithms (the planner's ring orders and phases), and, for one node count and ECMP salt, the
 routes of every phase's flows. This module keeps those per *structure view*
 (:func:`structure_view`: the system with every bandwidth, latency, efficiency and the device
-blanked out), so a run of the same structure only rebinds its own capacities.
+blanked out), and routes per cluster graph and ECMP salt (:func:`routing_of`), so a run of the
+same structure only rebinds its own capacities.
 
 Why sharing cannot change a result:
 
 * A schedule is built from the structure view alone (the planner and the algorithms read device
-  counts, the fabric kind and group size, in-switch reduction, NIC count, the leaf-spine shape,
-  channels, the algorithm list and parameters; ``tests/test_shared_structure.py`` checks that
+  counts, the fabric kind and group size, in-switch reduction, NIC count, nodes per leaf and
+  rail optimization, channels, the algorithm list and parameters; ``tests/test_shared_structure.py`` checks that
   blanked fields do not change any algorithm's schedule), and its arrays are made read-only
   before they are shared, so no run can alter another's.
 * Routes are a function of the structure view, node count and ECMP salt
@@ -54,10 +55,11 @@ _MAX_SCHEDULES = 4096
 
 
 def structure_view(system: SystemSpec) -> str:
-    """The part of ``system`` that routes and schedules depend on, as a string key: every field
-    except the device, the names, the power overhead, and the bandwidths, latencies and
-    efficiencies of the fabric, NICs, spine and library (these scale capacities and latency
-    terms only; they are keys of the capacity-dependent caches instead)."""
+    """The part of ``system`` that schedules depend on, as a string key: every field except
+    the device, the names, the power overhead, the bandwidths, latencies and efficiencies of
+    the fabric, NICs, spine and library (these scale capacities and latency terms only; they
+    are keys of the capacity-dependent caches instead), and the leaf-spine's oversubscription
+    and ECMP mode (they decide routes, which are kept per cluster graph: :func:`routing_of`)."""
     fab, nic, so, lib = system.fabric, system.nics, system.scale_out, system.library
     return repr(
         (
@@ -74,7 +76,8 @@ def structure_view(system: SystemSpec) -> str:
                 switch_reduction_latency_s=0.0,
             ),
             dataclasses.replace(nic, bw_Bps=0.0, latency_s=0.0, efficiency=0.0),
-            dataclasses.replace(so, spine_latency_s=0.0),
+            # the spine count and ECMP mode shape routes (their own key), not schedules
+            dataclasses.replace(so, spine_latency_s=0.0, oversubscription=0.0, ecmp=""),
             dataclasses.replace(
                 lib,
                 name="",
