@@ -158,7 +158,7 @@ class ClusterNetwork:
         self._nic_behind_switch = fabric_of(fab.kind).grouped
         self._nics_of = [self.nics_of(d) for d in range(self.g)]
         self._shape_memo: tuple[int, int, bool, int, int] | None = None
-        self._intra_keys: dict[tuple[int, int], list[tuple[object, ...]]] = {}
+        self._intra_ids: dict[tuple[int, int], list[int]] = {}  # node 0's, by local pair
         self._build()
         self._share_structure()
 
@@ -230,6 +230,7 @@ class ClusterNetwork:
         ]
         classes = [cls for _, _, cls, _ in per_node]
         parts = [(key[0], key[1:]) for key, _, _, _ in per_node]
+        self._node_block = len(per_node)
         for n in range(self.nodes):
             self._keys.extend([(kind, n, *rest) for kind, rest in parts])
             self._caps.extend(caps)
@@ -301,13 +302,24 @@ class ClusterNetwork:
         return self._index[key]
 
     def _intra(self, n: int, a: int, b: int) -> list[int]:
-        route = self._intra_keys.get((a, b))
-        if route is None:  # the same local pair on every node: its link keys once
-            route = self._intra_keys[(a, b)] = list(
-                fabric_of(self.system.fabric.kind).intra_route(self.system.fabric, a, b)
-            )
-        idx = self._index
-        return [idx[(kind, n, *rest)] for kind, *rest in route]
+        base = self._intra_ids.get((a, b))
+        if base is None:  # the same local pair on every node: node 0's link ids once
+            idx = self._index
+            base = self._intra_ids[(a, b)] = [
+                idx[(kind, 0, *rest)]
+                for kind, *rest in fabric_of(self.system.fabric.kind).intra_route(
+                    self.system.fabric, a, b
+                )
+            ]
+        off = n * self.node_block
+        return [i + off for i in base]
+
+    @property
+    def node_block(self) -> int:
+        """Links per node: node ``n``'s own links (its fabric's, its NICs' and their PCIe legs)
+        are node 0's with ids shifted by ``n`` × this, in the same order (:meth:`_build` adds
+        every node's links alike), so a route inside node ``n`` is node 0's shifted."""
+        return self._node_block
 
     def _to_nic(self, n: int, d: int, k: int) -> list[int]:
         if not self._nic_behind_switch:

@@ -166,28 +166,55 @@ class Routing:
 
     def _learn(self, codes: np.ndarray, cluster: ClusterNetwork) -> None:
         """Route the entries ``codes`` (not met before) and add them to the sorted table."""
-        n_dev = cluster.n_devices
+        n_dev, g = cluster.n_devices, cluster.g
         ids, links, flat, ptr, kg = self.ids, self.links, self._flat, self._ptr, self._kg
-        starts, lens = [], []
-        for c in codes.tolist():
-            pair, f = divmod(c, 3)
-            a, b = divmod(pair, n_dev)
+        pair, fold = np.divmod(codes, 3)
+        src, dst = np.divmod(pair, n_dev)
+        node = src // g
+        # a transfer inside one node is node 0's route shifted to its node's links
+        # (ClusterNetwork.node_block): one route per local pair, then array arithmetic
+        inside = (fold == 0) & (node == dst // g) & (src != dst)
+        order: list[np.ndarray] = []
+        starts: list[int] = []
+        lens: list[int] = []
+        local = (src % g) * g + dst % g
+        for lp in np.unique(local[inside]).tolist():
+            a, b = divmod(lp, g)
+            (base,) = cluster.routes(a, b)
+            at = np.flatnonzero(inside & (local == lp))
+            rows = np.asarray(base, dtype=np.int64) + (node[at] * cluster.node_block)[:, None]
+            order.append(at)
+            for r in map(tuple, rows.tolist()):
+                starts.append(len(kg))
+                lens.append(1)
+                gid = ids.get(r)
+                if gid is None:
+                    gid = ids[r] = len(links)
+                    links.append(r)
+                    flat.extend(r)
+                    ptr.append(len(flat))
+                kg.append(gid)
+        rest = np.flatnonzero(~inside)
+        order.append(rest)
+        for a, b, f in zip(
+            src[rest].tolist(), dst[rest].tolist(), fold[rest].tolist(), strict=True
+        ):
             routes = cluster.routes(a, b) if f == 0 else cluster.folded_routes(a, b, f == 2)
             starts.append(len(kg))
             lens.append(len(routes))
             for r in routes:
-                g = ids.get(r)
-                if g is None:
-                    g = ids[r] = len(links)
+                gid = ids.get(r)
+                if gid is None:
+                    gid = ids[r] = len(links)
                     links.append(r)
                     flat.extend(r)
                     ptr.append(len(flat))
-                kg.append(g)
-        code = np.concatenate([self._kcode, codes])
-        order = np.argsort(code, kind="stable")
-        self._kcode = code[order]
-        self._kstart = np.concatenate([self._kstart, np.array(starts, np.int64)])[order]
-        self._klen = np.concatenate([self._klen, np.array(lens, np.int64)])[order]
+                kg.append(gid)
+        code = np.concatenate([self._kcode, codes[np.concatenate(order)]])
+        sort = np.argsort(code, kind="stable")
+        self._kcode = code[sort]
+        self._kstart = np.concatenate([self._kstart, np.array(starts, np.int64)])[sort]
+        self._klen = np.concatenate([self._klen, np.array(lens, np.int64)])[sort]
 
     def phase_paths(self, phase: Phase, cluster: ClusterNetwork) -> PhasePaths:
         """The phase's flows in structure-wide path ids (computed once per routing): each
