@@ -213,6 +213,8 @@ def test_caches_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(shared, "_MAX_VIEWS", 2)
     monkeypatch.setattr(shared, "_MAX_ROUTINGS", 3)
     monkeypatch.setattr(shared, "_MAX_INFOS", 2)
+    monkeypatch.setattr(shared, "_MAX_PHASES", 2)
+    monkeypatch.setattr(shared, "_MAX_SCHEDULES", 3)
     spec = load_system("dgx-a100").spec
     lib = spec.library
     for ch in range(1, 6):  # five structure views (channels), five salts
@@ -223,6 +225,8 @@ def test_caches_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
         assert len(shared._STRUCTURES) <= 2
         assert len(shared._ROUTINGS) <= 3
         assert all(len(r.infos) <= 2 for r in shared._ROUTINGS.values())
+        assert all(len(r.phases) <= 2 for r in shared._ROUTINGS.values())
+        assert all(len(v.schedules) <= 3 for v in shared._STRUCTURES.values())
     # evicted entries are rebuilt with the same result
     first = dataclasses.replace(spec, library=dataclasses.replace(lib, channels=1))
     again = FlowCollectives(simpy.Environment(), first, 2, seed=1)

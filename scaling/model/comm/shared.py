@@ -16,8 +16,10 @@ Why sharing cannot change a result:
   rail optimization, channels, the algorithm list and parameters; ``tests/test_shared_structure.py`` checks that
   blanked fields do not change any algorithm's schedule), and its arrays are made read-only
   before they are shared, so no run can alter another's.
-* Routes are a function of the structure view, node count and ECMP salt
-  (:class:`~scaling.model.comm.cluster.ClusterNetwork`). Paths get *structure-wide* ids here;
+* Routes are a function of the cluster graph (its ``structure_key``: node count, devices,
+  fabric, NICs, leaf-spine shape and ECMP mode; its link ids are checked to be the same
+  object) and the ECMP salt (:class:`~scaling.model.comm.cluster.ClusterNetwork`): one
+  :class:`Routing` each (:func:`routing_of`). Paths get *structure-wide* ids there;
   each run still registers them on its own network in the order a fresh run would (the order
   of first appearance in the phases it meets), so every engine path id, and with it every
   float of every solve, is the one a cold process computes.
@@ -25,9 +27,10 @@ Why sharing cannot change a result:
   phase, the same network capacities (a digest of the capacity vector) and the same engine
   path ids of its flows (which fix the solver's flow order).
 
-Bounded: at most :data:`_MAX_VIEWS` structure views, :data:`_MAX_ROUTINGS` (node count, salt)
-routings per view and :data:`_MAX_INFOS` phase solves per routing, oldest first out; entries
-keyed by ``id(phase)`` keep the phase alive, so an id is never reused while its entry lives.
+Bounded: at most :data:`_MAX_VIEWS` structure views (:data:`_MAX_SCHEDULES` schedules each),
+:data:`_MAX_ROUTINGS` routings, :data:`_MAX_PHASES` phases and :data:`_MAX_INFOS` phase solves
+per routing, oldest first out; entries keyed by ``id(phase)`` keep the phase alive, so an id is
+never reused while its entry lives.
 """
 
 from __future__ import annotations
@@ -46,8 +49,11 @@ SchedKey = tuple[str, CollectiveOp, Group, PeerSizes | None]
 
 #: structure views kept (a loop visits a few: systems × fabrics of a Shapley swap)
 _MAX_VIEWS = 8
-#: routings kept: (cluster graph, ECMP salt) pairs (uncertainty samples draw a salt each)
-_MAX_ROUTINGS = 16
+#: routings kept: (cluster graph, ECMP salt) pairs (uncertainty samples draw a salt each;
+#: one of a 4,096-rank cluster holds tens of thousands of paths, a few MB)
+_MAX_ROUTINGS = 8
+#: phases' flows kept per routing (each keeps its phase alive)
+_MAX_PHASES = 4096
 #: uncontended phase solves kept per routing
 _MAX_INFOS = 4096
 #: schedules kept per view (a job meets tens; uneven all-to-alls may meet more)
@@ -255,6 +261,8 @@ class Routing:
         hit = PhasePaths(
             phase, _readonly(order), _readonly(flow), _readonly(coeff), _readonly(mult)
         )
+        if len(self.phases) >= _MAX_PHASES:
+            del self.phases[next(iter(self.phases))]
         self.phases[id(phase)] = hit
         return hit
 
