@@ -251,3 +251,28 @@ def test_a_phase_solve_is_reused_only_on_the_same_capacities() -> None:
     assert price(slower) == cold_slow != base  # the phase solves of `spec` not reused
     clear_price_cache()  # the phase solves shared, the tuner's choices made afresh
     assert price(spec) == base and price(slower) == cold_slow
+
+
+def test_threads_sharing_the_tables_get_a_cold_runs_answers() -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    spec = load_system("mlu370-x8").spec
+    groups = [Group(8, spec.devices_per_node), Group(8, 4), Group(4, 2), Group(16, 1)]
+
+    def work(order: int) -> list[tuple[object, bytes]]:
+        fc = FlowCollectives(simpy.Environment(), spec, 16)
+        out = []
+        for g in groups[order:] + groups[:order]:
+            ch = fc.predict(CollectiveOp.ALL_GATHER, 2**22, g)
+            sched = fc.schedule(ch.algorithm, CollectiveOp.ALL_GATHER, g)
+            assert sched is not None
+            out += [(ch, fc.flows(ph)[0].tobytes()) for ph in sched.phases]
+        return out
+
+    cold = []
+    for i in range(4):
+        _cold()
+        cold.append(work(i))
+    _cold()
+    with ThreadPoolExecutor(4) as pool:
+        assert list(pool.map(work, [0, 1, 2, 3, 0, 1, 2, 3])) == cold + cold

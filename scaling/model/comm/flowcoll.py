@@ -127,23 +127,24 @@ class FlowCollectives:
         if key in self._sched:
             return self._sched[key]
         shared = self._shared
-        if key in shared.schedules:
+        try:
             sched = shared.schedules[key]
-        else:
+            why = shared.why.get(key, "")
+        except KeyError:
+            why = ""
             try:
                 if sizes is not None:
                     if op is not CollectiveOp.ALL_TO_ALL:
                         raise NotApplicable("peer sizes are for all_to_all only")
-                    built = self.algos.build_v(algorithm, group, sizes)
+                    sched = self.algos.build_v(algorithm, group, sizes)
                 else:
-                    built = self.algos.build(algorithm, op, group)
-                shared.remember_schedule(key, built)
+                    sched = self.algos.build(algorithm, op, group)
             except NotApplicable as e:
-                shared.remember_schedule(key, None, str(e))
-            sched = shared.schedules[key]
+                sched, why = None, str(e)
+            shared.remember_schedule(key, sched, why)  # (made read-only there)
         self._sched[key] = sched
         if sched is None:
-            self._why[key] = shared.why.get(key, "")
+            self._why[key] = why
         return sched
 
     def flows(self, phase: Phase) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -36,6 +36,7 @@ never reused while its entry lives.
 from __future__ import annotations
 
 import dataclasses
+import threading
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -46,6 +47,10 @@ from scaling.model.comm.ops import CollectiveOp, Group, PeerSizes
 from scaling.model.hardware.system import LibraryProtocol, SystemSpec
 
 SchedKey = tuple[str, CollectiveOp, Group, PeerSizes | None]
+
+#: held while the shared tables change: a multi-threaded Dask worker runs jobs at once in one
+#: process (lookups of finished entries take no lock: they are single dict reads)
+_LOCK = threading.RLock()
 
 #: structure views kept (a loop visits a few: systems × fabrics of a Shapley swap)
 _MAX_VIEWS = 8
@@ -162,6 +167,10 @@ class Routing:
 
     def csr(self, gids: np.ndarray) -> tuple[list[tuple[int, ...]], np.ndarray, np.ndarray]:
         """The paths ``gids`` as (link tuples, their links end to end, links per path)."""
+        with _LOCK:
+            return self._csr_of(gids)
+
+    def _csr_of(self, gids: np.ndarray) -> tuple[list[tuple[int, ...]], np.ndarray, np.ndarray]:
         if self._csr is None or self._csr[1].size != len(self._ptr):
             self._csr = (np.array(self._flat, dtype=np.int64), np.array(self._ptr, np.int64))
         flat, ptr = self._csr
@@ -229,6 +238,10 @@ class Routing:
         hit = self.phases.get(id(phase))
         if hit is not None and hit.phase is phase:
             return hit
+        with _LOCK:
+            return self._phase_paths(phase, cluster)
+
+    def _phase_paths(self, phase: Phase, cluster: ClusterNetwork) -> PhasePaths:
         n_dev = cluster.n_devices
         code = phase.src * n_dev + phase.dst
         code = code * 3 + (phase.fold if phase.fold is not None else 0)
@@ -275,9 +288,10 @@ class Routing:
         self, key: tuple[bytes, int, bytes], phase: Phase, value: tuple[float, str]
     ) -> None:
         """Remember a phase's uncontended solve (oldest out beyond :data:`_MAX_INFOS`)."""
-        if len(self.infos) >= _MAX_INFOS:
-            del self.infos[next(iter(self.infos))]
-        self.infos[key] = (phase, value)
+        with _LOCK:
+            if len(self.infos) >= _MAX_INFOS:
+                del self.infos[next(iter(self.infos))]
+            self.infos[key] = (phase, value)
 
 
 @dataclass(slots=True)
@@ -290,13 +304,14 @@ class Structure:
 
     def remember_schedule(self, key: SchedKey, sched: Schedule | None, why: str = "") -> None:
         """Share a schedule (read-only) or its absence (oldest out beyond the bound)."""
-        if len(self.schedules) >= _MAX_SCHEDULES:
-            old = next(iter(self.schedules))
-            del self.schedules[old]
-            self.why.pop(old, None)
-        self.schedules[key] = freeze(sched) if sched is not None else None
-        if sched is None:
-            self.why[key] = why
+        with _LOCK:
+            if len(self.schedules) >= _MAX_SCHEDULES:
+                old = next(iter(self.schedules))
+                del self.schedules[old]
+                self.why.pop(old, None)
+            self.schedules[key] = freeze(sched) if sched is not None else None
+            if sched is None:
+                self.why[key] = why
 
 
 #: structures by :func:`structure_view`, oldest evicted first
@@ -306,18 +321,20 @@ _STRUCTURES: dict[str, Structure] = {}
 def structure_of(system: SystemSpec) -> Structure:
     """The shared structure of ``system`` (made on first use, with a planner of ``system``)."""
     view = structure_view(system)
-    hit = _STRUCTURES.get(view)
-    if hit is None:
-        if len(_STRUCTURES) >= _MAX_VIEWS:
-            del _STRUCTURES[next(iter(_STRUCTURES))]
-        hit = _STRUCTURES[view] = Structure(Planner(system, system.library.channels))
-    return hit
+    with _LOCK:
+        hit = _STRUCTURES.get(view)
+        if hit is None:
+            if len(_STRUCTURES) >= _MAX_VIEWS:
+                del _STRUCTURES[next(iter(_STRUCTURES))]
+            hit = _STRUCTURES[view] = Structure(Planner(system, system.library.channels))
+        return hit
 
 
 def clear_structure_cache() -> None:
     """Forget every shared schedule, routing and phase solve (the next run builds afresh)."""
-    _STRUCTURES.clear()
-    _ROUTINGS.clear()
+    with _LOCK:
+        _STRUCTURES.clear()
+        _ROUTINGS.clear()
 
 
 #: routings by (cluster structure key, ECMP salt), oldest evicted first
@@ -328,9 +345,10 @@ def routing_of(cluster: ClusterNetwork) -> Routing:
     """The shared routing of ``cluster``'s graph and ECMP salt (None under ideal ECMP): made
     afresh where the cluster's link ids are not those the kept one was made on."""
     key = (cluster.structure_key(), None if cluster.ideal_ecmp else cluster.seed)
-    hit = _ROUTINGS.get(key)
-    if hit is None or hit.index is not cluster._index:
-        if hit is None and len(_ROUTINGS) >= _MAX_ROUTINGS:
-            del _ROUTINGS[next(iter(_ROUTINGS))]
-        hit = _ROUTINGS[key] = Routing(cluster._index)
-    return hit
+    with _LOCK:
+        hit = _ROUTINGS.get(key)
+        if hit is None or hit.index is not cluster._index:
+            if hit is None and len(_ROUTINGS) >= _MAX_ROUTINGS:
+                del _ROUTINGS[next(iter(_ROUTINGS))]
+            hit = _ROUTINGS[key] = Routing(cluster._index)
+        return hit
