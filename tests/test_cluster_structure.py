@@ -98,3 +98,21 @@ def test_same_key_but_other_links_is_not_reused(monkeypatch: pytest.MonkeyPatch)
     assert not other.reused
     clear_structure_cache()
     assert_same_graph(other, ClusterNetwork(replace(dgx, "nics", count=4), 40))
+
+
+@pytest.mark.parametrize("name", ["dgx-a100", "mlu370-x8", "atlas-800t-a2"])
+@pytest.mark.parametrize("nodes", [1, 3])
+def test_a_node_s_own_links_are_node_0_s_shifted_by_the_node_block(name: str, nodes: int) -> None:
+    net = fresh(load_system(name).spec, nodes)
+    g, block = net.g, net.node_block
+    keys = [lk.key for lk in net.links]
+    for n in range(nodes):
+        own = keys[n * block : (n + 1) * block]
+        assert [k[1] for k in own] == [n] * block
+        assert [(k[0], *k[2:]) for k in own] == [(k[0], *k[2:]) for k in keys[:block]]
+        for a in range(g):
+            for b in range(g):
+                if a != b:
+                    (base,) = net.routes(a, b)
+                    (route,) = net.routes(n * g + a, n * g + b)
+                    assert route == tuple(i + n * block for i in base)

@@ -620,3 +620,45 @@ class MaxMinSolver:
             link_idx=_readonly(link_idx),
             link_rate=_readonly(load[link_idx]),
         )
+
+    # -- bulk registration of known-distinct paths (issue 29) -------------------------------
+
+    def register_csr(
+        self, keys: Sequence[tuple[int, ...]], flat: IntArray, lengths: IntArray
+    ) -> IntArray:
+        """:meth:`register_many` of ``keys`` given also as CSR arrays (``flat``: their links
+        end to end; ``lengths``: links per path), which spares flattening tuples in Python;
+        the same ids and the same state. Callers that keep their paths as arrays (the model's
+        routes shared across runs) register a run's paths in one call."""
+        ids = self._ids
+        if len(set(keys)) != len(keys) or any(k in ids for k in keys):
+            return self.register_many(keys)  # repeats: its first-seen numbering
+        n0, n = self._n_paths, len(keys)
+        flat = np.asarray(flat, dtype=np.int64)
+        lengths = np.asarray(lengths, dtype=np.int64)
+        if lengths.size != n or int(lengths.sum()) != flat.size:
+            raise ValueError("flat and lengths do not describe the keys")
+        if flat.size:
+            if int(flat.min()) < 0 or int(flat.max()) >= self.n_links:
+                raise ValueError(f"link index out of range [0, {self.n_links})")
+            seg = np.repeat(np.arange(n), lengths)
+            order = np.lexsort((flat, seg))
+            s_seg, s_flat = seg[order], flat[order]
+            if np.any((s_seg[1:] == s_seg[:-1]) & (s_flat[1:] == s_flat[:-1])):
+                raise ValueError("a path must not cross the same link twice")
+        start = int(self._ptr[n0])
+        end = start + flat.size
+        need = n0 + n + 1
+        if need > self._ptr.size:
+            grown = np.zeros(max(need, 2 * self._ptr.size), dtype=np.int64)
+            grown[: self._ptr.size] = self._ptr
+            self._ptr = grown
+        if end > self._buf.size:
+            grown = np.zeros(max(end, 2 * self._buf.size), dtype=np.int64)
+            grown[: self._buf.size] = self._buf
+            self._buf = grown
+        self._buf[start:end] = flat
+        self._ptr[n0 + 1 : need] = start + np.cumsum(lengths)
+        self._n_paths = need - 1
+        ids.update(zip(keys, range(n0, n0 + n), strict=True))
+        return np.arange(n0, n0 + n, dtype=np.int64)

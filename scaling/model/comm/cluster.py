@@ -97,6 +97,8 @@ class _Structure:
 
     keys: list[tuple[object, ...]]
     index: dict[tuple[object, ...], int]
+    #: what the keys are made from (:meth:`ClusterNetwork._link_keys`): equal recipes, equal keys
+    recipe: tuple[object, ...]
     routes: dict[int | None, dict[tuple[int, int], tuple[tuple[int, ...], ...]]] = field(
         default_factory=dict
     )
@@ -127,8 +129,10 @@ class ClusterNetwork:
 
     The graph's structure (link keys, ids, routes) is cached per :meth:`structure_key` within
     the process; each instance computes its own capacities by running the build, and reuses
-    the cached structure only if the build produced exactly the cached link keys in the same
-    order (:attr:`reused`), so a structure can never be reused for a different graph.
+    the cached structure only if the build's recipe of link keys (each node's links, node
+    count, leaves, links per leaf; :meth:`_link_keys` makes the keys from it) is the cached
+    one, so the keys are exactly the cached ones in the same order (:attr:`reused`) and a
+    structure can never be reused for a different graph.
     """
 
     def __init__(self, system: SystemSpec, nodes: int, seed: int = 0) -> None:
@@ -158,20 +162,11 @@ class ClusterNetwork:
         self._nic_behind_switch = fabric_of(fab.kind).grouped
         self._nics_of = [self.nics_of(d) for d in range(self.g)]
         self._shape_memo: tuple[int, int, bool, int, int] | None = None
-        self._intra_keys: dict[tuple[int, int], list[tuple[object, ...]]] = {}
+        self._intra_ids: dict[tuple[int, int], list[int]] = {}  # node 0's, by local pair
         self._build()
         self._share_structure()
 
     # ---- construction ------------------------------------------------------------------
-    def _add(self, key: tuple, raw_bw: float, cls: LinkClass, hw_eff: float | None = None) -> int:
-        """Add a link of ``raw_bw`` × hardware efficiency (default: the class's) × library's."""
-        idx = len(self._keys)
-        eff = self._eff[cls] if hw_eff is None else hw_eff * self._lib[cls]
-        self._keys.append(key)
-        self._caps.append(raw_bw * eff)
-        self._cls.append(cls)
-        return idx
-
     def structure_key(self) -> tuple[object, ...]:
         """Every input the graph's links and routes depend on other than capacities: nodes,
         devices per node, fabric kind and group size, NIC count, the leaf-spine shape and its
@@ -191,26 +186,32 @@ class ClusterNetwork:
         )
 
     def _share_structure(self) -> None:
-        """Take the cached structure if this build's link keys are exactly its keys, else
-        index the links and cache this structure (:attr:`reused` says which)."""
+        """Take the cached structure if this build's link keys are exactly its keys (they are
+        made from the same recipe, :meth:`_link_keys`), else make the keys, index them and cache
+        this structure (:attr:`reused` says which)."""
         key = self.structure_key()
         hit = _STRUCTURES.get(key)
-        self.reused = hit is not None and hit.keys == self._keys
+        self.reused = hit is not None and hit.recipe == self._recipe
         if hit is None or not self.reused:
             if len(_STRUCTURES) >= _MAX_STRUCTURES:
                 del _STRUCTURES[next(iter(_STRUCTURES))]
+            keys = self._link_keys()
             hit = _STRUCTURES[key] = _Structure(
-                self._keys, {k: i for i, k in enumerate(self._keys)}
+                keys, {k: i for i, k in enumerate(keys)}, self._recipe
             )
+        self._keys = hit.keys
+        self.links = _Links(hit.keys, self._caps, self._cls)
         self._index = hit.index
         self._routes = hit.routes.setdefault(None if self.ideal_ecmp else self.seed, {})
 
     def _build(self) -> None:
+        """Capacities and classes of every link in build order, and the recipe of their keys:
+        each node's links (the fabric kind's, then each NIC's), node by node, then each leaf's
+        uplinks and downlinks (one pair per spine; one bundle pair under ideal ECMP)."""
         s, fab, g = self.system, self.system.fabric, self.g
         model = fabric_of(fab.kind)
-        # one node's links in build order (the fabric kind's, then each NIC's), as (key
-        # without the node, raw bandwidth, class, hardware efficiency or None); every node
-        # repeats them, so keys, capacities and classes are extended node by node
+        # one node's links in build order, as (key without the node, raw bandwidth, class,
+        # hardware efficiency or None); every node repeats them
         per_node: list[tuple[tuple[object, ...], float, LinkClass, float | None]] = [
             ((kind, *rest), bw, cls, eff)
             for (kind, *rest), bw, cls, eff in model.node_links(fab, g)
@@ -223,28 +224,37 @@ class ClusterNetwork:
                     per_node.append((("nic_sw", k), fab.inter_group_bw_Bps, LinkClass.PCIE, None))
                 per_node.append((("nic_tx", k), s.nics.bw_Bps, LinkClass.NETWORK, None))
                 per_node.append((("nic_rx", k), s.nics.bw_Bps, LinkClass.NETWORK, None))
-        # the capacity as _add computes it: raw bandwidth x efficiency (the same floats)
+        # capacity: raw bandwidth x hardware efficiency (default: the class's) x the library's
         caps = [
             bw * (self._eff[cls] if eff is None else eff * self._lib[cls])
             for _, bw, cls, eff in per_node
         ]
-        classes = [cls for _, _, cls, _ in per_node]
-        parts = [(key[0], key[1:]) for key, _, _, _ in per_node]
-        for n in range(self.nodes):
-            self._keys.extend([(kind, n, *rest) for kind, rest in parts])
-            self._caps.extend(caps)
-            self._cls.extend(classes)
+        self._node_block = len(per_node)
+        self._caps.extend(caps * self.nodes)
+        self._cls.extend([cls for _, _, cls, _ in per_node] * self.nodes)
+        per_leaf = 0
         if self.n_leaves > 1:
-            for leaf in range(self.n_leaves):
-                if self.ideal_ecmp:
-                    # all of the leaf's uplinks as one: any split of the load over spines
-                    up = self.n_spines * s.nics.bw_Bps
-                    self._add(("l2s", leaf, 0), up, LinkClass.NETWORK)
-                    self._add(("s2l", 0, leaf), up, LinkClass.NETWORK)
-                    continue
-                for sp in range(self.n_spines):
-                    self._add(("l2s", leaf, sp), s.nics.bw_Bps, LinkClass.NETWORK)
-                    self._add(("s2l", sp, leaf), s.nics.bw_Bps, LinkClass.NETWORK)
+            # under ideal ECMP all of a leaf's uplinks are one: any split of the load over spines
+            per_leaf = 1 if self.ideal_ecmp else self.n_spines
+            raw = self.n_spines * s.nics.bw_Bps if self.ideal_ecmp else s.nics.bw_Bps
+            n_up = 2 * per_leaf * self.n_leaves
+            self._caps.extend([raw * self._eff[LinkClass.NETWORK]] * n_up)
+            self._cls.extend([LinkClass.NETWORK] * n_up)
+        parts = tuple((key[0], key[1:]) for key, _, _, _ in per_node)
+        self._recipe: tuple[object, ...] = (parts, self.nodes, self.n_leaves, per_leaf)
+
+    def _link_keys(self) -> list[tuple[object, ...]]:
+        """Every link's key in build order, from the recipe :meth:`_build` left."""
+        parts, nodes, n_leaves, per_leaf = self._recipe
+        assert isinstance(parts, tuple) and isinstance(nodes, int)
+        assert isinstance(n_leaves, int) and isinstance(per_leaf, int)
+        keys: list[tuple[object, ...]] = [
+            (kind, n, *rest) for n in range(nodes) for kind, rest in parts
+        ]
+        for leaf in range(n_leaves if per_leaf else 0):
+            for sp in range(per_leaf):
+                keys += [("l2s", leaf, sp), ("s2l", sp, leaf)]
+        return keys
 
     # ---- shape -------------------------------------------------------------------------
     @property
@@ -301,13 +311,24 @@ class ClusterNetwork:
         return self._index[key]
 
     def _intra(self, n: int, a: int, b: int) -> list[int]:
-        route = self._intra_keys.get((a, b))
-        if route is None:  # the same local pair on every node: its link keys once
-            route = self._intra_keys[(a, b)] = list(
-                fabric_of(self.system.fabric.kind).intra_route(self.system.fabric, a, b)
-            )
-        idx = self._index
-        return [idx[(kind, n, *rest)] for kind, *rest in route]
+        base = self._intra_ids.get((a, b))
+        if base is None:  # the same local pair on every node: node 0's link ids once
+            idx = self._index
+            base = self._intra_ids[(a, b)] = [
+                idx[(kind, 0, *rest)]
+                for kind, *rest in fabric_of(self.system.fabric.kind).intra_route(
+                    self.system.fabric, a, b
+                )
+            ]
+        off = n * self.node_block
+        return [i + off for i in base]
+
+    @property
+    def node_block(self) -> int:
+        """Links per node: node ``n``'s own links (its fabric's, its NICs' and their PCIe legs)
+        are node 0's with ids shifted by ``n`` × this, in the same order (:meth:`_build` adds
+        every node's links alike), so a route inside node ``n`` is node 0's shifted."""
+        return self._node_block
 
     def _to_nic(self, n: int, d: int, k: int) -> list[int]:
         if not self._nic_behind_switch:

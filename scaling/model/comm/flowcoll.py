@@ -27,11 +27,12 @@ import numpy as np
 import simpy
 
 from scaling.engine.network import FlowNetwork
-from scaling.model.comm.algos import NotApplicable, Phase, Planner, Schedule
+from scaling.model.comm.algos import NotApplicable, Phase, Schedule
 from scaling.model.comm.algos import algorithm as algorithm_of
 from scaling.model.comm.cluster import ClusterNetwork
 from scaling.model.comm.collectives import CollectiveCost
 from scaling.model.comm.ops import CollectiveOp, Group, PeerSizes, busbw_factor
+from scaling.model.comm.shared import routing_of, structure_of
 from scaling.model.hardware.system import LinkClass, SystemSpec
 
 
@@ -84,7 +85,11 @@ class FlowCollectives:
         self.system = system
         self.lib = system.library
         self.cluster = ClusterNetwork(system, nodes, seed)
-        self.algos = Planner(system, self.lib.channels)
+        # schedules and routes are the structure's, shared by every run of it in the process
+        # (shared.py says why that cannot change a result); this run keeps its own references
+        self._shared = structure_of(system)
+        self.algos = self._shared.planner
+        self._routing = routing_of(self.cluster)
         SchedKey = tuple[str, CollectiveOp, Group, PeerSizes | None]
         self._sched: dict[SchedKey, Schedule | None] = {}
         self._why: dict[SchedKey, str] = {}  # why a schedule is None
@@ -104,12 +109,13 @@ class FlowCollectives:
         # run replaces it): a new one starts them afresh; schedules do not depend on it
         self._net = net
         self._phase_flows: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
-        self._pair_pids: dict[tuple[int, int, int], tuple[int, ...]] = {}
+        # this network's path id of each structure-wide path id (-1: not registered yet)
+        self._pid_of = np.full(max(len(self._routing.links), 64), -1, dtype=np.int64)
         self._phase_k: dict[int, tuple[float, str]] = {}
         self._choice: dict[_ChoiceKey, Choice] = {}
         salt = None if self.cluster.ideal_ecmp else self.cluster.seed
-        digest = hashlib.blake2b(np.ascontiguousarray(net.capacity).tobytes()).digest()
-        self._price_ctx = (self._system_key, self.cluster.nodes, salt, digest)
+        self._digest = hashlib.blake2b(np.ascontiguousarray(net.capacity).tobytes()).digest()
+        self._price_ctx = (self._system_key, self.cluster.nodes, salt, self._digest)
 
     # ---- schedules and their uncontended cost --------------------------------------------
     def schedule(
@@ -118,18 +124,28 @@ class FlowCollectives:
         """The algorithm's schedule on ``group`` (its uneven all-to-all of ``sizes`` where
         given), or None where it does not apply (memoised)."""
         key = (algorithm, op, group, sizes)
-        if key not in self._sched:
+        if key in self._sched:
+            return self._sched[key]
+        shared = self._shared
+        try:
+            sched = shared.schedules[key]
+            why = shared.why.get(key, "")
+        except KeyError:
+            why = ""
             try:
                 if sizes is not None:
                     if op is not CollectiveOp.ALL_TO_ALL:
                         raise NotApplicable("peer sizes are for all_to_all only")
-                    self._sched[key] = self.algos.build_v(algorithm, group, sizes)
+                    sched = self.algos.build_v(algorithm, group, sizes)
                 else:
-                    self._sched[key] = self.algos.build(algorithm, op, group)
+                    sched = self.algos.build(algorithm, op, group)
             except NotApplicable as e:
-                self._sched[key] = None
-                self._why[key] = str(e)
-        return self._sched[key]
+                sched, why = None, str(e)
+            shared.remember_schedule(key, sched, why)  # (made read-only there)
+        self._sched[key] = sched
+        if sched is None:
+            self._why[key] = why
+        return sched
 
     def flows(self, phase: Phase) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The phase as engine flows: (path id, coeff, multiplicity) per flow. A transfer
@@ -138,30 +154,19 @@ class FlowCollectives:
         (:meth:`ClusterNetwork.folded_routes`). Memoised per phase."""
         hit = self._phase_flows.get(id(phase))
         if hit is None:
-            fold = phase.fold if phase.fold is not None else np.zeros(phase.src.size, np.int8)
-            keys = list(zip(phase.src.tolist(), phase.dst.tolist(), fold.tolist(), strict=True))
-            known = self._pair_pids
-            new = [k for k in dict.fromkeys(keys) if k not in known]
-            if new:
-                # register each new (src, dst, fold) entry's paths once: phases of several
-                # algorithms share pairs (tree and NVLSTree cross nodes on the same edges)
-                cl = self.cluster
-                routes = [
-                    cl.routes(a, b) if f == 0 else cl.folded_routes(a, b, f == 2) for a, b, f in new
-                ]
-                flat = self.net.path_ids([p for r in routes for p in r]).tolist()
-                i = 0
-                for key, r in zip(new, routes, strict=True):
-                    known[key] = tuple(flat[i : i + len(r)])
-                    i += len(r)
-            per = [known[k] for k in keys]
-            if all(len(r) == 1 for r in per):
-                pids = np.array([r[0] for r in per], dtype=np.int64)
-                hit = (pids, phase.coeff, phase.mult)
-            else:
-                n = np.array([len(r) for r in per], dtype=np.int64)
-                pids = np.array([p for r in per for p in r], dtype=np.int64)
-                hit = (pids, np.repeat(phase.coeff / n, n), np.repeat(phase.mult, n))
+            routing = self._routing
+            pp = routing.phase_paths(phase, self.cluster)
+            pid_of = self._pid_of
+            if pid_of.size < len(routing.links):
+                grown = np.full(max(len(routing.links), 2 * pid_of.size), -1, dtype=np.int64)
+                grown[: pid_of.size] = pid_of
+                pid_of = self._pid_of = grown
+            new = pp.order[pid_of[pp.order] < 0]
+            if new.size:
+                # register the phase's new paths in first appearance, as a fresh network
+                # does: the engine's path ids (and so its solve order) are a cold run's
+                pid_of[new] = self.net.solver.register_csr(*routing.csr(new))
+            hit = (pid_of[pp.flow], pp.coeff, pp.mult)
             self._phase_flows[id(phase)] = hit
         return hit
 
@@ -174,7 +179,13 @@ class FlowCollectives:
         hit = self._phase_k.get(id(phase))
         if hit is None:
             pids, coeff, fmult = self.flows(phase)
-            if not pids.size:
+            # the same phase on the same capacities with the same engine path ids (so the
+            # same solver order) in an earlier run of this structure: the same floats
+            key = (self._digest, id(phase), pids.tobytes())
+            hit = self._routing.info(key, phase)
+            if hit is not None:
+                pass
+            elif not pids.size:
                 hit = (0.0, "")
             else:
                 uniq, inv = np.unique(pids, return_inverse=True)
@@ -189,6 +200,7 @@ class FlowCollectives:
                 share = self.net.capacity[links] / load[links]
                 cls = self.cluster.links[int(links[int(np.argmin(share))])].cls.value
                 hit = (float(ratio[slow]), cls)
+                self._routing.remember_info(key, phase, hit)
             self._phase_k[id(phase)] = hit
         return hit
 
