@@ -252,8 +252,9 @@ def sensitivity(
         progress_bar(total=0, desc="sensitivity", enabled=want_progress(progress)) as bar,
         CountingExecutor(make_executor(jobs=n_jobs), _bar_progress(bar)) as ex,
     ):
-        plans = plans_at(exp, nodes, ex)  # the steady-state probe, once for every case
-        oat = one_at_a_time(exp, nodes, metric, ex, only=list(only) or None, plans=plans)
+        memo: dict[bytes, dict[str, Any]] = {}  # no job simulated twice in the command
+        plans = plans_at(exp, nodes, ex, memo)  # the steady-state probe, once for every case
+        oat = one_at_a_time(exp, nodes, metric, ex, only=list(only) or None, plans=plans, memo=memo)
         if oat.empty:
             fail(f"{config}: no uncertain input (every range is a point)")
         tables = []
@@ -261,7 +262,7 @@ def sensitivity(
         for system, strat in pairs if samples else []:
             name = next(k for k, v in exp.systems.items() if v.spec.name == system)
             idx = sobol_indices(
-                exp, nodes, metric, samples, seed, ex, name, strat, list(only) or None, plans
+                exp, nodes, metric, samples, seed, ex, name, strat, list(only) or None, plans, memo
             )
             idx.insert(0, "strategy", strat)
             idx.insert(0, "system", system)

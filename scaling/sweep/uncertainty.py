@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import pickle
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -271,31 +272,67 @@ def _noisy(job: Job) -> bool:
     return job.sim.compute_jitter_cv > 0 or job.sim.variability is not None
 
 
+#: results of finished runs by the run's pickled job (see :func:`_run_all`)
+RunMemo = dict[bytes, dict[str, Any]]
+
+
+def job_key(job: Job) -> bytes:
+    """A run's identity: its pickled job, every input of the simulation (the system's numbers,
+    structure and name, the workload, the seed, the steps). Equal keys are the same
+    simulation, so one result serves both; two equal jobs built differently may pickle
+    differently and then simply run twice."""
+    return pickle.dumps(job, protocol=pickle.HIGHEST_PROTOCOL)
+
+
 def _run_all(
     executor: SweepExecutor,
     jobs: list[Job],
     on_done: Callable[[], None] | None = None,
     on_result: Callable[[int, dict[str, Any]], dict[str, Any]] | None = None,
+    memo: RunMemo | None = None,
 ) -> list[dict[str, Any]]:
-    """``execute_run`` of every job on ``executor`` (largest first: better packing); results
-    in ``jobs`` order. ``on_result(i, result)``, where given, is called as job ``i`` finishes
-    and its return value kept (the journal's read-back). A failed call (not a refusal) raises;
-    the results before it have had their ``on_result``."""
-    order = sorted(range(len(jobs)), key=lambda i: -jobs[i].devices)
+    """``execute_run`` of every job on ``executor``; results in ``jobs`` order.
+
+    A job equal to another (:func:`job_key`) of ``jobs`` or of ``memo`` (the runs an earlier
+    call of the same command finished, updated here) is simulated once. The runs go to the
+    executor grouped by system and node count, the largest first (better packing), so runs of
+    one cluster follow one another in a worker (its caches: issue 29). ``on_result(i,
+    result)``, where given, is called as job ``i`` finishes and its return value kept (the
+    journal's read-back); ``on_done`` after each. A failed call (not a refusal) raises; the
+    results before it have had their ``on_result``."""
+    memo = {} if memo is None else memo
+    keys = [job_key(j) for j in jobs]
     out: list[dict[str, Any] | None] = [None] * len(jobs)
-    for k, ok, value in executor.imap_unordered(execute_run, [jobs[i] for i in order]):
+    waiting: dict[bytes, list[int]] = {}
+    for i, k in enumerate(keys):
+        waiting.setdefault(k, []).append(i)
+
+    def finish(k: bytes, value: dict[str, Any]) -> None:
+        for i in waiting.pop(k):
+            out[i] = value if on_result is None else on_result(i, value)
+            if on_done is not None:
+                on_done()
+
+    for k in [k for k in waiting if k in memo]:
+        finish(k, memo[k])
+    todo = sorted(waiting, key=lambda k: -jobs[waiting[k][0]].devices)  # stable
+    first = [jobs[waiting[k][0]] for k in todo]
+    groups = [(j.system.name, j.nodes) for j in first]
+    for t, ok, value in executor.imap_grouped(execute_run, first, groups):
         if not ok:
             raise RuntimeError(f"sampled run failed: {value}")
-        out[order[k]] = value if on_result is None else on_result(order[k], value)
-        if on_done is not None:
-            on_done()
+        memo[todo[t]] = value
+        finish(todo[t], value)
     missing = [i for i, o in enumerate(out) if o is None]
     assert not missing, f"runs {missing} returned nothing"  # a gap would shift every result
     return [o for o in out if o is not None]
 
 
 def _shortest(
-    executor: SweepExecutor, jobs: list[Job], nominal: list[dict[str, Any]]
+    executor: SweepExecutor,
+    jobs: list[Job],
+    nominal: list[dict[str, Any]],
+    memo: RunMemo | None = None,
 ) -> list[tuple[int, int] | None]:
     """Per job: the shortest ``(w, 1)`` whose step time equals ``nominal``'s, or None."""
     trials: list[tuple[int, int]] = []
@@ -303,7 +340,7 @@ def _shortest(
         total = job.sim.warmup_steps + job.sim.steps
         if not _noisy(job) and nominal[p].get("status", OK) == OK:
             trials += [(p, w) for w in (1, 2) if w + 1 < total]
-    got = _run_all(executor, [_with_steps(jobs[p], (w, 1)) for p, w in trials])
+    got = _run_all(executor, [_with_steps(jobs[p], (w, 1)) for p, w in trials], memo=memo)
     plans: list[tuple[int, int] | None] = [None] * len(jobs)
     for (p, w), r in sorted(zip(trials, got, strict=True), key=lambda t: t[0][1]):
         if plans[p] is not None or r.get("status") != OK:
@@ -317,15 +354,16 @@ def steady_plans(
     exp: LoadedExperiment,
     executor: SweepExecutor,
     nominal: list[dict[str, Any]] | None = None,
+    memo: RunMemo | None = None,
 ) -> list[tuple[int, int] | None]:
     """Per point of ``exp.jobs()``: the shortest ``(warmup_steps, 1)`` (w = 1 or 2) whose step
     time equals the configured run's at the nominal inputs (relative 1e-9), or None (simulate
     as configured: noise, a refused point, or no shorter run matched). ``nominal``: the plain
-    run's scalars per point (None: run here)."""
+    run's scalars per point (None: run here); ``memo``: as for :func:`_run_all`."""
     jobs = exp.jobs()
     if nominal is None:
-        nominal = _run_all(executor, jobs)
-    return _shortest(executor, jobs, nominal)
+        nominal = _run_all(executor, jobs, memo=memo)
+    return _shortest(executor, jobs, nominal, memo)
 
 
 @dataclass
@@ -472,6 +510,7 @@ def run_uncertainty(
     experiment, seed, sample count or code version is not reused (``note`` says why)."""
     inputs = uncertain_inputs(exp)
     base = exp.jobs()
+    memo: RunMemo = {}  # no job simulated twice in the command
     store = Journal(journal, journal_header(exp, n, seed), note, allow_nan=True)
     if store.reused:
         (note or (lambda m: None))(f"{journal}: resuming: {store.reused} finished unit(s) reused")
@@ -481,8 +520,8 @@ def run_uncertainty(
         ]
     else:
         if nominal is None:
-            nominal = _run_all(executor, base)
-        plans = steady_plans(exp, executor, nominal)
+            nominal = _run_all(executor, base, memo=memo)
+        plans = steady_plans(exp, executor, nominal, memo)
         store.put("plans", {"plans": [None if p is None else list(p) for p in plans]})
     design = unit_design(n, len(inputs), seed)
     seeds = run_seeds(n, seed)
@@ -502,7 +541,7 @@ def run_uncertainty(
         return store.put(keys[todo[t]], {"result": value})
 
     every = jobs + full0
-    _run_all(executor, [every[i] for i in todo], on_done, put)
+    _run_all(executor, [every[i] for i in todo], on_done, put, memo)
     results = [store.done[k]["result"] for k in keys]
     got, ref = results[: len(jobs)], results[len(jobs) :]
     dev = [
