@@ -239,6 +239,7 @@ def sensitivity(
     from scaling.io.uncertainty_plot import plot_tornado
     from scaling.sweep.executors import CountingExecutor, make_executor
     from scaling.sweep.sensitivity import check_metric, one_at_a_time, plans_at, sobol_indices
+    from scaling.sweep.uncertainty import RunMemo
 
     if not samples and option_given("seed"):
         fail(f"--seed {seed}: only used with --samples N (the seed of the Sobol design)")
@@ -252,7 +253,7 @@ def sensitivity(
         progress_bar(total=0, desc="sensitivity", enabled=want_progress(progress)) as bar,
         CountingExecutor(make_executor(jobs=n_jobs), _bar_progress(bar)) as ex,
     ):
-        memo: dict[bytes, dict[str, Any]] = {}  # no job simulated twice in the command
+        memo = RunMemo()  # no job simulated twice in the command
         plans = plans_at(exp, nodes, ex, memo)  # the steady-state probe, once for every case
         oat = one_at_a_time(exp, nodes, metric, ex, only=list(only) or None, plans=plans, memo=memo)
         if oat.empty:

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from scaling.io.config import LoadedExperiment, _with_economics
+from scaling.io.config import LoadedExperiment
 from scaling.io.errors import ConfigError
 from scaling.io.results import add_scaling_efficiency
 from scaling.model.analysis.metrics import METRICS, RunResult
@@ -27,7 +27,7 @@ from scaling.sweep.uncertainty import (
     _run_all,
     _shortest,
     _with_steps,
-    perturbed_system,
+    structure_rank,
     uncertain_inputs,
     unit_design,
 )
@@ -89,16 +89,16 @@ def _oat_jobs(
     name: str,
     changes: dict[tuple[str, str], Any],
     plans: list[tuple[int, int] | None] | None = None,
+    memo: RunMemo | None = None,
 ) -> list[Job]:
     """The jobs of system ``name`` at the fewest nodes and at ``at``, with ``changes`` (and
-    each point's steady-state ``plans``, see :func:`steady_plans`)."""
+    each point's steady-state ``plans``, see :func:`steady_plans`; the system from ``memo``
+    where built before)."""
     base = exp.jobs()
     names = _point_systems(exp)
     plans = plans or [None] * len(base)
     first = min(exp.config.nodes)
-    spec = _with_economics(
-        perturbed_system(exp.systems[name], changes), exp.config.economics.get(name)
-    )
+    spec = (memo or RunMemo()).system(exp, name, changes)
     out = []
     for p, job in enumerate(base):
         if names[p] == name and job.nodes in {first, at}:
@@ -168,7 +168,7 @@ def one_at_a_time(
     spans = []
     for name, which, v in cases:
         change = {} if which is None else {(which.doc, which.path): v}
-        js = _oat_jobs(exp, at, name, change, plans)
+        js = _oat_jobs(exp, at, name, change, plans, memo)
         spans.append((len(all_jobs), len(js)))
         all_jobs += js
     results = _run_all(executor, all_jobs, memo=memo)
@@ -256,19 +256,23 @@ def sobol_indices(
     mats = [a, b] + [np.where(np.arange(d) == i, b, a) for i in range(d)]
     if plans is None:
         plans = plans_at(exp, at, executor, memo)
+    memo = RunMemo() if memo is None else memo
     all_jobs: list[Job] = []
+    ranks: list[tuple[Any, ...]] = []
     spans = []
     for m in mats:
         for u in m:
-            changes = {(inp.doc, inp.path): inp.from_unit(u[k]) for k, inp in enumerate(inputs)}
+            values = [inp.from_unit(u[k]) for k, inp in enumerate(inputs)]
+            changes = {(inp.doc, inp.path): v for inp, v in zip(inputs, values, strict=True)}
             js = [
                 j
-                for j in _oat_jobs(exp, at, system, changes, plans)
+                for j in _oat_jobs(exp, at, system, changes, plans, memo)
                 if j.strategy.label == strategy
             ]
             spans.append((len(all_jobs), len(js)))
             all_jobs += js
-    results = _run_all(executor, all_jobs, memo=memo)
+            ranks += [structure_rank(inputs, values)] * len(js)
+    results = _run_all(executor, all_jobs, memo=memo, rank=ranks)
     ys = np.array(
         [
             _metric_of(results[s : s + k], all_jobs[s : s + k], at, metric).get(

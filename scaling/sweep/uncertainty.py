@@ -272,10 +272,6 @@ def _noisy(job: Job) -> bool:
     return job.sim.compute_jitter_cv > 0 or job.sim.variability is not None
 
 
-#: results of finished runs by the run's pickled job (see :func:`_run_all`)
-RunMemo = dict[bytes, dict[str, Any]]
-
-
 def job_key(job: Job) -> bytes:
     """A run's identity: its pickled job, every input of the simulation (the system's numbers,
     structure and name, the workload, the seed, the steps). Equal keys are the same
@@ -284,23 +280,54 @@ def job_key(job: Job) -> bytes:
     return pickle.dumps(job, protocol=pickle.HIGHEST_PROTOCOL)
 
 
+@dataclass
+class RunMemo:
+    """What one command has computed so far, for its later loops: finished runs by job
+    (:func:`job_key`), so that no job is simulated twice, and perturbed systems by system and
+    changes (the Sobol design of each strategy of a system draws the same systems)."""
+
+    runs: dict[bytes, dict[str, Any]] = field(default_factory=dict)
+    systems: dict[tuple[str, tuple[Any, ...]], Any] = field(default_factory=dict)
+
+    def system(self, exp: LoadedExperiment, name: str, changes: dict[tuple[str, str], Any]) -> Any:
+        """:func:`perturbed_system` of ``exp``'s system ``name`` with ``changes`` and the
+        experiment's economics, built once per distinct ``changes``."""
+        # the value's type is part of the key: a count 1 and a fraction 1.0 validate differently
+        key = (name, tuple((k, type(v).__name__, v) for k, v in sorted(changes.items())))
+        spec = self.systems.get(key)
+        if spec is None:
+            spec = perturbed_system(exp.systems[name], changes)
+            spec = self.systems[key] = _with_economics(spec, exp.config.economics.get(name))
+        return spec
+
+
+def structure_rank(inputs: Sequence[UncertainInput], values: Sequence[Any]) -> tuple[Any, ...]:
+    """The values of the discrete inputs (counts, structural alternatives) among ``values``
+    (one per input): what changes a cluster's structure rather than its capacities. Runs
+    sorted by it follow one another per structure, so the model's per-structure caches
+    (schedules, routes) are reused (issue 29)."""
+    return tuple(v for inp, v in zip(inputs, values, strict=True) if inp.integer or inp.options)
+
+
 def _run_all(
     executor: SweepExecutor,
     jobs: list[Job],
     on_done: Callable[[], None] | None = None,
     on_result: Callable[[int, dict[str, Any]], dict[str, Any]] | None = None,
     memo: RunMemo | None = None,
+    rank: Sequence[Any] | None = None,
 ) -> list[dict[str, Any]]:
     """``execute_run`` of every job on ``executor``; results in ``jobs`` order.
 
     A job equal to another (:func:`job_key`) of ``jobs`` or of ``memo`` (the runs an earlier
-    call of the same command finished, updated here) is simulated once. The runs go to the
-    executor grouped by system and node count, the largest first (better packing), so runs of
+    loop of the same command finished; updated here) is simulated once. The runs go to the
+    executor grouped by system and node count, the largest first (better packing), within a
+    group by ``rank`` (a sortable key per job, e.g. :func:`structure_rank`), so that runs of
     one cluster follow one another in a worker (its caches: issue 29). ``on_result(i,
     result)``, where given, is called as job ``i`` finishes and its return value kept (the
     journal's read-back); ``on_done`` after each. A failed call (not a refusal) raises; the
     results before it have had their ``on_result``."""
-    memo = {} if memo is None else memo
+    memo = RunMemo() if memo is None else memo
     keys = [job_key(j) for j in jobs]
     out: list[dict[str, Any] | None] = [None] * len(jobs)
     waiting: dict[bytes, list[int]] = {}
@@ -313,15 +340,21 @@ def _run_all(
             if on_done is not None:
                 on_done()
 
-    for k in [k for k in waiting if k in memo]:
-        finish(k, memo[k])
-    todo = sorted(waiting, key=lambda k: -jobs[waiting[k][0]].devices)  # stable
+    for k in [k for k in waiting if k in memo.runs]:
+        finish(k, memo.runs[k])
+
+    def order(k: bytes) -> tuple[Any, ...]:
+        i = waiting[k][0]
+        j = jobs[i]
+        return (-j.devices, j.system.name, j.nodes, () if rank is None else rank[i])
+
+    todo = sorted(waiting, key=order)  # stable: equal ranks keep the jobs' order
     first = [jobs[waiting[k][0]] for k in todo]
     groups = [(j.system.name, j.nodes) for j in first]
     for t, ok, value in executor.imap_grouped(execute_run, first, groups):
         if not ok:
             raise RuntimeError(f"sampled run failed: {value}")
-        memo[todo[t]] = value
+        memo.runs[todo[t]] = value
         finish(todo[t], value)
     missing = [i for i, o in enumerate(out) if o is None]
     assert not missing, f"runs {missing} returned nothing"  # a gap would shift every result
@@ -510,7 +543,7 @@ def run_uncertainty(
     experiment, seed, sample count or code version is not reused (``note`` says why)."""
     inputs = uncertain_inputs(exp)
     base = exp.jobs()
-    memo: RunMemo = {}  # no job simulated twice in the command
+    memo = RunMemo()  # no job simulated twice in the command
     store = Journal(journal, journal_header(exp, n, seed), note, allow_nan=True)
     if store.reused:
         (note or (lambda m: None))(f"{journal}: resuming: {store.reused} finished unit(s) reused")
@@ -541,7 +574,18 @@ def run_uncertainty(
         return store.put(keys[todo[t]], {"result": value})
 
     every = jobs + full0
-    _run_all(executor, [every[i] for i in todo], on_done, put, memo)
+    # per run: its system's discrete draws, then its sample (a sample's runs share routes)
+    names = _point_systems(exp)
+    own = {name: [k for k, inp in enumerate(inputs) if inp.system == name] for name in set(names)}
+
+    def rank(i: int, p: int) -> tuple[Any, ...]:
+        ks = own[names[p]]
+        draws = [inputs[k].from_unit(design[i][k]) for k in ks]
+        return (structure_rank([inputs[k] for k in ks], draws), i)
+
+    ranks = [rank(i, p) for i in range(n) for p in range(len(base))]
+    ranks += [rank(0, p) for p in check]
+    _run_all(executor, [every[i] for i in todo], on_done, put, memo, [ranks[i] for i in todo])
     results = [store.done[k]["result"] for k in keys]
     got, ref = results[: len(jobs)], results[len(jobs) :]
     dev = [
