@@ -424,3 +424,73 @@ def test_refused_sample_rows_keep_their_identity() -> None:
     df = _table(jobs, refused, 1)
     assert list(df["nodes"]) == [j.nodes for j in jobs] and set(df["system"]) == {"mlu370-x8"}
     assert df["scaling_efficiency"].isna().all()
+
+
+# ---- issue 29: no job twice, partial results ----------------------------------------------------
+
+
+class _CountingSerial(SerialExecutor):
+    """In process, counting the simulated runs."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def imap_unordered(self, fn, args):
+        self.calls += len(args)
+        yield from super().imap_unordered(fn, args)
+
+
+def test_a_job_is_simulated_once_per_command_however_often_it_is_asked_for() -> None:
+    from scaling.sweep.sensitivity import plans_at
+    from scaling.sweep.uncertainty import RunMemo, _run_all
+
+    exp = experiment_from_dict(_tiny())
+    jobs = exp.jobs()
+    ex = _CountingSerial()
+    memo = RunMemo()
+    # each job twice, in reverse the second time: two simulations, four results in order
+    got = _run_all(ex, [*jobs, *jobs[::-1]], memo=memo)
+    assert ex.calls == len(jobs) and got == [*got[: len(jobs)], *got[: len(jobs)][::-1]]
+    assert [g["nodes"] for g in got[: len(jobs)]] == [j.nodes for j in jobs]
+    _run_all(ex, jobs, memo=memo)  # a later loop of the same command: nothing new
+    assert ex.calls == len(jobs)
+    # the one-at-a-time nominal case is the steady-state probe's shortened run: reused, and
+    # the table is the one a command without sharing computes
+    ref = one_at_a_time(exp, 2, "scaling_efficiency", SerialExecutor(), only=["nics.count"])
+    shared, alone = _CountingSerial(), _CountingSerial()
+    memo = RunMemo()
+    plans = plans_at(exp, 2, shared, memo)
+    got_df = one_at_a_time(
+        exp, 2, "scaling_efficiency", shared, only=["nics.count"], plans=plans, memo=memo
+    )
+    plans_at(exp, 2, alone)
+    one_at_a_time(exp, 2, "scaling_efficiency", alone, only=["nics.count"], plans=plans)
+    assert got_df.equals(ref)
+    assert shared.calls == alone.calls - len(jobs)
+
+
+def test_sensitivity_writes_each_table_as_its_loop_ends(tmp_path: Path, monkeypatch) -> None:
+    """A Sobol design stopped midway keeps the one-at-a-time table (written before it starts)."""
+    import yaml
+    from click.testing import CliRunner
+
+    import scaling.sweep.sensitivity as sens
+    from scaling.app.cli import main
+
+    def stopped(*args, **kwargs):
+        assert (tmp_path / "s" / "sensitivity.csv").is_file()  # on disk before the Sobol runs
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(sens, "sobol_indices", stopped)
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text(yaml.safe_dump(_tiny()))
+    (tmp_path / "s").mkdir()
+    (tmp_path / "s" / "sobol.csv").write_text("stale\n")
+    args = ["sensitivity", str(cfg), "--at", "nodes=2", "--only", "nics.count", "--samples", "2"]
+    res = CliRunner().invoke(main, [*args, "--jobs", "1", "--out", str(tmp_path / "s")])
+    assert res.exit_code != 0
+    import pandas as pd
+
+    oat = pd.read_csv(tmp_path / "s" / "sensitivity.csv")
+    assert list(oat["input"]) == ["mlu370-x8: node.nics.count"]
+    assert not (tmp_path / "s" / "sobol.csv").exists()  # an earlier run's is not this run's
