@@ -494,3 +494,33 @@ def test_sensitivity_writes_each_table_as_its_loop_ends(tmp_path: Path, monkeypa
     oat = pd.read_csv(tmp_path / "s" / "sensitivity.csv")
     assert list(oat["input"]) == ["mlu370-x8: node.nics.count"]
     assert not (tmp_path / "s" / "sobol.csv").exists()  # an earlier run's is not this run's
+
+
+@pytest.mark.parametrize("d", [1, 5, 38, 76])
+def test_the_designs_are_scipys_draws_without_importing_scipy_stats(d: int) -> None:
+    """:mod:`scaling.sweep.qmc` gives SciPy's scrambled Sobol' and Latin hypercube floats bit
+    for bit (so no sampled input moves), and the uncertainty loop no longer pays for
+    ``scipy.stats``' import to get them."""
+    import subprocess
+    import sys
+    import warnings
+
+    from scipy.stats import qmc
+
+    from scaling.sweep.qmc import latin_hypercube, sobol
+
+    for seed in (0, 3, 2**31 - 2):
+        for m in (0, 1, 2, 6):
+            ref = qmc.Sobol(d, scramble=True, seed=seed).random_base2(m)
+            assert sobol(m, d, seed).tobytes() == ref.tobytes()
+        for n in (1, 3, 100):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # scipy: a few points in high dimension
+                ref = qmc.LatinHypercube(d, seed=seed).random(n)
+            assert latin_hypercube(n, d, seed).tobytes() == ref.tobytes()
+    code = (
+        "import sys; from scaling.sweep.uncertainty import unit_design; "
+        "unit_design(8, 4, 0); unit_design(6, 4, 0); print('scipy.stats' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

@@ -55,6 +55,7 @@ from scaling.io.topology import (
 from scaling.model.job import Job
 from scaling.sweep.branches import P_HI, P_LO, AlternativeColumn, branch_table, shaped_summary
 from scaling.sweep.executors import SweepExecutor
+from scaling.sweep.qmc import latin_hypercube, sobol
 from scaling.sweep.runner import OK, execute_run
 
 #: metrics summarised per point (median and central 90 %)
@@ -236,16 +237,15 @@ def perturbed_system(ls: LoadedSystem, changes: dict[tuple[str, str], Any]) -> A
 
 def unit_design(n: int, d: int, seed: int) -> np.ndarray:
     """``n`` quasi-random points in [0, 1)^d: scrambled Sobol when ``n`` is a power of two (its
-    balance properties hold then), Latin hypercube otherwise; both seeded by ``seed``."""
-    from scipy.stats import qmc
-
+    balance properties hold then), Latin hypercube otherwise; both seeded by ``seed``: SciPy's
+    ``qmc`` designs, drawn by :mod:`scaling.sweep.qmc` without importing ``scipy.stats``."""
     if n < 1:
         raise ConfigError(f"--uncertainty {n}: expected at least 1 sample")
     if d == 0:
         return np.zeros((n, 0))
     if n & (n - 1) == 0:
-        return np.asarray(qmc.Sobol(d, scramble=True, seed=seed).random_base2(int(math.log2(n))))
-    return np.asarray(qmc.LatinHypercube(d, seed=seed).random(n))
+        return sobol(int(math.log2(n)), d, seed)
+    return latin_hypercube(n, d, seed)
 
 
 def run_seeds(n: int, seed: int) -> list[int]:
