@@ -441,18 +441,18 @@ class _CountingSerial(SerialExecutor):
 
 
 def test_a_job_is_simulated_once_per_command_however_often_it_is_asked_for() -> None:
+    from scaling.sweep.batch import RunMemo, run_all
     from scaling.sweep.sensitivity import plans_at
-    from scaling.sweep.uncertainty import RunMemo, _run_all
 
     exp = experiment_from_dict(_tiny())
     jobs = exp.jobs()
     ex = _CountingSerial()
     memo = RunMemo()
     # each job twice, in reverse the second time: two simulations, four results in order
-    got = _run_all(ex, [*jobs, *jobs[::-1]], memo=memo)
+    got = run_all(ex, [*jobs, *jobs[::-1]], memo=memo)
     assert ex.calls == len(jobs) and got == [*got[: len(jobs)], *got[: len(jobs)][::-1]]
     assert [g["nodes"] for g in got[: len(jobs)]] == [j.nodes for j in jobs]
-    _run_all(ex, jobs, memo=memo)  # a later loop of the same command: nothing new
+    run_all(ex, jobs, memo=memo)  # a later loop of the same command: nothing new
     assert ex.calls == len(jobs)
     # the one-at-a-time nominal case is the steady-state probe's shortened run: reused, and
     # the table is the one a command without sharing computes

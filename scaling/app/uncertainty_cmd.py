@@ -237,9 +237,9 @@ def sensitivity(
     from scaling.io.config import load_experiment
     from scaling.io.files import make_dir
     from scaling.io.uncertainty_plot import plot_tornado
+    from scaling.sweep.batch import RunMemo
     from scaling.sweep.executors import CountingExecutor, make_executor
     from scaling.sweep.sensitivity import check_metric, one_at_a_time, plans_at, sobol_indices
-    from scaling.sweep.uncertainty import RunMemo
 
     if not samples and option_given("seed"):
         fail(f"--seed {seed}: only used with --samples N (the seed of the Sobol design)")

@@ -16,17 +16,17 @@ from scaling.io.errors import ConfigError
 from scaling.io.results import add_scaling_efficiency
 from scaling.model.analysis.metrics import METRICS, RunResult
 from scaling.model.job import Job
+from scaling.sweep.batch import RunMemo, run_all
 from scaling.sweep.executors import SweepExecutor
 from scaling.sweep.runner import OK
 from scaling.sweep.uncertainty import (
     ECONOMICS_ONLY,
     FEASIBILITY_ONLY,
-    RunMemo,
     UncertainInput,
     _point_systems,
-    _run_all,
     _shortest,
     _with_steps,
+    perturbed_spec,
     structure_rank,
     uncertain_inputs,
     unit_design,
@@ -98,7 +98,7 @@ def _oat_jobs(
     names = _point_systems(exp)
     plans = plans or [None] * len(base)
     first = min(exp.config.nodes)
-    spec = (memo or RunMemo()).system(exp, name, changes)
+    spec = perturbed_spec(exp, name, changes, memo)
     out = []
     for p, job in enumerate(base):
         if names[p] == name and job.nodes in {first, at}:
@@ -120,7 +120,7 @@ def plans_at(
     base = exp.jobs()
     keep = [p for p, j in enumerate(base) if j.nodes in {min(exp.config.nodes), at}]
     jobs = [base[p] for p in keep]
-    got = _shortest(executor, jobs, _run_all(executor, jobs, memo=memo), memo)
+    got = _shortest(executor, jobs, run_all(executor, jobs, memo=memo), memo)
     plans: list[tuple[int, int] | None] = [None] * len(base)
     for p, plan in zip(keep, got, strict=True):
         plans[p] = plan
@@ -171,7 +171,7 @@ def one_at_a_time(
         js = _oat_jobs(exp, at, name, change, plans, memo)
         spans.append((len(all_jobs), len(js)))
         all_jobs += js
-    results = _run_all(executor, all_jobs, memo=memo)
+    results = run_all(executor, all_jobs, memo=memo)
     per_case = [_metric_of(results[s : s + k], all_jobs[s : s + k], at, metric) for s, k in spans]
     nominal = {name: per_case[i] for i, (name, which, _) in enumerate(cases) if which is None}
     rows = []
@@ -272,7 +272,7 @@ def sobol_indices(
             spans.append((len(all_jobs), len(js)))
             all_jobs += js
             ranks += [structure_rank(inputs, values)] * len(js)
-    results = _run_all(executor, all_jobs, memo=memo, rank=ranks)
+    results = run_all(executor, all_jobs, memo=memo, rank=ranks)
     ys = np.array(
         [
             _metric_of(results[s : s + k], all_jobs[s : s + k], at, metric).get(

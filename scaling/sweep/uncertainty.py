@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import pickle
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -53,10 +52,11 @@ from scaling.io.topology import (
     to_system_spec,
 )
 from scaling.model.job import Job
+from scaling.sweep.batch import RunMemo, run_all
 from scaling.sweep.branches import P_HI, P_LO, AlternativeColumn, branch_table, shaped_summary
 from scaling.sweep.executors import SweepExecutor
 from scaling.sweep.qmc import latin_hypercube, sobol
-from scaling.sweep.runner import OK, execute_run
+from scaling.sweep.runner import OK
 
 #: metrics summarised per point (median and central 90 %)
 UNCERTAINTY_METRICS = (
@@ -272,33 +272,22 @@ def _noisy(job: Job) -> bool:
     return job.sim.compute_jitter_cv > 0 or job.sim.variability is not None
 
 
-def job_key(job: Job) -> bytes:
-    """A run's identity: its pickled job, every input of the simulation (the system's numbers,
-    structure and name, the workload, the seed, the steps). Equal keys are the same
-    simulation, so one result serves both; two equal jobs built differently may pickle
-    differently and then simply run twice."""
-    return pickle.dumps(job, protocol=pickle.HIGHEST_PROTOCOL)
+def perturbed_spec(
+    exp: LoadedExperiment,
+    name: str,
+    changes: dict[tuple[str, str], Any],
+    memo: RunMemo | None = None,
+) -> Any:
+    """:func:`perturbed_system` of ``exp``'s system ``name`` with ``changes`` and the
+    experiment's economics; built once per distinct ``changes`` in ``memo``."""
+    # the value's type is part of the key: a count 1 and a fraction 1.0 validate differently
+    key = (name, tuple((k, type(v).__name__, v) for k, v in sorted(changes.items())))
 
+    def build() -> Any:
+        spec = perturbed_system(exp.systems[name], changes)
+        return _with_economics(spec, exp.config.economics.get(name))
 
-@dataclass
-class RunMemo:
-    """What one command has computed so far, for its later loops: finished runs by job
-    (:func:`job_key`), so that no job is simulated twice, and perturbed systems by system and
-    changes (the Sobol design of each strategy of a system draws the same systems)."""
-
-    runs: dict[bytes, dict[str, Any]] = field(default_factory=dict)
-    systems: dict[tuple[str, tuple[Any, ...]], Any] = field(default_factory=dict)
-
-    def system(self, exp: LoadedExperiment, name: str, changes: dict[tuple[str, str], Any]) -> Any:
-        """:func:`perturbed_system` of ``exp``'s system ``name`` with ``changes`` and the
-        experiment's economics, built once per distinct ``changes``."""
-        # the value's type is part of the key: a count 1 and a fraction 1.0 validate differently
-        key = (name, tuple((k, type(v).__name__, v) for k, v in sorted(changes.items())))
-        spec = self.systems.get(key)
-        if spec is None:
-            spec = perturbed_system(exp.systems[name], changes)
-            spec = self.systems[key] = _with_economics(spec, exp.config.economics.get(name))
-        return spec
+    return (memo or RunMemo()).system(key, build)
 
 
 def structure_rank(inputs: Sequence[UncertainInput], values: Sequence[Any]) -> tuple[Any, ...]:
@@ -307,58 +296,6 @@ def structure_rank(inputs: Sequence[UncertainInput], values: Sequence[Any]) -> t
     sorted by it follow one another per structure, so the model's per-structure caches
     (schedules, routes) are reused (issue 29)."""
     return tuple(v for inp, v in zip(inputs, values, strict=True) if inp.integer or inp.options)
-
-
-def _run_all(
-    executor: SweepExecutor,
-    jobs: list[Job],
-    on_done: Callable[[], None] | None = None,
-    on_result: Callable[[int, dict[str, Any]], dict[str, Any]] | None = None,
-    memo: RunMemo | None = None,
-    rank: Sequence[Any] | None = None,
-) -> list[dict[str, Any]]:
-    """``execute_run`` of every job on ``executor``; results in ``jobs`` order.
-
-    A job equal to another (:func:`job_key`) of ``jobs`` or of ``memo`` (the runs an earlier
-    loop of the same command finished; updated here) is simulated once. The runs go to the
-    executor grouped by system and node count, the largest first (better packing), within a
-    group by ``rank`` (a sortable key per job, e.g. :func:`structure_rank`), so that runs of
-    one cluster follow one another in a worker (its caches: issue 29). ``on_result(i,
-    result)``, where given, is called as job ``i`` finishes and its return value kept (the
-    journal's read-back); ``on_done`` after each. A failed call (not a refusal) raises; the
-    results before it have had their ``on_result``."""
-    memo = RunMemo() if memo is None else memo
-    keys = [job_key(j) for j in jobs]
-    out: list[dict[str, Any] | None] = [None] * len(jobs)
-    waiting: dict[bytes, list[int]] = {}
-    for i, k in enumerate(keys):
-        waiting.setdefault(k, []).append(i)
-
-    def finish(k: bytes, value: dict[str, Any]) -> None:
-        for i in waiting.pop(k):
-            out[i] = value if on_result is None else on_result(i, value)
-            if on_done is not None:
-                on_done()
-
-    for k in [k for k in waiting if k in memo.runs]:
-        finish(k, memo.runs[k])
-
-    def order(k: bytes) -> tuple[Any, ...]:
-        i = waiting[k][0]
-        j = jobs[i]
-        return (-j.devices, j.system.name, j.nodes, () if rank is None else rank[i])
-
-    todo = sorted(waiting, key=order)  # stable: equal ranks keep the jobs' order
-    first = [jobs[waiting[k][0]] for k in todo]
-    groups = [(j.system.name, j.nodes) for j in first]
-    for t, ok, value in executor.imap_grouped(execute_run, first, groups):
-        if not ok:
-            raise RuntimeError(f"sampled run failed: {value}")
-        memo.runs[todo[t]] = value
-        finish(todo[t], value)
-    missing = [i for i, o in enumerate(out) if o is None]
-    assert not missing, f"runs {missing} returned nothing"  # a gap would shift every result
-    return [o for o in out if o is not None]
 
 
 def _shortest(
@@ -373,7 +310,7 @@ def _shortest(
         total = job.sim.warmup_steps + job.sim.steps
         if not _noisy(job) and nominal[p].get("status", OK) == OK:
             trials += [(p, w) for w in (1, 2) if w + 1 < total]
-    got = _run_all(executor, [_with_steps(jobs[p], (w, 1)) for p, w in trials], memo=memo)
+    got = run_all(executor, [_with_steps(jobs[p], (w, 1)) for p, w in trials], memo=memo)
     plans: list[tuple[int, int] | None] = [None] * len(jobs)
     for (p, w), r in sorted(zip(trials, got, strict=True), key=lambda t: t[0][1]):
         if plans[p] is not None or r.get("status") != OK:
@@ -392,10 +329,10 @@ def steady_plans(
     """Per point of ``exp.jobs()``: the shortest ``(warmup_steps, 1)`` (w = 1 or 2) whose step
     time equals the configured run's at the nominal inputs (relative 1e-9), or None (simulate
     as configured: noise, a refused point, or no shorter run matched). ``nominal``: the plain
-    run's scalars per point (None: run here); ``memo``: as for :func:`_run_all`."""
+    run's scalars per point (None: run here); ``memo``: as for :func:`~scaling.sweep.batch.run_all`."""
     jobs = exp.jobs()
     if nominal is None:
-        nominal = _run_all(executor, jobs, memo=memo)
+        nominal = run_all(executor, jobs, memo=memo)
     return _shortest(executor, jobs, nominal, memo)
 
 
@@ -553,7 +490,7 @@ def run_uncertainty(
         ]
     else:
         if nominal is None:
-            nominal = _run_all(executor, base, memo=memo)
+            nominal = run_all(executor, base, memo=memo)
         plans = steady_plans(exp, executor, nominal, memo)
         store.put("plans", {"plans": [None if p is None else list(p) for p in plans]})
     design = unit_design(n, len(inputs), seed)
@@ -585,7 +522,7 @@ def run_uncertainty(
 
     ranks = [rank(i, p) for i in range(n) for p in range(len(base))]
     ranks += [rank(0, p) for p in check]
-    _run_all(executor, [every[i] for i in todo], on_done, put, memo, [ranks[i] for i in todo])
+    run_all(executor, [every[i] for i in todo], on_done, put, memo, [ranks[i] for i in todo])
     results = [store.done[k]["result"] for k in keys]
     got, ref = results[: len(jobs)], results[len(jobs) :]
     dev = [
