@@ -88,7 +88,7 @@ def test_interconnect_and_library_share_at_256_nodes_gpt3_1p3b() -> None:
 class _FailingMap:
     """Runs nothing: every call reports the same error line (as a crashed worker would)."""
 
-    def imap_unordered(self, fn, args):
+    def imap_grouped(self, fn, args, keys):
         for i in range(len(args)):
             yield i, False, "RuntimeError: boom"
 

@@ -239,6 +239,42 @@ def _die_on_three(x: int) -> int:
     return 10 * x
 
 
+def _pid_or_fail(x: int) -> tuple[int, int]:
+    if x == 5:
+        raise RuntimeError("bad input")
+    return x, os.getpid()
+
+
+@pytest.mark.parametrize("start_method", [None, "spawn"])
+def test_grouped_calls_run_a_chunk_per_task_with_per_call_outcomes(start_method) -> None:
+    """``imap_grouped`` on a pool: each call's own outcome (one that raises costs only itself,
+    not its chunk), and the calls of a group in few worker processes: a chunk per task."""
+    args = list(range(40))
+    keys = [x % 2 for x in args]  # two groups, interleaved
+    with LocalPoolExecutor(jobs=2, start_method=start_method) as ex:
+        got = sorted(ex.imap_grouped(_pid_or_fail, args, keys))
+    assert [i for i, _, _ in got] == args
+    assert got[5] == (5, False, "RuntimeError: bad input")
+    ok = [(i, v) for i, good, v in got if good]
+    assert all(v[0] == i for i, v in ok)
+    # 40 calls, 2 workers: chunks of 5 (40 // (2 x 4)), each in one process
+    for start in range(0, 20, 5):
+        chunk = [i for i in args if i % 2 == 0][start : start + 5]
+        assert len({got[i][2][1] for i in chunk}) == 1
+
+
+def test_serial_grouped_calls_follow_the_groups_in_first_seen_order() -> None:
+    seen: list[int] = []
+
+    def note(x: int) -> int:
+        seen.append(x)
+        return x
+
+    out = list(SerialExecutor().imap_grouped(note, [10, 11, 12, 13], ["b", "a", "b", "a"]))
+    assert seen == [10, 12, 11, 13]  # group b (seen first), then group a
+    assert sorted(out) == [(0, True, 10), (1, True, 11), (2, True, 12), (3, True, 13)]
+
+
 def test_lost_worker_costs_only_its_call() -> None:
     with LocalPoolExecutor(jobs=2) as ex:
         out = sorted(ex.imap_unordered(_die_on_three, list(range(7))))

@@ -424,3 +424,103 @@ def test_refused_sample_rows_keep_their_identity() -> None:
     df = _table(jobs, refused, 1)
     assert list(df["nodes"]) == [j.nodes for j in jobs] and set(df["system"]) == {"mlu370-x8"}
     assert df["scaling_efficiency"].isna().all()
+
+
+# ---- issue 29: no job twice, partial results ----------------------------------------------------
+
+
+class _CountingSerial(SerialExecutor):
+    """In process, counting the simulated runs."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def imap_unordered(self, fn, args):
+        self.calls += len(args)
+        yield from super().imap_unordered(fn, args)
+
+
+def test_a_job_is_simulated_once_per_command_however_often_it_is_asked_for() -> None:
+    from scaling.sweep.batch import RunMemo, run_all
+    from scaling.sweep.sensitivity import plans_at
+
+    exp = experiment_from_dict(_tiny())
+    jobs = exp.jobs()
+    ex = _CountingSerial()
+    memo = RunMemo()
+    # each job twice, in reverse the second time: two simulations, four results in order
+    got = run_all(ex, [*jobs, *jobs[::-1]], memo=memo)
+    assert ex.calls == len(jobs) and got == [*got[: len(jobs)], *got[: len(jobs)][::-1]]
+    assert [g["nodes"] for g in got[: len(jobs)]] == [j.nodes for j in jobs]
+    run_all(ex, jobs, memo=memo)  # a later loop of the same command: nothing new
+    assert ex.calls == len(jobs)
+    # the one-at-a-time nominal case is the steady-state probe's shortened run: reused, and
+    # the table is the one a command without sharing computes
+    ref = one_at_a_time(exp, 2, "scaling_efficiency", SerialExecutor(), only=["nics.count"])
+    shared, alone = _CountingSerial(), _CountingSerial()
+    memo = RunMemo()
+    plans = plans_at(exp, 2, shared, memo)
+    got_df = one_at_a_time(
+        exp, 2, "scaling_efficiency", shared, only=["nics.count"], plans=plans, memo=memo
+    )
+    plans_at(exp, 2, alone)
+    one_at_a_time(exp, 2, "scaling_efficiency", alone, only=["nics.count"], plans=plans)
+    assert got_df.equals(ref)
+    assert shared.calls == alone.calls - len(jobs)
+
+
+def test_sensitivity_writes_each_table_as_its_loop_ends(tmp_path: Path, monkeypatch) -> None:
+    """A Sobol design stopped midway keeps the one-at-a-time table (written before it starts)."""
+    import yaml
+    from click.testing import CliRunner
+
+    import scaling.sweep.sensitivity as sens
+    from scaling.app.cli import main
+
+    def stopped(*args, **kwargs):
+        assert (tmp_path / "s" / "sensitivity.csv").is_file()  # on disk before the Sobol runs
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(sens, "sobol_indices", stopped)
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text(yaml.safe_dump(_tiny()))
+    (tmp_path / "s").mkdir()
+    (tmp_path / "s" / "sobol.csv").write_text("stale\n")
+    args = ["sensitivity", str(cfg), "--at", "nodes=2", "--only", "nics.count", "--samples", "2"]
+    res = CliRunner().invoke(main, [*args, "--jobs", "1", "--out", str(tmp_path / "s")])
+    assert res.exit_code != 0
+    import pandas as pd
+
+    oat = pd.read_csv(tmp_path / "s" / "sensitivity.csv")
+    assert list(oat["input"]) == ["mlu370-x8: node.nics.count"]
+    assert not (tmp_path / "s" / "sobol.csv").exists()  # an earlier run's is not this run's
+
+
+@pytest.mark.parametrize("d", [1, 5, 38, 76])
+def test_the_designs_are_scipys_draws_without_importing_scipy_stats(d: int) -> None:
+    """:mod:`scaling.sweep.qmc` gives SciPy's scrambled Sobol' and Latin hypercube floats bit
+    for bit (so no sampled input moves), and the uncertainty loop no longer pays for
+    ``scipy.stats``' import to get them."""
+    import subprocess
+    import sys
+    import warnings
+
+    from scipy.stats import qmc
+
+    from scaling.sweep.qmc import latin_hypercube, sobol
+
+    for seed in (0, 3, 2**31 - 2):
+        for m in (0, 1, 2, 6):
+            ref = qmc.Sobol(d, scramble=True, seed=seed).random_base2(m)
+            assert sobol(m, d, seed).tobytes() == ref.tobytes()
+        for n in (1, 3, 100):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # scipy: a few points in high dimension
+                ref = qmc.LatinHypercube(d, seed=seed).random(n)
+            assert latin_hypercube(n, d, seed).tobytes() == ref.tobytes()
+    code = (
+        "import sys; from scaling.sweep.uncertainty import unit_design; "
+        "unit_design(8, 4, 0); unit_design(6, 4, 0); print('scipy.stats' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

@@ -237,6 +237,7 @@ def sensitivity(
     from scaling.io.config import load_experiment
     from scaling.io.files import make_dir
     from scaling.io.uncertainty_plot import plot_tornado
+    from scaling.sweep.batch import RunMemo
     from scaling.sweep.executors import CountingExecutor, make_executor
     from scaling.sweep.sensitivity import check_metric, one_at_a_time, plans_at, sobol_indices
 
@@ -248,28 +249,35 @@ def sensitivity(
     out = out_dir or Path("results") / exp.config.name / "sensitivity"
     make_dir(out)
     p = Printer(fmt)
+    oat_csv, sobol_csv = out / "sensitivity.csv", out / "sobol.csv"
+    sobol_csv.unlink(missing_ok=True)  # one from an earlier run would pass for this run's
     with (
         progress_bar(total=0, desc="sensitivity", enabled=want_progress(progress)) as bar,
         CountingExecutor(make_executor(jobs=n_jobs), _bar_progress(bar)) as ex,
     ):
-        plans = plans_at(exp, nodes, ex)  # the steady-state probe, once for every case
-        oat = one_at_a_time(exp, nodes, metric, ex, only=list(only) or None, plans=plans)
+        memo = RunMemo()  # no job simulated twice in the command
+        plans = plans_at(exp, nodes, ex, memo)  # the steady-state probe, once for every case
+        oat = one_at_a_time(exp, nodes, metric, ex, only=list(only) or None, plans=plans, memo=memo)
         if oat.empty:
             fail(f"{config}: no uncertain input (every range is a point)")
+        # partial results: each table is on disk as soon as its loop ends (a long Sobol
+        # design stopped midway keeps the one-at-a-time table and the finished indices)
+        _write_csv(oat_csv, oat)
         tables = []
         pairs = oat[["system", "strategy"]].drop_duplicates().itertuples(index=False)
         for system, strat in pairs if samples else []:
             name = next(k for k, v in exp.systems.items() if v.spec.name == system)
             idx = sobol_indices(
-                exp, nodes, metric, samples, seed, ex, name, strat, list(only) or None, plans
+                exp, nodes, metric, samples, seed, ex, name, strat, list(only) or None, plans, memo
             )
             idx.insert(0, "strategy", strat)
             idx.insert(0, "system", system)
             tables.append(idx)
+            _write_csv(sobol_csv, pd.concat(tables, ignore_index=True))
     # printed once the bar is gone (it would tear the lines)
     p.say(f"{exp.config.name}: {metric} at {nodes} nodes, one input at a time")
     p.table(oat, text=format_oat(oat, top))
-    paths = [_write_csv(out / "sensitivity.csv", oat)]
+    paths = [oat_csv]
     for idx in tables:
         system, strat = idx["system"].iloc[0], idx["strategy"].iloc[0]
         p.say(
@@ -279,7 +287,7 @@ def sensitivity(
         for r in idx.head(top).itertuples():
             p.say(f"  {r.input:<56} S1 {r.S1:6.3f}  ST {r.ST:6.3f}")
     if tables:
-        paths.append(_write_csv(out / "sobol.csv", pd.concat(tables, ignore_index=True)))
+        paths.append(sobol_csv)
     if not no_plot:
         paths.append(
             plot_tornado(oat, out / "tornado.png", f"{exp.config.name}: {metric} at {nodes} nodes")

@@ -11,11 +11,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from scaling.io.config import LoadedExperiment, _with_economics
+from scaling.io.config import LoadedExperiment
 from scaling.io.errors import ConfigError
 from scaling.io.results import add_scaling_efficiency
 from scaling.model.analysis.metrics import METRICS, RunResult
 from scaling.model.job import Job
+from scaling.sweep.batch import RunMemo, run_all
 from scaling.sweep.executors import SweepExecutor
 from scaling.sweep.runner import OK
 from scaling.sweep.uncertainty import (
@@ -23,10 +24,10 @@ from scaling.sweep.uncertainty import (
     FEASIBILITY_ONLY,
     UncertainInput,
     _point_systems,
-    _run_all,
     _shortest,
     _with_steps,
-    perturbed_system,
+    perturbed_spec,
+    structure_rank,
     uncertain_inputs,
     unit_design,
 )
@@ -88,16 +89,16 @@ def _oat_jobs(
     name: str,
     changes: dict[tuple[str, str], Any],
     plans: list[tuple[int, int] | None] | None = None,
+    memo: RunMemo | None = None,
 ) -> list[Job]:
     """The jobs of system ``name`` at the fewest nodes and at ``at``, with ``changes`` (and
-    each point's steady-state ``plans``, see :func:`steady_plans`)."""
+    each point's steady-state ``plans``, see :func:`steady_plans`; the system from ``memo``
+    where built before)."""
     base = exp.jobs()
     names = _point_systems(exp)
     plans = plans or [None] * len(base)
     first = min(exp.config.nodes)
-    spec = _with_economics(
-        perturbed_system(exp.systems[name], changes), exp.config.economics.get(name)
-    )
+    spec = perturbed_spec(exp, name, changes, memo)
     out = []
     for p, job in enumerate(base):
         if names[p] == name and job.nodes in {first, at}:
@@ -108,14 +109,18 @@ def _oat_jobs(
 Plans = list[tuple[int, int] | None]
 
 
-def plans_at(exp: LoadedExperiment, at: int, executor: SweepExecutor) -> Plans:
+def plans_at(
+    exp: LoadedExperiment, at: int, executor: SweepExecutor, memo: RunMemo | None = None
+) -> Plans:
     """:func:`steady_plans` of the points at the fewest nodes and at ``at`` (others None):
     compute once and pass to :func:`one_at_a_time` and :func:`sobol_indices`, which otherwise
-    each probe them again."""
+    each probe them again. ``memo``: runs finished by the command so far, by job (updated;
+    pass the same one to every call so that no job is simulated twice: the probe's shortened
+    nominal run is the one-at-a-time nominal case)."""
     base = exp.jobs()
     keep = [p for p, j in enumerate(base) if j.nodes in {min(exp.config.nodes), at}]
     jobs = [base[p] for p in keep]
-    got = _shortest(executor, jobs, _run_all(executor, jobs))
+    got = _shortest(executor, jobs, run_all(executor, jobs, memo=memo), memo)
     plans: list[tuple[int, int] | None] = [None] * len(base)
     for p, plan in zip(keep, got, strict=True):
         plans[p] = plan
@@ -130,6 +135,7 @@ def one_at_a_time(
     include_economics: bool = False,
     only: Sequence[str] | None = None,
     plans: Plans | None = None,
+    memo: RunMemo | None = None,
 ) -> pd.DataFrame:
     """Each uncertain input set to its ``low`` and its ``high`` (an alternative: each option),
     the others nominal; ``metric`` at ``at`` nodes per system and strategy. Columns: system,
@@ -139,7 +145,8 @@ def one_at_a_time(
     NaN for an alternative or a nominal of 0). Inputs that feed only cost/energy
     (:data:`ECONOMICS_ONLY`) or only the memory check (:data:`FEASIBILITY_ONLY`) are left out
     of a speed metric unless ``include_economics``; ``only``: keep the inputs whose label
-    contains one of these strings."""
+    contains one of these strings. ``memo``: as for :func:`plans_at` (a case equal to another,
+    e.g. a count whose rounded end is its nominal, runs once)."""
     check_metric(metric)
     if at not in exp.config.nodes:
         raise ConfigError(f"--at nodes={at}: not one of the experiment's node counts")
@@ -156,15 +163,15 @@ def one_at_a_time(
             ends = (round(inp.low), round(inp.high))
         cases += [(inp.system, inp, v) for v in ends]
     if plans is None:
-        plans = plans_at(exp, at, executor)
+        plans = plans_at(exp, at, executor, memo)
     all_jobs: list[Job] = []
     spans = []
     for name, which, v in cases:
         change = {} if which is None else {(which.doc, which.path): v}
-        js = _oat_jobs(exp, at, name, change, plans)
+        js = _oat_jobs(exp, at, name, change, plans, memo)
         spans.append((len(all_jobs), len(js)))
         all_jobs += js
-    results = _run_all(executor, all_jobs)
+    results = run_all(executor, all_jobs, memo=memo)
     per_case = [_metric_of(results[s : s + k], all_jobs[s : s + k], at, metric) for s, k in spans]
     nominal = {name: per_case[i] for i, (name, which, _) in enumerate(cases) if which is None}
     rows = []
@@ -229,11 +236,13 @@ def sobol_indices(
     strategy: str,
     only: Sequence[str] | None = None,
     plans: Plans | None = None,
+    memo: RunMemo | None = None,
 ) -> pd.DataFrame:
     """Variance-based (Sobol) indices of ``metric`` at ``at`` nodes for one system and strategy
     (its inputs only, the run seed held at the config's): ``n`` x (d + 2) simulated cases.
     Columns: input, S1, ST (first-order and total index). ``only``: as for
-    :func:`one_at_a_time`."""
+    :func:`one_at_a_time`; ``memo``: as for :func:`plans_at` (a row of A with column i from B
+    that equals A's row, e.g. a count or an alternative drawn alike, runs once)."""
     check_metric(metric)
     inputs = [
         i
@@ -246,20 +255,24 @@ def sobol_indices(
     a, b = both[:, :d], both[:, d:]
     mats = [a, b] + [np.where(np.arange(d) == i, b, a) for i in range(d)]
     if plans is None:
-        plans = plans_at(exp, at, executor)
+        plans = plans_at(exp, at, executor, memo)
+    memo = RunMemo() if memo is None else memo
     all_jobs: list[Job] = []
+    ranks: list[tuple[Any, ...]] = []
     spans = []
     for m in mats:
         for u in m:
-            changes = {(inp.doc, inp.path): inp.from_unit(u[k]) for k, inp in enumerate(inputs)}
+            values = [inp.from_unit(u[k]) for k, inp in enumerate(inputs)]
+            changes = {(inp.doc, inp.path): v for inp, v in zip(inputs, values, strict=True)}
             js = [
                 j
-                for j in _oat_jobs(exp, at, system, changes, plans)
+                for j in _oat_jobs(exp, at, system, changes, plans, memo)
                 if j.strategy.label == strategy
             ]
             spans.append((len(all_jobs), len(js)))
             all_jobs += js
-    results = _run_all(executor, all_jobs)
+            ranks += [structure_rank(inputs, values)] * len(js)
+    results = run_all(executor, all_jobs, memo=memo, rank=ranks)
     ys = np.array(
         [
             _metric_of(results[s : s + k], all_jobs[s : s + k], at, metric).get(

@@ -52,9 +52,11 @@ from scaling.io.topology import (
     to_system_spec,
 )
 from scaling.model.job import Job
+from scaling.sweep.batch import RunMemo, run_all
 from scaling.sweep.branches import P_HI, P_LO, AlternativeColumn, branch_table, shaped_summary
 from scaling.sweep.executors import SweepExecutor
-from scaling.sweep.runner import OK, execute_run
+from scaling.sweep.qmc import latin_hypercube, sobol
+from scaling.sweep.runner import OK
 
 #: metrics summarised per point (median and central 90 %)
 UNCERTAINTY_METRICS = (
@@ -235,16 +237,15 @@ def perturbed_system(ls: LoadedSystem, changes: dict[tuple[str, str], Any]) -> A
 
 def unit_design(n: int, d: int, seed: int) -> np.ndarray:
     """``n`` quasi-random points in [0, 1)^d: scrambled Sobol when ``n`` is a power of two (its
-    balance properties hold then), Latin hypercube otherwise; both seeded by ``seed``."""
-    from scipy.stats import qmc
-
+    balance properties hold then), Latin hypercube otherwise; both seeded by ``seed``: SciPy's
+    ``qmc`` designs, drawn by :mod:`scaling.sweep.qmc` without importing ``scipy.stats``."""
     if n < 1:
         raise ConfigError(f"--uncertainty {n}: expected at least 1 sample")
     if d == 0:
         return np.zeros((n, 0))
     if n & (n - 1) == 0:
-        return np.asarray(qmc.Sobol(d, scramble=True, seed=seed).random_base2(int(math.log2(n))))
-    return np.asarray(qmc.LatinHypercube(d, seed=seed).random(n))
+        return sobol(int(math.log2(n)), d, seed)
+    return latin_hypercube(n, d, seed)
 
 
 def run_seeds(n: int, seed: int) -> list[int]:
@@ -271,31 +272,37 @@ def _noisy(job: Job) -> bool:
     return job.sim.compute_jitter_cv > 0 or job.sim.variability is not None
 
 
-def _run_all(
-    executor: SweepExecutor,
-    jobs: list[Job],
-    on_done: Callable[[], None] | None = None,
-    on_result: Callable[[int, dict[str, Any]], dict[str, Any]] | None = None,
-) -> list[dict[str, Any]]:
-    """``execute_run`` of every job on ``executor`` (largest first: better packing); results
-    in ``jobs`` order. ``on_result(i, result)``, where given, is called as job ``i`` finishes
-    and its return value kept (the journal's read-back). A failed call (not a refusal) raises;
-    the results before it have had their ``on_result``."""
-    order = sorted(range(len(jobs)), key=lambda i: -jobs[i].devices)
-    out: list[dict[str, Any] | None] = [None] * len(jobs)
-    for k, ok, value in executor.imap_unordered(execute_run, [jobs[i] for i in order]):
-        if not ok:
-            raise RuntimeError(f"sampled run failed: {value}")
-        out[order[k]] = value if on_result is None else on_result(order[k], value)
-        if on_done is not None:
-            on_done()
-    missing = [i for i, o in enumerate(out) if o is None]
-    assert not missing, f"runs {missing} returned nothing"  # a gap would shift every result
-    return [o for o in out if o is not None]
+def perturbed_spec(
+    exp: LoadedExperiment,
+    name: str,
+    changes: dict[tuple[str, str], Any],
+    memo: RunMemo | None = None,
+) -> Any:
+    """:func:`perturbed_system` of ``exp``'s system ``name`` with ``changes`` and the
+    experiment's economics; built once per distinct ``changes`` in ``memo``."""
+    # the value's type is part of the key: a count 1 and a fraction 1.0 validate differently
+    key = (name, tuple((k, type(v).__name__, v) for k, v in sorted(changes.items())))
+
+    def build() -> Any:
+        spec = perturbed_system(exp.systems[name], changes)
+        return _with_economics(spec, exp.config.economics.get(name))
+
+    return (memo or RunMemo()).system(key, build)
+
+
+def structure_rank(inputs: Sequence[UncertainInput], values: Sequence[Any]) -> tuple[Any, ...]:
+    """The values of the discrete inputs (counts, structural alternatives) among ``values``
+    (one per input): what changes a cluster's structure rather than its capacities. Runs
+    sorted by it follow one another per structure, so the model's per-structure caches
+    (schedules, routes) are reused (issue 29)."""
+    return tuple(v for inp, v in zip(inputs, values, strict=True) if inp.integer or inp.options)
 
 
 def _shortest(
-    executor: SweepExecutor, jobs: list[Job], nominal: list[dict[str, Any]]
+    executor: SweepExecutor,
+    jobs: list[Job],
+    nominal: list[dict[str, Any]],
+    memo: RunMemo | None = None,
 ) -> list[tuple[int, int] | None]:
     """Per job: the shortest ``(w, 1)`` whose step time equals ``nominal``'s, or None."""
     trials: list[tuple[int, int]] = []
@@ -303,7 +310,7 @@ def _shortest(
         total = job.sim.warmup_steps + job.sim.steps
         if not _noisy(job) and nominal[p].get("status", OK) == OK:
             trials += [(p, w) for w in (1, 2) if w + 1 < total]
-    got = _run_all(executor, [_with_steps(jobs[p], (w, 1)) for p, w in trials])
+    got = run_all(executor, [_with_steps(jobs[p], (w, 1)) for p, w in trials], memo=memo)
     plans: list[tuple[int, int] | None] = [None] * len(jobs)
     for (p, w), r in sorted(zip(trials, got, strict=True), key=lambda t: t[0][1]):
         if plans[p] is not None or r.get("status") != OK:
@@ -317,15 +324,16 @@ def steady_plans(
     exp: LoadedExperiment,
     executor: SweepExecutor,
     nominal: list[dict[str, Any]] | None = None,
+    memo: RunMemo | None = None,
 ) -> list[tuple[int, int] | None]:
     """Per point of ``exp.jobs()``: the shortest ``(warmup_steps, 1)`` (w = 1 or 2) whose step
     time equals the configured run's at the nominal inputs (relative 1e-9), or None (simulate
     as configured: noise, a refused point, or no shorter run matched). ``nominal``: the plain
-    run's scalars per point (None: run here)."""
+    run's scalars per point (None: run here); ``memo``: as for :func:`~scaling.sweep.batch.run_all`."""
     jobs = exp.jobs()
     if nominal is None:
-        nominal = _run_all(executor, jobs)
-    return _shortest(executor, jobs, nominal)
+        nominal = run_all(executor, jobs, memo=memo)
+    return _shortest(executor, jobs, nominal, memo)
 
 
 @dataclass
@@ -472,6 +480,7 @@ def run_uncertainty(
     experiment, seed, sample count or code version is not reused (``note`` says why)."""
     inputs = uncertain_inputs(exp)
     base = exp.jobs()
+    memo = RunMemo()  # no job simulated twice in the command
     store = Journal(journal, journal_header(exp, n, seed), note, allow_nan=True)
     if store.reused:
         (note or (lambda m: None))(f"{journal}: resuming: {store.reused} finished unit(s) reused")
@@ -481,8 +490,8 @@ def run_uncertainty(
         ]
     else:
         if nominal is None:
-            nominal = _run_all(executor, base)
-        plans = steady_plans(exp, executor, nominal)
+            nominal = run_all(executor, base, memo=memo)
+        plans = steady_plans(exp, executor, nominal, memo)
         store.put("plans", {"plans": [None if p is None else list(p) for p in plans]})
     design = unit_design(n, len(inputs), seed)
     seeds = run_seeds(n, seed)
@@ -502,7 +511,18 @@ def run_uncertainty(
         return store.put(keys[todo[t]], {"result": value})
 
     every = jobs + full0
-    _run_all(executor, [every[i] for i in todo], on_done, put)
+    # per run: its system's discrete draws, then its sample (a sample's runs share routes)
+    names = _point_systems(exp)
+    own = {name: [k for k, inp in enumerate(inputs) if inp.system == name] for name in set(names)}
+
+    def rank(i: int, p: int) -> tuple[Any, ...]:
+        ks = own[names[p]]
+        draws = [inputs[k].from_unit(design[i][k]) for k in ks]
+        return (structure_rank([inputs[k] for k in ks], draws), i)
+
+    ranks = [rank(i, p) for i in range(n) for p in range(len(base))]
+    ranks += [rank(0, p) for p in check]
+    run_all(executor, [every[i] for i in todo], on_done, put, memo, [ranks[i] for i in todo])
     results = [store.done[k]["result"] for k in keys]
     got, ref = results[: len(jobs)], results[len(jobs) :]
     dev = [

@@ -34,11 +34,11 @@ MAX_TWIN_MICRO_BATCH = 256
 
 
 class CallMap(Protocol):
-    """What runs a plan's simulations: independent calls, results in any order (the sweep
-    layer's executors are such maps)."""
+    """What runs a plan's simulations: independent calls, results in any order, the calls of
+    one group (equal keys) submitted together (the sweep layer's executors are such maps)."""
 
-    def imap_unordered(
-        self, fn: Callable[[Any], Any], args: Sequence[Any]
+    def imap_grouped(
+        self, fn: Callable[[Any], Any], args: Sequence[Any], keys: Sequence[Any]
     ) -> Iterable[tuple[int, bool, Any]]:
         """Yield ``(index into args, ok, result or error line)`` as each call finishes."""
         ...
@@ -110,6 +110,15 @@ def hybrid_plan(
     return run, twins
 
 
+def cluster_of(h: Hybrid) -> tuple[int, bool, bool, bool]:
+    """The hybrids that simulate the same cluster: the node count and whether the scale-up
+    link, the scale-out network and the collective library come from B (the device components
+    change only compute and memory). A plan's runs are grouped by it so that those of one
+    cluster follow one another in one process (its cluster and tuner caches: issue 29)."""
+    n, s = h
+    return (n, "scale-up link" in s, "scale-out network" in s, "collective library" in s)
+
+
 def attribute_many(
     base: Job,
     a: SystemSpec,
@@ -126,7 +135,7 @@ def attribute_many(
     run, twins = hybrid_plan(base, a, b, counts)
     args = [(replace(base, nodes=n), a, b, tuple(sorted(s))) for n, s in run]
     values: dict[Hybrid, float] = {}
-    for i, ok, value in executor.imap_unordered(hybrid_point, args):
+    for i, ok, value in executor.imap_grouped(hybrid_point, args, [cluster_of(h) for h in run]):
         if not ok:
             n, s = run[i]
             what = "+".join(sorted(s)) or "none"
