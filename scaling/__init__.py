@@ -42,6 +42,9 @@ if TYPE_CHECKING:  # what type checkers see; at run time each name is imported o
         simulate as simulate,
     )
     from scaling.app.api_analysis import (
+        attribute_gap as attribute_gap,
+    )
+    from scaling.app.api_analysis import (
         explain as explain,
     )
     from scaling.app.api_analysis import (
@@ -58,6 +61,9 @@ if TYPE_CHECKING:  # what type checkers see; at run time each name is imported o
     )
     from scaling.app.api_analysis import (
         run_replicas as run_replicas,
+    )
+    from scaling.app.api_analysis import (
+        run_sensitivity as run_sensitivity,
     )
     from scaling.app.api_analysis import (
         run_uncertainty as run_uncertainty,
@@ -130,6 +136,8 @@ _API = {
     "explain": "scaling.app.api_analysis",
     "run_replicas": "scaling.app.api_analysis",
     "run_uncertainty": "scaling.app.api_analysis",
+    "run_sensitivity": "scaling.app.api_analysis",
+    "attribute_gap": "scaling.app.api_analysis",
     "format_uncertainty": "scaling.app.api_analysis",
     "run_plan": "scaling.app.api_analysis",
     "run_collective": "scaling.app.api_analysis",

@@ -524,3 +524,57 @@ def test_the_designs_are_scipys_draws_without_importing_scipy_stats(d: int) -> N
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_sensitivity_and_attribution_from_python_equal_the_commands(tmp_path: Path, capsys) -> None:
+    """``scaling.run_sensitivity`` and ``scaling.attribute_gap`` return the tables the commands
+    write (``sensitivity.csv``/``sobol.csv``; ``explain --vs --format csv``), value for value,
+    and draw a progress bar on stderr only when asked (issue 29: loops report progress from
+    Python too)."""
+    import io
+
+    import pandas as pd
+    import yaml
+    from click.testing import CliRunner
+
+    from scaling import attribute_gap, run_sensitivity
+    from scaling.app.cli import main
+
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text(yaml.safe_dump(_tiny()))
+    sens = tmp_path / "s"
+    only = ["nics.count", "kernel_launch"]
+    args = ["sensitivity", str(cfg), "--at", "nodes=2", "--samples", "2", "--jobs", "1"]
+    res = CliRunner().invoke(
+        main, [*args, "--only", only[0], "--only", only[1], "--out", str(sens), "--no-plot"]
+    )
+    assert res.exit_code == 0, res.output
+    capsys.readouterr()
+    oat, sobol = run_sensitivity(cfg, nodes=2, samples=2, only=only, progress=True)
+    assert "sensitivity" in capsys.readouterr().err  # the bar, asked for
+    assert sobol is not None
+    buf = io.StringIO()
+    oat.to_csv(buf, index=False)
+    assert buf.getvalue() == (sens / "sensitivity.csv").read_text()
+    buf = io.StringIO()
+    sobol.to_csv(buf, index=False)
+    assert buf.getvalue() == (sens / "sobol.csv").read_text()
+    oat2, none = run_sensitivity(cfg, nodes=2, only=only)
+    assert none is None and oat2.equals(oat)
+    assert capsys.readouterr().err == ""  # no bar unless asked
+
+    vs = ["explain", str(cfg), "--set", "nodes=[2]", "--vs", "dgx-a100", "mlu370-x8", "-j", "1"]
+    res = CliRunner().invoke(main, [*vs, "--format", "csv"])
+    assert res.exit_code == 0, res.output
+    lines = [ln for ln in res.stdout.splitlines() if ln.startswith(("nodes,", "2,"))]
+    cli = pd.read_csv(io.StringIO("\n".join(lines)))
+    got = attribute_gap(cfg, "dgx-a100", "mlu370-x8", nodes=[2], progress=True)
+    assert "mlu370-x8 vs dgx-a100" in capsys.readouterr().err
+    pd.testing.assert_frame_equal(got, cli, check_exact=True)
+    assert got["part_tokens_per_s_per_device"].sum() == pytest.approx(
+        got["gap_tokens_per_s_per_device"].iloc[0], rel=1e-9
+    )  # Shapley parts add up to the gap
+    from scaling import ConfigError
+
+    with pytest.raises(ConfigError, match="nodes 0"):
+        attribute_gap(cfg, "dgx-a100", "mlu370-x8", nodes=[0])

@@ -335,3 +335,109 @@ def run_collective(
     return collective_table(
         spec, nodes, coll_op, size_list, algorithm, protocol, per_node, network=network
     )
+
+
+def run_sensitivity(
+    config: Config,
+    nodes: int | None = None,
+    metric: str = "scaling_efficiency",
+    samples: int = 0,
+    seed: int = 0,
+    overrides: Overrides = None,
+    systems: Systems = None,
+    only: Iterable[str] | None = None,
+    jobs: int | None = 1,
+    progress: bool = False,
+) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    """Which uncertain inputs decide ``metric`` at ``nodes`` (default: the experiment's largest
+    node count), as ``scaling sensitivity``: (the one-at-a-time table of ``sensitivity.csv``:
+    each input at its low and high, the others nominal, ranked by swing per system and strategy;
+    with ``samples`` > 0 the Sobol first-order ``S1`` and total ``ST`` indices of ``sobol.csv``
+    from ``samples`` x (inputs + 2) runs per system and strategy, else None). ``only``: inputs
+    whose name contains one of these texts; ``jobs`` as :func:`run_replicas`; ``progress``: a
+    bar counting the runs. Raises :class:`~scaling.ConfigError` when no input is uncertain."""
+    from scaling.app.output import progress_bar
+    from scaling.app.uncertainty_cmd import bar_progress
+    from scaling.sweep.executors import CountingExecutor
+    from scaling.sweep.sensitivity import check_metric
+    from scaling.sweep.sensitivity import run_sensitivity as _run
+
+    check_metric(metric)
+    exp = load_experiment(config, overrides, systems)
+    at = max(exp.config.nodes) if nodes is None else nodes
+    with (
+        progress_bar(total=0, desc="sensitivity", enabled=progress) as bar,
+        CountingExecutor(_executor(jobs), bar_progress(bar)) as ex,
+    ):
+        return _run(exp, at, metric, ex, samples, seed, list(only) if only else None)
+
+
+def attribution_frame(results: Iterable[Any], a: str, b: str) -> pd.DataFrame:
+    """The table of ``scaling explain --vs A B --format csv``: per node count and component,
+    both systems' tokens/s per device, the gap, the component's Shapley part of it (tokens/s
+    per device) and its share of the gap."""
+    from scaling.model.analysis.attribution import COMPONENTS
+
+    return pd.DataFrame(
+        [
+            {
+                "nodes": r.nodes,
+                "system_a": a,
+                "system_b": b,
+                "tokens_per_s_per_device_a": r.value_a,
+                "tokens_per_s_per_device_b": r.value_b,
+                "gap_tokens_per_s_per_device": r.gap,
+                "component": comp,
+                "part_tokens_per_s_per_device": r.parts[comp],
+                "share": r.shares().get(comp, 0.0),
+            }
+            for r in results
+            for comp in COMPONENTS
+        ]
+    )
+
+
+def attribute_gap(
+    config: Config,
+    a: str,
+    b: str,
+    nodes: Iterable[int] | None = None,
+    overrides: Overrides = None,
+    jobs: int | None = 1,
+    progress: bool = False,
+) -> pd.DataFrame:
+    """Why system ``b`` trails ``a`` (``scaling explain --vs A B``): the per-device throughput
+    gap at each of ``nodes`` (default: the experiment's) split by Shapley values over swapping
+    peak compute, memory bandwidth, memory capacity, scale-up link, scale-out network and
+    collective library between the systems (:func:`attribution_frame`'s table). The
+    experiment's first point (model, strategy, training) is the job; ``jobs`` as
+    :func:`run_replicas`; ``progress``: a bar counting the simulations. Raises
+    :class:`~scaling.ConfigError` for an unknown system or a node count over the run limits."""
+    from scaling.app.output import progress_bar
+    from scaling.io.config import run_size_error
+    from scaling.io.errors import ConfigError
+    from scaling.io.topology import load_system
+    from scaling.model.analysis.attribution_plan import (
+        HybridRunError,
+        attribute_many,
+        hybrid_plan,
+    )
+
+    exp = load_experiment(config, [*override_strings(overrides), f"systems=[{a}]"])
+    base = exp.jobs()[0]
+    sa, sb = load_system(a).spec, load_system(b).spec
+    counts = sorted(set(exp.config.nodes)) if nodes is None else [int(c) for c in nodes]
+    for c in counts:
+        too_big = run_size_error(c, base.system.devices_per_node, exp.config.simulation.max_ranks)
+        if c < 1 or too_big:
+            raise ConfigError(f"attribute_gap: nodes {c}: {too_big or 'expected >= 1'}")
+    n_sims = len(hybrid_plan(base, sa, sb, counts)[0])
+    with (
+        _executor(jobs) as ex,
+        progress_bar(total=n_sims, desc=f"{b} vs {a}", unit="sim", enabled=progress) as bar,
+    ):
+        try:
+            results = attribute_many(base, sa, sb, counts, ex, bar)
+        except HybridRunError as e:
+            raise ConfigError(f"attribute_gap: {e}") from None
+    return attribution_frame(results, a, b)

@@ -36,6 +36,7 @@ def _explain_vs(
     import logging
     import time
 
+    from scaling.app.api_analysis import attribution_frame
     from scaling.io.attribution_plot import plot_attribution
     from scaling.io.config import load_experiment, run_size_error
     from scaling.io.topology import load_system
@@ -97,25 +98,7 @@ def _explain_vs(
     net = ("scale-up link", "scale-out network", "collective library")
     inter = [sum(r.shares().get(c, 0) for c in net) for r in results]
     lines.append(f"{'interconnect+library':<22}" + "".join(f"{x:>17.1%}" for x in inter))
-    import pandas as pd
-
-    frame = pd.DataFrame(
-        [
-            {
-                "nodes": r.nodes,
-                "system_a": a_name,
-                "system_b": b_name,
-                "tokens_per_s_per_device_a": r.value_a,
-                "tokens_per_s_per_device_b": r.value_b,
-                "gap_tokens_per_s_per_device": r.gap,
-                "component": comp,
-                "part_tokens_per_s_per_device": r.parts[comp],
-                "share": r.shares().get(comp, 0.0),
-            }
-            for r in results
-            for comp in COMPONENTS
-        ]
-    )
+    frame = attribution_frame(results, a_name, b_name)
     p.table(frame, text="\n".join(lines))
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)

@@ -237,9 +237,8 @@ def sensitivity(
     from scaling.io.config import load_experiment
     from scaling.io.files import make_dir
     from scaling.io.uncertainty_plot import plot_tornado
-    from scaling.sweep.batch import RunMemo
     from scaling.sweep.executors import CountingExecutor, make_executor
-    from scaling.sweep.sensitivity import check_metric, one_at_a_time, plans_at, sobol_indices
+    from scaling.sweep.sensitivity import NoUncertainInput, check_metric, run_sensitivity
 
     if not samples and option_given("seed"):
         fail(f"--seed {seed}: only used with --samples N (the seed of the Sobol design)")
@@ -253,27 +252,21 @@ def sensitivity(
     sobol_csv.unlink(missing_ok=True)  # one from an earlier run would pass for this run's
     with (
         progress_bar(total=0, desc="sensitivity", enabled=want_progress(progress)) as bar,
-        CountingExecutor(make_executor(jobs=n_jobs), _bar_progress(bar)) as ex,
+        CountingExecutor(make_executor(jobs=n_jobs), bar_progress(bar)) as ex,
     ):
-        memo = RunMemo()  # no job simulated twice in the command
-        plans = plans_at(exp, nodes, ex, memo)  # the steady-state probe, once for every case
-        oat = one_at_a_time(exp, nodes, metric, ex, only=list(only) or None, plans=plans, memo=memo)
-        if oat.empty:
-            fail(f"{config}: no uncertain input (every range is a point)")
         # partial results: each table is on disk as soon as its loop ends (a long Sobol
         # design stopped midway keeps the one-at-a-time table and the finished indices)
-        _write_csv(oat_csv, oat)
-        tables = []
-        pairs = oat[["system", "strategy"]].drop_duplicates().itertuples(index=False)
-        for system, strat in pairs if samples else []:
-            name = next(k for k, v in exp.systems.items() if v.spec.name == system)
-            idx = sobol_indices(
-                exp, nodes, metric, samples, seed, ex, name, strat, list(only) or None, plans, memo
+        def write(name: str, frame: pd.DataFrame) -> None:
+            _write_csv(oat_csv if name == "sensitivity" else sobol_csv, frame)
+
+        try:
+            oat, sobol = run_sensitivity(
+                exp, nodes, metric, ex, samples, seed, list(only) or None, write
             )
-            idx.insert(0, "strategy", strat)
-            idx.insert(0, "system", system)
-            tables.append(idx)
-            _write_csv(sobol_csv, pd.concat(tables, ignore_index=True))
+        except NoUncertainInput:
+            fail(f"{config}: no uncertain input (every range is a point)")
+    groups = [] if sobol is None else sobol.groupby(["system", "strategy"], sort=False)
+    tables = [g for _, g in groups]
     # printed once the bar is gone (it would tear the lines)
     p.say(f"{exp.config.name}: {metric} at {nodes} nodes, one input at a time")
     p.table(oat, text=format_oat(oat, top))
@@ -295,7 +288,7 @@ def sensitivity(
     p.say("wrote " + ", ".join(str(x) for x in paths))
 
 
-def _bar_progress(bar: Any) -> Any:
+def bar_progress(bar: Any) -> Any:
     """A :class:`~scaling.sweep.executors.CountingExecutor` callback moving ``bar``: the runs
     done out of those submitted so far (the total grows as each loop submits its batch)."""
 

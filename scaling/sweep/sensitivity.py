@@ -284,3 +284,48 @@ def sobol_indices(
     idx = saltelli_indices(ys[0], ys[1], ys[2:].T)
     idx.insert(0, "input", [i.label for i in inputs])
     return idx.sort_values("ST", ascending=False).reset_index(drop=True)
+
+
+class NoUncertainInput(ConfigError):
+    """The experiment's systems have no uncertain input (every range is a point)."""
+
+
+def run_sensitivity(
+    exp: LoadedExperiment,
+    at: int,
+    metric: str,
+    executor: SweepExecutor,
+    samples: int = 0,
+    seed: int = 0,
+    only: Sequence[str] | None = None,
+    on_table: Any = None,
+) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    """The whole ``scaling sensitivity``: the steady-state probe, the one-at-a-time table
+    (:func:`one_at_a_time`) and, with ``samples`` > 0, the Sobol indices (:func:`sobol_indices`)
+    of every system and strategy the table holds, no job simulated twice. Returns (one-at-a-time
+    table, Sobol table with ``system`` and ``strategy`` columns, or None without samples).
+
+    ``on_table(name, frame)``: called with ``"sensitivity"`` and the one-at-a-time table as
+    soon as it is done, then with ``"sobol"`` and the indices so far after each system and
+    strategy (partial results: a long Sobol design stopped midway keeps what finished).
+    Raises :class:`NoUncertainInput` when no input of the systems is uncertain."""
+    memo = RunMemo()  # no job simulated twice in the command
+    plans = plans_at(exp, at, executor, memo)  # the steady-state probe, once for every case
+    oat = one_at_a_time(exp, at, metric, executor, only=only, plans=plans, memo=memo)
+    if oat.empty:
+        raise NoUncertainInput(f"{exp.config.name}: no uncertain input (every range is a point)")
+    if on_table is not None:
+        on_table("sensitivity", oat)
+    tables: list[pd.DataFrame] = []
+    pairs = oat[["system", "strategy"]].drop_duplicates().itertuples(index=False)
+    for system, strat in pairs if samples else []:
+        name = next(k for k, v in exp.systems.items() if v.spec.name == system)
+        idx = sobol_indices(
+            exp, at, metric, samples, seed, executor, name, strat, only, plans, memo
+        )
+        idx.insert(0, "strategy", strat)
+        idx.insert(0, "system", system)
+        tables.append(idx)
+        if on_table is not None:
+            on_table("sobol", pd.concat(tables, ignore_index=True))
+    return oat, pd.concat(tables, ignore_index=True) if tables else None
