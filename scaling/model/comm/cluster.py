@@ -109,9 +109,16 @@ _STRUCTURES: dict[tuple[object, ...], _Structure] = {}
 _MAX_STRUCTURES = 8
 
 
+#: the nodes' link keys and their ids by (node recipe, node count) (:meth:`ClusterNetwork._link_keys`)
+_NODE_KEYS: dict[
+    tuple[object, ...], tuple[list[tuple[object, ...]], dict[tuple[object, ...], int]]
+] = {}
+
+
 def clear_structure_cache() -> None:
     """Forget every cached cluster structure (the next :class:`ClusterNetwork` builds afresh)."""
     _STRUCTURES.clear()
+    _NODE_KEYS.clear()
 
 
 def _ecmp(a: int, b: int, n: int, salt: int = 0) -> int:
@@ -207,10 +214,8 @@ class ClusterNetwork:
         if hit is None or not self.reused:
             if len(_STRUCTURES) >= _MAX_STRUCTURES:
                 del _STRUCTURES[next(iter(_STRUCTURES))]
-            keys = self._link_keys()
-            hit = _STRUCTURES[key] = _Structure(
-                keys, {k: i for i, k in enumerate(keys)}, self._recipe
-            )
+            keys, index = self._link_keys()
+            hit = _STRUCTURES[key] = _Structure(keys, index, self._recipe)
         self._keys = hit.keys
         self.links = _Links(hit.keys, self._caps, self._cls)
         self._index = hit.index
@@ -255,18 +260,32 @@ class ClusterNetwork:
         parts = tuple((key[0], key[1:]) for key, _, _, _ in per_node)
         self._recipe: tuple[object, ...] = (parts, self.nodes, self.n_leaves, per_leaf)
 
-    def _link_keys(self) -> list[tuple[object, ...]]:
-        """Every link's key in build order, from the recipe :meth:`_build` left."""
+    def _link_keys(self) -> tuple[list[tuple[object, ...]], dict[tuple[object, ...], int]]:
+        """Every link's key in build order, from the recipe :meth:`_build` left, and each
+        key's id (its position; the last where one repeated). The nodes' part is shared by the
+        structures of one node count and node recipe (uncertainty samples vary the spine
+        count and pod size: only the leaves' part differs), and copied for each."""
         parts, nodes, n_leaves, per_leaf = self._recipe
         assert isinstance(parts, tuple) and isinstance(nodes, int)
         assert isinstance(n_leaves, int) and isinstance(per_leaf, int)
-        keys: list[tuple[object, ...]] = [
-            (kind, n, *rest) for n in range(nodes) for kind, rest in parts
-        ]
+        base = _NODE_KEYS.get((parts, nodes))
+        if base is None:
+            if len(_NODE_KEYS) >= _MAX_STRUCTURES:
+                del _NODE_KEYS[next(iter(_NODE_KEYS))]
+            node_keys: list[tuple[object, ...]] = [
+                (kind, n, *rest) for n in range(nodes) for kind, rest in parts
+            ]
+            base = _NODE_KEYS[(parts, nodes)] = (
+                node_keys,
+                {k: i for i, k in enumerate(node_keys)},
+            )
+        keys, index = list(base[0]), dict(base[1])
         for leaf in range(n_leaves if per_leaf else 0):
             for sp in range(per_leaf):
-                keys += [("l2s", leaf, sp), ("s2l", sp, leaf)]
-        return keys
+                for k in (("l2s", leaf, sp), ("s2l", sp, leaf)):
+                    index[k] = len(keys)
+                    keys.append(k)
+        return keys, index
 
     # ---- shape -------------------------------------------------------------------------
     @property
@@ -524,12 +543,15 @@ class ClusterNetwork:
         # paths with the same columns present at once: a few shapes (crossing the spine or
         # not, via the host or not)
         shape = have @ (1 << np.arange(have.shape[1], dtype=np.int64))
-        paths: list[tuple[int, ...]] = [()] * rep.size
+        found: list[tuple[int, ...]] = []  # the paths shape by shape …
+        rows: list[np.ndarray] = []  # … and their rows
         for sh in np.unique(shape).tolist():
-            rows = np.flatnonzero(shape == sh)
-            sub = table[rows][:, have[rows[0]]]
-            for r, path in zip(rows.tolist(), map(tuple, sub.tolist()), strict=True):
-                paths[r] = path
+            at = np.flatnonzero(shape == sh)
+            found.extend(map(tuple, table[at][:, have[at[0]]].tolist()))
+            rows.append(at)
+        where = np.empty(rep.size, dtype=np.int64)
+        where[np.concatenate(rows)] = np.arange(rep.size)
+        paths = list(map(found.__getitem__, where.tolist()))
         return paths, count
 
     def _shape(self) -> tuple[int, int, bool, int, int]:
