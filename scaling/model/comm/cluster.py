@@ -109,9 +109,16 @@ _STRUCTURES: dict[tuple[object, ...], _Structure] = {}
 _MAX_STRUCTURES = 8
 
 
+#: the nodes' link keys and their ids by (node recipe, node count) (:meth:`ClusterNetwork._link_keys`)
+_NODE_KEYS: dict[
+    tuple[object, ...], tuple[list[tuple[object, ...]], dict[tuple[object, ...], int]]
+] = {}
+
+
 def clear_structure_cache() -> None:
     """Forget every cached cluster structure (the next :class:`ClusterNetwork` builds afresh)."""
     _STRUCTURES.clear()
+    _NODE_KEYS.clear()
 
 
 def _ecmp(a: int, b: int, n: int, salt: int = 0) -> int:
@@ -120,6 +127,18 @@ def _ecmp(a: int, b: int, n: int, salt: int = 0) -> int:
     h = (a * 0x9E3779B1 + b * 0x85EBCA77 + salt * 0xC2B2AE3D) & 0xFFFFFFFF
     h ^= h >> 15
     h = (h * 0x2C1B3C6D) & 0xFFFFFFFF
+    h ^= h >> 12
+    return h % n
+
+
+def _ecmp_array(a: np.ndarray, b: np.ndarray, n: int, salt: int = 0) -> np.ndarray:
+    """:func:`_ecmp` of many pairs at once (non-negative int64 ``a`` and ``b`` below 2**28):
+    bits above the 32nd never reach the low 32 in sums and products, so the salt's term is
+    reduced first and every intermediate stays below 2**63."""
+    m = 0xFFFFFFFF
+    h = (a * 0x9E3779B1 + b * 0x85EBCA77 + ((int(salt) * 0xC2B2AE3D) & m)) & m
+    h ^= h >> 15
+    h = (h * 0x2C1B3C6D) & m
     h ^= h >> 12
     return h % n
 
@@ -195,10 +214,8 @@ class ClusterNetwork:
         if hit is None or not self.reused:
             if len(_STRUCTURES) >= _MAX_STRUCTURES:
                 del _STRUCTURES[next(iter(_STRUCTURES))]
-            keys = self._link_keys()
-            hit = _STRUCTURES[key] = _Structure(
-                keys, {k: i for i, k in enumerate(keys)}, self._recipe
-            )
+            keys, index = self._link_keys()
+            hit = _STRUCTURES[key] = _Structure(keys, index, self._recipe)
         self._keys = hit.keys
         self.links = _Links(hit.keys, self._caps, self._cls)
         self._index = hit.index
@@ -243,18 +260,32 @@ class ClusterNetwork:
         parts = tuple((key[0], key[1:]) for key, _, _, _ in per_node)
         self._recipe: tuple[object, ...] = (parts, self.nodes, self.n_leaves, per_leaf)
 
-    def _link_keys(self) -> list[tuple[object, ...]]:
-        """Every link's key in build order, from the recipe :meth:`_build` left."""
+    def _link_keys(self) -> tuple[list[tuple[object, ...]], dict[tuple[object, ...], int]]:
+        """Every link's key in build order, from the recipe :meth:`_build` left, and each
+        key's id (its position; the last where one repeated). The nodes' part is shared by the
+        structures of one node count and node recipe (uncertainty samples vary the spine
+        count and pod size: only the leaves' part differs), and copied for each."""
         parts, nodes, n_leaves, per_leaf = self._recipe
         assert isinstance(parts, tuple) and isinstance(nodes, int)
         assert isinstance(n_leaves, int) and isinstance(per_leaf, int)
-        keys: list[tuple[object, ...]] = [
-            (kind, n, *rest) for n in range(nodes) for kind, rest in parts
-        ]
+        base = _NODE_KEYS.get((parts, nodes))
+        if base is None:
+            if len(_NODE_KEYS) >= _MAX_STRUCTURES:
+                del _NODE_KEYS[next(iter(_NODE_KEYS))]
+            node_keys: list[tuple[object, ...]] = [
+                (kind, n, *rest) for n in range(nodes) for kind, rest in parts
+            ]
+            base = _NODE_KEYS[(parts, nodes)] = (
+                node_keys,
+                {k: i for i, k in enumerate(node_keys)},
+            )
+        keys, index = list(base[0]), dict(base[1])
         for leaf in range(n_leaves if per_leaf else 0):
             for sp in range(per_leaf):
-                keys += [("l2s", leaf, sp), ("s2l", sp, leaf)]
-        return keys
+                for k in (("l2s", leaf, sp), ("s2l", sp, leaf)):
+                    index[k] = len(keys)
+                    keys.append(k)
+        return keys, index
 
     # ---- shape -------------------------------------------------------------------------
     @property
@@ -447,6 +478,81 @@ class ClusterNetwork:
         if not self._nic_behind_switch:
             return mid
         return (*self._to_nic(ns, a, ka), *mid, *self._from_nic(nd, kb, b))
+
+    def net_paths(
+        self, src: np.ndarray, dst: np.ndarray
+    ) -> tuple[list[tuple[int, ...]], np.ndarray]:
+        """:meth:`routes` of many device pairs on *different* nodes at once (issue 29: an
+        uncertainty sample draws its own ECMP salt, so every inter-node pair of a phase is
+        routed afresh): the paths of pair ``i`` are ``paths[o_i : o_i + count[i]]`` with
+        ``o_i`` the sum of the counts before it, each the tuple of link ids ``routes(src[i],
+        dst[i])`` holds, in its order (the ECMP hash is :func:`_ecmp`'s, with this run's salt).
+        Returns (paths, count per pair)."""
+        g = self.g
+        ns, a = np.divmod(np.asarray(src, dtype=np.int64), g)
+        nd, b = np.divmod(np.asarray(dst, dtype=np.int64), g)
+        if bool((ns == nd).any()):
+            raise ValueError("net_paths: every pair must cross nodes")
+        nic_lo = np.array([r.start for r in self._nics_of], dtype=np.int64)
+        nic_n = np.array([len(r) for r in self._nics_of], dtype=np.int64)
+        count = np.maximum(nic_n[a], nic_n[b])
+        # one row per NIC pairing j of each pair: the j-th NIC of each side (routes)
+        rep = np.repeat(np.arange(a.size), count)
+        j = np.arange(rep.size, dtype=np.int64) - np.repeat(np.cumsum(count) - count, count)
+        ns, a, nd, b = ns[rep], a[rep], nd[rep], b[rep]
+        ka = nic_lo[a] + j % nic_n[a]
+        kb = nic_lo[b] + j % nic_n[b]
+        npl, lpp, rail, nics, spines = self._shape()
+        la = ns // npl * lpp + (ka if rail else 0)
+        lb = nd // npl * lpp + (kb if rail else 0)
+        idx = self._index
+        off_s, off_d = ns * self.node_block, nd * self.node_block
+        tx0 = np.array([idx[("nic_tx", 0, k)] for k in range(nics)], dtype=np.int64)
+        rx0 = np.array([idx[("nic_rx", 0, k)] for k in range(nics)], dtype=np.int64)
+        cols = [tx0[ka] + off_s]  # each path's link ids, column by column; -1: none there
+        cross = la != lb
+        if bool(cross.any()):
+            sp = np.zeros_like(la)
+            if not self.ideal_ecmp:
+                sp = _ecmp_array(ns * nics + ka, nd * nics + kb, spines, self.seed)
+            # ("l2s", leaf, sp) then ("s2l", sp, leaf), leaf by leaf, spine by spine
+            # (_link_keys), one spine per leaf under ideal ECMP
+            per_leaf = 1 if self.ideal_ecmp else spines
+            up0 = idx[("l2s", 0, 0)]
+            cols.append(np.where(cross, up0 + 2 * (la * per_leaf + sp), -1))
+            cols.append(np.where(cross, up0 + 2 * (lb * per_leaf + sp) + 1, -1))
+        cols.append(rx0[kb] + off_d)
+        if self._nic_behind_switch:
+            # device -> its PCIe switch (-> host -> the NIC's switch) -> NIC and back: node
+            # 0's ids per (device, NIC), padded with -1 to four links
+            to = np.array(
+                [(self._to_nic(0, d, k) + [-1] * 4)[:4] for d in range(g) for k in range(nics)],
+                dtype=np.int64,
+            )[a * nics + ka]
+            fr = np.array(
+                [(self._from_nic(0, k, d) + [-1] * 4)[:4] for d in range(g) for k in range(nics)],
+                dtype=np.int64,
+            )[b * nics + kb]
+            cols = [
+                *np.where(to >= 0, to + off_s[:, None], -1).T,
+                *cols,
+                *np.where(fr >= 0, fr + off_d[:, None], -1).T,
+            ]
+        table = np.stack(cols, axis=1)
+        have = table >= 0
+        # paths with the same columns present at once: a few shapes (crossing the spine or
+        # not, via the host or not)
+        shape = have @ (1 << np.arange(have.shape[1], dtype=np.int64))
+        found: list[tuple[int, ...]] = []  # the paths shape by shape …
+        rows: list[np.ndarray] = []  # … and their rows
+        for sh in np.unique(shape).tolist():
+            at = np.flatnonzero(shape == sh)
+            found.extend(map(tuple, table[at][:, have[at[0]]].tolist()))
+            rows.append(at)
+        where = np.empty(rep.size, dtype=np.int64)
+        where[np.concatenate(rows)] = np.arange(rep.size)
+        paths = list(map(found.__getitem__, where.tolist()))
+        return paths, count
 
     def _shape(self) -> tuple[int, int, bool, int, int]:
         """(nodes per leaf, leaves per pod, rail-optimized, NICs per node, spines), memoised."""

@@ -38,6 +38,7 @@ from __future__ import annotations
 import dataclasses
 import threading
 from dataclasses import dataclass, field
+from itertools import accumulate, chain, islice
 
 import numpy as np
 
@@ -179,19 +180,32 @@ class Routing:
         links = self.links
         return [links[g] for g in gids.tolist()], flat[_gather(starts, lengths)], lengths
 
+    def _intern(self, paths: list[tuple[int, ...]]) -> list[int]:
+        """The structure-wide ids of ``paths``, new ones numbered in first appearance."""
+        ids = self.ids
+        n0 = len(ids)
+        # len(ids) is read before the insert: a new path gets the next id (ids and links
+        # grow together, in the same order)
+        got = [ids.setdefault(r, len(ids)) for r in paths]
+        if len(ids) > n0:
+            new = list(islice(ids, n0, None))
+            self.links.extend(new)
+            self._ptr.extend(list(accumulate(map(len, new), initial=len(self._flat)))[1:])
+            self._flat.extend(chain.from_iterable(new))
+        return got
+
     def _learn(self, codes: np.ndarray, cluster: ClusterNetwork) -> None:
         """Route the entries ``codes`` (not met before) and add them to the sorted table."""
         n_dev, g = cluster.n_devices, cluster.g
-        ids, links, flat, ptr, kg = self.ids, self.links, self._flat, self._ptr, self._kg
         pair, fold = np.divmod(codes, 3)
         src, dst = np.divmod(pair, n_dev)
         node = src // g
+        order: list[np.ndarray] = []  # the entries in the order their routes are added …
+        paths: list[tuple[int, ...]] = []  # … their routes end to end …
+        lens: list[np.ndarray] = []  # … and the number of routes of each
         # a transfer inside one node is node 0's route shifted to its node's links
         # (ClusterNetwork.node_block): one route per local pair, then array arithmetic
         inside = (fold == 0) & (node == dst // g) & (src != dst)
-        order: list[np.ndarray] = []
-        starts: list[int] = []
-        lens: list[int] = []
         local = (src % g) * g + dst % g
         for lp in np.unique(local[inside]).tolist():
             a, b = divmod(lp, g)
@@ -199,37 +213,34 @@ class Routing:
             at = np.flatnonzero(inside & (local == lp))
             rows = np.asarray(base, dtype=np.int64) + (node[at] * cluster.node_block)[:, None]
             order.append(at)
-            for r in map(tuple, rows.tolist()):
-                starts.append(len(kg))
-                lens.append(1)
-                gid = ids.get(r)
-                if gid is None:
-                    gid = ids[r] = len(links)
-                    links.append(r)
-                    flat.extend(r)
-                    ptr.append(len(flat))
-                kg.append(gid)
-        rest = np.flatnonzero(~inside)
+            paths.extend(map(tuple, rows.tolist()))
+            lens.append(np.ones(at.size, dtype=np.int64))
+        # a transfer between nodes: every pair's routes at once (ClusterNetwork.net_paths)
+        across = (fold == 0) & (node != dst // g)
+        at = np.flatnonzero(across)
+        if at.size:
+            net, count = cluster.net_paths(src[at], dst[at])
+            order.append(at)
+            paths.extend(net)
+            lens.append(count)
+        # the rest (folded entries, a device to itself) one by one
+        rest = np.flatnonzero(~inside & ~across)
         order.append(rest)
+        few: list[int] = []
         for a, b, f in zip(
             src[rest].tolist(), dst[rest].tolist(), fold[rest].tolist(), strict=True
         ):
             routes = cluster.routes(a, b) if f == 0 else cluster.folded_routes(a, b, f == 2)
-            starts.append(len(kg))
-            lens.append(len(routes))
-            for r in routes:
-                gid = ids.get(r)
-                if gid is None:
-                    gid = ids[r] = len(links)
-                    links.append(r)
-                    flat.extend(r)
-                    ptr.append(len(flat))
-                kg.append(gid)
+            paths.extend(routes)
+            few.append(len(routes))
+        ln = np.concatenate([*lens, np.array(few, dtype=np.int64)])
+        start = len(self._kg) + np.cumsum(ln) - ln
+        self._kg.extend(self._intern(paths))
         code = np.concatenate([self._kcode, codes[np.concatenate(order)]])
         sort = np.argsort(code, kind="stable")
         self._kcode = code[sort]
-        self._kstart = np.concatenate([self._kstart, np.array(starts, np.int64)])[sort]
-        self._klen = np.concatenate([self._klen, np.array(lens, np.int64)])[sort]
+        self._kstart = np.concatenate([self._kstart, start])[sort]
+        self._klen = np.concatenate([self._klen, ln])[sort]
 
     def phase_paths(self, phase: Phase, cluster: ClusterNetwork) -> PhasePaths:
         """The phase's flows in structure-wide path ids (computed once per routing): each
