@@ -336,6 +336,8 @@ class Solution(NamedTuple):
         link_idx: links carrying traffic, shape [M].
         link_rate: aggregate rate on each of ``link_idx`` in bytes/s, shape [M]
             (sum over classes of rate * multiplicity).
+        zero_rate: some class has rate 0 (a link saturated up to rounding before it was
+            filled): its flows never finish, and dividing bytes by its rate warns.
     """
 
     path_ids: IntArray
@@ -343,6 +345,7 @@ class Solution(NamedTuple):
     rates: FloatArray
     link_idx: IntArray
     link_rate: FloatArray
+    zero_rate: bool = False
 
 
 def _readonly(a: np.ndarray) -> np.ndarray:
@@ -619,4 +622,5 @@ class MaxMinSolver:
             rates=_readonly(rates),
             link_idx=_readonly(link_idx),
             link_rate=_readonly(load[link_idx]),
+            zero_rate=bool((rates == 0.0).any()),
         )

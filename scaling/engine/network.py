@@ -46,6 +46,10 @@ _SORT_RATIO = 8
 # rows of FlowNetwork._f and ._i (the rate row last: a squeeze skips it)
 _REM, _THRESH, _RATE = 0, 1, 2
 _PID, _MULT = 0, 1
+#: finished entries stay in the tables as dead entries (never finished again, rate 0, no time
+#: left to finish: remaining bytes inf, threshold -inf, path id -1) until they are more than
+#: 1/this of the live ones; then the tables are squeezed (one gather per table)
+_DEAD_RATIO = 1
 
 
 class FlowNetwork:
@@ -95,12 +99,14 @@ class FlowNetwork:
         self.solver = MaxMinSolver(cap, rtol=solver_rtol, cache_size=cache_size)
         self._finish_rtol = float(finish_rtol)
 
-        # The active flows, as parallel numpy arrays in start order: entries [0, _n) are live,
-        # the rest is spare capacity (appends are amortised O(1)). Kept compact (finished
-        # flows are squeezed out) so that every per-event operation is O(active flows), not
-        # O(the largest number of flows ever active); start order makes the finished flows of
-        # a wake-up come out in start order by a plain scan (no sort), which is the order
-        # their residues are credited and their bundles fire in.
+        # The active flows, as parallel numpy arrays in start order: entries [0, _n) are live
+        # or dead (finished, path id -1: see _DEAD_RATIO), the rest is spare capacity (appends
+        # are amortised O(1)). Dead entries are squeezed out once they outnumber the live ones
+        # (_DEAD_RATIO), so that every per-event operation is O(active flows), not O(the
+        # largest number of flows ever active), while a wake-up that retires a wave of flows
+        # only marks them (a squeeze per wake-up cost as much as the rest of the event). Start
+        # order makes the finished flows of a wake-up come out in start order by a plain scan
+        # (no sort), which is the order their residues are credited and their bundles fire in.
         # Two 2-D tables, one row per field, so that squeezing out finished flows is two
         # gathers instead of five: floats (remaining bytes; finish_rtol * nbytes, at or below
         # which a flow is finished; current per-flow rate, B/s) and ints (path id,
@@ -108,10 +114,14 @@ class FlowNetwork:
         self._f = np.zeros((3, 0))
         self._i = np.zeros((2, 0), dtype=np.int64)
         self._n = 0
-        # The unfinished bundles in start order, [flows left, event] each. A bundle's flows
-        # are appended together and squeezing keeps their order, so the live entries are the
-        # bundles' flows one bundle after the other: the counts locate them (no per-flow id).
+        self._live = 0  # live entries among [0, _n)
+        # The unfinished bundles in start order, [flows left, event, entries] each. A bundle's
+        # flows are appended together and squeezing keeps their order, so entries [0, _n) are
+        # _head dead entries, then each bundle's `entries` (its live flows, and dead ones
+        # from it or from finished bundles after it), one bundle after the other: the counts
+        # locate them (no per-flow id).
         self._bundles: list[list] = []
+        self._head = 0
         # flows in all and sum of path id * flows over the live entries: the solver memo's
         # fingerprint of the active set, kept as flows start and finish
         self._sum_m = 0
@@ -192,7 +202,7 @@ class FlowNetwork:
     @property
     def active_transfers(self) -> int:
         """Number of flow classes currently sending bytes."""
-        return self._n
+        return self._live
 
     @property
     def bytes_per_link(self) -> FloatArray:
@@ -307,7 +317,9 @@ class FlowNetwork:
     def current_rates(self) -> dict[int, float]:
         """Per-flow rate in bytes/s of each active path at the last re-solve."""
         n = self._n
-        return dict(zip(self._i[_PID, :n].tolist(), self._f[_RATE, :n].tolist(), strict=True))
+        live = (self._i[_PID, :n] >= 0).nonzero()[0]
+        pids, rates = self._i[_PID, :n].take(live), self._f[_RATE, :n].take(live)
+        return dict(zip(pids.tolist(), rates.tolist(), strict=True))
 
     # -- transfers --------------------------------------------------------------------------
 
@@ -368,7 +380,8 @@ class FlowNetwork:
                 event.succeed(float(self.env.now))
                 return event
             k = n_real
-        self._bundles.append([k, event])
+        self._bundles.append([k, event, k])
+        self._live += k
         n = self._n
         if n + k > self._f.shape[1]:
             self._grow(max(n + k, 2 * self._f.shape[1], 16))
@@ -410,8 +423,10 @@ class FlowNetwork:
     def _grow_paths(self) -> None:
         """Extend the per-path tables to every registered path."""
         n_paths = self.solver.n_paths
-        if self._path_mult.size < n_paths:
-            grow = max(n_paths, 2 * self._path_mult.size) - self._path_mult.size
+        # one spare entry past the last path at least: a dead entry's path id -1 reads it
+        # (count and rate 0, never written)
+        if self._path_mult.size <= n_paths:
+            grow = max(n_paths + 1, 2 * self._path_mult.size) - self._path_mult.size
             self._path_mult = np.concatenate([self._path_mult, np.zeros(grow, dtype=np.int64)])
             self._path_rate = np.concatenate([self._path_rate, np.zeros(grow)])
 
@@ -458,12 +473,12 @@ class FlowNetwork:
             self._resolve()
 
     def _complete(self, done: npt.NDArray[np.bool_], now: float) -> None:
-        """Retire the flows marked in ``done`` (a mask over the live entries [0, _n))."""
+        """Retire the flows marked in ``done`` (a mask over the entries [0, _n), live ones
+        only)."""
         n = self._n
         idx = done.nonzero()[0]  # in start order: the entries are kept in start order
         n_done = idx.size
-        all_done = n_done == n
-        if all_done:  # common: a phase's flows finish together: copies, no gathers
+        if n_done == n:  # common: a phase's flows finish together: copies, no gathers
             pids, mults = self._i[:, :n].copy()
             rems = self._f[_REM, :n].copy()
         else:
@@ -479,14 +494,15 @@ class FlowNetwork:
         self._sum_pm -= int(pids @ mults)
         self.transfers_completed += n_done
         self.flows_completed += n_flows
+        self._live -= n_done
 
         # Bundles fire in start order; most wake-ups finish flows of the oldest bundle only.
         bundles = self._bundles
-        if len(bundles) == 1 or int(idx[-1]) < bundles[0][0]:
+        if len(bundles) == 1 or int(idx[-1]) < self._head + bundles[0][2]:
             done_counts = [n_done]
         else:
             # flows done per bundle: bundle j holds the entries [ends[j-1], ends[j])
-            ends = np.cumsum([b[0] for b in bundles])
+            ends = np.cumsum([b[2] for b in bundles]) + self._head
             done_counts = np.diff(np.searchsorted(idx, ends), prepend=0).tolist()
         finished: list[simpy.Event] = []
         kept: list[list] = []
@@ -494,20 +510,36 @@ class FlowNetwork:
             entry[0] -= cnt
             if entry[0] == 0:
                 finished.append(entry[1])
+                # its entries (all dead now) go to the bundle before it, or the head
+                if kept:
+                    kept[-1][2] += entry[2]
+                else:
+                    self._head += entry[2]
             else:
                 kept.append(entry)
         if finished:
             self._bundles = kept + bundles[len(done_counts) :]
-        if all_done:
+        live = self._live
+        if live == 0:
             self._n = 0
-        else:
-            # squeeze the finished entries out, keeping the others in start order (not the
-            # rates: the re-solve that always follows rewrites them all)
+            self._head = 0
+        elif (n - live) > live * _DEAD_RATIO:
+            # squeeze the finished and dead entries out, keeping the others in start order
+            # (not the rates: the re-solve that always follows rewrites them all)
+            done |= self._i[_PID, :n] < 0
             keep = (~done).nonzero()[0]
-            m = keep.size
-            self._f[:_RATE, :m] = self._f[:_RATE, :n].take(keep, axis=1)
-            self._i[:, :m] = self._i[:, :n].take(keep, axis=1)
-            self._n = m
+            self._f[:_RATE, :live] = self._f[:_RATE, :n].take(keep, axis=1)
+            self._i[:, :live] = self._i[:, :n].take(keep, axis=1)
+            self._n = live
+            self._head = 0
+            for entry in self._bundles:
+                entry[2] = entry[0]
+        else:
+            # mark them dead (the rates: the re-solve that always follows reads 0 for path
+            # -1); `put`, a method, costs less than fancy assignment
+            self._f[_REM].put(idx, math.inf)
+            self._f[_THRESH].put(idx, -math.inf)
+            self._i[_PID].put(idx, -1)
         for event in finished:
             event.succeed(now)
         self._dirty = True
@@ -532,6 +564,8 @@ class FlowNetwork:
         if sol is None:
             if n * _SORT_RATIO < self._path_mult.size:
                 pids = np.unique(pid)
+                if pids[0] < 0:  # dead entries
+                    pids = pids[1:]
             else:
                 pids = (self._path_mult != 0).nonzero()[0]
             sol = self.solver.solve_arrays(pids, self._path_mult[pids])
@@ -542,8 +576,11 @@ class FlowNetwork:
         self._link_idx = sol.link_idx
         self._link_rate = sol.link_rate
 
-        with np.errstate(divide="ignore"):
-            t_left = self._f[_REM, :n] / rate  # rate 0 (zero-capacity link) -> never finishes
+        if sol.zero_rate:  # a class starved by a link saturated to rounding: never finishes
+            with np.errstate(divide="ignore"):
+                t_left = self._f[_REM, :n] / rate
+        else:  # (a dead entry: inf / 0.0 is inf, exact, no warning; errstate costs ~1 us)
+            t_left = self._f[_REM, :n] / rate
         dt = float(t_left.min())
         if not math.isfinite(dt):
             self._due = np.zeros(0, dtype=np.int64)
