@@ -364,6 +364,32 @@ class FlowNetwork:
             raise ValueError("nbytes must be finite and >= 0")
         if mult.min() < 1:
             raise ValueError("multiplicity must be >= 1")
+        return self._start(event, pids, size, mult, lo)
+
+    def transfer_checked_many(
+        self, path_ids: IntArray, nbytes: FloatArray, multiplicity: IntArray
+    ) -> simpy.Event:
+        """:meth:`transfer_many` for a caller that guarantees its input, which is not
+        re-checked: ``path_ids`` a 1-D int64 array of registered path ids, ``nbytes`` a float64
+        array of the same length, finite and >= 0 (bytes per flow), ``multiplicity`` an int64
+        array of the same length, >= 1. The arrays are read, never kept or written. Same
+        flows, same floats, same event as :meth:`transfer_many` on that input; a violation is
+        undefined behaviour (wrong results, no error).
+
+        For the model's collectives, whose flows come from paths it registered itself and
+        sizes it computed (``scaling.model.comm.flowcoll``): the checks cost ~5 us a phase.
+        """
+        event = self.env.event()
+        if not path_ids.size:
+            event.succeed(float(self.env.now))
+            return event
+        return self._start(event, path_ids, nbytes, multiplicity, float(nbytes.min()))
+
+    def _start(
+        self, event: simpy.Event, pids: IntArray, size: FloatArray, mult: IntArray, lo: float
+    ) -> simpy.Event:
+        """Start the checked, non-empty bundle (``lo``: its smallest size); returns ``event``."""
+        k = pids.size
         # A zero-byte flow, or one on the empty path (a local copy: the only path without
         # links, registered at most once), is delivered at once; usually there is none.
         empty = self.solver.empty_path_id()

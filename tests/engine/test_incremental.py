@@ -169,9 +169,12 @@ def test_signature_and_retirement_order_match_a_recount(ratio: int, dead: int, s
         network._SORT_RATIO, network._DEAD_RATIO = saved
 
 
-def _trace(sc, dead: int) -> tuple[list[tuple[int, float]], list[float], list[dict]]:
+def _trace(
+    sc, dead: int, checked: bool = False
+) -> tuple[list[tuple[int, float]], list[float], list[dict]]:
     """Completion (bundle, time) in firing order, link bytes, and the rates at every
-    re-solve, of a workload run with the given _DEAD_RATIO."""
+    re-solve, of a workload run with the given _DEAD_RATIO, started by transfer_many or
+    (``checked``) transfer_checked_many."""
     cap, paths, starts = sc
     saved = network._DEAD_RATIO
     network._DEAD_RATIO = dead
@@ -191,11 +194,19 @@ def _trace(sc, dead: int) -> tuple[list[tuple[int, float]], list[float], list[di
 
         def bundle(j: int, start: int, flows: list[tuple[int, int, int]]):
             yield env.timeout(start / 7.0)
-            t = yield net.transfer_many(
+            args = (
                 [pids[k] for k, _, _ in flows],
                 [b * GB / 3.0 for _, b, _ in flows],
                 [m for *_, m in flows],
             )
+            if checked:
+                p, b, m = args
+                ev = net.transfer_checked_many(
+                    np.array(p, dtype=np.int64), np.array(b), np.array(m, dtype=np.int64)
+                )
+            else:
+                ev = net.transfer_many(*args)
+            t = yield ev
             fired.append((j, t))
 
         for j, (start, flows) in enumerate(starts):
@@ -214,6 +225,21 @@ def test_dead_entries_change_no_float(sc) -> None:
     want = _trace(sc, 0)
     assert _trace(sc, 1) == want
     assert _trace(sc, 10**9) == want
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(sc=bundles(), zero=st.integers(0, 2))
+def test_checked_transfers_equal_transfer_many(sc, zero: int) -> None:
+    # the unchecked entry starts the same flows: same completions, link bytes and rates,
+    # bit for bit, zero-byte flows and local copies (the empty path) included
+    cap, paths, starts = sc
+    if zero:  # a local copy as the first path, or a zero-byte first flow
+        if zero == 1:
+            paths = [[], *paths[1:]]
+        else:
+            starts = [(starts[0][0], [(starts[0][1][0][0], 0, 1), *starts[0][1][1:]])]
+            starts += sc[2][1:]
+    assert _trace((cap, paths, starts), 1, checked=True) == _trace((cap, paths, starts), 1)
 
 
 def _run_checked(sc) -> None:
