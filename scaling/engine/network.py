@@ -29,6 +29,7 @@ from scaling.engine.maxmin import (
     FloatArray,
     IntArray,
     MaxMinSolver,
+    Solution,
     as_capacity,
 )
 
@@ -46,10 +47,13 @@ _SORT_RATIO = 8
 # rows of FlowNetwork._f and ._i (the rate row last: a squeeze skips it)
 _REM, _THRESH, _RATE = 0, 1, 2
 _PID, _MULT = 0, 1
-#: finished entries stay in the tables as dead entries (never finished again, rate 0, no time
-#: left to finish: remaining bytes inf, threshold -inf, path id -1) until they are more than
-#: 1/this of the live ones; then the tables are squeezed (one gather per table)
+#: finished entries stay in the tables as dead entries (never finished again, rate 0 or their
+#: last one, no time left to finish: remaining bytes inf, threshold -inf, path id -1) until
+#: they are more than 1/this of the live ones; then the tables are squeezed (one gather each)
 _DEAD_RATIO = 1
+#: a re-solve after one change asks the successor memo (O(changed flows)) when the solution
+#: before had at least this many classes; below, the per-path counts are as cheap
+_SUCC_MIN = 128
 
 
 class FlowNetwork:
@@ -126,6 +130,13 @@ class FlowNetwork:
         # fingerprint of the active set, kept as flows start and finish
         self._sum_m = 0
         self._sum_pm = 0
+        # The solution of the last re-solve (None when no flow was live), and the changes of
+        # the flow set since: how many, and the last (sign, path ids, multiplicities). One
+        # change after a solution of many classes asks the solver's successor memo first.
+        self._sol: Solution | None = None
+        self._changes = 0
+        self._change: tuple[int, IntArray, IntArray] | None = None
+        self._squeezed = False  # the tables were squeezed since the last re-solve
 
         self._last_t = float(env.now)  # time up to which `_f[REM]` and link bytes are integrated
         self._gen = 0  # bumped at every re-solve; older timers become no-ops
@@ -408,6 +419,8 @@ class FlowNetwork:
             k = n_real
         self._bundles.append([k, event, k])
         self._live += k
+        self._changes += 1
+        self._change = (1, pids, mult)
         n = self._n
         if n + k > self._f.shape[1]:
             self._grow(max(n + k, 2 * self._f.shape[1], 16))
@@ -521,6 +534,8 @@ class FlowNetwork:
         self.transfers_completed += n_done
         self.flows_completed += n_flows
         self._live -= n_done
+        self._changes += 1
+        self._change = (-1, pids, mults)
 
         # Bundles fire in start order; most wake-ups finish flows of the oldest bundle only.
         bundles = self._bundles
@@ -558,6 +573,7 @@ class FlowNetwork:
             self._i[:, :live] = self._i[:, :n].take(keep, axis=1)
             self._n = live
             self._head = 0
+            self._squeezed = True
             for entry in self._bundles:
                 entry[2] = entry[0]
         else:
@@ -575,7 +591,13 @@ class FlowNetwork:
         self._gen += 1  # any pending timer is now stale
         self._wake_at = math.inf
         n = self._n
+        before, change = self._sol, self._change
+        if not (self._changes == 1 and before is not None and before.path_ids.size >= _SUCC_MIN):
+            before = change = None
+        self._changes = 0
+        self._change = None
         if n == 0:
+            self._sol = None
             self._due = np.zeros(0, dtype=np.int64)
             self._link_idx = np.zeros(0, dtype=np.int64)
             self._link_rate = np.zeros(0)
@@ -586,19 +608,41 @@ class FlowNetwork:
         # by a scan of the table (on a bool mask: ~4x faster than on ints)
         self._grow_paths()  # paths registered since the last start may be in the memo
         pid = self._i[_PID, :n]
-        sol = self.solver.lookup_counts(self._sum_m, self._sum_pm, self._path_mult)
-        if sol is None:
-            if n * _SORT_RATIO < self._path_mult.size:
-                pids = np.unique(pid)
-                if pids[0] < 0:  # dead entries
-                    pids = pids[1:]
+        # one change since a solution of many classes: the successor memo (the rates of the
+        # paths that moved only: _path_rate holds `before`'s rates on its paths)
+        got = None
+        if before is not None and change is not None:
+            got = self.solver.successor(before, *change)
+        # Flows finished and no path's rate moved (a wave that frees no link another flow is
+        # bottlenecked on, the common case): every live entry keeps its rate, so the rate row
+        # stays as it is unless a squeeze moved the entries (a dead entry's old rate is
+        # harmless: its bytes are inf, so its time left is inf / rate = inf)
+        keep_rates = False
+        if got is not None:
+            sol, moved, moved_rate = got
+            self._path_rate[moved] = moved_rate
+            keep_rates = change is not None and change[0] < 0 and not moved.size
+        else:
+            memo = self.solver.lookup_counts(self._sum_m, self._sum_pm, self._path_mult)
+            if memo is not None:
+                sol = memo
             else:
-                pids = (self._path_mult != 0).nonzero()[0]
-            sol = self.solver.solve_arrays(pids, self._path_mult[pids])
+                if n * _SORT_RATIO < self._path_mult.size:
+                    pids = np.unique(pid)
+                    if pids[0] < 0:  # dead entries
+                        pids = pids[1:]
+                else:
+                    pids = (self._path_mult != 0).nonzero()[0]
+                sol = self.solver.solve_arrays(pids, self._path_mult[pids])
+            if before is not None and change is not None:
+                self.solver.remember_successor(before, *change, sol)
+            self._path_rate[sol.path_ids] = sol.rates
+        self._sol = sol
         self.resolves += 1
-        self._path_rate[sol.path_ids] = sol.rates
         rate = self._f[_RATE, :n]
-        self._path_rate.take(pid, out=rate)
+        if not keep_rates or self._squeezed:
+            self._path_rate.take(pid, out=rate)
+        self._squeezed = False
         self._link_idx = sol.link_idx
         self._link_rate = sol.link_rate
 

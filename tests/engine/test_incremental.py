@@ -30,6 +30,7 @@ class Checked(FlowNetwork):
     solves = 0
     hits = 0
     retired = 0
+    successor_hits = 0
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -91,6 +92,24 @@ class Checked(FlowNetwork):
 
     def _resolve(self) -> None:
         solve, lookup = self.solver.solve_arrays, self.solver.lookup_counts
+        successor = self.solver.successor
+
+        def checked_successor(
+            before: Solution, sign: int, pids: npt.NDArray[np.int64], mults: npt.NDArray[np.int64]
+        ) -> tuple | None:
+            got = successor(before, sign, pids, mults)
+            if got is not None:  # the successor of a change is the solution of the new set
+                after, moved, moved_rate = got
+                assert (after.path_ids.tolist(), after.multiplicity.tolist()) == self.signature()
+                # ... and the paths whose rate moved are exactly those
+                old = dict(zip(before.path_ids.tolist(), before.rates.tolist(), strict=True))
+                new = zip(after.path_ids.tolist(), after.rates.tolist(), strict=True)
+                assert moved.tolist() == [p for p, r in new if old.get(p) != r]
+                assert moved_rate.tolist() == [after.rates[after.path_ids == p][0] for p in moved]
+                Checked.solves += 1
+                Checked.hits += 1
+                Checked.successor_hits += 1
+            return got
 
         def checked(pids: npt.NDArray[np.int64], mults: npt.NDArray[np.int64]) -> Solution:
             assert (pids.tolist(), mults.tolist()) == self.signature()
@@ -110,11 +129,17 @@ class Checked(FlowNetwork):
 
         self.solver.solve_arrays = checked  # type: ignore[method-assign,assignment]
         self.solver.lookup_counts = checked_lookup  # type: ignore[method-assign]
+        self.solver.successor = checked_successor  # type: ignore[method-assign]
         try:
             super()._resolve()
         finally:
             del self.solver.solve_arrays
             del self.solver.lookup_counts
+            del self.solver.successor
+        # the rate row is each live entry's path rate, whether rewritten or kept
+        live = self.live()
+        rate = self._f[2, : self._n][live]
+        assert rate.tolist() == self._path_rate[self._i[0, : self._n][live]].tolist()
 
     def _complete(self, done: npt.NDArray[np.bool_], now: float) -> None:
         live = self.live()
@@ -153,31 +178,35 @@ def bundles(draw: st.DrawFn) -> tuple[list[int], list[list[int]], list[tuple]]:
     return cap, paths, starts
 
 
+@pytest.mark.parametrize("succ", [0, 10**9], ids=["successor", "counts"])
 @pytest.mark.parametrize("dead", [0, 1, 10**9], ids=["squeeze", "default", "keep-dead"])
 @pytest.mark.parametrize("ratio", [0, 10**9], ids=["scan", "sort"])
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(sc=bundles())
-def test_signature_and_retirement_order_match_a_recount(ratio: int, dead: int, sc) -> None:
+def test_signature_and_retirement_order_match_a_recount(
+    ratio: int, dead: int, succ: int, sc
+) -> None:
     # both ways of reading the signature (scan of the path table, sort of the live entries),
     # with finished entries squeezed out at once, kept dead until they outnumber the live
-    # ones, or never squeezed (until every flow is done)
-    saved = network._SORT_RATIO, network._DEAD_RATIO
-    network._SORT_RATIO, network._DEAD_RATIO = ratio, dead
+    # ones, or never squeezed (until every flow is done); re-solves after one change asking
+    # the successor memo first, or the per-path counts only
+    saved = network._SORT_RATIO, network._DEAD_RATIO, network._SUCC_MIN
+    network._SORT_RATIO, network._DEAD_RATIO, network._SUCC_MIN = ratio, dead, succ
     try:
         _run_checked(sc)
     finally:
-        network._SORT_RATIO, network._DEAD_RATIO = saved
+        network._SORT_RATIO, network._DEAD_RATIO, network._SUCC_MIN = saved
 
 
 def _trace(
-    sc, dead: int, checked: bool = False
+    sc, dead: int, checked: bool = False, succ: int = 10**9
 ) -> tuple[list[tuple[int, float]], list[float], list[dict]]:
     """Completion (bundle, time) in firing order, link bytes, and the rates at every
     re-solve, of a workload run with the given _DEAD_RATIO, started by transfer_many or
     (``checked``) transfer_checked_many."""
     cap, paths, starts = sc
-    saved = network._DEAD_RATIO
-    network._DEAD_RATIO = dead
+    saved = network._DEAD_RATIO, network._SUCC_MIN
+    network._DEAD_RATIO, network._SUCC_MIN = dead, succ
     try:
         env = simpy.Environment()
         net = FlowNetwork(env, np.asarray(cap, dtype=float) * GB / 3.0)
@@ -212,9 +241,10 @@ def _trace(
         for j, (start, flows) in enumerate(starts):
             env.process(bundle(j, start, flows))
         env.run()
-        return fired, net.bytes_per_link.tolist(), rates
+        counts = [net.resolves, net.cache_hits, net.cache_misses, net.stale_wakeups]
+        return fired, net.bytes_per_link.tolist() + counts, rates
     finally:
-        network._DEAD_RATIO = saved
+        network._DEAD_RATIO, network._SUCC_MIN = saved
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -225,6 +255,9 @@ def test_dead_entries_change_no_float(sc) -> None:
     want = _trace(sc, 0)
     assert _trace(sc, 1) == want
     assert _trace(sc, 10**9) == want
+    # and so does the successor memo (hit and miss counters included)
+    assert _trace(sc, 1, succ=0) == want
+    assert _trace(sc, 0, succ=0) == want
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -309,10 +342,13 @@ def test_bundles_retire_in_start_order() -> None:
     assert net.bytes_per_link.tolist() == [18 * GB]
 
 
-def test_repeated_steps_hit_the_memo_from_the_counts() -> None:
+@pytest.mark.parametrize("succ", [0, 10**9], ids=["successor", "counts"])
+def test_repeated_steps_hit_the_memo_from_the_counts(succ: int, monkeypatch) -> None:
     # a "training step" (two overlapping bundles of unequal flows) replayed 4 times: every
-    # active set after the first step is a memo hit found from the per-path counts, checked
-    # against the recount
+    # active set after the first step is a memo hit found from the per-path counts, or, for a
+    # change seen before from the same solution, from the successor memo; checked against
+    # the recount
+    monkeypatch.setattr(network, "_SUCC_MIN", succ)
     env = simpy.Environment()
     net = Checked(env, [2 * GB, 3 * GB, 1 * GB])
     p = [net.path_id(x) for x in ([0], [0, 1], [1, 2], [2])]
@@ -323,13 +359,15 @@ def test_repeated_steps_hit_the_memo_from_the_counts() -> None:
             b = net.transfer_many([p[3], p[1]], [1 * GB, 1 * GB], [2, 1])
             yield a & b
 
-    Checked.solves = Checked.retired = Checked.hits = 0
+    Checked.solves = Checked.retired = Checked.hits = Checked.successor_hits = 0
     env.process(step())
     env.run()
     per_step = net.resolves // 4
     assert net.resolves == 4 * per_step and per_step >= 3
     assert Checked.solves == net.resolves and Checked.hits == net.cache_hits == 3 * per_step
     assert net.cache_misses == per_step
+    # from the third step on, every re-solve after a single change is a successor hit
+    assert (Checked.successor_hits >= per_step) == (succ == 0)
 
 
 def test_a_starved_class_never_finishes_and_warns_nothing() -> None:
