@@ -420,7 +420,8 @@ class FlowNetwork:
         self._bundles.append([k, event, k])
         self._live += k
         self._changes += 1
-        self._change = (1, pids, mult)
+        # copies: the caller's arrays may be its buffers, refilled before the flush re-solves
+        self._change = (1, pids.copy(), mult.copy())
         n = self._n
         if n + k > self._f.shape[1]:
             self._grow(max(n + k, 2 * self._f.shape[1], 16))

@@ -391,3 +391,40 @@ def test_a_starved_class_never_finishes_and_warns_nothing() -> None:
         env.run(until=10.0)
     assert b.triggered and b.value == 3.0 and not a.triggered
     assert net.active_transfers == 1 and net.current_rates() == {starved: 0.0}
+
+
+def _refilled(refill: bool) -> tuple[list[float], list[float], int]:
+    env = simpy.Environment()
+    net = Checked(env, [2 * GB, 3 * GB, 1 * GB])
+    p = [net.path_id(x) for x in ([0], [0, 1], [1, 2], [2])]
+    pids = np.zeros(2, dtype=np.int64)
+    size = np.zeros(2)
+    ends: list[float] = []
+
+    def step():
+        for k in range(6):
+            a = net.transfer_many([p[0], p[1]], [4 * GB, 4 * GB])
+            yield env.timeout(0.5)
+            # a second bundle joins the first: alternately on paths 2 and 3
+            pids[:] = p[2 + k % 2]
+            size[:] = 1 * GB
+            b = net.transfer_many(pids, size)
+            if refill:  # scribble over the buffers before the flush
+                pids[:] = p[3]
+                size[:] = 7 * GB
+            ends.append((yield b))
+            ends.append((yield a))
+
+    Checked.solves = Checked.retired = Checked.hits = Checked.successor_hits = 0
+    env.process(step())
+    env.run()
+    return ends, net.bytes_per_link.tolist(), Checked.successor_hits
+
+
+def test_a_caller_refilling_its_buffers_changes_nothing(monkeypatch) -> None:
+    # transfer_many reads its arrays when called: a caller that refills the same buffers
+    # right after (before the flush re-solves) gets what fresh arrays give, successor memo on
+    monkeypatch.setattr(network, "_SUCC_MIN", 0)
+    want = _refilled(False)
+    assert want[2] > 0 and len(want[0]) == 12
+    assert _refilled(True) == want
