@@ -210,6 +210,8 @@ def _waterfill(
 #: successor memo bounds: entries per (solution, sign, changed classes), and in all
 _SUCC_PER_KEY = 4
 _SUCC_MAX = 4096
+#: ... and array values kept in all (8 bytes each: 32 MB)
+_SUCC_VALUES = 1 << 22
 #: Vectorised rounds always attempted before the sequential fallback is considered.
 _MIN_VECTOR_ROUNDS = 8
 #: A round that freezes fewer than 1/this of the remaining flows counts as slow progress.
@@ -412,6 +414,7 @@ class MaxMinSolver:
         self._held: set[int] = set()
         self._succ: dict[tuple[int, int, int], list[tuple]] = {}
         self._succ_fifo: deque[tuple[int, int, int]] = deque()
+        self._succ_n = 0  # array values the successor memo keeps
         """Number of :meth:`solve` calls that ran the water-filling."""
 
     # -- paths ------------------------------------------------------------------------------
@@ -558,6 +561,9 @@ class MaxMinSolver:
         self._cache.clear()
         self._fifo.clear()
         self._held.clear()
+        self._succ.clear()
+        self._succ_fifo.clear()
+        self._succ_n = 0
 
     def solve_arrays(self, path_ids: IntArray, multiplicity: IntArray) -> Solution:
         """Solve (or look up) an active set given as arrays; the fast path for the engine.
@@ -674,13 +680,16 @@ class MaxMinSolver:
         )
         entries = self._succ.setdefault(key, [])
         entries.append(entry)
+        self._succ_n += 2 * (pids.size + entry[4].size)
         if len(entries) > _SUCC_PER_KEY:
+            self._succ_n -= 2 * (entries[0][1].size + entries[0][4].size)
             del entries[0]
         self._succ_fifo.append(key)
-        if len(self._succ_fifo) > _SUCC_MAX:
+        while self._succ_fifo and (len(self._succ_fifo) > _SUCC_MAX or self._succ_n > _SUCC_VALUES):
             old = self._succ_fifo.popleft()
             olds = self._succ.get(old)
             if olds:
+                self._succ_n -= 2 * (olds[0][1].size + olds[0][4].size)
                 del olds[0]
                 if not olds:
                     del self._succ[old]

@@ -428,3 +428,30 @@ def test_a_caller_refilling_its_buffers_changes_nothing(monkeypatch) -> None:
     want = _refilled(False)
     assert want[2] > 0 and len(want[0]) == 12
     assert _refilled(True) == want
+
+
+@pytest.mark.parametrize("values", [0, 40, 1 << 22])
+def test_the_successor_memo_is_bounded(values: int, monkeypatch) -> None:
+    # the successor memo keeps at most _SUCC_VALUES array values (a bound of 0 keeps
+    # nothing: every re-solve falls back on the counts, same results)
+    from scaling.engine import maxmin
+
+    monkeypatch.setattr(network, "_SUCC_MIN", 0)
+    monkeypatch.setattr(maxmin, "_SUCC_VALUES", values)
+    rng = np.random.default_rng(5)
+    env = simpy.Environment()
+    net = Checked(env, rng.uniform(1, 4, 12) * GB)
+    pids = [net.path_id(rng.choice(12, 3, replace=False)) for _ in range(20)]
+
+    def steps():
+        for _ in range(8):  # the same step 8 times: successors repeat
+            yield net.transfer_many(pids, np.arange(1.0, 21.0) * GB / 4)
+
+    Checked.solves = Checked.retired = Checked.hits = Checked.successor_hits = 0
+    env.process(steps())
+    env.run()
+    solver = net.solver
+    kept = [e for es in solver._succ.values() for e in es]
+    assert solver._succ_n == sum(2 * (e[1].size + e[4].size) for e in kept) <= values
+    if values in (0, 1 << 22):  # nothing kept, nothing found; or room for every successor
+        assert (Checked.successor_hits > 0) == (values > 0)
