@@ -207,6 +207,11 @@ def _waterfill(
     return rates
 
 
+#: successor memo bounds: entries per (solution, sign, changed classes), and in all
+_SUCC_PER_KEY = 4
+_SUCC_MAX = 4096
+#: ... and array values kept in all (8 bytes each: 32 MB)
+_SUCC_VALUES = 1 << 22
 #: Vectorised rounds always attempted before the sequential fallback is considered.
 _MIN_VECTOR_ROUNDS = 8
 #: A round that freezes fewer than 1/this of the remaining flows counts as slow progress.
@@ -336,6 +341,8 @@ class Solution(NamedTuple):
         link_idx: links carrying traffic, shape [M].
         link_rate: aggregate rate on each of ``link_idx`` in bytes/s, shape [M]
             (sum over classes of rate * multiplicity).
+        zero_rate: some class has rate 0 (a link saturated up to rounding before it was
+            filled): its flows never finish, and dividing bytes by its rate warns.
     """
 
     path_ids: IntArray
@@ -343,6 +350,7 @@ class Solution(NamedTuple):
     rates: FloatArray
     link_idx: IntArray
     link_rate: FloatArray
+    zero_rate: bool = False
 
 
 def _readonly(a: np.ndarray) -> np.ndarray:
@@ -398,6 +406,15 @@ class MaxMinSolver:
         self.hits = 0
         """Number of :meth:`solve` calls answered from the memo."""
         self.misses = 0
+        # ids of the memoised solutions (the memo holds them, so an id is not reused while
+        # listed), and the successor memo (see :meth:`successor`): per (id of the solution
+        # before, sign, changed classes), up to _SUCC_PER_KEY entries (solution before,
+        # changed path ids, their flows, solution after, paths whose rate differs, their
+        # rates), _SUCC_MAX in all (oldest first out)
+        self._held: set[int] = set()
+        self._succ: dict[tuple[int, int, int], list[tuple]] = {}
+        self._succ_fifo: deque[tuple[int, int, int]] = deque()
+        self._succ_n = 0  # array values the successor memo keeps
         """Number of :meth:`solve` calls that ran the water-filling."""
 
     # -- paths ------------------------------------------------------------------------------
@@ -543,6 +560,10 @@ class MaxMinSolver:
         """Drop all memoised solutions (counters are kept)."""
         self._cache.clear()
         self._fifo.clear()
+        self._held.clear()
+        self._succ.clear()
+        self._succ_fifo.clear()
+        self._succ_n = 0
 
     def solve_arrays(self, path_ids: IntArray, multiplicity: IntArray) -> Solution:
         """Solve (or look up) an active set given as arrays; the fast path for the engine.
@@ -570,6 +591,7 @@ class MaxMinSolver:
             if self._cache_size is not None and len(self._fifo) >= self._cache_size:
                 # FIFO eviction: the oldest entry goes
                 old_key, old = self._fifo.popleft()
+                self._held.discard(id(old))
                 kept = [m for m in self._cache[old_key] if m is not old]
                 if kept:
                     self._cache[old_key] = kept
@@ -577,6 +599,7 @@ class MaxMinSolver:
                     del self._cache[old_key]
             self._cache.setdefault(key, []).append(sol)
             self._fifo.append((key, sol))
+            self._held.add(id(sol))
         return sol
 
     def lookup_counts(self, total: int, weighted: int, counts: IntArray) -> Solution | None:
@@ -603,6 +626,74 @@ class MaxMinSolver:
                     return memo
         return None
 
+    def successor(
+        self, before: Solution, sign: int, pids: IntArray, mults: IntArray
+    ) -> tuple[Solution, IntArray, FloatArray] | None:
+        """The memoised solution of the active set ``before``'s set changed by one batch of
+        flows, from a change seen before (:meth:`remember_successor`), or None.
+
+        The engine's fastest path: one change (a bundle started, a wave of flows finished)
+        between two re-solves is checked in O(changed flows) instead of O(active classes),
+        and hands back only the paths whose rate moved. Answers only what
+        :meth:`lookup_counts` would (a solution still in the memo; it counts as a hit).
+
+        Args:
+            before: the solution of the active set before the change.
+            sign: +1 (flows started) or -1 (flows finished).
+            pids: path id of each changed class (not necessarily unique or sorted), shape [D].
+            mults: flows of each, shape [D].
+
+        Returns:
+            (the solution after, path ids whose per-flow rate differs from ``before``'s or
+            which ``before`` lacks, their rates in bytes/s), or None.
+        """
+        entries = self._succ.get((id(before), sign, pids.size))
+        if entries is not None:
+            for prev, dp, dm, nxt, cp, cr in entries:
+                if (
+                    prev is before
+                    and id(nxt) in self._held
+                    and (dp == pids).all()
+                    and (dm == mults).all()
+                ):
+                    self.hits += 1
+                    return nxt, cp, cr
+        return None
+
+    def remember_successor(
+        self, before: Solution, sign: int, pids: IntArray, mults: IntArray, after: Solution
+    ) -> None:
+        """Record that ``before``'s active set changed by the flows ``pids``/``mults``
+        (``sign`` as in :meth:`successor`) is ``after``'s (copies kept, bounded memo)."""
+        key = (id(before), sign, pids.size)
+        bp, ap = before.path_ids, after.path_ids
+        pos = np.minimum(np.searchsorted(bp, ap), max(bp.size - 1, 0))
+        same = (bp[pos] == ap) & (before.rates[pos] == after.rates) if bp.size else ap < 0
+        moved = ~same
+        entry = (
+            before,
+            _readonly(pids.copy()),
+            _readonly(mults.copy()),
+            after,
+            _readonly(ap[moved]),
+            _readonly(after.rates[moved]),
+        )
+        entries = self._succ.setdefault(key, [])
+        entries.append(entry)
+        self._succ_n += 2 * (pids.size + entry[4].size)
+        if len(entries) > _SUCC_PER_KEY:
+            self._succ_n -= 2 * (entries[0][1].size + entries[0][4].size)
+            del entries[0]
+        self._succ_fifo.append(key)
+        while self._succ_fifo and (len(self._succ_fifo) > _SUCC_MAX or self._succ_n > _SUCC_VALUES):
+            old = self._succ_fifo.popleft()
+            olds = self._succ.get(old)
+            if olds:
+                self._succ_n -= 2 * (olds[0][1].size + olds[0][4].size)
+                del olds[0]
+                if not olds:
+                    del self._succ[old]
+
     def _compute(self, pids: IntArray, mults: IntArray) -> Solution:
         links, lengths = self.gather(pids)
         indptr = np.zeros(pids.size + 1, dtype=np.int64)
@@ -619,6 +710,7 @@ class MaxMinSolver:
             rates=_readonly(rates),
             link_idx=_readonly(link_idx),
             link_rate=_readonly(load[link_idx]),
+            zero_rate=bool((rates == 0.0).any()),
         )
 
     # -- bulk registration of known-distinct paths (issue 29) -------------------------------

@@ -29,6 +29,7 @@ from scaling.engine.maxmin import (
     FloatArray,
     IntArray,
     MaxMinSolver,
+    Solution,
     as_capacity,
 )
 
@@ -46,6 +47,13 @@ _SORT_RATIO = 8
 # rows of FlowNetwork._f and ._i (the rate row last: a squeeze skips it)
 _REM, _THRESH, _RATE = 0, 1, 2
 _PID, _MULT = 0, 1
+#: finished entries stay in the tables as dead entries (never finished again, rate 0 or their
+#: last one, no time left to finish: remaining bytes inf, threshold -inf, path id -1) until
+#: they are more than 1/this of the live ones; then the tables are squeezed (one gather each)
+_DEAD_RATIO = 1
+#: a re-solve after one change asks the successor memo (O(changed flows)) when the solution
+#: before had at least this many classes; below, the per-path counts are as cheap
+_SUCC_MIN = 128
 
 
 class FlowNetwork:
@@ -95,12 +103,14 @@ class FlowNetwork:
         self.solver = MaxMinSolver(cap, rtol=solver_rtol, cache_size=cache_size)
         self._finish_rtol = float(finish_rtol)
 
-        # The active flows, as parallel numpy arrays in start order: entries [0, _n) are live,
-        # the rest is spare capacity (appends are amortised O(1)). Kept compact (finished
-        # flows are squeezed out) so that every per-event operation is O(active flows), not
-        # O(the largest number of flows ever active); start order makes the finished flows of
-        # a wake-up come out in start order by a plain scan (no sort), which is the order
-        # their residues are credited and their bundles fire in.
+        # The active flows, as parallel numpy arrays in start order: entries [0, _n) are live
+        # or dead (finished, path id -1: see _DEAD_RATIO), the rest is spare capacity (appends
+        # are amortised O(1)). Dead entries are squeezed out once they outnumber the live ones
+        # (_DEAD_RATIO), so that every per-event operation is O(active flows), not O(the
+        # largest number of flows ever active), while a wake-up that retires a wave of flows
+        # only marks them (a squeeze per wake-up cost as much as the rest of the event). Start
+        # order makes the finished flows of a wake-up come out in start order by a plain scan
+        # (no sort), which is the order their residues are credited and their bundles fire in.
         # Two 2-D tables, one row per field, so that squeezing out finished flows is two
         # gathers instead of five: floats (remaining bytes; finish_rtol * nbytes, at or below
         # which a flow is finished; current per-flow rate, B/s) and ints (path id,
@@ -108,14 +118,25 @@ class FlowNetwork:
         self._f = np.zeros((3, 0))
         self._i = np.zeros((2, 0), dtype=np.int64)
         self._n = 0
-        # The unfinished bundles in start order, [flows left, event] each. A bundle's flows
-        # are appended together and squeezing keeps their order, so the live entries are the
-        # bundles' flows one bundle after the other: the counts locate them (no per-flow id).
+        self._live = 0  # live entries among [0, _n)
+        # The unfinished bundles in start order, [flows left, event, entries] each. A bundle's
+        # flows are appended together and squeezing keeps their order, so entries [0, _n) are
+        # _head dead entries, then each bundle's `entries` (its live flows, and dead ones
+        # from it or from finished bundles after it), one bundle after the other: the counts
+        # locate them (no per-flow id).
         self._bundles: list[list] = []
+        self._head = 0
         # flows in all and sum of path id * flows over the live entries: the solver memo's
         # fingerprint of the active set, kept as flows start and finish
         self._sum_m = 0
         self._sum_pm = 0
+        # The solution of the last re-solve (None when no flow was live), and the changes of
+        # the flow set since: how many, and the last (sign, path ids, multiplicities). One
+        # change after a solution of many classes asks the solver's successor memo first.
+        self._sol: Solution | None = None
+        self._changes = 0
+        self._change: tuple[int, IntArray, IntArray] | None = None
+        self._squeezed = False  # the tables were squeezed since the last re-solve
 
         self._last_t = float(env.now)  # time up to which `_f[REM]` and link bytes are integrated
         self._gen = 0  # bumped at every re-solve; older timers become no-ops
@@ -192,7 +213,7 @@ class FlowNetwork:
     @property
     def active_transfers(self) -> int:
         """Number of flow classes currently sending bytes."""
-        return self._n
+        return self._live
 
     @property
     def bytes_per_link(self) -> FloatArray:
@@ -307,7 +328,9 @@ class FlowNetwork:
     def current_rates(self) -> dict[int, float]:
         """Per-flow rate in bytes/s of each active path at the last re-solve."""
         n = self._n
-        return dict(zip(self._i[_PID, :n].tolist(), self._f[_RATE, :n].tolist(), strict=True))
+        live = (self._i[_PID, :n] >= 0).nonzero()[0]
+        pids, rates = self._i[_PID, :n].take(live), self._f[_RATE, :n].take(live)
+        return dict(zip(pids.tolist(), rates.tolist(), strict=True))
 
     # -- transfers --------------------------------------------------------------------------
 
@@ -352,6 +375,32 @@ class FlowNetwork:
             raise ValueError("nbytes must be finite and >= 0")
         if mult.min() < 1:
             raise ValueError("multiplicity must be >= 1")
+        return self._start(event, pids, size, mult, lo)
+
+    def transfer_checked_many(
+        self, path_ids: IntArray, nbytes: FloatArray, multiplicity: IntArray
+    ) -> simpy.Event:
+        """:meth:`transfer_many` for a caller that guarantees its input, which is not
+        re-checked: ``path_ids`` a 1-D int64 array of registered path ids, ``nbytes`` a float64
+        array of the same length, finite and >= 0 (bytes per flow), ``multiplicity`` an int64
+        array of the same length, >= 1. The arrays are read, never kept or written. Same
+        flows, same floats, same event as :meth:`transfer_many` on that input; a violation is
+        undefined behaviour (wrong results, no error).
+
+        For the model's collectives, whose flows come from paths it registered itself and
+        sizes it computed (``scaling.model.comm.flowcoll``): the checks cost ~5 us a phase.
+        """
+        event = self.env.event()
+        if not path_ids.size:
+            event.succeed(float(self.env.now))
+            return event
+        return self._start(event, path_ids, nbytes, multiplicity, float(nbytes.min()))
+
+    def _start(
+        self, event: simpy.Event, pids: IntArray, size: FloatArray, mult: IntArray, lo: float
+    ) -> simpy.Event:
+        """Start the checked, non-empty bundle (``lo``: its smallest size); returns ``event``."""
+        k = pids.size
         # A zero-byte flow, or one on the empty path (a local copy: the only path without
         # links, registered at most once), is delivered at once; usually there is none.
         empty = self.solver.empty_path_id()
@@ -368,7 +417,11 @@ class FlowNetwork:
                 event.succeed(float(self.env.now))
                 return event
             k = n_real
-        self._bundles.append([k, event])
+        self._bundles.append([k, event, k])
+        self._live += k
+        self._changes += 1
+        # copies: the caller's arrays may be its buffers, refilled before the flush re-solves
+        self._change = (1, pids.copy(), mult.copy())
         n = self._n
         if n + k > self._f.shape[1]:
             self._grow(max(n + k, 2 * self._f.shape[1], 16))
@@ -410,8 +463,10 @@ class FlowNetwork:
     def _grow_paths(self) -> None:
         """Extend the per-path tables to every registered path."""
         n_paths = self.solver.n_paths
-        if self._path_mult.size < n_paths:
-            grow = max(n_paths, 2 * self._path_mult.size) - self._path_mult.size
+        # one spare entry past the last path at least: a dead entry's path id -1 reads it
+        # (count and rate 0, never written)
+        if self._path_mult.size <= n_paths:
+            grow = max(n_paths + 1, 2 * self._path_mult.size) - self._path_mult.size
             self._path_mult = np.concatenate([self._path_mult, np.zeros(grow, dtype=np.int64)])
             self._path_rate = np.concatenate([self._path_rate, np.zeros(grow)])
 
@@ -458,12 +513,12 @@ class FlowNetwork:
             self._resolve()
 
     def _complete(self, done: npt.NDArray[np.bool_], now: float) -> None:
-        """Retire the flows marked in ``done`` (a mask over the live entries [0, _n))."""
+        """Retire the flows marked in ``done`` (a mask over the entries [0, _n), live ones
+        only)."""
         n = self._n
         idx = done.nonzero()[0]  # in start order: the entries are kept in start order
         n_done = idx.size
-        all_done = n_done == n
-        if all_done:  # common: a phase's flows finish together: copies, no gathers
+        if n_done == n:  # common: a phase's flows finish together: copies, no gathers
             pids, mults = self._i[:, :n].copy()
             rems = self._f[_REM, :n].copy()
         else:
@@ -479,14 +534,17 @@ class FlowNetwork:
         self._sum_pm -= int(pids @ mults)
         self.transfers_completed += n_done
         self.flows_completed += n_flows
+        self._live -= n_done
+        self._changes += 1
+        self._change = (-1, pids, mults)
 
         # Bundles fire in start order; most wake-ups finish flows of the oldest bundle only.
         bundles = self._bundles
-        if len(bundles) == 1 or int(idx[-1]) < bundles[0][0]:
+        if len(bundles) == 1 or int(idx[-1]) < self._head + bundles[0][2]:
             done_counts = [n_done]
         else:
             # flows done per bundle: bundle j holds the entries [ends[j-1], ends[j])
-            ends = np.cumsum([b[0] for b in bundles])
+            ends = np.cumsum([b[2] for b in bundles]) + self._head
             done_counts = np.diff(np.searchsorted(idx, ends), prepend=0).tolist()
         finished: list[simpy.Event] = []
         kept: list[list] = []
@@ -494,20 +552,37 @@ class FlowNetwork:
             entry[0] -= cnt
             if entry[0] == 0:
                 finished.append(entry[1])
+                # its entries (all dead now) go to the bundle before it, or the head
+                if kept:
+                    kept[-1][2] += entry[2]
+                else:
+                    self._head += entry[2]
             else:
                 kept.append(entry)
         if finished:
             self._bundles = kept + bundles[len(done_counts) :]
-        if all_done:
+        live = self._live
+        if live == 0:
             self._n = 0
-        else:
-            # squeeze the finished entries out, keeping the others in start order (not the
-            # rates: the re-solve that always follows rewrites them all)
+            self._head = 0
+        elif (n - live) > live * _DEAD_RATIO:
+            # squeeze the finished and dead entries out, keeping the others in start order
+            # (not the rates: the re-solve that always follows rewrites them all)
+            done |= self._i[_PID, :n] < 0
             keep = (~done).nonzero()[0]
-            m = keep.size
-            self._f[:_RATE, :m] = self._f[:_RATE, :n].take(keep, axis=1)
-            self._i[:, :m] = self._i[:, :n].take(keep, axis=1)
-            self._n = m
+            self._f[:_RATE, :live] = self._f[:_RATE, :n].take(keep, axis=1)
+            self._i[:, :live] = self._i[:, :n].take(keep, axis=1)
+            self._n = live
+            self._head = 0
+            self._squeezed = True
+            for entry in self._bundles:
+                entry[2] = entry[0]
+        else:
+            # mark them dead (the rates: the re-solve that always follows reads 0 for path
+            # -1); `put`, a method, costs less than fancy assignment
+            self._f[_REM].put(idx, math.inf)
+            self._f[_THRESH].put(idx, -math.inf)
+            self._i[_PID].put(idx, -1)
         for event in finished:
             event.succeed(now)
         self._dirty = True
@@ -517,7 +592,13 @@ class FlowNetwork:
         self._gen += 1  # any pending timer is now stale
         self._wake_at = math.inf
         n = self._n
+        before, change = self._sol, self._change
+        if not (self._changes == 1 and before is not None and before.path_ids.size >= _SUCC_MIN):
+            before = change = None
+        self._changes = 0
+        self._change = None
         if n == 0:
+            self._sol = None
             self._due = np.zeros(0, dtype=np.int64)
             self._link_idx = np.zeros(0, dtype=np.int64)
             self._link_rate = np.zeros(0)
@@ -528,22 +609,49 @@ class FlowNetwork:
         # by a scan of the table (on a bool mask: ~4x faster than on ints)
         self._grow_paths()  # paths registered since the last start may be in the memo
         pid = self._i[_PID, :n]
-        sol = self.solver.lookup_counts(self._sum_m, self._sum_pm, self._path_mult)
-        if sol is None:
-            if n * _SORT_RATIO < self._path_mult.size:
-                pids = np.unique(pid)
+        # one change since a solution of many classes: the successor memo (the rates of the
+        # paths that moved only: _path_rate holds `before`'s rates on its paths)
+        got = None
+        if before is not None and change is not None:
+            got = self.solver.successor(before, *change)
+        # Flows finished and no path's rate moved (a wave that frees no link another flow is
+        # bottlenecked on, the common case): every live entry keeps its rate, so the rate row
+        # stays as it is unless a squeeze moved the entries (a dead entry's old rate is
+        # harmless: its bytes are inf, so its time left is inf / rate = inf)
+        keep_rates = False
+        if got is not None:
+            sol, moved, moved_rate = got
+            self._path_rate[moved] = moved_rate
+            keep_rates = change is not None and change[0] < 0 and not moved.size
+        else:
+            memo = self.solver.lookup_counts(self._sum_m, self._sum_pm, self._path_mult)
+            if memo is not None:
+                sol = memo
             else:
-                pids = (self._path_mult != 0).nonzero()[0]
-            sol = self.solver.solve_arrays(pids, self._path_mult[pids])
+                if n * _SORT_RATIO < self._path_mult.size:
+                    pids = np.unique(pid)
+                    if pids[0] < 0:  # dead entries
+                        pids = pids[1:]
+                else:
+                    pids = (self._path_mult != 0).nonzero()[0]
+                sol = self.solver.solve_arrays(pids, self._path_mult[pids])
+            if before is not None and change is not None:
+                self.solver.remember_successor(before, *change, sol)
+            self._path_rate[sol.path_ids] = sol.rates
+        self._sol = sol
         self.resolves += 1
-        self._path_rate[sol.path_ids] = sol.rates
         rate = self._f[_RATE, :n]
-        self._path_rate.take(pid, out=rate)
+        if not keep_rates or self._squeezed:
+            self._path_rate.take(pid, out=rate)
+        self._squeezed = False
         self._link_idx = sol.link_idx
         self._link_rate = sol.link_rate
 
-        with np.errstate(divide="ignore"):
-            t_left = self._f[_REM, :n] / rate  # rate 0 (zero-capacity link) -> never finishes
+        if sol.zero_rate:  # a class starved by a link saturated to rounding: never finishes
+            with np.errstate(divide="ignore"):
+                t_left = self._f[_REM, :n] / rate
+        else:  # (a dead entry: inf / 0.0 is inf, exact, no warning; errstate costs ~1 us)
+            t_left = self._f[_REM, :n] / rate
         dt = float(t_left.min())
         if not math.isfinite(dt):
             self._due = np.zeros(0, dtype=np.int64)
