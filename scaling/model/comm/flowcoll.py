@@ -166,7 +166,13 @@ class FlowCollectives:
                 # register the phase's new paths in first appearance, as a fresh network
                 # does: the engine's path ids (and so its solve order) are a cold run's
                 pid_of[new] = self.net.solver.register_csr(*routing.csr(new))
-            hit = (pid_of[pp.flow], pp.coeff, pp.mult)
+            coeff = np.ascontiguousarray(pp.coeff, dtype=np.float64)
+            mult = np.ascontiguousarray(pp.mult, dtype=np.int64)
+            # checked once here, so every run of the phase enters the engine through its
+            # trusted entry (FlowNetwork.transfer_checked_many: no per-call re-validation)
+            if coeff.size and (not np.isfinite(coeff).all() or coeff.min() < 0 or mult.min() < 1):
+                raise ValueError("a phase needs finite coefficients >= 0 and multiplicities >= 1")
+            hit = (pid_of[pp.flow], coeff, mult)
             self._phase_flows[id(phase)] = hit
         return hit
 
@@ -354,6 +360,9 @@ class FlowCollectives:
         assert sched is not None
         for ph in sched.phases:
             pids, coeff, mult = self.flows(ph)
-            yield self.net.transfer_many(pids, coeff * (nbytes * ch.scale), mult)
+            per_byte = nbytes * ch.scale
+            if not math.isfinite(per_byte):
+                raise ValueError(f"{op.value} of {nbytes} B: no finite transfer size")
+            yield self.net.transfer_checked_many(pids, coeff * per_byte, mult)
         yield self.env.timeout(ch.latency_s)
         return ch
