@@ -13,7 +13,7 @@ import simpy
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from scaling.engine import maxmin as flows
+from scaling.engine import waterfill as flows
 from scaling.engine.maxmin import Incidence, MaxMinSolver, maxmin_rates
 from scaling.engine.network import FlowNetwork
 
@@ -282,7 +282,7 @@ def test_4096_classes_10000_links_solve_in_a_few_vectorised_rounds(monkeypatch) 
     # (speed: benchmarks/bench_flows.py): each progressive-filling round is two bincounts over
     # all (flow, link) entries; this problem freezes its 4,096 classes in at most 16 rounds and
     # never needs the sequential (per-flow) finish.
-    from scaling.engine import maxmin
+    from scaling.engine import waterfill
 
     rng = np.random.default_rng(0)
     n_links, n_flows = 10_000, 4096
@@ -301,7 +301,7 @@ def test_4096_classes_10000_links_solve_in_a_few_vectorised_rounds(monkeypatch) 
         raise AssertionError("per-flow sequential finish used")
 
     monkeypatch.setattr(np, "bincount", counting_bincount)
-    monkeypatch.setattr(maxmin, "_waterfill_sequential", no_sequential)
+    monkeypatch.setattr(waterfill, "_waterfill_sequential", no_sequential)
     r = maxmin_rates(cap, inc)
     assert calls["sequential"] == 0 and 0 < calls["bincount"] <= 2 * 16
     assert np.all(np.isfinite(r)) and np.all(r > 0)
