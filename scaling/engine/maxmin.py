@@ -421,7 +421,9 @@ class MaxMinSolver:
         finite = np.isfinite(rates)  # empty paths carry no traffic
         per_entry = np.repeat(np.where(finite, rates * w, 0.0), lengths)
         load = np.bincount(links, weights=per_entry, minlength=self.n_links)
-        link_idx = np.unique(links)
+        # the links used, sorted (np.unique's answer) by a count: O(entries + links) where
+        # np.unique sorts or hashes the entries, the larger cost on a big active set
+        link_idx = np.flatnonzero(np.bincount(links, minlength=self.n_links))
         return Solution(
             path_ids=_readonly(pids.copy()),
             multiplicity=_readonly(mults.copy()),
