@@ -24,6 +24,7 @@ import numpy as np
 import numpy.typing as npt
 import simpy
 
+from scaling.engine.intervals import IntervalLog, LinkBytes
 from scaling.engine.maxmin import (
     DEFAULT_SOLVER_RTOL,
     FloatArray,
@@ -39,8 +40,6 @@ __all__ = ["DEFAULT_FINISH_RTOL", "FlowNetwork"]
 #: bytes are not exactly zero is considered finished at a wake-up. This is what makes flows that
 #: finish "at the same instant" up to rounding finish together in one re-solve.
 DEFAULT_FINISH_RTOL = 1e-9
-#: owed link-byte values kept alive before they are added up (~16-24 B each: ~100 MB)
-_MAX_OWED = 1 << 22
 #: the signature is sorted from the live entries when the path table has more than this many
 #: entries per live flow, else read off the table by a scan
 _SORT_RATIO = 8
@@ -146,15 +145,8 @@ class FlowNetwork:
         self._flush_pending = False
         self._link_idx = np.zeros(0, dtype=np.int64)
         self._link_rate = np.zeros(0)
-        self._link_bytes = np.zeros(cap.size)
-        # Link bytes are owed, not added, until read (only diagnostics read them): per
-        # interval ("rate", link ids, their rates, dt) and per completion ("rest", path ids,
-        # residues, multiplicities), added by _settle in the order earned with the very
-        # operations the event loop would have used, so the same floats. The memory they keep
-        # alive is bounded: residues and rate arrays not already owed count (_owed_n).
-        self._owed: list[tuple[str, IntArray, FloatArray, float | IntArray]] = []
-        self._owed_arrays: set[int] = set()  # ids of the rate arrays owed
-        self._owed_n = 0
+        # link bytes, owed until read (only diagnostics read them; see LinkBytes)
+        self._link_bytes = LinkBytes(cap.size, self.solver.gather)
         # Per registered path, the flows it carries (multiplicity summed over the live
         # entries), kept up to date as flows start and finish, and its per-flow rate at the
         # last re-solve: the re-solve reads the signature's multiplicities off it (and, when
@@ -165,7 +157,7 @@ class FlowNetwork:
         # (start s, end s, link ids, their aggregate rates B/s) per interval of constant rates,
         # kept only after record_intervals() (explain --links, trace): the arrays are the
         # solver's read-only solutions, shared across intervals with the same active set
-        self._intervals: list[tuple[float, float, IntArray, FloatArray]] | None = None
+        self._intervals: IntervalLog | None = None
 
         self.resolves = 0
         """Flow-set changes that left >= 1 active flow (each asks the solver for rates)."""
@@ -223,33 +215,7 @@ class FlowNetwork:
         finishes), up to the last flow-set change or wake-up. Once all flows have finished it
         equals, per link, the sum of ``nbytes * multiplicity`` over flows crossing it.
         """
-        self._settle()
-        return self._link_bytes.copy()
-
-    def _owe(self, entry: tuple[str, IntArray, FloatArray, float | IntArray]) -> None:
-        """Keep one owed link-byte entry; add them up once they hold many values."""
-        self._owed.append(entry)
-        if entry[0] == "rest":
-            self._owed_n += entry[1].size
-        elif id(entry[1]) not in self._owed_arrays:  # a solution's arrays, often repeated
-            self._owed_arrays.add(id(entry[1]))
-            self._owed_n += entry[1].size
-        if self._owed_n >= _MAX_OWED:
-            self._settle()
-
-    def _settle(self) -> None:
-        """Add the owed link bytes, entry by entry in the order earned, as the event loop
-        would have added them (fancy += per interval, np.add.at per completion)."""
-        lb = self._link_bytes
-        for kind, a, b, c in self._owed:
-            if kind == "rate":
-                lb[a] += b * c
-            else:
-                links, lengths = self.solver.gather(a)
-                np.add.at(lb, links, np.repeat(b * c, lengths))
-        self._owed = []
-        self._owed_arrays = set()
-        self._owed_n = 0
+        return self._link_bytes.total()
 
     @property
     def busy_s_per_link(self) -> FloatArray:
@@ -263,39 +229,24 @@ class FlowNetwork:
         """From now on keep every interval of constant link rates, for :meth:`link_usage` and
         :meth:`link_rates` over any time window (memory: one entry per flow-set change)."""
         if self._intervals is None:
-            self._intervals = []
+            self._intervals = IntervalLog(self.n_links)
 
-    def _window(
-        self, t0: float, t1: float
-    ) -> tuple[list[tuple[float, float, IntArray, FloatArray]], FloatArray]:
-        """The recorded intervals overlapping ``[t0, t1]`` and each one's overlap (s). Up to the
-        last flow-set change (a query must not advance the flows: that would split an interval
-        and move the rounding of the results)."""
+    def _log(self) -> IntervalLog:
+        """The interval log. Queries read it up to the last flow-set change: a query must not
+        advance the flows (that would split an interval and move the rounding of results)."""
         if self._intervals is None:
             raise RuntimeError("link_usage/link_rates need record_intervals() before the run")
-        got = [iv for iv in self._intervals if iv[1] > t0 and iv[0] < t1]
-        overlap = np.array([min(b, t1) - max(a, t0) for a, b, _, _ in got], dtype=np.float64)
-        return got, overlap
+        return self._intervals
 
     def link_usage(self, t0: float, t1: float) -> tuple[FloatArray, FloatArray]:
         """Bytes carried by each link, and seconds it carried traffic, between ``t0`` and
         ``t1`` (s), shape [L] each, from the intervals kept since :meth:`record_intervals`.
 
-        Integrated from the fluid rates (rate × overlap per interval, one vectorised sum); the
-        sub-tolerance residue a finishing flow is credited with (<= ``finish_rtol`` of its
-        size, see :attr:`bytes_per_link`) has no time and is left out.
+        Integrated from the fluid rates (:meth:`IntervalLog.usage`); the sub-tolerance residue
+        a finishing flow is credited with (<= ``finish_rtol`` of its size, see
+        :attr:`bytes_per_link`) has no time and is left out.
         """
-        got, overlap = self._window(t0, t1)
-        n = self.n_links
-        if not got:
-            return np.zeros(n), np.zeros(n)
-        idx = np.concatenate([iv[2] for iv in got])
-        counts = np.array([iv[2].size for iv in got])
-        rate = np.concatenate([iv[3] for iv in got])
-        dt = np.repeat(overlap, counts)
-        carried = np.bincount(idx, weights=rate * dt, minlength=n).astype(np.float64)
-        busy = np.bincount(idx, weights=dt, minlength=n).astype(np.float64)
-        return carried, busy
+        return self._log().usage(t0, t1)
 
     def link_rates(
         self, links: Sequence[int] | npt.ArrayLike, t0: float, t1: float
@@ -303,27 +254,7 @@ class FlowNetwork:
         """The aggregate rate (bytes/s) of each of ``links`` over ``[t0, t1]`` as a step
         function: change times (s), shape [T], and the rates from each time on, shape [T, K];
         the last row (at the end of the window, or where the links fall idle) is zero."""
-        want = np.asarray(links, dtype=np.int64).reshape(-1)
-        got, _ = self._window(t0, t1)
-        times: list[float] = []
-        rows: list[FloatArray] = []
-        zero = np.zeros(want.size)
-        end = -math.inf
-        for a, b, idx, rate in got:
-            start = max(a, t0)
-            if times and start > end:  # a gap: nothing flowed
-                times.append(end)
-                rows.append(zero)
-            pos = np.minimum(np.searchsorted(idx, want), idx.size - 1)
-            row = np.where(idx[pos] == want, rate[pos], 0.0)
-            if not rows or not np.array_equal(row, rows[-1]):
-                times.append(start)
-                rows.append(row)
-            end = min(b, t1)
-        if times:
-            times.append(end)
-            rows.append(zero)
-        return np.array(times), np.array(rows).reshape(len(times), want.size)
+        return self._log().rates(links, t0, t1)
 
     def current_rates(self) -> dict[int, float]:
         """Per-flow rate in bytes/s of each active path at the last re-solve."""
@@ -491,9 +422,9 @@ class FlowNetwork:
             rem = self._f[_REM, :n]
             rem -= self._f[_RATE, :n] * dt
             if self._link_idx.size:
-                self._owe(("rate", self._link_idx, self._link_rate, dt))
+                self._link_bytes.owe(("rate", self._link_idx, self._link_rate, dt))
                 if self._intervals is not None:
-                    self._intervals.append((self._last_t, now, self._link_idx, self._link_rate))
+                    self._intervals.add(self._last_t, now, self._link_idx, self._link_rate)
         self._last_t = now
 
     def _step(self) -> None:
@@ -527,7 +458,7 @@ class FlowNetwork:
         # Credit the sub-tolerance residue (or overshoot) so link byte counts are exact.
         # Owed whole: a zero residue adds 0.0 to a link's bytes, which changes no float
         # (they are never -0.0), so filtering the zeros out here would only cost time.
-        self._owe(("rest", pids, rems, mults))
+        self._link_bytes.owe(("rest", pids, rems, mults))
         np.subtract.at(self._path_mult, pids, mults)
         n_flows = int(mults.sum())
         self._sum_m -= n_flows

@@ -655,7 +655,7 @@ def test_owed_link_bytes_equal_the_event_by_event_sums(monkeypatch) -> None:
     """Link bytes are owed until read and then added in the order earned; owing at most one
     value (added at once, at every event: the eager accounting) gives the same floats, bit for
     bit, on a busy scenario with overlapping flows and rounding residues."""
-    import scaling.engine.network as network
+    import scaling.engine.intervals as intervals
 
     def simulate() -> list[float]:
         rng = np.random.default_rng(11)
@@ -672,7 +672,7 @@ def test_owed_link_bytes_equal_the_event_by_event_sums(monkeypatch) -> None:
         return net.bytes_per_link.tolist()
 
     owed = simulate()
-    monkeypatch.setattr(network, "_MAX_OWED", 1)
+    monkeypatch.setattr(intervals, "MAX_OWED", 1)
     assert simulate() == owed
 
 

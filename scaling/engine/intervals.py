@@ -1,0 +1,137 @@
+"""Link accounting for the flow engine: bytes per link (:class:`LinkBytes`) and the log of
+intervals of constant link rates a :class:`~scaling.engine.network.FlowNetwork`
+keeps once asked (``record_intervals``: ``explain --links``, traces), and the questions it
+answers over any time window: bytes and busy seconds per link, and a link's rate as a step
+function.
+
+Units: bytes, seconds, bytes/s. Imports only the standard library and numpy.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import numpy.typing as npt
+
+from scaling.engine.waterfill import FloatArray, IntArray
+
+__all__ = ["MAX_OWED", "IntervalLog", "LinkBytes"]
+
+
+class IntervalLog:
+    """Intervals ``(start s, end s, link ids, their aggregate rates B/s)`` of constant link
+    rates, in time order. The arrays are the solver's read-only solutions, shared by intervals
+    with the same active set (memory: one entry per flow-set change)."""
+
+    def __init__(self, n_links: int) -> None:
+        """``n_links``: the network's link count L (the length of every per-link answer)."""
+        self.n_links = int(n_links)
+        self.entries: list[tuple[float, float, IntArray, FloatArray]] = []
+
+    def add(self, t0: float, t1: float, link_idx: IntArray, link_rate: FloatArray) -> None:
+        """Record that ``link_idx`` carried ``link_rate`` (B/s) from ``t0`` to ``t1`` (s)."""
+        self.entries.append((t0, t1, link_idx, link_rate))
+
+    def window(
+        self, t0: float, t1: float
+    ) -> tuple[list[tuple[float, float, IntArray, FloatArray]], FloatArray]:
+        """The intervals overlapping ``[t0, t1]`` and each one's overlap (s)."""
+        got = [iv for iv in self.entries if iv[1] > t0 and iv[0] < t1]
+        overlap = np.array([min(b, t1) - max(a, t0) for a, b, _, _ in got], dtype=np.float64)
+        return got, overlap
+
+    def usage(self, t0: float, t1: float) -> tuple[FloatArray, FloatArray]:
+        """Bytes carried by each link, and seconds it carried traffic, between ``t0`` and ``t1``
+        (s), shape [L] each: rate × overlap per interval, one vectorised sum."""
+        got, overlap = self.window(t0, t1)
+        n = self.n_links
+        if not got:
+            return np.zeros(n), np.zeros(n)
+        idx = np.concatenate([iv[2] for iv in got])
+        counts = np.array([iv[2].size for iv in got])
+        rate = np.concatenate([iv[3] for iv in got])
+        dt = np.repeat(overlap, counts)
+        carried = np.bincount(idx, weights=rate * dt, minlength=n).astype(np.float64)
+        busy = np.bincount(idx, weights=dt, minlength=n).astype(np.float64)
+        return carried, busy
+
+    def rates(
+        self, links: Sequence[int] | npt.ArrayLike, t0: float, t1: float
+    ) -> tuple[FloatArray, FloatArray]:
+        """The aggregate rate (B/s) of each of ``links`` over ``[t0, t1]`` as a step function:
+        change times (s), shape [T], and the rates from each time on, shape [T, K]; the last
+        row (at the end of the window, or where the links fall idle) is zero."""
+        want = np.asarray(links, dtype=np.int64).reshape(-1)
+        got, _ = self.window(t0, t1)
+        times: list[float] = []
+        rows: list[FloatArray] = []
+        zero = np.zeros(want.size)
+        end = -math.inf
+        for a, b, idx, rate in got:
+            start = max(a, t0)
+            if times and start > end:  # a gap: nothing flowed
+                times.append(end)
+                rows.append(zero)
+            pos = np.minimum(np.searchsorted(idx, want), idx.size - 1)
+            row = np.where(idx[pos] == want, rate[pos], 0.0)
+            if not rows or not np.array_equal(row, rows[-1]):
+                times.append(start)
+                rows.append(row)
+            end = min(b, t1)
+        if times:
+            times.append(end)
+            rows.append(zero)
+        return np.array(times), np.array(rows).reshape(len(times), want.size)
+
+
+#: owed link-byte values kept alive before they are added up (~16-24 B each: ~100 MB)
+MAX_OWED = 1 << 22
+
+
+class LinkBytes:
+    """Bytes each link has carried, owed rather than added until read (only diagnostics read
+    them): per interval ``("rate", link ids, their rates, dt)`` and per completion ``("rest",
+    path ids, residues, multiplicities)``, added by :meth:`settle` entry by entry in the order
+    earned with the very operations the event loop would have used, so the same floats. The
+    memory they keep alive is bounded: residues and rate arrays not already owed count."""
+
+    def __init__(self, n_links: int, gather: Callable[[IntArray], tuple[IntArray, IntArray]]):
+        """``n_links``: L; ``gather``: path ids -> (their concatenated links, links per path),
+        as :meth:`~scaling.engine.maxmin.MaxMinSolver.gather`."""
+        self._bytes = np.zeros(int(n_links))
+        self._gather = gather
+        self._owed: list[tuple[str, IntArray, FloatArray, float | IntArray]] = []
+        self._owed_arrays: set[int] = set()  # ids of the rate arrays owed
+        self._owed_n = 0
+
+    def owe(self, entry: tuple[str, IntArray, FloatArray, float | IntArray]) -> None:
+        """Keep one owed entry; add them up once they hold many values."""
+        self._owed.append(entry)
+        if entry[0] == "rest":
+            self._owed_n += entry[1].size
+        elif id(entry[1]) not in self._owed_arrays:  # a solution's arrays, often repeated
+            self._owed_arrays.add(id(entry[1]))
+            self._owed_n += entry[1].size
+        if self._owed_n >= MAX_OWED:
+            self.settle()
+
+    def settle(self) -> None:
+        """Add the owed bytes in the order earned (fancy += per interval, np.add.at per
+        completion)."""
+        lb = self._bytes
+        for kind, a, b, c in self._owed:
+            if kind == "rate":
+                lb[a] += b * c
+            else:
+                links, lengths = self._gather(a)
+                np.add.at(lb, links, np.repeat(b * c, lengths))
+        self._owed = []
+        self._owed_arrays = set()
+        self._owed_n = 0
+
+    def total(self) -> FloatArray:
+        """Bytes per link so far (a copy), shape [L]."""
+        self.settle()
+        return self._bytes.copy()
