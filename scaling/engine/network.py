@@ -11,7 +11,8 @@ Links carry bandwidth only. Latency is not a property of the engine: the model p
 sequential algorithm step (``scaling.model.comm``), which a fluid flow cannot see.
 
 Units everywhere: bytes, seconds, bytes/s. This module knows nothing about ML; it imports only
-the standard library, numpy, simpy and :mod:`scaling.engine.maxmin`.
+the standard library, numpy, simpy, :mod:`scaling.engine.maxmin` and its link accounting
+(:mod:`scaling.engine.intervals`).
 """
 
 from __future__ import annotations
