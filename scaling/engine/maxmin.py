@@ -189,7 +189,7 @@ class MaxMinSolver:
     def register_many(self, paths: Sequence[Sequence[int]]) -> IntArray:
         """Register many paths at once; the ids :meth:`register` would return one by one (new
         paths numbered in first-seen order), shape [len(paths)]."""
-        n0, n_links = self._n_paths, self.n_links
+        n0 = self._n_paths
         ids = self._ids
         new: dict[tuple[int, ...], int] = {}  # first-seen order: the ids register would give
         got: list[int] = []
@@ -206,31 +206,37 @@ class MaxMinSolver:
             flat = np.fromiter(
                 (x for k in fresh for x in k), dtype=np.int64, count=int(lengths.sum())
             )
-            # the checks of register, on every new path at once, before any is recorded
-            if flat.size:
-                if int(flat.min()) < 0 or int(flat.max()) >= n_links:
-                    raise ValueError(f"link index out of range [0, {n_links})")
-                seg = np.repeat(np.arange(len(fresh)), lengths)
-                order = np.lexsort((flat, seg))
-                s_seg, s_flat = seg[order], flat[order]
-                if np.any((s_seg[1:] == s_seg[:-1]) & (s_flat[1:] == s_flat[:-1])):
-                    raise ValueError("a path must not cross the same link twice")
+            self._append_csr(flat, lengths)
             ids.update(new)
-            start = int(self._ptr[n0])
-            end = start + flat.size
-            need = n0 + len(fresh) + 1
-            if need > self._ptr.size:
-                grown = np.zeros(max(need, 2 * self._ptr.size), dtype=np.int64)
-                grown[: self._ptr.size] = self._ptr
-                self._ptr = grown
-            if end > self._buf.size:
-                grown = np.zeros(max(end, 2 * self._buf.size), dtype=np.int64)
-                grown[: self._buf.size] = self._buf
-                self._buf = grown
-            self._buf[start:end] = flat
-            self._ptr[n0 + 1 : need] = start + np.cumsum(lengths)
-            self._n_paths = need - 1
         return out
+
+    def _append_csr(self, flat: IntArray, lengths: IntArray) -> None:
+        """Record new paths given end to end (``flat``, ``lengths`` links each) as ids
+        ``n_paths, n_paths + 1, ...``, after the checks of :meth:`register` on all of them at
+        once (before any is recorded). The caller maps their keys to the ids."""
+        n0, n = self._n_paths, int(lengths.size)
+        if flat.size:
+            if int(flat.min()) < 0 or int(flat.max()) >= self.n_links:
+                raise ValueError(f"link index out of range [0, {self.n_links})")
+            seg = np.repeat(np.arange(n), lengths)
+            order = np.lexsort((flat, seg))
+            s_seg, s_flat = seg[order], flat[order]
+            if np.any((s_seg[1:] == s_seg[:-1]) & (s_flat[1:] == s_flat[:-1])):
+                raise ValueError("a path must not cross the same link twice")
+        start = int(self._ptr[n0])
+        end = start + flat.size
+        need = n0 + n + 1
+        if need > self._ptr.size:
+            grown = np.zeros(max(need, 2 * self._ptr.size), dtype=np.int64)
+            grown[: self._ptr.size] = self._ptr
+            self._ptr = grown
+        if end > self._buf.size:
+            grown = np.zeros(max(end, 2 * self._buf.size), dtype=np.int64)
+            grown[: self._buf.size] = self._buf
+            self._buf = grown
+        self._buf[start:end] = flat
+        self._ptr[n0 + 1 : need] = start + np.cumsum(lengths)
+        self._n_paths = need - 1
 
     def path_links(self, path_id: int) -> IntArray:
         """Link indices of a registered path (read-only copy)."""
@@ -450,27 +456,6 @@ class MaxMinSolver:
         lengths = np.asarray(lengths, dtype=np.int64)
         if lengths.size != n or int(lengths.sum()) != flat.size:
             raise ValueError("flat and lengths do not describe the keys")
-        if flat.size:
-            if int(flat.min()) < 0 or int(flat.max()) >= self.n_links:
-                raise ValueError(f"link index out of range [0, {self.n_links})")
-            seg = np.repeat(np.arange(n), lengths)
-            order = np.lexsort((flat, seg))
-            s_seg, s_flat = seg[order], flat[order]
-            if np.any((s_seg[1:] == s_seg[:-1]) & (s_flat[1:] == s_flat[:-1])):
-                raise ValueError("a path must not cross the same link twice")
-        start = int(self._ptr[n0])
-        end = start + flat.size
-        need = n0 + n + 1
-        if need > self._ptr.size:
-            grown = np.zeros(max(need, 2 * self._ptr.size), dtype=np.int64)
-            grown[: self._ptr.size] = self._ptr
-            self._ptr = grown
-        if end > self._buf.size:
-            grown = np.zeros(max(end, 2 * self._buf.size), dtype=np.int64)
-            grown[: self._buf.size] = self._buf
-            self._buf = grown
-        self._buf[start:end] = flat
-        self._ptr[n0 + 1 : need] = start + np.cumsum(lengths)
-        self._n_paths = need - 1
+        self._append_csr(flat, lengths)
         ids.update(zip(keys, range(n0, n0 + n), strict=True))
         return np.arange(n0, n0 + n, dtype=np.int64)
