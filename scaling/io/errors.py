@@ -15,12 +15,10 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from scaling.io.config_error import ConfigError
+
 if TYPE_CHECKING:  # pydantic is imported where a schema validates (start-up: issue 29)
     from pydantic import BaseModel, ValidationError
-
-
-class ConfigError(Exception):
-    """Bad input: the message is one line meant for the user (the CLI exits with code 2)."""
 
 
 def _path_str(path: tuple[Any, ...]) -> str:
