@@ -167,3 +167,15 @@ def test_a_cached_collective_imports_no_pydantic_or_yaml(tmp_path: Path) -> None
     assert outs[0].splitlines()[-1] == "['pydantic', 'yaml']"  # the first run validates
     assert outs[1].splitlines()[-1] == "[]"
     assert outs[0].splitlines()[:-1] == outs[1].splitlines()[:-1]  # the same table, byte for byte
+
+
+def test_the_cache_keeps_at_most_max_entries(
+    cache: Cache, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(system_cache, "MAX_ENTRIES", 2)
+    for name in ("dgx-a100", "mlu370-x8", "dgx-h100"):
+        load_system_spec(name)
+        time.sleep(0.01)  # distinct mtimes
+    assert len(cache.entries()) == 2
+    load_system_spec("dgx-a100")  # the oldest entry was removed: a miss again
+    assert cache.loads == ["dgx-a100", "mlu370-x8", "dgx-h100", "dgx-a100"]

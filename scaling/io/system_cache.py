@@ -21,7 +21,7 @@ writable by others: entries are pickles), all fall back to loading: the cache ch
 time, never a result or a message.
 
 Where: ``$SCALING_CACHE_DIR``, else ``$XDG_CACHE_HOME/scaling``, else ``~/.cache/scaling``
-(folder ``systems/``; safe to delete). ``SCALING_NO_CACHE=1`` turns it off.
+(folder ``systems/``, at most :data:`MAX_ENTRIES` entries; safe to delete). ``SCALING_NO_CACHE=1`` turns it off.
 """
 
 from __future__ import annotations
@@ -50,6 +50,9 @@ NO_CACHE_ENV = "SCALING_NO_CACHE"
 CACHE_DIR_ENV = "SCALING_CACHE_DIR"
 #: a file whose mtime is this close to its load (s) may have changed during it: not stored
 RACY_S = 2.0
+#: the most entries kept: a miss that stores one beyond it removes the least recently stored
+#: (each code change keys new entries; ~2 kB each)
+MAX_ENTRIES = 64
 #: the entry format; bumped when an entry's fields change
 FORMAT = b"scaling-system-cache 1"
 
@@ -116,6 +119,9 @@ def _write_entry(folder: Path, path: Path, entry: dict[str, Any]) -> None:
             pickle.dump(entry, f, protocol=pickle.HIGHEST_PROTOCOL)
         os.replace(tmp, path)
         tmp = None
+        entries = sorted(folder.glob("*.pickle"), key=lambda p: p.stat().st_mtime_ns)
+        for old in entries[: max(0, len(entries) - MAX_ENTRIES)]:
+            old.unlink()
     except (OSError, pickle.PicklingError):
         pass  # an unwritable or full cache folder: the next run loads again
     finally:
