@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import simpy
 
-from scaling.io.errors import ConfigError
+from scaling.io.config_error import ConfigError
 from scaling.io.text_table import format_table
 from scaling.model.comm.flowcoll import FlowCollectives
 from scaling.model.comm.ops import CollectiveOp, Group, busbw_factor

@@ -157,12 +157,11 @@ def collective(
         rows_csv,
         size_range,
     )
-    from scaling.io.topology import load_system
+    from scaling.io.system_cache import load_system_spec  # no pydantic when cached
 
     if is_stdout(out_file) and fmt != "table":
         fail(f"--out - and --format {fmt}: both write to stdout; give one of them")
-    loaded = load_system(system_name)
-    spec = loaded.spec
+    spec = load_system_spec(system_name)
     if per_node is not None and per_node > spec.devices_per_node:
         fail(f"--per-node {per_node}: {spec.name} has {spec.devices_per_node} devices per node")
     if algo is not None and algo not in algorithm_names():

@@ -10,15 +10,28 @@ tests/test_ecosystem.py checks against the commands themselves.
 
 from __future__ import annotations
 
-import logging
-import sys
-from collections.abc import Callable
-from importlib import import_module
-from typing import Any
+import os
 
-import click
+#: The thread count the command line gives numpy's BLAS (OpenBLAS) unless the user set one.
+#: The simulator's numpy work is small vectors (per-event rates, path signatures), where a
+#: thread pool never helps, yet OpenBLAS starts one per core at ``import numpy`` (~0.05 CPU-s
+#: per process on 2 cores, more on bigger hosts, in every spawned sweep worker too: issue 29).
+#: Set here, before anything imports numpy; only by the command line, never by ``import
+#: scaling`` (a script's environment is its own), and never over ``OPENBLAS_NUM_THREADS`` or
+#: ``OMP_NUM_THREADS`` the user gave.
+BLAS_THREADS = "1"
+if "OPENBLAS_NUM_THREADS" not in os.environ and "OMP_NUM_THREADS" not in os.environ:
+    os.environ["OPENBLAS_NUM_THREADS"] = BLAS_THREADS
 
-from scaling._version import __version__
+import logging  # noqa: E402  (after the BLAS setting: nothing below may import numpy first)
+import sys  # noqa: E402
+from collections.abc import Callable  # noqa: E402
+from importlib import import_module  # noqa: E402
+from typing import Any  # noqa: E402
+
+import click  # noqa: E402
+
+from scaling._version import __version__  # noqa: E402
 
 #: Every command, registered here and nowhere else: name → (the module that defines it, the
 #: command object's name there, the first paragraph of its help). ``scaling --help`` lists the

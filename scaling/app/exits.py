@@ -9,7 +9,7 @@ from typing import Any, NoReturn
 
 import click
 
-from scaling.io.errors import ConfigError
+from scaling.io.config_error import ConfigError
 from scaling.model.errors import InfeasibleJobError
 
 EXIT_BAD_INPUT = 2

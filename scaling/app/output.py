@@ -80,10 +80,12 @@ def jobs_option(help: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]
 def verbosity() -> int:
     """The group's ``-q``/``-v`` level (-1 quiet, 0 default, 1 ``-v``, 2 ``-vv``); 0 outside a
     command."""
+    ctx = click.get_current_context(silent=True)
+    if ctx is None:  # outside a command (the Python API): nothing imports the entry point
+        return 0
     from scaling.app.entry import VERBOSITY
 
-    ctx = click.get_current_context(silent=True)
-    return int(ctx.find_root().meta.get(VERBOSITY, 0)) if ctx is not None else 0
+    return int(ctx.find_root().meta.get(VERBOSITY, 0))
 
 
 def want_progress(flag: bool | None) -> bool:

@@ -11,14 +11,14 @@ from __future__ import annotations
 import stat
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
-from pydantic import BaseModel, ValidationError
 
+from scaling.io.config_error import ConfigError
 
-class ConfigError(Exception):
-    """Bad input: the message is one line meant for the user (the CLI exits with code 2)."""
+if TYPE_CHECKING:  # pydantic is imported where a schema validates (start-up: issue 29)
+    from pydantic import BaseModel, ValidationError
 
 
 def _path_str(path: tuple[Any, ...]) -> str:
@@ -372,6 +372,8 @@ def validation_error(
 
 def validate(model: type[BaseModel], data: dict[str, Any], where: str, lines: LineMap | None):
     """Validate ``data`` as ``model``; raise :class:`ConfigError` naming file, line and field."""
+    from pydantic import ValidationError  # imported already: ``model`` is a pydantic model
+
     try:
         return model.model_validate(data)
     except ValidationError as e:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +17,8 @@ from typing import Any, Literal
 
 from pydantic import Field, model_serializer, model_validator
 
-import scaling
+from scaling.io.catalog_files import available_systems, bundled_topology_dir, search_dirs
+from scaling.io.catalog_files import find_file as _find
 from scaling.io.errors import ConfigError, LineMap, read_yaml, validate
 from scaling.io.library import LibrarySchema, ProtocolSchema, to_library_profile
 from scaling.io.quantities import (
@@ -169,34 +169,6 @@ class SystemSchema(_Strict):
 # ---- catalog -------------------------------------------------------------------------------
 
 
-def bundled_topology_dir() -> Path:
-    """The catalog shipped with the package (wheel) or the source checkout's ``topologies/``."""
-    pkg = Path(scaling.__file__).resolve().parent
-    wheel = pkg / "_topologies"
-    return wheel if wheel.is_dir() else pkg.parent / "topologies"
-
-
-def search_dirs(extra: list[Path] | None = None) -> list[Path]:
-    """Where system names are looked up: ``extra`` dirs, ``$SCALING_TOPOLOGY_PATH``, bundled."""
-    dirs = list(extra or [])
-    env = os.environ.get("SCALING_TOPOLOGY_PATH", "")
-    dirs += [Path(p) for p in env.split(os.pathsep) if p]
-    dirs.append(bundled_topology_dir())
-    seen: list[Path] = []
-    for d in dirs:
-        if d.is_dir() and d.resolve() not in [s.resolve() for s in seen]:
-            seen.append(d)
-    return seen
-
-
-def available_systems(extra: list[Path] | None = None) -> list[str]:
-    """Names of every system file found on the search path."""
-    names: set[str] = set()
-    for d in search_dirs(extra):
-        names.update(p.stem for p in d.glob("*.yaml"))
-    return sorted(names)
-
-
 @dataclass(frozen=True)
 class LoadedSystem:
     """A system with its validated source documents, their paths and a content hash."""
@@ -207,29 +179,6 @@ class LoadedSystem:
     path: Path
     library_path: Path
     content_hash: str
-
-
-def _find(name: str, kind: str, extra: list[Path] | None, sub: str = "") -> Path:
-    is_path = name.endswith((".yaml", ".yml")) or os.sep in name
-    if not 0 < len(name) <= (4096 if is_path else 255):
-        shown = name if len(name) <= 40 else name[:37] + "..."
-        raise ConfigError(
-            f"{kind} {shown!r}: a name of {len(name)} characters; expected a catalog name of "
-            "1-255 characters or a path of at most 4,096"
-        )
-    if is_path:
-        return Path(name)
-    for d in search_dirs(extra):
-        cand = d / sub / f"{name}.yaml" if sub else d / f"{name}.yaml"
-        try:
-            if cand.is_file():
-                return cand
-        except OSError:  # a name the file system cannot hold: not in this folder
-            continue
-    known = sorted(
-        {p.stem for d in search_dirs(extra) for p in (d / sub if sub else d).glob("*.yaml")}
-    )
-    raise ConfigError(f"unknown {kind} {name!r}; known: {', '.join(known) or '(none)'}")
 
 
 def _canon_hash(*docs: dict[str, Any]) -> str:
@@ -383,6 +332,7 @@ __all__ = [
     "load_system",
     "quantities",
     "ranged_quantities",
+    "search_dirs",
     "system_document",
     "system_from_dict",
     "to_library_profile",
