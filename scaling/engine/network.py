@@ -57,6 +57,16 @@ _DEAD_RATIO = 1
 _SUCC_MIN = 128
 
 
+def sorted_distinct(a: IntArray) -> IntArray:
+    """The distinct values of the non-empty 1-D int array ``a``, increasing: ``np.unique(a)``,
+    without np.unique, whose first call imports numpy.ma (10-30 ms of start-up)."""
+    srt = np.sort(a)
+    first = np.empty(srt.size, dtype=np.bool_)
+    first[0] = True
+    np.not_equal(srt[1:], srt[:-1], out=first[1:])
+    return srt[first]
+
+
 class FlowNetwork:
     """Fluid flow-level network running inside a :class:`simpy.Environment`.
 
@@ -593,13 +603,7 @@ class FlowNetwork:
                 sol = memo
             else:
                 if n * _SORT_RATIO < self._path_mult.size:
-                    # np.unique's answer (sorted distinct ids) without np.unique, whose
-                    # first call imports numpy.ma (10-30 ms of start-up)
-                    srt = np.sort(pid)
-                    first = np.empty(n, dtype=np.bool_)
-                    first[0] = True
-                    np.not_equal(srt[1:], srt[:-1], out=first[1:])
-                    pids = srt[first]
+                    pids = sorted_distinct(pid)
                     if pids[0] < 0:  # dead entries
                         pids = pids[1:]
                 else:
