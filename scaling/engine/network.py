@@ -52,6 +52,11 @@ _PID, _MULT = 0, 1
 #: last one, no time left to finish: remaining bytes inf, threshold -inf, path id -1) until
 #: they are more than 1/this of the live ones; then the tables are squeezed (one gather each)
 _DEAD_RATIO = 1
+# the reductions of the event loop as ufunc methods: `a.min()` & co. go through a Python
+# wrapper (numpy/_core/_methods.py), ~0.5-2 us a call on the small arrays of most events
+_any = np.logical_or.reduce
+_min = np.minimum.reduce
+_sum = np.add.reduce
 #: a re-solve after one change asks the successor memo (O(changed flows)) when the solution
 #: before had at least this many classes; below, the per-path counts are as cheap
 _SUCC_MIN = 128
@@ -389,7 +394,7 @@ class FlowNetwork:
         self._n = end
         self._grow_paths()
         np.add.at(self._path_mult, pids, mult)
-        self._sum_m += int(mult.sum())
+        self._sum_m += int(_sum(mult))
         self._sum_pm += int(pids @ mult)
         self._dirty = True
         self._schedule_flush()
@@ -464,7 +469,7 @@ class FlowNetwork:
                 # The timer's own flows are finished by definition, whatever the rounding.
                 done[self._due] = True
                 self._complete(done, now)
-            elif done.any():
+            elif _any(done):
                 self._complete(done, now)
         if self._dirty:
             self._resolve()
@@ -493,7 +498,7 @@ class FlowNetwork:
             self._sum_m = self._sum_pm = 0
         else:
             np.subtract.at(self._path_mult, pids, mults)
-            n_flows = int(mults.sum())
+            n_flows = int(_sum(mults))
             self._sum_m -= n_flows
             self._sum_pm -= int(pids @ mults)
         self.transfers_completed += n_done
@@ -628,7 +633,7 @@ class FlowNetwork:
                 t_left = np.divide(self._f[_REM, :n], rate, out=self._sf[:n])
         else:  # (a dead entry: inf / 0.0 is inf, exact, no warning; errstate costs ~1 us)
             t_left = np.divide(self._f[_REM, :n], rate, out=self._sf[:n])
-        dt = float(t_left.min())
+        dt = float(_min(t_left))
         if not math.isfinite(dt):
             self._due = np.zeros(0, dtype=np.int64)
             return
