@@ -390,9 +390,12 @@ class FlowNetwork:
         # it is the one change since the last re-solve, and until then no entry moves or is
         # written (squeezes and dead marks come with a completion, a second change; a grow
         # replaces the tables and leaves these views on the old ones, unchanged)
-        self._change = (1, i[_PID, n:end], i[_MULT, n:end])
+        self._change = _, pids, mult = (1, i[_PID, n:end], i[_MULT, n:end])
         self._n = end
         self._grow_paths()
+        # counted from the table's rows, not the caller's arrays: ufunc.at leaves its fast
+        # loop (~50x slower) for values whose dtype is an equal but distinct instance, as
+        # arrays that crossed a pickle (a sweep worker's) carry
         np.add.at(self._path_mult, pids, mult)
         self._sum_m += int(_sum(mult))
         self._sum_pm += int(pids @ mult)
