@@ -35,6 +35,7 @@ from scaling.engine.maxmin import (
     as_capacity,
 )
 from scaling.engine.memory import keep_freed_memory
+from scaling.engine.waterfill import sorted_distinct
 
 __all__ = ["DEFAULT_FINISH_RTOL", "FlowNetwork"]
 
@@ -52,24 +53,11 @@ _PID, _MULT = 0, 1
 #: last one, no time left to finish: remaining bytes inf, threshold -inf, path id -1) until
 #: they are more than 1/this of the live ones; then the tables are squeezed (one gather each)
 _DEAD_RATIO = 1
-# the reductions of the event loop as ufunc methods: `a.min()` & co. go through a Python
-# wrapper (numpy/_core/_methods.py), ~0.5-2 us a call on the small arrays of most events
-_any = np.logical_or.reduce
-_min = np.minimum.reduce
-_sum = np.add.reduce
+# reductions as ufunc methods: `a.min()` & co. add a Python wrapper (~0.5-2 us a call)
+_any, _min, _sum = np.logical_or.reduce, np.minimum.reduce, np.add.reduce
 #: a re-solve after one change asks the successor memo (O(changed flows)) when the solution
 #: before had at least this many classes; below, the per-path counts are as cheap
 _SUCC_MIN = 128
-
-
-def sorted_distinct(a: IntArray) -> IntArray:
-    """The distinct values of the non-empty 1-D int array ``a``, increasing: ``np.unique(a)``,
-    without np.unique, whose first call imports numpy.ma (10-30 ms of start-up)."""
-    srt = np.sort(a)
-    first = np.empty(srt.size, dtype=np.bool_)
-    first[0] = True
-    np.not_equal(srt[1:], srt[:-1], out=first[1:])
-    return srt[first]
 
 
 class FlowNetwork:
@@ -134,10 +122,8 @@ class FlowNetwork:
         # multiplicity).
         self._f = np.zeros((3, 0))
         self._i = np.zeros((2, 0), dtype=np.int64)
-        # Scratch rows as long as the tables, for the per-event temporaries of the O(active
-        # flows) passes (drained bytes, finished mask, time left): a fresh array of ~10^4
-        # entries per pass, freed at once, had the allocator return and re-fault its pages
-        # (~1.5 page faults per event at 256 nodes, a quarter of the event's CPU)
+        # scratch rows as long as the tables for the per-event temporaries (drained bytes,
+        # finished mask, time left): no fresh array of ~10^4 entries per pass
         self._sf = np.zeros(0)
         self._sb = np.zeros(0, dtype=np.bool_)
         self._n = 0
@@ -385,17 +371,14 @@ class FlowNetwork:
         f[_RATE, n:end] = 0.0  # until the flush re-solves; no time passes before then
         i[_PID, n:end] = pids
         i[_MULT, n:end] = mult
-        # The change as views of the table, not copies of the caller's arrays (which may be
-        # its buffers, refilled before the flush re-solves): the re-solve reads it only when
-        # it is the one change since the last re-solve, and until then no entry moves or is
-        # written (squeezes and dead marks come with a completion, a second change; a grow
-        # replaces the tables and leaves these views on the old ones, unchanged)
+        # The change as views of the table (not copies): the re-solve reads it only if it is
+        # the one change since the last, and no entry moves or is written before (squeezes
+        # and dead marks come with a second change; a grow leaves the old table unchanged).
+        # Counted from the rows too: ufunc.at leaves its fast loop (~50x slower) for a dtype
+        # equal to int64 but another instance, as arrays that crossed a pickle carry.
         self._change = _, pids, mult = (1, i[_PID, n:end], i[_MULT, n:end])
         self._n = end
         self._grow_paths()
-        # counted from the table's rows, not the caller's arrays: ufunc.at leaves its fast
-        # loop (~50x slower) for values whose dtype is an equal but distinct instance, as
-        # arrays that crossed a pickle (a sweep worker's) carry
         np.add.at(self._path_mult, pids, mult)
         self._sum_m += int(_sum(mult))
         self._sum_pm += int(pids @ mult)
@@ -543,16 +526,12 @@ class FlowNetwork:
             keep_mask = np.logical_not(done, out=done)
             keep_mask &= self._i[_PID, :n] >= 0
             keep = keep_mask.nonzero()[0]
-            # row by row through the scratch row (no temporaries of the table's size; mode
-            # "wrap" as the indices are valid: "raise" would buffer `out`)
+            # row by row through a scratch row (mode "wrap": "raise" buffers `out`)
             f, i, sf = self._f, self._i, self._sf[:live]
             si = sf.view(np.int64)
-            for row in (f[_REM], f[_THRESH]):
-                row[:n].take(keep, out=sf, mode="wrap")
-                row[:live] = sf
-            for irow in (i[_PID], i[_MULT]):
-                irow[:n].take(keep, out=si, mode="wrap")
-                irow[:live] = si
+            for row, tmp in ((f[_REM], sf), (f[_THRESH], sf), (i[_PID], si), (i[_MULT], si)):
+                row[:n].take(keep, out=tmp, mode="wrap")
+                row[:live] = tmp
             self._n = live
             self._head = 0
             self._squeezed = True

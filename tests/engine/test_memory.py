@@ -13,7 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from scaling.engine.memory import keep_freed_memory
-from scaling.engine.network import FlowNetwork, sorted_distinct
+from scaling.engine.network import FlowNetwork
+from scaling.engine.waterfill import sorted_distinct
 
 GLIBC = sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"
 
