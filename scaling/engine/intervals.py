@@ -86,34 +86,46 @@ class IntervalLog:
         return np.array(times), np.array(rows).reshape(len(times), want.size)
 
 
-#: owed link-byte values kept alive before they are added up (~16-24 B each: ~100 MB)
-MAX_OWED = 1 << 22
+#: owed link-byte values kept alive before they are added up (~12 B each: ~100 MB, the bound
+#: of 4M values at 24 B before residues were kept as int32 ids + one float). Only diagnostics
+#: read link bytes, so a run that stays below it never adds them up: a 512-node step of GPT-3
+#: 1.3B owes 3.8M (MLU370-X8) to 5.2M (DGX A100) values, a settle of ~20-100 ms CPU each
+MAX_OWED = 1 << 23
 
 
 class LinkBytes:
     """Bytes each link has carried, owed rather than added until read (only diagnostics read
     them): per interval ``("rate", link ids, their rates, dt)`` and per completion ``("rest",
-    path ids, residues, multiplicities)``, added by :meth:`settle` entry by entry in the order
-    earned with the very operations the event loop would have used, so the same floats. The
-    memory they keep alive is bounded: residues and rate arrays not already owed count."""
+    path ids, residue * multiplicity per path)``, added by :meth:`settle` entry by entry in
+    the order earned with the very operations the event loop would have used, so the same
+    floats. The memory they keep alive is bounded: residues and rate arrays not already owed
+    count. A completion's path ids are kept as int32 (12 bytes a finished flow class, not the
+    24 of three int64/float64 rows): a 256-node step owes ~2.6 million of them, and fresh
+    memory costs page faults (~2.4 us per 4 KiB page, a fifth of such a run's CPU)."""
 
     def __init__(self, n_links: int, gather: Callable[[IntArray], tuple[IntArray, IntArray]]):
         """``n_links``: L; ``gather``: path ids -> (their concatenated links, links per path),
-        as :meth:`~scaling.engine.maxmin.MaxMinSolver.gather`."""
+        as :meth:`~scaling.engine.maxmin.MaxMinSolver.gather` (int32 ids accepted)."""
         self._bytes = np.zeros(int(n_links))
         self._gather = gather
-        self._owed: list[tuple[str, IntArray, FloatArray, float | IntArray]] = []
+        self._owed: list[tuple[bool, npt.NDArray[np.integer], FloatArray, float]] = []
         self._owed_arrays: set[int] = set()  # ids of the rate arrays owed
         self._owed_n = 0
 
-    def owe(self, entry: tuple[str, IntArray, FloatArray, float | IntArray]) -> None:
-        """Keep one owed entry; add them up once they hold many values."""
-        self._owed.append(entry)
-        if entry[0] == "rest":
-            self._owed_n += entry[1].size
-        elif id(entry[1]) not in self._owed_arrays:  # a solution's arrays, often repeated
-            self._owed_arrays.add(id(entry[1]))
-            self._owed_n += entry[1].size
+    def owe_rate(self, link_idx: IntArray, link_rate: FloatArray, dt: float) -> None:
+        """Owe ``link_rate * dt`` bytes (B/s times s) to the links ``link_idx`` (unique)."""
+        self._owed.append((True, link_idx, link_rate, dt))
+        if id(link_idx) not in self._owed_arrays:  # a solution's arrays, often repeated
+            self._owed_arrays.add(id(link_idx))
+            self._owed_n += link_idx.size
+            if self._owed_n >= MAX_OWED:
+                self.settle()
+
+    def owe_rest(self, pids: IntArray, rest: FloatArray) -> None:
+        """Owe ``rest[k]`` bytes to every link of path ``pids[k]`` (paths may repeat): the
+        residue times the multiplicity of each finished flow class."""
+        self._owed.append((False, pids.astype(np.int32), rest, 0.0))
+        self._owed_n += pids.size
         if self._owed_n >= MAX_OWED:
             self.settle()
 
@@ -121,12 +133,12 @@ class LinkBytes:
         """Add the owed bytes in the order earned (fancy += per interval, np.add.at per
         completion)."""
         lb = self._bytes
-        for kind, a, b, c in self._owed:
-            if kind == "rate":
+        for is_rate, a, b, c in self._owed:
+            if is_rate:
                 lb[a] += b * c
             else:
-                links, lengths = self._gather(a)
-                np.add.at(lb, links, np.repeat(b * c, lengths))
+                links, lengths = self._gather(a)  # type: ignore[arg-type]
+                np.add.at(lb, links, np.repeat(b, lengths))
         self._owed = []
         self._owed_arrays = set()
         self._owed_n = 0

@@ -345,7 +345,8 @@ class MaxMinSolver:
             for memo in bucket:
                 # exact: the memo's counts match on its paths, and its flows add up to
                 # `total` (the key), so every other path's count is zero (counts >= 0)
-                if (counts[memo.path_ids] == memo.multiplicity).all():
+                # (bytes compared: int64 both, ~5 us less than `(a == b).all()` on a few)
+                if counts.take(memo.path_ids).tobytes() == memo.multiplicity.tobytes():
                     self.hits += 1
                     return memo
         return None
@@ -364,8 +365,9 @@ class MaxMinSolver:
         Args:
             before: the solution of the active set before the change.
             sign: +1 (flows started) or -1 (flows finished).
-            pids: path id of each changed class (not necessarily unique or sorted), shape [D].
-            mults: flows of each, shape [D].
+            pids: path id of each changed class (not necessarily unique or sorted), int64,
+                shape [D] (another dtype never matches).
+            mults: flows of each, int64, shape [D].
 
         Returns:
             (the solution after, path ids whose per-flow rate differs from ``before``'s or
@@ -373,13 +375,11 @@ class MaxMinSolver:
         """
         entries = self._succ.get((id(before), sign, pids.size))
         if entries is not None:
+            # the changed flows as bytes (int64 arrays of one length: equal bytes, equal
+            # values; another dtype can only miss), compared without a ufunc and a reduction
+            want_p, want_m = pids.tobytes(), mults.tobytes()
             for prev, dp, dm, nxt, cp, cr in entries:
-                if (
-                    prev is before
-                    and id(nxt) in self._held
-                    and (dp == pids).all()
-                    and (dm == mults).all()
-                ):
+                if prev is before and id(nxt) in self._held and dp == want_p and dm == want_m:
                     self.hits += 1
                     return nxt, cp, cr
         return None
@@ -396,8 +396,8 @@ class MaxMinSolver:
         moved = ~same
         entry = (
             before,
-            _readonly(pids.copy()),
-            _readonly(mults.copy()),
+            np.ascontiguousarray(pids, dtype=np.int64).tobytes(),
+            np.ascontiguousarray(mults, dtype=np.int64).tobytes(),
             after,
             _readonly(ap[moved]),
             _readonly(after.rates[moved]),
@@ -406,14 +406,14 @@ class MaxMinSolver:
         entries.append(entry)
         self._succ_n += 2 * (pids.size + entry[4].size)
         if len(entries) > _SUCC_PER_KEY:
-            self._succ_n -= 2 * (entries[0][1].size + entries[0][4].size)
+            self._succ_n -= 2 * (len(entries[0][1]) // 8 + entries[0][4].size)
             del entries[0]
         self._succ_fifo.append(key)
         while self._succ_fifo and (len(self._succ_fifo) > _SUCC_MAX or self._succ_n > _SUCC_VALUES):
             old = self._succ_fifo.popleft()
             olds = self._succ.get(old)
             if olds:
-                self._succ_n -= 2 * (olds[0][1].size + olds[0][4].size)
+                self._succ_n -= 2 * (len(olds[0][1]) // 8 + olds[0][4].size)
                 del olds[0]
                 if not olds:
                     del self._succ[old]
