@@ -530,7 +530,8 @@ class ClusterNetwork:
         rows: list[np.ndarray] = []  # … and their rows
         for sh in sorted(set(shape.tolist())):  # np.unique's order, without numpy.ma
             at = np.flatnonzero(shape == sh)
-            found.extend(map(tuple, table[at][:, have[at[0]]].tolist()))
+            # tuples straight from the columns (zip): no list per path on the way
+            found.extend(zip(*table[at][:, have[at[0]]].T.tolist(), strict=True))
             rows.append(at)
         where = np.empty(rep.size, dtype=np.int64)
         where[np.concatenate(rows)] = np.arange(rep.size)

@@ -215,7 +215,8 @@ class Routing:
             at = np.flatnonzero(inside & (local == lp))
             rows = np.asarray(base, dtype=np.int64) + (node[at] * cluster.node_block)[:, None]
             order.append(at)
-            paths.extend(map(tuple, rows.tolist()))
+            # tuples straight from the columns (zip; no list per path); an empty route has none
+            paths.extend(zip(*rows.T.tolist(), strict=True) if base else [()] * at.size)
             lens.append(np.ones(at.size, dtype=np.int64))
         # a transfer between nodes: every pair's routes at once (ClusterNetwork.net_paths)
         across = (fold == 0) & (node != dst // g)
