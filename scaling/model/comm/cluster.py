@@ -45,6 +45,7 @@ from typing import overload
 
 import numpy as np
 
+from scaling.model.comm.linkkeys import LinkIds, LinkKeys
 from scaling.model.hardware.fabrics import fabric_of
 from scaling.model.hardware.system import LinkClass, SystemSpec
 
@@ -72,7 +73,7 @@ class _Links(Sequence[Link]):
     __slots__ = ("_caps", "_cls", "_keys")
 
     def __init__(
-        self, keys: list[tuple[object, ...]], caps: list[float], cls: list[LinkClass]
+        self, keys: Sequence[tuple[object, ...]], caps: list[float], cls: list[LinkClass]
     ) -> None:
         self._keys, self._caps, self._cls = keys, caps, cls
 
@@ -95,8 +96,8 @@ class _Structure:
     per ECMP salt. Shared by every :class:`ClusterNetwork` of the same structure in a process
     (uncertainty samples, seeds and strategies change capacities only)."""
 
-    keys: list[tuple[object, ...]]
-    index: dict[tuple[object, ...], int]
+    keys: LinkKeys
+    index: LinkIds
     #: what the keys are made from (:meth:`ClusterNetwork._link_keys`): equal recipes, equal keys
     recipe: tuple[object, ...]
     routes: dict[int | None, dict[tuple[int, int], tuple[tuple[int, ...], ...]]] = field(
@@ -109,16 +110,9 @@ _STRUCTURES: dict[tuple[object, ...], _Structure] = {}
 _MAX_STRUCTURES = 8
 
 
-#: the nodes' link keys and their ids by (node recipe, node count) (:meth:`ClusterNetwork._link_keys`)
-_NODE_KEYS: dict[
-    tuple[object, ...], tuple[list[tuple[object, ...]], dict[tuple[object, ...], int]]
-] = {}
-
-
 def clear_structure_cache() -> None:
     """Forget every cached cluster structure (the next :class:`ClusterNetwork` builds afresh)."""
     _STRUCTURES.clear()
-    _NODE_KEYS.clear()
 
 
 def _ecmp(a: int, b: int, n: int, salt: int = 0) -> int:
@@ -163,11 +157,8 @@ class ClusterNetwork:
         self.ideal_ecmp = system.scale_out.ecmp == "ideal"
         self.nodes = nodes
         self.g = system.devices_per_node
-        self._keys: list[tuple[object, ...]] = []
         self._caps: list[float] = []
         self._cls: list[LinkClass] = []
-        self.links: Sequence[Link] = _Links(self._keys, self._caps, self._cls)
-        self._index: dict[tuple, int] = {}
         lib = self._lib = system.library.bw_efficiency
         fab, nic = system.fabric, system.nics
         self._eff = {
@@ -217,8 +208,9 @@ class ClusterNetwork:
             keys, index = self._link_keys()
             hit = _STRUCTURES[key] = _Structure(keys, index, self._recipe)
         self._keys = hit.keys
-        self.links = _Links(hit.keys, self._caps, self._cls)
+        self.links: Sequence[Link] = _Links(hit.keys, self._caps, self._cls)
         self._index = hit.index
+        self._pos = hit.index.pos  # a node link's position in the node block
         self._routes = hit.routes.setdefault(None if self.ideal_ecmp else self.seed, {})
 
     def _build(self) -> None:
@@ -260,32 +252,15 @@ class ClusterNetwork:
         parts = tuple((key[0], key[1:]) for key, _, _, _ in per_node)
         self._recipe: tuple[object, ...] = (parts, self.nodes, self.n_leaves, per_leaf)
 
-    def _link_keys(self) -> tuple[list[tuple[object, ...]], dict[tuple[object, ...], int]]:
+    def _link_keys(self) -> tuple[LinkKeys, LinkIds]:
         """Every link's key in build order, from the recipe :meth:`_build` left, and each
-        key's id (its position; the last where one repeated). The nodes' part is shared by the
-        structures of one node count and node recipe (uncertainty samples vary the spine
-        count and pod size: only the leaves' part differs), and copied for each."""
+        key's id (its position; the last where one repeated), both computed from the recipe
+        when asked (:mod:`scaling.model.comm.linkkeys`), not listed."""
         parts, nodes, n_leaves, per_leaf = self._recipe
         assert isinstance(parts, tuple) and isinstance(nodes, int)
         assert isinstance(n_leaves, int) and isinstance(per_leaf, int)
-        base = _NODE_KEYS.get((parts, nodes))
-        if base is None:
-            if len(_NODE_KEYS) >= _MAX_STRUCTURES:
-                del _NODE_KEYS[next(iter(_NODE_KEYS))]
-            node_keys: list[tuple[object, ...]] = [
-                (kind, n, *rest) for n in range(nodes) for kind, rest in parts
-            ]
-            base = _NODE_KEYS[(parts, nodes)] = (
-                node_keys,
-                {k: i for i, k in enumerate(node_keys)},
-            )
-        keys, index = list(base[0]), dict(base[1])
-        for leaf in range(n_leaves if per_leaf else 0):
-            for sp in range(per_leaf):
-                for k in (("l2s", leaf, sp), ("s2l", sp, leaf)):
-                    index[k] = len(keys)
-                    keys.append(k)
-        return keys, index
+        index = LinkIds(parts, nodes, n_leaves, per_leaf)
+        return LinkKeys(index), index
 
     # ---- shape -------------------------------------------------------------------------
     @property
@@ -338,15 +313,16 @@ class ClusterNetwork:
         return pod * self.leaves_per_pod + (nic if self.system.scale_out.rail_optimized else 0)
 
     # ---- routing -----------------------------------------------------------------------
-    def _l(self, *key: object) -> int:
-        return self._index[key]
+    def _l(self, kind: str, n: int, *rest: int) -> int:
+        """The id of node ``n``'s link ``(kind, *rest)`` (its key ``(kind, n, *rest)``)."""
+        return n * self._node_block + self._pos[(kind, *rest)]
 
     def _intra(self, n: int, a: int, b: int) -> list[int]:
         base = self._intra_ids.get((a, b))
         if base is None:  # the same local pair on every node: node 0's link ids once
-            idx = self._index
+            pos = self._pos
             base = self._intra_ids[(a, b)] = [
-                idx[(kind, 0, *rest)]
+                pos[(kind, *rest)]
                 for kind, *rest in fabric_of(self.system.fabric.kind).intra_route(
                     self.system.fabric, a, b
                 )
@@ -451,7 +427,8 @@ class ClusterNetwork:
                     S, nics = self.n_spines, self.system.nics.count
                     npl = self.system.scale_out.nodes_per_leaf
                     sp = (n % npl + (ka * nics + kb) * npl + (S // 2 if far else 0)) % S
-                path += [self._l("l2s", la, sp), self._l("s2l", sp, lb)]
+                ids = self._index
+                path += [ids.spine_link(True, la, sp), ids.spine_link(False, lb, sp)]
             path += [self._l("nic_rx", n, kb), *self._from_nic(n, kb, b)]
             if len(set(path)) != len(path):
                 raise ValueError(f"folded route from {src} to {dst} crosses a link twice")
@@ -464,15 +441,21 @@ class ClusterNetwork:
         """Device ``a`` of node ``ns`` over NIC ``ka`` to device ``b`` of node ``nd`` at ``kb``."""
         # called per NIC pairing of every device pair a collective crosses nodes on (tens of
         # thousands at 4,096 ranks): the shape is read once (:meth:`_shape`), keys built inline
-        idx = self._index
+        pos, block = self._pos, self._node_block
         npl, lpp, rail, nics, spines = self._shape()
         la = ns // npl * lpp + (ka if rail else 0)  # leaf_of, inline
         lb = nd // npl * lpp + (kb if rail else 0)
-        tx = idx[("nic_tx", ns, ka)]
-        rx = idx[("nic_rx", nd, kb)]
+        tx = ns * block + pos[("nic_tx", ka)]
+        rx = nd * block + pos[("nic_rx", kb)]
         if la != lb:
             sp = 0 if self.ideal_ecmp else _ecmp(ns * nics + ka, nd * nics + kb, spines, self.seed)
-            mid: tuple[int, ...] = (tx, idx[("l2s", la, sp)], idx[("s2l", sp, lb)], rx)
+            ids = self._index
+            mid: tuple[int, ...] = (
+                tx,
+                ids.spine_link(True, la, sp),
+                ids.spine_link(False, lb, sp),
+                rx,
+            )
         else:
             mid = (tx, rx)
         if not self._nic_behind_switch:
@@ -505,10 +488,10 @@ class ClusterNetwork:
         npl, lpp, rail, nics, spines = self._shape()
         la = ns // npl * lpp + (ka if rail else 0)
         lb = nd // npl * lpp + (kb if rail else 0)
-        idx = self._index
+        pos = self._pos
         off_s, off_d = ns * self.node_block, nd * self.node_block
-        tx0 = np.array([idx[("nic_tx", 0, k)] for k in range(nics)], dtype=np.int64)
-        rx0 = np.array([idx[("nic_rx", 0, k)] for k in range(nics)], dtype=np.int64)
+        tx0 = np.array([pos[("nic_tx", k)] for k in range(nics)], dtype=np.int64)
+        rx0 = np.array([pos[("nic_rx", k)] for k in range(nics)], dtype=np.int64)
         cols = [tx0[ka] + off_s]  # each path's link ids, column by column; -1: none there
         cross = la != lb
         if bool(cross.any()):
@@ -518,7 +501,7 @@ class ClusterNetwork:
             # ("l2s", leaf, sp) then ("s2l", sp, leaf), leaf by leaf, spine by spine
             # (_link_keys), one spine per leaf under ideal ECMP
             per_leaf = 1 if self.ideal_ecmp else spines
-            up0 = idx[("l2s", 0, 0)]
+            up0 = self._index.leaf_base
             cols.append(np.where(cross, up0 + 2 * (la * per_leaf + sp), -1))
             cols.append(np.where(cross, up0 + 2 * (lb * per_leaf + sp) + 1, -1))
         cols.append(rx0[kb] + off_d)
@@ -545,9 +528,10 @@ class ClusterNetwork:
         shape = have @ (1 << np.arange(have.shape[1], dtype=np.int64))
         found: list[tuple[int, ...]] = []  # the paths shape by shape …
         rows: list[np.ndarray] = []  # … and their rows
-        for sh in np.unique(shape).tolist():
+        for sh in sorted(set(shape.tolist())):  # np.unique's order, without numpy.ma
             at = np.flatnonzero(shape == sh)
-            found.extend(map(tuple, table[at][:, have[at[0]]].tolist()))
+            # tuples straight from the columns (zip): no list per path on the way
+            found.extend(zip(*table[at][:, have[at[0]]].T.tolist(), strict=True))
             rows.append(at)
         where = np.empty(rep.size, dtype=np.int64)
         where[np.concatenate(rows)] = np.arange(rep.size)

@@ -113,6 +113,8 @@ class FlowCollectives:
         self._pid_of = np.full(max(len(self._routing.links), 64), -1, dtype=np.int64)
         self._phase_k: dict[int, tuple[float, str]] = {}
         self._choice: dict[_ChoiceKey, Choice] = {}
+        # per call signature: the choice and its schedule's phases (run)
+        self._runs: dict[_ChoiceKey, tuple[Choice, tuple[Phase, ...]]] = {}
         salt = None if self.cluster.ideal_ecmp else self.cluster.seed
         self._digest = hashlib.blake2b(np.ascontiguousarray(net.capacity).tobytes()).digest()
         self._price_ctx = (self._system_key, self.cluster.nodes, salt, self._digest)
@@ -355,10 +357,20 @@ class FlowCollectives:
         or the named algorithm/protocol); returns the choice."""
         if group.size == 1 or nbytes <= 0:
             return None
-        ch = self.predict(op, nbytes, group, algorithm, protocol, sizes)
-        sched = self.schedule(ch.algorithm, op, group, sizes)
-        assert sched is not None
-        for ph in sched.phases:
+        key = (op, nbytes, group, algorithm, protocol, sizes)
+        hit = self._runs.get(key)
+        if hit is None:
+            # a run repeats its calls (every step, every bucket of one size): the tuner's
+            # choice and its schedule once per call signature
+            ch = self.predict(op, nbytes, group, algorithm, protocol, sizes)
+            sched = self.schedule(ch.algorithm, op, group, sizes)
+            assert sched is not None
+            hit = (ch, sched.phases)
+            self._runs[key] = hit
+        ch, phases = hit
+        for ph in phases:
+            # each phase's flows when it starts (a new path is registered then, as a cold
+            # run does)
             pids, coeff, mult = self.flows(ph)
             per_byte = nbytes * ch.scale
             if not math.isfinite(per_byte):

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from itertools import accumulate, chain, islice
 
@@ -147,7 +148,7 @@ class Routing:
     and as CSR arrays), the routes of every (src, dst, fold) entry met so far in those ids,
     each phase's flows, and the phases' uncontended solves by capacity."""
 
-    def __init__(self, index: dict[tuple[object, ...], int]) -> None:
+    def __init__(self, index: Mapping[tuple[object, ...], int]) -> None:
         #: the cluster's link ids this routing's paths are in (kept: identity is checked)
         self.index = index
         self.ids: dict[tuple[int, ...], int] = {}
@@ -207,13 +208,15 @@ class Routing:
         # (ClusterNetwork.node_block): one route per local pair, then array arithmetic
         inside = (fold == 0) & (node == dst // g) & (src != dst)
         local = (src % g) * g + dst % g
-        for lp in np.unique(local[inside]).tolist():
+        # (sorted(set(...)) is np.unique's answer for ints without its import of numpy.ma)
+        for lp in sorted(set(local[inside].tolist())):
             a, b = divmod(lp, g)
             (base,) = cluster.routes(a, b)
             at = np.flatnonzero(inside & (local == lp))
             rows = np.asarray(base, dtype=np.int64) + (node[at] * cluster.node_block)[:, None]
             order.append(at)
-            paths.extend(map(tuple, rows.tolist()))
+            # tuples straight from the columns (zip; no list per path); an empty route has none
+            paths.extend(zip(*rows.T.tolist(), strict=True) if base else [()] * at.size)
             lens.append(np.ones(at.size, dtype=np.int64))
         # a transfer between nodes: every pair's routes at once (ClusterNetwork.net_paths)
         across = (fold == 0) & (node != dst // g)

@@ -33,6 +33,7 @@ What is modelled, with the rule's source (PyTorch 2.x ``torch/nn/parallel/distri
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Generator
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -145,6 +146,7 @@ class DDPSpec(StrategyBase):
         wire = self.comm_hook.wire_dtype or param_dtype
         # torch.autocast runs when the compute dtype is narrower than the parameters
         autocast = DTYPE_BYTES[job.training.dtype] < DTYPE_BYTES[param_dtype]
+        plans, setup = _plans(shape, self, param_dtype, wire, autocast, job.devices)
         return DDPWork(
             mb,
             compute.optimizer_cost(shape.params()),
@@ -153,9 +155,26 @@ class DDPSpec(StrategyBase):
             Group(job.nodes, job.system.devices_per_node),
             self,
             wire,
-            iteration_plans(shape, self, param_dtype, wire, autocast),
-            tuple(setup_broadcasts(shape, param_dtype, job.devices)),
+            plans,
+            setup,
         )
+
+
+@functools.lru_cache(maxsize=64)
+def _plans(
+    shape: TransformerShape,
+    spec: DDPSpec,
+    param_dtype: str,
+    wire: str,
+    autocast: bool,
+    world: int,
+) -> tuple[tuple[IterationPlan, ...], tuple[tuple, ...]]:
+    """:func:`iteration_plans` and :func:`setup_broadcasts`, kept per process: they read the
+    model shape, the spec and the dtypes only (equal inputs, equal plans), and the runs of a
+    loop over systems, seeds or samples (``explain --vs``, uncertainty) share them. Nothing
+    changes a plan after it is made (frozen buckets; rank processes only read them)."""
+    plans = iteration_plans(shape, spec, param_dtype, wire, autocast)
+    return plans, tuple(setup_broadcasts(shape, param_dtype, world))
 
 
 @dataclass(frozen=True, slots=True)

@@ -97,17 +97,39 @@ def phase_of_edges(edges: list[tuple[int, int, float]]) -> Phase:
     )
 
 
-def phase_of_arrays(src: np.ndarray, dst: np.ndarray, coeff: np.ndarray) -> Phase:
+def phase_of_arrays(
+    src: np.ndarray, dst: np.ndarray, coeff: np.ndarray, weight: np.ndarray | None = None
+) -> Phase:
     """:func:`phase_of_edges` for flows given as arrays (large groups: no Python loop per flow); the
+    same entries in the same first-seen order. ``weight`` (optional, ≥ 1 each): how many flows
+    each row stands for, its count in the entry's multiplicity (default 1 each): the phase of
+    the rows each repeated ``weight`` times in place — or of any row list that only adds
+    repeats of rows seen before (a channel whose flows an earlier channel has), which has the
     same entries in the same first-seen order."""
     if not src.size:
         z = np.zeros(0, dtype=np.int64)
         return Phase(z, z, np.zeros(0), z)
-    # one integer key per (src, dst, coeff): a 1-D unique is far faster than a row-wise one
-    cvals, cidx = np.unique(coeff, return_inverse=True)
+    # one integer key per (src, dst, coeff): a 1-D sort is far faster than a row-wise one
+    c0 = coeff[0]
+    if bool((coeff == c0).all()):
+        # one coefficient (every flow of a pipelined ring or tree): np.unique's answer
+        # without its sort (only the count of values and each flow's index are used)
+        n_vals, cidx = 1, np.zeros(coeff.size, dtype=np.int64)
+    else:
+        cvals, cidx = np.unique(coeff, return_inverse=True)
+        n_vals = cvals.size
     span = int(max(src.max(), dst.max())) + 1
-    key = (src.astype(np.int64) * span + dst.astype(np.int64)) * cvals.size + cidx
-    _, first, counts = np.unique(key, return_index=True, return_counts=True)
+    key = (src.astype(np.int64) * span + dst.astype(np.int64)) * n_vals + cidx
+    # np.unique(key, return_index=True, return_counts=True) by its own method (a stable sort:
+    # each key's first row leads its run), with the counts summed over ``weight``
+    perm = np.argsort(key, kind="stable")
+    sk = key[perm]
+    starts = np.flatnonzero(np.concatenate(([True], sk[1:] != sk[:-1])))
+    first = perm[starts]
+    if weight is None:
+        counts = np.diff(np.append(starts, key.size))
+    else:
+        counts = np.add.reduceat(np.asarray(weight, dtype=np.int64)[perm], starts)
     order = np.argsort(first, kind="stable")
     keep = first[order]
     return Phase(

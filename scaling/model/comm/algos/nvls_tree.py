@@ -17,7 +17,7 @@ from scaling.model.comm.algos.base import (
 )
 from scaling.model.comm.algos.nvls import switch_reduction_floor_s
 from scaling.model.comm.algos.planner import Planner
-from scaling.model.comm.algos.trees import add_tree_edges, dtree_parents
+from scaling.model.comm.algos.trees import add_tree_edges, dtree_parent_arrays
 from scaling.model.comm.ops import CollectiveOp, Group
 from scaling.model.hardware.system import LibraryProtocol, LinkClass, SystemSpec
 
@@ -58,18 +58,24 @@ class NvlsTree(Algorithm):
             )
         n, k, g = group.nodes, group.per_node, plan.g
         per_ch = 1.0 / plan.channels
-        trees = [np.array(p, dtype=np.int64) for p in dtree_parents(n)]
+        trees = list(dtree_parent_arrays(n))
         node_base = group.local_base + (group.first_node + np.arange(n, dtype=np.int64)) * g
         local = np.arange(k, dtype=np.int64)
         devs = (node_base[:, None] + local[None, :]).ravel()
         nxt = (node_base[:, None] + np.roll(local, -1)[None, :]).ravel()
         srcs, dsts, coeffs = [devs], [nxt], [np.ones(devs.size)]
+        weights = [np.ones(devs.size, dtype=np.int64)]
+        # channels of the same head device add the same tree edges: each head once, weighted
+        # by its channels (phase_of_arrays: the same entries, first seen in the same order)
+        head_channels: dict[int, int] = {}
         for c in range(plan.channels):
-            heads = node_base + plan.local_walk(k, c)[0]
-            add_tree_edges(srcs, dsts, coeffs, trees, heads, per_ch)
+            head = plan.local_walk(k, c)[0]
+            head_channels[head] = head_channels.get(head, 0) + 1
+        for head, times in head_channels.items():
+            add_tree_edges(srcs, dsts, coeffs, trees, node_base + head, per_ch, weights, times)
         src, dst = np.concatenate(srcs), np.concatenate(dsts)
         steps = {LinkClass.SCALE_UP: 2.0, LinkClass.NETWORK: 2.0 * math.log2(n)}
-        ph = phase_of_arrays(src, dst, np.concatenate(coeffs))
+        ph = phase_of_arrays(src, dst, np.concatenate(coeffs), np.concatenate(weights))
         return Schedule("nvls_tree", (ph,), steps, 1.0 + 2.0 / k)
 
     def latency_s(

@@ -60,12 +60,23 @@ class Ring(Algorithm):
             coeff, passes, wire = 2.0 * (p - 1) / p, 2, 2.0 * (p - 1) / p
         else:
             coeff, passes, wire = (p - 1) / p, 1, (p - 1) / p
-        srcs, dsts = [], []
+        srcs, dsts, weights = [], [], []
+        # a channel's ring follows from its walk: channels of the same walk add the same flows,
+        # so each walk once, weighted by its channels (phase_of_arrays: the same entries, first
+        # seen in the same order)
+        walks: dict[tuple[int, ...], tuple[int, int]] = {}  # walk -> (first channel, channels)
         for c in range(plan.channels):
+            walk = tuple(plan.local_walk(group.per_node, c))
+            first, times = walks.get(walk, (c, 0))
+            walks[walk] = (first, times + 1)
+        for c, times in walks.values():
             order = np.array(plan.ring_order(group, c), dtype=np.int64)
             hops = order.size if op is not CollectiveOp.BROADCAST else order.size - 1
             srcs.append(order[:hops])
             dsts.append(np.roll(order, -1)[:hops])
+            weights.append(np.full(hops, times, dtype=np.int64))
         src, dst = np.concatenate(srcs), np.concatenate(dsts)
-        ph = phase_of_arrays(src, dst, np.full(src.size, coeff / plan.channels))
+        ph = phase_of_arrays(
+            src, dst, np.full(src.size, coeff / plan.channels), np.concatenate(weights)
+        )
         return Schedule("ring", (ph,), plan.class_steps(group, passes), wire)

@@ -15,7 +15,7 @@ from scaling.model.comm.algos.base import (
     register,
 )
 from scaling.model.comm.algos.planner import Planner
-from scaling.model.comm.algos.trees import add_tree_edges, dtree_parents
+from scaling.model.comm.algos.trees import add_tree_edges, dtree_parent_arrays
 from scaling.model.comm.ops import CollectiveOp, Group
 from scaling.model.hardware.system import LibraryProtocol, LinkClass, SystemSpec
 
@@ -70,23 +70,32 @@ class Tree(Algorithm):
         per_flow = 0.5 / plan.channels
         # Double binary tree as NCCL builds it (dtree_parents), each tree carrying half of
         # the data; a node interior in one tree is a leaf of the other.
-        trees = [np.array(p, dtype=np.int64) for p in dtree_parents(n)] if n > 1 else []
+        trees = list(dtree_parent_arrays(n)) if n > 1 else []
         node_base = base + (group.first_node + np.arange(n, dtype=np.int64)) * g
-        srcs, dsts, coeffs = [], [], []
+        srcs, dsts, coeffs, weights = [], [], [], []
+        # channels of the same walk add the same flows: each walk once, its flows weighted by
+        # its channels (phase_of_arrays: the same entries, first seen in the same order)
+        walks: dict[tuple[int, ...], int] = {}
         for c in range(plan.channels):
-            chain = plan.local_walk(k, c)
+            chain = tuple(plan.local_walk(k, c))
+            walks[chain] = walks.get(chain, 0) + 1
+        for chain, times in walks.items():
             # per node, in node order: each chain edge down (broadcast) then up (reduce), once
-            # for each tree's copy of the channel
+            # for each tree's copy of the channel (the copy: twice the weight)
             pairs = [(x, y) for a, b in itertools.pairwise(chain) for x, y in ((a, b), (b, a))]
             if pairs:
-                pa = np.array(pairs * 2, dtype=np.int64)
+                pa = np.array(pairs, dtype=np.int64)
                 srcs.append((node_base[:, None] + pa[:, 0]).ravel())
                 dsts.append((node_base[:, None] + pa[:, 1]).ravel())
                 coeffs.append(np.full(n * len(pa), per_flow))
-            add_tree_edges(srcs, dsts, coeffs, trees, node_base + chain[0], 2 * per_flow)
+                weights.append(np.full(n * len(pa), 2 * times, dtype=np.int64))
+            add_tree_edges(
+                srcs, dsts, coeffs, trees, node_base + chain[0], 2 * per_flow, weights, times
+            )
         src, dst = np.concatenate(srcs), np.concatenate(dsts)
         steps = {
             plan.intra_class: 2.0 * (k - 1),
             LinkClass.NETWORK: 2.0 * math.log2(n),
         }
-        return Schedule("tree", (phase_of_arrays(src, dst, np.concatenate(coeffs)),), steps, 2.0)
+        ph = phase_of_arrays(src, dst, np.concatenate(coeffs), np.concatenate(weights))
+        return Schedule("tree", (ph,), steps, 2.0)
