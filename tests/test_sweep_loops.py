@@ -3,12 +3,15 @@ what pandas gives, and pools start their workers before a progress bar's thread 
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 
 import pytest
 
 from scaling.io.config import load_experiment
+from scaling.model.job import Job
+from scaling.sweep.batch import job_key
 from scaling.sweep.runner import REFUSED, execute_run
 from scaling.sweep.sensitivity import _metric_of, _metric_of_pandas, sensitivity_metrics
 
@@ -112,3 +115,37 @@ def test_a_pool_started_before_a_bars_thread_forks_its_workers(start_first: bool
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == str([start_first, start_first])
+
+
+def _with_device(job: Job, **changes: object) -> Job:
+    dev = dataclasses.replace(job.system.device, **changes)
+    return dataclasses.replace(job, system=dataclasses.replace(job.system, device=dev))
+
+
+@pytest.mark.parametrize("system", ["mlu370-x8", "dgx-a100"])
+def test_a_device_number_the_job_never_reads_leaves_its_key_and_its_result(system: str) -> None:
+    """What :func:`read_view` leaves out of the key is what the simulation does not read: the
+    other dtypes' peaks and a dense job's sparsity speed-up change neither the key nor one bit
+    of the result; the job's own dtype's peak changes both (the check can fail)."""
+    exp = load_experiment(
+        "configs/mlu-vs-gpu.yaml", [f"systems=[{system}]", "nodes=[2]", "simulation.steps=1"]
+    )
+    for job in exp.jobs():  # DDP and FSDP
+        dev = job.system.device
+        assert job.training.dtype == "bf16" and not job.training.sparsity
+        others = {k: v * 0.5 for k, v in dev.peak_flops.items()}
+        others["bf16"] = dev.peak_flops["bf16"]
+        assert others != dev.peak_flops  # there is another dtype to move
+        base = execute_run(job)
+        for moved in (
+            _with_device(job, peak_flops=others),
+            _with_device(job, sparsity_speedup=dev.sparsity_speedup * 1.7 + 0.1),
+        ):
+            assert job_key(moved) == job_key(job)
+            assert _same(execute_run(moved), base)
+        own = _with_device(job, peak_flops={**dev.peak_flops, "bf16": dev.peak_flops["bf16"] * 0.5})
+        assert job_key(own) != job_key(job)
+        assert not _same(execute_run(own), base)
+        sparse = dataclasses.replace(job, training=dataclasses.replace(job.training, sparsity=True))
+        faster = _with_device(sparse, sparsity_speedup=dev.sparsity_speedup * 1.7 + 0.1)
+        assert job_key(faster) != job_key(sparse)  # read by a sparse job: part of its key
