@@ -202,7 +202,7 @@ def run_uncertainty(
     with contextlib.ExitStack() as stack:
         if folder is not None:
             stack.enter_context(results_lock(folder))
-        ex = stack.enter_context(_executor(jobs))
+        ex = stack.enter_context(_executor(jobs).start())  # forked before the bar's thread
         bar = stack.enter_context(progress_bar(desc="samples", enabled=progress))
         u = _run(
             exp,
@@ -251,7 +251,7 @@ def run_plan(
 
     exp = load_experiment(config, overrides, systems)
     with (
-        _executor(jobs) as ex,
+        _executor(jobs).start() as ex,  # workers forked before the bar's thread
         progress_bar(desc="planning", unit="sim", enabled=progress) as bar,
     ):
         return _plan(
@@ -366,8 +366,9 @@ def run_sensitivity(
     exp = load_experiment(config, overrides, systems)
     at = max(exp.config.nodes) if nodes is None else nodes
     with (
+        _executor(jobs).start() as pool,  # workers forked before the bar's thread
         progress_bar(total=0, desc="sensitivity", enabled=progress) as bar,
-        CountingExecutor(_executor(jobs), bar_progress(bar)) as ex,
+        CountingExecutor(pool, bar_progress(bar)) as ex,
     ):
         return _run(exp, at, metric, ex, samples, seed, list(only) if only else None)
 
@@ -433,7 +434,7 @@ def attribute_gap(
             raise ConfigError(f"attribute_gap: nodes {c}: {too_big or 'expected >= 1'}")
     n_sims = len(hybrid_plan(base, sa, sb, counts)[0])
     with (
-        _executor(jobs) as ex,
+        _executor(jobs).start() as ex,  # workers forked before the bar's thread
         progress_bar(total=n_sims, desc=f"{b} vs {a}", unit="sim", enabled=progress) as bar,
     ):
         try:

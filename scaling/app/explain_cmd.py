@@ -65,7 +65,7 @@ def _explain_vs(
     n_sims = len(hybrid_plan(base, a, b, counts)[0])
     t0 = time.perf_counter()
     with (
-        make_executor(jobs=jobs) as ex,
+        make_executor(jobs=jobs).start() as ex,  # workers forked before the bar's thread
         progress_bar(
             total=n_sims, desc=f"{b_name} vs {a_name}", unit="sim", enabled=want_progress(progress)
         ) as bar,

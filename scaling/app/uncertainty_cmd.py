@@ -97,7 +97,7 @@ def run_uncertainty_cli(
     t0 = time.perf_counter()
     total = n * len(nominal) + len(nominal)
     with (
-        make_executor(jobs=n_jobs) as ex,
+        make_executor(jobs=n_jobs).start() as ex,  # workers forked before the bar's thread
         progress_bar(total=total, desc="sampling", enabled=want_progress(progress)) as bar,
     ):
         u = run_uncertainty(
@@ -251,8 +251,9 @@ def sensitivity(
     oat_csv, sobol_csv = out / "sensitivity.csv", out / "sobol.csv"
     sobol_csv.unlink(missing_ok=True)  # one from an earlier run would pass for this run's
     with (
+        make_executor(jobs=n_jobs).start() as pool,  # workers forked before the bar's thread
         progress_bar(total=0, desc="sensitivity", enabled=want_progress(progress)) as bar,
-        CountingExecutor(make_executor(jobs=n_jobs), bar_progress(bar)) as ex,
+        CountingExecutor(pool, bar_progress(bar)) as ex,
     ):
         # partial results: each table is on disk as soon as its loop ends (a long Sobol
         # design stopped midway keeps the one-at-a-time table and the finished indices)

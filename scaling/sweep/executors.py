@@ -116,6 +116,13 @@ class SweepExecutor(ABC):
         """One line saying how runs are executed."""
         return type(self).__name__
 
+    def start(self) -> SweepExecutor:
+        """Start the workers now, before the caller starts a thread, and return ``self``.
+        Call it before drawing a progress bar: tqdm's bar starts a monitor thread, and a pool
+        started later spawns its workers (each imports ``scaling`` again) instead of forking
+        them (:class:`LocalPoolExecutor`). Here: nothing (no workers)."""
+        return self
+
     def close(self) -> None:  # noqa: B027 (optional: most executors hold nothing)
         """Release workers (idempotent)."""
 
@@ -181,6 +188,11 @@ class CountingExecutor(SweepExecutor):
     def describe(self) -> str:
         """The inner executor's description."""
         return self.inner.describe()
+
+    def start(self) -> SweepExecutor:
+        """Start the inner executor's workers (see the base class); return ``self``."""
+        self.inner.start()
+        return self
 
     def close(self) -> None:
         """Close the inner executor."""
@@ -283,6 +295,18 @@ class LocalPoolExecutor(SweepExecutor):
                 proc.terminate()
         for proc in list((getattr(pool, "_processes", None) or {}).values()):
             proc.join(timeout=5)
+
+    def start(self) -> SweepExecutor:
+        """Start the pool and its workers now (see the base class); return ``self``. A forking
+        pool forks every worker at its first task (CPython's ``ProcessPoolExecutor``), so a
+        trivial task forks them here, while the process has no other thread."""
+        if self._pool is None:
+            self._pool = self._new_pool()
+            try:
+                self._pool.submit(os.getpid).result()
+            except BrokenProcessPool:  # a worker died starting: the first real task retries
+                self._drop_pool()
+        return self
 
     def close(self) -> None:
         """Shut the pool down."""

@@ -13,7 +13,8 @@ import pandas as pd
 
 from scaling.io.config import LoadedExperiment
 from scaling.io.errors import ConfigError
-from scaling.io.results import add_scaling_efficiency
+from scaling.io.results import add_scaling_efficiency, efficiency_rows
+from scaling.io.rows import NAN
 from scaling.model.analysis.metrics import METRICS, RunResult
 from scaling.model.job import Job
 from scaling.sweep.batch import RunMemo, run_all
@@ -59,20 +60,40 @@ def _metric_of(
     rows: list[dict[str, Any]], jobs: list[Job], at: int, metric: str
 ) -> dict[tuple[str, str], float]:
     """Per (system, strategy): ``metric`` at ``at`` nodes (scaling efficiency against the
-    fewest nodes of the same rows)."""
-    df = pd.DataFrame(
-        [
-            {
-                "system": j.system.name,
-                "model": j.shape.name,
-                "strategy": j.strategy.label,
-                "devices": j.devices,
-                "nodes": j.nodes,
-                **r,
-            }
-            for j, r in zip(jobs, rows, strict=True)
-        ]
-    )
+    fewest nodes of the same rows). Called once per case (thousands in a Sobol design), so
+    without pandas where :func:`~scaling.io.results.efficiency_rows` mirrors it exactly (the
+    same table as ``add_scaling_efficiency(pd.DataFrame(...))``; issue 29)."""
+    records = [
+        {
+            "system": j.system.name,
+            "model": j.shape.name,
+            "strategy": j.strategy.label,
+            "devices": j.devices,
+            "nodes": j.nodes,
+            **r,
+        }
+        for j, r in zip(jobs, rows, strict=True)
+    ]
+    table = efficiency_rows(records)
+    if not table.exact:
+        return _metric_of_pandas(records, at, metric)
+    data = table.data
+    cells = data.get(metric)
+    out = {}
+    for i in range(len(table)):
+        if data["nodes"][i] != at:
+            continue
+        v = NAN if cells is None else cells[i]
+        ok = data.get("status", [NAN] * len(table))[i] == OK and v == v
+        out[(str(data["system"][i]), str(data["strategy"][i]))] = float(v) if ok else NAN
+    return out
+
+
+def _metric_of_pandas(
+    records: list[dict[str, Any]], at: int, metric: str
+) -> dict[tuple[str, str], float]:
+    """:func:`_metric_of` with pandas (a cell :class:`~scaling.io.rows.Rows` cannot mirror)."""
+    df = pd.DataFrame(records)
     if "tokens_per_s_per_device" not in df:
         df["tokens_per_s_per_device"] = float("nan")
     df = add_scaling_efficiency(df)
