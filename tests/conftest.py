@@ -2,11 +2,32 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_system_cache() -> Iterator[None]:
+    """The test session's commands (in process and in subprocesses, which inherit the
+    environment) keep validated systems (scaling/io/system_cache.py) in a folder of their own,
+    removed at the end, never in the user's ``~/.cache/scaling``; a test that sets
+    ``SCALING_CACHE_DIR`` or ``SCALING_NO_CACHE`` itself still wins inside it."""
+    before = os.environ.get("SCALING_CACHE_DIR")
+    with tempfile.TemporaryDirectory(prefix="scaling-test-cache-") as folder:
+        os.environ["SCALING_CACHE_DIR"] = folder
+        try:
+            yield
+        finally:
+            if before is None:
+                os.environ.pop("SCALING_CACHE_DIR", None)
+            else:
+                os.environ["SCALING_CACHE_DIR"] = before
 
 
 @pytest.fixture

@@ -23,7 +23,8 @@ BLAS_THREADS = "1"
 if "OPENBLAS_NUM_THREADS" not in os.environ and "OMP_NUM_THREADS" not in os.environ:
     os.environ["OPENBLAS_NUM_THREADS"] = BLAS_THREADS
 
-import logging  # noqa: E402  (after the BLAS setting: nothing below may import numpy first)
+import gc  # noqa: E402  (after the BLAS setting: nothing below may import numpy first)
+import logging  # noqa: E402
 import sys  # noqa: E402
 from collections.abc import Callable  # noqa: E402
 from importlib import import_module  # noqa: E402
@@ -243,6 +244,12 @@ class LazyGroup(click.Group):
             return None
         module, attr, _ = REGISTRY[cmd_name]
         cmd: click.Command = getattr(import_module(module), attr)
+        # The command's modules (numpy, pydantic schemas, the model: ~10^5 objects) now live
+        # until exit: moved out of the collector's generations, no collection traverses them
+        # again (a `collective` at 4,096 ranks spent ~70 ms CPU in ~150 collections walking
+        # them). Python's gc.freeze docs recommend the same before forking workers, which the
+        # sweep pools do; the Python API (no CLI) is left alone.
+        gc.freeze()
         return cmd
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
