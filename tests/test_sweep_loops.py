@@ -13,7 +13,12 @@ from scaling.io.config import load_experiment
 from scaling.model.job import Job
 from scaling.sweep.batch import job_key
 from scaling.sweep.runner import REFUSED, execute_run
-from scaling.sweep.sensitivity import _metric_of, _metric_of_pandas, sensitivity_metrics
+from scaling.sweep.sensitivity import (
+    _metric_of,
+    _metric_of_pandas,
+    case_records,
+    sensitivity_metrics,
+)
 
 
 @functools.cache
@@ -24,17 +29,7 @@ def _runs() -> tuple[list, list]:
 
 
 def _records(jobs: list, rows: list) -> list[dict]:
-    return [
-        {
-            "system": j.system.name,
-            "model": j.shape.name,
-            "strategy": j.strategy.label,
-            "devices": j.devices,
-            "nodes": j.nodes,
-            **r,
-        }
-        for j, r in zip(jobs, rows, strict=True)
-    ]
+    return case_records(rows, jobs)
 
 
 def _same(a: dict, b: dict) -> bool:

@@ -56,14 +56,9 @@ def check_metric(metric: str) -> None:
         raise ConfigError(f"metric {metric!r}: not a metric; expected one of {', '.join(names)}")
 
 
-def _metric_of(
-    rows: list[dict[str, Any]], jobs: list[Job], at: int, metric: str
-) -> dict[tuple[str, str], float]:
-    """Per (system, strategy): ``metric`` at ``at`` nodes (scaling efficiency against the
-    fewest nodes of the same rows). Called once per case (thousands in a Sobol design), so
-    without pandas where :func:`~scaling.io.results.efficiency_rows` mirrors it exactly (the
-    same table as ``add_scaling_efficiency(pd.DataFrame(...))``; issue 29)."""
-    records = [
+def case_records(rows: list[dict[str, Any]], jobs: list[Job]) -> list[dict[str, Any]]:
+    """One record per run of a case: the job's identifying columns, then its result row."""
+    return [
         {
             "system": j.system.name,
             "model": j.shape.name,
@@ -74,17 +69,28 @@ def _metric_of(
         }
         for j, r in zip(jobs, rows, strict=True)
     ]
+
+
+def _metric_of(
+    rows: list[dict[str, Any]], jobs: list[Job], at: int, metric: str
+) -> dict[tuple[str, str], float]:
+    """Per (system, strategy): ``metric`` at ``at`` nodes (scaling efficiency against the
+    fewest nodes of the same rows). Called once per case (thousands in a Sobol design), so
+    without pandas where :func:`~scaling.io.results.efficiency_rows` mirrors it exactly (the
+    same table as ``add_scaling_efficiency(pd.DataFrame(...))``; issue 29)."""
+    records = case_records(rows, jobs)
     table = efficiency_rows(records)
     if not table.exact:
         return _metric_of_pandas(records, at, metric)
     data = table.data
     cells = data.get(metric)
+    status = data.get("status")
     out = {}
     for i in range(len(table)):
         if data["nodes"][i] != at:
             continue
         v = NAN if cells is None else cells[i]
-        ok = data.get("status", [NAN] * len(table))[i] == OK and v == v
+        ok = status is not None and status[i] == OK and v == v
         out[(str(data["system"][i]), str(data["strategy"][i]))] = float(v) if ok else NAN
     return out
 
