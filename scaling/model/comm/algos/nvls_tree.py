@@ -68,9 +68,8 @@ class NvlsTree(Algorithm):
         # channels of the same head device add the same tree edges: each head once, weighted
         # by its channels (phase_of_arrays: the same entries, first seen in the same order)
         head_channels: dict[int, int] = {}
-        for c in range(plan.channels):
-            head = plan.local_walk(k, c)[0]
-            head_channels[head] = head_channels.get(head, 0) + 1
+        for walk, (_, times) in plan.distinct_walks(k).items():
+            head_channels[walk[0]] = head_channels.get(walk[0], 0) + times
         for head, times in head_channels.items():
             add_tree_edges(srcs, dsts, coeffs, trees, node_base + head, per_ch, weights, times)
         src, dst = np.concatenate(srcs), np.concatenate(dsts)

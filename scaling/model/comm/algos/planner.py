@@ -61,6 +61,19 @@ class Planner:
             walks = self._walks[k] = self._build_walks(k)
         return walks[c]
 
+    def distinct_walks(self, k: int) -> dict[tuple[int, ...], tuple[int, int]]:
+        """Each distinct local walk of the channels inside a node of ``k`` ranks -> (the first
+        channel taking it, how many channels take it), in first-seen order. Channels of one
+        walk add the same flows, so a schedule builds each walk once, weighted by its channels
+        (:func:`~scaling.model.comm.algos.base.phase_of_arrays`: the same entries, first seen in
+        the same order)."""
+        walks: dict[tuple[int, ...], tuple[int, int]] = {}
+        for c in range(self.channels):
+            walk = tuple(self.local_walk(k, c))
+            first, times = walks.get(walk, (c, 0))
+            walks[walk] = (first, times + 1)
+        return walks
+
     def _candidates(self, k: int, c: int) -> list[list[int]]:
         """Valid walks for channel ``c``: their cyclic structure is fixed by the fabric; where
         the walk is cut (its entry and exit devices) is free."""

@@ -61,15 +61,8 @@ class Ring(Algorithm):
         else:
             coeff, passes, wire = (p - 1) / p, 1, (p - 1) / p
         srcs, dsts, weights = [], [], []
-        # a channel's ring follows from its walk: channels of the same walk add the same flows,
-        # so each walk once, weighted by its channels (phase_of_arrays: the same entries, first
-        # seen in the same order)
-        walks: dict[tuple[int, ...], tuple[int, int]] = {}  # walk -> (first channel, channels)
-        for c in range(plan.channels):
-            walk = tuple(plan.local_walk(group.per_node, c))
-            first, times = walks.get(walk, (c, 0))
-            walks[walk] = (first, times + 1)
-        for c, times in walks.values():
+        # a channel's ring follows from its walk: each walk once, weighted by its channels
+        for c, times in plan.distinct_walks(group.per_node).values():
             order = np.array(plan.ring_order(group, c), dtype=np.int64)
             hops = order.size if op is not CollectiveOp.BROADCAST else order.size - 1
             srcs.append(order[:hops])

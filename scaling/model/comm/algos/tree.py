@@ -73,13 +73,8 @@ class Tree(Algorithm):
         trees = list(dtree_parent_arrays(n)) if n > 1 else []
         node_base = base + (group.first_node + np.arange(n, dtype=np.int64)) * g
         srcs, dsts, coeffs, weights = [], [], [], []
-        # channels of the same walk add the same flows: each walk once, its flows weighted by
-        # its channels (phase_of_arrays: the same entries, first seen in the same order)
-        walks: dict[tuple[int, ...], int] = {}
-        for c in range(plan.channels):
-            chain = tuple(plan.local_walk(k, c))
-            walks[chain] = walks.get(chain, 0) + 1
-        for chain, times in walks.items():
+        # each walk once, its flows weighted by its channels
+        for chain, (_, times) in plan.distinct_walks(k).items():
             # per node, in node order: each chain edge down (broadcast) then up (reduce), once
             # for each tree's copy of the channel (the copy: twice the weight)
             pairs = [(x, y) for a, b in itertools.pairwise(chain) for x, y in ((a, b), (b, a))]
