@@ -60,3 +60,26 @@ def test_node_count_and_a_replaced_network_are_part_of_the_key() -> None:
     fc.net = FlowNetwork(fc.env, fc.cluster.capacity() / 4)  # every link at a quarter
     quarter = fc.predict(AR, 2**28, Group(4, spec.devices_per_node))
     assert quarter.time_s > four.time_s
+
+
+def test_a_device_only_change_shares_the_price_and_its_bits() -> None:
+    """Nothing in the collective model reads the device: a system that differs only there
+    (a sample that perturbs a device input) takes the price already made, which is the one
+    a cold process computes for it."""
+    spec = load_system("mlu370-x8").spec
+    slow_chip = dataclasses.replace(
+        spec,
+        device=dataclasses.replace(
+            spec.device, matmul_efficiency=spec.device.matmul_efficiency / 2
+        ),
+    )
+    clear_price_cache()
+    base = _price(spec)
+    assert _price(slow_chip) is base and len(flowcoll._PRICES) == 1
+    clear_price_cache()
+    assert _price(slow_chip) == base
+    # a NIC's rate is not the device's: its own price
+    wide = dataclasses.replace(
+        spec, nics=dataclasses.replace(spec.nics, bw_Bps=2 * spec.nics.bw_Bps)
+    )
+    assert _price(wide).time_s < base.time_s and len(flowcoll._PRICES) == 2

@@ -288,7 +288,7 @@ def sobol_indices(
     ranks: list[tuple[Any, ...]] = []
     spans = []
     for m in mats:
-        for u in m:
+        for row, u in enumerate(m):
             values = [inp.from_unit(u[k]) for k, inp in enumerate(inputs)]
             changes = {(inp.doc, inp.path): v for inp, v in zip(inputs, values, strict=True)}
             js = [
@@ -298,7 +298,11 @@ def sobol_indices(
             ]
             spans.append((len(all_jobs), len(js)))
             all_jobs += js
-            ranks += [structure_rank(inputs, values)] * len(js)
+            # per structure, the design's row: A's row r and every row of B_A^(i) built from
+            # it follow one another, and those whose column i leaves the capacities alone
+            # (device, latency and library-latency inputs) meet A's uncontended phase solves
+            # in the worker's caches (scaling.model.comm.shared, keyed by capacities)
+            ranks += [(structure_rank(inputs, values), row)] * len(js)
     results = run_all(executor, all_jobs, memo=memo, rank=ranks)
     ys = np.array(
         [

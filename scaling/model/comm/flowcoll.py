@@ -21,7 +21,7 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Generator
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 import simpy
@@ -53,12 +53,13 @@ class Choice:
 _ChoiceKey = tuple[CollectiveOp, float, Group, str | None, str | None, PeerSizes | None]
 
 # ---- tuner prices shared across runs in one process ------------------------------------------
-#: The tuner's choices by (price context, call): the context is the system's every field (its
-#: repr: capacities, latencies, efficiencies, library constants and algorithms), the node
-#: count, the ECMP salt (the seed, unless ECMP is ideal) and a digest of the network's link
-#: capacities (a degraded-NIC network differs), so an entry is reused only where every input
-#: of the price is the same (runs of several strategies, seeds or commands of one system);
-#: uncertainty samples perturb the system and so never share. Oldest entries go first.
+#: The tuner's choices by (price context, call): the context is every field of the system but
+#: its device (its repr: capacities, latencies, efficiencies, library constants and
+#: algorithms; nothing in ``scaling.model.comm`` reads the device), the node count, the ECMP
+#: salt (the seed, unless ECMP is ideal) and a digest of the network's link capacities (a
+#: degraded-NIC network differs), so an entry is reused only where every input of the price
+#: is the same (runs of several strategies, seeds or commands of one system, and samples that
+#: perturb only the device). Oldest entries go first.
 _PRICES: dict[tuple[tuple[str, int, int | None, bytes], _ChoiceKey], Choice] = {}
 _MAX_PRICES = 65_536
 
@@ -93,9 +94,12 @@ class FlowCollectives:
         SchedKey = tuple[str, CollectiveOp, Group, PeerSizes | None]
         self._sched: dict[SchedKey, Schedule | None] = {}
         self._why: dict[SchedKey, str] = {}  # why a schedule is None
-        # every number and name of the system (capacities, latencies, library constants,
-        # algorithm list): the part of a price's key that the system gives (see _PRICES)
-        self._system_key = repr(system)
+        # every number and name of the system but the device's (capacities, latencies,
+        # library constants, algorithm list): the part of a price's key that the system gives
+        # (see _PRICES)
+        self._system_key = repr(
+            tuple(getattr(system, f.name) for f in fields(system) if f.name != "device")
+        )
         self.net = FlowNetwork(env, self.cluster.capacity())
 
     @property
