@@ -343,7 +343,8 @@ class _Queue:
         prev, self._tail = self._tail, done
         tag = self.tag if tag is None else tag
         call = _Call(
-            replace(key, tag=tag),
+            # (most calls already carry their queue's tag: no copy of the key then)
+            key if key.tag == tag else replace(key, tag=tag),
             op,
             nbytes,
             group,
