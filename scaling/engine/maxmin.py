@@ -61,6 +61,9 @@ class Solution(NamedTuple):
             (sum over classes of rate * multiplicity).
         zero_rate: some class has rate 0 (a link saturated up to rounding before it was
             filled): its flows never finish, and dividing bytes by its rate warns.
+        first: ``path_ids`` is the block ``first, first + 1, ..., first + K - 1`` when >= 0
+            (a phase's paths, registered together: slices read and write its per-path
+            values, where a gather or scatter of ~10^4 entries costs tens of us), else -1.
     """
 
     path_ids: IntArray
@@ -69,6 +72,7 @@ class Solution(NamedTuple):
     link_idx: IntArray
     link_rate: FloatArray
     zero_rate: bool = False
+    first: int = -1
 
 
 def _readonly(a: np.ndarray) -> np.ndarray:
@@ -374,7 +378,9 @@ class MaxMinSolver:
                 # exact: the memo's counts match on its paths, and its flows add up to
                 # `total` (the key), so every other path's count is zero (counts >= 0)
                 # (bytes compared: int64 both, ~5 us less than `(a == b).all()` on a few)
-                if counts.take(memo.path_ids).tobytes() == memo.multiplicity.tobytes():
+                k = memo.first
+                got = counts[k : k + memo.path_ids.size] if k >= 0 else counts.take(memo.path_ids)
+                if got.tobytes() == memo.multiplicity.tobytes():
                     self.hits += 1
                     return memo
         return None
@@ -458,6 +464,8 @@ class MaxMinSolver:
         # the links used, sorted (np.unique's answer) by a count: O(entries + links) where
         # np.unique sorts or hashes the entries, the larger cost on a big active set
         link_idx = np.flatnonzero(np.bincount(links, minlength=self.n_links))
+        # (strictly increasing: the ends tell a block)
+        first = int(pids[0]) if pids.size and int(pids[-1]) - int(pids[0]) == pids.size - 1 else -1
         return Solution(
             path_ids=_readonly(pids.copy()),
             multiplicity=_readonly(mults.copy()),
@@ -465,6 +473,7 @@ class MaxMinSolver:
             link_idx=_readonly(link_idx),
             link_rate=_readonly(load[link_idx]),
             zero_rate=bool((rates == 0.0).any()),
+            first=first,
         )
 
     # -- bulk registration of known-distinct paths (issue 29) -------------------------------
