@@ -61,6 +61,9 @@ class Solution(NamedTuple):
             (sum over classes of rate * multiplicity).
         zero_rate: some class has rate 0 (a link saturated up to rounding before it was
             filled): its flows never finish, and dividing bytes by its rate warns.
+        first: ``path_ids`` is the block ``first, first + 1, ..., first + K - 1`` when >= 0
+            (a phase's paths, registered together: slices read and write its per-path
+            values, where a gather or scatter of ~10^4 entries costs tens of us), else -1.
     """
 
     path_ids: IntArray
@@ -69,6 +72,7 @@ class Solution(NamedTuple):
     link_idx: IntArray
     link_rate: FloatArray
     zero_rate: bool = False
+    first: int = -1
 
 
 def _readonly(a: np.ndarray) -> np.ndarray:
@@ -116,8 +120,15 @@ class MaxMinSolver:
         # building the signature. `_fifo`: insertion order, for eviction.
         self._cache: dict[tuple[int, int], list[Solution]] = {}
         self._fifo: deque[tuple[tuple[int, int], Solution]] = deque()
+        # Registered paths in a growable CSR buffer (amortised O(1) append), and the id of each
+        # path's link tuple, kept lazily: paths [0, _ids_upto) are in `_ids`, the rest are
+        # added from the CSR by _keys() when a lookup by links needs them (the model
+        # registers its paths in bulk with register_checked_csr and never looks one up by its
+        # links: hashing ~6,400 tuples per run was ~5 % of a Sobol run). The empty path's id
+        # is kept apart: every transfer asks for it.
         self._ids: dict[tuple[int, ...], int] = {}
-        # Registered paths in a growable CSR buffer (amortised O(1) append).
+        self._ids_upto = 0
+        self._empty: int | None = None
         self._ptr = np.zeros(16, dtype=np.int64)
         self._buf = np.zeros(64, dtype=np.int64)
         self._n_paths = 0
@@ -164,7 +175,8 @@ class MaxMinSolver:
             key: tuple[int, ...] = links
         else:
             key = tuple(np.asarray(links, dtype=np.int64).ravel().tolist())
-        pid = self._ids.get(key)
+        ids = self._keys()
+        pid = ids.get(key)
         if pid is not None:
             return pid
         if key:
@@ -183,14 +195,17 @@ class MaxMinSolver:
         self._buf[start:end] = arr
         self._ptr[pid + 1] = end
         self._n_paths += 1
-        self._ids[key] = pid
+        ids[key] = pid
+        self._ids_upto = self._n_paths
+        if not key:
+            self._empty = pid
         return pid
 
     def register_many(self, paths: Sequence[Sequence[int]]) -> IntArray:
         """Register many paths at once; the ids :meth:`register` would return one by one (new
         paths numbered in first-seen order), shape [len(paths)]."""
         n0 = self._n_paths
-        ids = self._ids
+        ids = self._keys()
         new: dict[tuple[int, ...], int] = {}  # first-seen order: the ids register would give
         got: list[int] = []
         for links in paths:
@@ -208,16 +223,31 @@ class MaxMinSolver:
             )
             self._append_csr(flat, lengths)
             ids.update(new)
+            self._ids_upto = self._n_paths
         return out
 
-    def _append_csr(self, flat: IntArray, lengths: IntArray) -> None:
+    def _keys(self) -> dict[tuple[int, ...], int]:
+        """The id of every registered path by its link tuple (the ones registered in bulk by
+        :meth:`register_checked_csr` added from the CSR now)."""
+        ids, upto, n = self._ids, self._ids_upto, self._n_paths
+        if upto < n:
+            ptr = self._ptr[upto : n + 1].tolist()
+            flat = self._buf[ptr[0] : ptr[-1]].tolist()
+            base = ptr[0]
+            for k in range(n - upto):
+                ids[tuple(flat[ptr[k] - base : ptr[k + 1] - base])] = upto + k
+            self._ids_upto = n
+        return ids
+
+    def _append_csr(self, flat: IntArray, lengths: IntArray, *, repeats: bool = True) -> None:
         """Record new paths given end to end (``flat``, ``lengths`` links each) as ids
         ``n_paths, n_paths + 1, ...``, after the checks of :meth:`register` on all of them at
-        once (before any is recorded). The caller maps their keys to the ids."""
+        once (before any is recorded; ``repeats=False``: a link repeated inside a path is not
+        looked for). The caller maps their keys to the ids (or leaves that to :meth:`_keys`)."""
         n0, n = self._n_paths, int(lengths.size)
-        if flat.size:
-            if int(flat.min()) < 0 or int(flat.max()) >= self.n_links:
-                raise ValueError(f"link index out of range [0, {self.n_links})")
+        if flat.size and (int(flat.min()) < 0 or int(flat.max()) >= self.n_links):
+            raise ValueError(f"link index out of range [0, {self.n_links})")
+        if flat.size and repeats:
             seg = np.repeat(np.arange(n), lengths)
             order = np.lexsort((flat, seg))
             s_seg, s_flat = seg[order], flat[order]
@@ -237,6 +267,8 @@ class MaxMinSolver:
         self._buf[start:end] = flat
         self._ptr[n0 + 1 : need] = start + np.cumsum(lengths)
         self._n_paths = need - 1
+        if self._empty is None and n and int(lengths.min()) == 0:  # the path without links
+            self._empty = n0 + int(np.argmin(lengths))
 
     def path_links(self, path_id: int) -> IntArray:
         """Link indices of a registered path (read-only copy)."""
@@ -250,7 +282,7 @@ class MaxMinSolver:
     def empty_path_id(self) -> int | None:
         """The id of the registered path without links (a local copy), or None: there is at
         most one, since paths are registered once per link sequence."""
-        return self._ids.get(())
+        return self._empty
 
     def path_lengths(self, path_ids: IntArray) -> IntArray:
         """Number of links of each of the given registered paths (0: a local copy)."""
@@ -346,7 +378,9 @@ class MaxMinSolver:
                 # exact: the memo's counts match on its paths, and its flows add up to
                 # `total` (the key), so every other path's count is zero (counts >= 0)
                 # (bytes compared: int64 both, ~5 us less than `(a == b).all()` on a few)
-                if counts.take(memo.path_ids).tobytes() == memo.multiplicity.tobytes():
+                k = memo.first
+                got = counts[k : k + memo.path_ids.size] if k >= 0 else counts.take(memo.path_ids)
+                if got.tobytes() == memo.multiplicity.tobytes():
                     self.hits += 1
                     return memo
         return None
@@ -430,6 +464,8 @@ class MaxMinSolver:
         # the links used, sorted (np.unique's answer) by a count: O(entries + links) where
         # np.unique sorts or hashes the entries, the larger cost on a big active set
         link_idx = np.flatnonzero(np.bincount(links, minlength=self.n_links))
+        # (strictly increasing: the ends tell a block)
+        first = int(pids[0]) if pids.size and int(pids[-1]) - int(pids[0]) == pids.size - 1 else -1
         return Solution(
             path_ids=_readonly(pids.copy()),
             multiplicity=_readonly(mults.copy()),
@@ -437,25 +473,31 @@ class MaxMinSolver:
             link_idx=_readonly(link_idx),
             link_rate=_readonly(load[link_idx]),
             zero_rate=bool((rates == 0.0).any()),
+            first=first,
         )
 
     # -- bulk registration of known-distinct paths (issue 29) -------------------------------
 
-    def register_csr(
-        self, keys: Sequence[tuple[int, ...]], flat: IntArray, lengths: IntArray
-    ) -> IntArray:
-        """:meth:`register_many` of ``keys`` given also as CSR arrays (``flat``: their links
-        end to end; ``lengths``: links per path), which spares flattening tuples in Python;
-        the same ids and the same state. Callers that keep their paths as arrays (the model's
-        routes shared across runs) register a run's paths in one call."""
-        ids = self._ids
-        if len(set(keys)) != len(keys) or any(k in ids for k in keys):
-            return self.register_many(keys)  # repeats: its first-seen numbering
-        n0, n = self._n_paths, len(keys)
+    def register_checked_csr(self, flat: IntArray, lengths: IntArray) -> IntArray:
+        """Register paths that the caller guarantees are new: distinct from each other and
+        from every path registered before, none crossing a link twice. They get the ids
+        ``n_paths, n_paths + 1, ...`` in the order given (those :meth:`register_many` would
+        give them) and the same state, shape [len(lengths)].
+
+        Args:
+            flat: the paths' link indices end to end, int64, shape [sum(lengths)].
+            lengths: links per path, int64 >= 0, shape [P].
+
+        Only the link range is checked (two reductions): a path given twice, one registered
+        before, or one crossing a link twice is undefined behaviour (wrong ids or rates, no
+        error). For the model's routes (``scaling.model.comm.flowcoll``), interned once per
+        cluster structure, where that is checked once (``scaling.model.comm.shared``) instead
+        of hashing every path of every run here: ~5 % of a Sobol run's CPU.
+        """
+        n0 = self._n_paths
         flat = np.asarray(flat, dtype=np.int64)
         lengths = np.asarray(lengths, dtype=np.int64)
-        if lengths.size != n or int(lengths.sum()) != flat.size:
-            raise ValueError("flat and lengths do not describe the keys")
-        self._append_csr(flat, lengths)
-        ids.update(zip(keys, range(n0, n0 + n), strict=True))
-        return np.arange(n0, n0 + n, dtype=np.int64)
+        if int(lengths.sum()) != flat.size:
+            raise ValueError("flat and lengths do not describe the same paths")
+        self._append_csr(flat, lengths, repeats=False)
+        return np.arange(n0, n0 + lengths.size, dtype=np.int64)

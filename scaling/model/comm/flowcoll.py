@@ -170,8 +170,10 @@ class FlowCollectives:
             new = pp.order[pid_of[pp.order] < 0]
             if new.size:
                 # register the phase's new paths in first appearance, as a fresh network
-                # does: the engine's path ids (and so its solve order) are a cold run's
-                pid_of[new] = self.net.solver.register_csr(*routing.csr(new))
+                # does: the engine's path ids (and so its solve order) are a cold run's.
+                # The trusted entry: the routing's paths are distinct and cross no link
+                # twice (checked once per structure), and `new` only those not yet here
+                pid_of[new] = self.net.solver.register_checked_csr(*routing.csr(new))
             coeff = np.ascontiguousarray(pp.coeff, dtype=np.float64)
             mult = np.ascontiguousarray(pp.mult, dtype=np.int64)
             # checked once here, so every run of the phase enters the engine through its

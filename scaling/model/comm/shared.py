@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import accumulate, chain, islice
 
@@ -143,6 +143,15 @@ def _gather(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
     return np.arange(int(lengths.sum()), dtype=np.int64) + np.repeat(starts - offset, lengths)
 
 
+def _check_routes(routes: Sequence[tuple[int, ...]]) -> None:
+    """Refuse a route that crosses a link twice (a routing bug: the engine would count the
+    link twice). Checked once, where a routing learns its routes, so that every run registers
+    them through the engine's trusted entry (:meth:`Routing.csr`)."""
+    bad = next((r for r in routes if len(set(r)) != len(r)), None)
+    if bad is not None:
+        raise ValueError(f"route {bad} crosses a link twice")
+
+
 class Routing:
     """Paths of one cluster graph and ECMP salt: structure-wide ids of link tuples (as tuples
     and as CSR arrays), the routes of every (src, dst, fold) entry met so far in those ids,
@@ -167,19 +176,21 @@ class Routing:
         #: (capacity digest, id(phase), engine path ids of its flows) -> (phase, its solve)
         self.infos: dict[tuple[bytes, int, bytes], tuple[Phase, tuple[float, str]]] = {}
 
-    def csr(self, gids: np.ndarray) -> tuple[list[tuple[int, ...]], np.ndarray, np.ndarray]:
-        """The paths ``gids`` as (link tuples, their links end to end, links per path)."""
+    def csr(self, gids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The paths ``gids`` as (their links end to end, links per path): the input of
+        :meth:`~scaling.engine.maxmin.MaxMinSolver.register_checked_csr`, whose promises
+        hold: the routing's paths are distinct (interned) and none crosses a link twice
+        (:func:`_check_routes`, as they are learned)."""
         with _LOCK:
             return self._csr_of(gids)
 
-    def _csr_of(self, gids: np.ndarray) -> tuple[list[tuple[int, ...]], np.ndarray, np.ndarray]:
+    def _csr_of(self, gids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         if self._csr is None or self._csr[1].size != len(self._ptr):
             self._csr = (np.array(self._flat, dtype=np.int64), np.array(self._ptr, np.int64))
         flat, ptr = self._csr
         starts = ptr[gids]
         lengths = ptr[gids + 1] - starts
-        links = self.links
-        return [links[g] for g in gids.tolist()], flat[_gather(starts, lengths)], lengths
+        return flat[_gather(starts, lengths)], lengths
 
     def _intern(self, paths: list[tuple[int, ...]]) -> list[int]:
         """The structure-wide ids of ``paths``, new ones numbered in first appearance."""
@@ -212,6 +223,7 @@ class Routing:
         for lp in sorted(set(local[inside].tolist())):
             a, b = divmod(lp, g)
             (base,) = cluster.routes(a, b)
+            _check_routes([base])  # (each node's copy: these links shifted, as distinct)
             at = np.flatnonzero(inside & (local == lp))
             rows = np.asarray(base, dtype=np.int64) + (node[at] * cluster.node_block)[:, None]
             order.append(at)
@@ -223,6 +235,7 @@ class Routing:
         at = np.flatnonzero(across)
         if at.size:
             net, count = cluster.net_paths(src[at], dst[at])
+            _check_routes(net)
             order.append(at)
             paths.extend(net)
             lens.append(count)
@@ -234,6 +247,7 @@ class Routing:
             src[rest].tolist(), dst[rest].tolist(), fold[rest].tolist(), strict=True
         ):
             routes = cluster.routes(a, b) if f == 0 else cluster.folded_routes(a, b, f == 2)
+            _check_routes(routes)
             paths.extend(routes)
             few.append(len(routes))
         ln = np.concatenate([*lens, np.array(few, dtype=np.int64)])
