@@ -119,9 +119,10 @@ def _with_device(job: Job, **changes: object) -> Job:
 
 @pytest.mark.parametrize("system", ["mlu370-x8", "dgx-a100"])
 def test_a_device_number_the_job_never_reads_leaves_its_key_and_its_result(system: str) -> None:
-    """What :func:`read_view` leaves out of the key is what the simulation does not read: the
-    other dtypes' peaks and a dense job's sparsity speed-up change neither the key nor one bit
-    of the result; the job's own dtype's peak changes both (the check can fail)."""
+    """What :func:`~scaling.model.reads.read_view` leaves out of the key is what the
+    simulation does not read: the other dtypes' peaks and a dense job's sparsity speed-up
+    change neither the key nor one bit of the result; the job's own dtype's peak changes both
+    (the check can fail)."""
     exp = load_experiment(
         "configs/mlu-vs-gpu.yaml", [f"systems=[{system}]", "nodes=[2]", "simulation.steps=1"]
     )

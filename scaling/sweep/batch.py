@@ -3,44 +3,23 @@ distinct job simulated once, the runs of one cluster one after another (issue 29
 
 from __future__ import annotations
 
-import dataclasses
 import pickle
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from scaling.model.hardware.precision import activation_dtype
 from scaling.model.job import Job
+from scaling.model.reads import read_view
 from scaling.sweep.executors import SweepExecutor
 from scaling.sweep.runner import execute_run
 
 
-def read_view(job: Job) -> Job:
-    """``job`` without the device numbers its simulation never reads, so that two jobs that
-    differ only there share a key (:func:`job_key`): a sampled input that cannot reach a job
-    (a Sobol row or one-at-a-time end that moves only it) is then not simulated again.
-
-    Left out: the dense peaks of dtypes other than the job's compute and activation dtypes
-    (the model reads ``DeviceSpec.peak(dtype)`` only for those: ``ComputeModel`` and the MFU
-    metric; the dtype keys stay, the feasibility check reads them), and the
-    structured-sparsity speed-up of a job without ``training.sparsity`` (read only by
-    ``ComputeModel`` for a sparse job). tests/test_sweep_loops.py simulates both and checks
-    that the results are equal, so a model change that starts reading them fails there."""
-    dev = job.system.device
-    used = {job.training.dtype, activation_dtype(job.training.dtype)}
-    peaks = {k: (v if k in used else 0.0) for k, v in dev.peak_flops.items()}
-    speedup = dev.sparsity_speedup if job.training.sparsity else 1.0
-    if peaks == dev.peak_flops and speedup == dev.sparsity_speedup:
-        return job
-    view = dataclasses.replace(dev, peak_flops=peaks, sparsity_speedup=speedup)
-    return dataclasses.replace(job, system=dataclasses.replace(job.system, device=view))
-
-
 def job_key(job: Job) -> bytes:
-    """A run's identity: its pickled :func:`read_view`, every input the simulation reads (the
-    system's numbers, structure and name, the workload, the seed, the steps). Equal keys are
-    the same simulation, so one result serves both; two equal jobs built differently may
-    pickle differently and then simply run twice."""
+    """A run's identity: its pickled :func:`~scaling.model.reads.read_view`, every input the
+    simulation reads (the system's numbers, structure and name, the workload, the seed, the
+    steps; the model's rules drop the rest). Equal keys are the same simulation, so one
+    result serves both; two equal jobs built differently may pickle differently and then
+    simply run twice."""
     return pickle.dumps(read_view(job), protocol=pickle.HIGHEST_PROTOCOL)
 
 

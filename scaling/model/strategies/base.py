@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import simpy
 
+from scaling.model.comm.ops import CollectiveOp
 from scaling.model.hardware.moe import MoEShape
 from scaling.model.routing import RoutingStats
 
@@ -218,6 +219,14 @@ class Strategy(Protocol):
         """The collective kind (``""``: any) and op a wait span named ``name`` waits for."""
         ...
 
+    @property
+    def collective_ops(self) -> frozenset[CollectiveOp]:
+        """Every collective operation a run of this strategy may issue (``Communicator.call``):
+        a superset is safe, a missing one is a defect (tests/test_read_view.py records the
+        calls). :func:`scaling.model.reads.read_view` leaves the library constants of an
+        algorithm that implements none of them out of a job's key."""
+        ...
+
 
 class StrategyBase:
     """Defaults of the optional :class:`Strategy` hooks, those of a data-parallel strategy."""
@@ -276,3 +285,8 @@ class StrategyBase:
     def wait_target(self, name: str) -> tuple[str, str]:
         """``wait:<op>[:<detail>]`` (``wait:all_gather:unit3`` → ``("", "all_gather")``)."""
         return "", name.removeprefix("wait:").split(":")[0].split(" ")[0]
+
+    @property
+    def collective_ops(self) -> frozenset[CollectiveOp]:
+        """Every operation (nothing is known of a strategy that does not say)."""
+        return frozenset(CollectiveOp)

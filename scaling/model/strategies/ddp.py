@@ -118,6 +118,13 @@ class DDPSpec(StrategyBase):
         return "ddp"
 
     @property
+    def collective_ops(self) -> frozenset[CollectiveOp]:
+        """Gradient all-reduces (and the used-parameter map's), and ``__init__``'s shape
+        all-gather and parameter broadcasts (:func:`setup_broadcasts`), rebuilt buckets'
+        broadcasts: no all-to-all."""
+        return frozenset({CollectiveOp.ALL_REDUCE, CollectiveOp.ALL_GATHER, CollectiveOp.BROADCAST})
+
+    @property
     def size_limits(self) -> tuple[float, ...]:
         """The reducer's real bucket size limits, bytes (the last one repeats)."""
         if self.bucket_cap_bytes is None:

@@ -159,6 +159,15 @@ class FSDPSpec(StrategyBase):
         return gather, self.reduce_dtype or gather
 
     @property
+    def collective_ops(self) -> frozenset[CollectiveOp]:
+        """Parameter all-gathers, gradient reduce-scatters (all-reduces when not sharded,
+        across replicas with hybrid sharding) and the gradient-norm all-reduce: no all-to-all
+        or broadcast."""
+        return frozenset(
+            {CollectiveOp.ALL_GATHER, CollectiveOp.REDUCE_SCATTER, CollectiveOp.ALL_REDUCE}
+        )
+
+    @property
     def label(self) -> str:
         """``fsdp-<sharding>`` (FSDP1), e.g. ``fsdp-full_shard``; ``fsdp2-…`` for FSDP2."""
         if self.post_forward_shard is not None:
