@@ -17,7 +17,7 @@ import numpy.typing as npt
 
 from scaling.engine.waterfill import FloatArray, IntArray
 
-__all__ = ["MAX_OWED", "IntervalLog", "LinkBytes"]
+__all__ = ["MAX_OWED", "IntervalLog", "LinkBytes", "LinkDiagnostics"]
 
 
 class IntervalLog:
@@ -112,6 +112,11 @@ class LinkBytes:
         self._owed_arrays: set[int] = set()  # ids of the rate arrays owed
         self._owed_n = 0
 
+    @property
+    def n_links(self) -> int:
+        """The link count L."""
+        return int(self._bytes.size)
+
     def owe_rate(self, link_idx: IntArray, link_rate: FloatArray, dt: float) -> None:
         """Owe ``link_rate * dt`` bytes (B/s times s) to the links ``link_idx`` (unique)."""
         self._owed.append((True, link_idx, link_rate, dt))
@@ -147,3 +152,64 @@ class LinkBytes:
         """Bytes per link so far (a copy), shape [L]."""
         self.settle()
         return self._bytes.copy()
+
+
+class LinkDiagnostics:
+    """The per-link questions a :class:`~scaling.engine.network.FlowNetwork` answers (bytes
+    and busy seconds per link, rates over a window), read from the accounting its event loop
+    keeps. A subclass sets the state declared here (in its ``__init__``) and keeps it up to
+    date; these methods only read it."""
+
+    #: bytes per link, owed as the flows drain and finish
+    _link_bytes: LinkBytes
+    #: the intervals of constant link rates, kept only after :meth:`record_intervals`
+    _intervals: IntervalLog | None
+
+    @property
+    def bytes_per_link(self) -> FloatArray:
+        """Bytes carried by each link so far (copy), shape [L].
+
+        Integrated from the fluid rates (plus each flow's sub-tolerance residue when it
+        finishes), up to the last flow-set change or wake-up. Once all flows have finished it
+        equals, per link, the sum of ``nbytes * multiplicity`` over flows crossing it.
+        """
+        return self._link_bytes.total()
+
+    @property
+    def busy_s_per_link(self) -> FloatArray:
+        """Seconds each link has carried traffic so far, shape [L]: the summed lengths of the
+        recorded intervals in which some active flow crossed it (needs :meth:`record_intervals`
+        before the run: derived from the intervals, so the event loop keeps no second
+        counter)."""
+        return self.link_usage(-math.inf, math.inf)[1]
+
+    def record_intervals(self) -> None:
+        """From now on keep every interval of constant link rates, for :meth:`link_usage` and
+        :meth:`link_rates` over any time window (memory: one entry per flow-set change)."""
+        if self._intervals is None:
+            self._intervals = IntervalLog(self._link_bytes.n_links)
+
+    def _log(self) -> IntervalLog:
+        """The interval log. Queries read it up to the last flow-set change: a query must not
+        advance the flows (that would split an interval and move the rounding of results)."""
+        if self._intervals is None:
+            raise RuntimeError("link_usage/link_rates need record_intervals() before the run")
+        return self._intervals
+
+    def link_usage(self, t0: float, t1: float) -> tuple[FloatArray, FloatArray]:
+        """Bytes carried by each link, and seconds it carried traffic, between ``t0`` and
+        ``t1`` (s), shape [L] each, from the intervals kept since :meth:`record_intervals`.
+
+        Integrated from the fluid rates (:meth:`IntervalLog.usage`); the sub-tolerance residue
+        a finishing flow is credited with (<= ``finish_rtol`` of its size, see
+        :attr:`bytes_per_link`) has no time and is left out.
+        """
+        return self._log().usage(t0, t1)
+
+    def link_rates(
+        self, links: Sequence[int] | npt.ArrayLike, t0: float, t1: float
+    ) -> tuple[FloatArray, FloatArray]:
+        """The aggregate rate (bytes/s) of each of ``links`` over ``[t0, t1]`` as a step
+        function: change times (s), shape [T], and the rates from each time on, shape [T, K];
+        the last row (at the end of the window, or where the links fall idle) is zero."""
+        return self._log().rates(links, t0, t1)

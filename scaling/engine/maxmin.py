@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Sequence
+from operator import mul
 from typing import NamedTuple
 
 import numpy as np
@@ -38,6 +39,7 @@ __all__ = [
     "Incidence",
     "MaxMinSolver",
     "Solution",
+    "fingerprint",
     "maxmin_rates",
 ]
 
@@ -78,6 +80,24 @@ class Solution(NamedTuple):
 def _readonly(a: np.ndarray) -> np.ndarray:
     a.setflags(write=False)
     return a
+
+
+#: batches of at most this many flow classes sum their fingerprint terms in plain Python
+_PY_SUMS = 32
+# a ufunc method: `a.sum()` adds a Python wrapper (~0.5-2 us a call)
+_add = np.add.reduce
+
+
+def fingerprint(pids: IntArray, mult: IntArray) -> tuple[int, int]:
+    """(flows in all, sum of path id * flows) of a batch of flow classes: its share of the
+    solver memo's fingerprint (``total`` and ``weighted`` of :meth:`MaxMinSolver.lookup_counts`,
+    which a caller keeps as flows start and finish). Integer sums, so the same numbers either way; a small batch in plain Python (~1 us less than two numpy calls, the
+    common size on one node), a large one in numpy. (int64 wraps where Python ints do not:
+    beyond 2^63, where a mismatch costs a memo miss, never a wrong answer.)"""
+    if pids.size <= _PY_SUMS:
+        m = mult.tolist()
+        return sum(m), sum(map(mul, pids.tolist(), m))
+    return int(_add(mult)), int(pids @ mult)
 
 
 class MaxMinSolver:

@@ -20,13 +20,12 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from functools import partial
-from operator import mul
 
 import numpy as np
 import numpy.typing as npt
 import simpy
 
-from scaling.engine.intervals import IntervalLog, LinkBytes
+from scaling.engine.intervals import LinkBytes, LinkDiagnostics
 from scaling.engine.maxmin import (
     DEFAULT_SOLVER_RTOL,
     FloatArray,
@@ -34,6 +33,7 @@ from scaling.engine.maxmin import (
     MaxMinSolver,
     Solution,
     as_capacity,
+    fingerprint,
 )
 from scaling.engine.memory import keep_freed_memory
 from scaling.engine.waterfill import sorted_distinct
@@ -56,7 +56,7 @@ _PID, _MULT = 0, 1
 _DEAD_RATIO = 1
 # reductions as ufunc methods: `a.min()` & co. add a Python wrapper (~0.5-2 us a call)
 _any, _all = np.logical_or.reduce, np.logical_and.reduce
-_min, _sum = np.minimum.reduce, np.add.reduce
+_min = np.minimum.reduce
 #: a bundle of at least this many flows whose path ids are a block (k, k + 1, ...) adds its
 #: counts by a slice; below, np.add.at is as cheap as the check
 _BLOCK_MIN = 64
@@ -67,23 +67,9 @@ _EMPTY_F.setflags(write=False)
 #: a re-solve after one change asks the successor memo (O(changed flows)) when the solution
 #: before had at least this many classes; below, the per-path counts are as cheap
 _SUCC_MIN = 128
-#: batches of at most this many flow classes sum their fingerprint terms in plain Python
-_PY_SUMS = 32
 
 
-def _fingerprint(pids: IntArray, mult: IntArray) -> tuple[int, int]:
-    """(flows in all, sum of path id * flows) of a batch of flow classes: its share of the
-    solver memo's fingerprint (:meth:`MaxMinSolver.lookup_counts`). Integer sums, so the same
-    numbers either way; a small batch in plain Python (~1 us less than two numpy calls, the
-    common size on one node), a large one in numpy. (int64 wraps where Python ints do not:
-    beyond 2^63, where a mismatch costs a memo miss, never a wrong answer.)"""
-    if pids.size <= _PY_SUMS:
-        m = mult.tolist()
-        return sum(m), sum(map(mul, pids.tolist(), m))
-    return int(_sum(mult)), int(pids @ mult)
-
-
-class FlowNetwork:
+class FlowNetwork(LinkDiagnostics):
     """Fluid flow-level network running inside a :class:`simpy.Environment`.
 
     Model:
@@ -194,10 +180,9 @@ class FlowNetwork:
         # path id; grown as paths register.
         self._path_mult = np.zeros(0, dtype=np.int64)
         self._path_rate = np.zeros(0)
-        # (start s, end s, link ids, their aggregate rates B/s) per interval of constant rates,
-        # kept only after record_intervals() (explain --links, trace): the arrays are the
-        # solver's read-only solutions, shared across intervals with the same active set
-        self._intervals: IntervalLog | None = None
+        # intervals of constant link rates, kept only after record_intervals() (explain
+        # --links, trace; see LinkDiagnostics)
+        self._intervals = None
 
         self.resolves = 0
         """Flow-set changes that left >= 1 active flow (each asks the solver for rates)."""
@@ -246,55 +231,6 @@ class FlowNetwork:
     def active_transfers(self) -> int:
         """Number of flow classes currently sending bytes."""
         return self._live
-
-    @property
-    def bytes_per_link(self) -> FloatArray:
-        """Bytes carried by each link so far (copy), shape [L].
-
-        Integrated from the fluid rates (plus each flow's sub-tolerance residue when it
-        finishes), up to the last flow-set change or wake-up. Once all flows have finished it
-        equals, per link, the sum of ``nbytes * multiplicity`` over flows crossing it.
-        """
-        return self._link_bytes.total()
-
-    @property
-    def busy_s_per_link(self) -> FloatArray:
-        """Seconds each link has carried traffic so far, shape [L]: the summed lengths of the
-        recorded intervals in which some active flow crossed it (needs :meth:`record_intervals`
-        before the run: derived from the intervals, so the event loop keeps no second
-        counter)."""
-        return self.link_usage(-math.inf, math.inf)[1]
-
-    def record_intervals(self) -> None:
-        """From now on keep every interval of constant link rates, for :meth:`link_usage` and
-        :meth:`link_rates` over any time window (memory: one entry per flow-set change)."""
-        if self._intervals is None:
-            self._intervals = IntervalLog(self.n_links)
-
-    def _log(self) -> IntervalLog:
-        """The interval log. Queries read it up to the last flow-set change: a query must not
-        advance the flows (that would split an interval and move the rounding of results)."""
-        if self._intervals is None:
-            raise RuntimeError("link_usage/link_rates need record_intervals() before the run")
-        return self._intervals
-
-    def link_usage(self, t0: float, t1: float) -> tuple[FloatArray, FloatArray]:
-        """Bytes carried by each link, and seconds it carried traffic, between ``t0`` and
-        ``t1`` (s), shape [L] each, from the intervals kept since :meth:`record_intervals`.
-
-        Integrated from the fluid rates (:meth:`IntervalLog.usage`); the sub-tolerance residue
-        a finishing flow is credited with (<= ``finish_rtol`` of its size, see
-        :attr:`bytes_per_link`) has no time and is left out.
-        """
-        return self._log().usage(t0, t1)
-
-    def link_rates(
-        self, links: Sequence[int] | npt.ArrayLike, t0: float, t1: float
-    ) -> tuple[FloatArray, FloatArray]:
-        """The aggregate rate (bytes/s) of each of ``links`` over ``[t0, t1]`` as a step
-        function: change times (s), shape [T], and the rates from each time on, shape [T, K];
-        the last row (at the end of the window, or where the links fall idle) is zero."""
-        return self._log().rates(links, t0, t1)
 
     def current_rates(self) -> dict[int, float]:
         """Per-flow rate in bytes/s of each active path at the last re-solve."""
@@ -416,7 +352,7 @@ class FlowNetwork:
             self._path_mult[p0 : p0 + k] += mult
         else:
             np.add.at(self._path_mult, pids, mult)
-        flows, weighted = _fingerprint(pids, mult)
+        flows, weighted = fingerprint(pids, mult)
         self._sum_m += flows
         self._sum_pm += weighted
         self._dirty = True
@@ -529,7 +465,7 @@ class FlowNetwork:
             self._sum_m = self._sum_pm = 0
         else:
             np.subtract.at(self._path_mult, pids, mults)
-            n_flows, weighted = _fingerprint(pids, mults)
+            n_flows, weighted = fingerprint(pids, mults)
             self._sum_m -= n_flows
             self._sum_pm -= weighted
         self.transfers_completed += n_done
