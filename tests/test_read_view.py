@@ -142,6 +142,16 @@ def test_a_one_node_job_reads_no_network_number(system: str) -> None:
     assert "ok" in statuses or not jobs[0].system.device.can_train
 
 
+@pytest.mark.parametrize("system", ["dgx-h100", "mlu370-x8"])
+def test_a_one_node_job_priced_uncontended_reads_no_network_number(system: str) -> None:
+    """The same with ``simulation.network: analytic`` (every call at the tuner's uncontended
+    price: ``AnalyticCostModel`` builds the cluster a group reaches, one node here)."""
+    jobs = _jobs(system, "configs/mlu-vs-gpu.yaml", "simulation.network=analytic")
+    assert all(j.sim.network == "analytic" for j in jobs)
+    for job in jobs:
+        _check_one_node(job)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("system", ["dgx-a100", "mlu370-x8", "atlas-800t-a2"])
 def test_a_one_node_megatron_and_moe_job_reads_no_network_number(system: str) -> None:
