@@ -91,9 +91,10 @@ _add = np.add.reduce
 def fingerprint(pids: IntArray, mult: IntArray) -> tuple[int, int]:
     """(flows in all, sum of path id * flows) of a batch of flow classes: its share of the
     solver memo's fingerprint (``total`` and ``weighted`` of :meth:`MaxMinSolver.lookup_counts`,
-    which a caller keeps as flows start and finish). Integer sums, so the same numbers either way; a small batch in plain Python (~1 us less than two numpy calls, the
-    common size on one node), a large one in numpy. (int64 wraps where Python ints do not:
-    beyond 2^63, where a mismatch costs a memo miss, never a wrong answer.)"""
+    which a caller keeps as flows start and finish). Integer sums, so the same numbers either
+    way; a small batch in plain Python (~1 us less than two numpy calls, the common size on
+    one node), a large one in numpy. (int64 wraps where Python ints do not: beyond 2^63,
+    where a mismatch costs a memo miss, never a wrong answer.)"""
     if pids.size <= _PY_SUMS:
         m = mult.tolist()
         return sum(m), sum(map(mul, pids.tolist(), m))
